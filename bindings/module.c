@@ -1,0 +1,122 @@
+/* module.c — luaopen_moonflow_core: builds the module table of `require "moonflow.core"` from the
+ * binding files (each adds its functions and tensor methods), plus threads, the clock, versions
+ * and devices. lua/moonflow/init.lua wraps it as `require "moonflow"`. */
+#include <time.h>
+
+#include "lmf.h"
+
+/* ---- threads, clock, devices ------------------------------------------------------------- */
+
+static int m_set_num_threads(lua_State *L) {
+  lua_Integer n = luaL_checkinteger(L, 1);
+  if (n < 1 || n > 4096)
+    return luaL_error(L, "set_num_threads: expected a count in 1..4096, got %I", (LUAI_UACINT)n);
+  mf_set_num_threads((int)n);
+  return 0;
+}
+
+static int m_get_num_threads(lua_State *L) {
+  lua_pushinteger(L, mf_get_num_threads());
+  return 1;
+}
+
+/* mf.clock(): monotonic wall time in seconds (for timing, not dates). */
+static int m_clock(lua_State *L) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec * 1e-9);
+  return 1;
+}
+
+static int m_blas_info(lua_State *L) {
+  lua_pushstring(L, mf_blas_info());
+  return 1;
+}
+
+/* mf.list_devices() -> {"cpu", "cuda:0", ...} */
+static int m_list_devices(lua_State *L) {
+  int n = mf_cuda_device_count();
+  lua_createtable(L, n + 1, 0);
+  lua_pushstring(L, mf_device_name(mf_cpu()));
+  lua_rawseti(L, -2, 1);
+  for (int i = 0; i < n; i++) {
+    lua_pushfstring(L, "cuda:%d", i);
+    lua_rawseti(L, -2, i + 2);
+  }
+  return 1;
+}
+
+/* mf._set_default_device(spec | nil): the device of new tensors (checked now). Returns the
+ * previous spec. The Lua side builds mf.device(spec, fn) on this. */
+static int m_set_default_device(lua_State *L) {
+  if (!lua_isnil(L, 1)) lmf_checkdevice(L, 1, "device");
+  lua_getfield(L, LUA_REGISTRYINDEX, LMF_DEVICE);
+  lua_pushvalue(L, 1);
+  lua_setfield(L, LUA_REGISTRYINDEX, LMF_DEVICE);
+  return 1;
+}
+
+static int m_get_default_device(lua_State *L) {
+  mf_device *d = lmf_default_device(L, "device");
+  lua_pushstring(L, mf_device_name(d ? d : mf_cpu()));
+  return 1;
+}
+
+static int c_is_available(lua_State *L) {
+  lua_pushboolean(L, mf_cuda_device_count() > 0);
+  return 1;
+}
+
+static int c_device_count(lua_State *L) {
+  lua_pushinteger(L, mf_cuda_device_count());
+  return 1;
+}
+
+/* mf.cuda.synchronize([i]) */
+static int c_synchronize(lua_State *L) {
+  if (mf_cuda_device_count() == 0) return 0;
+  lua_pushfstring(L, "cuda:%d", (int)luaL_optinteger(L, 1, 0));
+  mf_device *d = lmf_checkdevice(L, lua_gettop(L), "synchronize");
+  mf_status s = mf_device_synchronize(d);
+  return s == MF_OK ? 0 : lmf_error(L, s);
+}
+
+static const luaL_Reg funcs[] = {
+    {"set_num_threads", m_set_num_threads},
+    {"get_num_threads", m_get_num_threads},
+    {"clock", m_clock},
+    {"blas_info", m_blas_info},
+    {"list_devices", m_list_devices},
+    {"_set_default_device", m_set_default_device},
+    {"get_default_device", m_get_default_device},
+    {NULL, NULL},
+};
+
+static const luaL_Reg cuda[] = {
+    {"is_available", c_is_available},
+    {"device_count", c_device_count},
+    {"synchronize", c_synchronize},
+    {NULL, NULL},
+};
+
+LUAMOD_API int luaopen_moonflow_core(lua_State *L) {
+  luaL_checkversion(L);
+  lua_newtable(L); /* the module */
+  int mod = lua_gettop(L);
+  lua_newtable(L); /* the tensor methods */
+  int meth = lua_gettop(L);
+  lmf_open_tensor(L, mod, meth); /* first: makes the metatable */
+  lmf_open_index(L, mod, meth);
+  lmf_open_create(L, mod, meth);
+  lmf_open_math(L, mod, meth);
+  lmf_open_reduce(L, mod, meth);
+  lmf_open_shape(L, mod, meth);
+  lmf_open_convert(L, mod, meth);
+  lua_pop(L, 1);
+  lmf_setfuncs(L, mod, funcs);
+  luaL_newlib(L, cuda);
+  lua_setfield(L, mod, "cuda");
+  lua_pushliteral(L, MF_VERSION);
+  lua_setfield(L, mod, "version");
+  return 1;
+}

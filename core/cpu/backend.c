@@ -1,0 +1,15 @@
+/* backend.c — the CPU backend's kernel table: which kernel runs each op. */
+#include "cpu/kernels.h"
+
+void mf_cpu_register_kernels(mf_kernel *k) {
+  for (int op = MF_OP_ADD; op <= MF_OP_LOGICAL_OR; op++) k[op] = mf_cpu_binary;
+  for (int op = MF_OP_NEG; op <= MF_OP_CLAMP; op++) k[op] = mf_cpu_unary;
+  k[MF_OP_COPY] = mf_cpu_copy;
+  k[MF_OP_FILL] = mf_cpu_fill;
+  k[MF_OP_ARANGE] = mf_cpu_arange;
+  k[MF_OP_RAND] = mf_cpu_random;
+  k[MF_OP_RANDN] = mf_cpu_random;
+  k[MF_OP_WHERE] = mf_cpu_where;
+  for (int op = MF_OP_SUM; op <= MF_OP_VAR; op++) k[op] = mf_cpu_reduce;
+  k[MF_OP_MATMUL] = mf_cpu_matmul;
+}

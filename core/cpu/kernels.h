@@ -1,0 +1,29 @@
+/* kernels.h — the CPU backend's kernels, one entry point per op family; cpu/backend.c puts them in
+ * the CPU device's kernel table. Each takes a call prepared by the front end (see internal.h). */
+#ifndef MF_CPU_KERNELS_H
+#define MF_CPU_KERNELS_H
+
+#include "internal.h"
+
+/* elementwise.c: every binary op (ADD .. LOGICAL_OR) and unary op (NEG .. CLAMP).
+ * Binary: in[0], in[1] have out's shape (broadcast dims stride 0) and the same dtype; out has that
+ * dtype, or bool for comparisons and logical ops. Unary: in[0] has out's shape; out has in[0]'s
+ * dtype (bool for LOGICAL_NOT). CLAMP: p[0] = lo, p[1] = hi (+-inf = no bound). */
+mf_status mf_cpu_binary(mf_device *dev, const mf_call *c);
+mf_status mf_cpu_unary(mf_device *dev, const mf_call *c);
+
+/* fill.c */
+mf_status mf_cpu_copy(mf_device *dev, const mf_call *c);   /* out = cast(in[0]); any strides on both */
+mf_status mf_cpu_fill(mf_device *dev, const mf_call *c);   /* out = p[0]; out may be any view */
+mf_status mf_cpu_arange(mf_device *dev, const mf_call *c); /* out[i] = p[0] + i * p[1]; contiguous */
+mf_status mf_cpu_random(mf_device *dev, const mf_call *c); /* RAND / RANDN from seed, offset */
+mf_status mf_cpu_where(mf_device *dev, const mf_call *c);  /* out = in[0] ? in[1] : in[2] */
+
+/* reduce.c: SUM PROD MAX MIN ARGMAX ARGMIN MEAN VAR over contiguous (ip[0], ip[1], ip[2]) =
+ * (outer, n, inner) into out (outer, inner); VAR: ip[3] = correction. */
+mf_status mf_cpu_reduce(mf_device *dev, const mf_call *c);
+
+/* matmul.c: see ops_linalg.c for the layout it receives. */
+mf_status mf_cpu_matmul(mf_device *dev, const mf_call *c);
+
+#endif

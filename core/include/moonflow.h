@@ -1,0 +1,285 @@
+/* moonflow.h — the public C API of the moonflow core: dtypes, devices, storages and strided
+ * tensor views, the operations on them, threads, random numbers and error statuses.
+ *
+ * Conventions
+ * - Every operation returns an mf_status; on failure the thread-local message mf_error() names the
+ *   operation, the shapes and the dtypes involved ("matmul: sizes 2x3 and 2x3 do not match").
+ *   Results come back through a last `mf_tensor **out` argument, owned by the caller (one
+ *   reference: release it with mf_release). On failure *out is left NULL.
+ * - Dimensions and indices are 0-based here (the Lua bindings convert from 1-based).
+ *   A negative dim counts from the end (-1 = last) wherever a dim is taken.
+ * - Tensors are refcounted views (dtype, sizes, strides in elements, offset) over a refcounted
+ *   storage on one device. View operations share the storage; the rest allocate.
+ * - Nothing here aborts or exits.
+ */
+#ifndef MOONFLOW_H
+#define MOONFLOW_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MF_VERSION "0.1.0"
+#define MF_MAX_DIMS 8
+#define MF_ALL_DIMS (-1000) /* reduce over every dimension */
+
+/* ---- status ---------------------------------------------------------------------------- */
+
+typedef enum mf_status {
+  MF_OK = 0,
+  MF_ERR_ARG,         /* a bad argument value */
+  MF_ERR_SHAPE,       /* sizes that do not match or cannot be */
+  MF_ERR_DTYPE,       /* a dtype the operation does not take */
+  MF_ERR_INDEX,       /* an index or dimension out of range */
+  MF_ERR_MEMORY,      /* out of memory */
+  MF_ERR_DEVICE,      /* a device error, or tensors on different devices */
+  MF_ERR_UNSUPPORTED, /* no kernel for this op on this device */
+  MF_ERR_IO,          /* a file could not be read or written, or is corrupt */
+} mf_status;
+
+/* The message of the last failure on this thread. */
+const char *mf_error(void);
+/* Sets the message (printf format) and returns `s`, so that `return mf_fail(...)` reads well. */
+mf_status mf_fail(mf_status s, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+const char *mf_status_name(mf_status s);
+
+/* ---- dtypes ---------------------------------------------------------------------------- */
+
+typedef enum mf_dtype {
+  MF_F32 = 0,
+  MF_F64,
+  MF_I32,
+  MF_I64,
+  MF_U8,
+  MF_BOOL,
+  MF_F16,  /* GPU only */
+  MF_BF16, /* GPU only */
+  MF_DTYPE_COUNT
+} mf_dtype;
+
+size_t mf_dtype_size(mf_dtype t);
+const char *mf_dtype_name(mf_dtype t); /* "float32", "int64", "bool", ... */
+/* Accepts "float32"/"float"/"f32", "float64"/"double", "int32"/"int", "int64"/"long", "uint8"/"byte",
+ * "bool", "float16"/"half", "bfloat16". */
+mf_status mf_dtype_from_name(const char *name, mf_dtype *out);
+bool mf_dtype_is_float(mf_dtype t);
+/* The dtype of a binary op's result by PyTorch's promotion rules (bool < uint8 < int32 < int64 <
+ * float16/bfloat16 < float32 < float64). */
+mf_dtype mf_promote(mf_dtype a, mf_dtype b);
+
+/* ---- devices ----------------------------------------------------------------------------- */
+
+typedef enum mf_device_type { MF_DEV_CPU = 0, MF_DEV_CUDA = 1 } mf_device_type;
+typedef struct mf_device mf_device;
+
+mf_device *mf_cpu(void);
+/* "cpu", "cpu:0", "/cpu:0", "cuda", "cuda:1", "gpu", "/gpu:0", "/device:GPU:1". */
+mf_status mf_device_get(const char *spec, mf_device **out);
+const char *mf_device_name(const mf_device *d); /* "cpu", "cuda:0" */
+mf_device_type mf_device_kind(const mf_device *d);
+int mf_device_index(const mf_device *d);
+mf_status mf_device_synchronize(mf_device *d);
+int mf_cuda_device_count(void); /* 0 when built without CUDA or no GPU is present */
+
+/* ---- storage and tensors ------------------------------------------------------------------ */
+
+typedef struct mf_storage {
+  int refcount;
+  mf_device *device;
+  void *data;
+  size_t nbytes;
+} mf_storage;
+
+struct mf_node;
+
+enum {
+  MF_TENSOR_WRAPPED_NUMBER = 1u << 0, /* made from a Lua number: does not promote dtypes */
+  MF_TENSOR_REQUIRES_GRAD = 1u << 1,  /* a leaf whose gradient autograd accumulates */
+};
+
+typedef struct mf_tensor {
+  int refcount;
+  mf_dtype dtype;
+  int ndim;
+  unsigned flags;
+  int64_t shape[MF_MAX_DIMS];
+  int64_t stride[MF_MAX_DIMS]; /* in elements; 0 for broadcast dimensions */
+  int64_t offset;              /* in elements, from storage->data */
+  mf_storage *storage;
+  /* autograd */
+  struct mf_tensor *grad;  /* accumulated gradient of a leaf, or NULL */
+  struct mf_node *grad_fn; /* the node that made this tensor, or NULL for a leaf */
+} mf_tensor;
+
+mf_tensor *mf_retain(mf_tensor *t);
+void mf_release(mf_tensor *t); /* NULL is fine */
+
+int64_t mf_numel(const mf_tensor *t);
+bool mf_is_contiguous(const mf_tensor *t);
+/* Host pointer to element 0 of the view (CPU tensors only). */
+void *mf_data(const mf_tensor *t);
+mf_device *mf_tensor_device(const mf_tensor *t);
+/* "2x3", "scalar" for 0-d; writes at most n bytes. */
+const char *mf_shape_str(const mf_tensor *t, char *buf, size_t n);
+/* Normalises a possibly negative dim against ndim; MF_ERR_INDEX when out of range. */
+mf_status mf_norm_dim(const char *op, int dim, int ndim, int *out);
+
+/* ---- creation -------------------------------------------------------------------------- */
+
+/* dev NULL = CPU. Shapes have ndim entries, each >= 0. */
+mf_status mf_empty(int ndim, const int64_t *shape, mf_dtype dt, mf_device *dev, mf_tensor **out);
+mf_status mf_full(int ndim, const int64_t *shape, double v, mf_dtype dt, mf_device *dev,
+                  mf_tensor **out);
+mf_status mf_zeros(int ndim, const int64_t *shape, mf_dtype dt, mf_device *dev, mf_tensor **out);
+mf_status mf_ones(int ndim, const int64_t *shape, mf_dtype dt, mf_device *dev, mf_tensor **out);
+mf_status mf_empty_like(const mf_tensor *t, mf_tensor **out); /* same shape, dtype, device; contiguous */
+/* Copies numel contiguous elements of type dt from host memory. */
+mf_status mf_from_host(int ndim, const int64_t *shape, mf_dtype dt, const void *src,
+                       mf_device *dev, mf_tensor **out);
+/* A 0-d tensor holding v (flagged as a wrapped number when wrapped is true). */
+mf_status mf_scalar(double v, mf_dtype dt, bool wrapped, mf_device *dev, mf_tensor **out);
+/* Values start, start+step, ... < end (> end for negative step), as in numpy. */
+mf_status mf_arange(double start, double end, double step, mf_dtype dt, mf_device *dev,
+                    mf_tensor **out);
+mf_status mf_eye(int64_t n, int64_t m, mf_dtype dt, mf_device *dev, mf_tensor **out);
+/* Uniform [0, 1) and standard normal, from the global Philox generator. */
+mf_status mf_rand(int ndim, const int64_t *shape, mf_dtype dt, mf_device *dev, mf_tensor **out);
+mf_status mf_randn(int ndim, const int64_t *shape, mf_dtype dt, mf_device *dev, mf_tensor **out);
+
+/* ---- random numbers (Philox 4x32-10) ------------------------------------------------------ */
+
+void mf_manual_seed(uint64_t seed);
+/* Generator state = (seed, offset): offset counts the 128-bit Philox blocks used so far. */
+void mf_rng_get_state(uint64_t *seed, uint64_t *offset);
+void mf_rng_set_state(uint64_t seed, uint64_t offset);
+/* Reserves n blocks and returns the offset of the first (for kernels that draw numbers). */
+uint64_t mf_rng_reserve(uint64_t nblocks);
+/* One Philox 4x32-10 block: counter (offset, subsequence), key = seed. */
+void mf_philox(uint64_t seed, uint64_t counter_lo, uint64_t counter_hi, uint32_t out[4]);
+
+/* ---- reading values --------------------------------------------------------------------- */
+
+/* Element at a multi-index (ndim entries) converted to double. */
+mf_status mf_get(const mf_tensor *t, const int64_t *index, double *out);
+/* A one-element tensor's value. */
+mf_status mf_item(const mf_tensor *t, double *out);
+/* Copies the whole tensor, converted to dtype dt, into a contiguous host buffer of numel elements. */
+mf_status mf_to_host(const mf_tensor *t, mf_dtype dt, void *dst);
+/* numpy/torch-style text with the footer `[float32 tensor, shape 2x3, cpu]`; free() the result. */
+mf_status mf_format(const mf_tensor *t, char **out);
+
+/* ---- views (share storage) ---------------------------------------------------------------- */
+
+/* One entry may be -1 (inferred). view fails when the strides do not allow it; reshape copies then. */
+mf_status mf_view(const mf_tensor *t, int ndim, const int64_t *shape, mf_tensor **out);
+mf_status mf_reshape(const mf_tensor *t, int ndim, const int64_t *shape, mf_tensor **out);
+mf_status mf_transpose(const mf_tensor *t, int d0, int d1, mf_tensor **out);
+mf_status mf_permute(const mf_tensor *t, const int *perm, mf_tensor **out); /* ndim entries */
+mf_status mf_narrow(const mf_tensor *t, int dim, int64_t start, int64_t len, mf_tensor **out);
+mf_status mf_select(const mf_tensor *t, int dim, int64_t index, mf_tensor **out);
+/* Strided slice of one dimension: start, start+step, ... < stop (step > 0). */
+mf_status mf_slice(const mf_tensor *t, int dim, int64_t start, int64_t stop, int64_t step,
+                   mf_tensor **out);
+/* -1 keeps a size; new leading dimensions may be added. */
+mf_status mf_expand(const mf_tensor *t, int ndim, const int64_t *shape, mf_tensor **out);
+mf_status mf_squeeze(const mf_tensor *t, int dim, mf_tensor **out); /* dim MF_ALL_DIMS: all 1s */
+mf_status mf_unsqueeze(const mf_tensor *t, int dim, mf_tensor **out);
+mf_status mf_flatten(const mf_tensor *t, int start, int end, mf_tensor **out);
+/* The tensor itself (retained) when contiguous, else a contiguous copy. */
+mf_status mf_contiguous(const mf_tensor *t, mf_tensor **out);
+/* Broadcast shape of two shapes (numpy rules). */
+mf_status mf_broadcast_shape(const char *op, int na, const int64_t *a, int nb, const int64_t *b,
+                             int *nout, int64_t *out);
+
+/* ---- operations ------------------------------------------------------------------------- */
+
+/* The op table: name, and what the kernels index by. */
+#define MF_OPS(X)                                                                              \
+  /* binary elementwise, numpy broadcasting */                                                \
+  X(ADD, "add") X(SUB, "sub") X(MUL, "mul") X(DIV, "div") X(POW, "pow")                          \
+  X(MAXIMUM, "maximum") X(MINIMUM, "minimum") X(REMAINDER, "remainder")                           \
+  X(FLOOR_DIVIDE, "floor_divide")                                                               \
+  X(EQ, "eq") X(NE, "ne") X(GT, "gt") X(GE, "ge") X(LT, "lt") X(LE, "le")                      \
+  X(LOGICAL_AND, "logical_and") X(LOGICAL_OR, "logical_or")                                    \
+  /* unary elementwise */                                                                      \
+  X(NEG, "neg") X(ABS, "abs") X(EXP, "exp") X(LOG, "log") X(SQRT, "sqrt") X(TANH, "tanh")       \
+  X(SIGMOID, "sigmoid") X(RELU, "relu") X(SIGN, "sign") X(LOGICAL_NOT, "logical_not")           \
+  X(CLAMP, "clamp")                                                                            \
+  /* data movement and creation */                                                             \
+  X(COPY, "copy") X(FILL, "fill") X(ARANGE, "arange") X(RAND, "rand") X(RANDN, "randn")         \
+  X(WHERE, "where")                                                                            \
+  /* reductions */                                                                             \
+  X(SUM, "sum") X(PROD, "prod") X(MAX, "max") X(MIN, "min") X(ARGMAX, "argmax")                 \
+  X(ARGMIN, "argmin") X(MEAN, "mean") X(VAR, "var")                                            \
+  /* linear algebra */                                                                         \
+  X(MATMUL, "matmul")
+
+typedef enum mf_op {
+#define MF_OP_ENUM_(id, name) MF_OP_##id,
+  MF_OPS(MF_OP_ENUM_)
+#undef MF_OP_ENUM_
+      MF_OP_COUNT
+} mf_op;
+
+const char *mf_op_name(mf_op op);
+
+/* Elementwise, with numpy broadcasting and dtype promotion. Comparisons give bool; logical ops
+ * take any dtype (nonzero = true) and give bool; div of integers gives float32. */
+mf_status mf_binary(mf_op op, const mf_tensor *a, const mf_tensor *b, mf_tensor **out);
+/* exp/log/sqrt/tanh/sigmoid of integers give float32; logical_not gives bool. */
+mf_status mf_unary(mf_op op, const mf_tensor *x, mf_tensor **out);
+mf_status mf_clamp(const mf_tensor *x, double lo, double hi, mf_tensor **out); /* +-inf: no bound */
+mf_status mf_where(const mf_tensor *cond, const mf_tensor *a, const mf_tensor *b, mf_tensor **out);
+mf_status mf_cast(const mf_tensor *x, mf_dtype dt, mf_tensor **out); /* always a new tensor */
+mf_status mf_to_device(const mf_tensor *x, mf_device *dev, mf_tensor **out);
+/* dst[...] = src, with src broadcast to dst's shape and cast to dst's dtype (views written through). */
+mf_status mf_copy_(mf_tensor *dst, const mf_tensor *src);
+mf_status mf_fill_(mf_tensor *dst, double v);
+mf_status mf_cat(int n, mf_tensor *const *ts, int dim, mf_tensor **out);
+mf_status mf_stack(int n, mf_tensor *const *ts, int dim, mf_tensor **out);
+
+/* Reductions (SUM PROD MAX MIN ARGMAX ARGMIN MEAN) over `dim`, or over all with MF_ALL_DIMS.
+ * ARGMAX/ARGMIN give int64 0-based indices (over the flattened tensor for MF_ALL_DIMS). SUM/PROD of
+ * bool and integers give int64; MEAN needs a float dtype. */
+mf_status mf_reduce(mf_op op, const mf_tensor *x, int dim, bool keepdim, mf_tensor **out);
+/* Variance with Bessel's correction (correction = 1) or not (0). */
+mf_status mf_var(const mf_tensor *x, int dim, int correction, bool keepdim, mf_tensor **out);
+mf_status mf_std(const mf_tensor *x, int dim, int correction, bool keepdim, mf_tensor **out);
+
+/* numpy matmul: 1-D operands are promoted and the added dimension removed; batch dimensions
+ * broadcast. Float dtypes go through BLAS. */
+mf_status mf_matmul(const mf_tensor *a, const mf_tensor *b, mf_tensor **out);
+
+/* Shorthands. */
+static inline mf_status mf_add(const mf_tensor *a, const mf_tensor *b, mf_tensor **o) { return mf_binary(MF_OP_ADD, a, b, o); }
+static inline mf_status mf_sub(const mf_tensor *a, const mf_tensor *b, mf_tensor **o) { return mf_binary(MF_OP_SUB, a, b, o); }
+static inline mf_status mf_mul(const mf_tensor *a, const mf_tensor *b, mf_tensor **o) { return mf_binary(MF_OP_MUL, a, b, o); }
+static inline mf_status mf_div(const mf_tensor *a, const mf_tensor *b, mf_tensor **o) { return mf_binary(MF_OP_DIV, a, b, o); }
+
+/* ---- threads ------------------------------------------------------------------------------ */
+
+/* One persistent pool for the whole process; OpenBLAS is set to the same count. */
+void mf_set_num_threads(int n);
+int mf_get_num_threads(void);
+/* Runs fn(ctx, begin, end) over [0, n) split in chunks of at least `grain` items; runs inline
+ * when n < 2*grain or the pool has one thread. Nested calls run inline. */
+typedef void (*mf_range_fn)(void *ctx, int64_t begin, int64_t end);
+void mf_parallel_for(int64_t n, int64_t grain, mf_range_fn fn, void *ctx);
+
+/* ---- versions ----------------------------------------------------------------------------- */
+
+/* "OpenBLAS 0.3.21 (Zen, 2 threads)" style text describing the BLAS in use. */
+const char *mf_blas_info(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

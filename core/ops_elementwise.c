@@ -1,0 +1,231 @@
+/* ops_elementwise.c — front ends of the elementwise ops: device checks, numpy broadcasting, dtype
+ * promotion (PyTorch's rules, wrapped Lua numbers included), output allocation, dispatch. Also the
+ * copies built on the COPY kernel: cast, copy_, fill_, device transfers, cat and stack. */
+#include <math.h>
+#include <stdlib.h>
+
+#include "internal.h"
+
+static bool is_integral(mf_dtype t) { return !mf_dtype_is_float(t) && t != MF_BOOL; }
+static int category(mf_dtype t) { return t == MF_BOOL ? 0 : is_integral(t) ? 1 : 2; }
+
+/* torch.result_type: a wrapped number only lifts the category (bool < integer < float). */
+static mf_dtype result_type(const mf_tensor *a, const mf_tensor *b) {
+  bool wa = a->flags & MF_TENSOR_WRAPPED_NUMBER, wb = b->flags & MF_TENSOR_WRAPPED_NUMBER;
+  if (wa == wb) return mf_promote(a->dtype, b->dtype);
+  const mf_tensor *t = wa ? b : a, *w = wa ? a : b;
+  if (category(w->dtype) <= category(t->dtype)) return t->dtype;
+  return category(w->dtype) == 2 ? MF_F32 : MF_I64;
+}
+
+/* A view of x with dtype dt (a cast copy when needed) broadcast to shape. */
+static mf_status prepare(const mf_tensor *x, mf_dtype dt, int ndim, const int64_t *shape,
+                         mf_tensor **out) {
+  mf_tensor *c = NULL;
+  if (x->dtype != dt) MF_TRY(mf_cast(x, dt, &c));
+  mf_status s = mf_expand(c ? c : x, ndim, shape, out);
+  mf_release(c);
+  return s;
+}
+
+static bool is_compare(mf_op op) { return op >= MF_OP_EQ && op <= MF_OP_LE; }
+static bool is_logical(mf_op op) { return op == MF_OP_LOGICAL_AND || op == MF_OP_LOGICAL_OR; }
+
+/* Runs an elementwise kernel: inputs broadcast to a common shape in dtype `dt`, output `odt`. */
+static mf_status run(mf_op op, int nin, const mf_tensor **in, const mf_dtype *dts, mf_dtype odt,
+                     const double *p, mf_tensor **out) {
+  *out = NULL;
+  const char *name = mf_op_name(op);
+  int ndim = in[0]->ndim;
+  int64_t shape[MF_MAX_DIMS];
+  for (int d = 0; d < ndim; d++) shape[d] = in[0]->shape[d];
+  for (int i = 1; i < nin; i++) {
+    MF_TRY(mf_same_device(name, in[0], in[i]));
+    MF_TRY(mf_broadcast_shape(name, ndim, shape, in[i]->ndim, in[i]->shape, &ndim, shape));
+  }
+  mf_call c = {.op = op, .nin = nin};
+  if (p) for (int k = 0; k < 4; k++) c.p[k] = p[k];
+  mf_tensor *views[3] = {NULL, NULL, NULL};
+  mf_status s = MF_OK;
+  for (int i = 0; i < nin && !s; i++) s = prepare(in[i], dts[i], ndim, shape, &views[i]);
+  if (!s) s = mf_empty(ndim, shape, odt, in[0]->storage->device, out);
+  if (!s) {
+    c.out = *out;
+    for (int i = 0; i < nin; i++) c.in[i] = views[i];
+    s = mf_dispatch((*out)->storage->device, &c);
+  }
+  for (int i = 0; i < nin; i++) mf_release(views[i]);
+  if (s) MF_DROP(*out);
+  return s;
+}
+
+mf_status mf_binary(mf_op op, const mf_tensor *a, const mf_tensor *b, mf_tensor **out) {
+  *out = NULL;
+  if (op < MF_OP_ADD || op > MF_OP_LOGICAL_OR)
+    return mf_fail(MF_ERR_ARG, "binary: %s is not a binary elementwise op", mf_op_name(op));
+  mf_dtype dt = result_type(a, b), odt = dt;
+  if (is_logical(op)) dt = odt = MF_BOOL;
+  else if (is_compare(op)) odt = MF_BOOL;
+  else if (op == MF_OP_DIV && !mf_dtype_is_float(dt)) dt = odt = MF_F32;
+  const mf_tensor *in[2] = {a, b};
+  mf_dtype dts[2] = {dt, dt};
+  return run(op, 2, in, dts, odt, NULL, out);
+}
+
+static mf_dtype unary_dtype(mf_op op, mf_dtype t) {
+  if (op == MF_OP_LOGICAL_NOT) return MF_BOOL;
+  bool transcendental = op == MF_OP_EXP || op == MF_OP_LOG || op == MF_OP_SQRT ||
+                        op == MF_OP_TANH || op == MF_OP_SIGMOID;
+  return transcendental && !mf_dtype_is_float(t) ? MF_F32 : t;
+}
+
+mf_status mf_unary(mf_op op, const mf_tensor *x, mf_tensor **out) {
+  *out = NULL;
+  if (op < MF_OP_NEG || op >= MF_OP_CLAMP)
+    return mf_fail(MF_ERR_ARG, "unary: %s is not a unary elementwise op", mf_op_name(op));
+  mf_dtype dt = unary_dtype(op, x->dtype);
+  return run(op, 1, &x, &dt, dt, NULL, out);
+}
+
+mf_status mf_clamp(const mf_tensor *x, double lo, double hi, mf_tensor **out) {
+  *out = NULL;
+  if (lo > hi) return mf_fail(MF_ERR_ARG, "clamp: lower bound %g is above upper bound %g", lo, hi);
+  double p[4] = {lo, hi, 0, 0};
+  return run(MF_OP_CLAMP, 1, &x, &x->dtype, x->dtype, p, out);
+}
+
+mf_status mf_where(const mf_tensor *cond, const mf_tensor *a, const mf_tensor *b, mf_tensor **out) {
+  mf_dtype dt = result_type(a, b);
+  const mf_tensor *in[3] = {cond, a, b};
+  mf_dtype dts[3] = {MF_BOOL, dt, dt};
+  return run(MF_OP_WHERE, 3, in, dts, dt, NULL, out);
+}
+
+/* ---- copies ----------------------------------------------------------------------------- */
+
+mf_status mf_cast(const mf_tensor *x, mf_dtype dt, mf_tensor **out) {
+  *out = NULL;
+  MF_TRY(mf_empty(x->ndim, x->shape, dt, x->storage->device, out));
+  mf_call c = {.op = MF_OP_COPY, .out = *out, .in = {x}, .nin = 1};
+  mf_status s = mf_dispatch(x->storage->device, &c);
+  if (s) MF_DROP(*out);
+  return s;
+}
+
+mf_status mf_to_device(const mf_tensor *x, mf_device *dev, mf_tensor **out) {
+  *out = NULL;
+  mf_device *from = x->storage->device;
+  if (from == dev) {
+    *out = mf_retain((mf_tensor *)x);
+    return MF_OK;
+  }
+  mf_tensor *c;
+  MF_TRY(mf_contiguous(x, &c));
+  size_t nbytes = (size_t)mf_numel(c) * mf_dtype_size(c->dtype);
+  mf_status s = mf_empty(c->ndim, c->shape, c->dtype, dev, out);
+  void *src = mf_data(c), *dst = *out ? mf_data(*out) : NULL;
+  if (s) {
+  } else if (from->type == MF_DEV_CPU) {
+    s = dev->i.upload(dev, dst, src, nbytes);
+  } else if (dev->type == MF_DEV_CPU) {
+    s = from->i.download(from, dst, src, nbytes);
+  } else { /* device to device through the host */
+    void *tmp = mf_host_alloc(nbytes);
+    s = tmp ? from->i.download(from, tmp, src, nbytes) : MF_ERR_MEMORY;
+    if (!s) s = dev->i.upload(dev, dst, tmp, nbytes);
+    mf_host_free(tmp, nbytes);
+  }
+  mf_release(c);
+  if (s) MF_DROP(*out);
+  return s;
+}
+
+mf_status mf_copy_(mf_tensor *dst, const mf_tensor *src) {
+  mf_tensor *moved = NULL, *expanded = NULL;
+  mf_status s = MF_OK;
+  if (src->storage->device != dst->storage->device) {
+    s = mf_to_device(src, dst->storage->device, &moved);
+    src = moved;
+  } else if (src->storage == dst->storage) { /* may overlap: copy the source out first */
+    s = mf_cast(src, src->dtype, &moved);
+    src = moved;
+  }
+  if (!s) s = mf_expand(src, dst->ndim, dst->shape, &expanded);
+  if (!s) {
+    mf_call c = {.op = MF_OP_COPY, .out = dst, .in = {expanded}, .nin = 1};
+    s = mf_dispatch(dst->storage->device, &c);
+  }
+  if (s == MF_ERR_SHAPE) {
+    char a[96], b[96];
+    mf_fail(s, "copy: cannot assign a %s tensor to a %s one", mf_shape_str(src, a, sizeof a),
+            mf_shape_str(dst, b, sizeof b));
+  }
+  mf_release(expanded);
+  mf_release(moved);
+  return s;
+}
+
+mf_status mf_fill_(mf_tensor *dst, double v) {
+  mf_call c = {.op = MF_OP_FILL, .out = dst, .p = {v}};
+  return mf_dispatch(dst->storage->device, &c);
+}
+
+mf_status mf_cat(int n, mf_tensor *const *ts, int dim, mf_tensor **out) {
+  *out = NULL;
+  if (n < 1) return mf_fail(MF_ERR_ARG, "cat: needs at least one tensor");
+  const mf_tensor *t0 = ts[0];
+  if (t0->ndim == 0) return mf_fail(MF_ERR_SHAPE, "cat: cannot concatenate 0-d tensors; use stack");
+  MF_TRY(mf_norm_dim("cat", dim, t0->ndim, &dim));
+  int64_t shape[MF_MAX_DIMS];
+  for (int d = 0; d < t0->ndim; d++) shape[d] = t0->shape[d];
+  shape[dim] = 0;
+  mf_dtype dt = t0->dtype;
+  for (int i = 0; i < n; i++) {
+    const mf_tensor *t = ts[i];
+    MF_TRY(mf_same_device("cat", t0, t));
+    bool ok = t->ndim == t0->ndim;
+    for (int d = 0; ok && d < t->ndim; d++) ok = d == dim || t->shape[d] == t0->shape[d];
+    if (!ok) {
+      char a[96], b[96];
+      return mf_fail(MF_ERR_SHAPE, "cat: tensor %d has shape %s, expected %s except in dimension %d",
+                     i + 1, mf_shape_str(t, a, sizeof a), mf_shape_str(t0, b, sizeof b), dim + 1);
+    }
+    shape[dim] += t->shape[dim];
+    dt = mf_promote(dt, t->dtype);
+  }
+  MF_TRY(mf_empty(t0->ndim, shape, dt, t0->storage->device, out));
+  mf_status s = MF_OK;
+  for (int i = 0, at = 0; i < n && !s; i++) {
+    mf_tensor *part;
+    s = mf_narrow(*out, dim, at, ts[i]->shape[dim], &part);
+    if (!s) s = mf_copy_(part, ts[i]);
+    mf_release(part);
+    at += (int)ts[i]->shape[dim];
+  }
+  if (s) MF_DROP(*out);
+  return s;
+}
+
+mf_status mf_stack(int n, mf_tensor *const *ts, int dim, mf_tensor **out) {
+  *out = NULL;
+  if (n < 1) return mf_fail(MF_ERR_ARG, "stack: needs at least one tensor");
+  MF_TRY(mf_norm_dim("stack", dim, ts[0]->ndim + 1, &dim));
+  mf_tensor **u = calloc((size_t)n, sizeof *u);
+  if (!u) return mf_fail(MF_ERR_MEMORY, "stack: out of memory");
+  mf_status s = MF_OK;
+  for (int i = 0; i < n && !s; i++) {
+    bool same = ts[i]->ndim == ts[0]->ndim;
+    for (int d = 0; same && d < ts[0]->ndim; d++) same = ts[i]->shape[d] == ts[0]->shape[d];
+    if (!same) {
+      char a[96], b[96];
+      s = mf_fail(MF_ERR_SHAPE, "stack: tensor %d has shape %s, expected %s", i + 1,
+                  mf_shape_str(ts[i], a, sizeof a), mf_shape_str(ts[0], b, sizeof b));
+    } else {
+      s = mf_unsqueeze(ts[i], dim, &u[i]);
+    }
+  }
+  if (!s) s = mf_cat(n, u, dim, out);
+  for (int i = 0; i < n; i++) mf_release(u[i]);
+  free(u);
+  return s;
+}

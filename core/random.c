@@ -1,0 +1,112 @@
+/* random.c — the counter-based random number generator (Philox 4x32-10) and the global generator
+ * state (seed, offset) that rand/randn draw from, on every device.
+ *
+ * Philox 4x32-10 (Salmon, Moraes, Dror, Shaw, "Parallel random numbers: as easy as 1, 2, 3", SC11),
+ * with the constants of Random123, cuRAND and PyTorch. One call maps a 128-bit counter and a 64-bit
+ * key to one 128-bit block (four 32-bit words). moonflow's arguments map onto Random123's words low
+ * word first:
+ *   ctr = { lo32(counter_lo), hi32(counter_lo), lo32(counter_hi), hi32(counter_hi) }
+ *   key = { lo32(seed), hi32(seed) }
+ * so mf_philox(0, 0, 0) is Random123's philox4x32_10({0,0,0,0}, {0,0}) = 6627e8d5 e169c58d ....
+ *
+ * The generator state is (seed, offset): offset counts the blocks handed out so far. An op that
+ * draws numbers reserves the blocks it needs (mf_rng_reserve) and its kernel, on any device,
+ * computes element i from block (offset + i / per_block) alone, with counter_hi = 0. This is the
+ * contract every backend follows so that a seed gives the same numbers on CPU and GPU:
+ *
+ *   float32 rand   element i: w = word (i % 4) of block (offset + i / 4);
+ *                  u = (w >> 8) * 2^-24                           in [0, 1), 24 bits
+ *                  blocks used: ceil(n / 4)
+ *   float64 rand   element i: block b = offset + i / 2, j = 2 * (i % 2);
+ *                  u = (((uint64)word[j+1] << 32 | word[j]) >> 11) * 2^-53   in [0, 1), 53 bits
+ *                  blocks used: ceil(n / 2)
+ *   float32 randn  elements 2k, 2k+1 (k = i / 2) come from words 2(k%2), 2(k%2)+1 of block
+ *                  (offset + k / 2), i.e. element i uses block (offset + i / 4) like rand:
+ *                  u1 = ((w0 >> 8) + 1) * 2^-24 in (0, 1], u2 = (w1 >> 8) * 2^-24 in [0, 1)
+ *                  r = sqrt(-2 ln u1), z[2k] = r cos(2 pi u2), z[2k+1] = r sin(2 pi u2)
+ *                  (computed in double, rounded to float); blocks used: ceil(n / 4)
+ *   float64 randn  elements 2k, 2k+1 come from block (offset + k): u1 from words 0,1 and u2 from
+ *                  words 2,3, each as the 53-bit uniform above, u1 = 1 - u (in (0, 1]);
+ *                  same Box–Muller; blocks used: ceil(n / 2)
+ * An odd n drops the second number of the last pair. mf_rng_blocks() below gives the count.
+ * rand is bit-exact across backends; randn agrees to the rounding of log/sqrt/cos/sin.
+ */
+#include <pthread.h>
+
+#include "internal.h"
+
+/* torch's default seed (c10::detail::default_rng_seed_val) */
+#define MF_DEFAULT_SEED 67280421310721ull
+
+#define PHILOX_M0 0xD2511F53u
+#define PHILOX_M1 0xCD9E8D57u
+#define PHILOX_W0 0x9E3779B9u
+#define PHILOX_W1 0xBB67AE85u
+
+void mf_philox(uint64_t seed, uint64_t counter_lo, uint64_t counter_hi, uint32_t out[4]) {
+  uint32_t c0 = (uint32_t)counter_lo, c1 = (uint32_t)(counter_lo >> 32);
+  uint32_t c2 = (uint32_t)counter_hi, c3 = (uint32_t)(counter_hi >> 32);
+  uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
+  for (int r = 0; r < 10; r++) {
+    if (r > 0) {
+      k0 += PHILOX_W0;
+      k1 += PHILOX_W1;
+    }
+    uint64_t p0 = (uint64_t)PHILOX_M0 * c0, p1 = (uint64_t)PHILOX_M1 * c2;
+    uint32_t hi0 = (uint32_t)(p0 >> 32), lo0 = (uint32_t)p0;
+    uint32_t hi1 = (uint32_t)(p1 >> 32), lo1 = (uint32_t)p1;
+    c0 = hi1 ^ c1 ^ k0;
+    c1 = lo1;
+    c2 = hi0 ^ c3 ^ k1;
+    c3 = lo0;
+  }
+  out[0] = c0;
+  out[1] = c1;
+  out[2] = c2;
+  out[3] = c3;
+}
+
+/* ---- the global generator ------------------------------------------------------------------- */
+
+static pthread_mutex_t rng_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t rng_seed = MF_DEFAULT_SEED;
+static uint64_t rng_offset = 0;
+
+void mf_manual_seed(uint64_t seed) {
+  pthread_mutex_lock(&rng_lock);
+  rng_seed = seed;
+  rng_offset = 0;
+  pthread_mutex_unlock(&rng_lock);
+}
+
+void mf_rng_get_state(uint64_t *seed, uint64_t *offset) {
+  pthread_mutex_lock(&rng_lock);
+  if (seed) *seed = rng_seed;
+  if (offset) *offset = rng_offset;
+  pthread_mutex_unlock(&rng_lock);
+}
+
+void mf_rng_set_state(uint64_t seed, uint64_t offset) {
+  pthread_mutex_lock(&rng_lock);
+  rng_seed = seed;
+  rng_offset = offset;
+  pthread_mutex_unlock(&rng_lock);
+}
+
+uint64_t mf_rng_reserve(uint64_t nblocks) {
+  pthread_mutex_lock(&rng_lock);
+  uint64_t first = rng_offset;
+  rng_offset += nblocks;
+  pthread_mutex_unlock(&rng_lock);
+  return first;
+}
+
+/* The number of Philox blocks a rand/randn of n elements of dtype dt uses (see the table above):
+ * ceil(n / 4) for 32-bit floats (float32, and float16/bfloat16 drawn as float32), ceil(n / 2) for
+ * float64. Declared where used (front end, backends): uint64_t mf_rng_blocks(mf_dtype, int64_t). */
+uint64_t mf_rng_blocks(mf_dtype dt, int64_t n);
+uint64_t mf_rng_blocks(mf_dtype dt, int64_t n) {
+  if (n <= 0) return 0;
+  uint64_t per = dt == MF_F64 ? 2 : 4;
+  return ((uint64_t)n + per - 1) / per;
+}

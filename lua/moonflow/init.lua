@@ -1,0 +1,140 @@
+-- moonflow/init.lua — `local mf = require "moonflow"`: the C module moonflow.core plus what is
+-- easier to write in Lua: dtype names, TensorFlow-style aliases (mf.constant, mf.multiply,
+-- mf.reduce_sum, mf.shape, ...), *_like factories, mf.allclose, the eager mf.device, and lazy
+-- loading of the submodules (mf.nn requires "moonflow.nn" on first use, if that file exists).
+
+local core = require "moonflow.core"
+local mf = core
+local Tensor = core.Tensor -- the tensor methods table: methods added here work as t:name()
+
+-- ---- dtype names (torch style: mf.float32 == "float32") -------------------------------------
+for _, name in ipairs { "float32", "float64", "int32", "int64", "uint8", "bool", "float16",
+  "bfloat16" } do
+  mf[name] = name
+end
+mf.float, mf.double, mf.int, mf.long, mf.half = "float32", "float64", "int32", "int64", "float16"
+
+-- ---- aliases ------------------------------------------------------------------------------
+mf.mm = core.matmul
+mf.dot = core.matmul
+Tensor.mm = Tensor.matmul
+Tensor.dot = Tensor.matmul
+Tensor.nelement = Tensor.numel
+Tensor.nDimension = Tensor.dim
+Tensor.clip = Tensor.clamp
+mf.clip = core.clamp
+mf.concat = core.cat -- TensorFlow's name; dims stay 1-based
+
+-- TensorFlow names the tutorials use.
+mf.multiply = core.mul
+mf.subtract = core.sub
+mf.divide = core.div
+mf.negative = core.neg
+mf.greater = core.gt
+mf.greater_equal = core.ge
+mf.less = core.lt
+mf.less_equal = core.le
+mf.equal = core.eq
+mf.not_equal = core.ne
+mf.reduce_sum = core.sum
+mf.reduce_mean = core.mean
+function mf.reduce_max(t, dim, keepdim) return (core.max(t, dim, keepdim)) end -- values only
+function mf.reduce_min(t, dim, keepdim) return (core.min(t, dim, keepdim)) end
+mf.reduce_prod = core.prod
+
+function mf.square(x) return core.mul(x, x) end
+
+Tensor.square = mf.square
+
+-- mf.constant(v [, {dtype=, name=}]): an eager tensor; strings (and tables of strings) live on the
+-- Lua side and come back as they are.
+local function first_leaf(v)
+  while type(v) == "table" and not core.is_tensor(v) do v = v[1] end
+  return v
+end
+
+function mf.constant(v, opts)
+  local dtype = opts and opts.dtype
+  if type(v) == "string" or (type(v) == "table" and type(first_leaf(v)) == "string") then
+    if dtype ~= nil and dtype ~= "string" then
+      error("constant: a string value cannot have dtype " .. tostring(dtype), 2)
+    end
+    return v
+  end
+  if core.is_tensor(v) then
+    return dtype and v:to(dtype) or v
+  end
+  return core.tensor(v, { dtype = dtype })
+end
+
+-- mf.shape(t): the shape as a 1-D int64 tensor (as tf.shape); mf.fill/zeros/... accept it.
+function mf.shape(t)
+  if not core.is_tensor(t) then t = core.tensor(t) end
+  return core.tensor(t:shape(), { dtype = "int64" })
+end
+
+function mf.numel(t) return t:numel() end
+
+-- ---- *_like factories -------------------------------------------------------------------------
+local function like_opts(t, opts)
+  local o = { dtype = t:dtype(), device = t:device() }
+  if opts then for k, v in pairs(opts) do o[k] = v end end
+  return o
+end
+
+function mf.zeros_like(t, opts) return core.zeros(t:shape(), like_opts(t, opts)) end
+function mf.ones_like(t, opts) return core.ones(t:shape(), like_opts(t, opts)) end
+function mf.empty_like(t, opts) return core.empty(t:shape(), like_opts(t, opts)) end
+function mf.full_like(t, v, opts) return core.full(t:shape(), v, like_opts(t, opts)) end
+function mf.rand_like(t, opts) return core.rand(t:shape(), like_opts(t, opts)) end
+function mf.randn_like(t, opts) return core.randn(t:shape(), like_opts(t, opts)) end
+
+-- mf.allclose(a, b [, rtol [, atol]]): |a - b| <= atol + rtol * |b| everywhere (numpy's rule).
+function mf.allclose(a, b, rtol, atol)
+  rtol, atol = rtol or 1e-5, atol or 1e-8
+  local ok = core.le(core.abs(core.sub(a, b)), core.add(core.mul(core.abs(b), rtol), atol))
+  return core.logical_not(ok):sum():item() == 0
+end
+
+Tensor.allclose = mf.allclose
+
+-- ---- devices (eager): the default device of new tensors -------------------------------------
+-- mf.device(spec, fn) runs fn with spec as the default device; mf.device(spec) returns a handle
+-- for `local _ <close> = mf.device(spec)`. The graph API may extend this to node placement.
+local function device_spec(spec)
+  -- "/cpu:0", "/gpu:0", "/device:GPU:1", "cuda:0", "cpu": the core parses all of these
+  return spec
+end
+
+function mf.device(spec, fn)
+  local prev = core._set_default_device(device_spec(spec))
+  if fn == nil then
+    return setmetatable({}, { __close = function() core._set_default_device(prev) end })
+  end
+  local res = table.pack(pcall(fn))
+  core._set_default_device(prev)
+  if not res[1] then error(res[2], 0) end
+  return table.unpack(res, 2, res.n)
+end
+
+-- ---- submodules, loaded on first use ----------------------------------------------------------
+-- mf.nn, mf.optim, mf.train, ... require "moonflow.<name>" when that file exists; a name with no
+-- file stays nil (and is remembered as missing).
+local missing = { core = true, init = true }
+
+setmetatable(mf, {
+  __index = function(t, k)
+    if type(k) ~= "string" or missing[k] or not k:match("^[%a_][%w_]*$") then return nil end
+    local name = "moonflow." .. k
+    if package.loaded[name] == nil and not package.preload[name]
+        and not package.searchpath(name, package.path) then
+      missing[k] = true
+      return nil
+    end
+    local m = require(name)
+    rawset(t, k, m)
+    return m
+  end,
+})
+
+return mf

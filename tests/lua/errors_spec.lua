@@ -1,0 +1,143 @@
+-- errors_spec.lua — every misuse is a clear Lua error (never a crash): the issue's three (matmul
+-- sizes, an index out of range, a ragged table), wrong argument types, bad dtype names, bad
+-- shapes, reshape mismatches, dims and indices out of range, closed tensors, missing devices.
+local H = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "helper.lua")
+local mf = H.mf
+
+describe("errors the issue names", function()
+  it("matmul with mismatched sizes", function()
+    H.err(function() return mf.ones{2, 3}:matmul(mf.ones{2, 3}) end,
+      "matmul: sizes 2x3 and 2x3 do not match")
+    H.err(function() return mf.matmul(mf.ones{2}, mf.ones{3}) end, "matmul: sizes 2 and 3")
+  end)
+
+  it("an index out of range names the index, the dim and its size", function()
+    H.err(function() return mf.ones{2}[5] end, "index 5 is out of range for dimension 1 of size 2")
+    H.err(function() return mf.ones{2}[-3] end, "index -3 is out of range for dimension 1 of size 2")
+    H.err(function() return mf.ones{2}[0] end, "index 0 is out of range for dimension 1 of size 2")
+    H.err(function() return mf.ones{2, 3}[{1, 4}] end,
+      "index 4 is out of range for dimension 2 of size 3")
+    H.err(function() return mf.ones{2, 3}[{ {}, {2, 7} }] end,
+      "index 7 is out of range for dimension 2 of size 3")
+    H.err(function() local t = mf.ones{2}; t[3] = 1 end,
+      "index 3 is out of range for dimension 1 of size 2")
+    H.err(function() return mf.ones{2, 3}:select(2, 5) end,
+      "select: index 5 is out of range for dimension 2 of size 3")
+  end)
+
+  it("a ragged nested table names the row", function()
+    H.err(function() return mf.tensor{ {1, 2}, {3} } end,
+      "tensor: ragged nested table: row [2] has 1 element, expected 2")
+    H.err(function() return mf.tensor{ {1, 2}, 3 } end,
+      "tensor: ragged nested table: row [2] is a number, expected a table of 2 elements")
+    H.err(function() return mf.tensor{ { {1}, {2} }, { {3}, {4, 5} } } end,
+      "row [2][2] has 2 elements, expected 1")
+    H.err(function() return mf.tensor{ {1, 2}, {3, {4}} } end,
+      "element [2][2] is a table, expected a number")
+  end)
+end)
+
+describe("argument errors", function()
+  it("wrong types name the function", function()
+    H.err(function() return mf.add(mf.ones{2}, "x") end, "bad argument #2 to 'add'")
+    H.err(function() return mf.ones{2} + "x" end, "bad argument #2 to 'add'")
+    H.err(function() return mf.exp() end, "bad argument #1 to 'exp'")
+    H.err(function() return mf.zeros() end, "bad argument #1 to 'zeros'")
+    H.err(function() return mf.zeros("a") end, "bad argument #1 to 'zeros'")
+    H.err(function() return mf.full({2}, "x") end, "bad argument #2 to 'full'")
+    H.err(function() return mf.where(mf.tensor{true}, "a", 1) end, "bad argument #2 to 'where'")
+    H.err(function() return mf.ones{2}:to(5) end, "to")
+    H.err(function() return mf.tensor{1, "a"} end,
+      "tensor: element [2] is a string, expected a number or boolean")
+    H.err(function() return mf.tensor("x") end, "strings live on the Lua side")
+    H.err(function() return mf.tensor{ {1, 2}, {3, nil, 5} } end, "row [2] has")
+    H.err(function() return mf.tensor{ {1, 2}, {nil, 4} } end, "element [2][1] is missing (nil)")
+    H.err(function() return mf.tensor{1}:size("a") end, "bad argument")
+    H.err(function() return mf.cat(mf.ones{2}) end, "bad argument #1 to 'cat'")
+    H.err(function() return mf.sum("x") end, "bad argument #1 to 'sum'")
+  end)
+
+  it("bad dtype names", function()
+    H.err(function() return mf.zeros({2}, {dtype = "flaot32"}) end, "zeros: unknown dtype 'flaot32'")
+    H.err(function() return mf.tensor({1}, {dtype = "complex"}) end, "tensor: unknown dtype 'complex'")
+    H.err(function() return mf.cast(mf.ones{1}, "int128") end, "cast: unknown dtype 'int128'")
+    H.err(function() return mf.ones{1}:to("flaot32") end, "'flaot32' is neither a dtype nor")
+    H.err(function() return mf.ones{1}:type("x") end, "type: unknown dtype 'x'")
+    H.err(function() return mf.rand({2}, {dtype = "int64"}) end, "rand")
+  end)
+
+  it("bad shapes", function()
+    H.err(function() return mf.zeros(2, -3) end, "zeros: bad shape: size -3 at position 2")
+    H.err(function() return mf.ones{-1} end, "ones: bad shape: size -1 at position 1")
+    H.err(function() return mf.zeros{2, 1.5} end, "entry 2 is not an integer")
+    H.err(function() return mf.zeros{2, "a"} end, "entry 2 is string")
+    H.err(function() return mf.zeros(1, 2, 3, 4, 5, 6, 7, 8, 9) end, "too many dimensions (9, at most 8)")
+    H.err(function() return mf.zeros(2 ^ 40 | 0, 2 ^ 40 | 0) end, "too many")
+    H.err(function() return mf.fill(mf.ones{2}, 1) end, "a shape tensor must be a 1-D integer tensor")
+    H.err(function() return mf.eye(-1) end, "eye: sizes must be >= 0")
+    H.err(function() return mf.arange(1, 5, 0) end, "arange: step must be nonzero")
+  end)
+
+  it("reshape and view mismatches", function()
+    H.err(function() return mf.arange(6):reshape(4, 2) end, "reshape: cannot view")
+    H.err(function() return mf.arange(6):reshape(-1, -1) end, "only one size can be -1")
+    H.err(function() return mf.arange(6):reshape(2, -2) end, "bad shape: size -2 at position 2")
+    H.err(function() return mf.arange(6):view(4, -1) end, "view")
+    H.err(function() return mf.arange(6):reshape(2, 3):t():view(6) end, "use reshape")
+    H.err(function() return mf.ones{2, 3}:expand(3, 3) end, "expand: cannot expand 2x3 to 3x3")
+    H.err(function() return mf.ones{2} + mf.ones{3} end, "add: shapes 2 and 3 cannot be broadcast")
+    H.err(function() return mf.cat{mf.ones{2}, mf.ones{2, 2}} end, "cat")
+    H.err(function() return mf.cat{} end, "cat: expected a non-empty list")
+    H.err(function() return mf.stack{mf.ones{2}, mf.ones{3}} end, "stack")
+    H.err(function() local t = mf.ones{2}; t[1] = mf.ones{3} end, "copy")
+  end)
+
+  it("dims out of range", function()
+    H.err(function() return mf.ones{2, 3}:sum(3) end,
+      "sum: dimension 3 is out of range for a 2-d tensor (expected 1..2 or -2..-1)")
+    H.err(function() return mf.ones{2, 3}:transpose(1, 0) end, "transpose: dimension 0 is out of range")
+    H.err(function() return mf.ones{2, 3}:size(-3) end, "size: dimension -3 is out of range")
+    H.err(function() return mf.ones{2}:unsqueeze(3) end,
+      "unsqueeze: dimension 3 is out of range for a new dimension of a 1-d tensor")
+    H.err(function() return mf.ones{2, 3}:permute{1, 1} end, "permute: dimension 1 appears twice")
+    H.err(function() return mf.ones{2, 3}:permute{1} end, "permute: got 1 dimensions for a 2-d tensor")
+    H.err(function() return mf.ones{2, 3, 4}:t() end, "t: expects a tensor with at most 2 dimensions")
+    H.err(function() return mf.ones{2}:narrow(1, 2, 2) end, "narrow: start 2 with length 2 goes past")
+    H.err(function() return mf.ones{2}:narrow(1, 1, -1) end, "narrow: length must be >= 0")
+    H.err(function() return mf.ones{2}:flatten(2) end, "flatten: dimension 2 is out of range")
+  end)
+
+  it("indexing misuse", function()
+    H.err(function() return mf.ones{2, 3}[{1, 2, 3}] end, "index: too many indices (3) for a 2-d tensor")
+    H.err(function() return mf.ones{2, 3}[1.5] end, "index: an index must be an integer, got 1.5")
+    H.err(function() return mf.ones{2, 3}[true] end, "index: bad index (boolean)")
+    H.err(function() return mf.ones{2, 3}[{ {3, 1} }] end, "index 3 is out of range")
+    H.err(function() return mf.ones{4}[{ {3, 1} }] end, "index: range {3, 1} is reversed")
+    H.err(function() return mf.ones{4}[{ {1, 4, 0} }] end, "index: range step must be positive")
+    H.err(function() return mf.ones{4}[{ "a" }] end, "index: entry 1 must be a number or a range table")
+    H.err(function() return mf.tensor(1)[1] end, "index: cannot index a 0-d tensor")
+    H.err(function() return #mf.tensor(1) end, "attempt to get the length of a 0-d tensor")
+    H.err(function() local t = mf.ones{2}; t[1] = "x" end, "index: cannot assign a string to a tensor")
+  end)
+
+  it("values", function()
+    H.err(function() return mf.ones{2, 3}:item() end, "item: tensor has 6 elements, expected 1")
+    H.err(function() return mf.tensor{1, 2}:mean() end, "mean")
+    H.err(function() return mf.ones{2}:clamp(2, 1) end, "clamp: lower bound")
+    H.err(function() return mf.set_num_threads(0) end, "set_num_threads: expected a count")
+    H.err(function() return mf.ones({2}, {dtype = "int64", requires_grad = true}) end,
+      "only floating-point tensors can require gradients")
+    H.err(function() return mf.tensor({1e300}, {dtype = "int64"}) end, "does not fit int64")
+    H.err(function() return mf.constant("s", {dtype = "float32"}) end, "constant: a string value")
+  end)
+
+  it("an error leaves everything usable (no leaks, no crash)", function()
+    for _ = 1, 200 do
+      pcall(function() return mf.ones{2, 3}:matmul(mf.ones{2, 3}) end)
+      pcall(function() return mf.tensor{ {1, 2}, {3} } end)
+      pcall(function() return mf.ones{2}[{ {1, 2}, 1 }] end)
+    end
+    collectgarbage()
+    H.equal(mf.ones{2} + 1, {2, 2})
+  end)
+end)
