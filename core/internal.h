@@ -19,10 +19,13 @@
 typedef struct mf_call {
   mf_op op;
   mf_tensor *out;
-  const mf_tensor *in[3];
+  mf_tensor *out2; /* a second output (max-pool indices), or NULL */
+  const mf_tensor *in[4];
   int nin;
-  double p[4];     /* scalar parameters: fill value, clamp bounds, arange start/step, ... */
-  int64_t ip[4];   /* integer parameters: reduction extents, correction, ... */
+  mf_tensor *state[3]; /* tensors a kernel updates in place besides out (optimizer state) */
+  double p[8];     /* scalar parameters: fill value, clamp bounds, arange start/step, ... */
+  int64_t ip[8];   /* integer parameters: reduction extents, correction, geometry, ... */
+  const void *params; /* an op's parameter struct (mf_pool2d_params, mf_optim_hparams), or NULL */
   uint64_t seed;   /* random ops: Philox key */
   uint64_t offset; /* random ops: first Philox block */
 } mf_call;

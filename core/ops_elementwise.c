@@ -4,7 +4,8 @@
 #include <math.h>
 #include <stdlib.h>
 
-#include "internal.h"
+#include "autograd.h"
+
 
 static bool is_integral(mf_dtype t) { return !mf_dtype_is_float(t) && t != MF_BOOL; }
 static int category(mf_dtype t) { return t == MF_BOOL ? 0 : is_integral(t) ? 1 : 2; }
@@ -69,7 +70,8 @@ mf_status mf_binary(mf_op op, const mf_tensor *a, const mf_tensor *b, mf_tensor 
   else if (op == MF_OP_DIV && !mf_dtype_is_float(dt)) dt = odt = MF_F32;
   const mf_tensor *in[2] = {a, b};
   mf_dtype dts[2] = {dt, dt};
-  return run(op, 2, in, dts, odt, NULL, out);
+  MF_TRY(run(op, 2, in, dts, odt, NULL, out));
+  return mf_ag_keep(mf_ag_binary(op, a, b, *out), out);
 }
 
 static mf_dtype unary_dtype(mf_op op, mf_dtype t) {
@@ -84,21 +86,24 @@ mf_status mf_unary(mf_op op, const mf_tensor *x, mf_tensor **out) {
   if (op < MF_OP_NEG || op >= MF_OP_CLAMP)
     return mf_fail(MF_ERR_ARG, "unary: %s is not a unary elementwise op", mf_op_name(op));
   mf_dtype dt = unary_dtype(op, x->dtype);
-  return run(op, 1, &x, &dt, dt, NULL, out);
+  MF_TRY(run(op, 1, &x, &dt, dt, NULL, out));
+  return mf_ag_keep(mf_ag_unary(op, x, *out, 0, 0), out);
 }
 
 mf_status mf_clamp(const mf_tensor *x, double lo, double hi, mf_tensor **out) {
   *out = NULL;
   if (lo > hi) return mf_fail(MF_ERR_ARG, "clamp: lower bound %g is above upper bound %g", lo, hi);
   double p[4] = {lo, hi, 0, 0};
-  return run(MF_OP_CLAMP, 1, &x, &x->dtype, x->dtype, p, out);
+  MF_TRY(run(MF_OP_CLAMP, 1, &x, &x->dtype, x->dtype, p, out));
+  return mf_ag_keep(mf_ag_unary(MF_OP_CLAMP, x, *out, lo, hi), out);
 }
 
 mf_status mf_where(const mf_tensor *cond, const mf_tensor *a, const mf_tensor *b, mf_tensor **out) {
   mf_dtype dt = result_type(a, b);
   const mf_tensor *in[3] = {cond, a, b};
   mf_dtype dts[3] = {MF_BOOL, dt, dt};
-  return run(MF_OP_WHERE, 3, in, dts, dt, NULL, out);
+  MF_TRY(run(MF_OP_WHERE, 3, in, dts, dt, NULL, out));
+  return mf_ag_keep(mf_ag_where(cond, a, b, *out), out);
 }
 
 /* ---- copies ----------------------------------------------------------------------------- */
@@ -108,8 +113,8 @@ mf_status mf_cast(const mf_tensor *x, mf_dtype dt, mf_tensor **out) {
   MF_TRY(mf_empty(x->ndim, x->shape, dt, x->storage->device, out));
   mf_call c = {.op = MF_OP_COPY, .out = *out, .in = {x}, .nin = 1};
   mf_status s = mf_dispatch(x->storage->device, &c);
-  if (s) MF_DROP(*out);
-  return s;
+  if (!s) s = mf_ag_cast(x, *out);
+  return mf_ag_keep(s, out);
 }
 
 mf_status mf_to_device(const mf_tensor *x, mf_device *dev, mf_tensor **out) {
@@ -136,11 +141,12 @@ mf_status mf_to_device(const mf_tensor *x, mf_device *dev, mf_tensor **out) {
     mf_host_free(tmp, nbytes);
   }
   mf_release(c);
-  if (s) MF_DROP(*out);
-  return s;
+  if (!s) s = mf_ag_cast(x, *out);
+  return mf_ag_keep(s, out);
 }
 
 mf_status mf_copy_(mf_tensor *dst, const mf_tensor *src) {
+  MF_TRY(mf_ag_check_inplace("copy_", dst));
   mf_tensor *moved = NULL, *expanded = NULL;
   mf_status s = MF_OK;
   if (src->storage->device != dst->storage->device) {
@@ -166,6 +172,7 @@ mf_status mf_copy_(mf_tensor *dst, const mf_tensor *src) {
 }
 
 mf_status mf_fill_(mf_tensor *dst, double v) {
+  MF_TRY(mf_ag_check_inplace("fill_", dst));
   mf_call c = {.op = MF_OP_FILL, .out = dst, .p = {v}};
   return mf_dispatch(dst->storage->device, &c);
 }
@@ -202,8 +209,8 @@ mf_status mf_cat(int n, mf_tensor *const *ts, int dim, mf_tensor **out) {
     mf_release(part);
     at += (int)ts[i]->shape[dim];
   }
-  if (s) MF_DROP(*out);
-  return s;
+  if (!s) s = mf_ag_cat(n, ts, dim, *out);
+  return mf_ag_keep(s, out);
 }
 
 mf_status mf_stack(int n, mf_tensor *const *ts, int dim, mf_tensor **out) {

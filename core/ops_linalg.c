@@ -16,7 +16,7 @@
  *   column slices reach the kernel without a copy.
  * - M, N and K may be 0 (the front end skips the kernel when C is empty; K == 0 means C = 0).
  */
-#include "internal.h"
+#include "autograd.h"
 
 static int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
 
@@ -120,6 +120,8 @@ mf_status mf_matmul(const mf_tensor *a, const mf_tensor *b, mf_tensor **out) {
       nd--;
     }
     s = nd == nb + 2 ? (*out = mf_retain(c), MF_OK) : mf_view(c, nd, shape, out);
+    if (!s) s = mf_ag_matmul(a, b, *out);
+    mf_ag_keep(s, out);
   }
 done:
   mf_release(a2);

@@ -8,7 +8,7 @@
  * same dtype; MAX/MIN keep the dtype; ARGMAX/ARGMIN give int64 indices of the first extreme (NaN
  * counts as extreme); MEAN/VAR/STD need a float dtype. An empty reduced dim gives 0 (SUM), 1
  * (PROD), nan (MEAN, VAR), and an error for MAX/MIN/ARGMAX/ARGMIN. */
-#include "internal.h"
+#include "autograd.h"
 
 static bool is_reduction(mf_op op) { return op >= MF_OP_SUM && op <= MF_OP_VAR; }
 
@@ -69,10 +69,11 @@ static mf_status reduce(const char *name, mf_op op, const mf_tensor *x, int dim,
     s = mf_dispatch(dev, &c);
   }
   if (!s) s = mf_view(o, rnd, rshape, out);
+  if (!s) s = mf_ag_reduce(op, x, dim, keepdim, (int)correction, *out);
   mf_release(xc);
   mf_release(xv);
   mf_release(o);
-  return s;
+  return mf_ag_keep(s, out);
 }
 
 mf_status mf_reduce(mf_op op, const mf_tensor *x, int dim, bool keepdim, mf_tensor **out) {

@@ -59,12 +59,12 @@ mf_tensor *mf_retain(mf_tensor *t) {
   return t;
 }
 
-void mf_autograd_release_node(struct mf_node *n) __attribute__((weak));
+void mf_autograd_release_node(struct mf_node *n); /* autograd.c */
 
 void mf_release(mf_tensor *t) {
   if (!t || __atomic_sub_fetch(&t->refcount, 1, __ATOMIC_ACQ_REL) != 0) return;
   mf_release(t->grad);
-  if (t->grad_fn && mf_autograd_release_node) mf_autograd_release_node(t->grad_fn);
+  if (t->grad_fn) mf_autograd_release_node(t->grad_fn);
   storage_release(t->storage);
   free(t);
 }

@@ -4,7 +4,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "internal.h"
+#include "autograd.h"
+
 
 mf_status mf_make_view(const mf_tensor *t, int ndim, const int64_t *shape, const int64_t *stride,
                        int64_t offset, mf_tensor **out) {
@@ -83,14 +84,18 @@ mf_status mf_view(const mf_tensor *t, int ndim, const int64_t *shape, mf_tensor 
                    "(which copies) or contiguous() first",
                    mf_shape_str(t, a, sizeof a), mf_shape_fmt(ndim, res, b, sizeof b));
   }
-  return mf_make_view(t, ndim, res, stride, t->offset, out);
+  MF_TRY(mf_make_view(t, ndim, res, stride, t->offset, out));
+  return mf_ag_keep(mf_ag_reshape(t, *out), out);
 }
 
 mf_status mf_reshape(const mf_tensor *t, int ndim, const int64_t *shape, mf_tensor **out) {
   *out = NULL;
   int64_t res[MF_MAX_DIMS], stride[MF_MAX_DIMS];
   MF_TRY(infer_shape("reshape", t, ndim, shape, res));
-  if (view_strides(t, ndim, res, stride)) return mf_make_view(t, ndim, res, stride, t->offset, out);
+  if (view_strides(t, ndim, res, stride)) {
+    MF_TRY(mf_make_view(t, ndim, res, stride, t->offset, out));
+    return mf_ag_keep(mf_ag_reshape(t, *out), out);
+  }
   mf_tensor *c;
   MF_TRY(mf_contiguous(t, &c));
   mf_status s = mf_view(c, ndim, res, out);
@@ -109,13 +114,17 @@ mf_status mf_transpose(const mf_tensor *t, int d0, int d1, mf_tensor **out) {
     shape[d0] = t->shape[d1], shape[d1] = t->shape[d0];
     stride[d0] = t->stride[d1], stride[d1] = t->stride[d0];
   }
-  return mf_make_view(t, t->ndim, shape, stride, t->offset, out);
+  int perm[MF_MAX_DIMS];
+  for (int d = 0; d < t->ndim; d++) perm[d] = d == d0 ? d1 : d == d1 ? d0 : d;
+  MF_TRY(mf_make_view(t, t->ndim, shape, stride, t->offset, out));
+  return mf_ag_keep(mf_ag_permute(t, perm, *out), out);
 }
 
 mf_status mf_permute(const mf_tensor *t, const int *perm, mf_tensor **out) {
   *out = NULL;
   int64_t shape[MF_MAX_DIMS], stride[MF_MAX_DIMS];
   bool seen[MF_MAX_DIMS] = {false};
+  int norm[MF_MAX_DIMS];
   for (int d = 0; d < t->ndim; d++) {
     int p;
     MF_TRY(mf_norm_dim("permute", perm[d], t->ndim, &p));
@@ -123,8 +132,10 @@ mf_status mf_permute(const mf_tensor *t, const int *perm, mf_tensor **out) {
     seen[p] = true;
     shape[d] = t->shape[p];
     stride[d] = t->stride[p];
+    norm[d] = p;
   }
-  return mf_make_view(t, t->ndim, shape, stride, t->offset, out);
+  MF_TRY(mf_make_view(t, t->ndim, shape, stride, t->offset, out));
+  return mf_ag_keep(mf_ag_permute(t, norm, *out), out);
 }
 
 mf_status mf_slice(const mf_tensor *t, int dim, int64_t start, int64_t stop, int64_t step,
@@ -142,7 +153,8 @@ mf_status mf_slice(const mf_tensor *t, int dim, int64_t start, int64_t stop, int
   memcpy(stride, t->stride, sizeof stride);
   shape[dim] = (stop - start + step - 1) / step;
   stride[dim] = t->stride[dim] * step;
-  return mf_make_view(t, t->ndim, shape, stride, t->offset + start * t->stride[dim], out);
+  MF_TRY(mf_make_view(t, t->ndim, shape, stride, t->offset + start * t->stride[dim], out));
+  return mf_ag_keep(mf_ag_slice(t, dim, start, stop, step, false, *out), out);
 }
 
 mf_status mf_narrow(const mf_tensor *t, int dim, int64_t start, int64_t len, mf_tensor **out) {
@@ -167,7 +179,8 @@ mf_status mf_select(const mf_tensor *t, int dim, int64_t index, mf_tensor **out)
   int n = 0;
   for (int d = 0; d < t->ndim; d++)
     if (d != dim) shape[n] = t->shape[d], stride[n++] = t->stride[d];
-  return mf_make_view(t, n, shape, stride, t->offset + index * t->stride[dim], out);
+  MF_TRY(mf_make_view(t, n, shape, stride, t->offset + index * t->stride[dim], out));
+  return mf_ag_keep(mf_ag_slice(t, dim, index, index + 1, 1, true, *out), out);
 }
 
 mf_status mf_expand(const mf_tensor *t, int ndim, const int64_t *shape, mf_tensor **out) {
@@ -197,7 +210,8 @@ mf_status mf_expand(const mf_tensor *t, int ndim, const int64_t *shape, mf_tenso
                      (long long)have, d - lead + 1);
     }
   }
-  return mf_make_view(t, ndim, rshape, stride, t->offset, out);
+  MF_TRY(mf_make_view(t, ndim, rshape, stride, t->offset, out));
+  return mf_ag_keep(mf_ag_expand(t, *out), out);
 }
 
 mf_status mf_squeeze(const mf_tensor *t, int dim, mf_tensor **out) {
@@ -209,7 +223,8 @@ mf_status mf_squeeze(const mf_tensor *t, int dim, mf_tensor **out) {
     bool drop = t->shape[d] == 1 && (dim == MF_ALL_DIMS || d == dim);
     if (!drop) shape[n] = t->shape[d], stride[n++] = t->stride[d];
   }
-  return mf_make_view(t, n, shape, stride, t->offset, out);
+  MF_TRY(mf_make_view(t, n, shape, stride, t->offset, out));
+  return mf_ag_keep(mf_ag_reshape(t, *out), out);
 }
 
 mf_status mf_unsqueeze(const mf_tensor *t, int dim, mf_tensor **out) {
@@ -226,7 +241,8 @@ mf_status mf_unsqueeze(const mf_tensor *t, int dim, mf_tensor **out) {
       shape[d] = t->shape[s], stride[d] = t->stride[s], s++;
     }
   }
-  return mf_make_view(t, t->ndim + 1, shape, stride, t->offset, out);
+  MF_TRY(mf_make_view(t, t->ndim + 1, shape, stride, t->offset, out));
+  return mf_ag_keep(mf_ag_reshape(t, *out), out);
 }
 
 mf_status mf_flatten(const mf_tensor *t, int start, int end, mf_tensor **out) {
@@ -257,8 +273,8 @@ mf_status mf_contiguous(const mf_tensor *t, mf_tensor **out) {
   MF_TRY(mf_empty_like(t, out));
   mf_call c = {.op = MF_OP_COPY, .out = *out, .in = {t}, .nin = 1};
   mf_status s = mf_dispatch(t->storage->device, &c);
-  if (s) MF_DROP(*out);
-  return s;
+  if (!s) s = mf_ag_cast(t, *out);
+  return mf_ag_keep(s, out);
 }
 
 mf_status mf_broadcast_shape(const char *op, int na, const int64_t *a, int nb, const int64_t *b,

@@ -21,7 +21,7 @@ total_failed=0
 total_skipped=0
 
 note() { printf '%s\n' "$*"; }
-section() { printf '\n==== %s\n' "$*"; }
+section() { printf '\n==== %s  [%dm%02ds]\n' "$*" $((SECONDS / 60)) $((SECONDS % 60)); }
 
 # A step that is not a test (setup, configure, build) counts as one failure when it fails.
 step_failed() {
@@ -172,7 +172,7 @@ lua_specs() {
 
 # ---- Release ----------------------------------------------------------------------------------
 if build build -DCMAKE_BUILD_TYPE=Release; then
-  c_tests build 600
+  c_tests build 300
   lua_specs build
 fi
 
@@ -185,7 +185,7 @@ if [[ ${MOONFLOW_TEST_ASAN:-1} != 0 ]]; then
     # C tests: leak detection on; any report makes the test exit non-zero.
     ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} \
       UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
-      c_tests build-asan 900
+      c_tests build-asan 600
     # Lua specs: the sanitized module has to live in a sanitized process, and the ASan runtime
     # has to be the first library loaded. We preload exactly the libasan and libubsan that the
     # module links against into the stock lua5.4 (busted re-executes itself under lua5.4 with
@@ -208,6 +208,6 @@ else
   section "sanitizer build skipped (MOONFLOW_TEST_ASAN=0)"
 fi
 
-echo
+section "done"
 printf '%d passed, %d failed, %d skipped\n' "$total_passed" "$total_failed" "$total_skipped"
 ((total_failed == 0))

@@ -12,4 +12,5 @@ void mf_cpu_register_kernels(mf_kernel *k) {
   k[MF_OP_WHERE] = mf_cpu_where;
   for (int op = MF_OP_SUM; op <= MF_OP_VAR; op++) k[op] = mf_cpu_reduce;
   k[MF_OP_MATMUL] = mf_cpu_matmul;
+  for (int op = MF_OP_SGD_STEP; op <= MF_OP_ADAGRAD_STEP; op++) k[op] = mf_cpu_optim;
 }

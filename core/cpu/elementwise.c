@@ -418,6 +418,13 @@ static mf_status check_cpu_dtype(const char *name, mf_dtype dt) {
   return MF_OK;
 }
 
+/* every element of t is the same one (a broadcast scalar) */
+static bool is_scalar_view(const mf_tensor *t) {
+  for (int d = 0; d < t->ndim; d++)
+    if (t->shape[d] != 1 && t->stride[d] != 0) return false;
+  return mf_numel(t) > 0;
+}
+
 static bool is_bool_result(mf_op op) {
   return (op >= MF_OP_EQ && op <= MF_OP_LOGICAL_OR) || op == MF_OP_LOGICAL_NOT;
 }
@@ -447,6 +454,23 @@ mf_status mf_cpu_binary(mf_device *dev, const mf_call *c) {
   }
   const mf_tensor *ops[3] = {c->out, c->in[0], c->in[1]};
   mf_iter it;
+  if (c->op == MF_OP_POW && (dt == MF_F32 || dt == MF_F64) && is_scalar_view(c->in[1])) {
+    /* x^2 and x^0.5 (losses, norms) without pow: exact for 2, correctly rounded for 0.5 */
+    const char *p = mf_cpu_ptr(c->in[1]);
+    double e = dt == MF_F32 ? *(const float *)p : *(const double *)p;
+    if (e == 2) {
+      ops[2] = c->in[0];
+      MF_TRY(mf_iter_init(&it, name, 3, ops));
+      mf_iter_parallel(&it, grain_for(MF_OP_MUL, dt), bin_table[MF_OP_MUL][dt], NULL);
+      return MF_OK;
+    }
+    if (e == 0.5) {
+      double bounds[2] = {0, 0};
+      MF_TRY(mf_iter_init(&it, name, 2, ops));
+      mf_iter_parallel(&it, grain_for(MF_OP_SQRT, dt), un_table[MF_OP_SQRT][dt], bounds);
+      return MF_OK;
+    }
+  }
   MF_TRY(mf_iter_init(&it, name, 3, ops));
   mf_iter_parallel(&it, grain_for(c->op, dt), row, NULL);
   return MF_OK;

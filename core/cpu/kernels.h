@@ -26,4 +26,9 @@ mf_status mf_cpu_reduce(mf_device *dev, const mf_call *c);
 /* matmul.c: see ops_linalg.c for the layout it receives. */
 mf_status mf_cpu_matmul(mf_device *dev, const mf_call *c);
 
+/* optim.c: SGD_STEP .. ADAGRAD_STEP. out = the parameter (contiguous, float32 or float64), in[0] =
+ * its gradient (contiguous, same dtype), state[] = the state tensors in the order of the
+ * mf_*_step arguments (contiguous, NULL where unused), params = the mf_optim_hparams. */
+mf_status mf_cpu_optim(mf_device *dev, const mf_call *c);
+
 #endif

@@ -56,7 +56,7 @@ static void batch_offsets(const mctx *m, int64_t bi, int64_t *oa, int64_t *ob) {
   }
 }
 
-/* ---- float32 / float64 through BLAS --------------------------------------------------------- */
+/* ---- float32 / float64 through BLAS ---------------------------------------------------------- */
 
 /* C (M, N), ldc = N  =  A (M, K) @ B (K, N) */
 static void gemm(const mctx *m, int64_t M, const char *A, const char *B, char *C) {
@@ -149,8 +149,7 @@ DEF_IMATMUL(i32, uint32_t)
 DEF_IMATMUL(i64, uint64_t)
 DEF_IMATMUL(u8, uint8_t)
 
-/* ---- entry point ------------------------------------------------------------------------------
- */
+/* ---- entry point ----------------------------------------------------------------------------- */
 
 mf_status mf_cpu_matmul(mf_device *dev, const mf_call *c) {
   (void)dev;
@@ -184,6 +183,8 @@ mf_status mf_cpu_matmul(mf_device *dev, const mf_call *c) {
   }
   m.a = make_operand(A, m.K);
   m.b = make_operand(B, m.N);
+  if (!imm && (m.a.ld > INT32_MAX || m.b.ld > INT32_MAX))
+    return mf_fail(MF_ERR_SHAPE, "matmul: a leading dimension above 2^31 is not supported");
   int64_t mnk = m.M * m.N * m.K;
 
   if (imm) {

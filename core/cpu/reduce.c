@@ -351,7 +351,7 @@ DEF_TYPE(i32, int32_t, int32_t, uint64_t, u, i, int64_t, NAN_I, false)
 DEF_TYPE(i64, int64_t, int64_t, uint64_t, u, i, int64_t, NAN_I, false)
 DEF_TYPE(u8, uint8_t, int8_t, uint64_t, u, i, int64_t, NAN_I, false)
 
-/* ---- merging partial states (block order: b holds later elements than a) ------------------- */
+/* ---- merging partial states (block order: b holds later elements than a) --------------------- */
 
 /* a[i] = merge(a[i], b[i]) for i < w */
 static void merge(mf_op op, bool is_float, rstate *restrict a, const rstate *restrict b,
@@ -403,7 +403,7 @@ static void merge(mf_op op, bool is_float, rstate *restrict a, const rstate *res
   }
 }
 
-/* ---- drivers -------------------------------------------------------------------------------- */
+/* ---- drivers --------------------------------------------------------------------------------- */
 
 typedef struct rctx {
   const rtype *t;

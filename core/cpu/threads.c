@@ -161,11 +161,15 @@ static void *worker(void *arg) {
   return NULL;
 }
 
-static void publish(void) {
+/* Bumps the generation and wakes up to `wake` sleeping workers (all when wake < 0). */
+static void publish(int wake) {
   atomic_fetch_add(&pool.gen, 1);
-  if (atomic_load(&pool.sleepers) > 0) {
+  int sleeping = atomic_load(&pool.sleepers);
+  if (sleeping > 0 && wake != 0) {
     pthread_mutex_lock(&pool.lock);
-    pthread_cond_broadcast(&pool.wake);
+    if (wake < 0 || wake >= sleeping) pthread_cond_broadcast(&pool.wake);
+    else
+      for (int i = 0; i < wake; i++) pthread_cond_signal(&pool.wake);
     pthread_mutex_unlock(&pool.lock);
   }
 }
@@ -188,7 +192,7 @@ static void stop_workers(void) {
   pool.running = 0;
   if (pool.nworkers == 0) return;
   atomic_store(&pool.stop, 1);
-  publish();
+  publish(-1);
   for (int i = 0; i < pool.nworkers; i++) pthread_join(pool.tid[i], NULL);
   pool.nworkers = 0;
   atomic_store(&pool.stop, 0);
@@ -235,7 +239,7 @@ void mf_parallel_for(int64_t n, int64_t grain, mf_range_fn fn, void *ctx) {
   atomic_store_explicit(&pool.done, 0, memory_order_relaxed);
   unsigned gen = atomic_load(&pool.gen) + 1;
   atomic_store_explicit(&pool.claim, CLAIM(gen, k, 0), memory_order_release);
-  publish(); /* gen becomes `gen` */
+  publish((int)k - 1); /* gen becomes `gen`; the caller takes one chunk itself */
   in_task = 1;
   run_chunks(gen);
   in_task = 0;

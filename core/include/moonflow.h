@@ -220,7 +220,18 @@ mf_status mf_broadcast_shape(const char *op, int na, const int64_t *a, int nb, c
   X(SUM, "sum") X(PROD, "prod") X(MAX, "max") X(MIN, "min") X(ARGMAX, "argmax")                 \
   X(ARGMIN, "argmin") X(MEAN, "mean") X(VAR, "var")                                            \
   /* linear algebra */                                                                         \
-  X(MATMUL, "matmul")
+  X(MATMUL, "matmul")                                                                          \
+  /* neural-network ops (ops_nn.c) */                                                          \
+  X(CONV2D, "conv2d") X(CONV2D_BACKWARD_INPUT, "conv2d_backward_input")                         \
+  X(CONV2D_BACKWARD_WEIGHT, "conv2d_backward_weight")                                          \
+  X(MAX_POOL2D, "max_pool2d") X(MAX_POOL2D_BACKWARD, "max_pool2d_backward")                     \
+  X(AVG_POOL2D, "avg_pool2d") X(AVG_POOL2D_BACKWARD, "avg_pool2d_backward")                     \
+  X(SOFTMAX, "softmax") X(LOG_SOFTMAX, "log_softmax")                                          \
+  X(SOFTMAX_BACKWARD, "softmax_backward") X(LOG_SOFTMAX_BACKWARD, "log_softmax_backward")       \
+  X(GATHER, "gather") X(SCATTER_ADD, "scatter_add") X(DROPOUT_MASK, "dropout_mask")              \
+  /* fused optimizer steps (optim.c) */                                                        \
+  X(SGD_STEP, "sgd_step") X(ADAM_STEP, "adam_step") X(RMSPROP_STEP, "rmsprop_step")             \
+  X(ADADELTA_STEP, "adadelta_step") X(ADAGRAD_STEP, "adagrad_step")
 
 typedef enum mf_op {
 #define MF_OP_ENUM_(id, name) MF_OP_##id,
@@ -258,11 +269,116 @@ mf_status mf_std(const mf_tensor *x, int dim, int correction, bool keepdim, mf_t
  * broadcast. Float dtypes go through BLAS. */
 mf_status mf_matmul(const mf_tensor *a, const mf_tensor *b, mf_tensor **out);
 
+/* ---- neural-network ops (ops_nn.c) ------------------------------------------------------- */
+
+/* 2-D convolution and pooling geometry: NCHW tensors; pad = {top, left, bottom, right} (zeros for
+ * convolution, ignored cells for pooling). Output size: (H + top + bottom - KH) / stride_h + 1. */
+typedef struct mf_pool2d_params {
+  int kernel[2]; /* KH, KW (pooling only; a convolution takes them from the weight) */
+  int stride[2];
+  int pad[4];
+  bool count_include_pad; /* avg pooling: divide by the full window (true) or the cells inside */
+} mf_pool2d_params;
+
+/* Padding of one spatial dim for TensorFlow's "same": out = ceil(in / stride); the odd cell goes
+ * after (bottom/right). */
+void mf_same_padding(int64_t in, int k, int stride, int *before, int *after);
+
+/* x: (N, C, H, W), w: (O, C, KH, KW), b: (O) or NULL → (N, O, OH, OW). */
+mf_status mf_conv2d(const mf_tensor *x, const mf_tensor *w, const mf_tensor *b,
+                    const mf_pool2d_params *p, mf_tensor **out);
+/* dout: (N, O, OH, OW) → dx: (N, C, H, W) with H, W given (x_shape = {N, C, H, W}). */
+mf_status mf_conv2d_backward_input(const mf_tensor *dout, const mf_tensor *w,
+                                   const int64_t *x_shape, const mf_pool2d_params *p,
+                                   mf_tensor **dx);
+/* dout: (N, O, OH, OW), x: (N, C, H, W) → dw: (O, C, KH, KW) with KH, KW given (w_shape). */
+mf_status mf_conv2d_backward_weight(const mf_tensor *dout, const mf_tensor *x,
+                                    const int64_t *w_shape, const mf_pool2d_params *p,
+                                    mf_tensor **dw);
+/* x: (N, C, H, W) → out (N, C, OH, OW) and, when indices is not NULL, int64 argmax positions
+ * (flat h*W + w within each (n, c) plane) for the backward. */
+mf_status mf_max_pool2d(const mf_tensor *x, const mf_pool2d_params *p, mf_tensor **out,
+                        mf_tensor **indices);
+mf_status mf_max_pool2d_backward(const mf_tensor *dout, const mf_tensor *indices,
+                                 const int64_t *x_shape, mf_tensor **dx);
+mf_status mf_avg_pool2d(const mf_tensor *x, const mf_pool2d_params *p, mf_tensor **out);
+mf_status mf_avg_pool2d_backward(const mf_tensor *dout, const int64_t *x_shape,
+                                 const mf_pool2d_params *p, mf_tensor **dx);
+/* Along dim, numerically stable (max subtracted). Float dtypes. */
+mf_status mf_softmax(const mf_tensor *x, int dim, mf_tensor **out);
+mf_status mf_log_softmax(const mf_tensor *x, int dim, mf_tensor **out);
+/* y = softmax(x) (or log_softmax(x)), dy = gradient of y → dx. */
+mf_status mf_softmax_backward(const mf_tensor *y, const mf_tensor *dy, int dim, mf_tensor **dx);
+mf_status mf_log_softmax_backward(const mf_tensor *y, const mf_tensor *dy, int dim,
+                                  mf_tensor **dx);
+/* out[i][j] = x[i][index[i][j]] along dim (torch.gather; index int64, 0-based, same ndim). */
+mf_status mf_gather(const mf_tensor *x, int dim, const mf_tensor *index, mf_tensor **out);
+/* A zero tensor of `shape` with src added at index along dim (the backward of gather). */
+mf_status mf_scatter_add(int ndim, const int64_t *shape, int dim, const mf_tensor *index,
+                         const mf_tensor *src, mf_tensor **out);
+/* A mask of x's shape and dtype: 0 with probability p, else 1/(1-p) (Philox, like mf_rand). */
+mf_status mf_dropout_mask(const mf_tensor *x, double p, mf_tensor **mask);
+
+/* ---- fused optimizer steps (optim.c) ------------------------------------------------------ */
+
+/* Hyper-parameters, PyTorch's meaning. `step` is the step number after this update (1 first). */
+typedef struct mf_optim_hparams {
+  double lr, momentum, dampening, weight_decay;
+  double beta1, beta2, eps; /* Adam/AdamW */
+  double alpha;             /* RMSProp smoothing; Adadelta rho */
+  double lr_decay, initial_accumulator_value; /* Adagrad */
+  int64_t step;
+  bool nesterov, decoupled_weight_decay /* AdamW */, centered /* RMSProp */, maximize;
+} mf_optim_hparams;
+
+/* Each updates param (and its state tensors) in place from grad; state tensors have param's shape
+ * and dtype (NULL where unused: momentum_buf with momentum 0). One kernel per parameter. */
+mf_status mf_sgd_step(mf_tensor *param, const mf_tensor *grad, mf_tensor *momentum_buf,
+                      const mf_optim_hparams *h);
+mf_status mf_adam_step(mf_tensor *param, const mf_tensor *grad, mf_tensor *exp_avg,
+                       mf_tensor *exp_avg_sq, const mf_optim_hparams *h);
+mf_status mf_rmsprop_step(mf_tensor *param, const mf_tensor *grad, mf_tensor *square_avg,
+                          mf_tensor *momentum_buf, mf_tensor *grad_avg, const mf_optim_hparams *h);
+mf_status mf_adadelta_step(mf_tensor *param, const mf_tensor *grad, mf_tensor *square_avg,
+                           mf_tensor *acc_delta, const mf_optim_hparams *h);
+mf_status mf_adagrad_step(mf_tensor *param, const mf_tensor *grad, mf_tensor *sum,
+                          const mf_optim_hparams *h);
+
 /* Shorthands. */
 static inline mf_status mf_add(const mf_tensor *a, const mf_tensor *b, mf_tensor **o) { return mf_binary(MF_OP_ADD, a, b, o); }
 static inline mf_status mf_sub(const mf_tensor *a, const mf_tensor *b, mf_tensor **o) { return mf_binary(MF_OP_SUB, a, b, o); }
 static inline mf_status mf_mul(const mf_tensor *a, const mf_tensor *b, mf_tensor **o) { return mf_binary(MF_OP_MUL, a, b, o); }
 static inline mf_status mf_div(const mf_tensor *a, const mf_tensor *b, mf_tensor **o) { return mf_binary(MF_OP_DIV, a, b, o); }
+
+/* ---- autograd (autograd.c, grad.c) --------------------------------------------------------
+ * Differentiable ops on tensors that require grad record a node (op, inputs, saved tensors) on
+ * their result; mf_backward walks the nodes in reverse topological order and accumulates
+ * gradients into the leaves' `grad`. Gradient rules are written with the ops above, so they run on
+ * any device. Grad mode is per thread. In-place writes (mf_copy_, mf_fill_) to a tensor that
+ * requires grad fail while grad mode is on. */
+
+/* Marks a leaf as requiring grad (float dtypes only) or clears the mark. */
+mf_status mf_set_requires_grad(mf_tensor *t, bool on);
+/* A leaf marked with mf_set_requires_grad, or the result of a recorded op. */
+bool mf_requires_grad(const mf_tensor *t);
+bool mf_is_leaf(const mf_tensor *t);
+bool mf_grad_enabled(void);
+bool mf_set_grad_enabled(bool on); /* returns the previous mode */
+/* The name of the op that made t ("mul", "matmul"), or NULL for a leaf. */
+const char *mf_grad_fn_name(const mf_tensor *t);
+/* Accumulates d(root)/d(leaf) into every leaf's grad. grad: d(loss)/d(root), NULL = 1 for a
+ * one-element root. Without retain_graph the saved tensors are freed afterwards. */
+mf_status mf_backward(mf_tensor *root, const mf_tensor *grad, bool retain_graph);
+/* Gradients of the outputs with respect to inputs (torch.autograd.grad): grads[i] is NULL where
+ * inputs[i] does not reach; nothing is accumulated into `grad` fields. grad_outputs may be NULL
+ * (ones) or have NULL entries. create_graph records the backward pass itself. */
+mf_status mf_grad(int nout, mf_tensor *const *outputs, mf_tensor *const *grad_outputs, int nin,
+                  mf_tensor *const *inputs, bool retain_graph, bool create_graph,
+                  mf_tensor **grads);
+/* A new tensor sharing t's storage, without grad history. */
+mf_status mf_detach(const mf_tensor *t, mf_tensor **out);
+/* Sets or clears (NULL) a leaf's accumulated gradient (same shape; retained). */
+mf_status mf_set_grad(mf_tensor *t, mf_tensor *grad);
 
 /* ---- threads ------------------------------------------------------------------------------ */
 

@@ -7,8 +7,7 @@
 
 #include "test.h"
 
-/* ---- data --------------------------------------------------------------------------------------
- */
+/* ---- data ------------------------------------------------------------------------------------ */
 
 static uint64_t rng_state = 0x2545F4914F6CDD1Dull;
 static double urand(void) { /* xorshift64*, [0, 1) */
@@ -49,11 +48,10 @@ static mf_tensor *rnd(mf_dtype dt, int nd, const int64_t *shape) {
 #define SHAPE(...) ((const int64_t[]){__VA_ARGS__})
 #define R(dt, ...) rnd(dt, sizeof((int64_t[]){__VA_ARGS__}) / 8, SHAPE(__VA_ARGS__))
 
-/* ---- reference ----------------------------------------------------------------------------------
- */
+/* ---- reference ------------------------------------------------------------------------------- */
 
 /* numpy matmul of the logical values of a and b in double, with Σ|a||b| per element (for the
- * tolerance). Returns the result's ndim and fills oshape; -1 when the shapes do not match. */
+ * tolerance). Returns the result's ndim and fills oshape. */
 static int ref_matmul(const mf_tensor *a, const mf_tensor *b, double **out, double **absout,
                       int64_t *oshape) {
   int64_t na = mf_numel(a), nb = mf_numel(b);
@@ -161,8 +159,7 @@ static void check_mm(const char *what, const mf_tensor *a, const mf_tensor *b, m
   free(refabs);
 }
 
-/* ---- cases
- * --------------------------------------------------------------------------------------- */
+/* ---- cases ----------------------------------------------------------------------------------- */
 
 static void test_shapes(mf_dtype dt) {
   mf_tensor *a, *b;
@@ -189,6 +186,8 @@ static void test_shapes(mf_dtype dt) {
   CASE("many small batches, rows 1", R(dt, 300, 1, 8), R(dt, 300, 8, 9));
   CASE("many small broadcast", R(dt, 1, 8, 8), R(dt, 300, 8, 8));
   CASE("batches above the small size", R(dt, 3, 100, 80), R(dt, 3, 80, 90));
+  CASE("small batches in parallel", R(dt, 64, 48, 40), R(dt, 64, 40, 36));
+  CASE("broadcast A, batches in parallel", R(dt, 1, 48, 40), R(dt, 2, 32, 40, 36));
   CASE("N = 1", R(dt, 5, 9, 6), R(dt, 5, 6, 1));
 #undef CASE
 }

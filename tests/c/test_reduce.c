@@ -102,8 +102,7 @@ static mf_tensor *make_narrowed(int64_t r, int64_t c, mf_dtype dt, const double 
   return t;
 }
 
-/* ---- reference ---------------------------------------------------------------------------------
- */
+/* ---- reference ------------------------------------------------------------------------------- */
 
 static bool is_float(mf_dtype dt) { return dt == MF_F32 || dt == MF_F64; }
 
@@ -173,8 +172,7 @@ static double tolerance(mf_op op, mf_dtype dt, const double *x, int64_t n, int64
   }
 }
 
-/* ---- one case ---------------------------------------------------------------------------------
- */
+/* ---- one case -------------------------------------------------------------------------------- */
 
 static int ncases;
 
@@ -292,8 +290,7 @@ static void check_all_ops(const char *what, const mf_tensor *x, const double *v,
   }
 }
 
-/* ---- test groups --------------------------------------------------------------------------------
- */
+/* ---- test groups ----------------------------------------------------------------------------- */
 
 /* (4, 5, 6) for every dtype, contiguous and transposed, every dim. */
 static void test_small_all_dtypes(void) {
@@ -467,7 +464,7 @@ static void test_nan(void) {
 /* Ties give the first index; integer sums wrap like int64. */
 static void test_ties_and_wrap(void) {
   double v[8] = {3, 7, 7, 1, 1, 7, 0, 1};
-  int64_t n = 8, shape[2] = {2, 4};
+  int64_t shape[2] = {2, 4};
   mf_tensor *x = make(2, shape, MF_I32, v), *r = NULL;
   int64_t idx[4];
   CHECK_OK(mf_reduce(MF_OP_ARGMAX, x, 1, false, &r));
@@ -485,7 +482,6 @@ static void test_ties_and_wrap(void) {
   CHECK(idx[0] == 0 && idx[1] == 0 && idx[2] == 0 && idx[3] == 0);
   mf_release(r);
   mf_release(x);
-  (void)n;
 
   int64_t big[3] = {INT64_MAX, 1, 5}, m = 3, out;
   CHECK_OK(mf_from_host(1, &m, MF_I64, big, NULL, &x));
@@ -608,6 +604,41 @@ static void test_errors(void) {
   mf_release(x);
 }
 
+/* Results are bit-identical whatever the thread count (the split depends on the shape only). */
+static void test_thread_count_independence(void) {
+  static const int64_t shapes[][3] = {
+      {3, 100003, 1}, {100003, 3, 1}, {1, 2001, 300}, {1000, 301, 1}};
+  const mf_op ops[] = {MF_OP_SUM, MF_OP_MEAN, MF_OP_VAR, MF_OP_ARGMAX};
+  for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+    int nd = shapes[si][2] == 1 ? 2 : 3;
+    int64_t n = shapes[si][0] * shapes[si][1] * shapes[si][2];
+    double *v = malloc((size_t)n * sizeof *v);
+    random_values(v, n, MF_F32, false);
+    mf_tensor *x = make(nd, shapes[si], MF_F32, v);
+    for (int k = 0; k < 4; k++)
+      for (int dim = -1; dim < nd; dim++) {
+        int d = dim < 0 ? MF_ALL_DIMS : dim;
+        mf_tensor *r[2] = {NULL, NULL};
+        for (int threads = 2; threads >= 1; threads--) {
+          mf_set_num_threads(threads);
+          if (ops[k] == MF_OP_VAR)
+            CHECK_OK(mf_var(x, d, 1, false, &r[threads - 1]));
+          else
+            CHECK_OK(mf_reduce(ops[k], x, d, false, &r[threads - 1]));
+        }
+        if (r[0] && r[1]) {
+          size_t bytes = (size_t)mf_numel(r[0]) * mf_dtype_size(r[0]->dtype);
+          CHECK(memcmp(mf_data(r[0]), mf_data(r[1]), bytes) == 0);
+        }
+        mf_release(r[0]);
+        mf_release(r[1]);
+      }
+    mf_release(x);
+    free(v);
+  }
+  mf_set_num_threads(0);
+}
+
 int main(void) {
   test_small_all_dtypes();
   test_views_and_small_ranks();
@@ -617,6 +648,7 @@ int main(void) {
   test_ties_and_wrap();
   test_empty();
   test_errors();
+  test_thread_count_independence();
   /* the same results on one thread */
   mf_set_num_threads(1);
   test_large_one_thread();

@@ -1,0 +1,175 @@
+/* optim.c — the fused optimizer steps for Lua, as the `mf._optim` table that lua/moonflow/optim.lua
+ * builds its classes on (SGD, Adam, AdamW, RMSProp, Adadelta, Adagrad):
+ *
+ *   _optim.sgd_step(param, grad, momentum_buffer | nil, h)
+ *   _optim.adam_step(param, grad, exp_avg, exp_avg_sq, h)        -- AdamW: h.decoupled_weight_decay
+ *   _optim.rmsprop_step(param, grad, square_avg, momentum_buffer | nil, grad_avg | nil, h)
+ *   _optim.adadelta_step(param, grad, square_avg, acc_delta, h)  -- rho: h.rho (or h.alpha)
+ *   _optim.adagrad_step(param, grad, sum, h)
+ *
+ * Each updates param and its state tensors in place. h is a table of hyper-parameters with
+ * PyTorch's names — lr, momentum, dampening, weight_decay, beta1, beta2, eps, alpha, rho, lr_decay,
+ * initial_accumulator_value (numbers, default 0), nesterov, decoupled_weight_decay, centered,
+ * maximize (booleans, default false) — and step, the number of this update (an integer >= 1; at
+ * step 1 the state tensors' contents are ignored, see core/optim.c).
+ *
+ * Also the tensor field setter `t.grad = g | nil` (registered unless another binding did), so that
+ * code and tests can hand gradients to an optimizer without autograd.
+ */
+#include "lmf.h"
+
+/* ---- hyper-parameters ------------------------------------------------------------------------ */
+
+static double opt_number(lua_State *L, int idx, const char *field, const char *fname) {
+  int t = lua_getfield(L, idx, field);
+  double v = 0;
+  if (t == LUA_TNUMBER) v = (double)lua_tonumber(L, -1);
+  else if (t != LUA_TNIL)
+    luaL_error(L, "%s: h.%s must be a number, got %s", fname, field, luaL_typename(L, -1));
+  lua_pop(L, 1);
+  return v;
+}
+
+static bool opt_bool(lua_State *L, int idx, const char *field, const char *fname) {
+  int t = lua_getfield(L, idx, field);
+  bool v = false;
+  if (t == LUA_TBOOLEAN) v = lua_toboolean(L, -1);
+  else if (t != LUA_TNIL)
+    luaL_error(L, "%s: h.%s must be a boolean, got %s", fname, field, luaL_typename(L, -1));
+  lua_pop(L, 1);
+  return v;
+}
+
+/* Reads the table at idx into h. */
+static void check_hparams(lua_State *L, int idx, mf_optim_hparams *h, const char *fname) {
+  luaL_checktype(L, idx, LUA_TTABLE);
+  h->lr = opt_number(L, idx, "lr", fname);
+  h->momentum = opt_number(L, idx, "momentum", fname);
+  h->dampening = opt_number(L, idx, "dampening", fname);
+  h->weight_decay = opt_number(L, idx, "weight_decay", fname);
+  h->beta1 = opt_number(L, idx, "beta1", fname);
+  h->beta2 = opt_number(L, idx, "beta2", fname);
+  h->eps = opt_number(L, idx, "eps", fname);
+  h->alpha = opt_number(L, idx, "alpha", fname);
+  if (lua_getfield(L, idx, "rho") != LUA_TNIL) h->alpha = opt_number(L, idx, "rho", fname);
+  lua_pop(L, 1);
+  h->lr_decay = opt_number(L, idx, "lr_decay", fname);
+  h->initial_accumulator_value = opt_number(L, idx, "initial_accumulator_value", fname);
+  h->nesterov = opt_bool(L, idx, "nesterov", fname);
+  h->decoupled_weight_decay = opt_bool(L, idx, "decoupled_weight_decay", fname);
+  h->centered = opt_bool(L, idx, "centered", fname);
+  h->maximize = opt_bool(L, idx, "maximize", fname);
+  lua_getfield(L, idx, "step");
+  int isint;
+  lua_Integer step = lua_tointegerx(L, -1, &isint);
+  if (!isint || step < 1)
+    luaL_error(L, "%s: h.step must be an integer >= 1 (the number of this update), got %s", fname,
+               lua_isnil(L, -1) ? "nil" : luaL_tolstring(L, -1, NULL));
+  lua_pop(L, 1);
+  h->step = (int64_t)step;
+}
+
+/* A state tensor argument that may be nil. */
+static mf_tensor *opt_tensor(lua_State *L, int idx) {
+  return lua_isnoneornil(L, idx) ? NULL : lmf_check(L, idx);
+}
+
+/* ---- the steps ------------------------------------------------------------------------------- */
+
+static int o_sgd_step(lua_State *L) {
+  mf_optim_hparams h;
+  mf_tensor *p = lmf_check(L, 1), *g = lmf_check(L, 2), *buf = opt_tensor(L, 3);
+  check_hparams(L, 4, &h, "sgd_step");
+  mf_status s = mf_sgd_step(p, g, buf, &h);
+  return s == MF_OK ? 0 : lmf_error(L, s);
+}
+
+static int o_adam_step(lua_State *L) {
+  mf_optim_hparams h;
+  mf_tensor *p = lmf_check(L, 1), *g = lmf_check(L, 2);
+  mf_tensor *m = lmf_check(L, 3), *v = lmf_check(L, 4);
+  check_hparams(L, 5, &h, "adam_step");
+  mf_status s = mf_adam_step(p, g, m, v, &h);
+  return s == MF_OK ? 0 : lmf_error(L, s);
+}
+
+static int o_rmsprop_step(lua_State *L) {
+  mf_optim_hparams h;
+  mf_tensor *p = lmf_check(L, 1), *g = lmf_check(L, 2), *sq = lmf_check(L, 3);
+  mf_tensor *buf = opt_tensor(L, 4), *ga = opt_tensor(L, 5);
+  check_hparams(L, 6, &h, "rmsprop_step");
+  mf_status s = mf_rmsprop_step(p, g, sq, buf, ga, &h);
+  return s == MF_OK ? 0 : lmf_error(L, s);
+}
+
+static int o_adadelta_step(lua_State *L) {
+  mf_optim_hparams h;
+  mf_tensor *p = lmf_check(L, 1), *g = lmf_check(L, 2);
+  mf_tensor *sq = lmf_check(L, 3), *acc = lmf_check(L, 4);
+  check_hparams(L, 5, &h, "adadelta_step");
+  mf_status s = mf_adadelta_step(p, g, sq, acc, &h);
+  return s == MF_OK ? 0 : lmf_error(L, s);
+}
+
+static int o_adagrad_step(lua_State *L) {
+  mf_optim_hparams h;
+  mf_tensor *p = lmf_check(L, 1), *g = lmf_check(L, 2), *sum = lmf_check(L, 3);
+  check_hparams(L, 4, &h, "adagrad_step");
+  mf_status s = mf_adagrad_step(p, g, sum, &h);
+  return s == MF_OK ? 0 : lmf_error(L, s);
+}
+
+/* ---- t.grad = g ------------------------------------------------------------------------------ */
+
+/* Sets (or, with nil, clears) the gradient of t. g must have t's shape, dtype and device (as in
+ * PyTorch); t.grad then shares g's storage. */
+static int s_grad(lua_State *L) {
+  mf_tensor *t = lmf_check(L, 1);
+  if (lua_isnil(L, 2)) {
+    mf_release(t->grad);
+    t->grad = NULL;
+    return 0;
+  }
+  mf_tensor *g = lmf_test(L, 2);
+  if (!g) return luaL_error(L, "grad: expected a tensor or nil, got %s", luaL_typename(L, 2));
+  if (g == t) return luaL_error(L, "grad: a tensor cannot be its own gradient");
+  char a[96], b[96];
+  if (g->ndim != t->ndim || memcmp(g->shape, t->shape, sizeof(int64_t) * (size_t)t->ndim) != 0)
+    return luaL_error(L, "grad: the gradient has shape %s but the tensor %s",
+                      mf_shape_str(g, a, sizeof a), mf_shape_str(t, b, sizeof b));
+  if (g->dtype != t->dtype)
+    return luaL_error(L, "grad: the gradient is %s but the tensor %s", mf_dtype_name(g->dtype),
+                      mf_dtype_name(t->dtype));
+  if (mf_tensor_device(g) != mf_tensor_device(t))
+    return luaL_error(L, "grad: the gradient is on %s but the tensor on %s",
+                      mf_device_name(mf_tensor_device(g)), mf_device_name(mf_tensor_device(t)));
+  mf_retain(g);
+  mf_release(t->grad);
+  t->grad = g;
+  return 0;
+}
+
+/* ---- registration ------------------------------------------------------------------------------ */
+
+static const luaL_Reg funcs[] = {
+    {"sgd_step", o_sgd_step},
+    {"adam_step", o_adam_step},
+    {"rmsprop_step", o_rmsprop_step},
+    {"adadelta_step", o_adadelta_step},
+    {"adagrad_step", o_adagrad_step},
+    {NULL, NULL},
+};
+
+void lmf_open_optim(lua_State *L, int mod, int meth) {
+  (void)meth;
+  mod = lua_absindex(L, mod);
+  lua_newtable(L);
+  lmf_setfuncs(L, -1, funcs);
+  lua_setfield(L, mod, "_optim");
+  lua_getfield(L, LUA_REGISTRYINDEX, LMF_SETTERS);
+  if (lua_getfield(L, -1, "grad") == LUA_TNIL) {
+    lua_pushcfunction(L, s_grad);
+    lua_setfield(L, -3, "grad");
+  }
+  lua_pop(L, 2);
+}

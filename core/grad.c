@@ -1,0 +1,641 @@
+/* grad.c — the gradient rules: for each differentiable primitive, what its node saves and its
+ * vector-Jacobian product, written with ops so that it runs on any device (and records itself
+ * under create_graph). g is the gradient of the op's output; gin[i] that of input i, in the
+ * input's shape (broadcast dims summed away). The record functions are called by the front ends. */
+#include <math.h>
+#include <string.h>
+
+#include "autograd.h"
+
+#define SAVED(i) ((const mf_tensor *)n->saved[i])
+#define NEEDS(i) (n->in[i].needs)
+
+/* A 0-d number of t's dtype on t's device (a wrapped number: it does not promote t). */
+static mf_status num(double v, const mf_tensor *t, mf_tensor **out) {
+  return mf_scalar(v, t->dtype, true, t->storage->device, out);
+}
+
+/* out = op(a, <number v>) */
+static mf_status binary_num(mf_op op, const mf_tensor *a, double v, mf_tensor **out) {
+  mf_tensor *s;
+  MF_TRY(num(v, a, &s));
+  mf_status st = mf_binary(op, a, s, out);
+  mf_release(s);
+  return st;
+}
+
+/* out = where(mask, g, 0) */
+static mf_status masked(const mf_tensor *mask, const mf_tensor *g, mf_tensor **out) {
+  mf_tensor *z;
+  MF_TRY(num(0, g, &z));
+  mf_status s = mf_where(mask, g, z, out);
+  mf_release(z);
+  return s;
+}
+
+mf_status mf_sum_to_shape(const mf_tensor *g, int ndim, const int64_t *shape, mf_tensor **out) {
+  *out = NULL;
+  mf_tensor *t = mf_retain((mf_tensor *)g), *r;
+  /* leading dims that broadcasting added */
+  while (t->ndim > ndim) {
+    mf_status s = mf_reduce(MF_OP_SUM, t, 0, false, &r);
+    mf_release(t);
+    if (s) return s;
+    t = r;
+  }
+  for (int d = 0; d < ndim; d++) {
+    if (shape[d] != 1 || t->shape[d] == 1) continue;
+    mf_status s = mf_reduce(MF_OP_SUM, t, d, true, &r);
+    mf_release(t);
+    if (s) return s;
+    t = r;
+  }
+  *out = t;
+  return MF_OK;
+}
+
+/* gin[i] = sum_to_shape(g, input i), taking over g. */
+static mf_status to_input(mf_node *n, int i, mf_tensor *g, mf_tensor **gin) {
+  if (!g) return MF_OK;
+  mf_status s = mf_sum_to_shape(g, n->in[i].ndim, n->in[i].shape, &gin[i]);
+  mf_release(g);
+  return s;
+}
+
+/* Begins a node, or returns from the calling record function when nothing is recorded. */
+#define BEGIN(name, fn, nin, ...)                                                              \
+  const mf_tensor *in_[] = {__VA_ARGS__};                                                      \
+  mf_status st_;                                                                               \
+  mf_node *n = mf_ag_begin(name, fn, nin, in_, &st_);                                          \
+  if (!n) return st_
+
+/* ---- binary ---------------------------------------------------------------------------- */
+
+static mf_status bw_add(mf_node *n, const mf_tensor *g, mf_tensor **gin) {
+  if (NEEDS(0)) MF_TRY(to_input(n, 0, mf_retain((mf_tensor *)g), gin));
+  if (NEEDS(1)) MF_TRY(to_input(n, 1, mf_retain((mf_tensor *)g), gin));
+  return MF_OK;
+}
+
+static mf_status bw_sub(mf_node *n, const mf_tensor *g, mf_tensor **gin) {
+  mf_tensor *t = NULL;
+  if (NEEDS(0)) MF_TRY(to_input(n, 0, mf_retain((mf_tensor *)g), gin));
+  if (NEEDS(1)) {
+    MF_TRY(mf_unary(MF_OP_NEG, g, &t));
+    MF_TRY(to_input(n, 1, t, gin));
+  }
+  return MF_OK;
+}
+
+static mf_status bw_mul(mf_node *n, const mf_tensor *g, mf_tensor **gin) {
+  mf_tensor *t = NULL;
+  if (NEEDS(0)) {
+    MF_TRY(mf_mul(g, SAVED(1), &t));
+    MF_TRY(to_input(n, 0, t, gin));
+  }
+  if (NEEDS(1)) {
+    MF_TRY(mf_mul(g, SAVED(0), &t));
+    MF_TRY(to_input(n, 1, t, gin));
+  }
+  return MF_OK;
+}
+
+/* out = a / b: ga = g / b; gb = -ga * out */
+static mf_status bw_div(mf_node *n, const mf_tensor *g, mf_tensor **gin) {
+  mf_tensor *ga = NULL, *t = NULL, *u = NULL;
+  MF_TRY(mf_div(g, SAVED(1), &ga));
+  mf_status s = MF_OK;
+  if (NEEDS(1)) {
+    s = mf_mul(ga, SAVED(2), &t);
+    if (!s) s = mf_unary(MF_OP_NEG, t, &u);
+    mf_release(t);
+    if (!s) s = to_input(n, 1, u, gin);
+  }
+  if (!s && NEEDS(0)) return to_input(n, 0, ga, gin);
+  mf_release(ga);
+  return s;
+}
+
+/* out = a ^ b: ga = g * b * a^(b-1); gb = g * out * log(a), 0 where a <= 0 */
+static mf_status bw_pow(mf_node *n, const mf_tensor *g, mf_tensor **gin) {
+  const mf_tensor *a = SAVED(0), *b = SAVED(1), *out = SAVED(2);
+  mf_tensor *t = NULL, *u = NULL, *v = NULL;
+  mf_status s = MF_OK;
+  if (NEEDS(0)) {
+    s = binary_num(MF_OP_SUB, b, 1, &t);
+    if (!s) s = mf_binary(MF_OP_POW, a, t, &u);
+    MF_DROP(t);
+    if (!s) s = mf_mul(u, b, &t);
+    MF_DROP(u);
+    if (!s) s = mf_mul(t, g, &u);
+    MF_DROP(t);
+    if (!s) s = to_input(n, 0, u, gin);
+    if (s) return s;
+  }
+  if (NEEDS(1)) {
+    mf_tensor *pos = NULL;
+    s = binary_num(MF_OP_GT, a, 0, &pos);
+    if (!s) s = mf_unary(MF_OP_LOG, a, &t);
+    if (!s) s = masked(pos, t, &u);
+    MF_DROP(t);
+    MF_DROP(pos);
+    if (!s) s = mf_mul(u, out, &v);
+    MF_DROP(u);
+    if (!s) s = mf_mul(v, g, &t);
+    MF_DROP(v);
+    if (!s) s = to_input(n, 1, t, gin);
+  }
+  return s;
+}
+
+/* maximum/minimum: the gradient goes to the chosen input, split evenly on ties. */
+static mf_status bw_minmax(mf_node *n, const mf_tensor *g, mf_tensor **gin) {
+  const mf_tensor *a = SAVED(0), *b = SAVED(1);
+  mf_op pick = n->ip[0] == MF_OP_MAXIMUM ? MF_OP_GT : MF_OP_LT;
+  mf_tensor *m = NULL, *eq = NULL, *wa = NULL, *half = NULL, *t = NULL;
+  mf_status s = mf_binary(pick, a, b, &m);
+  if (!s) s = mf_binary(MF_OP_EQ, a, b, &eq);
+  if (!s) s = mf_cast(m, g->dtype, &wa); /* weight of a: 1, 0.5 on ties, else 0 */
+  if (!s) s = mf_cast(eq, g->dtype, &t);
+  if (!s) s = binary_num(MF_OP_MUL, t, 0.5, &half);
+  MF_DROP(t);
+  if (!s) s = mf_add(wa, half, &t);
+  MF_DROP(wa);
+  wa = t, t = NULL;
+  if (!s && NEEDS(0)) {
+    s = mf_mul(g, wa, &t);
+    if (!s) s = to_input(n, 0, t, gin);
+  }
+  if (!s && NEEDS(1)) { /* g * (1 - wa) = g - g * wa */
+    mf_tensor *gw = NULL;
+    s = mf_mul(g, wa, &gw);
+    if (!s) s = mf_sub(g, gw, &t);
+    mf_release(gw);
+    if (!s) s = to_input(n, 1, t, gin);
+  }
+  mf_release(m);
+  mf_release(eq);
+  mf_release(wa);
+  mf_release(half);
+  return s;
+}
+
+mf_status mf_ag_binary(mf_op op, const mf_tensor *a, const mf_tensor *b, mf_tensor *out) {
+  mf_backward_fn fn;
+  switch (op) {
+  case MF_OP_ADD: fn = bw_add; break;
+  case MF_OP_SUB: fn = bw_sub; break;
+  case MF_OP_MUL: fn = bw_mul; break;
+  case MF_OP_DIV: fn = bw_div; break;
+  case MF_OP_POW: fn = bw_pow; break;
+  case MF_OP_MAXIMUM:
+  case MF_OP_MINIMUM: fn = bw_minmax; break;
+  default: return MF_OK; /* comparisons, logic, remainder, floor_divide: no gradient */
+  }
+  if (!mf_dtype_is_float(out->dtype)) return MF_OK;
+  BEGIN(mf_op_name(op), fn, 2, a, b);
+  n->ip[0] = op;
+  if (op == MF_OP_MUL || op == MF_OP_POW || op == MF_OP_MAXIMUM || op == MF_OP_MINIMUM) {
+    mf_ag_save(n, 0, a);
+    mf_ag_save(n, 1, b);
+  }
+  mf_status s = MF_OK;
+  if (op == MF_OP_DIV) {
+    mf_ag_save(n, 1, b);
+    s = mf_ag_save_output(n, 2, out);
+  }
+  if (op == MF_OP_POW) s = mf_ag_save_output(n, 2, out);
+  if (s) {
+    mf_ag_abort(n);
+    return s;
+  }
+  mf_ag_attach(n, out);
+  return MF_OK;
+}
+
+/* ---- unary ---------------------------------------------------------------------------- */
+
+/* saved: 0 = x, 1 = the output (a detached alias) */
+static mf_status bw_unary(mf_node *n, const mf_tensor *g, mf_tensor **gin) {
+  const mf_tensor *x = SAVED(0), *y = SAVED(1);
+  mf_tensor *t = NULL, *u = NULL, *r = NULL;
+  mf_status s = MF_OK;
+  switch ((mf_op)n->ip[0]) {
+  case MF_OP_NEG: s = mf_unary(MF_OP_NEG, g, &r); break;
+  case MF_OP_ABS:
+    s = mf_unary(MF_OP_SIGN, x, &t);
+    if (!s) s = mf_mul(g, t, &r);
+    break;
+  case MF_OP_EXP: s = mf_mul(g, y, &r); break;
+  case MF_OP_LOG: s = mf_div(g, x, &r); break;
+  case MF_OP_SQRT: /* g / (2 y) */
+    s = binary_num(MF_OP_MUL, y, 2, &t);
+    if (!s) s = mf_div(g, t, &r);
+    break;
+  case MF_OP_TANH: /* g (1 - y^2) */
+    s = mf_mul(y, y, &t);
+    if (!s) s = binary_num(MF_OP_SUB, t, 1, &u); /* y^2 - 1 */
+    MF_DROP(t);
+    if (!s) s = mf_mul(g, u, &t);
+    if (!s) s = mf_unary(MF_OP_NEG, t, &r);
+    break;
+  case MF_OP_SIGMOID: /* g y (1 - y) = g (y - y^2) */
+    s = mf_mul(y, y, &t);
+    if (!s) s = mf_sub(y, t, &u);
+    if (!s) s = mf_mul(g, u, &r);
+    break;
+  case MF_OP_RELU:
+    s = binary_num(MF_OP_GT, y, 0, &t);
+    if (!s) s = masked(t, g, &r);
+    break;
+  case MF_OP_SIGN: s = binary_num(MF_OP_MUL, g, 0, &r); break;
+  case MF_OP_CLAMP: { /* g where lo <= x <= hi */
+    mf_tensor *lo = NULL, *hi = NULL;
+    s = binary_num(MF_OP_GE, x, n->p[0], &lo);
+    if (!s) s = binary_num(MF_OP_LE, x, n->p[1], &hi);
+    if (!s) s = mf_binary(MF_OP_LOGICAL_AND, lo, hi, &t);
+    if (!s) s = masked(t, g, &r);
+    mf_release(lo);
+    mf_release(hi);
+    break;
+  }
+  default: s = mf_fail(MF_ERR_UNSUPPORTED, "backward: no rule for %s", n->name);
+  }
+  mf_release(t);
+  mf_release(u);
+  gin[0] = r;
+  return s;
+}
+
+mf_status mf_ag_unary(mf_op op, const mf_tensor *x, mf_tensor *out, double lo, double hi) {
+  if (op == MF_OP_LOGICAL_NOT || !mf_dtype_is_float(out->dtype) || !mf_dtype_is_float(x->dtype))
+    return MF_OK;
+  BEGIN(mf_op_name(op), bw_unary, 1, x);
+  n->ip[0] = op;
+  n->p[0] = lo, n->p[1] = hi;
+  bool need_x = op == MF_OP_ABS || op == MF_OP_LOG || op == MF_OP_CLAMP;
+  bool need_y = op == MF_OP_EXP || op == MF_OP_SQRT || op == MF_OP_TANH ||
+                op == MF_OP_SIGMOID || op == MF_OP_RELU;
+  mf_status s = MF_OK;
+  if (need_x) mf_ag_save(n, 0, x);
+  if (need_y) s = mf_ag_save_output(n, 1, out);
+  if (s) {
+    mf_ag_abort(n);
+    return s;
+  }
+  mf_ag_attach(n, out);
+  return MF_OK;
+}
+
+/* ---- where, casts, views ------------------------------------------------------------------ */
+
+static mf_status bw_where(mf_node *n, const mf_tensor *g, mf_tensor **gin) {
+  const mf_tensor *c = SAVED(0);
+  mf_tensor *t = NULL, *z = NULL;
+  if (NEEDS(1)) {
+    MF_TRY(masked(c, g, &t));
+    MF_TRY(to_input(n, 1, t, gin));
+  }
+  if (NEEDS(2)) {
+    MF_TRY(num(0, g, &z));
+    mf_status s = mf_where(c, z, g, &t);
+    mf_release(z);
+    if (s) return s;
+    MF_TRY(to_input(n, 2, t, gin));
+  }
+  return MF_OK;
+}
+
+mf_status mf_ag_where(const mf_tensor *cond, const mf_tensor *a, const mf_tensor *b,
+                      mf_tensor *out) {
+  if (!mf_dtype_is_float(out->dtype)) return MF_OK;
+  BEGIN("where", bw_where, 3, cond, a, b);
+  mf_ag_save(n, 0, cond);
+  mf_ag_attach(n, out);
+  return MF_OK;
+}
+
+/* The backward of a cast or a move is the gradient itself: the engine converts it back. */
+static mf_status bw_identity(mf_node *n, const mf_tensor *g, mf_tensor **gin) {
+  (void)n;
+  gin[0] = mf_retain((mf_tensor *)g);
+  return MF_OK;
+}
+
+mf_status mf_ag_cast(const mf_tensor *x, mf_tensor *out) {
+  if (!mf_dtype_is_float(out->dtype) || !mf_dtype_is_float(x->dtype)) return MF_OK;
+  BEGIN("copy", bw_identity, 1, x);
+  mf_ag_attach(n, out);
+  return MF_OK;
+}
+
+static mf_status bw_reshape(mf_node *n, const mf_tensor *g, mf_tensor **gin) {
+  return mf_reshape(g, n->in[0].ndim, n->in[0].shape, &gin[0]);
+}
+
+mf_status mf_ag_reshape(const mf_tensor *x, mf_tensor *out) {
+  BEGIN("reshape", bw_reshape, 1, x);
+  mf_ag_attach(n, out);
+  return MF_OK;
+}
+
+static mf_status bw_permute(mf_node *n, const mf_tensor *g, mf_tensor **gin) {
+  int inv[MF_MAX_DIMS];
+  for (int d = 0; d < n->in[0].ndim; d++) inv[n->ip[d]] = d;
+  return mf_permute(g, inv, &gin[0]);
+}
+
+mf_status mf_ag_permute(const mf_tensor *x, const int *perm, mf_tensor *out) {
+  BEGIN("permute", bw_permute, 1, x);
+  for (int d = 0; d < x->ndim; d++) n->ip[d] = perm[d];
+  mf_ag_attach(n, out);
+  return MF_OK;
+}
+
+/* ip: dim, start, stop, step, select */
+static mf_status bw_slice(mf_node *n, const mf_tensor *g, mf_tensor **gin) {
+  const mf_edge *e = &n->in[0];
+  mf_tensor *z, *v = NULL;
+  MF_TRY(mf_zeros(e->ndim, e->shape, g->dtype, g->storage->device, &z));
+  int dim = (int)n->ip[0];
+  mf_status s = n->ip[4] ? mf_select(z, dim, n->ip[1], &v)
+                         : mf_slice(z, dim, n->ip[1], n->ip[2], n->ip[3], &v);
+  bool prev = mf_set_grad_enabled(false);
+  if (!s) s = mf_copy_(v, g);
+  mf_set_grad_enabled(prev);
+  mf_release(v);
+  if (s) mf_release(z);
+  else gin[0] = z;
+  return s;
+}
+
+mf_status mf_ag_slice(const mf_tensor *x, int dim, int64_t start, int64_t stop, int64_t step,
+                      bool select, mf_tensor *out) {
+  BEGIN(select ? "select" : "slice", bw_slice, 1, x);
+  n->ip[0] = dim, n->ip[1] = start, n->ip[2] = stop, n->ip[3] = step, n->ip[4] = select;
+  mf_ag_attach(n, out);
+  return MF_OK;
+}
+
+static mf_status bw_expand(mf_node *n, const mf_tensor *g, mf_tensor **gin) {
+  return to_input(n, 0, mf_retain((mf_tensor *)g), gin);
+}
+
+mf_status mf_ag_expand(const mf_tensor *x, mf_tensor *out) {
+  BEGIN("expand", bw_expand, 1, x);
+  mf_ag_attach(n, out);
+  return MF_OK;
+}
+
+static mf_status bw_cat(mf_node *n, const mf_tensor *g, mf_tensor **gin) {
+  int dim = (int)n->ip[0];
+  int64_t at = 0;
+  for (int i = 0; i < n->nin; i++) {
+    int64_t len = n->in[i].shape[dim];
+    if (NEEDS(i)) MF_TRY(mf_narrow(g, dim, at, len, &gin[i]));
+    at += len;
+  }
+  return MF_OK;
+}
+
+mf_status mf_ag_cat(int count, mf_tensor *const *ts, int dim, mf_tensor *out) {
+  mf_status st;
+  mf_node *n = mf_ag_begin("cat", bw_cat, count, (const mf_tensor *const *)ts, &st);
+  if (!n) return st;
+  n->ip[0] = dim;
+  mf_ag_attach(n, out);
+  return MF_OK;
+}
+
+/* ---- reductions ------------------------------------------------------------------------- */
+
+/* g of a reduction, viewed with the reduced dims kept as size 1 (so that it broadcasts to x). */
+static mf_status keep_dims(mf_node *n, const mf_tensor *g, mf_tensor **out) {
+  const mf_edge *e = &n->in[0];
+  int dim = (int)n->ip[1];
+  if (n->ip[2] || e->ndim == 0) { /* keepdim */
+    *out = mf_retain((mf_tensor *)g);
+    return MF_OK;
+  }
+  int64_t shape[MF_MAX_DIMS];
+  for (int d = 0; d < e->ndim; d++) shape[d] = dim == MF_ALL_DIMS || d == dim ? 1 : e->shape[d];
+  return mf_reshape(g, e->ndim, shape, out);
+}
+
+/* ip: op, dim (normalised, or MF_ALL_DIMS), keepdim, correction; saved 0 = x, 1 = output */
+static mf_status bw_reduce(mf_node *n, const mf_tensor *g, mf_tensor **gin) {
+  const mf_edge *e = &n->in[0];
+  mf_op op = (mf_op)n->ip[0];
+  int dim = (int)n->ip[1];
+  int64_t count = dim == MF_ALL_DIMS ? mf_shape_numel(e->ndim, e->shape) : e->shape[dim];
+  mf_tensor *gk = NULL, *t = NULL, *u = NULL, *r = NULL;
+  MF_TRY(keep_dims(n, g, &gk));
+  mf_status s = MF_OK;
+  switch (op) {
+  case MF_OP_SUM: s = mf_expand(gk, e->ndim, e->shape, &r); break;
+  case MF_OP_MEAN:
+    s = binary_num(MF_OP_DIV, gk, (double)count, &t);
+    if (!s) s = mf_expand(t, e->ndim, e->shape, &r);
+    break;
+  case MF_OP_PROD: { /* g * out / x */
+    mf_tensor *yk = NULL;
+    s = keep_dims(n, SAVED(1), &yk);
+    if (!s) s = mf_mul(gk, yk, &t);
+    if (!s) s = mf_div(t, SAVED(0), &r);
+    mf_release(yk);
+    break;
+  }
+  case MF_OP_MAX:
+  case MF_OP_MIN: { /* g spread evenly over the positions of the extreme */
+    mf_tensor *yk = NULL, *hits = NULL;
+    s = keep_dims(n, SAVED(1), &yk);
+    if (!s) s = mf_binary(MF_OP_EQ, SAVED(0), yk, &t);
+    if (!s) s = mf_cast(t, g->dtype, &hits);
+    MF_DROP(t);
+    if (!s) s = mf_reduce(MF_OP_SUM, hits, dim, true, &u);
+    if (!s) s = mf_div(gk, u, &t);
+    if (!s) s = mf_mul(hits, t, &r);
+    mf_release(yk);
+    mf_release(hits);
+    break;
+  }
+  case MF_OP_VAR: { /* g * 2 (x - mean) / (count - correction) */
+    mf_tensor *mean = NULL;
+    s = mf_reduce(MF_OP_MEAN, SAVED(0), dim, true, &mean);
+    if (!s) s = mf_sub(SAVED(0), mean, &t);
+    mf_release(mean);
+    if (!s) s = binary_num(MF_OP_MUL, gk, 2.0 / (double)(count - n->ip[3]), &u);
+    if (!s) s = mf_mul(t, u, &r);
+    break;
+  }
+  default: s = mf_fail(MF_ERR_UNSUPPORTED, "backward: no rule for %s", n->name);
+  }
+  mf_release(gk);
+  mf_release(t);
+  mf_release(u);
+  gin[0] = r;
+  return s;
+}
+
+mf_status mf_ag_reduce(mf_op op, const mf_tensor *x, int dim, bool keepdim, int correction,
+                       mf_tensor *out) {
+  if (op == MF_OP_ARGMAX || op == MF_OP_ARGMIN || !mf_dtype_is_float(out->dtype)) return MF_OK;
+  BEGIN(mf_op_name(op), bw_reduce, 1, x);
+  if (dim != MF_ALL_DIMS && mf_norm_dim(mf_op_name(op), dim, x->ndim, &dim)) dim = MF_ALL_DIMS;
+  n->ip[0] = op, n->ip[1] = dim, n->ip[2] = keepdim, n->ip[3] = correction;
+  mf_status s = MF_OK;
+  if (op != MF_OP_SUM && op != MF_OP_MEAN) mf_ag_save(n, 0, x);
+  if (op == MF_OP_PROD || op == MF_OP_MAX || op == MF_OP_MIN) s = mf_ag_save_output(n, 1, out);
+  if (s) {
+    mf_ag_abort(n);
+    return s;
+  }
+  mf_ag_attach(n, out);
+  return MF_OK;
+}
+
+/* ---- matmul ------------------------------------------------------------------------------ */
+
+/* t viewed with an added dim of size 1 at `dim` when it was 1-D in the product (numpy rules). */
+static mf_status as_matrix(const mf_tensor *t, bool vec, int dim, mf_tensor **out) {
+  if (!vec) {
+    *out = mf_retain((mf_tensor *)t);
+    return MF_OK;
+  }
+  return mf_unsqueeze(t, dim, out);
+}
+
+/* g of the product viewed as (batch..., M, N) when a or b was 1-D (numpy's added dims). */
+static mf_status as_product(const mf_tensor *g, bool avec, bool bvec, mf_tensor **out) {
+  if (avec && bvec) {
+    int64_t one[2] = {1, 1};
+    return mf_reshape(g, 2, one, out);
+  }
+  if (avec) return mf_unsqueeze(g, -2, out);
+  if (bvec) return mf_unsqueeze(g, -1, out);
+  *out = mf_retain((mf_tensor *)g);
+  return MF_OK;
+}
+
+/* out = a @ b: ga = g @ b^T, gb = a^T @ g (1-D operands as a row / a column; batch dims summed) */
+static mf_status bw_matmul(mf_node *n, const mf_tensor *g, mf_tensor **gin) {
+  bool avec = n->in[0].ndim == 1, bvec = n->in[1].ndim == 1;
+  mf_tensor *a = NULL, *b = NULL, *g2 = NULL, *t = NULL, *u = NULL;
+  mf_status s = as_matrix(SAVED(0), avec, 0, &a);
+  if (!s) s = as_matrix(SAVED(1), bvec, 1, &b);
+  if (!s) s = as_product(g, avec, bvec, &g2);
+  if (!s && NEEDS(0)) {
+    s = mf_transpose(b, -1, -2, &t);
+    if (!s) s = mf_matmul(g2, t, &u);
+    MF_DROP(t);
+    if (!s) s = mf_sum_to_shape(u, a->ndim, a->shape, &t);
+    MF_DROP(u);
+    if (!s) s = mf_reshape(t, n->in[0].ndim, n->in[0].shape, &gin[0]);
+    MF_DROP(t);
+  }
+  if (!s && NEEDS(1)) {
+    s = mf_transpose(a, -1, -2, &t);
+    if (!s) s = mf_matmul(t, g2, &u);
+    MF_DROP(t);
+    if (!s) s = mf_sum_to_shape(u, b->ndim, b->shape, &t);
+    MF_DROP(u);
+    if (!s) s = mf_reshape(t, n->in[1].ndim, n->in[1].shape, &gin[1]);
+    MF_DROP(t);
+  }
+  mf_release(a);
+  mf_release(b);
+  mf_release(g2);
+  return s;
+}
+
+mf_status mf_ag_matmul(const mf_tensor *a, const mf_tensor *b, mf_tensor *out) {
+  if (!mf_dtype_is_float(out->dtype)) return MF_OK;
+  BEGIN("matmul", bw_matmul, 2, a, b);
+  mf_ag_save(n, 0, a);
+  mf_ag_save(n, 1, b);
+  mf_ag_attach(n, out);
+  return MF_OK;
+}
+
+/* ---- neural-network ops ------------------------------------------------------------------ */
+
+/* saved: 0 = x, 1 = w */
+static mf_status bw_conv2d(mf_node *n, const mf_tensor *g, mf_tensor **gin) {
+  if (NEEDS(0)) MF_TRY(mf_conv2d_backward_input(g, SAVED(1), n->in[0].shape, &n->pool, &gin[0]));
+  if (NEEDS(1)) MF_TRY(mf_conv2d_backward_weight(g, SAVED(0), n->in[1].shape, &n->pool, &gin[1]));
+  if (n->nin > 2 && NEEDS(2)) { /* sum over N, H, W of g (N, O, H, W) */
+    mf_tensor *t = NULL, *u = NULL;
+    int64_t shape[3] = {g->shape[0], g->shape[1], -1};
+    mf_status s = mf_reshape(g, 3, shape, &t);
+    if (!s) s = mf_reduce(MF_OP_SUM, t, 2, false, &u);
+    mf_release(t);
+    if (!s) s = mf_reduce(MF_OP_SUM, u, 0, false, &gin[2]);
+    mf_release(u);
+    return s;
+  }
+  return MF_OK;
+}
+
+mf_status mf_ag_conv2d(const mf_tensor *x, const mf_tensor *w, const mf_tensor *b,
+                       const mf_pool2d_params *p, mf_tensor *out) {
+  BEGIN("conv2d", bw_conv2d, b ? 3 : 2, x, w, b);
+  n->pool = *p;
+  mf_ag_save(n, 0, x);
+  mf_ag_save(n, 1, w);
+  mf_ag_attach(n, out);
+  return MF_OK;
+}
+
+static mf_status bw_max_pool2d(mf_node *n, const mf_tensor *g, mf_tensor **gin) {
+  return mf_max_pool2d_backward(g, SAVED(0), n->in[0].shape, &gin[0]);
+}
+
+mf_status mf_ag_max_pool2d(const mf_tensor *x, const mf_tensor *indices, mf_tensor *out) {
+  BEGIN("max_pool2d", bw_max_pool2d, 1, x);
+  mf_ag_save(n, 0, indices);
+  mf_ag_attach(n, out);
+  return MF_OK;
+}
+
+static mf_status bw_avg_pool2d(mf_node *n, const mf_tensor *g, mf_tensor **gin) {
+  return mf_avg_pool2d_backward(g, n->in[0].shape, &n->pool, &gin[0]);
+}
+
+mf_status mf_ag_avg_pool2d(const mf_tensor *x, const mf_pool2d_params *p, mf_tensor *out) {
+  BEGIN("avg_pool2d", bw_avg_pool2d, 1, x);
+  n->pool = *p;
+  mf_ag_attach(n, out);
+  return MF_OK;
+}
+
+/* saved 0 = the output; ip: dim, log */
+static mf_status bw_softmax(mf_node *n, const mf_tensor *g, mf_tensor **gin) {
+  int dim = (int)n->ip[0];
+  return n->ip[1] ? mf_log_softmax_backward(SAVED(0), g, dim, &gin[0])
+                  : mf_softmax_backward(SAVED(0), g, dim, &gin[0]);
+}
+
+mf_status mf_ag_softmax(bool log, const mf_tensor *x, int dim, mf_tensor *out) {
+  BEGIN(log ? "log_softmax" : "softmax", bw_softmax, 1, x);
+  n->ip[0] = dim, n->ip[1] = log;
+  mf_status s = mf_ag_save_output(n, 0, out);
+  if (s) {
+    mf_ag_abort(n);
+    return s;
+  }
+  mf_ag_attach(n, out);
+  return MF_OK;
+}
+
+/* saved 0 = index; ip: dim */
+static mf_status bw_gather(mf_node *n, const mf_tensor *g, mf_tensor **gin) {
+  return mf_scatter_add(n->in[0].ndim, n->in[0].shape, (int)n->ip[0], SAVED(0), g, &gin[0]);
+}
+
+mf_status mf_ag_gather(const mf_tensor *x, int dim, const mf_tensor *index, mf_tensor *out) {
+  BEGIN("gather", bw_gather, 1, x);
+  n->ip[0] = dim;
+  mf_ag_save(n, 0, index);
+  mf_ag_attach(n, out);
+  return MF_OK;
+}

@@ -1,0 +1,95 @@
+/* ops_index.c — index_select: the rows (or any slices along one dim) of a tensor picked by an
+ * index tensor, in the index's order, copied into a new contiguous tensor. The data loaders use it
+ * to gather shuffled batches (mf.data.mnist's next_batch).
+ *
+ * CPU only for now, with no kernel table entry: the input is made contiguous and viewed as
+ * (outer, n, inner); each picked slice is one memcpy of inner elements. Other devices fail with
+ * MF_ERR_UNSUPPORTED until a kernel exists. Not recorded by autograd.
+ */
+#include <string.h>
+
+#include "internal.h"
+#include "moonflow_io.h"
+
+typedef struct sel_ctx {
+  const char *src;
+  char *dst;
+  const int64_t *idx; /* 0-based, checked */
+  int64_t nidx, n, inner_bytes;
+} sel_ctx;
+
+/* Copies for the outer slices in [begin, end). */
+static void sel_range(void *vctx, int64_t begin, int64_t end) {
+  const sel_ctx *c = vctx;
+  for (int64_t o = begin; o < end; o++) {
+    const char *s = c->src + o * c->n * c->inner_bytes;
+    char *d = c->dst + o * c->nidx * c->inner_bytes;
+    for (int64_t j = 0; j < c->nidx; j++)
+      memcpy(d + j * c->inner_bytes, s + c->idx[j] * c->inner_bytes, (size_t)c->inner_bytes);
+  }
+}
+
+/* The same over the picked positions, for a single outer slice (dim 0): split the index list. */
+static void sel_rows(void *vctx, int64_t begin, int64_t end) {
+  const sel_ctx *c = vctx;
+  for (int64_t j = begin; j < end; j++)
+    memcpy(c->dst + j * c->inner_bytes, c->src + c->idx[j] * c->inner_bytes,
+           (size_t)c->inner_bytes);
+}
+
+mf_status mf_index_select(const mf_tensor *x, int dim, const mf_tensor *index, mf_tensor **out) {
+  *out = NULL;
+  if (x->ndim == 0) return mf_fail(MF_ERR_INDEX, "index_select: cannot index a 0-d tensor");
+  MF_TRY(mf_norm_dim("index_select", dim, x->ndim, &dim));
+  if (index->ndim != 1) {
+    char b[96];
+    return mf_fail(MF_ERR_SHAPE, "index_select: index must be 1-D, got shape %s",
+                   mf_shape_str(index, b, sizeof b));
+  }
+  if (index->dtype != MF_I64 && index->dtype != MF_I32)
+    return mf_fail(MF_ERR_DTYPE, "index_select: index must be int64 or int32, got %s",
+                   mf_dtype_name(index->dtype));
+  MF_TRY(mf_same_device("index_select", x, index));
+  mf_device *dev = mf_tensor_device(x);
+  if (mf_device_kind(dev) != MF_DEV_CPU)
+    return mf_fail(MF_ERR_UNSUPPORTED, "index_select: not implemented on %s yet (move the tensor "
+                   "to the CPU with :cpu())", mf_device_name(dev));
+
+  int64_t nidx = index->shape[0], n = x->shape[dim];
+  mf_tensor *ic = NULL, *xc = NULL;
+  mf_status s = index->dtype == MF_I64 ? mf_contiguous(index, &ic) : mf_cast(index, MF_I64, &ic);
+  if (s) return s;
+  const int64_t *idx = mf_data(ic);
+  for (int64_t j = 0; j < nidx; j++)
+    if (idx[j] < 0 || idx[j] >= n) {
+      s = mf_fail(MF_ERR_INDEX, "index_select: index %lld (entry %lld of the index) is out of "
+                  "range for dimension %d of size %lld", (long long)idx[j] + 1, (long long)j + 1,
+                  dim + 1, (long long)n);
+      mf_release(ic);
+      return s;
+    }
+  if ((s = mf_contiguous(x, &xc))) {
+    mf_release(ic);
+    return s;
+  }
+  int64_t shape[MF_MAX_DIMS], outer = 1, inner = 1;
+  for (int d = 0; d < x->ndim; d++) {
+    shape[d] = d == dim ? nidx : x->shape[d];
+    if (d < dim) outer *= x->shape[d];
+    if (d > dim) inner *= x->shape[d];
+  }
+  s = mf_empty(x->ndim, shape, x->dtype, dev, out);
+  if (s == MF_OK && outer * nidx * inner > 0) {
+    sel_ctx c = {mf_data(xc), mf_data(*out), idx, nidx, n,
+                 inner * (int64_t)mf_dtype_size(x->dtype)};
+    /* ~64 KiB of copying per task at least */
+    int64_t per = c.inner_bytes > 0 ? c.inner_bytes : 1;
+    if (outer == 1)
+      mf_parallel_for(nidx, 1 + 65536 / per, sel_rows, &c);
+    else
+      mf_parallel_for(outer, 1 + 65536 / (per * nidx), sel_range, &c);
+  }
+  mf_release(ic);
+  mf_release(xc);
+  return s;
+}
