@@ -7,7 +7,20 @@
 
 /* ---- the userdata ----------------------------------------------------------------------- */
 
+/* Lua sees only the small userdata, not the storage behind it, so left alone its collector would
+ * let dead tensors pile up: collect whenever live storage has doubled since the last collection
+ * (and is above a floor), as Torch7 did. */
+static void collect_if_needed(lua_State *L) {
+  static size_t threshold = (size_t)64 << 20;
+  size_t live = mf_storage_bytes();
+  if (live < threshold) return;
+  lua_gc(L, LUA_GCCOLLECT);
+  live = mf_storage_bytes();
+  threshold = live * 2 > ((size_t)64 << 20) ? live * 2 : (size_t)64 << 20;
+}
+
 mf_tensor **lmf_newslot(lua_State *L) {
+  collect_if_needed(L);
   mf_tensor **p = (mf_tensor **)lua_newuserdatauv(L, sizeof(mf_tensor *), 1);
   *p = NULL; /* closed: __gc is safe whatever happens next */
   luaL_setmetatable(L, LMF_TENSOR);

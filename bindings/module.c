@@ -112,7 +112,9 @@ LUAMOD_API int luaopen_moonflow_core(lua_State *L) {
   lmf_open_reduce(L, mod, meth);
   lmf_open_shape(L, mod, meth);
   lmf_open_convert(L, mod, meth);
+  lmf_open_autograd(L, mod, meth);
   lmf_open_io(L, mod, meth);
+  lmf_open_optim(L, mod, meth);
   lua_pop(L, 1);
   lmf_setfuncs(L, mod, funcs);
   luaL_newlib(L, cuda);

@@ -125,28 +125,17 @@ static int o_adagrad_step(lua_State *L) {
  * PyTorch); t.grad then shares g's storage. */
 static int s_grad(lua_State *L) {
   mf_tensor *t = lmf_check(L, 1);
-  if (lua_isnil(L, 2)) {
-    mf_release(t->grad);
-    t->grad = NULL;
-    return 0;
+  mf_tensor *g = NULL;
+  if (!lua_isnil(L, 2)) {
+    g = lmf_test(L, 2);
+    if (!g) return luaL_error(L, "grad: expected a tensor or nil, got %s", luaL_typename(L, 2));
+    if (g == t) return luaL_error(L, "grad: a tensor cannot be its own gradient");
+    if (g->dtype != t->dtype)
+      return luaL_error(L, "grad: the gradient is %s but the tensor %s", mf_dtype_name(g->dtype),
+                        mf_dtype_name(t->dtype));
   }
-  mf_tensor *g = lmf_test(L, 2);
-  if (!g) return luaL_error(L, "grad: expected a tensor or nil, got %s", luaL_typename(L, 2));
-  if (g == t) return luaL_error(L, "grad: a tensor cannot be its own gradient");
-  char a[96], b[96];
-  if (g->ndim != t->ndim || memcmp(g->shape, t->shape, sizeof(int64_t) * (size_t)t->ndim) != 0)
-    return luaL_error(L, "grad: the gradient has shape %s but the tensor %s",
-                      mf_shape_str(g, a, sizeof a), mf_shape_str(t, b, sizeof b));
-  if (g->dtype != t->dtype)
-    return luaL_error(L, "grad: the gradient is %s but the tensor %s", mf_dtype_name(g->dtype),
-                      mf_dtype_name(t->dtype));
-  if (mf_tensor_device(g) != mf_tensor_device(t))
-    return luaL_error(L, "grad: the gradient is on %s but the tensor on %s",
-                      mf_device_name(mf_tensor_device(g)), mf_device_name(mf_tensor_device(t)));
-  mf_retain(g);
-  mf_release(t->grad);
-  t->grad = g;
-  return 0;
+  mf_status s = mf_set_grad(t, g);
+  return s == MF_OK ? 0 : lmf_error(L, s);
 }
 
 /* ---- registration ------------------------------------------------------------------------------ */

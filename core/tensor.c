@@ -10,6 +10,10 @@
 
 /* ---- storage ------------------------------------------------------------------------------ */
 
+static size_t live_bytes;
+
+size_t mf_storage_bytes(void) { return __atomic_load_n(&live_bytes, __ATOMIC_RELAXED); }
+
 static mf_status storage_new(mf_device *dev, size_t nbytes, mf_storage **out) {
   mf_storage *s = malloc(sizeof *s);
   if (!s) return mf_fail(MF_ERR_MEMORY, "out of memory allocating a storage header");
@@ -21,6 +25,7 @@ static mf_status storage_new(mf_device *dev, size_t nbytes, mf_storage **out) {
   s->refcount = 1;
   s->device = dev;
   s->nbytes = nbytes;
+  __atomic_add_fetch(&live_bytes, nbytes, __ATOMIC_RELAXED);
   *out = s;
   return MF_OK;
 }
@@ -28,6 +33,7 @@ static mf_status storage_new(mf_device *dev, size_t nbytes, mf_storage **out) {
 static void storage_release(mf_storage *s) {
   if (s && __atomic_sub_fetch(&s->refcount, 1, __ATOMIC_ACQ_REL) == 0) {
     s->device->i.free(s->device, s->data, s->nbytes);
+    __atomic_sub_fetch(&live_bytes, s->nbytes, __ATOMIC_RELAXED);
     free(s);
   }
 }

@@ -12,5 +12,11 @@ void mf_cpu_register_kernels(mf_kernel *k) {
   k[MF_OP_WHERE] = mf_cpu_where;
   for (int op = MF_OP_SUM; op <= MF_OP_VAR; op++) k[op] = mf_cpu_reduce;
   k[MF_OP_MATMUL] = mf_cpu_matmul;
+  for (int op = MF_OP_CONV2D; op <= MF_OP_CONV2D_BACKWARD_WEIGHT; op++) k[op] = mf_cpu_conv2d;
+  for (int op = MF_OP_MAX_POOL2D; op <= MF_OP_AVG_POOL2D_BACKWARD; op++) k[op] = mf_cpu_pool2d;
+  for (int op = MF_OP_SOFTMAX; op <= MF_OP_LOG_SOFTMAX_BACKWARD; op++) k[op] = mf_cpu_softmax;
+  k[MF_OP_GATHER] = mf_cpu_gather;
+  k[MF_OP_SCATTER_ADD] = mf_cpu_gather;
+  k[MF_OP_DROPOUT_MASK] = mf_cpu_dropout_mask;
   for (int op = MF_OP_SGD_STEP; op <= MF_OP_ADAGRAD_STEP; op++) k[op] = mf_cpu_optim;
 }

@@ -40,7 +40,7 @@
 static inline float sqrt_f(float x) { return __builtin_sqrtf(x); }
 static inline double sqrt_d(double x) { return __builtin_sqrt(x); }
 
-#define GF(x, f, d) _Generic((x), float: f, double: d)
+#define GF(x, f, d) _Generic((x), float : f, double : d)
 #define M_FABS(x) GF(x, fabsf, fabs)(x)
 #define M_POW(x, y) GF(x, powf, pow)(x, y)
 #define M_FMOD(x, y) GF(x, fmodf, fmod)(x, y)
@@ -55,35 +55,35 @@ static inline double sqrt_d(double x) { return __builtin_sqrt(x); }
 /* ---- helpers too long for an expression, one per dtype ------------------------------------- */
 
 /* float floor division and remainder: PyTorch's div_floor_floating / remainder */
-#define FLT_HELPERS(T)                                                                         \
-  static inline T fdiv_##T(T a, T b) {                                                         \
-    if (b == 0) return a / b;                                                                  \
-    T mod = M_FMOD(a, b);                                                                      \
-    T div = (a - mod) / b;                                                                     \
-    if (mod != 0 && (b < 0) != (mod < 0)) div -= 1;                                            \
-    if (div == 0) return M_COPYSIGN((T)0, a / b);                                              \
-    T fl = M_FLOOR(div);                                                                       \
-    if (div - fl > (T)0.5) fl += 1;                                                            \
-    return fl;                                                                                 \
-  }                                                                                            \
-  static inline T frem_##T(T a, T b) {                                                         \
-    T mod = M_FMOD(a, b);                                                                      \
-    if (mod != 0 && (b < 0) != (mod < 0)) mod += b;                                            \
-    return mod;                                                                                \
+#define FLT_HELPERS(T)                                                                             \
+  static inline T fdiv_##T(T a, T b) {                                                             \
+    if (b == 0) return a / b;                                                                      \
+    T mod = M_FMOD(a, b);                                                                          \
+    T div = (a - mod) / b;                                                                         \
+    if (mod != 0 && (b < 0) != (mod < 0)) div -= 1;                                                \
+    if (div == 0) return M_COPYSIGN((T)0, a / b);                                                  \
+    T fl = M_FLOOR(div);                                                                           \
+    if (div - fl > (T)0.5) fl += 1;                                                                \
+    return fl;                                                                                     \
+  }                                                                                                \
+  static inline T frem_##T(T a, T b) {                                                             \
+    T mod = M_FMOD(a, b);                                                                          \
+    if (mod != 0 && (b < 0) != (mod < 0)) mod += b;                                                \
+    return mod;                                                                                    \
   }
 FLT_HELPERS(float)
 FLT_HELPERS(double)
 
 /* integer pow by squaring; negative exponents as 1/a truncated toward zero */
-#define INT_POW(T, U)                                                                          \
-  static inline T ipow_##T(T a, T b) {                                                         \
-    if (b < 0) return a == 1 ? 1 : a == (T)-1 ? ((b & 1) ? (T)-1 : 1) : 0;                     \
-    U r = 1, x = (U)a;                                                                         \
-    for (; b; b >>= 1) {                                                                       \
-      if (b & 1) r *= x;                                                                       \
-      x *= x;                                                                                  \
-    }                                                                                          \
-    return (T)r;                                                                               \
+#define INT_POW(T, U)                                                                              \
+  static inline T ipow_##T(T a, T b) {                                                             \
+    if (b < 0) return a == 1 ? 1 : a == (T)-1 ? ((b & 1) ? (T)-1 : 1) : 0;                         \
+    U r = 1, x = (U)a;                                                                             \
+    for (; b; b >>= 1) {                                                                           \
+      if (b & 1) r *= x;                                                                           \
+      x *= x;                                                                                      \
+    }                                                                                              \
+    return (T)r;                                                                                   \
   }
 INT_POW(int32_t, uint32_t)
 INT_POW(int64_t, uint64_t)
@@ -97,25 +97,24 @@ static inline uint8_t ipow_uint8_t(uint8_t a, uint8_t b) {
 }
 
 /* signed integer division family, defined for b == 0 and (MIN, -1) */
-#define SINT_HELPERS(T, U)                                                                     \
-  static inline T idiv_##T(T a, T b) {                                                         \
-    return b == 0 ? 0 : b == -1 ? (T)(0 - (U)a) : (T)(a / b);                                  \
-  }                                                                                            \
-  static inline T irem_##T(T a, T b) {                                                         \
-    if (b == 0 || b == -1) return 0;                                                           \
-    T r = a % b;                                                                               \
-    return (r != 0 && (r < 0) != (b < 0)) ? (T)(r + b) : r;                                    \
-  }                                                                                            \
-  static inline T ifdiv_##T(T a, T b) {                                                        \
-    if (b == 0) return 0;                                                                      \
-    if (b == -1) return (T)(0 - (U)a);                                                         \
-    T q = a / b, r = a % b;                                                                    \
-    return (r != 0 && (r < 0) != (b < 0)) ? (T)(q - 1) : q;                                    \
+#define SINT_HELPERS(T, U)                                                                         \
+  static inline T idiv_##T(T a, T b) { return b == 0 ? 0 : b == -1 ? (T)(0 - (U)a) : (T)(a / b); } \
+  static inline T irem_##T(T a, T b) {                                                             \
+    if (b == 0 || b == -1) return 0;                                                               \
+    T r = a % b;                                                                                   \
+    return (r != 0 && (r < 0) != (b < 0)) ? (T)(r + b) : r;                                        \
+  }                                                                                                \
+  static inline T ifdiv_##T(T a, T b) {                                                            \
+    if (b == 0) return 0;                                                                          \
+    if (b == -1) return (T)(0 - (U)a);                                                             \
+    T q = a / b, r = a % b;                                                                        \
+    return (r != 0 && (r < 0) != (b < 0)) ? (T)(q - 1) : q;                                        \
   }
 SINT_HELPERS(int32_t, uint32_t)
 SINT_HELPERS(int64_t, uint64_t)
 
-/* ---- scalar expressions: E_<OP>_<KIND>(T, U, x, y) -------------------------------------------- */
+/* ---- scalar expressions: E_<OP>_<KIND>(T, U, x, y) --------------------------------------------
+ */
 
 /* arithmetic that wraps: computed in U (the unsigned type for integers, T itself for floats) */
 #define E_ADD_ANY(T, U, x, y) (T)((U)(x) + (U)(y))
@@ -204,7 +203,7 @@ SINT_HELPERS(int64_t, uint64_t)
 #define E_ABS_FLT(T, U, x) M_FABS(x)
 #define E_ABS_SINT(T, U, x) (T)((x) < 0 ? 0 - (U)(x) : (U)(x))
 #define E_ABS_UINT(T, U, x) (x)
-#define E_ABS_BOOL(T, U, x) (T)BV(x)
+#define E_ABS_BOOL(T, U, x) (T) BV(x)
 #define E_EXP_FLT(T, U, x) M_EXP(x)
 #define E_LOG_FLT(T, U, x) M_LOG(x)
 #define E_SQRT_FLT(T, U, x) M_SQRT(x)
@@ -226,129 +225,136 @@ SINT_HELPERS(int64_t, uint64_t)
 #define E_CLAMP_FLT(T, U, x) CLAMP_(x)
 #define E_CLAMP_SINT(T, U, x) CLAMP_(x)
 #define E_CLAMP_UINT(T, U, x) CLAMP_(x)
-#define E_CLAMP_BOOL(T, U, x) (T)BV(CLAMP_(BV(x)))
+#define E_CLAMP_BOOL(T, U, x) (T) BV(CLAMP_(BV(x)))
 
 /* Clamp bounds in the dtype: floats convert (+-inf stay infinite); integers round inward and
  * saturate at the type's range; bool bounds are 0 or 1. */
 #define BOUND_FLT(T, v, up, MN, MX) ((T)(v))
-#define BOUND_INT(T, v, up, MN, MX)                                                            \
-  ((v) != (v) ? (T)0                                                                           \
-   : (v) <= (double)(MN) ? (T)(MN)                                                             \
-   : (v) >= (double)(MX) ? (T)(MX)                                                             \
+#define BOUND_INT(T, v, up, MN, MX)                                                                \
+  ((v) != (v)            ? (T)0                                                                    \
+   : (v) <= (double)(MN) ? (T)(MN)                                                                 \
+   : (v) >= (double)(MX) ? (T)(MX)                                                                 \
                          : (T)((up) ? ceil(v) : floor(v)))
 #define BOUND_SINT BOUND_INT
 #define BOUND_UINT BOUND_INT
 #define BOUND_BOOL BOUND_INT
 
-/* ---- row generators ---------------------------------------------------------------------------- */
+/* ---- row generators ----------------------------------------------------------------------------
+ */
 
 typedef uint8_t mf_bool_t;
 #define OUT_SAME(T) T
 #define OUT_BOOL(T) mf_bool_t
 
 /* One binary row: o = E(a, b). Paths: all contiguous; b broadcast; a broadcast; strided. */
-#define BIN_ROW(OP, OK, S, T, U, DT, K, MN, MX)                                                \
-  static void bin_##OP##_##S(void *ctx, char **p, const int64_t *s, int64_t n) {                \
-    (void)ctx;                                                                                 \
-    typedef OUT_##OK(T) O;                                                                     \
-    O *o = (O *)p[0];                                                                          \
-    const T *a = (const T *)p[1], *b = (const T *)p[2];                                        \
-    if (s[0] == (int64_t)sizeof(O) && s[1] == (int64_t)sizeof(T)) {                            \
-      if (s[2] == (int64_t)sizeof(T)) {                                                        \
-        for (int64_t i = 0; i < n; i++) {                                                      \
-          T x = a[i], y = b[i];                                                                \
-          o[i] = (O)(E_##OP##_##K(T, U, x, y));                                                \
-        }                                                                                      \
-        return;                                                                                \
-      }                                                                                        \
-      if (s[2] == 0) {                                                                         \
-        const T y = b[0];                                                                      \
-        for (int64_t i = 0; i < n; i++) {                                                      \
-          T x = a[i];                                                                          \
-          o[i] = (O)(E_##OP##_##K(T, U, x, y));                                                \
-        }                                                                                      \
-        return;                                                                                \
-      }                                                                                        \
-    }                                                                                          \
-    if (s[0] == (int64_t)sizeof(O) && s[1] == 0 && s[2] == (int64_t)sizeof(T)) {               \
-      const T x = a[0];                                                                        \
-      for (int64_t i = 0; i < n; i++) {                                                        \
-        T y = b[i];                                                                            \
-        o[i] = (O)(E_##OP##_##K(T, U, x, y));                                                  \
-      }                                                                                        \
-      return;                                                                                  \
-    }                                                                                          \
-    char *po = p[0];                                                                           \
-    const char *pa = p[1], *pb = p[2];                                                         \
-    for (int64_t i = 0; i < n; i++, po += s[0], pa += s[1], pb += s[2]) {                      \
-      T x = *(const T *)pa, y = *(const T *)pb;                                                \
-      *(O *)po = (O)(E_##OP##_##K(T, U, x, y));                                                \
-    }                                                                                          \
+#define BIN_ROW(OP, OK, S, T, U, DT, K, MN, MX)                                                    \
+  static void bin_##OP##_##S(void *ctx, char **p, const int64_t *s, int64_t n) {                   \
+    (void)ctx;                                                                                     \
+    typedef OUT_##OK(T) O;                                                                         \
+    O *o = (O *)p[0];                                                                              \
+    const T *a = (const T *)p[1], *b = (const T *)p[2];                                            \
+    if (s[0] == (int64_t)sizeof(O) && s[1] == (int64_t)sizeof(T)) {                                \
+      if (s[2] == (int64_t)sizeof(T)) {                                                            \
+        for (int64_t i = 0; i < n; i++) {                                                          \
+          T x = a[i], y = b[i];                                                                    \
+          o[i] = (O)(E_##OP##_##K(T, U, x, y));                                                    \
+        }                                                                                          \
+        return;                                                                                    \
+      }                                                                                            \
+      if (s[2] == 0) {                                                                             \
+        const T y = b[0];                                                                          \
+        for (int64_t i = 0; i < n; i++) {                                                          \
+          T x = a[i];                                                                              \
+          o[i] = (O)(E_##OP##_##K(T, U, x, y));                                                    \
+        }                                                                                          \
+        return;                                                                                    \
+      }                                                                                            \
+    }                                                                                              \
+    if (s[0] == (int64_t)sizeof(O) && s[1] == 0 && s[2] == (int64_t)sizeof(T)) {                   \
+      const T x = a[0];                                                                            \
+      for (int64_t i = 0; i < n; i++) {                                                            \
+        T y = b[i];                                                                                \
+        o[i] = (O)(E_##OP##_##K(T, U, x, y));                                                      \
+      }                                                                                            \
+      return;                                                                                      \
+    }                                                                                              \
+    char *po = p[0];                                                                               \
+    const char *pa = p[1], *pb = p[2];                                                             \
+    for (int64_t i = 0; i < n; i++, po += s[0], pa += s[1], pb += s[2]) {                          \
+      T x = *(const T *)pa, y = *(const T *)pb;                                                    \
+      *(O *)po = (O)(E_##OP##_##K(T, U, x, y));                                                    \
+    }                                                                                              \
   }
 
 /* One unary row: o = E(x); ctx points at the clamp bounds (double lo, hi). */
-#define UN_ROW(OP, OK, S, T, U, DT, K, MN, MX)                                                 \
-  static void un_##OP##_##S(void *ctx, char **p, const int64_t *s, int64_t n) {                 \
-    typedef OUT_##OK(T) O;                                                                     \
-    const double *bd = ctx;                                                                    \
-    const T lo = BOUND_##K(T, bd[0], 1, MN, MX), hi = BOUND_##K(T, bd[1], 0, MN, MX);          \
-    (void)lo;                                                                                  \
-    (void)hi;                                                                                  \
-    O *o = (O *)p[0];                                                                          \
-    const T *a = (const T *)p[1];                                                              \
-    if (s[0] == (int64_t)sizeof(O) && s[1] == (int64_t)sizeof(T)) {                            \
-      for (int64_t i = 0; i < n; i++) {                                                        \
-        T x = a[i];                                                                            \
-        o[i] = (O)(E_##OP##_##K(T, U, x));                                                     \
-      }                                                                                        \
-      return;                                                                                  \
-    }                                                                                          \
-    char *po = p[0];                                                                           \
-    const char *pa = p[1];                                                                     \
-    for (int64_t i = 0; i < n; i++, po += s[0], pa += s[1]) {                                  \
-      T x = *(const T *)pa;                                                                    \
-      *(O *)po = (O)(E_##OP##_##K(T, U, x));                                                   \
-    }                                                                                          \
+#define UN_ROW(OP, OK, S, T, U, DT, K, MN, MX)                                                     \
+  static void un_##OP##_##S(void *ctx, char **p, const int64_t *s, int64_t n) {                    \
+    typedef OUT_##OK(T) O;                                                                         \
+    const double *bd = ctx;                                                                        \
+    const T lo = BOUND_##K(T, bd[0], 1, MN, MX), hi = BOUND_##K(T, bd[1], 0, MN, MX);              \
+    (void)lo;                                                                                      \
+    (void)hi;                                                                                      \
+    O *o = (O *)p[0];                                                                              \
+    const T *a = (const T *)p[1];                                                                  \
+    if (s[0] == (int64_t)sizeof(O) && s[1] == (int64_t)sizeof(T)) {                                \
+      for (int64_t i = 0; i < n; i++) {                                                            \
+        T x = a[i];                                                                                \
+        o[i] = (O)(E_##OP##_##K(T, U, x));                                                         \
+      }                                                                                            \
+      return;                                                                                      \
+    }                                                                                              \
+    char *po = p[0];                                                                               \
+    const char *pa = p[1];                                                                         \
+    for (int64_t i = 0; i < n; i++, po += s[0], pa += s[1]) {                                      \
+      T x = *(const T *)pa;                                                                        \
+      *(O *)po = (O)(E_##OP##_##K(T, U, x));                                                       \
+    }                                                                                              \
   }
 
 /* ---- which ops each dtype kind has --------------------------------------------------------- */
 
 /* (S suffix, C type, unsigned type for wrapping arithmetic, dtype, kind, min, max) */
-#define CPU_TYPES(X)                                                                           \
-  X(f32, float, float, MF_F32, FLT, -INFINITY, INFINITY)                                       \
-  X(f64, double, double, MF_F64, FLT, -INFINITY, INFINITY)                                     \
-  X(i32, int32_t, uint32_t, MF_I32, SINT, INT32_MIN, INT32_MAX)                                \
-  X(i64, int64_t, uint64_t, MF_I64, SINT, INT64_MIN, INT64_MAX)                                \
-  X(u8, uint8_t, uint8_t, MF_U8, UINT, 0, UINT8_MAX)                                           \
+#define CPU_TYPES(X)                                                                               \
+  X(f32, float, float, MF_F32, FLT, -INFINITY, INFINITY)                                           \
+  X(f64, double, double, MF_F64, FLT, -INFINITY, INFINITY)                                         \
+  X(i32, int32_t, uint32_t, MF_I32, SINT, INT32_MIN, INT32_MAX)                                    \
+  X(i64, int64_t, uint64_t, MF_I64, SINT, INT64_MIN, INT64_MAX)                                    \
+  X(u8, uint8_t, uint8_t, MF_U8, UINT, 0, UINT8_MAX)                                               \
   X(b8, uint8_t, uint8_t, MF_BOOL, BOOL, 0, 1)
 
-#define CMP_OPS(M, ...)                                                                        \
-  M(EQ, BOOL, __VA_ARGS__) M(NE, BOOL, __VA_ARGS__) M(GT, BOOL, __VA_ARGS__)                   \
-  M(GE, BOOL, __VA_ARGS__) M(LT, BOOL, __VA_ARGS__) M(LE, BOOL, __VA_ARGS__)                   \
-  M(LOGICAL_AND, BOOL, __VA_ARGS__) M(LOGICAL_OR, BOOL, __VA_ARGS__)
-#define NUM_BINOPS(M, ...)                                                                     \
-  M(ADD, SAME, __VA_ARGS__) M(SUB, SAME, __VA_ARGS__) M(MUL, SAME, __VA_ARGS__)                \
-  M(DIV, SAME, __VA_ARGS__) M(POW, SAME, __VA_ARGS__) M(MAXIMUM, SAME, __VA_ARGS__)            \
-  M(MINIMUM, SAME, __VA_ARGS__) M(REMAINDER, SAME, __VA_ARGS__)                                \
-  M(FLOOR_DIVIDE, SAME, __VA_ARGS__) CMP_OPS(M, __VA_ARGS__)
+#define CMP_OPS(M, ...)                                                                            \
+  M(EQ, BOOL, __VA_ARGS__)                                                                         \
+  M(NE, BOOL, __VA_ARGS__) M(GT, BOOL, __VA_ARGS__) M(GE, BOOL, __VA_ARGS__)                       \
+      M(LT, BOOL, __VA_ARGS__) M(LE, BOOL, __VA_ARGS__) M(LOGICAL_AND, BOOL, __VA_ARGS__)          \
+          M(LOGICAL_OR, BOOL, __VA_ARGS__)
+#define NUM_BINOPS(M, ...)                                                                         \
+  M(ADD, SAME, __VA_ARGS__)                                                                        \
+  M(SUB, SAME, __VA_ARGS__) M(MUL, SAME, __VA_ARGS__) M(DIV, SAME, __VA_ARGS__)                    \
+      M(POW, SAME, __VA_ARGS__) M(MAXIMUM, SAME, __VA_ARGS__) M(MINIMUM, SAME, __VA_ARGS__)        \
+          M(REMAINDER, SAME, __VA_ARGS__) M(FLOOR_DIVIDE, SAME, __VA_ARGS__)                       \
+              CMP_OPS(M, __VA_ARGS__)
 #define BINOPS_FLT NUM_BINOPS
 #define BINOPS_SINT NUM_BINOPS
 #define BINOPS_UINT NUM_BINOPS
-#define BINOPS_BOOL(M, ...)                                                                    \
-  M(ADD, SAME, __VA_ARGS__) M(MUL, SAME, __VA_ARGS__) M(POW, SAME, __VA_ARGS__)                \
-  M(MAXIMUM, SAME, __VA_ARGS__) M(MINIMUM, SAME, __VA_ARGS__) CMP_OPS(M, __VA_ARGS__)
+#define BINOPS_BOOL(M, ...)                                                                        \
+  M(ADD, SAME, __VA_ARGS__)                                                                        \
+  M(MUL, SAME, __VA_ARGS__) M(POW, SAME, __VA_ARGS__) M(MAXIMUM, SAME, __VA_ARGS__)                \
+      M(MINIMUM, SAME, __VA_ARGS__) CMP_OPS(M, __VA_ARGS__)
 
-#define INT_UNOPS(M, ...)                                                                      \
-  M(NEG, SAME, __VA_ARGS__) M(ABS, SAME, __VA_ARGS__) M(RELU, SAME, __VA_ARGS__)               \
-  M(SIGN, SAME, __VA_ARGS__) M(LOGICAL_NOT, BOOL, __VA_ARGS__) M(CLAMP, SAME, __VA_ARGS__)
-#define UNOPS_FLT(M, ...)                                                                      \
-  INT_UNOPS(M, __VA_ARGS__) M(EXP, SAME, __VA_ARGS__) M(LOG, SAME, __VA_ARGS__)                \
-  M(SQRT, SAME, __VA_ARGS__) M(TANH, SAME, __VA_ARGS__) M(SIGMOID, SAME, __VA_ARGS__)
+#define INT_UNOPS(M, ...)                                                                          \
+  M(NEG, SAME, __VA_ARGS__)                                                                        \
+  M(ABS, SAME, __VA_ARGS__) M(RELU, SAME, __VA_ARGS__) M(SIGN, SAME, __VA_ARGS__)                  \
+      M(LOGICAL_NOT, BOOL, __VA_ARGS__) M(CLAMP, SAME, __VA_ARGS__)
+#define UNOPS_FLT(M, ...)                                                                          \
+  INT_UNOPS(M, __VA_ARGS__)                                                                        \
+  M(EXP, SAME, __VA_ARGS__) M(LOG, SAME, __VA_ARGS__) M(SQRT, SAME, __VA_ARGS__)                   \
+      M(TANH, SAME, __VA_ARGS__) M(SIGMOID, SAME, __VA_ARGS__)
 #define UNOPS_SINT INT_UNOPS
 #define UNOPS_UINT INT_UNOPS
-#define UNOPS_BOOL(M, ...)                                                                     \
-  M(ABS, SAME, __VA_ARGS__) M(RELU, SAME, __VA_ARGS__) M(SIGN, SAME, __VA_ARGS__)              \
-  M(LOGICAL_NOT, BOOL, __VA_ARGS__) M(CLAMP, SAME, __VA_ARGS__)
+#define UNOPS_BOOL(M, ...)                                                                         \
+  M(ABS, SAME, __VA_ARGS__)                                                                        \
+  M(RELU, SAME, __VA_ARGS__) M(SIGN, SAME, __VA_ARGS__) M(LOGICAL_NOT, BOOL, __VA_ARGS__)          \
+      M(CLAMP, SAME, __VA_ARGS__)
 
 /* generate the row functions */
 #define GEN_BIN(S, T, U, DT, K, MN, MX) BINOPS_##K(BIN_ROW, S, T, U, DT, K, MN, MX)
@@ -365,17 +371,17 @@ static mf_row_fn un_table[MF_OP_COUNT][MF_DTYPE_COUNT];
 #define FILL_UN(S, T, U, DT, K, MN, MX) UNOPS_##K(REG_UN, S, T, U, DT, K, MN, MX)
 
 #if defined(__AVX__)
-#define SQRT_ROW(S, T, V, LOAD, SQRT, STORE)                                                   \
-  static void sqrt_row_##S(void *ctx, char **p, const int64_t *s, int64_t n) {                  \
-    if (s[0] != (int64_t)sizeof(T) || s[1] != (int64_t)sizeof(T)) {                            \
-      un_SQRT_##S(ctx, p, s, n);                                                               \
-      return;                                                                                  \
-    }                                                                                          \
-    T *o = (T *)p[0];                                                                          \
-    const T *a = (const T *)p[1];                                                              \
-    int64_t i = 0;                                                                             \
-    for (; i + V <= n; i += V) STORE(o + i, SQRT(LOAD(a + i)));                                \
-    for (; i < n; i++) o[i] = sqrt_##S(a[i]);                                                  \
+#define SQRT_ROW(S, T, V, LOAD, SQRT, STORE)                                                       \
+  static void sqrt_row_##S(void *ctx, char **p, const int64_t *s, int64_t n) {                     \
+    if (s[0] != (int64_t)sizeof(T) || s[1] != (int64_t)sizeof(T)) {                                \
+      un_SQRT_##S(ctx, p, s, n);                                                                   \
+      return;                                                                                      \
+    }                                                                                              \
+    T *o = (T *)p[0];                                                                              \
+    const T *a = (const T *)p[1];                                                                  \
+    int64_t i = 0;                                                                                 \
+    for (; i + V <= n; i += V) STORE(o + i, SQRT(LOAD(a + i)));                                    \
+    for (; i < n; i++) o[i] = sqrt_##S(a[i]);                                                      \
   }
 #define sqrt_f32 sqrt_f
 #define sqrt_f64 sqrt_d
@@ -399,14 +405,15 @@ static void fill_tables(void) {
  * ops gain from ~64K elements, transcendental ones much earlier. */
 static int64_t grain_for(mf_op op, mf_dtype dt) {
   switch (op) {
-  case MF_OP_EXP: case MF_OP_LOG: case MF_OP_TANH: case MF_OP_SIGMOID:
-    return dt == MF_F64 ? 2048 : 8192;
-  case MF_OP_POW: case MF_OP_REMAINDER: case MF_OP_FLOOR_DIVIDE:
-    return 4096;
-  case MF_OP_DIV:
-    return dt == MF_F32 || dt == MF_F64 ? 32768 : 4096;
-  default:
-    return 32768;
+  case MF_OP_EXP:
+  case MF_OP_LOG:
+  case MF_OP_TANH:
+  case MF_OP_SIGMOID: return dt == MF_F64 ? 2048 : 8192;
+  case MF_OP_POW:
+  case MF_OP_REMAINDER:
+  case MF_OP_FLOOR_DIVIDE: return 4096;
+  case MF_OP_DIV: return dt == MF_F32 || dt == MF_F64 ? 32768 : 4096;
+  default: return 32768;
   }
 }
 
@@ -414,7 +421,8 @@ static mf_status check_cpu_dtype(const char *name, mf_dtype dt) {
   if (dt == MF_F16 || dt == MF_BF16)
     return mf_fail(MF_ERR_DTYPE, "%s: %s tensors are only supported on CUDA devices", name,
                    mf_dtype_name(dt));
-  if ((unsigned)dt >= MF_DTYPE_COUNT) return mf_fail(MF_ERR_DTYPE, "%s: bad dtype %d", name, (int)dt);
+  if ((unsigned)dt >= MF_DTYPE_COUNT)
+    return mf_fail(MF_ERR_DTYPE, "%s: bad dtype %d", name, (int)dt);
   return MF_OK;
 }
 

@@ -23,12 +23,12 @@
 /* ---- conversions ----------------------------------------------------------------------------- */
 
 /* (suffix, C type, dtype, kind) */
-#define CPU_TYPES(X)                                                                           \
-  X(f32, float, MF_F32, FLT)                                                                   \
-  X(f64, double, MF_F64, FLT)                                                                  \
-  X(i32, int32_t, MF_I32, INT)                                                                 \
-  X(i64, int64_t, MF_I64, INT)                                                                 \
-  X(u8, uint8_t, MF_U8, U8)                                                                    \
+#define CPU_TYPES(X)                                                                               \
+  X(f32, float, MF_F32, FLT)                                                                       \
+  X(f64, double, MF_F64, FLT)                                                                      \
+  X(i32, int32_t, MF_I32, INT)                                                                     \
+  X(i64, int64_t, MF_I64, INT)                                                                     \
+  X(u8, uint8_t, MF_U8, U8)                                                                        \
   X(b8, uint8_t, MF_BOOL, BOOL)
 
 /* CVT_<to kind>_<from kind>(TO, x) */
@@ -52,43 +52,44 @@
 #define CVT_BOOL_BOOL CVT_TOBOOL
 
 /* cvt_<from>_<to>: one row of out = convert(in) */
-#define CVT_ROW(SI, TI, KI, SO, TO, KO)                                                        \
-  static void cvt_##SI##_##SO(void *ctx, char **p, const int64_t *s, int64_t n) {               \
-    (void)ctx;                                                                                 \
-    if (s[0] == (int64_t)sizeof(TO) && s[1] == (int64_t)sizeof(TI)) {                          \
-      TO *o = (TO *)p[0];                                                                      \
-      const TI *a = (const TI *)p[1];                                                          \
-      for (int64_t i = 0; i < n; i++) o[i] = CVT_##KO##_##KI(TO, a[i]);                        \
-      return;                                                                                  \
-    }                                                                                          \
-    char *po = p[0];                                                                           \
-    const char *pa = p[1];                                                                     \
-    for (int64_t i = 0; i < n; i++, po += s[0], pa += s[1])                                    \
-      *(TO *)po = CVT_##KO##_##KI(TO, *(const TI *)pa);                                        \
+#define CVT_ROW(SI, TI, KI, SO, TO, KO)                                                            \
+  static void cvt_##SI##_##SO(void *ctx, char **p, const int64_t *s, int64_t n) {                  \
+    (void)ctx;                                                                                     \
+    if (s[0] == (int64_t)sizeof(TO) && s[1] == (int64_t)sizeof(TI)) {                              \
+      TO *o = (TO *)p[0];                                                                          \
+      const TI *a = (const TI *)p[1];                                                              \
+      for (int64_t i = 0; i < n; i++) o[i] = CVT_##KO##_##KI(TO, a[i]);                            \
+      return;                                                                                      \
+    }                                                                                              \
+    char *po = p[0];                                                                               \
+    const char *pa = p[1];                                                                         \
+    for (int64_t i = 0; i < n; i++, po += s[0], pa += s[1])                                        \
+      *(TO *)po = CVT_##KO##_##KI(TO, *(const TI *)pa);                                            \
   }
 #define CVT_FROM(SI, TI, DI, KI) CPU_TYPES_TO(CVT_ROW, SI, TI, KI)
-#define CPU_TYPES_TO(M, SI, TI, KI)                                                            \
-  M(SI, TI, KI, f32, float, FLT) M(SI, TI, KI, f64, double, FLT)                               \
-  M(SI, TI, KI, i32, int32_t, INT) M(SI, TI, KI, i64, int64_t, INT)                            \
-  M(SI, TI, KI, u8, uint8_t, U8) M(SI, TI, KI, b8, uint8_t, BOOL)
+#define CPU_TYPES_TO(M, SI, TI, KI)                                                                \
+  M(SI, TI, KI, f32, float, FLT)                                                                   \
+  M(SI, TI, KI, f64, double, FLT) M(SI, TI, KI, i32, int32_t, INT)                                 \
+      M(SI, TI, KI, i64, int64_t, INT) M(SI, TI, KI, u8, uint8_t, U8)                              \
+          M(SI, TI, KI, b8, uint8_t, BOOL)
 CPU_TYPES(CVT_FROM)
 
 /* same-size element moves, by element size */
-#define MOVE_ROW(B, T)                                                                         \
-  static void move_##B(void *ctx, char **p, const int64_t *s, int64_t n) {                      \
-    (void)ctx;                                                                                 \
-    if (s[0] == B && s[1] == B) {                                                              \
-      memmove(p[0], p[1], (size_t)n * B);                                                      \
-      return;                                                                                  \
-    }                                                                                          \
-    char *po = p[0];                                                                           \
-    const char *pa = p[1];                                                                     \
-    if (s[1] == 0) {                                                                           \
-      const T v = *(const T *)pa;                                                              \
-      for (int64_t i = 0; i < n; i++, po += s[0]) *(T *)po = v;                                \
-      return;                                                                                  \
-    }                                                                                          \
-    for (int64_t i = 0; i < n; i++, po += s[0], pa += s[1]) *(T *)po = *(const T *)pa;        \
+#define MOVE_ROW(B, T)                                                                             \
+  static void move_##B(void *ctx, char **p, const int64_t *s, int64_t n) {                         \
+    (void)ctx;                                                                                     \
+    if (s[0] == B && s[1] == B) {                                                                  \
+      memmove(p[0], p[1], (size_t)n *B);                                                           \
+      return;                                                                                      \
+    }                                                                                              \
+    char *po = p[0];                                                                               \
+    const char *pa = p[1];                                                                         \
+    if (s[1] == 0) {                                                                               \
+      const T v = *(const T *)pa;                                                                  \
+      for (int64_t i = 0; i < n; i++, po += s[0]) *(T *)po = v;                                    \
+      return;                                                                                      \
+    }                                                                                              \
+    for (int64_t i = 0; i < n; i++, po += s[0], pa += s[1]) *(T *)po = *(const T *)pa;             \
   }
 MOVE_ROW(1, uint8_t)
 MOVE_ROW(4, uint32_t)
@@ -97,8 +98,14 @@ MOVE_ROW(8, uint64_t)
 static mf_row_fn cvt_table[MF_DTYPE_COUNT][MF_DTYPE_COUNT]; /* [from][to] */
 #define REG_CVT(SI, TI, KI, SO, TO, KO) cvt_table[dt_##SI][dt_##SO] = cvt_##SI##_##SO;
 #define REG_FROM(SI, TI, DI, KI) CPU_TYPES_TO(REG_CVT, SI, TI, KI)
-enum { dt_f32 = MF_F32, dt_f64 = MF_F64, dt_i32 = MF_I32, dt_i64 = MF_I64, dt_u8 = MF_U8,
-       dt_b8 = MF_BOOL };
+enum {
+  dt_f32 = MF_F32,
+  dt_f64 = MF_F64,
+  dt_i32 = MF_I32,
+  dt_i64 = MF_I64,
+  dt_u8 = MF_U8,
+  dt_b8 = MF_BOOL
+};
 
 static pthread_once_t tables_once = PTHREAD_ONCE_INIT;
 static void fill_tables(void) { CPU_TYPES(REG_FROM) }
@@ -113,7 +120,8 @@ static mf_status cpu_dtype(const char *op, mf_dtype dt) {
 
 #define COPY_GRAIN 65536
 
-/* ---- copy ------------------------------------------------------------------------------------- */
+/* ---- copy -------------------------------------------------------------------------------------
+ */
 
 typedef struct {
   char *dst;
@@ -141,8 +149,10 @@ mf_status mf_cpu_copy(mf_device *dev, const mf_call *c) {
     size_t bytes = (size_t)n * mf_dtype_size(dst->dtype);
     flat_copy f = {d, s};
     /* split only when the ranges do not overlap */
-    if (d + bytes <= s || s + bytes <= d) mf_parallel_for((int64_t)bytes, 1 << 20, flat_copy_run, &f);
-    else memmove(d, s, bytes);
+    if (d + bytes <= s || s + bytes <= d)
+      mf_parallel_for((int64_t)bytes, 1 << 20, flat_copy_run, &f);
+    else
+      memmove(d, s, bytes);
     return MF_OK;
   }
   pthread_once(&tables_once, fill_tables);
@@ -160,18 +170,19 @@ mf_status mf_cpu_copy(mf_device *dev, const mf_call *c) {
   return MF_OK;
 }
 
-/* ---- fill ------------------------------------------------------------------------------------- */
+/* ---- fill -------------------------------------------------------------------------------------
+ */
 
-#define FILL_ROW(B, T)                                                                         \
-  static void fill_##B(void *ctx, char **p, const int64_t *s, int64_t n) {                      \
-    const T v = *(const T *)ctx;                                                               \
-    if (s[0] == B) {                                                                           \
-      T *o = (T *)p[0];                                                                        \
-      for (int64_t i = 0; i < n; i++) o[i] = v;                                                \
-      return;                                                                                  \
-    }                                                                                          \
-    char *po = p[0];                                                                           \
-    for (int64_t i = 0; i < n; i++, po += s[0]) *(T *)po = v;                                  \
+#define FILL_ROW(B, T)                                                                             \
+  static void fill_##B(void *ctx, char **p, const int64_t *s, int64_t n) {                         \
+    const T v = *(const T *)ctx;                                                                   \
+    if (s[0] == B) {                                                                               \
+      T *o = (T *)p[0];                                                                            \
+      for (int64_t i = 0; i < n; i++) o[i] = v;                                                    \
+      return;                                                                                      \
+    }                                                                                              \
+    char *po = p[0];                                                                               \
+    for (int64_t i = 0; i < n; i++, po += s[0]) *(T *)po = v;                                      \
   }
 FILL_ROW(1, uint8_t)
 FILL_ROW(4, uint32_t)
@@ -180,11 +191,11 @@ FILL_ROW(8, uint64_t)
 /* v converted to dt, written to *out (8 bytes of room) */
 static void convert_scalar(double v, mf_dtype dt, void *out) {
   switch (dt) {
-#define CONV_CASE(S, T, DT, K)                                                                 \
-  case DT: {                                                                                   \
-    T x = CVT_##K##_FLT(T, v);                                                                 \
-    memcpy(out, &x, sizeof x);                                                                 \
-    break;                                                                                     \
+#define CONV_CASE(S, T, DT, K)                                                                     \
+  case DT: {                                                                                       \
+    T x = CVT_##K##_FLT(T, v);                                                                     \
+    memcpy(out, &x, sizeof x);                                                                     \
+    break;                                                                                         \
   }
     CPU_TYPES(CONV_CASE)
 #undef CONV_CASE
@@ -208,7 +219,8 @@ mf_status mf_cpu_fill(mf_device *dev, const mf_call *c) {
   return MF_OK;
 }
 
-/* ---- arange ----------------------------------------------------------------------------------- */
+/* ---- arange -----------------------------------------------------------------------------------
+ */
 
 typedef struct {
   void *out;
@@ -219,11 +231,11 @@ typedef struct {
 static void arange_run(void *ctx, int64_t b, int64_t e) {
   arange_job *j = ctx;
   switch (j->dt) {
-#define AR_CASE(S, T, DT, K)                                                                   \
-  case DT: {                                                                                   \
-    T *o = j->out;                                                                             \
-    for (int64_t i = b; i < e; i++) o[i] = CVT_##K##_FLT(T, j->start + (double)i * j->step);   \
-    break;                                                                                     \
+#define AR_CASE(S, T, DT, K)                                                                       \
+  case DT: {                                                                                       \
+    T *o = j->out;                                                                                 \
+    for (int64_t i = b; i < e; i++) o[i] = CVT_##K##_FLT(T, j->start + (double)i * j->step);       \
+    break;                                                                                         \
   }
     CPU_TYPES(AR_CASE)
 #undef AR_CASE
@@ -242,7 +254,8 @@ mf_status mf_cpu_arange(mf_device *dev, const mf_call *c) {
   return MF_OK;
 }
 
-/* ---- rand / randn ------------------------------------------------------------------------------ */
+/* ---- rand / randn ------------------------------------------------------------------------------
+ */
 
 /* Philox 4x32-10 on LANES consecutive counters (offset .. offset+LANES-1, counter_hi 0) at once:
  * w[4*lane + word], exactly mf_philox's words (tested). With AVX2, 4 interleaved groups of 8 lanes
@@ -303,9 +316,7 @@ static void philox_lanes(uint64_t seed, uint64_t offset, uint32_t *w) {
 }
 #else
 static void philox_lanes(uint64_t seed, uint64_t offset, uint32_t *w) {
-  for (int l = 0; l < LANES; l++) {
-    mf_philox(seed, offset + (uint64_t)l, 0, w + 4 * l);
-  }
+  for (int l = 0; l < LANES; l++) { mf_philox(seed, offset + (uint64_t)l, 0, w + 4 * l); }
 }
 #endif
 
@@ -374,30 +385,31 @@ mf_status mf_cpu_random(mf_device *dev, const mf_call *c) {
                    mf_dtype_name(dt));
   if (!mf_is_contiguous(c->out))
     return mf_fail(MF_ERR_ARG, "%s: the output must be contiguous", name);
-  random_job j = {mf_cpu_ptr(c->out), mf_numel(c->out), c->seed, c->offset,
-                  c->op == MF_OP_RANDN, dt == MF_F64};
+  random_job j = {mf_cpu_ptr(c->out), mf_numel(c->out),     c->seed,
+                  c->offset,          c->op == MF_OP_RANDN, dt == MF_F64};
   int per = j.f64 ? 2 : 4;
   int64_t nblocks = (j.n + per - 1) / per;
   mf_parallel_for(nblocks, j.normal ? 2048 : 8192, random_run, &j);
   return MF_OK;
 }
 
-/* ---- where ------------------------------------------------------------------------------------ */
+/* ---- where ------------------------------------------------------------------------------------
+ */
 
-#define WHERE_ROW(B, T)                                                                        \
-  static void where_##B(void *ctx, char **p, const int64_t *s, int64_t n) {                     \
-    (void)ctx;                                                                                 \
-    if (s[0] == B && s[1] == 1 && s[2] == B && s[3] == B) {                                    \
-      T *o = (T *)p[0];                                                                        \
-      const uint8_t *m = (const uint8_t *)p[1];                                                \
-      const T *a = (const T *)p[2], *b = (const T *)p[3];                                      \
-      for (int64_t i = 0; i < n; i++) o[i] = m[i] ? a[i] : b[i];                               \
-      return;                                                                                  \
-    }                                                                                          \
-    char *po = p[0];                                                                           \
-    const char *pm = p[1], *pa = p[2], *pb = p[3];                                             \
-    for (int64_t i = 0; i < n; i++, po += s[0], pm += s[1], pa += s[2], pb += s[3])            \
-      *(T *)po = *(const uint8_t *)pm ? *(const T *)pa : *(const T *)pb;                       \
+#define WHERE_ROW(B, T)                                                                            \
+  static void where_##B(void *ctx, char **p, const int64_t *s, int64_t n) {                        \
+    (void)ctx;                                                                                     \
+    if (s[0] == B && s[1] == 1 && s[2] == B && s[3] == B) {                                        \
+      T *o = (T *)p[0];                                                                            \
+      const uint8_t *m = (const uint8_t *)p[1];                                                    \
+      const T *a = (const T *)p[2], *b = (const T *)p[3];                                          \
+      for (int64_t i = 0; i < n; i++) o[i] = m[i] ? a[i] : b[i];                                   \
+      return;                                                                                      \
+    }                                                                                              \
+    char *po = p[0];                                                                               \
+    const char *pm = p[1], *pa = p[2], *pb = p[3];                                                 \
+    for (int64_t i = 0; i < n; i++, po += s[0], pm += s[1], pa += s[2], pb += s[3])                \
+      *(T *)po = *(const uint8_t *)pm ? *(const T *)pa : *(const T *)pb;                           \
   }
 WHERE_ROW(1, uint8_t)
 WHERE_ROW(4, uint32_t)

@@ -19,7 +19,7 @@
 #define MF_ITER_MAXOPS 4
 
 typedef struct mf_iter {
-  int ndim;   /* >= 1 after coalescing; shape[ndim-1] is the inner loop */
+  int ndim; /* >= 1 after coalescing; shape[ndim-1] is the inner loop */
   int nops;
   int64_t numel;
   int64_t shape[MF_MAX_DIMS];
@@ -30,7 +30,7 @@ typedef struct mf_iter {
 typedef void (*mf_row_fn)(void *ctx, char **ptr, const int64_t *stride, int64_t n);
 
 /* Host pointer to element 0 of a CPU tensor's view. */
-static inline char *mf_cpu_ptr(const mf_tensor *t) {
+static inline void *mf_cpu_ptr(const mf_tensor *t) {
   if (!t->storage || !t->storage->data) return NULL;
   return (char *)t->storage->data + t->offset * (int64_t)mf_dtype_size(t->dtype);
 }
@@ -52,10 +52,14 @@ static inline mf_status mf_iter_init(mf_iter *it, const char *opname, int nops,
     if (t->ndim > nd) goto bad;
     for (int d = 0; d < nd; d++) {
       int td = d - (nd - t->ndim);
-      if (td < 0) stride[k][d] = 0;
-      else if (t->shape[td] == o->shape[d]) stride[k][d] = o->shape[d] == 1 ? 0 : t->stride[td] * es;
-      else if (t->shape[td] == 1) stride[k][d] = 0;
-      else goto bad;
+      if (td < 0)
+        stride[k][d] = 0;
+      else if (t->shape[td] == o->shape[d])
+        stride[k][d] = o->shape[d] == 1 ? 0 : t->stride[td] * es;
+      else if (t->shape[td] == 1)
+        stride[k][d] = 0;
+      else
+        goto bad;
     }
     it->data[k] = it->numel ? mf_cpu_ptr(t) : NULL;
   }
@@ -92,7 +96,7 @@ static inline mf_status mf_iter_init(mf_iter *it, const char *opname, int nops,
   }
   it->ndim = n;
   return MF_OK;
-bad: {
+bad : {
   char a[96], b[96];
   return mf_fail(MF_ERR_SHAPE, "%s: an operand of shape %s does not broadcast to %s", opname,
                  mf_shape_fmt(bad_op->ndim, bad_op->shape, a, sizeof a),

@@ -31,4 +31,15 @@ mf_status mf_cpu_matmul(mf_device *dev, const mf_call *c);
  * mf_*_step arguments (contiguous, NULL where unused), params = the mf_optim_hparams. */
 mf_status mf_cpu_optim(mf_device *dev, const mf_call *c);
 
+/* Neural-network ops; the call layouts are described at the top of ops_nn.c. */
+/* conv.c: CONV2D, CONV2D_BACKWARD_INPUT, CONV2D_BACKWARD_WEIGHT */
+mf_status mf_cpu_conv2d(mf_device *dev, const mf_call *c);
+/* pool.c: MAX_POOL2D, MAX_POOL2D_BACKWARD, AVG_POOL2D, AVG_POOL2D_BACKWARD */
+mf_status mf_cpu_pool2d(mf_device *dev, const mf_call *c);
+/* softmax.c: SOFTMAX, LOG_SOFTMAX and their backwards over (ip[0], ip[1], ip[2]) */
+mf_status mf_cpu_softmax(mf_device *dev, const mf_call *c);
+/* gather.c: GATHER, SCATTER_ADD; DROPOUT_MASK */
+mf_status mf_cpu_gather(mf_device *dev, const mf_call *c);
+mf_status mf_cpu_dropout_mask(mf_device *dev, const mf_call *c);
+
 #endif

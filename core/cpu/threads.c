@@ -53,18 +53,18 @@ static inline void cpu_relax(void) {
 
 static struct {
   pthread_once_t once;
-  int nthreads;  /* wanted */
-  int nworkers;  /* started workers (nthreads - 1 unless pthread_create failed) */
-  int running;   /* workers started for the current nthreads */
+  int nthreads; /* wanted */
+  int nworkers; /* started workers (nthreads - 1 unless pthread_create failed) */
+  int running;  /* workers started for the current nthreads */
   pthread_t tid[MAX_THREADS];
   pthread_mutex_t submit; /* one job at a time */
   pthread_mutex_t lock;   /* guards sleeping workers */
   pthread_cond_t wake;
-  atomic_uint gen;   /* bumped for every job (and for stop) */
+  atomic_uint gen; /* bumped for every job (and for stop) */
   atomic_int sleepers;
   atomic_int stop;
   atomic_uint_fast64_t claim;
-  atomic_int done;   /* chunks finished in the current job */
+  atomic_int done; /* chunks finished in the current job */
   /* the current job: written before `claim` and `gen` are published */
   mf_range_fn fn;
   void *ctx;
@@ -143,8 +143,10 @@ static void *worker(void *arg) {
         continue;
       }
       uint64_t t = now_ns();
-      if (!t0) t0 = t;
-      else if (t - t0 > SPIN_NS) break;
+      if (!t0)
+        t0 = t;
+      else if (t - t0 > SPIN_NS)
+        break;
       sched_yield();
     }
     if (g == seen) {
@@ -167,7 +169,8 @@ static void publish(int wake) {
   int sleeping = atomic_load(&pool.sleepers);
   if (sleeping > 0 && wake != 0) {
     pthread_mutex_lock(&pool.lock);
-    if (wake < 0 || wake >= sleeping) pthread_cond_broadcast(&pool.wake);
+    if (wake < 0 || wake >= sleeping)
+      pthread_cond_broadcast(&pool.wake);
     else
       for (int i = 0; i < wake; i++) pthread_cond_signal(&pool.wake);
     pthread_mutex_unlock(&pool.lock);
@@ -244,8 +247,10 @@ void mf_parallel_for(int64_t n, int64_t grain, mf_range_fn fn, void *ctx) {
   run_chunks(gen);
   in_task = 0;
   for (unsigned spins = 1; atomic_load_explicit(&pool.done, memory_order_acquire) < k; spins++) {
-    if (spins % YIELD_EVERY) cpu_relax();
-    else sched_yield();
+    if (spins % YIELD_EVERY)
+      cpu_relax();
+    else
+      sched_yield();
   }
   pthread_mutex_unlock(&pool.submit);
 }

@@ -3,11 +3,11 @@
  * selects instead of branches for the special cases), plus float64 versions over libm.
  *
  * float32 accuracy, measured against double-precision libm on 4.3M values spread over the whole
- * float range (tests/c/test_elementwise.c): exp 1.01 ulp, log 0.76, tanh 1.25, sigmoid <= 1.5. Special values follow
- * C99 Annex F: exp(-inf) = 0, exp(+inf) = +inf, exp overflows to +inf above 88.72 and underflows
- * gradually (denormals) to 0 below -103.97; log(0) = -inf, log(x < 0) = NaN, log(+inf) = +inf,
- * log of denormals is exact to the same ulp; tanh(+-inf) = +-1; sigmoid(-inf) = 0,
- * sigmoid(+inf) = 1; NaN in, NaN out.
+ * float range (tests/c/test_elementwise.c): exp 1.01 ulp, log 0.76, tanh 1.25, sigmoid <= 1.5.
+ * Special values follow C99 Annex F: exp(-inf) = 0, exp(+inf) = +inf, exp overflows to +inf
+ * above 88.72 and underflows gradually (denormals) to 0 below -103.97; log(0) = -inf, log(x < 0) =
+ * NaN, log(+inf) = +inf, log of denormals is exact to the same ulp; tanh(+-inf) = +-1;
+ * sigmoid(-inf) = 0, sigmoid(+inf) = 1; NaN in, NaN out.
  */
 #ifndef MF_CPU_VMATH_H
 #define MF_CPU_VMATH_H
@@ -31,8 +31,8 @@ static inline float mf_bits2f(int32_t i) {
  * applied as two factors 2^(n/2) * 2^(n - n/2) so that results down to the denormals are right. */
 static inline float mf_expf(float x) {
   const float hi = 88.7228317f, lo = -103.972084f;
-  float xc = x > hi ? hi : x;
-  xc = xc < lo ? lo : xc;
+  float xc = x < hi ? x : hi; /* NaN -> hi: keeps the integer conversions below defined */
+  xc = xc > lo ? xc : lo;
   float n = __builtin_rintf(xc * 1.44269504088896341f);
   float r = xc - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;
@@ -45,7 +45,8 @@ static inline float mf_expf(float x) {
   p = p * r * r + r + 1.0f;
   int32_t ni = (int32_t)n;
   int32_t n1 = ni >> 1, n2 = ni - n1; /* n1 + n2 = n, each in [-75, 64] */
-  float s1 = mf_bits2f((n1 + 127) << 23), s2 = mf_bits2f((n2 + 127) << 23);
+  float s1 = mf_bits2f((int32_t)((uint32_t)(n1 + 127) << 23));
+  float s2 = mf_bits2f((int32_t)((uint32_t)(n2 + 127) << 23));
   float y = p * s1 * s2;
   y = x > hi ? INFINITY : y;
   y = x < lo ? 0.0f : y;
@@ -57,9 +58,9 @@ static inline float mf_expf(float x) {
 static inline float mf_logf(float x) {
   int denorm = x < 1.17549435e-38f;
   float xs = denorm ? x * 8388608.0f : x;
-  int32_t bits = mf_f2bits(xs);
-  int32_t e = ((bits >> 23) & 0xff) - 126; /* xs = m 2^e with m in [0.5, 1) */
-  float m = mf_bits2f((bits & 0x007fffff) | 0x3f000000);
+  uint32_t bits = (uint32_t)mf_f2bits(xs);
+  int32_t e = (int32_t)((bits >> 23) & 0xff) - 126; /* xs = m 2^e with m in [0.5, 1) */
+  float m = mf_bits2f((int32_t)((bits & 0x007fffff) | 0x3f000000));
   int small = m < 0.707106781186547524f;
   e = small ? e - 1 : e;
   m = small ? m + m - 1.0f : m - 1.0f;
@@ -86,7 +87,8 @@ static inline float mf_logf(float x) {
 }
 
 /* tanh(x) for float32: an odd polynomial for |x| < 0.625 (Cephes), else
- * sign(x) (1 - 2 / (exp(2|x|) + 1)), which tends to +-1 (exp overflowing to inf gives exactly 1). */
+ * sign(x) (1 - 2 / (exp(2|x|) + 1)), which tends to +-1 (exp overflowing to inf gives exactly 1).
+ */
 static inline float mf_tanhf(float x) {
   float ax = fabsf(x);
   float z = x * x;

@@ -119,6 +119,9 @@ typedef struct mf_tensor {
   struct mf_node *grad_fn; /* the node that made this tensor, or NULL for a leaf */
 } mf_tensor;
 
+/* Bytes held by live storages on every device (what a garbage collector should know about). */
+size_t mf_storage_bytes(void);
+
 mf_tensor *mf_retain(mf_tensor *t);
 void mf_release(mf_tensor *t); /* NULL is fine */
 

@@ -235,6 +235,11 @@ static mf_status read_body(reader *r, mf_tensor **out) {
   int64_t more = 0, k;
   while ((k = rd(r, extra, sizeof extra)) > 0) more += k;
   if (k < 0) return MF_ERR_IO;
+  int zerr = Z_OK;
+  const char *zmsg = r->gz ? gzerror(r->g, &zerr) : "";
+  if (zerr == Z_BUF_ERROR) /* all the data came out, but the stream (or its CRC) is cut short */
+    return mf_fail(MF_ERR_IO, "read_idx: %s: truncated: the gzip stream ends early (%s)", path,
+                   zmsg);
   if (more)
     return mf_fail(MF_ERR_IO, "read_idx: %s: trailing garbage: %lld bytes after the %lld bytes of "
                    "data (%s %s) the header describes", path, (long long)more, (long long)nbytes,

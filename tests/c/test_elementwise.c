@@ -14,14 +14,32 @@
 
 /* ---- test values and tensors ---------------------------------------------------------------- */
 
-static const double FV[] = {0.0,  -0.0, 1.0,  -1.0, 2.5,      -2.5,      3.0,     -7.0,     0.001,
-                            1e30, -1e30, 0.5, 100., -100.,    7.0,       INFINITY, -INFINITY, NAN,
-                            1e-40 /* float32 denormal */, 88.0, -3.0};
+static const double FV[] = {0.0,
+                            -0.0,
+                            1.0,
+                            -1.0,
+                            2.5,
+                            -2.5,
+                            3.0,
+                            -7.0,
+                            0.001,
+                            1e30,
+                            -1e30,
+                            0.5,
+                            100.,
+                            -100.,
+                            7.0,
+                            INFINITY,
+                            -INFINITY,
+                            NAN,
+                            1e-40 /* float32 denormal */,
+                            88.0,
+                            -3.0};
 #define NF ((int)(sizeof FV / sizeof FV[0]))
 
 static const int64_t I32V[] = {0, 1, -1, 2, -2, 3, -3, 7, -7, 100, -100, 13, INT32_MAX, INT32_MIN};
-static const int64_t I64V[] = {0, 1, -1, 2, -2, 3, -3, 7, -7, 100, -100, (int64_t)1 << 40,
-                               INT64_MAX, INT64_MIN, INT32_MIN};
+static const int64_t I64V[] = {
+    0, 1, -1, 2, -2, 3, -3, 7, -7, 100, -100, (int64_t)1 << 40, INT64_MAX, INT64_MIN, INT32_MIN};
 static const int64_t U8V[] = {0, 1, 2, 3, 7, 13, 100, 200, 255};
 static const int64_t BV[] = {0, 1};
 
@@ -62,11 +80,18 @@ static void get(const void *buf, int64_t j, mf_dtype dt, double *x, int64_t *xi)
   *x = 0;
   *xi = 0;
   switch (dt) {
-  case MF_F32: *x = ((const float *)buf)[j]; *xi = 0; break;
-  case MF_F64: *x = ((const double *)buf)[j]; *xi = 0; break;
+  case MF_F32:
+    *x = ((const float *)buf)[j];
+    *xi = 0;
+    break;
+  case MF_F64:
+    *x = ((const double *)buf)[j];
+    *xi = 0;
+    break;
   case MF_I32: *xi = ((const int32_t *)buf)[j]; break;
   case MF_I64: *xi = ((const int64_t *)buf)[j]; break;
-  case MF_U8: case MF_BOOL: *xi = ((const uint8_t *)buf)[j]; break;
+  case MF_U8:
+  case MF_BOOL: *xi = ((const uint8_t *)buf)[j]; break;
   default: break;
   }
   if (dt != MF_F32 && dt != MF_F64) *x = (double)*xi;
@@ -94,15 +119,23 @@ static mf_tensor *make2d(mf_dtype dt, values v, int64_t rows, int64_t cols, int 
   }
   free(buf);
   if (layout == 0) return base;
-  if (layout == 1) mf_transpose(base, 0, 1, &t);
-  else mf_slice(base, 1, 0, pc, 2, &t);
+  if (layout == 1)
+    mf_transpose(base, 0, 1, &t);
+  else
+    mf_slice(base, 1, 0, pc, 2, &t);
   mf_release(base);
   return t;
 }
 
 static int NV; /* the size of the value set in use */
-static int idx_row(int64_t r, int64_t c) { (void)c; return (int)r; }
-static int idx_col(int64_t r, int64_t c) { (void)r; return (int)c; }
+static int idx_row(int64_t r, int64_t c) {
+  (void)c;
+  return (int)r;
+}
+static int idx_col(int64_t r, int64_t c) {
+  (void)r;
+  return (int)c;
+}
 static int idx_a(int64_t r, int64_t c) { return (int)((r * NV + c) / NV); }
 static int idx_b(int64_t r, int64_t c) { return (int)((r * NV + c) % NV); }
 
@@ -132,16 +165,20 @@ static double ref_binary_f(mf_op op, double x, double y, mf_dtype dt) {
   case MF_OP_MAXIMUM: r = isnan(x) || isnan(y) ? NAN : x > y ? x : y; break;
   case MF_OP_MINIMUM: r = isnan(x) || isnan(y) ? NAN : x < y ? x : y; break;
   case MF_OP_REMAINDER: /* Python's %: fmod (exact), moved to the divisor's sign */
-    if (y == 0 || isnan(x) || isnan(y) || isinf(x)) r = NAN;
+    if (y == 0 || isnan(x) || isnan(y) || isinf(x))
+      r = NAN;
     else {
       r = fmod(x, y);
       if (r != 0 && (r < 0) != (y < 0)) r += y;
     }
     break;
   case MF_OP_FLOOR_DIVIDE: /* Python's //, except that x // 0 is x / 0 as in torch */
-    if (y == 0) r = x / y;
-    else if (isnan(x) || isnan(y) || isinf(x)) r = NAN;
-    else if (isinf(y)) r = (x == 0 || (x < 0) == (y < 0)) ? copysign(0.0, x / y) : -1.0;
+    if (y == 0)
+      r = x / y;
+    else if (isnan(x) || isnan(y) || isinf(x))
+      r = NAN;
+    else if (isinf(y))
+      r = (x == 0 || (x < 0) == (y < 0)) ? copysign(0.0, x / y) : -1.0;
     else { /* CPython's float_floor_div (Objects/floatobject.c) */
       double mod = fmod(x, y), div = (x - mod) / y;
       if (mod != 0 && (y < 0) != (mod < 0)) div -= 1.0;
@@ -172,11 +209,15 @@ static int64_t ref_binary_i(mf_op op, int64_t x, int64_t y, mf_dtype dt) {
   switch (op) {
   case MF_OP_ADD: r = dt == MF_BOOL ? (a || b) : a + b; break;
   case MF_OP_SUB: r = a - b; break;
-  case MF_OP_MUL: r = dt == MF_BOOL ? (a && b) : (__int128)((unsigned __int128)a * (unsigned __int128)b); break;
+  case MF_OP_MUL:
+    r = dt == MF_BOOL ? (a && b) : (__int128)((unsigned __int128)a * (unsigned __int128)b);
+    break;
   case MF_OP_DIV: r = b == 0 ? 0 : a / b; break; /* truncating; /0 defined as 0 */
   case MF_OP_POW:
-    if (dt == MF_BOOL) r = a || !b;
-    else if (b < 0) r = a == 1 ? 1 : a == -1 ? (b % 2 ? -1 : 1) : 0;
+    if (dt == MF_BOOL)
+      r = a || !b;
+    else if (b < 0)
+      r = a == 1 ? 1 : a == -1 ? (b % 2 ? -1 : 1) : 0;
     else { /* a^b mod 2^64 by binary powering (then wrapped to the dtype's width) */
       uint64_t p = 1, base = (uint64_t)x;
       for (uint64_t e = (uint64_t)y; e; e >>= 1) {
@@ -189,14 +230,16 @@ static int64_t ref_binary_i(mf_op op, int64_t x, int64_t y, mf_dtype dt) {
   case MF_OP_MAXIMUM: r = a > b ? a : b; break;
   case MF_OP_MINIMUM: r = a < b ? a : b; break;
   case MF_OP_REMAINDER:
-    if (b == 0) r = 0;
+    if (b == 0)
+      r = 0;
     else {
       r = a % b;
       if (r != 0 && (r < 0) != (b < 0)) r += b;
     }
     break;
   case MF_OP_FLOOR_DIVIDE:
-    if (b == 0) r = 0;
+    if (b == 0)
+      r = 0;
     else {
       r = a / b;
       if (a % b != 0 && (a < 0) != (b < 0)) r -= 1;
@@ -226,8 +269,10 @@ static double tol_of(mf_op op, mf_dtype dt, double want) {
   switch (op) {
   case MF_OP_POW: return 2 * eps * fabs(want) + tiny;
   case MF_OP_FLOOR_DIVIDE: return 2 * eps * fabs(want); /* huge quotients: the last bit */
-  case MF_OP_EXP: case MF_OP_LOG: case MF_OP_TANH: case MF_OP_SIGMOID:
-    return 2 * eps * fabs(want) + 2 * tiny;
+  case MF_OP_EXP:
+  case MF_OP_LOG:
+  case MF_OP_TANH:
+  case MF_OP_SIGMOID: return 2 * eps * fabs(want) + 2 * tiny;
   default: return 0;
   }
 }
@@ -241,10 +286,11 @@ static bool same_value(double got, double want, double tol) {
 
 /* ---- binary ops ----------------------------------------------------------------------------- */
 
-static const mf_op BINARY_OPS[] = {MF_OP_ADD, MF_OP_SUB, MF_OP_MUL, MF_OP_DIV, MF_OP_POW,
-                                   MF_OP_MAXIMUM, MF_OP_MINIMUM, MF_OP_REMAINDER,
-                                   MF_OP_FLOOR_DIVIDE, MF_OP_EQ, MF_OP_NE, MF_OP_GT, MF_OP_GE,
-                                   MF_OP_LT, MF_OP_LE, MF_OP_LOGICAL_AND, MF_OP_LOGICAL_OR};
+static const mf_op BINARY_OPS[] = {
+    MF_OP_ADD,         MF_OP_SUB,       MF_OP_MUL,       MF_OP_DIV,          MF_OP_POW,
+    MF_OP_MAXIMUM,     MF_OP_MINIMUM,   MF_OP_REMAINDER, MF_OP_FLOOR_DIVIDE, MF_OP_EQ,
+    MF_OP_NE,          MF_OP_GT,        MF_OP_GE,        MF_OP_LT,           MF_OP_LE,
+    MF_OP_LOGICAL_AND, MF_OP_LOGICAL_OR};
 static const mf_dtype CPU_DTYPES[] = {MF_F32, MF_F64, MF_I32, MF_I64, MF_U8, MF_BOOL};
 
 static bool bool_unsupported(mf_op op) {
@@ -303,8 +349,10 @@ static void test_binary(void) {
       bool direct = op == MF_OP_DIV && (is_int(dt) || dt == MF_BOOL);
       if (dt == MF_BOOL && bool_unsupported(op)) {
         mf_tensor *a = make2d(dt, v, 2, 1, 0, idx_row), *b = make2d(dt, v, 1, 2, 0, idx_col), *r;
-        if (op == MF_OP_SUB) CHECK_FAILS(mf_binary(op, a, b, &r), MF_ERR_DTYPE, "sub: bool");
-        else if (op != MF_OP_DIV) CHECK_FAILS(mf_binary(op, a, b, &r), MF_ERR_DTYPE, "bool");
+        if (op == MF_OP_SUB)
+          CHECK_FAILS(mf_binary(op, a, b, &r), MF_ERR_DTYPE, "sub: bool");
+        else if (op != MF_OP_DIV)
+          CHECK_FAILS(mf_binary(op, a, b, &r), MF_ERR_DTYPE, "bool");
         mf_release(a);
         mf_release(b);
         continue;
@@ -356,17 +404,28 @@ static void test_binary_specials(void) {
     mf_op op;
     double x, y, want;
   } f[] = {
-      {MF_OP_REMAINDER, -3, 2, 1},     {MF_OP_REMAINDER, 3, -2, -1},
-      {MF_OP_REMAINDER, 5.5, 2, 1.5},  {MF_OP_REMAINDER, -5.5, 2, 0.5},
-      {MF_OP_REMAINDER, 1, 0, NAN},    {MF_OP_FLOOR_DIVIDE, -7, 2, -4},
-      {MF_OP_FLOOR_DIVIDE, 7, -2, -4}, {MF_OP_FLOOR_DIVIDE, 7, 2, 3},
-      {MF_OP_FLOOR_DIVIDE, 1, 0, INFINITY}, {MF_OP_FLOOR_DIVIDE, -1, 0, -INFINITY},
-      {MF_OP_FLOOR_DIVIDE, 0, 0, NAN}, {MF_OP_MAXIMUM, NAN, 1, NAN},
-      {MF_OP_MAXIMUM, 1, NAN, NAN},    {MF_OP_MINIMUM, NAN, 1, NAN},
-      {MF_OP_POW, 2, 10, 1024},        {MF_OP_POW, -8, 1.0 / 3, NAN},
-      {MF_OP_POW, 0, 0, 1},            {MF_OP_DIV, 1, 0, INFINITY},
-      {MF_OP_DIV, -1, 0, -INFINITY},   {MF_OP_POW, 3, 2, 9},
-      {MF_OP_POW, 16, 0.5, 4},         {MF_OP_POW, -3, 2, 9},
+      {MF_OP_REMAINDER, -3, 2, 1},
+      {MF_OP_REMAINDER, 3, -2, -1},
+      {MF_OP_REMAINDER, 5.5, 2, 1.5},
+      {MF_OP_REMAINDER, -5.5, 2, 0.5},
+      {MF_OP_REMAINDER, 1, 0, NAN},
+      {MF_OP_FLOOR_DIVIDE, -7, 2, -4},
+      {MF_OP_FLOOR_DIVIDE, 7, -2, -4},
+      {MF_OP_FLOOR_DIVIDE, 7, 2, 3},
+      {MF_OP_FLOOR_DIVIDE, 1, 0, INFINITY},
+      {MF_OP_FLOOR_DIVIDE, -1, 0, -INFINITY},
+      {MF_OP_FLOOR_DIVIDE, 0, 0, NAN},
+      {MF_OP_MAXIMUM, NAN, 1, NAN},
+      {MF_OP_MAXIMUM, 1, NAN, NAN},
+      {MF_OP_MINIMUM, NAN, 1, NAN},
+      {MF_OP_POW, 2, 10, 1024},
+      {MF_OP_POW, -8, 1.0 / 3, NAN},
+      {MF_OP_POW, 0, 0, 1},
+      {MF_OP_DIV, 1, 0, INFINITY},
+      {MF_OP_DIV, -1, 0, -INFINITY},
+      {MF_OP_POW, 3, 2, 9},
+      {MF_OP_POW, 16, 0.5, 4},
+      {MF_OP_POW, -3, 2, 9},
   };
   for (size_t k = 0; k < sizeof f / sizeof *f; k++) {
     for (int f64 = 0; f64 < 2; f64++) {
@@ -388,13 +447,20 @@ static void test_binary_specials(void) {
     mf_op op;
     int64_t x, y, want;
   } i[] = {
-      {MF_OP_REMAINDER, -3, 2, 1},          {MF_OP_REMAINDER, 3, -2, -1},
-      {MF_OP_REMAINDER, 7, 0, 0},           {MF_OP_FLOOR_DIVIDE, -7, 2, -4},
-      {MF_OP_FLOOR_DIVIDE, 7, 0, 0},        {MF_OP_FLOOR_DIVIDE, INT32_MIN, -1, INT32_MIN},
-      {MF_OP_REMAINDER, INT32_MIN, -1, 0},  {MF_OP_POW, 2, 30, 1 << 30},
-      {MF_OP_POW, -2, 3, -8},               {MF_OP_POW, 2, -1, 0},
-      {MF_OP_POW, -1, -3, -1},              {MF_OP_ADD, INT32_MAX, 1, INT32_MIN},
-      {MF_OP_MUL, 65536, 65536, 0},         {MF_OP_SUB, INT32_MIN, 1, INT32_MAX},
+      {MF_OP_REMAINDER, -3, 2, 1},
+      {MF_OP_REMAINDER, 3, -2, -1},
+      {MF_OP_REMAINDER, 7, 0, 0},
+      {MF_OP_FLOOR_DIVIDE, -7, 2, -4},
+      {MF_OP_FLOOR_DIVIDE, 7, 0, 0},
+      {MF_OP_FLOOR_DIVIDE, INT32_MIN, -1, INT32_MIN},
+      {MF_OP_REMAINDER, INT32_MIN, -1, 0},
+      {MF_OP_POW, 2, 30, 1 << 30},
+      {MF_OP_POW, -2, 3, -8},
+      {MF_OP_POW, 2, -1, 0},
+      {MF_OP_POW, -1, -3, -1},
+      {MF_OP_ADD, INT32_MAX, 1, INT32_MIN},
+      {MF_OP_MUL, 65536, 65536, 0},
+      {MF_OP_SUB, INT32_MIN, 1, INT32_MAX},
   };
   for (size_t k = 0; k < sizeof i / sizeof *i; k++) {
     mf_tensor *a, *b, *r;
@@ -432,8 +498,8 @@ static void test_binary_specials(void) {
 
 /* ---- unary ops ---------------------------------------------------------------------------- */
 
-static const mf_op UNARY_OPS[] = {MF_OP_NEG,  MF_OP_ABS,     MF_OP_EXP,  MF_OP_LOG,
-                                  MF_OP_SQRT, MF_OP_TANH,    MF_OP_SIGMOID, MF_OP_RELU,
+static const mf_op UNARY_OPS[] = {MF_OP_NEG,  MF_OP_ABS,        MF_OP_EXP,     MF_OP_LOG,
+                                  MF_OP_SQRT, MF_OP_TANH,       MF_OP_SIGMOID, MF_OP_RELU,
                                   MF_OP_SIGN, MF_OP_LOGICAL_NOT};
 
 static bool transcendental(mf_op op) {
@@ -488,7 +554,7 @@ static int check_unary(mf_op op, mf_dtype dt, double lo, double hi, int layout) 
     return 1;
   }
   mf_dtype odt = out->dtype;
-  mf_dtype want_dt = op == MF_OP_LOGICAL_NOT ? MF_BOOL
+  mf_dtype want_dt = op == MF_OP_LOGICAL_NOT                               ? MF_BOOL
                      : transcendental(op) && (is_int(dt) || dt == MF_BOOL) ? MF_F32
                                                                            : dt;
   if (odt != want_dt) bad++;
@@ -516,9 +582,9 @@ static int check_unary(mf_op op, mf_dtype dt, double lo, double hi, int layout) 
     }
     if (!ok) {
       if (bad < 3)
-        fprintf(stderr, "%s %s layout %d: x = %.9g: got %.9g (%lld), want %.9g\n",
-                mf_op_name(op), mf_dtype_name(dt), layout,
-                v.f ? v.f[k] : (double)v.i[k], got, (long long)goti, want);
+        fprintf(stderr, "%s %s layout %d: x = %.9g: got %.9g (%lld), want %.9g\n", mf_op_name(op),
+                mf_dtype_name(dt), layout, v.f ? v.f[k] : (double)v.i[k], got, (long long)goti,
+                want);
       bad++;
     }
   }
@@ -542,8 +608,8 @@ static void test_unary(void) {
       }
       for (int layout = 0; layout < 3; layout++) CHECK(check_unary(op, dt, 0, 0, layout) == 0);
     }
-    const double bounds[][2] = {{-1, 2}, {-INFINITY, 0}, {0.5, INFINITY}, {-2.5, 7.5},
-                                {-1e300, 1e300}, {3, 3}};
+    const double bounds[][2] = {{-1, 2},     {-INFINITY, 0},  {0.5, INFINITY},
+                                {-2.5, 7.5}, {-1e300, 1e300}, {3, 3}};
     for (size_t b = 0; b < sizeof bounds / sizeof *bounds; b++)
       CHECK(check_unary(MF_OP_CLAMP, dt, bounds[b][0], bounds[b][1], (int)b % 3) == 0);
   }
@@ -636,7 +702,7 @@ static void test_vmath_accuracy(void) {
       float want = (float)ref;
       if (isnan(want) || isinf(want) || want == 0 || fabs(want) < FLT_MIN) {
         /* NaN, inf, zero and denormal results: the right class, within a denormal ulp or two */
-        bool ok = isnan(want) ? isnan(y[i])
+        bool ok = isnan(want)   ? isnan(y[i])
                   : isinf(want) ? y[i] == want
                                 : fabs(y[i] - ref) <= 2 * 0x1p-149;
         if (!ok) {

@@ -114,8 +114,9 @@ static void test_numbering(void) {
         }
         double tol = normal ? (f64 ? 1e-12 : 1e-6) * (1 + fabs(want)) : 0;
         if (!(fabs(v[i] - want) <= tol)) {
-          if (!bad) fprintf(stderr, "numbering: normal %d f64 %d element %lld: %.17g, want %.17g\n",
-                            normal, f64, (long long)i, v[i], want);
+          if (!bad)
+            fprintf(stderr, "numbering: normal %d f64 %d element %lld: %.17g, want %.17g\n", normal,
+                    f64, (long long)i, v[i], want);
           bad++;
         }
       }

@@ -24,8 +24,7 @@ static void mark(void *ctx, int64_t b, int64_t e) {
   cover *c = ctx;
   for (int64_t i = b; i < e; i++) atomic_fetch_add_explicit(&c->count[i], 1, memory_order_relaxed);
   long long len = e - b, m = atomic_load(&c->min_chunk);
-  while (len < m && !atomic_compare_exchange_weak(&c->min_chunk, &m, len)) {
-  }
+  while (len < m && !atomic_compare_exchange_weak(&c->min_chunk, &m, len)) {}
   atomic_fetch_add(&c->calls, 1);
 }
 
@@ -38,8 +37,9 @@ static int run_cover(int64_t n, int64_t grain) {
   int64_t bad = 0;
   for (int64_t i = 0; i < n; i++) bad += atomic_load(&c.count[i]) != 1;
   int calls = atomic_load(&c.calls);
-  if (bad) fprintf(stderr, "n %lld grain %lld: %lld indices not covered once\n", (long long)n,
-                   (long long)grain, (long long)bad);
+  if (bad)
+    fprintf(stderr, "n %lld grain %lld: %lld indices not covered once\n", (long long)n,
+            (long long)grain, (long long)bad);
   CHECK(bad == 0);
   CHECK(n > 0 || calls == 0);
   if (n > 0) {
@@ -132,8 +132,7 @@ static void busy(void *ctx, int64_t b, int64_t e) {
   (void)b;
   (void)e;
   double t0 = now();
-  while (now() - t0 < 10e-6) {
-  }
+  while (now() - t0 < 10e-6) {}
 }
 
 static void test_latency(void) {
@@ -171,7 +170,8 @@ static void test_settings(void) {
 /* ---- host allocator ------------------------------------------------------------------------ */
 
 static void test_alloc(void) {
-  const size_t sizes[] = {0, 1, 63, 64, 65, 200, 256, 257, 1000, 4096, 5000, 1 << 20, (1 << 20) + 1};
+  const size_t sizes[] = {0,   1,    63,   64,   65,      200,          256,
+                          257, 1000, 4096, 5000, 1 << 20, (1 << 20) + 1};
   void *p[sizeof sizes / sizeof *sizes];
   for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
     p[i] = mf_host_alloc(sizes[i]);
@@ -211,8 +211,10 @@ static void *alloc_worker(void *arg) {
     } else {
       size[k] = 1 + rand_r(&seed) % 100000;
       keep[k] = mf_host_alloc(size[k]);
-      if (!keep[k]) (*bad)++;
-      else memset(keep[k], (unsigned char)size[k], size[k]);
+      if (!keep[k])
+        (*bad)++;
+      else
+        memset(keep[k], (unsigned char)size[k], size[k]);
     }
   }
   for (int k = 0; k < 64; k++) mf_host_free(keep[k], size[k]);
