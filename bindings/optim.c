@@ -12,9 +12,6 @@
  * initial_accumulator_value (numbers, default 0), nesterov, decoupled_weight_decay, centered,
  * maximize (booleans, default false) — and step, the number of this update (an integer >= 1; at
  * step 1 the state tensors' contents are ignored, see core/optim.c).
- *
- * Also the tensor field setter `t.grad = g | nil` (registered unless another binding did), so that
- * code and tests can hand gradients to an optimizer without autograd.
  */
 #include "lmf.h"
 
@@ -23,7 +20,8 @@
 static double opt_number(lua_State *L, int idx, const char *field, const char *fname) {
   int t = lua_getfield(L, idx, field);
   double v = 0;
-  if (t == LUA_TNUMBER) v = (double)lua_tonumber(L, -1);
+  if (t == LUA_TNUMBER)
+    v = (double)lua_tonumber(L, -1);
   else if (t != LUA_TNIL)
     luaL_error(L, "%s: h.%s must be a number, got %s", fname, field, luaL_typename(L, -1));
   lua_pop(L, 1);
@@ -33,7 +31,8 @@ static double opt_number(lua_State *L, int idx, const char *field, const char *f
 static bool opt_bool(lua_State *L, int idx, const char *field, const char *fname) {
   int t = lua_getfield(L, idx, field);
   bool v = false;
-  if (t == LUA_TBOOLEAN) v = lua_toboolean(L, -1);
+  if (t == LUA_TBOOLEAN)
+    v = lua_toboolean(L, -1);
   else if (t != LUA_TNIL)
     luaL_error(L, "%s: h.%s must be a boolean, got %s", fname, field, luaL_typename(L, -1));
   lua_pop(L, 1);
@@ -119,34 +118,13 @@ static int o_adagrad_step(lua_State *L) {
   return s == MF_OK ? 0 : lmf_error(L, s);
 }
 
-/* ---- t.grad = g ------------------------------------------------------------------------------ */
-
-/* Sets (or, with nil, clears) the gradient of t. g must have t's shape, dtype and device (as in
- * PyTorch); t.grad then shares g's storage. */
-static int s_grad(lua_State *L) {
-  mf_tensor *t = lmf_check(L, 1);
-  mf_tensor *g = NULL;
-  if (!lua_isnil(L, 2)) {
-    g = lmf_test(L, 2);
-    if (!g) return luaL_error(L, "grad: expected a tensor or nil, got %s", luaL_typename(L, 2));
-    if (g == t) return luaL_error(L, "grad: a tensor cannot be its own gradient");
-    if (g->dtype != t->dtype)
-      return luaL_error(L, "grad: the gradient is %s but the tensor %s", mf_dtype_name(g->dtype),
-                        mf_dtype_name(t->dtype));
-  }
-  mf_status s = mf_set_grad(t, g);
-  return s == MF_OK ? 0 : lmf_error(L, s);
-}
-
-/* ---- registration ------------------------------------------------------------------------------ */
+/* ---- registration ------------------------------------------------------------------------------
+ */
 
 static const luaL_Reg funcs[] = {
-    {"sgd_step", o_sgd_step},
-    {"adam_step", o_adam_step},
-    {"rmsprop_step", o_rmsprop_step},
-    {"adadelta_step", o_adadelta_step},
-    {"adagrad_step", o_adagrad_step},
-    {NULL, NULL},
+    {"sgd_step", o_sgd_step},         {"adam_step", o_adam_step},
+    {"rmsprop_step", o_rmsprop_step}, {"adadelta_step", o_adadelta_step},
+    {"adagrad_step", o_adagrad_step}, {NULL, NULL},
 };
 
 void lmf_open_optim(lua_State *L, int mod, int meth) {
@@ -155,10 +133,4 @@ void lmf_open_optim(lua_State *L, int mod, int meth) {
   lua_newtable(L);
   lmf_setfuncs(L, -1, funcs);
   lua_setfield(L, mod, "_optim");
-  lua_getfield(L, LUA_REGISTRYINDEX, LMF_SETTERS);
-  if (lua_getfield(L, -1, "grad") == LUA_TNIL) {
-    lua_pushcfunction(L, s_grad);
-    lua_setfield(L, -3, "grad");
-  }
-  lua_pop(L, 2);
 }

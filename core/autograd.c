@@ -52,6 +52,9 @@ mf_status mf_set_grad(mf_tensor *t, mf_tensor *grad) {
                      mf_shape_str(grad, a, sizeof a), mf_shape_str(t, b, sizeof b));
     }
     MF_TRY(mf_same_device("grad", t, grad));
+    if (grad->dtype != t->dtype)
+      return mf_fail(MF_ERR_DTYPE, "grad: a %s gradient for a %s tensor", mf_dtype_name(grad->dtype),
+                     mf_dtype_name(t->dtype));
   }
   mf_retain(grad);
   mf_release(t->grad);

@@ -25,7 +25,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "internal.h"
+#include "autograd.h"
 
 /* random.c: the Philox blocks a rand of n elements of dtype dt uses */
 uint64_t mf_rng_blocks(mf_dtype dt, int64_t n);
@@ -189,7 +189,8 @@ mf_status mf_conv2d(const mf_tensor *x, const mf_tensor *w, const mf_tensor *b,
   int64_t shape[4] = {x->shape[0], w->shape[0], OH, OW};
   mf_call c = {.op = MF_OP_CONV2D, .params = p};
   const mf_tensor *in[3] = {x, w, b};
-  return run(&c, b ? 3 : 2, in, 4, shape, x->dtype, mf_tensor_device(x), out);
+  MF_TRY(run(&c, b ? 3 : 2, in, 4, shape, x->dtype, mf_tensor_device(x), out));
+  return mf_ag_keep(mf_ag_conv2d(x, w, b, p, *out), out);
 }
 
 mf_status mf_conv2d_backward_input(const mf_tensor *dout, const mf_tensor *w,
@@ -269,12 +270,17 @@ mf_status mf_max_pool2d(const mf_tensor *x, const mf_pool2d_params *p, mf_tensor
   MF_TRY(pool_out_shape(op, x, p, shape));
   mf_device *dev = mf_tensor_device(x);
   mf_call c = {.op = MF_OP_MAX_POOL2D, .params = p};
-  if (indices) {
-    MF_TRY(mf_empty(4, shape, MF_I64, dev, indices));
-    c.out2 = *indices;
+  /* the backward needs the argmax positions even when the caller does not */
+  bool record = mf_grad_enabled() && mf_requires_grad(x);
+  mf_tensor *idx = NULL;
+  if (indices || record) {
+    MF_TRY(mf_empty(4, shape, MF_I64, dev, &idx));
+    c.out2 = idx;
   }
   mf_status s = run(&c, 1, &x, 4, shape, x->dtype, dev, out);
-  if (s && indices) MF_DROP(*indices);
+  if (!s && record) s = mf_ag_keep(mf_ag_max_pool2d(x, idx, *out), out);
+  if (!s && indices) *indices = mf_retain(idx);
+  mf_release(idx);
   return s;
 }
 
@@ -311,7 +317,8 @@ mf_status mf_avg_pool2d(const mf_tensor *x, const mf_pool2d_params *p, mf_tensor
   int64_t shape[4];
   MF_TRY(pool_out_shape("avg_pool2d", x, p, shape));
   mf_call c = {.op = MF_OP_AVG_POOL2D, .params = p};
-  return run(&c, 1, &x, 4, shape, x->dtype, mf_tensor_device(x), out);
+  MF_TRY(run(&c, 1, &x, 4, shape, x->dtype, mf_tensor_device(x), out));
+  return mf_ag_keep(mf_ag_avg_pool2d(x, p, *out), out);
 }
 
 mf_status mf_avg_pool2d_backward(const mf_tensor *dout, const int64_t *x_shape,
@@ -359,7 +366,8 @@ static mf_status softmax_fwd(mf_op opc, const mf_tensor *x, int dim, mf_tensor *
   MF_TRY(need_float(op, "input", x));
   mf_call c = {.op = opc};
   MF_TRY(split_dim(op, x, dim, c.ip));
-  return run(&c, 1, &x, x->ndim, x->shape, x->dtype, mf_tensor_device(x), out);
+  MF_TRY(run(&c, 1, &x, x->ndim, x->shape, x->dtype, mf_tensor_device(x), out));
+  return mf_ag_keep(mf_ag_softmax(opc == MF_OP_LOG_SOFTMAX, x, dim, *out), out);
 }
 
 mf_status mf_softmax(const mf_tensor *x, int dim, mf_tensor **out) {
@@ -430,7 +438,8 @@ mf_status mf_gather(const mf_tensor *x, int dim, const mf_tensor *index, mf_tens
     return mf_fail(MF_ERR_INDEX, "%s: cannot index the empty dimension %d", op, d + 1);
   mf_call c = {.op = MF_OP_GATHER, .ip = {d}};
   const mf_tensor *in[2] = {x, index};
-  return run(&c, 2, in, index->ndim, index->shape, x->dtype, mf_tensor_device(x), out);
+  MF_TRY(run(&c, 2, in, index->ndim, index->shape, x->dtype, mf_tensor_device(x), out));
+  return mf_ag_keep(mf_ag_gather(x, d, index, *out), out);
 }
 
 mf_status mf_scatter_add(int ndim, const int64_t *shape, int dim, const mf_tensor *index,

@@ -46,12 +46,16 @@ static mf_status check_param(const char *op, const mf_tensor *param, const mf_te
   if (!param) return mf_fail(MF_ERR_ARG, "%s: the parameter is missing", op);
   if (!h) return mf_fail(MF_ERR_ARG, "%s: the hyper-parameters are missing", op);
   if (param->dtype != MF_F32 && param->dtype != MF_F64)
-    return mf_fail(MF_ERR_DTYPE, "%s: the parameter is %s; optimizers update float32 or float64 "
-                   "tensors", op, mf_dtype_name(param->dtype));
+    return mf_fail(MF_ERR_DTYPE,
+                   "%s: the parameter is %s; optimizers update float32 or float64 "
+                   "tensors",
+                   op, mf_dtype_name(param->dtype));
   if (!mf_is_contiguous(param)) {
     char a[96];
-    return mf_fail(MF_ERR_ARG, "%s: the parameter (shape %s) must be contiguous: it is updated "
-                   "in place", op, mf_shape_str(param, a, sizeof a));
+    return mf_fail(MF_ERR_ARG,
+                   "%s: the parameter (shape %s) must be contiguous: it is updated "
+                   "in place",
+                   op, mf_shape_str(param, a, sizeof a));
   }
   if (h->step < 1)
     return mf_fail(MF_ERR_ARG, "%s: step %lld is invalid (steps count from 1)", op,
@@ -72,7 +76,8 @@ static mf_status check_range(const char *op, const char *name, double v, double 
                  hi_open ? "<" : "<=", hi);
 }
 
-/* ---- dispatch --------------------------------------------------------------------------------- */
+/* ---- dispatch ---------------------------------------------------------------------------------
+ */
 
 /* Checks the state tensors that are not NULL, then runs the op's kernel on a contiguous grad. */
 static mf_status run(mf_op op, mf_tensor *param, const mf_tensor *grad, mf_tensor *const *state,
@@ -90,7 +95,8 @@ static mf_status run(mf_op op, mf_tensor *param, const mf_tensor *grad, mf_tenso
   return s;
 }
 
-/* ---- the steps -------------------------------------------------------------------------------- */
+/* ---- the steps --------------------------------------------------------------------------------
+ */
 
 mf_status mf_sgd_step(mf_tensor *param, const mf_tensor *grad, mf_tensor *momentum_buf,
                       const mf_optim_hparams *h) {
@@ -98,8 +104,10 @@ mf_status mf_sgd_step(mf_tensor *param, const mf_tensor *grad, mf_tensor *moment
   MF_TRY(check_param(op, param, grad, h));
   MF_TRY(check_range(op, "momentum", h->momentum, 0, INFINITY, false));
   if (h->nesterov && (h->momentum <= 0 || h->dampening != 0))
-    return mf_fail(MF_ERR_ARG, "%s: Nesterov momentum needs a momentum > 0 and zero dampening "
-                   "(got momentum %g, dampening %g)", op, h->momentum, h->dampening);
+    return mf_fail(MF_ERR_ARG,
+                   "%s: Nesterov momentum needs a momentum > 0 and zero dampening "
+                   "(got momentum %g, dampening %g)",
+                   op, h->momentum, h->dampening);
   if (h->momentum != 0 && !momentum_buf)
     return mf_fail(MF_ERR_ARG, "%s: momentum %g needs a momentum buffer", op, h->momentum);
   mf_tensor *state[1] = {h->momentum != 0 ? momentum_buf : NULL};

@@ -24,7 +24,7 @@
  *                  (offset + k / 2), i.e. element i uses block (offset + i / 4) like rand:
  *                  u1 = ((w0 >> 8) + 1) * 2^-24 in (0, 1], u2 = (w1 >> 8) * 2^-24 in [0, 1)
  *                  r = sqrt(-2 ln u1), z[2k] = r cos(2 pi u2), z[2k+1] = r sin(2 pi u2)
- *                  (computed in double, rounded to float); blocks used: ceil(n / 4)
+ *                  (computed in float32 on the CPU: cpu/vmath.h); blocks used: ceil(n / 4)
  *   float64 randn  elements 2k, 2k+1 come from block (offset + k): u1 from words 0,1 and u2 from
  *                  words 2,3, each as the 53-bit uniform above, u1 = 1 - u (in (0, 1]);
  *                  same Box–Muller; blocks used: ceil(n / 2)

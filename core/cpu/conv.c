@@ -108,6 +108,8 @@ mf_status mf_cpu_conv2d(mf_device *dev, const mf_call *c) {
   if (dt != MF_F32 && dt != MF_F64)
     return mf_fail(MF_ERR_DTYPE, "%s: the CPU kernel takes float32 or float64, got %s", name,
                    mf_dtype_name(dt));
+  mf_status ws;
+  if (mf_cpu_conv2d_winograd(c, &ws)) return ws;
   const mf_pool2d_params *p = c->params;
   geom g;
   conv_job j = {.dt = dt, .op = c->op, .out = mf_cpu_ptr(c->out)};

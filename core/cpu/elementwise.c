@@ -113,8 +113,7 @@ static inline uint8_t ipow_uint8_t(uint8_t a, uint8_t b) {
 SINT_HELPERS(int32_t, uint32_t)
 SINT_HELPERS(int64_t, uint64_t)
 
-/* ---- scalar expressions: E_<OP>_<KIND>(T, U, x, y) --------------------------------------------
- */
+/* ---- scalar expressions: E_<OP>_<KIND>(T, U, x, y) ------------------------------------------- */
 
 /* arithmetic that wraps: computed in U (the unsigned type for integers, T itself for floats) */
 #define E_ADD_ANY(T, U, x, y) (T)((U)(x) + (U)(y))
@@ -239,8 +238,7 @@ SINT_HELPERS(int64_t, uint64_t)
 #define BOUND_UINT BOUND_INT
 #define BOUND_BOOL BOUND_INT
 
-/* ---- row generators ----------------------------------------------------------------------------
- */
+/* ---- row generators -------------------------------------------------------------------------- */
 
 typedef uint8_t mf_bool_t;
 #define OUT_SAME(T) T
@@ -322,39 +320,39 @@ typedef uint8_t mf_bool_t;
   X(u8, uint8_t, uint8_t, MF_U8, UINT, 0, UINT8_MAX)                                               \
   X(b8, uint8_t, uint8_t, MF_BOOL, BOOL, 0, 1)
 
+// clang-format off
 #define CMP_OPS(M, ...)                                                                            \
-  M(EQ, BOOL, __VA_ARGS__)                                                                         \
-  M(NE, BOOL, __VA_ARGS__) M(GT, BOOL, __VA_ARGS__) M(GE, BOOL, __VA_ARGS__)                       \
-      M(LT, BOOL, __VA_ARGS__) M(LE, BOOL, __VA_ARGS__) M(LOGICAL_AND, BOOL, __VA_ARGS__)          \
-          M(LOGICAL_OR, BOOL, __VA_ARGS__)
+  M(EQ, BOOL, __VA_ARGS__) M(NE, BOOL, __VA_ARGS__)                                                \
+  M(GT, BOOL, __VA_ARGS__) M(GE, BOOL, __VA_ARGS__)                                                \
+  M(LT, BOOL, __VA_ARGS__) M(LE, BOOL, __VA_ARGS__)                                                \
+  M(LOGICAL_AND, BOOL, __VA_ARGS__) M(LOGICAL_OR, BOOL, __VA_ARGS__)
 #define NUM_BINOPS(M, ...)                                                                         \
-  M(ADD, SAME, __VA_ARGS__)                                                                        \
-  M(SUB, SAME, __VA_ARGS__) M(MUL, SAME, __VA_ARGS__) M(DIV, SAME, __VA_ARGS__)                    \
-      M(POW, SAME, __VA_ARGS__) M(MAXIMUM, SAME, __VA_ARGS__) M(MINIMUM, SAME, __VA_ARGS__)        \
-          M(REMAINDER, SAME, __VA_ARGS__) M(FLOOR_DIVIDE, SAME, __VA_ARGS__)                       \
-              CMP_OPS(M, __VA_ARGS__)
+  M(ADD, SAME, __VA_ARGS__) M(SUB, SAME, __VA_ARGS__) M(MUL, SAME, __VA_ARGS__)                    \
+  M(DIV, SAME, __VA_ARGS__) M(POW, SAME, __VA_ARGS__)                                              \
+  M(MAXIMUM, SAME, __VA_ARGS__) M(MINIMUM, SAME, __VA_ARGS__)                                      \
+  M(REMAINDER, SAME, __VA_ARGS__) M(FLOOR_DIVIDE, SAME, __VA_ARGS__)                               \
+  CMP_OPS(M, __VA_ARGS__)
 #define BINOPS_FLT NUM_BINOPS
 #define BINOPS_SINT NUM_BINOPS
 #define BINOPS_UINT NUM_BINOPS
 #define BINOPS_BOOL(M, ...)                                                                        \
-  M(ADD, SAME, __VA_ARGS__)                                                                        \
-  M(MUL, SAME, __VA_ARGS__) M(POW, SAME, __VA_ARGS__) M(MAXIMUM, SAME, __VA_ARGS__)                \
-      M(MINIMUM, SAME, __VA_ARGS__) CMP_OPS(M, __VA_ARGS__)
+  M(ADD, SAME, __VA_ARGS__) M(MUL, SAME, __VA_ARGS__) M(POW, SAME, __VA_ARGS__)                    \
+  M(MAXIMUM, SAME, __VA_ARGS__) M(MINIMUM, SAME, __VA_ARGS__)                                      \
+  CMP_OPS(M, __VA_ARGS__)
 
 #define INT_UNOPS(M, ...)                                                                          \
-  M(NEG, SAME, __VA_ARGS__)                                                                        \
-  M(ABS, SAME, __VA_ARGS__) M(RELU, SAME, __VA_ARGS__) M(SIGN, SAME, __VA_ARGS__)                  \
-      M(LOGICAL_NOT, BOOL, __VA_ARGS__) M(CLAMP, SAME, __VA_ARGS__)
+  M(NEG, SAME, __VA_ARGS__) M(ABS, SAME, __VA_ARGS__) M(RELU, SAME, __VA_ARGS__)                   \
+  M(SIGN, SAME, __VA_ARGS__) M(LOGICAL_NOT, BOOL, __VA_ARGS__) M(CLAMP, SAME, __VA_ARGS__)
 #define UNOPS_FLT(M, ...)                                                                          \
   INT_UNOPS(M, __VA_ARGS__)                                                                        \
   M(EXP, SAME, __VA_ARGS__) M(LOG, SAME, __VA_ARGS__) M(SQRT, SAME, __VA_ARGS__)                   \
-      M(TANH, SAME, __VA_ARGS__) M(SIGMOID, SAME, __VA_ARGS__)
+  M(TANH, SAME, __VA_ARGS__) M(SIGMOID, SAME, __VA_ARGS__)
 #define UNOPS_SINT INT_UNOPS
 #define UNOPS_UINT INT_UNOPS
 #define UNOPS_BOOL(M, ...)                                                                         \
-  M(ABS, SAME, __VA_ARGS__)                                                                        \
-  M(RELU, SAME, __VA_ARGS__) M(SIGN, SAME, __VA_ARGS__) M(LOGICAL_NOT, BOOL, __VA_ARGS__)          \
-      M(CLAMP, SAME, __VA_ARGS__)
+  M(ABS, SAME, __VA_ARGS__) M(RELU, SAME, __VA_ARGS__) M(SIGN, SAME, __VA_ARGS__)                  \
+  M(LOGICAL_NOT, BOOL, __VA_ARGS__) M(CLAMP, SAME, __VA_ARGS__)
+// clang-format on
 
 /* generate the row functions */
 #define GEN_BIN(S, T, U, DT, K, MN, MX) BINOPS_##K(BIN_ROW, S, T, U, DT, K, MN, MX)
@@ -401,14 +399,15 @@ static void fill_tables(void) {
 
 /* ---- entry points --------------------------------------------------------------------------- */
 
-/* Elements per task below which splitting does not pay (measured on a 2-core Zen 3): memory-bound
- * ops gain from ~64K elements, transcendental ones much earlier. */
+/* Elements per task below which splitting does not pay (measured on a 2-core Zen 3, where waking
+ * the other thread costs ~1 us when it spins and ~15 us when it sleeps): add/mul gain from 64K
+ * elements (1M: 174 -> 94 us), float32 exp from 8K (16K: 11.6 -> 6.8 us). */
 static int64_t grain_for(mf_op op, mf_dtype dt) {
   switch (op) {
   case MF_OP_EXP:
   case MF_OP_LOG:
   case MF_OP_TANH:
-  case MF_OP_SIGMOID: return dt == MF_F64 ? 2048 : 8192;
+  case MF_OP_SIGMOID: return dt == MF_F64 ? 1024 : 4096;
   case MF_OP_POW:
   case MF_OP_REMAINDER:
   case MF_OP_FLOOR_DIVIDE: return 4096;
@@ -463,7 +462,8 @@ mf_status mf_cpu_binary(mf_device *dev, const mf_call *c) {
   const mf_tensor *ops[3] = {c->out, c->in[0], c->in[1]};
   mf_iter it;
   if (c->op == MF_OP_POW && (dt == MF_F32 || dt == MF_F64) && is_scalar_view(c->in[1])) {
-    /* x^2 and x^0.5 (losses, norms) without pow: exact for 2, correctly rounded for 0.5 */
+    /* x^2 and x^0.5 (losses, norms) without pow, as torch does: exact for 2, correctly rounded for
+     * 0.5 (where sqrt gives -0 for -0 and NaN for -inf, pow +0 and +inf) */
     const char *p = mf_cpu_ptr(c->in[1]);
     double e = dt == MF_F32 ? *(const float *)p : *(const double *)p;
     if (e == 2) {

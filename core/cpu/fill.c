@@ -13,12 +13,13 @@
 #include <string.h>
 
 #include <pthread.h>
-#if defined(__AVX2__)
+#if defined(__AVX__)
 #include <immintrin.h>
 #endif
 
 #include "cpu/iter.h"
 #include "cpu/kernels.h"
+#include "cpu/vmath.h"
 
 /* ---- conversions ----------------------------------------------------------------------------- */
 
@@ -67,11 +68,15 @@
       *(TO *)po = CVT_##KO##_##KI(TO, *(const TI *)pa);                                            \
   }
 #define CVT_FROM(SI, TI, DI, KI) CPU_TYPES_TO(CVT_ROW, SI, TI, KI)
+// clang-format off
 #define CPU_TYPES_TO(M, SI, TI, KI)                                                                \
   M(SI, TI, KI, f32, float, FLT)                                                                   \
-  M(SI, TI, KI, f64, double, FLT) M(SI, TI, KI, i32, int32_t, INT)                                 \
-      M(SI, TI, KI, i64, int64_t, INT) M(SI, TI, KI, u8, uint8_t, U8)                              \
-          M(SI, TI, KI, b8, uint8_t, BOOL)
+  M(SI, TI, KI, f64, double, FLT)                                                                  \
+  M(SI, TI, KI, i32, int32_t, INT)                                                                 \
+  M(SI, TI, KI, i64, int64_t, INT)                                                                 \
+  M(SI, TI, KI, u8, uint8_t, U8)                                                                   \
+  M(SI, TI, KI, b8, uint8_t, BOOL)
+// clang-format on
 CPU_TYPES(CVT_FROM)
 
 /* same-size element moves, by element size */
@@ -120,8 +125,7 @@ static mf_status cpu_dtype(const char *op, mf_dtype dt) {
 
 #define COPY_GRAIN 65536
 
-/* ---- copy -------------------------------------------------------------------------------------
- */
+/* ---- copy ------------------------------------------------------------------------------------ */
 
 typedef struct {
   char *dst;
@@ -170,8 +174,7 @@ mf_status mf_cpu_copy(mf_device *dev, const mf_call *c) {
   return MF_OK;
 }
 
-/* ---- fill -------------------------------------------------------------------------------------
- */
+/* ---- fill ------------------------------------------------------------------------------------ */
 
 #define FILL_ROW(B, T)                                                                             \
   static void fill_##B(void *ctx, char **p, const int64_t *s, int64_t n) {                         \
@@ -219,8 +222,7 @@ mf_status mf_cpu_fill(mf_device *dev, const mf_call *c) {
   return MF_OK;
 }
 
-/* ---- arange -----------------------------------------------------------------------------------
- */
+/* ---- arange ---------------------------------------------------------------------------------- */
 
 typedef struct {
   void *out;
@@ -254,8 +256,7 @@ mf_status mf_cpu_arange(mf_device *dev, const mf_call *c) {
   return MF_OK;
 }
 
-/* ---- rand / randn ------------------------------------------------------------------------------
- */
+/* ---- rand / randn ---------------------------------------------------------------------------- */
 
 /* Philox 4x32-10 on LANES consecutive counters (offset .. offset+LANES-1, counter_hi 0) at once:
  * w[4*lane + word], exactly mf_philox's words (tested). With AVX2, 4 interleaved groups of 8 lanes
@@ -332,6 +333,26 @@ static inline double u53(uint32_t lo, uint32_t hi) {
   return (double)((((uint64_t)hi << 32) | lo) >> 11) * 0x1p-53;
 }
 
+/* Box-Muller in float32 on the 2 * LANES pairs of words w[2k], w[2k+1] (random.c):
+ * u1 = ((w[2k] >> 8) + 1) 2^-24 in (0, 1], u2 = (w[2k+1] >> 8) 2^-24, r = sqrt(-2 log u1),
+ * o[2k] = r cos(2 pi u2), o[2k+1] = r sin(2 pi u2); in three loops that gcc vectorises. */
+static void normal_pairs_f32(float *o, const uint32_t *w) {
+  enum { P = 2 * LANES };
+  float rad[P], sn[P], cs[P];
+  for (int k = 0; k < P; k++) rad[k] = -2.0f * mf_logf((float)((w[2 * k] >> 8) + 1) * 0x1p-24f);
+#if defined(__AVX__)
+  for (int k = 0; k < P; k += 8)
+    _mm256_storeu_ps(rad + k, _mm256_sqrt_ps(_mm256_loadu_ps(rad + k)));
+#else
+  for (int k = 0; k < P; k++) rad[k] = sqrtf(rad[k]);
+#endif
+  for (int k = 0; k < P; k++) mf_sincos2pif((float)(w[2 * k + 1] >> 8) * 0x1p-24f, &sn[k], &cs[k]);
+  for (int k = 0; k < P; k++) {
+    o[2 * k] = rad[k] * cs[k];
+    o[2 * k + 1] = rad[k] * sn[k];
+  }
+}
+
 /* blocks [b, e) of the call; block k holds elements [k*per, (k+1)*per). With the words of
  * consecutive blocks laid out flat (w[4*block + word]), float32 element i is w[i], float64 element
  * i is (w[2i], w[2i+1]), and normal pairs take consecutive words (see random.c). */
@@ -349,13 +370,12 @@ static void random_run(void *ctx, int64_t b, int64_t e) {
       float *o = (float *)j->out + i0;
       if (!j->normal) {
         for (int64_t q = 0; q < cnt; q++) o[q] = u24(w[q]);
+      } else if (cnt == 4 * LANES) {
+        normal_pairs_f32(o, w);
       } else {
-        for (int64_t q = 0; q < cnt; q += 2) {
-          double u1 = (double)((w[q] >> 8) + 1) * 0x1p-24, u2 = (double)(w[q + 1] >> 8) * 0x1p-24;
-          double r = sqrt(-2.0 * log(u1)), t = two_pi * u2;
-          o[q] = (float)(r * cos(t));
-          if (q + 1 < cnt) o[q + 1] = (float)(r * sin(t));
-        }
+        float tmp[4 * LANES];
+        normal_pairs_f32(tmp, w);
+        memcpy(o, tmp, (size_t)cnt * sizeof *o);
       }
     } else {
       double *o = (double *)j->out + i0;
@@ -393,8 +413,7 @@ mf_status mf_cpu_random(mf_device *dev, const mf_call *c) {
   return MF_OK;
 }
 
-/* ---- where ------------------------------------------------------------------------------------
- */
+/* ---- where ----------------------------------------------------------------------------------- */
 
 #define WHERE_ROW(B, T)                                                                            \
   static void where_##B(void *ctx, char **p, const int64_t *s, int64_t n) {                        \

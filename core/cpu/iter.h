@@ -69,7 +69,7 @@ static inline mf_status mf_iter_init(mf_iter *it, const char *opname, int nops,
   for (int d = nd - 1; d >= 0; d--) {
     if (shape[d] == 1) continue;
     if (n > 0) {
-      int j = MF_MAX_DIMS - n; /* the innermost kept dimension built so far is at index j */
+      int j = MF_MAX_DIMS - n; /* the outermost dimension kept so far: d's inner neighbour */
       int ok = 1;
       for (int k = 0; k < nops; k++)
         if (stride[k][d] != it->shape[j] * it->stride[k][j]) ok = 0;

@@ -34,6 +34,9 @@ mf_status mf_cpu_optim(mf_device *dev, const mf_call *c);
 /* Neural-network ops; the call layouts are described at the top of ops_nn.c. */
 /* conv.c: CONV2D, CONV2D_BACKWARD_INPUT, CONV2D_BACKWARD_WEIGHT */
 mf_status mf_cpu_conv2d(mf_device *dev, const mf_call *c);
+/* winograd.c: the float32 5x5 stride-1 path of mf_cpu_conv2d. Returns false when the call does
+ * not suit it (the caller then uses im2col), else true with the call's status in *status. */
+bool mf_cpu_conv2d_winograd(const mf_call *c, mf_status *status);
 /* pool.c: MAX_POOL2D, MAX_POOL2D_BACKWARD, AVG_POOL2D, AVG_POOL2D_BACKWARD */
 mf_status mf_cpu_pool2d(mf_device *dev, const mf_call *c);
 /* softmax.c: SOFTMAX, LOG_SOFTMAX and their backwards over (ip[0], ip[1], ip[2]) */

@@ -101,12 +101,13 @@ mf_status mf_cpu_pool2d(mf_device *dev, const mf_call *c) {
 static void F(max_fwd)(void *ctx, int64_t b, int64_t e) {
   pool_job *j = ctx;
   const int64_t H = j->H, W = j->W, OH = j->OH, OW = j->OW;
-  bool two = j->kh == 2 && j->kw == 2 && j->sh == 2 && j->sw == 2 && j->pt == 0 && j->pl == 0;
+  bool two = j->kh == 2 && j->kw == 2 && j->sh == 2 && j->sw == 2 && j->pt == 0 && j->pl == 0 &&
+             2 * OH <= H && 2 * OW <= W; /* no padding used */
   for (int64_t pl = b; pl < e; pl++) {
     const T *x = (const T *)j->in + pl * H * W;
     T *y = (T *)j->out + pl * OH * OW;
     int64_t *ix = j->out_idx ? j->out_idx + pl * OH * OW : NULL;
-    if (two) { /* 2x2 stride 2: every window is inside (OH <= H/2, OW <= W/2) */
+    if (two) { /* 2x2 stride 2, every window inside */
       for (int64_t oh = 0; oh < OH; oh++) {
         const T *r0 = x + 2 * oh * W, *r1 = r0 + W;
         T *yo = y + oh * OW;

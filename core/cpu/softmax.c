@@ -145,8 +145,8 @@ static void F(sm_row)(const sm_job *j, int64_t r) {
       T inv = 1 / s;
       for (i = 0; i < n; i++) o[i] *= inv;
     } else {
-      T sub = m + LOG(s);
-      for (i = 0; i < n; i++) o[i] = x[i] - sub;
+      T ls = LOG(s); /* (x - max) first: exact near the max, so small results keep their digits */
+      for (i = 0; i < n; i++) o[i] = (x[i] - m) - ls;
     }
     return;
   }
@@ -182,9 +182,9 @@ static void F(sm_cols)(const sm_job *j, int64_t q, int64_t c0, int64_t w) {
       for (int64_t k = 0; k < n; k++)
         for (int64_t c = 0; c < w; c++) o[k * inner + c] *= s[c];
     } else {
-      for (int64_t c = 0; c < w; c++) s[c] = m[c] + LOG(s[c]);
+      for (int64_t c = 0; c < w; c++) s[c] = LOG(s[c]);
       for (int64_t k = 0; k < n; k++)
-        for (int64_t c = 0; c < w; c++) o[k * inner + c] = x[k * inner + c] - s[c];
+        for (int64_t c = 0; c < w; c++) o[k * inner + c] = (x[k * inner + c] - m[c]) - s[c];
     }
     return;
   }

@@ -53,9 +53,9 @@ static inline void cpu_relax(void) {
 
 static struct {
   pthread_once_t once;
-  int nthreads; /* wanted */
-  int nworkers; /* started workers (nthreads - 1 unless pthread_create failed) */
-  int running;  /* workers started for the current nthreads */
+  atomic_int nthreads; /* wanted */
+  int nworkers;        /* started workers (nthreads - 1 unless pthread_create failed) */
+  int running;         /* workers started for the current nthreads */
   pthread_t tid[MAX_THREADS];
   pthread_mutex_t submit; /* one job at a time */
   pthread_mutex_t lock;   /* guards sleeping workers */
@@ -63,7 +63,7 @@ static struct {
   atomic_uint gen; /* bumped for every job (and for stop) */
   atomic_int sleepers;
   atomic_int stop;
-  atomic_uint_fast64_t claim;
+  _Atomic uint64_t claim;
   atomic_int done; /* chunks finished in the current job */
   /* the current job: written before `claim` and `gen` are published */
   mf_range_fn fn;

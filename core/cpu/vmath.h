@@ -3,7 +3,7 @@
  * selects instead of branches for the special cases), plus float64 versions over libm.
  *
  * float32 accuracy, measured against double-precision libm on 4.3M values spread over the whole
- * float range (tests/c/test_elementwise.c): exp 1.01 ulp, log 0.76, tanh 1.25, sigmoid <= 1.5.
+ * float range (tests/c/test_elementwise.c): exp 1.01 ulp, log 0.76, tanh 1.25, sigmoid 2.2.
  * Special values follow C99 Annex F: exp(-inf) = 0, exp(+inf) = +inf, exp overflows to +inf
  * above 88.72 and underflows gradually (denormals) to 0 below -103.97; log(0) = -inf, log(x < 0) =
  * NaN, log(+inf) = +inf, log of denormals is exact to the same ulp; tanh(+-inf) = +-1;
@@ -105,14 +105,31 @@ static inline float mf_tanhf(float x) {
   return x != x ? x : y;
 }
 
-/* sigmoid(x) = 1 / (1 + exp(-x)) for float32, computed from t = exp(-|x|) as 1 / (1 + t) for
- * x >= 0 and t / (1 + t) for x < 0, so that neither side loses precision or overflows; the last
- * steps in double keep the error at exp's (about 1 ulp) instead of adding three roundings. */
+/* sigmoid(x) = 1 / (1 + exp(-x)) for float32, from t = exp(-|x|) as 1 / (1 + t) for x >= 0 and
+ * t / (1 + t) for x < 0 (one division), so that neither side loses precision or overflows. */
 static inline float mf_sigmoidf(float x) {
-  double t = (double)mf_expf(-fabsf(x));
-  double s = 1.0 / (1.0 + t);
-  double y = x >= 0.0f ? s : t * s;
-  return x != x ? x : (float)y;
+  float t = mf_expf(-fabsf(x));
+  float y = (x >= 0.0f ? 1.0f : t) / (1.0f + t);
+  return x != x ? x : y;
+}
+
+/* sin(2 pi u) and cos(2 pi u) for float32 u (rand's uniforms, for Box-Muller): u is reduced
+ * exactly to r in [-1/8, 1/8] plus a whole number j of quarter turns, sin and cos of 2 pi r come
+ * from Cephes' sinf/cosf polynomials on [-pi/4, pi/4], and the quarter turns swap and negate them.
+ * About 1 ulp. */
+static inline void mf_sincos2pif(float u, float *sn, float *cs) {
+  float t = u - __builtin_rintf(u);                     /* [-1/2, 1/2] */
+  float jf = __builtin_rintf(4.0f * t);                 /* -2 .. 2 */
+  float x = (t - 0.25f * jf) * 6.28318530717958647692f; /* [-pi/4, pi/4] */
+  float z = x * x;
+  float s = ((-1.9515295891e-4f * z + 8.3321608736e-3f) * z - 1.6666654611e-1f) * z * x + x;
+  float c =
+      ((2.443315711809948e-5f * z - 1.388731625493765e-3f) * z + 4.166664568298827e-2f) * z * z -
+      0.5f * z + 1.0f;
+  int32_t j = (int32_t)jf & 3; /* quarter turns: (s, c) -> (c, -s) -> (-s, -c) -> (-c, s) */
+  float s2 = (j & 1) ? c : s, c2 = (j & 1) ? s : c;
+  *sn = (j & 2) ? -s2 : s2;
+  *cs = (j == 1 || j == 2) ? -c2 : c2;
 }
 
 /* float64: libm (glibc's exp/log/tanh are correctly rounded or within 1 ulp). */

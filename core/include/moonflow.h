@@ -335,7 +335,9 @@ typedef struct mf_optim_hparams {
 } mf_optim_hparams;
 
 /* Each updates param (and its state tensors) in place from grad; state tensors have param's shape
- * and dtype (NULL where unused: momentum_buf with momentum 0). One kernel per parameter. */
+ * and dtype (NULL where unused: momentum_buf with momentum 0). One kernel per parameter. At step 1
+ * the state tensors' contents are ignored and PyTorch's initial state is used (zeros; Adagrad's sum
+ * = initial_accumulator_value; SGD's buffer = the first update), so they may come from mf_empty. */
 mf_status mf_sgd_step(mf_tensor *param, const mf_tensor *grad, mf_tensor *momentum_buf,
                       const mf_optim_hparams *h);
 mf_status mf_adam_step(mf_tensor *param, const mf_tensor *grad, mf_tensor *exp_avg,

@@ -14,27 +14,11 @@
 
 /* ---- test values and tensors ---------------------------------------------------------------- */
 
-static const double FV[] = {0.0,
-                            -0.0,
-                            1.0,
-                            -1.0,
-                            2.5,
-                            -2.5,
-                            3.0,
-                            -7.0,
-                            0.001,
-                            1e30,
-                            -1e30,
-                            0.5,
-                            100.,
-                            -100.,
-                            7.0,
-                            INFINITY,
-                            -INFINITY,
-                            NAN,
-                            1e-40 /* float32 denormal */,
-                            88.0,
-                            -3.0};
+// clang-format off
+static const double FV[] = {0.0, -0.0, 1.0, -1.0, 2.5, -2.5, 3.0, -7.0, 0.001, 1e30, -1e30, 0.5,
+                            100., -100., 7.0, INFINITY, -INFINITY, NAN,
+                            1e-40 /* a float32 denormal */, 88.0, -3.0};
+// clang-format on
 #define NF ((int)(sizeof FV / sizeof FV[0]))
 
 static const int64_t I32V[] = {0, 1, -1, 2, -2, 3, -3, 7, -7, 100, -100, 13, INT32_MAX, INT32_MIN};

@@ -1,0 +1,188 @@
+-- moonflow/nn/functional.lua — `mf.nn.functional` (also `mf.nn.F`): the layers' operations as
+-- functions of tensors (linear, conv2d, max_pool2d, avg_pool2d, relu, sigmoid, tanh, softmax,
+-- log_softmax, dropout, batch_norm, flatten). The losses are added by nn/loss.lua.
+--
+-- Geometry options, shared by conv2d and the pools:
+--   stride  = n | {sh, sw}
+--   padding = n | {ph, pw} | {top, left, bottom, right} | "valid" (0) | "same" (TensorFlow's:
+--             out = ceil(in / stride), the odd padding cell after)
+--   data_format = "NCHW" (default) | "NHWC" (the input and the result are N, H, W, C)
+-- Dims are 1-based, negative from the end, as everywhere in moonflow.
+local mf = require "moonflow"
+
+local nnc = mf._nn
+local F = {}
+
+local is_tensor = mf.is_tensor
+
+local function shape_str(t)
+  local s = t:shape()
+  return #s == 0 and "scalar" or table.concat(s, "x")
+end
+F._shape_str = shape_str
+
+local function pair(v, what, fname)
+  if type(v) == "number" then return v, v end
+  if type(v) == "table" and #v == 2 then return v[1], v[2] end
+  error(("%s: %s must be a number or {h, w}, got %s"):format(fname, what, tostring(v)), 4)
+end
+
+local function check_format(df, fname)
+  df = df or "NCHW"
+  if df ~= "NCHW" and df ~= "NHWC" then
+    error(fname .. ": data_format must be \"NCHW\" or \"NHWC\", got " .. tostring(df), 4)
+  end
+  return df
+end
+
+-- {top, left, bottom, right} for an NCHW input x, a kh x kw window and strides sh, sw.
+local function resolve_padding(padding, x, kh, kw, sh, sw, fname)
+  if padding == nil or padding == "valid" or padding == "VALID" then return { 0, 0, 0, 0 } end
+  if padding == "same" or padding == "SAME" then
+    local t, b = mf.same_padding(x:size(3), kh, sh)
+    local l, r = mf.same_padding(x:size(4), kw, sw)
+    return { t, l, b, r }
+  end
+  if type(padding) == "number" then return { padding, padding, padding, padding } end
+  if type(padding) == "table" and (#padding == 2 or #padding == 4) then
+    if #padding == 2 then return { padding[1], padding[2], padding[1], padding[2] } end
+    return padding
+  end
+  error(fname .. ": padding must be a number, {ph, pw}, {top, left, bottom, right}, \"same\" or " ..
+    "\"valid\", got " .. tostring(padding), 4)
+end
+F._resolve_padding = resolve_padding
+
+local function to_nchw(x, df, fname)
+  if x:dim() ~= 4 then
+    error(("%s: expected a 4-D input (%s), got shape %s"):format(fname,
+      df == "NHWC" and "N, H, W, C" or "N, C, H, W", shape_str(x)), 4)
+  end
+  if df == "NHWC" then return x:permute { 1, 4, 2, 3 } end
+  return x
+end
+
+local function from_nchw(y, df)
+  if df == "NHWC" then return y:permute { 1, 3, 4, 2 } end
+  return y
+end
+
+-- ---- layers as functions ---------------------------------------------------------------------
+
+-- linear(x, w [, b]): x @ w^T + b with w (out, in) as in torch; x (..., in).
+function F.linear(x, w, b)
+  local y = mf.matmul(x, w:t())
+  if b ~= nil then y = y + b end
+  return y
+end
+
+-- conv2d(x, w [, b [, {stride=, padding=, data_format=}]]): w (O, C, KH, KW) in either format.
+function F.conv2d(x, w, b, opts)
+  opts = opts or {}
+  local df = check_format(opts.data_format, "conv2d")
+  local xn = to_nchw(x, df, "conv2d")
+  local sh, sw = pair(opts.stride or 1, "stride", "conv2d")
+  local pad = resolve_padding(opts.padding, xn, w:size(3), w:size(4), sh, sw, "conv2d")
+  return from_nchw(nnc.conv2d(xn, w, b, { stride = { sh, sw }, pad = pad }), df)
+end
+
+-- opts: a table, or torch's positional stride (then padding).
+local function pool(kind, x, k, opts, padding)
+  local fname = kind .. "_pool2d"
+  if type(opts) ~= "table" then opts = { stride = opts, padding = padding } end
+  local df = check_format(opts.data_format, fname)
+  local xn = to_nchw(x, df, fname)
+  local kh, kw = pair(k, "kernel size", fname)
+  local sh, sw = pair(opts.stride or k, "stride", fname)
+  local pad = resolve_padding(opts.padding, xn, kh, kw, sh, sw, fname)
+  local g = { kernel = { kh, kw }, stride = { sh, sw }, pad = pad }
+  if kind == "avg" then
+    -- torch counts the zero padding by default; TensorFlow's "same" does not
+    local cip = opts.count_include_pad
+    if cip == nil then cip = not (opts.padding == "same" or opts.padding == "SAME") end
+    g.count_include_pad = cip
+    return from_nchw(nnc.avg_pool2d(xn, g), df)
+  end
+  return from_nchw(nnc.max_pool2d(xn, g), df)
+end
+
+-- max_pool2d(x, k [, {stride = k, padding = 0, data_format =}]) (or torch's positional
+-- max_pool2d(x, k, stride, padding)); padding cells never win.
+function F.max_pool2d(x, k, opts, padding) return pool("max", x, k, opts, padding) end
+
+-- avg_pool2d(x, k [, {stride = k, padding = 0, data_format =, count_include_pad =}]);
+-- count_include_pad defaults to true (torch), except with padding = "same" (TensorFlow).
+function F.avg_pool2d(x, k, opts, padding) return pool("avg", x, k, opts, padding) end
+
+function F.relu(x) return mf.relu(x) end
+function F.sigmoid(x) return mf.sigmoid(x) end
+function F.tanh(x) return mf.tanh(x) end
+
+-- softmax(x [, dim = -1]) and log_softmax(x [, dim = -1]): numerically stable.
+function F.softmax(x, dim) return nnc.softmax(x, dim or -1) end
+function F.log_softmax(x, dim) return nnc.log_softmax(x, dim or -1) end
+
+-- dropout(x [, p = 0.5 [, training = true]]): zeroes elements with probability p and scales the
+-- rest by 1/(1-p) when training; the identity otherwise.
+function F.dropout(x, p, training)
+  p = p or 0.5
+  if type(p) ~= "number" or p < 0 or p > 1 then
+    error("dropout: the drop probability must be in [0, 1], got " .. tostring(p), 2)
+  end
+  if training == false or p == 0 then return x end
+  return x * nnc.dropout_mask(x, p)
+end
+
+-- flatten(x [, start = 1 [, end = -1]]): dims start..end merged (torch.flatten).
+function F.flatten(x, start, stop) return x:flatten(start or 1, stop or -1) end
+
+-- batch_norm(x, running_mean, running_var [, weight [, bias [, training = false [, momentum = 0.1
+-- [, eps = 1e-5 [, channel_dim = 2]]]]]]): normalises over every dim but channel_dim. Training:
+-- batch mean and biased variance, and the running stats (when given) updated in place with the
+-- unbiased variance: r = (1 - momentum) * r + momentum * batch. Otherwise the running stats.
+function F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps, cdim)
+  eps = eps or 1e-5
+  if momentum == nil then momentum = 0.1 end
+  local nd = x:dim()
+  cdim = cdim or 2
+  if cdim < 0 then cdim = nd + cdim + 1 end
+  if nd < 2 or cdim < 1 or cdim > nd then
+    error(("batch_norm: expected an input with a channel dimension %d, got shape %s"):format(
+      cdim, shape_str(x)), 2)
+  end
+  local C = x:size(cdim)
+  local view = {}
+  for d = 1, nd do view[d] = d == cdim and C or 1 end
+  local y
+  if training then
+    local count = x:numel() // C
+    if count <= 1 then
+      error(("batch_norm: expected more than 1 value per channel when training, got input " ..
+        "shape %s"):format(shape_str(x)), 2)
+    end
+    local mean = x
+    for d = 1, nd do if d ~= cdim then mean = mean:mean(d, true) end end
+    local xc = x - mean
+    local var = xc * xc
+    for d = 1, nd do if d ~= cdim then var = var:mean(d, true) end end
+    y = xc / mf.sqrt(var + eps)
+    if running_mean ~= nil then
+      mf.no_grad(function()
+        local m = mean:detach():reshape { C }
+        local v = var:detach():reshape { C } * (count / (count - 1))
+        running_mean:copy_(running_mean * (1 - momentum) + m * momentum)
+        running_var:copy_(running_var * (1 - momentum) + v * momentum)
+      end)
+    end
+  else
+    if running_mean == nil or running_var == nil then
+      error("batch_norm: evaluation needs the running mean and variance", 2)
+    end
+    y = (x - running_mean:view(view)) / mf.sqrt(running_var:view(view) + eps)
+  end
+  if weight ~= nil then y = y * weight:view(view) end
+  if bias ~= nil then y = y + bias:view(view) end
+  return y
+end
+
+return F
