@@ -8,15 +8,17 @@
 /* ---- the userdata ----------------------------------------------------------------------- */
 
 /* Lua sees only the small userdata, not the storage behind it, so left alone its collector would
- * let dead tensors pile up: collect whenever live storage has doubled since the last collection
- * (and is above a floor), as Torch7 did. */
+ * let dead tensors pile up (and every new tensor would take fresh pages from the system). Collect
+ * whenever live storage has grown by half since the last collection, and by at least 16 MiB: the
+ * freed blocks go back to the caching allocator and the next tensors reuse them. */
 static void collect_if_needed(lua_State *L) {
-  static size_t threshold = (size_t)64 << 20;
+  static size_t threshold = (size_t)16 << 20;
   size_t live = mf_storage_bytes();
   if (live < threshold) return;
   lua_gc(L, LUA_GCCOLLECT);
   live = mf_storage_bytes();
-  threshold = live * 2 > ((size_t)64 << 20) ? live * 2 : (size_t)64 << 20;
+  size_t grow = live / 2 > ((size_t)16 << 20) ? live / 2 : (size_t)16 << 20;
+  threshold = live + grow;
 }
 
 mf_tensor **lmf_newslot(lua_State *L) {

@@ -18,7 +18,7 @@
  * Work: images are split over the thread pool (one-threaded BLAS is not involved); each task
  * transforms a block of images' tiles into its own buffers (T = tiles of the block rounded up to
  * 8; transforms are vectorised over 8 tiles), runs the 64 small GEMMs with a register-blocked
- * 6x16 kernel, and transforms back. Weight transforms are computed in double.
+ * 6x16 kernel, and transforms back. Weight transforms run in float, 8 (o, c) pairs at a time.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -31,7 +31,7 @@
 
 #define NPOS 64 /* positions of the 8x8 transform */
 
-/* F(4x4, 5x5) matrices. G (8x5) and AT (4x8) in double for the weight transforms. */
+/* F(4x4, 5x5) matrices: G (8x5) for the weight transforms. */
 static const double G[8][5] = {
     {1.0 / 4, 0, 0, 0, 0},
     {1.0 / 18, 1.0 / 18, 1.0 / 18, 1.0 / 18, 1.0 / 18},
@@ -200,20 +200,30 @@ static inline int64_t pos_stride(int64_t rows, int64_t TP) { return rows * TP + 
 
 /* The 8 tile slots [t0, t0 + 8) of a block of images [n0, n1), with what the transforms need
  * about each tile: image, tile row and column, whether it is a real tile (not padding), the
- * first input row and column of its 8x8 input window, the input columns inside the plane (as a
- * lane mask, `full` when all 8 are), and the output columns inside (as a 4-lane mask). */
+ * first input row and column of its 8x8 input window, the input columns inside the plane
+ * [in_lo, in_hi) (`full` when all 8 are), the output columns inside (out_w), and the shuffles
+ * that read and write partial rows with whole-vector moves (AMD's masked moves are slow). */
 typedef struct tgroup {
   int64_t n[8], ty[8], tx[8], y0[8], x0[8];
-  bool real[8], full[8];
-  __m256i in_mask[8];
-  __m128i out_mask[8];
+  int in_lo[8], in_hi[8], out_w[8];
+  bool real[8], full[8], out_full[8];
+  /* a partial input row (W >= 8) is read as the 8 cells from x0 + in_shift, permuted by in_idx
+   * and masked by in_and; the adjoint adds back through in_back / in_back_and */
+  int64_t in_shift[8];
+  __m256i in_idx[8], in_back[8];
+  __m256 in_and[8], in_back_and[8];
+  /* a partial output row: the 4 cells from 4 tx + out_w - 4, permuted by out_idx / out_back */
+  __m128i out_idx[8], out_back[8];
+  __m128 out_and[8], out_back_sel[8];
 } tgroup;
 
-/* lanes [lo, hi) of 8 set */
-static inline __m256i lane_mask(int64_t lo, int64_t hi) {
-  const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  __m256i l = _mm256_set1_epi32((int)lo), h = _mm256_set1_epi32((int)hi);
-  return _mm256_andnot_si256(_mm256_cmpgt_epi32(l, idx), _mm256_cmpgt_epi32(h, idx));
+static inline __m256 fmask8(int64_t lo, int64_t hi, int64_t off) { /* lanes m with lo <= m+off < hi */
+  float v[8];
+  for (int m = 0; m < 8; m++) {
+    uint32_t bits = m + off >= lo && m + off < hi ? 0xffffffffu : 0;
+    memcpy(&v[m], &bits, 4);
+  }
+  return _mm256_loadu_ps(v);
 }
 
 /* The TP / 8 groups of the block of images [n0, n1). */
@@ -228,15 +238,42 @@ static void tile_groups(const wjob *j, int64_t n0, int64_t n1, tgroup *gs) {
       int64_t lo = g->x0[k] < 0 ? -g->x0[k] : 0, hi = j->W - g->x0[k] < 8 ? j->W - g->x0[k] : 8;
       if (hi < lo) hi = lo;
       g->full[k] = lo == 0 && hi == 8;
-      g->in_mask[k] = lane_mask(lo, hi);
+      g->in_lo[k] = (int)lo, g->in_hi[k] = (int)hi;
+      /* start s of the 8 cells read in place of a partial row: lane q takes cell x0 + q = s + idx */
+      int64_t st = g->x0[k] < 0 ? 0 : g->x0[k] > j->W - 8 ? j->W - 8 : g->x0[k];
+      int64_t sh = st - g->x0[k];
+      g->in_shift[k] = sh;
+      int32_t fi[8], bi[8];
+      for (int q = 0; q < 8; q++) {
+        fi[q] = (int32_t)((q - sh) & 7);  /* forward: lane q <- loaded m = q - sh */
+        bi[q] = (int32_t)((q + sh) & 7);  /* back: cell m <- lane q = m + sh */
+      }
+      g->in_idx[k] = _mm256_loadu_si256((const __m256i *)fi);
+      g->in_back[k] = _mm256_loadu_si256((const __m256i *)bi);
+      g->in_and[k] = fmask8(lo, hi, 0);
+      g->in_back_and[k] = fmask8(lo, hi, sh);
       int64_t w = j->OW - 4 * g->tx[k];
-      g->out_mask[k] = _mm_cmpgt_epi32(_mm_set1_epi32((int)(w < 4 ? w : 4)),
-                                       _mm_setr_epi32(0, 1, 2, 3));
+      g->out_w[k] = (int)(w < 4 ? w : 4);
+      g->out_full[k] = w >= 4;
+      int32_t of[4], ob[4];
+      float oa[4], os[4];
+      int ow = g->out_w[k];
+      for (int b = 0; b < 4; b++) {
+        of[b] = (b + 4 - ow) & 3; /* lane b <- loaded cell b + 4 - w */
+        ob[b] = (b - 4 + ow) & 3; /* cell m <- lane m - 4 + w */
+        uint32_t in = b < ow ? 0xffffffffu : 0, sel = b >= 4 - ow ? 0xffffffffu : 0;
+        memcpy(&oa[b], &in, 4);
+        memcpy(&os[b], &sel, 4);
+      }
+      g->out_idx[k] = _mm_loadu_si128((const __m128i *)of);
+      g->out_back[k] = _mm_loadu_si128((const __m128i *)ob);
+      g->out_and[k] = _mm_loadu_ps(oa);
+      g->out_back_sel[k] = _mm_loadu_ps(os);
     }
   }
 }
 
-/* p + off floats, through integers: off may point before p's row (masked lanes are not read) */
+/* p + off floats, through integers: off may point before p's row (only cells inside are used) */
 static inline float *fptr(const float *p, int64_t off) {
   return (float *)((uintptr_t)p + (uintptr_t)(off * (int64_t)sizeof(float)));
 }
@@ -279,7 +316,15 @@ static void input_transform(const wjob *j, const tgroup *gs, const float *x, flo
           int64_t iy = g->y0[k] + p;
           if (iy < 0 || iy >= H) d[p] = _mm256_setzero_ps();
           else if (g->full[k]) d[p] = _mm256_loadu_ps(plane + iy * W + g->x0[k]);
-          else d[p] = _mm256_maskload_ps(fptr(plane, iy * W + g->x0[k]), g->in_mask[k]);
+          else if (W >= 8) { /* the 8 cells in the row nearest the window, moved into place */
+            v8 l = _mm256_loadu_ps(plane + iy * W + g->x0[k] + g->in_shift[k]);
+            d[p] = _mm256_and_ps(_mm256_permutevar8x32_ps(l, g->in_idx[k]), g->in_and[k]);
+          } else { /* the cells inside, zeros around */
+            float v[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+            const float *src = fptr(plane, iy * W + g->x0[k]);
+            for (int q = g->in_lo[k]; q < g->in_hi[k]; q++) v[q] = src[q];
+            d[p] = _mm256_loadu_ps(v);
+          }
         }
         bt_fwd(d, r);
         for (int p = 0; p < 8; p++) wb[p][k] = r[p];
@@ -320,7 +365,13 @@ static void output_transform(const wjob *j, const tgroup *gs, const float *M, fl
           int64_t oy = 4 * g->ty[k] + a;
           if (!g->real[k] || oy >= OH) continue;
           float *d = y + ((g->n[k] * O + o) * OH + oy) * OW + 4 * g->tx[k];
-          _mm_maskstore_ps(d, g->out_mask[k], row[k]);
+          if (g->out_full[k]) {
+            _mm_storeu_ps(d, row[k]);
+          } else { /* blend into the last 4 cells of the row (the left ones are written) */
+            float *e = d + g->out_w[k] - 4;
+            __m128 v = _mm_permutevar_ps(row[k], g->out_back[k]);
+            _mm_storeu_ps(e, _mm_blendv_ps(_mm_loadu_ps(e), v, g->out_back_sel[k]));
+          }
         }
       }
     }
@@ -341,8 +392,13 @@ static void grad_transform(const wjob *j, const tgroup *gs, const float *dy, flo
             q[k] = _mm_setzero_ps();
             continue;
           }
-          q[k] = _mm_maskload_ps(dy + ((g->n[k] * O + o) * OH + oy) * OW + 4 * g->tx[k],
-                                 g->out_mask[k]);
+          const float *src = dy + ((g->n[k] * O + o) * OH + oy) * OW + 4 * g->tx[k];
+          if (g->out_full[k]) {
+            q[k] = _mm_loadu_ps(src);
+          } else { /* the last 4 cells of the row, moved into place */
+            __m128 l = _mm_loadu_ps(src + g->out_w[k] - 4);
+            q[k] = _mm_and_ps(_mm_permutevar_ps(l, g->out_idx[k]), g->out_and[k]);
+          }
         }
         v8 yv[4];
         transpose8x4(q, yv); /* yv[b] over tiles */
@@ -384,9 +440,14 @@ static void input_adjoint(const wjob *j, const tgroup *gs, const float *dV, floa
           float *d = fptr(dx, ((g->n[k] * C + c) * H + iy) * W + g->x0[k]);
           if (g->full[k]) {
             _mm256_storeu_ps(d, ADD(_mm256_loadu_ps(d), dd[p][k]));
+          } else if (W >= 8) { /* add into the 8 cells of the row nearest the window */
+            float *e = d + g->in_shift[k];
+            v8 add = _mm256_and_ps(_mm256_permutevar8x32_ps(dd[p][k], g->in_back[k]), g->in_back_and[k]);
+            _mm256_storeu_ps(e, ADD(_mm256_loadu_ps(e), add));
           } else {
-            v8 old = _mm256_maskload_ps(d, g->in_mask[k]);
-            _mm256_maskstore_ps(d, g->in_mask[k], ADD(old, dd[p][k]));
+            float v[8];
+            _mm256_storeu_ps(v, dd[p][k]);
+            for (int q = g->in_lo[k]; q < g->in_hi[k]; q++) d[q] += v[q];
           }
         }
       }
@@ -471,8 +532,11 @@ static void wino_run(void *ctx, int64_t b, int64_t e) {
   for (int64_t t = b; t < e; t++) wino_task(ctx, (int)t);
 }
 
-/* ---- weight transforms (double) -------------------------------------------------------------- */
+/* ---- weight transforms ------------------------------------------------------------------------ */
 
+/* Vectorised over 8 (o, c) pairs: 8 consecutive c of one o (the (64, O, C) layouts), or 8
+ * consecutive o of one c (the transposed (64, C, O) one), so that each of the 64 positions is one
+ * contiguous store. */
 typedef struct wt_job {
   const float *w;  /* (O, C, 5, 5) */
   float *U;        /* (64, O, C) or, transposed, (64, C, O) */
@@ -483,63 +547,77 @@ typedef struct wt_job {
   int64_t O, C, Cp;
 } wt_job;
 
-/* U = G g G^T for pairs [b, e) of (o, c), in float, vectorised over the 8 rows of G */
+static float gf(int i, int k) { return (float)G[i][k]; }
+
+/* U = G g G^T for the pair groups [b, e) */
 static void weight_fwd(void *ctx, int64_t b, int64_t e) {
   const wt_job *j = ctx;
-  v8 gc[5]; /* column k of G, over i */
-  float gs[8][5];
-  for (int k = 0; k < 5; k++) {
-    float col[8];
-    for (int i = 0; i < 8; i++) col[i] = gs[i][k] = (float)G[i][k];
-    gc[k] = _mm256_loadu_ps(col);
-  }
+  const int64_t O = j->O, C = j->C, lanes_of = j->transposed ? O : C;
+  const int64_t per = (lanes_of + 7) / 8; /* groups per o (or per c) */
   for (int64_t q = b; q < e; q++) {
-    int64_t o = q / j->C, c = q % j->C;
-    const float *g = j->w + q * 25;
-    v8 t[5]; /* t[l] = column l of G g, over i */
-    for (int l = 0; l < 5; l++) {
-      v8 acc = MUL(gc[0], _mm256_broadcast_ss(g + l));
-      for (int k = 1; k < 5; k++) acc = FMA(gc[k], _mm256_broadcast_ss(g + k * 5 + l), acc);
-      t[l] = acc;
+    int64_t fixed = q / per, first = (q % per) * 8, nl = lanes_of - first < 8 ? lanes_of - first : 8;
+    float gt[25][8] = {{0}};
+    for (int l = 0; l < nl; l++) {
+      int64_t o = j->transposed ? first + l : fixed, c = j->transposed ? fixed : first + l;
+      const float *g = j->w + (o * C + c) * 25;
+      for (int k = 0; k < 25; k++) gt[k][l] = g[k];
     }
-    float u[8][8]; /* u[jj][i] = (G g G^T)[i][jj] */
-    for (int jj = 0; jj < 8; jj++) {
-      v8 acc = MUL(t[0], _mm256_set1_ps(gs[jj][0]));
-      for (int l = 1; l < 5; l++) acc = FMA(t[l], _mm256_set1_ps(gs[jj][l]), acc);
-      _mm256_storeu_ps(u[jj], acc);
-    }
+    v8 gv[25], t[8][5];
+    for (int k = 0; k < 25; k++) gv[k] = _mm256_loadu_ps(gt[k]);
+    for (int i = 0; i < 8; i++)
+      for (int l = 0; l < 5; l++) {
+        v8 acc = MUL(VS(gf(i, 0)), gv[l]);
+        for (int k = 1; k < 5; k++) acc = FMA(VS(gf(i, k)), gv[k * 5 + l], acc);
+        t[i][l] = acc;
+      }
+    float *dst = j->U + (j->transposed ? fixed * O + first : fixed * C + first);
     for (int i = 0; i < 8; i++)
       for (int jj = 0; jj < 8; jj++) {
-        int64_t xi = i * 8 + jj;
-        if (j->transposed) j->U[(xi * j->C + c) * j->O + o] = u[jj][i];
-        else j->U[(xi * j->O + o) * j->C + c] = u[jj][i];
+        v8 acc = MUL(t[i][0], VS(gf(jj, 0)));
+        for (int l = 1; l < 5; l++) acc = FMA(t[i][l], VS(gf(jj, l)), acc);
+        float *d = dst + (int64_t)(i * 8 + jj) * O * C;
+        if (nl == 8) {
+          _mm256_storeu_ps(d, acc);
+        } else {
+          float v[8];
+          _mm256_storeu_ps(v, acc);
+          for (int l = 0; l < nl; l++) d[l] = v[l];
+        }
       }
   }
 }
 
-/* dw = G^T (sum of the tasks' dU) G for pairs [b, e) */
+/* dw = G^T (sum of the tasks' dU) G for the pair groups [b, e): 8 consecutive c of one o */
 static void weight_bwd(void *ctx, int64_t b, int64_t e) {
   const wt_job *j = ctx;
+  const int64_t O = j->O, C = j->C, Cp = j->Cp, per = Cp / 8;
   for (int64_t q = b; q < e; q++) {
-    int64_t o = q / j->C, c = q % j->C;
-    double du[8][8], t[5][8];
+    int64_t o = q / per, c0 = (q % per) * 8, nl = C - c0 < 8 ? C - c0 : 8;
+    v8 du[8][8];
     for (int xi = 0; xi < NPOS; xi++) {
-      double s = 0;
-      for (int k = 0; k < j->tasks; k++) s += j->dU[k][(xi * j->O + o) * j->Cp + c];
-      du[xi / 8][xi % 8] = s;
+      int64_t off = ((int64_t)xi * O + o) * Cp + c0;
+      v8 acc = _mm256_loadu_ps(j->dU[0] + off);
+      for (int k = 1; k < j->tasks; k++) acc = ADD(acc, _mm256_loadu_ps(j->dU[k] + off));
+      du[xi / 8][xi % 8] = acc;
     }
+    v8 t[5][8]; /* G^T du */
     for (int k = 0; k < 5; k++)
       for (int jj = 0; jj < 8; jj++) {
-        double s = 0;
-        for (int i = 0; i < 8; i++) s += G[i][k] * du[i][jj];
-        t[k][jj] = s;
+        v8 acc = MUL(VS(gf(0, k)), du[0][jj]);
+        for (int i = 1; i < 8; i++) acc = FMA(VS(gf(i, k)), du[i][jj], acc);
+        t[k][jj] = acc;
       }
+    float out[25][8];
     for (int k = 0; k < 5; k++)
       for (int l = 0; l < 5; l++) {
-        double s = 0;
-        for (int jj = 0; jj < 8; jj++) s += t[k][jj] * G[jj][l];
-        j->dw[q * 25 + k * 5 + l] = (float)s;
+        v8 acc = MUL(t[k][0], VS(gf(0, l)));
+        for (int jj = 1; jj < 8; jj++) acc = FMA(t[k][jj], VS(gf(jj, l)), acc);
+        _mm256_storeu_ps(out[k * 5 + l], acc);
       }
+    for (int l = 0; l < nl; l++) {
+      float *d = j->dw + (o * C + c0 + l) * 25;
+      for (int k = 0; k < 25; k++) d[k] = out[k][l];
+    }
   }
 }
 
@@ -587,7 +665,8 @@ bool mf_cpu_conv2d_winograd(const mf_call *c, mf_status *status) {
     U = mf_host_alloc(ubytes);
     if (!U) goto oom;
     wt.w = mf_cpu_ptr(c->in[1]), wt.U = U, wt.transposed = c->op == MF_OP_CONV2D_BACKWARD_INPUT;
-    mf_parallel_for(O * C, 64, weight_fwd, &wt);
+    int64_t groups = wt.transposed ? C * ((O + 7) / 8) : O * ((C + 7) / 8);
+    mf_parallel_for(groups, 16, weight_fwd, &wt);
     j.U = U;
   } else {
     for (int t = 0; t < j.tasks; t++)
@@ -597,7 +676,7 @@ bool mf_cpu_conv2d_winograd(const mf_call *c, mf_status *status) {
   mf_parallel_for(j.tasks, 1, wino_run, &j);
   if (!j.failed && c->op == MF_OP_CONV2D_BACKWARD_WEIGHT) {
     wt.dU = (const float *const *)dU, wt.dw = j.out;
-    mf_parallel_for(O * C, 64, weight_bwd, &wt);
+    mf_parallel_for(O * (Cp / 8), 16, weight_bwd, &wt);
   }
   if (j.failed) goto oom;
   if (U) mf_host_free(U, ubytes);
