@@ -324,8 +324,28 @@ static int m_set_rng_state(lua_State *L) {
   return 0;
 }
 
+/* mf.randperm(n [, opts]) -> a random permutation of 1..n (int64) */
+static int m_randperm(lua_State *L) {
+  lua_Integer n = luaL_checkinteger(L, 1);
+  if (n < 0) return luaL_error(L, "randperm: n must be >= 0, got %I", (LUAI_UACINT)n);
+  lmf_opts o;
+  lmf_checkopts(L, 2, &o, "randperm");
+  mf_tensor **perm = lmf_newslot(L);
+  mf_status s = mf_randperm((int64_t)n, o.device, perm);
+  if (s != MF_OK) return lmf_error(L, s);
+  mf_tensor **one = lmf_newslot(L), **slot = lmf_newslot(L);
+  s = mf_scalar(1, MF_I64, true, mf_tensor_device(*perm), one);
+  if (s == MF_OK) s = mf_add(*perm, *one, slot);
+  if (s == MF_OK && o.has_dtype && o.dtype != MF_I64) {
+    mf_tensor **cast = lmf_newslot(L);
+    s = mf_cast(*slot, o.dtype, cast);
+  }
+  return s == MF_OK ? 1 : lmf_error(L, s);
+}
+
 static const luaL_Reg funcs[] = {
     {"tensor", m_tensor},
+    {"randperm", m_randperm},
     {"zeros", m_zeros},
     {"ones", m_ones},
     {"empty", m_empty},

@@ -28,7 +28,6 @@
 #include "autograd.h"
 
 /* random.c: the Philox blocks a rand of n elements of dtype dt uses */
-uint64_t mf_rng_blocks(mf_dtype dt, int64_t n);
 
 /* ---- helpers ---------------------------------------------------------------------------------- */
 
@@ -499,8 +498,7 @@ mf_status mf_dropout_mask(const mf_tensor *x, double p, mf_tensor **mask) {
   int64_t n = mf_numel(*mask);
   if (n == 0) return MF_OK;
   mf_call c = {.op = MF_OP_DROPOUT_MASK, .out = *mask, .p = {p}};
-  mf_rng_get_state(&c.seed, NULL);
-  c.offset = mf_rng_reserve(mf_rng_blocks(x->dtype, n));
+  c.offset = mf_rng_draw(mf_rng_blocks(x->dtype, n), &c.seed);
   mf_status s = mf_dispatch(dev, &c);
   if (s) MF_DROP(*mask);
   return s;

@@ -101,12 +101,50 @@ uint64_t mf_rng_reserve(uint64_t nblocks) {
   return first;
 }
 
+uint64_t mf_rng_draw(uint64_t nblocks, uint64_t *seed) {
+  pthread_mutex_lock(&rng_lock);
+  uint64_t first = rng_offset;
+  *seed = rng_seed;
+  rng_offset += nblocks;
+  pthread_mutex_unlock(&rng_lock);
+  return first;
+}
+
 /* The number of Philox blocks a rand/randn of n elements of dtype dt uses (see the table above):
  * ceil(n / 4) for 32-bit floats (float32, and float16/bfloat16 drawn as float32), ceil(n / 2) for
- * float64. Declared where used (front end, backends): uint64_t mf_rng_blocks(mf_dtype, int64_t). */
-uint64_t mf_rng_blocks(mf_dtype dt, int64_t n);
+ * float64. */
 uint64_t mf_rng_blocks(mf_dtype dt, int64_t n) {
   if (n <= 0) return 0;
   uint64_t per = dt == MF_F64 ? 2 : 4;
   return ((uint64_t)n + per - 1) / per;
+}
+
+/* A random permutation of 0..n-1 (int64): Fisher-Yates driven by 53-bit uniforms drawn as a float64
+ * rand of n - 1 elements would be, so the generator advances by ceil((n - 1) / 2) blocks. */
+mf_status mf_randperm(int64_t n, mf_device *dev, mf_tensor **out) {
+  *out = NULL;
+  if (n < 0) return mf_fail(MF_ERR_ARG, "randperm: n must be >= 0, got %lld", (long long)n);
+  mf_tensor *p;
+  MF_TRY(mf_empty(1, &n, MF_I64, NULL, &p));
+  int64_t *v = mf_data(p);
+  for (int64_t i = 0; i < n; i++) v[i] = i;
+  uint64_t seed, offset = mf_rng_draw(n > 1 ? mf_rng_blocks(MF_F64, n - 1) : 0, &seed);
+  uint32_t w[4];
+  for (int64_t k = 0; k + 1 < n; k++) { /* draw k picks position j in [0, i] for i = n-1-k */
+    if (k % 2 == 0) mf_philox(seed, offset + (uint64_t)k / 2, 0, w);
+    const uint32_t *u = w + 2 * (k % 2);
+    double r = (double)((((uint64_t)u[0] << 32) | u[1]) >> 11) * 0x1p-53;
+    int64_t i = n - 1 - k, j = (int64_t)(r * (double)(i + 1));
+    if (j > i) j = i;
+    int64_t t = v[i];
+    v[i] = v[j];
+    v[j] = t;
+  }
+  if (!dev || mf_device_kind(dev) == MF_DEV_CPU) {
+    *out = p;
+    return MF_OK;
+  }
+  mf_status s = mf_to_device(p, dev, out);
+  mf_release(p);
+  return s;
 }

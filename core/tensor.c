@@ -241,11 +241,8 @@ static mf_status random_fill(mf_op op, int ndim, const int64_t *shape, mf_dtype 
     return mf_fail(MF_ERR_DTYPE, "%s: needs float32 or float64, got %s", mf_op_name(op),
                    mf_dtype_name(dt));
   MF_TRY(mf_empty(ndim, shape, dt, dev, out));
-  /* see random.c: a block gives 4 float32 or 2 float64 values */
-  int64_t per = dt == MF_F64 ? 2 : 4, n = mf_numel(*out);
   mf_call c = {.op = op, .out = *out};
-  mf_rng_get_state(&c.seed, &c.offset);
-  c.offset = mf_rng_reserve((uint64_t)((n + per - 1) / per));
+  c.offset = mf_rng_draw(mf_rng_blocks(dt, mf_numel(*out)), &c.seed);
   mf_status s = mf_dispatch((*out)->storage->device, &c);
   if (s) MF_DROP(*out);
   return s;

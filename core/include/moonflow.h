@@ -165,6 +165,12 @@ void mf_rng_get_state(uint64_t *seed, uint64_t *offset);
 void mf_rng_set_state(uint64_t seed, uint64_t offset);
 /* Reserves n blocks and returns the offset of the first (for kernels that draw numbers). */
 uint64_t mf_rng_reserve(uint64_t nblocks);
+/* The same, also giving the seed they are drawn with, both read under one lock. */
+uint64_t mf_rng_draw(uint64_t nblocks, uint64_t *seed);
+/* Blocks a rand/randn of n elements of dt uses: ceil(n/4) (32-bit floats), ceil(n/2) (float64). */
+uint64_t mf_rng_blocks(mf_dtype dt, int64_t n);
+/* A random permutation of 0..n-1 as int64 (Fisher-Yates on Philox numbers). */
+mf_status mf_randperm(int64_t n, mf_device *dev, mf_tensor **out);
 /* One Philox 4x32-10 block: counter (offset, subsequence), key = seed. */
 void mf_philox(uint64_t seed, uint64_t counter_lo, uint64_t counter_hi, uint32_t out[4]);
 

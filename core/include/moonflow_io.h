@@ -71,6 +71,121 @@ void mf_md5_buffer(const void *data, size_t n, char hex[33]);
  * a download can be checked against the MD5 of the raw file whichever form it came in. */
 mf_status mf_md5_file(const char *path, bool gunzip, char hex[33]);
 
+/* ---- byte buffers (io/events.c) -------------------------------------------------------------
+ * A growable byte buffer for encoders (protobuf messages, TFRecords, PNG in memory). Start from
+ * {0} and free with mf_buf_free. Appending functions fail with MF_ERR_MEMORY only. */
+
+typedef struct mf_buf {
+  unsigned char *data;
+  size_t len, cap;
+} mf_buf;
+
+mf_status mf_buf_append(mf_buf *b, const void *p, size_t n);
+void mf_buf_free(mf_buf *b); /* frees the bytes, leaves {0} */
+
+/* ---- TensorBoard event files (io/events.c) ---------------------------------------------------
+ * FORMATS.md "TensorBoard event files". A file is a run of TFRecords
+ *   u64 len (LE) | u32 masked_crc32c(len bytes) | data[len] | u32 masked_crc32c(data)
+ * whose data are serialized Event messages; the first holds file_version "brain.Event:2".
+ *
+ * Summaries are built as bytes: a serialized Summary is a run of Value fields, so each
+ * mf_summary_add_* appends one Value to `summary`, and concatenating two summaries merges them. */
+
+/* CRC-32C (Castagnoli): crc32c("123456789") = 0xE3069283. mf_crc32c_update continues a CRC
+ * (start from 0). */
+uint32_t mf_crc32c(const void *data, size_t n);
+uint32_t mf_crc32c_update(uint32_t crc, const void *data, size_t n);
+/* TFRecord's mask: ((crc >> 15) | (crc << 17)) + 0xA282EAD8. */
+uint32_t mf_crc32c_mask(uint32_t crc);
+
+/* Appends one TFRecord framing data[n] to out. */
+mf_status mf_tfrecord_append(mf_buf *out, const void *data, size_t n);
+/* Checks and strips the record at data[*pos ...]: on success *rec points at its payload and
+ * *pos moves past it. MF_ERR_IO when the record is truncated or a CRC does not match. */
+mf_status mf_tfrecord_next(const unsigned char *data, size_t n, size_t *pos,
+                           const unsigned char **rec, size_t *rec_len);
+
+/* What an Event carries beside wall_time and step (its oneof, by field number). */
+typedef enum mf_event_kind {
+  MF_EVENT_NONE = 0,         /* neither: only wall_time and step */
+  MF_EVENT_FILE_VERSION = 3, /* payload: the version string, "brain.Event:2" */
+  MF_EVENT_GRAPH_DEF = 4,    /* payload: a serialized GraphDef */
+  MF_EVENT_SUMMARY = 5,      /* payload: a serialized Summary (may be empty) */
+} mf_event_kind;
+
+/* Appends a serialized Event {wall_time, step, <kind> = payload} to out (proto3: a zero
+ * wall_time or step is left out, the oneof member is always written). */
+mf_status mf_event_encode(mf_buf *out, double wall_time, int64_t step, mf_event_kind kind,
+                          const void *payload, size_t n);
+
+/* Summary values. tag is any UTF-8 string. */
+mf_status mf_summary_add_scalar(mf_buf *summary, const char *tag, float value);
+/* A HistogramProto of n values with TensorFlow's default buckets: limits +-1e-12 * 1.1^k up to
+ * 1e20, 0, and +-DBL_MAX; a value v counts in the first bucket whose limit is >= v (bucket i
+ * holds (limit[i-1], limit[i]]). Runs of empty buckets are merged into the next limit as
+ * TensorFlow does. NaNs are left out; +-inf land in the end buckets. */
+mf_status mf_summary_add_histogram(mf_buf *summary, const char *tag, const double *values,
+                                   int64_t n);
+/* The same from a tensor of any real dtype (any device, any strides). */
+mf_status mf_summary_add_histogram_tensor(mf_buf *summary, const char *tag, const mf_tensor *t);
+/* An Image of already encoded bytes (PNG or JPEG) of height x width x channels (1..4). */
+mf_status mf_summary_add_image_encoded(mf_buf *summary, const char *tag, int height, int width,
+                                       int channels, const void *encoded, size_t n);
+/* An image tensor (layout and dtype as mf_image_to_hwc_u8 takes them), encoded as PNG. */
+mf_status mf_summary_add_image(mf_buf *summary, const char *tag, const mf_tensor *image);
+/* Text for TensorBoard's text plugin: a string tensor with plugin_data {plugin_name "text"}. */
+mf_status mf_summary_add_text(mf_buf *summary, const char *tag, const char *text, size_t n);
+
+/* The default bucket limits (the 1549 of them, ascending); the pointer stays valid. */
+const double *mf_histogram_default_limits(int *count);
+
+/* An event file writer: `<logdir>/events.out.tfevents.<10-digit unix seconds>.<hostname>` (with
+ * `.<pid>.<n>` added when that name is taken), logdir made as by mkdir -p. Opening writes the
+ * file_version record and flushes it. Records are kept in memory and written whole at flush
+ * (and whenever more than 1 MiB is pending), so a reader never sees half a record. Failures are
+ * MF_ERR_IO naming the path. */
+typedef struct mf_event_writer mf_event_writer;
+
+mf_status mf_event_writer_open(const char *logdir, mf_event_writer **out);
+const char *mf_event_writer_path(const mf_event_writer *w);
+/* Appends a serialized Event as one record. */
+mf_status mf_event_writer_write(mf_event_writer *w, const void *event, size_t n);
+/* Appends Event {wall_time (< 0: now), step, summary}. */
+mf_status mf_event_writer_add_summary(mf_event_writer *w, double wall_time, int64_t step,
+                                      const void *summary, size_t n);
+/* Appends Event {wall_time (< 0: now), graph_def}. */
+mf_status mf_event_writer_add_graph(mf_event_writer *w, double wall_time, const void *graph_def,
+                                    size_t n);
+mf_status mf_event_writer_flush(mf_event_writer *w);
+/* Flushes, closes and frees w (NULL is fine). The status is the flush's and close's. */
+mf_status mf_event_writer_close(mf_event_writer *w);
+/* Seconds since the epoch, with microseconds. */
+double mf_wall_time(void);
+
+/* ---- images (io/image.c, stb_image) ---------------------------------------------------------
+ * Image tensors are uint8 (0..255) or float (0..1), laid out as
+ *   HW        one channel;
+ *   HWC       C = 1..4 (gray, gray+alpha, RGB, RGBA);
+ *   CHW       taken when the first size is 1, 3 or 4 and the last is none of 1, 3, 4
+ *             (so a 3x32x32 tensor is CHW and a 32x32x3 one HWC).
+ * Float values are clamped to [0, 1] and rounded to v * 255; other dtypes are MF_ERR_DTYPE. */
+
+/* Decodes a PNG, JPEG, BMP, GIF (first frame), TGA, PSD, PNM or HDR file into a new uint8 HxWxC
+ * tensor, C as in the file, or `channels` (1..4) when nonzero. MF_ERR_IO naming the file when it
+ * cannot be read or decoded. */
+mf_status mf_image_load(const char *path, int channels, mf_tensor **out);
+mf_status mf_image_decode(const void *data, size_t n, int channels, mf_tensor **out);
+/* Encodes by the path's extension (.png, .jpg/.jpeg, .bmp, .tga; any case) and writes the file
+ * atomically. quality: JPEG 1..100 (0 = 90), ignored otherwise. */
+mf_status mf_image_save(const char *path, const mf_tensor *image, int quality);
+/* Appends image as PNG to out; *h, *w, *c (any may be NULL) receive its geometry. */
+mf_status mf_image_encode_png(const mf_tensor *image, mf_buf *out, int *h, int *w, int *c);
+/* A new contiguous uint8 HxWxC CPU tensor from any accepted layout and dtype. */
+mf_status mf_image_to_hwc_u8(const mf_tensor *image, mf_tensor **out);
+/* Resized to height x width (stb_image_resize's default filters), same layout and dtype
+ * (uint8 or float32/float64). */
+mf_status mf_image_resize(const mf_tensor *image, int64_t height, int64_t width, mf_tensor **out);
+
 /* ---- index_select (ops_index.c) ------------------------------------------------------------ */
 
 /* out = x with only the entries `index` (a 1-D int32 or int64 tensor of 0-based positions, any

@@ -8,7 +8,6 @@
 #include "internal.h"
 #include "test.h"
 
-uint64_t mf_rng_blocks(mf_dtype dt, int64_t n); /* random.c */
 
 static void test_known_answers(void) {
   /* Random123 kat_vectors: "philox4x32 10 <ctr0..3> <key0..1> <out0..3>"; moonflow's counter_lo
@@ -240,8 +239,38 @@ static void test_thread_safe_reserve(void) {
   CHECK(seed == 5 && offset == 4 * 100000 * 3);
 }
 
+/* randperm: every value once, reproducible under a seed, advancing the generator as documented */
+static void test_randperm(void) {
+  mf_tensor *p, *q;
+  mf_manual_seed(11);
+  CHECK_OK(mf_randperm(1000, NULL, &p));
+  CHECK(p->dtype == MF_I64 && p->ndim == 1 && p->shape[0] == 1000);
+  uint64_t seed, offset;
+  mf_rng_get_state(&seed, &offset);
+  CHECK(offset == mf_rng_blocks(MF_F64, 999));
+  const int64_t *v = mf_data(p);
+  static char seen[1000];
+  int ok = 1, moved = 0;
+  for (int i = 0; i < 1000; i++) {
+    if (v[i] < 0 || v[i] >= 1000 || seen[v[i]]) ok = 0;
+    else seen[v[i]] = 1;
+    moved += v[i] != i;
+  }
+  CHECK(ok && moved > 900);
+  mf_manual_seed(11);
+  CHECK_OK(mf_randperm(1000, NULL, &q));
+  CHECK(memcmp(mf_data(q), v, 1000 * sizeof *v) == 0);
+  mf_release(q);
+  CHECK_OK(mf_randperm(0, NULL, &q));
+  CHECK(q->shape[0] == 0);
+  mf_release(q);
+  CHECK_FAILS(mf_randperm(-1, NULL, &q), MF_ERR_ARG, "randperm");
+  mf_release(p);
+}
+
 int main(void) {
   test_state(); /* first: it checks the default seed */
+  test_randperm();
   test_known_answers();
   test_numbering();
   test_statistics();
