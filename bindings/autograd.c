@@ -142,6 +142,7 @@ static int tensor_list(lua_State *L, int arg, mf_tensor ***out, bool allow_nil_e
 /* mf.grad(outputs, inputs [, grad_outputs [, {retain_graph=, create_graph=}]]) -> gradients, a
  * list when inputs is a list (nil where an input is not reached), else one tensor or nil. */
 static int m_grad(lua_State *L) {
+  lua_settop(L, 4); /* the optional arguments are read after values are pushed */
   mf_tensor **outs, **ins, **gos = NULL;
   int nout = tensor_list(L, 1, &outs, false, "outputs");
   int nin = tensor_list(L, 2, &ins, false, "inputs");

@@ -137,4 +137,7 @@ setmetatable(mf, {
   end,
 })
 
+-- ---- graphs: an mf.* call with a symbolic argument builds a graph node (moonflow/graph) ------
+require("moonflow.graph").install(mf)
+
 return mf

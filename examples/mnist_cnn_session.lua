@@ -1,0 +1,83 @@
+-- mnist_cnn_session.lua — the TensorFlow tutorial's deep CNN ("Deep MNIST for experts") the
+-- TensorFlow-1 way: placeholders (images, labels, the dropout probability), variables in variable
+-- scopes, a session and feeds. conv 5x5x32 "same" + ReLU + 2x2 max pool, conv 5x5x64 + ReLU + pool,
+-- fc 3136 -> 1024 + ReLU + dropout 0.5, fc 1024 -> 10; weights truncated normal (stddev 0.1),
+-- biases 0.1; Adam, batch 50. 20,000 steps at lr 1e-4 is the tutorial's run (99.2%); `--quick`
+-- is one epoch at lr 1e-3 (98.5%+). Images are NHWC (28x28x1); conv weights are moonflow's
+-- (out, in, kh, kw).
+--
+--   moonflow examples/mnist_cnn_session.lua [--quick] [--steps 20000] [--batch 50] [--lr 1e-4]
+--        [--threads N] [--data DIR] [--seed 1] [--every 100]
+local mf = require "moonflow"
+local nn, F = mf.nn, mf.nn.functional
+
+local opt = mf.flags { quick = false, steps = 20000, batch = 50, lr = 1e-4, threads = 0,
+  data = "MNIST_data", seed = 1, every = 100 }
+if opt.quick then
+  opt.steps = math.ceil(55000 / opt.batch) -- one epoch
+  opt.lr = 1e-3
+end
+mf.manual_seed(opt.seed)
+
+local mnist = mf.data.mnist.read_data_sets(opt.data, { one_hot = false })
+
+local function weight(shape, name)
+  return mf.Variable(nn.init.trunc_normal_(mf.empty(shape), 0, 0.1), { name = name })
+end
+local function bias(n, name) return mf.Variable(mf.full({ n }, 0.1), { name = name }) end
+
+-- the graph
+local x = mf.placeholder(mf.float32, { -1, 784 }, "x")
+local labels = mf.placeholder(mf.int64, { -1 }, "labels") -- 1-based classes
+local drop = mf.placeholder(mf.float32, {}, "drop_prob")
+local logits
+mf.variable_scope("inference", function()
+  local conv = { padding = "same", data_format = "NHWC" }
+  local pool = { data_format = "NHWC" }
+  local h = mf.reshape(x, { -1, 28, 28, 1 })
+  h = F.max_pool2d(mf.relu(F.conv2d(h, weight({ 32, 1, 5, 5 }, "W_conv1"), bias(32, "b_conv1"), conv)), 2, pool)
+  h = F.max_pool2d(mf.relu(F.conv2d(h, weight({ 64, 32, 5, 5 }, "W_conv2"), bias(64, "b_conv2"), conv)), 2, pool)
+  h = mf.reshape(h, { -1, 7 * 7 * 64 })
+  h = mf.relu(mf.matmul(h, weight({ 7 * 7 * 64, 1024 }, "W_fc1")) + bias(1024, "b_fc1"))
+  h = F.dropout(h, drop)
+  logits = mf.matmul(h, weight({ 1024, 10 }, "W_fc2")) + bias(10, "b_fc2")
+end)
+local loss
+mf.variable_scope("loss", function() loss = F.cross_entropy(logits, labels) end)
+local accuracy, hits
+mf.variable_scope("accuracy", function()
+  local correct = mf.cast(mf.equal(mf.argmax(logits, 2), labels), mf.float32)
+  accuracy, hits = mf.reduce_mean(correct), mf.reduce_sum(correct)
+end)
+local train_step = mf.train.AdamOptimizer(opt.lr):minimize(loss)
+print(logits)
+mf.print_all_variables(true)
+
+local sess <close> = mf.Session { config = { intra_op_parallelism_threads = opt.threads,
+  allow_soft_placement = true } }
+sess:run(mf.global_variables_initializer())
+
+-- accuracy on a whole data set, in batches of 1000, without dropout
+local function evaluate(ds)
+  local n = 0
+  for i = 1, ds.num_examples, 1000 do
+    local len = math.min(1000, ds.num_examples - i + 1)
+    n = n + sess:run(hits, { [x] = ds.images:narrow(1, i, len), [labels] = ds.labels:narrow(1, i, len),
+      [drop] = 0 }):item()
+  end
+  return n / ds.num_examples
+end
+
+local t0 = mf.clock()
+for step = 1, opt.steps do
+  local xs, ys = mnist.train:next_batch(opt.batch)
+  local r = sess:run({ train_step, loss, accuracy }, { [x] = xs, [labels] = ys, [drop] = 0.5 })
+  if step % opt.every == 0 or step == opt.steps then
+    print(string.format("step %d/%d  loss %.4f  batch accuracy %.3f", step, opt.steps, r[2]:item(),
+      r[3]:item()))
+  end
+end
+local train_s = mf.clock() - t0
+print(string.format("trained %d steps in %.1f s (%.0f images/s)", opt.steps, train_s,
+  opt.steps * opt.batch / train_s))
+print(string.format("test accuracy: %.4f", evaluate(mnist.test)))

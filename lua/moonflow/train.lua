@@ -1,0 +1,251 @@
+-- moonflow/train.lua — mf.train: TensorFlow 1's optimizers for graphs (GradientDescent, Momentum,
+-- Adam, RMSProp, Adadelta, Adagrad) with TF1's defaults, and mf.train.global_step helpers.
+--
+--   local train_step = mf.train.GradientDescentOptimizer(0.5):minimize(loss)
+--   sess:run({train_step, loss}, {[x] = xs, [y_] = ys})
+--
+-- minimize(loss) adds one op whose run (a) takes the loss computed in the same session run (shared
+-- nodes run once) with the variables' values as leaves that require grad, (b) gets the gradients
+-- with autograd (mf.grad), (c) updates the session's variable values in place with the eager
+-- optimizers' fused kernels (mf._optim.*_step). Slots (momentum, Adam's moments, ...) live in the
+-- session. The variables trained are var_list, by default the graph's trainable variables plus the
+-- eager tensors that require grad held by Const nodes the loss depends on (nn layers' parameters).
+local core = require "moonflow.core"
+local G = require "moonflow.graph"
+
+local C = core._optim
+local train = {}
+local is_sym = G.is_sym
+
+local function zeros_like(p) return core.zeros(p:shape(), { dtype = p:dtype(), device = p:device() }) end
+
+-- The variables (symbolic) and eager parameters reachable from t.
+local function reachable_params(t)
+  local seen, eager = {}, {}
+  local function visit(node)
+    if seen[node] then return end
+    seen[node] = true
+    if node.kind == "Const" and core.is_tensor(node.value) and node.value:needs_grad() then
+      eager[#eager + 1] = node.value
+    end
+    for _, i in ipairs(node.inputs) do visit(i._node) end
+  end
+  visit(t._node)
+  return seen, eager
+end
+
+local function default_var_list(loss)
+  local seen, eager = reachable_params(loss)
+  local list = {}
+  for _, v in ipairs(G.trainable_variables(loss.graph)) do
+    if seen[v._node] then list[#list + 1] = v end
+  end
+  for _, p in ipairs(eager) do list[#list + 1] = p end
+  return list
+end
+
+-- The tensor a session updates for a var_list entry: the session's value of a Variable, or the
+-- eager parameter itself.
+local function param_value(sess, v)
+  if is_sym(v) then
+    local p = sess._vars[v._node]
+    if p == nil then error(("Attempting to use uninitialized value %s"):format(v._node.name), 0) end
+    return p
+  end
+  return v
+end
+
+local function var_name(v) return is_sym(v) and v._node.name or "parameter" end
+
+-- ---- the optimizer class ----------------------------------------------------------------------
+
+local Optimizer = {}
+Optimizer.__index = Optimizer
+train.Optimizer = Optimizer
+
+function Optimizer:__tostring() return ("mf.train.%s(lr=%g)"):format(self.name, self.lr) end
+
+-- compute_gradients(loss [, var_list]) -> { {grad, var}, ... }: grad is a symbolic tensor (nil when
+-- the loss does not depend on var).
+function Optimizer:compute_gradients(loss, var_list)
+  if not is_sym(loss) then error("compute_gradients: loss must be a symbolic tensor", 2) end
+  var_list = var_list or default_var_list(loss)
+  if #var_list == 0 then error("compute_gradients: no variables to optimize", 2) end
+  local g = loss.graph
+  local shapes, dtypes = {}, {}
+  for i, v in ipairs(var_list) do
+    shapes[i] = is_sym(v) and v:shape() or v:shape()
+    dtypes[i] = is_sym(v) and v:dtype() or v:dtype()
+  end
+  local outs = table.pack(G.stateful(g, "Gradients", "gradients", { loss }, function(sess, vals)
+    local params = {}
+    for i, v in ipairs(var_list) do params[i] = param_value(sess, v) end
+    -- four arguments: mf.grad reads its optional 3rd argument after pushing to the stack
+    local grads = core.grad(vals[1], params, nil, nil)
+    return table.unpack(grads, 1, #params)
+  end, { nout = #var_list, shapes = shapes, dtypes = dtypes, needs_grad = true }))
+  local pairs_ = {}
+  for i, v in ipairs(var_list) do pairs_[i] = { outs[i], v } end
+  return pairs_
+end
+
+-- apply_gradients(pairs [, {global_step=, name=}]) -> the op that applies them.
+function Optimizer:apply_gradients(grads_and_vars, opts)
+  opts = opts or {}
+  local inputs, vars = {}, {}
+  for i, gv in ipairs(grads_and_vars) do inputs[i], vars[i] = gv[1], gv[2] end
+  local g = inputs[1].graph
+  local step_var = opts.global_step
+  local name = opts.name or self.name
+  return G.stateful(g, self.op_type, name, inputs, function(sess, vals)
+    local slots = sess._slots[self]
+    if slots == nil then
+      slots = setmetatable({}, { __mode = "k" })
+      sess._slots[self] = slots
+    end
+    core.no_grad(function()
+      for i, v in ipairs(vars) do
+        local grad = vals[i]
+        if grad ~= nil then
+          local p = param_value(sess, v)
+          local st = slots[p]
+          if st == nil then
+            st = {}
+            slots[p] = st
+          end
+          local ok, err = pcall(self.update, self, p, grad, st)
+          if not ok then error(("%s: updating %s: %s"):format(name, var_name(v), tostring(err)), 0) end
+        end
+      end
+      if step_var then
+        local s = param_value(sess, step_var)
+        s:copy_(s + 1)
+      end
+    end)
+  end)
+end
+
+-- minimize(loss [, {var_list=, global_step=, name=}]) -> the training op.
+function Optimizer:minimize(loss, opts)
+  opts = opts or {}
+  local gv = self:compute_gradients(loss, opts.var_list)
+  return self:apply_gradients(gv, { global_step = opts.global_step, name = opts.name })
+end
+
+local function class(name, op_type, init, update)
+  local cls = setmetatable({}, { __index = Optimizer })
+  cls.__index = cls
+  cls.__tostring = Optimizer.__tostring
+  train[name] = function(...)
+    local self = setmetatable({ name = name:gsub("Optimizer$", ""), op_type = op_type }, cls)
+    init(self, ...)
+    if type(self.lr) ~= "number" or self.lr < 0 then
+      error(("%s: learning_rate must be a number >= 0, got %s"):format(name, tostring(self.lr)), 2)
+    end
+    return self
+  end
+  cls.update = update
+  return cls
+end
+
+local function opts_of(o) return type(o) == "table" and o or {} end
+
+-- ---- the optimizers ---------------------------------------------------------------------------
+
+class("GradientDescentOptimizer", "ApplyGradientDescent", function(self, lr)
+  self.lr = lr
+end, function(self, p, grad)
+  C.sgd_step(p, grad, nil, { lr = self.lr, step = 1 })
+end)
+
+-- MomentumOptimizer(lr, momentum [, {use_nesterov=}]): accum = m * accum + g; var -= lr * accum.
+class("MomentumOptimizer", "ApplyMomentum", function(self, lr, momentum, o)
+  self.lr, self.momentum = lr, momentum
+  self.nesterov = opts_of(o).use_nesterov or false
+  if type(momentum) ~= "number" then error("MomentumOptimizer: momentum must be a number", 3) end
+end, function(self, p, grad, st)
+  local h = { lr = self.lr, momentum = self.momentum, nesterov = self.nesterov, step = 2 }
+  if st.accum == nil then st.accum = zeros_like(p) end
+  C.sgd_step(p, grad, st.accum, h)
+end)
+
+-- AdamOptimizer(lr = 0.001 [, {beta1 = 0.9, beta2 = 0.999, epsilon = 1e-8}]): TF1's update
+-- lr_t = lr * sqrt(1 - b2^t) / (1 - b1^t); var -= lr_t * m / (sqrt(v) + epsilon), done by the
+-- PyTorch-form kernel with its epsilon scaled by 1 / sqrt(1 - b2^t).
+class("AdamOptimizer", "ApplyAdam", function(self, lr, o)
+  o = opts_of(o)
+  self.lr = lr or 0.001
+  self.beta1, self.beta2, self.epsilon = o.beta1 or 0.9, o.beta2 or 0.999, o.epsilon or 1e-8
+end, function(self, p, grad, st)
+  if st.m == nil then st.m, st.v, st.t = zeros_like(p), zeros_like(p), 0 end
+  st.t = st.t + 1
+  local bc2 = 1 - self.beta2 ^ st.t
+  C.adam_step(p, grad, st.m, st.v, { lr = self.lr, beta1 = self.beta1, beta2 = self.beta2,
+    eps = self.epsilon / math.sqrt(bc2), step = st.t })
+end)
+
+-- RMSPropOptimizer(lr [, {decay = 0.9, momentum = 0, epsilon = 1e-10, centered = false}]); the
+-- mean square starts at 1 as in TF1 (the kernel adds epsilon outside the square root).
+class("RMSPropOptimizer", "ApplyRMSProp", function(self, lr, o)
+  o = opts_of(o)
+  self.lr = lr
+  self.decay, self.momentum = o.decay or 0.9, o.momentum or 0
+  self.epsilon, self.centered = o.epsilon or 1e-10, o.centered or false
+end, function(self, p, grad, st)
+  if st.ms == nil then
+    st.ms = core.ones(p:shape(), { dtype = p:dtype(), device = p:device() })
+    if self.momentum > 0 then st.mom = zeros_like(p) end
+    if self.centered then st.mg = zeros_like(p) end
+    st.t = 0
+  end
+  st.t = st.t + 1
+  C.rmsprop_step(p, grad, st.ms, st.mom, st.mg, { lr = self.lr, alpha = self.decay,
+    eps = self.epsilon, momentum = self.momentum, centered = self.centered, step = st.t })
+end)
+
+-- AdadeltaOptimizer(lr = 0.001 [, {rho = 0.95, epsilon = 1e-8}]).
+class("AdadeltaOptimizer", "ApplyAdadelta", function(self, lr, o)
+  o = opts_of(o)
+  self.lr = lr or 0.001
+  self.rho, self.epsilon = o.rho or 0.95, o.epsilon or 1e-8
+end, function(self, p, grad, st)
+  if st.accum == nil then st.accum, st.delta, st.t = zeros_like(p), zeros_like(p), 0 end
+  st.t = st.t + 1
+  C.adadelta_step(p, grad, st.accum, st.delta, { lr = self.lr, rho = self.rho, eps = self.epsilon,
+    step = st.t })
+end)
+
+-- AdagradOptimizer(lr [, {initial_accumulator_value = 0.1}]): accum += g^2; var -= lr g/sqrt(accum).
+class("AdagradOptimizer", "ApplyAdagrad", function(self, lr, o)
+  o = opts_of(o)
+  self.lr = lr
+  self.initial_accumulator_value = o.initial_accumulator_value or 0.1
+end, function(self, p, grad, st)
+  if st.sum == nil then
+    st.sum = core.full(p:shape(), self.initial_accumulator_value, { dtype = p:dtype(), device = p:device() })
+    st.t = 0
+  end
+  st.t = st.t + 1
+  C.adagrad_step(p, grad, st.sum, { lr = self.lr, initial_accumulator_value =
+    self.initial_accumulator_value, eps = 0, step = st.t })
+end)
+
+-- ---- global step --------------------------------------------------------------------------------
+
+-- mf.train.create_global_step() / get_or_create_global_step(): an int64 scalar variable
+-- "global_step", not trainable, that apply_gradients{global_step=} increments.
+function train.get_or_create_global_step(g)
+  g = g or G.get_default_graph()
+  local gs = g._global_step
+  if gs == nil then
+    gs = g:as_default(function()
+      return G.Variable(core.tensor(0), { name = "global_step", trainable = false })
+    end)
+    g._global_step = gs
+  end
+  return gs
+end
+train.create_global_step = train.get_or_create_global_step
+function train.get_global_step(g) return (g or G.get_default_graph())._global_step end
+
+return train
