@@ -116,6 +116,8 @@ LUAMOD_API int luaopen_moonflow_core(lua_State *L) {
   lmf_open_io(L, mod, meth);
   lmf_open_optim(L, mod, meth);
   lmf_open_nn(L, mod, meth);
+  lmf_open_summary(L, mod, meth);
+  lmf_open_serialize(L, mod, meth);
   lua_pop(L, 1);
   lmf_setfuncs(L, mod, funcs);
   luaL_newlib(L, cuda);

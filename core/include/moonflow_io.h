@@ -1,6 +1,7 @@
 /* moonflow_io.h — file formats of the core that have no place in moonflow.h yet: IDX (the MNIST
- * format) reading and writing, MD5 of files and buffers (to check downloads), and index_select
- * (copying rows by index, used by the data loaders' batches).
+ * format) reading and writing, MD5 of files and buffers (to check downloads), index_select
+ * (copying rows by index, used by the data loaders' batches), named tensors in safetensors and
+ * NumPy .npy/.npz files, TensorBoard event files, and images (PNG, JPEG, ... through stb).
  *
  * Include it after (or instead of) moonflow.h; it includes moonflow.h itself. Same conventions:
  * every function returns an mf_status and leaves a message naming the function and the file
@@ -136,13 +137,14 @@ mf_status mf_summary_add_image(mf_buf *summary, const char *tag, const mf_tensor
 /* Text for TensorBoard's text plugin: a string tensor with plugin_data {plugin_name "text"}. */
 mf_status mf_summary_add_text(mf_buf *summary, const char *tag, const char *text, size_t n);
 
-/* The default bucket limits (the 1549 of them, ascending); the pointer stays valid. */
+/* The default bucket limits (the 1551 of them, ascending); the pointer stays valid. */
 const double *mf_histogram_default_limits(int *count);
 
 /* An event file writer: `<logdir>/events.out.tfevents.<10-digit unix seconds>.<hostname>` (with
  * `.<pid>.<n>` added when that name is taken), logdir made as by mkdir -p. Opening writes the
  * file_version record and flushes it. Records are kept in memory and written whole at flush
- * (and whenever more than 1 MiB is pending), so a reader never sees half a record. Failures are
+ * (and when a record is added while more than 1 MiB is pending or 10 s have passed since the
+ * last write), so a reader never sees half a record. Failures are
  * MF_ERR_IO naming the path. */
 typedef struct mf_event_writer mf_event_writer;
 
@@ -192,6 +194,63 @@ mf_status mf_image_resize(const mf_tensor *image, int64_t height, int64_t width,
  * length, repeats allowed) along dim, in that order: out.shape[dim] = numel(index). A copy, on
  * x's device (CPU only for now: MF_ERR_UNSUPPORTED elsewhere); not recorded by autograd. */
 mf_status mf_index_select(const mf_tensor *x, int dim, const mf_tensor *index, mf_tensor **out);
+
+/* ---- named tensors: safetensors (io/safetensors.c), .npy/.npz (io/npy.c) --------------------
+ * Writers take n tensors with n unique names (any device, dtype and strides: they are copied to
+ * the host as needed) and write atomically: a temporary file `<path>.tmp.<pid>` beside the target,
+ * fsync, rename over path, so a crash mid-save leaves the old file intact. Readers check everything
+ * a damaged file can get wrong and fail with MF_ERR_IO naming the function, the file and what was
+ * wrong ("load_safetensors: m.safetensors: header length 999 runs past the end of the file").
+ *
+ * Element types are read as moonflow dtypes: i8, i16, u16 -> int32; u32, u64 -> int64 (a u64
+ * value above 2^63-1 is an error); f16, bf16 -> float32 (CPU tensors cannot hold them); bool, u8,
+ * i32, i64, f32, f64 as themselves. Writers keep the dtype (float16/bfloat16 GPU tensors are written
+ * as F16/BF16; .npy has no bfloat16, so those are written as float32 there). */
+
+/* What a reader returns: n tensors (one reference each) with their names, in file order, and
+ * safetensors' string metadata (nmeta key/value pairs). Free with mf_tensor_list_free. */
+typedef struct mf_tensor_list {
+  int n, cap;
+  char **names;
+  mf_tensor **tensors;
+  int nmeta, capmeta;
+  char **meta_keys;
+  char **meta_values;
+} mf_tensor_list;
+
+/* Releases the tensors, frees the strings and zeroes *l (a zeroed list is valid and empty). */
+void mf_tensor_list_free(mf_tensor_list *l);
+/* The tensor named `name` in l (borrowed), or NULL. */
+mf_tensor *mf_tensor_list_get(const mf_tensor_list *l, const char *name);
+
+/* safetensors: u64 LE header length N, N bytes of JSON, the data. The writer orders tensors by
+ * element size (largest first), then by name, contiguously, and pads the JSON with spaces to a
+ * multiple of 8. meta: nmeta string pairs stored under "__metadata__" (may be 0/NULL). The name
+ * "__metadata__" is reserved. */
+mf_status mf_save_safetensors(const char *path, int n, const char *const *names,
+                              mf_tensor *const *tensors, int nmeta, const char *const *meta_keys,
+                              const char *const *meta_values);
+/* Reads the tensors named in sel[0..nsel) (nsel 0: all; a missing name is an error) and the
+ * metadata into *out (zeroed first). Checks: header length <= 100,000,000 and within the file,
+ * valid UTF-8 JSON of the right form, known dtypes (BOOL U8 I8 I16 U16 I32 U32 I64 U64 F16 BF16
+ * F32 F64), shapes of at most MF_MAX_DIMS dims, offsets within the data, sizes that match shape x
+ * dtype, and data that is covered exactly: no overlaps, no gaps, no bytes left over. */
+mf_status mf_load_safetensors(const char *path, int nsel, const char *const *sel,
+                              mf_tensor_list *out);
+
+/* .npy: one tensor (format 1.0, or 2.0 when the header needs it; data 64-byte aligned, C order). */
+mf_status mf_save_npy(const char *path, const mf_tensor *t);
+/* Reads .npy 1.0/2.0/3.0 with descr <f2 <f4 <f8 |i1 <i2 <i4 <i8 |u1 <u2 <u4 <u8 |b1 (either byte
+ * order); fortran_order True is read transposed and made contiguous. Rejects object and structured
+ * dtypes and everything else. */
+mf_status mf_load_npy(const char *path, mf_tensor **out);
+/* .npz: a ZIP archive of `<name>.npy` members, stored (method 0) with CRC-32, zip64 records when
+ * sizes or offsets need them. */
+mf_status mf_save_npz(const char *path, int n, const char *const *names, mf_tensor *const *tensors);
+/* Reads an .npz (np.savez, np.savez_compressed, zip64): the central directory found from the end
+ * record, members stored or deflated, CRC-32 checked. Names are the members' without ".npy". sel
+ * as for mf_load_safetensors. */
+mf_status mf_load_npz(const char *path, int nsel, const char *const *sel, mf_tensor_list *out);
 
 #ifdef __cplusplus
 }
