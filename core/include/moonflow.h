@@ -88,6 +88,18 @@ mf_device_type mf_device_kind(const mf_device *d);
 int mf_device_index(const mf_device *d);
 mf_status mf_device_synchronize(mf_device *d);
 int mf_cuda_device_count(void); /* 0 when built without CUDA or no GPU is present */
+/* The CUDA backend's knobs; without it (or without a GPU) they change nothing and report 0.
+ * device -1 = every GPU, those used later included. */
+/* Caps the memory moonflow holds from cudaMalloc at fraction (0, 1] of the GPU's memory
+ * (TensorFlow's per_process_gpu_memory_fraction); growth is on demand (allow_growth). */
+mf_status mf_cuda_set_memory_fraction(int device, double fraction);
+size_t mf_cuda_memory_allocated(int device);     /* bytes of live tensors (bucket-rounded) */
+size_t mf_cuda_max_memory_allocated(int device); /* the peak of mf_cuda_memory_allocated */
+size_t mf_cuda_memory_reserved(int device);      /* bytes held from cudaMalloc, cache included */
+void mf_cuda_empty_cache(void);                  /* gives cached, unused blocks back */
+/* float32 matmul on tensor cores in TF32 (on by default, as in TensorFlow); returns the previous
+ * setting. */
+bool mf_cuda_set_tf32(bool on);
 
 /* ---- storage and tensors ------------------------------------------------------------------ */
 

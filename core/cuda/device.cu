@@ -1,0 +1,382 @@
+/* device.cu — the CUDA devices: one mf_device per visible GPU (the runtime honours
+ * CUDA_VISIBLE_DEVICES), made on first use with one non-blocking stream that every kernel, copy
+ * and library call of that device runs on; transfers to and from the host; the caching allocator;
+ * the kernel table; and the public knobs (memory fraction, memory statistics, TF32).
+ *
+ * Caching allocator. Requests are rounded up to a bucket size: 512 bytes, or one of the four sizes
+ * 5/4, 6/4, 7/4, 8/4 times a power of two (at most 25% waste). A freed block goes on its bucket's
+ * list and is handed out again to the next request of that bucket, so a training loop whose shapes
+ * repeat stops calling cudaMalloc after its first step. All work of a device is on one stream, so a
+ * block freed on the host can be reused at once: later kernels are ordered after earlier ones.
+ * Growth is on demand (TensorFlow's allow_growth); the total held from cudaMalloc is capped at
+ * fraction x the GPU's memory (per_process_gpu_memory_fraction, default 1). When cudaMalloc fails
+ * or the cap would be passed, the cached blocks are given back to the driver and the request is
+ * tried once more; then it fails with MF_ERR_MEMORY saying what was asked for and what is free.
+ * Managed memory is never used.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda/kernels.h"
+
+extern "C" {
+mf_status mf_cuda_device(int index, mf_device **out);
+}
+
+#define MAX_GPUS 64
+#define NBUCKETS 224
+
+typedef struct mf_cuda_block {
+  void *ptr;
+  struct mf_cuda_block *next;
+} mf_cuda_block;
+
+typedef struct cuda_dev {
+  mf_device dev;
+  mf_cuda_ctx ctx;
+  pthread_mutex_t lock; /* the allocator's state below */
+  mf_cuda_block *cache[NBUCKETS];
+  size_t allocated, max_allocated, reserved, total, limit;
+  double fraction;
+} cuda_dev;
+
+static pthread_mutex_t devices_lock = PTHREAD_MUTEX_INITIALIZER;
+static cuda_dev *devices[MAX_GPUS];
+static double default_fraction = 1.0;
+
+/* ---- errors -------------------------------------------------------------------------------- */
+
+mf_status mf_cuda_check(mf_device *dev, cudaError_t e, const char *what) {
+  if (e == cudaSuccess) return MF_OK;
+  (void)cudaGetLastError(); /* clears the error unless it is sticky */
+  int idx = dev ? dev->index : -1;
+  mf_status s = e == cudaErrorMemoryAllocation ? MF_ERR_MEMORY : MF_ERR_DEVICE;
+  return mf_fail(s, "cuda:%d: %s: %s", idx, what, cudaGetErrorString(e));
+}
+
+mf_status mf_cuda_enter(mf_device *dev) {
+  return mf_cuda_check(dev, cudaSetDevice(mf_cuda_ctx_of(dev)->ordinal), "cudaSetDevice");
+}
+
+/* ---- the device count ------------------------------------------------------------------------ */
+
+static int gpu_count = 0;
+static cudaError_t gpu_count_error = cudaSuccess;
+
+static void count_init(void) {
+  int n = 0;
+  cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    n = 0;
+  }
+  gpu_count_error = e;
+  gpu_count = n < 0 ? 0 : n > MAX_GPUS ? MAX_GPUS : n;
+}
+
+extern "C" int mf_cuda_device_count(void) {
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, count_init);
+  return gpu_count;
+}
+
+/* ---- the caching allocator ----------------------------------------------------------------- */
+
+/* The bucket of a request and its rounded size. */
+static int bucket_of(size_t n, size_t *rounded) {
+  if (n <= 512) {
+    *rounded = 512;
+    return 0;
+  }
+  int k = 63 - __builtin_clzll((unsigned long long)(n - 1)); /* 2^k < n <= 2^(k+1), k >= 9 */
+  size_t step = (size_t)1 << (k - 2);
+  size_t q = (n + step - 1) / step; /* 5 .. 8 */
+  *rounded = q * step;
+  return 1 + (k - 9) * 4 + (int)(q - 5);
+}
+
+/* Gives every cached block back to the driver. Called with the lock held. */
+static void release_cache(cuda_dev *g) {
+  for (int b = 0; b < NBUCKETS; b++) {
+    size_t sz = 0;
+    if (b == 0) sz = 512;
+    else {
+      int k = 9 + (b - 1) / 4;
+      sz = (size_t)(5 + (b - 1) % 4) << (k - 2);
+    }
+    while (g->cache[b]) {
+      mf_cuda_block *blk = g->cache[b];
+      g->cache[b] = blk->next;
+      cudaFree(blk->ptr);
+      g->reserved -= sz;
+      free(blk);
+    }
+  }
+  (void)cudaGetLastError();
+}
+
+static void fmt_bytes(size_t n, char *buf, size_t len) {
+  if (n >= ((size_t)1 << 30)) snprintf(buf, len, "%.2f GiB", (double)n / (double)(1u << 30));
+  else if (n >= ((size_t)1 << 20)) snprintf(buf, len, "%.2f MiB", (double)n / (double)(1u << 20));
+  else snprintf(buf, len, "%zu bytes", n);
+}
+
+static void *cuda_alloc(mf_device *dev, size_t nbytes) {
+  cuda_dev *g = (cuda_dev *)dev;
+  size_t rounded;
+  int b = bucket_of(nbytes, &rounded);
+  if (b >= NBUCKETS) {
+    mf_fail(MF_ERR_MEMORY, "cuda:%d: out of memory: %zu bytes is too large", dev->index, nbytes);
+    return NULL;
+  }
+  pthread_mutex_lock(&g->lock);
+  void *p = NULL;
+  if (g->cache[b]) {
+    mf_cuda_block *blk = g->cache[b];
+    g->cache[b] = blk->next;
+    p = blk->ptr;
+    free(blk);
+  } else if (mf_cuda_enter(dev) == MF_OK) {
+    for (int attempt = 0; attempt < 2 && !p; attempt++) {
+      if (attempt) release_cache(g);
+      if (g->reserved + rounded > g->limit) continue;
+      cudaError_t e = cudaMalloc(&p, rounded);
+      if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        p = NULL;
+      }
+    }
+    if (p) g->reserved += rounded;
+    else {
+      size_t fr = 0, tot = 0;
+      cudaMemGetInfo(&fr, &tot);
+      (void)cudaGetLastError();
+      char a[32], f[32], h[32], l[32];
+      fmt_bytes(rounded, a, sizeof a);
+      fmt_bytes(fr, f, sizeof f);
+      fmt_bytes(g->allocated, h, sizeof h);
+      fmt_bytes(g->limit, l, sizeof l);
+      mf_fail(MF_ERR_MEMORY,
+              "cuda:%d: out of memory: tried to allocate %s; %s free on the GPU, %s held by "
+              "moonflow's tensors, limit %s (memory fraction %.2f)",
+              dev->index, a, f, h, l, g->fraction);
+    }
+  } else {
+    pthread_mutex_unlock(&g->lock);
+    return NULL;
+  }
+  if (p) {
+    g->allocated += rounded;
+    if (g->allocated > g->max_allocated) g->max_allocated = g->allocated;
+  }
+  pthread_mutex_unlock(&g->lock);
+  return p;
+}
+
+static void cuda_free(mf_device *dev, void *ptr, size_t nbytes) {
+  if (!ptr) return;
+  cuda_dev *g = (cuda_dev *)dev;
+  size_t rounded;
+  int b = bucket_of(nbytes, &rounded);
+  mf_cuda_block *blk = (mf_cuda_block *)malloc(sizeof *blk);
+  pthread_mutex_lock(&g->lock);
+  g->allocated -= rounded;
+  if (blk) {
+    blk->ptr = ptr;
+    blk->next = g->cache[b];
+    g->cache[b] = blk;
+  } else { /* no room to remember it: give it back */
+    cudaSetDevice(g->ctx.ordinal);
+    cudaFree(ptr);
+    (void)cudaGetLastError();
+    g->reserved -= rounded;
+  }
+  pthread_mutex_unlock(&g->lock);
+}
+
+void *mf_cuda_scratch(mf_device *dev, size_t nbytes) { return cuda_alloc(dev, nbytes); }
+void mf_cuda_scratch_free(mf_device *dev, void *p, size_t nbytes) { cuda_free(dev, p, nbytes); }
+
+/* ---- transfers and synchronisation --------------------------------------------------------- */
+
+static mf_status cuda_copy(mf_device *dev, void *dst, const void *src, size_t n,
+                           cudaMemcpyKind kind, const char *what) {
+  if (n == 0) return MF_OK;
+  MF_TRY(mf_cuda_enter(dev));
+  cudaStream_t s = mf_cuda_stream(dev);
+  MF_TRY(mf_cuda_check(dev, cudaMemcpyAsync(dst, src, n, kind, s), what));
+  return mf_cuda_check(dev, cudaStreamSynchronize(s), what);
+}
+
+static mf_status cuda_upload(mf_device *dev, void *dst, const void *src, size_t n) {
+  return cuda_copy(dev, dst, src, n, cudaMemcpyHostToDevice, "upload");
+}
+
+static mf_status cuda_download(mf_device *dev, void *dst, const void *src, size_t n) {
+  return cuda_copy(dev, dst, src, n, cudaMemcpyDeviceToHost, "download");
+}
+
+static mf_status cuda_sync(mf_device *dev) {
+  MF_TRY(mf_cuda_enter(dev));
+  return mf_cuda_check(dev, cudaStreamSynchronize(mf_cuda_stream(dev)), "synchronize");
+}
+
+/* ---- the kernel table ------------------------------------------------------------------------ */
+
+static void register_kernels(mf_kernel *k) {
+  for (int op = MF_OP_ADD; op <= MF_OP_LOGICAL_OR; op++) k[op] = mf_cuda_binary;
+  for (int op = MF_OP_NEG; op <= MF_OP_CLAMP; op++) k[op] = mf_cuda_unary;
+  k[MF_OP_COPY] = mf_cuda_copy;
+  k[MF_OP_FILL] = mf_cuda_fill;
+  k[MF_OP_ARANGE] = mf_cuda_arange;
+  k[MF_OP_RAND] = mf_cuda_random;
+  k[MF_OP_RANDN] = mf_cuda_random;
+  k[MF_OP_WHERE] = mf_cuda_where;
+  k[MF_OP_DROPOUT_MASK] = mf_cuda_dropout_mask;
+  for (int op = MF_OP_SUM; op <= MF_OP_VAR; op++) k[op] = mf_cuda_reduce;
+  k[MF_OP_MATMUL] = mf_cuda_matmul;
+  for (int op = MF_OP_SOFTMAX; op <= MF_OP_LOG_SOFTMAX_BACKWARD; op++) k[op] = mf_cuda_softmax;
+  for (int op = MF_OP_SGD_STEP; op <= MF_OP_ADAGRAD_STEP; op++) k[op] = mf_cuda_optim;
+  /* not yet on the GPU (NULL: soft placement falls back): CONV2D*, *POOL2D*, GATHER,
+   * SCATTER_ADD */
+}
+
+/* ---- devices ----------------------------------------------------------------------------------- */
+
+static mf_status make_device(int index, cuda_dev **out) {
+  cuda_dev *g = (cuda_dev *)calloc(1, sizeof *g);
+  if (!g) return mf_fail(MF_ERR_MEMORY, "cuda:%d: out of memory making the device", index);
+  g->dev.type = MF_DEV_CUDA;
+  g->dev.index = index;
+  snprintf(g->dev.name, sizeof g->dev.name, "cuda:%d", index);
+  g->dev.i.alloc = cuda_alloc;
+  g->dev.i.free = cuda_free;
+  g->dev.i.upload = cuda_upload;
+  g->dev.i.download = cuda_download;
+  g->dev.i.synchronize = cuda_sync;
+  register_kernels(g->dev.kernels);
+  g->dev.context = &g->ctx;
+  g->ctx.ordinal = index;
+  pthread_mutex_init(&g->lock, NULL);
+  mf_status s = mf_cuda_check(&g->dev, cudaSetDevice(index), "cudaSetDevice");
+  if (!s)
+    s = mf_cuda_check(&g->dev, cudaStreamCreateWithFlags(&g->ctx.stream, cudaStreamNonBlocking),
+                      "cudaStreamCreate");
+  size_t fr = 0, tot = 0;
+  if (!s) s = mf_cuda_check(&g->dev, cudaMemGetInfo(&fr, &tot), "cudaMemGetInfo");
+  if (s) {
+    pthread_mutex_destroy(&g->lock);
+    free(g);
+    return s;
+  }
+  g->total = tot;
+  g->fraction = default_fraction;
+  g->limit = (size_t)(default_fraction * (double)tot);
+  *out = g;
+  return MF_OK;
+}
+
+extern "C" mf_status mf_cuda_device(int index, mf_device **out) {
+  *out = NULL;
+  int n = mf_cuda_device_count();
+  if (n == 0) {
+    int driver = 0;
+    if (cudaDriverGetVersion(&driver) != cudaSuccess || driver == 0) {
+      (void)cudaGetLastError();
+      return mf_fail(MF_ERR_DEVICE, "cuda:%d: no CUDA device is available (no NVIDIA driver found)",
+                     index);
+    }
+    if (gpu_count_error != cudaSuccess && gpu_count_error != cudaErrorNoDevice)
+      return mf_fail(MF_ERR_DEVICE, "cuda:%d: no CUDA device is available (%s)", index,
+                     cudaGetErrorString(gpu_count_error));
+    return mf_fail(MF_ERR_DEVICE, "cuda:%d: no CUDA device is available", index);
+  }
+  if (index < 0 || index >= n)
+    return mf_fail(MF_ERR_DEVICE, "cuda:%d: no such device (%d CUDA device%s visible: cuda:0%s)",
+                   index, n, n == 1 ? "" : "s", n == 1 ? "" : " .. cuda:N-1");
+  pthread_mutex_lock(&devices_lock);
+  mf_status s = MF_OK;
+  if (!devices[index]) s = make_device(index, &devices[index]);
+  if (!s) *out = &devices[index]->dev;
+  pthread_mutex_unlock(&devices_lock);
+  return s;
+}
+
+/* ---- public knobs (moonflow.h) ---------------------------------------------------------------- */
+
+static cuda_dev *existing(int device) {
+  if (device < 0 || device >= MAX_GPUS) return NULL;
+  pthread_mutex_lock(&devices_lock);
+  cuda_dev *g = devices[device];
+  pthread_mutex_unlock(&devices_lock);
+  return g;
+}
+
+extern "C" mf_status mf_cuda_set_memory_fraction(int device, double fraction) {
+  if (!(fraction > 0 && fraction <= 1))
+    return mf_fail(MF_ERR_ARG, "cuda: memory fraction %g is not in (0, 1]", fraction);
+  int n = mf_cuda_device_count();
+  if (device >= n || device < -1)
+    return mf_fail(MF_ERR_DEVICE, "cuda:%d: no such device (%d visible)", device, n);
+  pthread_mutex_lock(&devices_lock);
+  if (device == -1) default_fraction = fraction;
+  for (int i = 0; i < n; i++) {
+    cuda_dev *g = devices[i];
+    if (!g || (device != -1 && i != device)) continue;
+    pthread_mutex_lock(&g->lock);
+    g->fraction = fraction;
+    g->limit = (size_t)(fraction * (double)g->total);
+    pthread_mutex_unlock(&g->lock);
+  }
+  pthread_mutex_unlock(&devices_lock);
+  if (device >= 0 && !existing(device)) { /* make it now so the cap applies from the start */
+    mf_device *d;
+    MF_TRY(mf_cuda_device(device, &d));
+    cuda_dev *g = (cuda_dev *)d;
+    pthread_mutex_lock(&g->lock);
+    g->fraction = fraction;
+    g->limit = (size_t)(fraction * (double)g->total);
+    pthread_mutex_unlock(&g->lock);
+  }
+  return MF_OK;
+}
+
+extern "C" size_t mf_cuda_memory_allocated(int device) {
+  cuda_dev *g = existing(device);
+  if (!g) return 0;
+  pthread_mutex_lock(&g->lock);
+  size_t n = g->allocated;
+  pthread_mutex_unlock(&g->lock);
+  return n;
+}
+
+extern "C" size_t mf_cuda_max_memory_allocated(int device) {
+  cuda_dev *g = existing(device);
+  if (!g) return 0;
+  pthread_mutex_lock(&g->lock);
+  size_t n = g->max_allocated;
+  pthread_mutex_unlock(&g->lock);
+  return n;
+}
+
+extern "C" size_t mf_cuda_memory_reserved(int device) {
+  cuda_dev *g = existing(device);
+  if (!g) return 0;
+  pthread_mutex_lock(&g->lock);
+  size_t n = g->reserved;
+  pthread_mutex_unlock(&g->lock);
+  return n;
+}
+
+extern "C" void mf_cuda_empty_cache(void) {
+  for (int i = 0; i < MAX_GPUS; i++) {
+    cuda_dev *g = existing(i);
+    if (!g) continue;
+    pthread_mutex_lock(&g->lock);
+    if (cudaSetDevice(g->ctx.ordinal) == cudaSuccess) release_cache(g);
+    (void)cudaGetLastError();
+    pthread_mutex_unlock(&g->lock);
+  }
+}

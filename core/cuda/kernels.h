@@ -1,0 +1,36 @@
+/* kernels.h — the CUDA backend's kernels, one entry point per op family (one .cu file each);
+ * device.cu puts them in each GPU's kernel table. Each takes a call prepared by the front end
+ * (see internal.h and the op files' header comments), the same calls the CPU kernels take. */
+#ifndef MF_CUDA_KERNELS_H
+#define MF_CUDA_KERNELS_H
+
+#include "cuda/common.cuh"
+
+/* elementwise.cu: ADD .. LOGICAL_OR and NEG .. CLAMP, every dtype (float16/bfloat16 included) */
+mf_status mf_cuda_binary(mf_device *dev, const mf_call *c);
+mf_status mf_cuda_unary(mf_device *dev, const mf_call *c);
+
+/* fill.cu: COPY (strided, casts), FILL, ARANGE, RAND/RANDN (Philox as random.c), WHERE,
+ * DROPOUT_MASK */
+mf_status mf_cuda_copy(mf_device *dev, const mf_call *c);
+mf_status mf_cuda_fill(mf_device *dev, const mf_call *c);
+mf_status mf_cuda_arange(mf_device *dev, const mf_call *c);
+mf_status mf_cuda_random(mf_device *dev, const mf_call *c);
+mf_status mf_cuda_where(mf_device *dev, const mf_call *c);
+mf_status mf_cuda_dropout_mask(mf_device *dev, const mf_call *c);
+
+/* reduce.cu: SUM .. VAR over (outer, n, inner) */
+mf_status mf_cuda_reduce(mf_device *dev, const mf_call *c);
+
+/* matmul.cu: cuBLAS for the float dtypes, a plain kernel for the integers */
+mf_status mf_cuda_matmul(mf_device *dev, const mf_call *c);
+/* matmul.cu: the cuBLAS handle's teardown (device.cu calls it when a context goes) */
+void mf_cuda_matmul_release(mf_cuda_ctx *ctx);
+
+/* softmax.cu: SOFTMAX, LOG_SOFTMAX and their backwards */
+mf_status mf_cuda_softmax(mf_device *dev, const mf_call *c);
+
+/* optim.cu: SGD_STEP .. ADAGRAD_STEP, the formulas of cpu/optim.c */
+mf_status mf_cuda_optim(mf_device *dev, const mf_call *c);
+
+#endif

@@ -1,0 +1,766 @@
+/* test_cuda.c — CPU/GPU parity of the CUDA backend: every op the GPU kernel table has is run on
+ * the same inputs on both devices and the results compared with a per-op tolerance (exact for
+ * integer results, copies, rand and the dropout mask), on broadcast and strided views, for every
+ * dtype; float16/bfloat16 against float32 on inputs they hold exactly; backward through autograd
+ * on a small network; the fused optimizer steps; the caching allocator's statistics and memory cap.
+ *
+ * Without a GPU (or without the CUDA backend) it checks that asking for one is a clear error and
+ * that the CUDA knobs are harmless, prints "# skipped: no CUDA device" and, after the usual
+ * `# passed N failed M`, a line `# skipped N` with the number of parity groups not run.
+ */
+#include <stdlib.h>
+
+#include "internal.h"
+#include "test.h"
+
+static mf_device *gpu;
+
+/* ---- data ------------------------------------------------------------------------------------ */
+
+enum { V_REAL, V_SMALLINT, V_EIGHTHS, V_POS };
+
+static uint64_t lcg_state = 88172645463325252ull;
+static double next_unit(void) { /* [0, 1) */
+  lcg_state = lcg_state * 6364136223846793005ull + 1442695040888963407ull;
+  return (double)(lcg_state >> 11) * 0x1p-53;
+}
+
+/* A CPU tensor of dtype dt with values fit for it: floats in [-3, 3] (V_REAL), k/8 in [-4, 4]
+ * (V_EIGHTHS, exact in float16/bfloat16), positive (V_POS), small integers, uint8 in [0, 40],
+ * bool 0/1. */
+static mf_tensor *make(int nd, const int64_t *shape, mf_dtype dt, int kind) {
+  int64_t n = mf_shape_numel(nd, shape);
+  double *h = malloc((size_t)(n ? n : 1) * sizeof *h);
+  for (int64_t i = 0; i < n; i++) {
+    double u = next_unit();
+    double v;
+    if (dt == MF_BOOL) v = u < 0.5;
+    else if (dt == MF_U8) v = (double)(int)(u * 41);
+    else if (!mf_dtype_is_float(dt) || kind == V_SMALLINT) v = (double)((int)(u * 41) - 20);
+    else if (kind == V_EIGHTHS) v = (double)((int)(u * 65) - 32) / 8.0;
+    else if (kind == V_POS) v = 0.1 + 3 * u;
+    else v = 6 * u - 3;
+    h[i] = v;
+  }
+  mf_tensor *t64 = NULL, *t = NULL;
+  if (mf_from_host(nd, shape, MF_F64, h, NULL, &t64) == MF_OK) {
+    if (dt == MF_F64) t = mf_retain(t64);
+    else if (mf_cast(t64, dt, &t) != MF_OK) t = NULL;
+  }
+  mf_release(t64);
+  free(h);
+  return t;
+}
+
+static mf_tensor *on_gpu(const mf_tensor *t) {
+  mf_tensor *g = NULL;
+  if (!t || mf_to_device(t, gpu, &g) != MF_OK) {
+    fprintf(stderr, "to_device: %s\n", mf_error());
+    return NULL;
+  }
+  return g;
+}
+
+/* c (CPU) and g (GPU) hold the same values: same shape, same dtype (unless g is a half dtype),
+ * |g - c| <= atol + rtol |c|, NaN where NaN. Prints the first difference. */
+static bool same(const char *what, const mf_tensor *c, const mf_tensor *g, double atol, double rtol) {
+  if (!c || !g) {
+    fprintf(stderr, "%s: missing result (%s)\n", what, mf_error());
+    return false;
+  }
+  if (mf_device_kind(mf_tensor_device(g)) != MF_DEV_CUDA || c->ndim != g->ndim) {
+    fprintf(stderr, "%s: wrong device or ndim\n", what);
+    return false;
+  }
+  for (int d = 0; d < c->ndim; d++)
+    if (c->shape[d] != g->shape[d]) {
+      fprintf(stderr, "%s: shapes differ\n", what);
+      return false;
+    }
+  if (c->dtype != g->dtype && g->dtype != MF_F16 && g->dtype != MF_BF16) {
+    fprintf(stderr, "%s: dtypes %s (cpu) and %s (gpu)\n", what, mf_dtype_name(c->dtype),
+            mf_dtype_name(g->dtype));
+    return false;
+  }
+  int64_t n = mf_numel(c);
+  double *hc = malloc((size_t)(n ? n : 1) * sizeof *hc), *hg = malloc((size_t)(n ? n : 1) * sizeof *hg);
+  bool ok = mf_to_host(c, MF_F64, hc) == MF_OK && mf_to_host(g, MF_F64, hg) == MF_OK;
+  if (!ok) fprintf(stderr, "%s: to_host: %s\n", what, mf_error());
+  for (int64_t i = 0; ok && i < n; i++) {
+    double a = hg[i], b = hc[i];
+    bool eq = (isnan(a) && isnan(b)) || (isinf(a) && a == b) || fabs(a - b) <= atol + rtol * fabs(b);
+    if (!eq) {
+      fprintf(stderr, "%s: element %lld: gpu %.9g, cpu %.9g\n", what, (long long)i, a, b);
+      ok = false;
+    }
+  }
+  free(hc);
+  free(hg);
+  return ok;
+}
+
+#define SAME(what, c, g, atol, rtol) CHECK(same(what, c, g, atol, rtol))
+
+static const mf_dtype cpu_dtypes[] = {MF_F32, MF_F64, MF_I32, MF_I64, MF_U8, MF_BOOL};
+#define NCPU_DTYPES 6
+
+static double ftol(mf_dtype dt) { return dt == MF_F32 ? 2e-6 : dt == MF_F64 ? 1e-13 : 0; }
+
+/* ---- without a GPU ----------------------------------------------------------------------------- */
+
+static void test_no_device(void) {
+  mf_device *d = NULL;
+  CHECK_FAILS(mf_device_get("cuda:0", &d), MF_ERR_DEVICE, "cuda:0");
+  CHECK(d == NULL);
+  CHECK(strstr(mf_error(), "no CUDA device") || strstr(mf_error(), "without the CUDA backend"));
+  CHECK_FAILS(mf_device_get("/gpu:1", &d), MF_ERR_DEVICE, "cuda:1");
+  CHECK_FAILS(mf_device_get("/device:GPU:0", &d), MF_ERR_DEVICE, "cuda:0");
+  CHECK(mf_cuda_memory_allocated(0) == 0 && mf_cuda_max_memory_allocated(0) == 0);
+  CHECK(mf_cuda_memory_reserved(-1) == 0);
+  CHECK_FAILS(mf_cuda_set_memory_fraction(-1, 1.5), MF_ERR_ARG, "fraction");
+  mf_cuda_empty_cache();
+  bool was = mf_cuda_set_tf32(false);
+  mf_cuda_set_tf32(was);
+  int64_t shape[1] = {3};
+  mf_tensor *t = NULL;
+  CHECK_OK(mf_ones(1, shape, MF_F32, NULL, &t));
+  CHECK(mf_numel(t) == 3); /* nothing broke */
+  mf_release(t);
+}
+
+/* ---- elementwise ------------------------------------------------------------------------------- */
+
+static void test_binary(void) {
+  int64_t sa[3] = {3, 4, 5}, sb[2] = {4, 1};
+  for (int k = 0; k < NCPU_DTYPES; k++) {
+    mf_dtype dt = cpu_dtypes[k];
+    mf_tensor *a = make(3, sa, dt, V_REAL), *b = make(2, sb, dt, V_REAL);
+    mf_tensor *ga = on_gpu(a), *gb = on_gpu(b), *at = NULL, *gat = NULL;
+    CHECK_OK(mf_transpose(a, 0, 2, &at)); /* 5x4x3, strided */
+    CHECK_OK(mf_transpose(ga, 0, 2, &gat));
+    for (int op = MF_OP_ADD; op <= MF_OP_LOGICAL_OR; op++) {
+      for (int v = 0; v < 2; v++) {
+        const mf_tensor *x = v ? at : a, *gx = v ? gat : ga;
+        int64_t s3[3] = {1, 1, 3};
+        mf_tensor *y = NULL, *gy = NULL, *rc = NULL, *rg = NULL;
+        if (v) { /* a (1, 1, 3) operand against the transposed view */
+          mf_tensor *b3 = make(3, s3, dt, V_REAL);
+          y = b3;
+          gy = on_gpu(b3);
+        } else {
+          y = mf_retain(b);
+          gy = mf_retain(gb);
+        }
+        mf_status sc = mf_binary((mf_op)op, x, y, &rc), sg = mf_binary((mf_op)op, gx, gy, &rg);
+        char what[96];
+        snprintf(what, sizeof what, "%s %s%s", mf_op_name((mf_op)op), mf_dtype_name(dt),
+                 v ? " strided" : "");
+        if (sc != MF_OK) {
+          if (sg != sc) fprintf(stderr, "%s: cpu status %d, gpu %d\n", what, sc, sg);
+          CHECK(sg == sc);
+        } else {
+          double tol = op == MF_OP_POW ? 4 * ftol(dt) : ftol(dt);
+          SAME(what, rc, rg, tol, tol);
+        }
+        mf_release(rc);
+        mf_release(rg);
+        mf_release(y);
+        mf_release(gy);
+      }
+    }
+    mf_release(a);
+    mf_release(b);
+    mf_release(ga);
+    mf_release(gb);
+    mf_release(at);
+    mf_release(gat);
+  }
+}
+
+static void test_unary(void) {
+  int64_t s[2] = {7, 9};
+  for (int k = 0; k < NCPU_DTYPES; k++) {
+    mf_dtype dt = cpu_dtypes[k];
+    mf_tensor *a = make(2, s, dt, V_REAL), *ga = on_gpu(a), *at = NULL, *gat = NULL;
+    CHECK_OK(mf_transpose(a, 0, 1, &at));
+    CHECK_OK(mf_transpose(ga, 0, 1, &gat));
+    for (int op = MF_OP_NEG; op <= MF_OP_CLAMP; op++) {
+      for (int v = 0; v < 2; v++) {
+        mf_tensor *rc = NULL, *rg = NULL;
+        const mf_tensor *x = v ? at : a, *gx = v ? gat : ga;
+        mf_status sc, sg;
+        if (op == MF_OP_CLAMP) {
+          sc = mf_clamp(x, -1.5, 2.25, &rc);
+          sg = mf_clamp(gx, -1.5, 2.25, &rg);
+        } else {
+          sc = mf_unary((mf_op)op, x, &rc);
+          sg = mf_unary((mf_op)op, gx, &rg);
+        }
+        char what[96];
+        snprintf(what, sizeof what, "%s %s%s", mf_op_name((mf_op)op), mf_dtype_name(dt),
+                 v ? " strided" : "");
+        if (sc != MF_OK) {
+          CHECK(sg == sc);
+        } else {
+          /* float32 exp/log/tanh/sigmoid: the CPU's vmath.h vs CUDA's libm, a few ulp */
+          double tol = mf_dtype_is_float(rc->dtype) ? (rc->dtype == MF_F32 ? 1e-6 : 1e-14) : 0;
+          SAME(what, rc, rg, tol, 4 * tol);
+        }
+        mf_release(rc);
+        mf_release(rg);
+      }
+    }
+    mf_release(a);
+    mf_release(ga);
+    mf_release(at);
+    mf_release(gat);
+  }
+}
+
+/* float16/bfloat16 against float32 on values both hold exactly */
+static void test_halves(void) {
+  int64_t s[2] = {6, 11};
+  mf_dtype halves[2] = {MF_F16, MF_BF16};
+  mf_tensor *a = make(2, s, MF_F32, V_EIGHTHS), *b = make(2, s, MF_F32, V_EIGHTHS);
+  mf_tensor *ga = on_gpu(a), *gb = on_gpu(b);
+  for (int h = 0; h < 2; h++) {
+    double rt = halves[h] == MF_F16 ? 2e-3 : 1e-2;
+    mf_tensor *ha = NULL, *hb = NULL;
+    CHECK_OK(mf_cast(ga, halves[h], &ha));
+    CHECK_OK(mf_cast(gb, halves[h], &hb));
+    SAME("cast to half", a, ha, 0, 0);
+    mf_op bops[] = {MF_OP_ADD, MF_OP_SUB, MF_OP_MUL, MF_OP_DIV, MF_OP_MAXIMUM, MF_OP_GT, MF_OP_EQ};
+    for (size_t i = 0; i < sizeof bops / sizeof *bops; i++) {
+      mf_tensor *rc = NULL, *rg = NULL;
+      CHECK_OK(mf_binary(bops[i], a, b, &rc));
+      CHECK_OK(mf_binary(bops[i], ha, hb, &rg));
+      char what[64];
+      snprintf(what, sizeof what, "%s %s", mf_op_name(bops[i]), mf_dtype_name(halves[h]));
+      SAME(what, rc, rg, rt, rt);
+      mf_release(rc);
+      mf_release(rg);
+    }
+    mf_op uops[] = {MF_OP_NEG, MF_OP_ABS, MF_OP_EXP, MF_OP_TANH, MF_OP_SIGMOID, MF_OP_RELU};
+    for (size_t i = 0; i < sizeof uops / sizeof *uops; i++) {
+      mf_tensor *rc = NULL, *rg = NULL;
+      CHECK_OK(mf_unary(uops[i], a, &rc));
+      CHECK_OK(mf_unary(uops[i], ha, &rg));
+      char what[64];
+      snprintf(what, sizeof what, "%s %s", mf_op_name(uops[i]), mf_dtype_name(halves[h]));
+      SAME(what, rc, rg, rt, rt);
+      mf_release(rc);
+      mf_release(rg);
+    }
+    mf_tensor *rc = NULL, *rg = NULL;
+    CHECK_OK(mf_reduce(MF_OP_SUM, a, 1, false, &rc));
+    CHECK_OK(mf_reduce(MF_OP_SUM, ha, 1, false, &rg));
+    SAME("sum half", rc, rg, rt, rt);
+    mf_release(rc);
+    mf_release(rg);
+    CHECK_FAILS(mf_matmul(ha, hb, &rg), MF_ERR_SHAPE, "do not match"); /* 6x11 @ 6x11 */
+    mf_tensor *bt = NULL, *hbt = NULL;
+    CHECK_OK(mf_transpose(b, 0, 1, &bt));
+    CHECK_OK(mf_transpose(hb, 0, 1, &hbt));
+    CHECK_OK(mf_matmul(a, bt, &rc));
+    CHECK_OK(mf_matmul(ha, hbt, &rg));
+    SAME("matmul half", rc, rg, 0.05, rt);
+    mf_release(rc);
+    mf_release(rg);
+    mf_release(bt);
+    mf_release(hbt);
+    mf_release(ha);
+    mf_release(hb);
+  }
+  mf_release(a);
+  mf_release(b);
+  mf_release(ga);
+  mf_release(gb);
+}
+
+/* ---- copies, fills, creation ------------------------------------------------------------------- */
+
+static void test_copy(void) {
+  int64_t s[3] = {2, 5, 3};
+  for (int i = 0; i < NCPU_DTYPES; i++) {
+    mf_tensor *a = make(3, s, cpu_dtypes[i], V_SMALLINT), *ga = on_gpu(a);
+    SAME("upload/download", a, ga, 0, 0);
+    for (int j = 0; j < NCPU_DTYPES; j++) {
+      mf_tensor *rc = NULL, *rg = NULL;
+      CHECK_OK(mf_cast(a, cpu_dtypes[j], &rc));
+      CHECK_OK(mf_cast(ga, cpu_dtypes[j], &rg));
+      char what[64];
+      snprintf(what, sizeof what, "cast %s -> %s", mf_dtype_name(cpu_dtypes[i]),
+               mf_dtype_name(cpu_dtypes[j]));
+      SAME(what, rc, rg, 0, 0);
+      mf_release(rc);
+      mf_release(rg);
+    }
+    /* a permuted view made contiguous, and copy_ into a strided view */
+    int perm[3] = {2, 0, 1};
+    mf_tensor *p = NULL, *gp = NULL, *cc = NULL, *cg = NULL;
+    CHECK_OK(mf_permute(a, perm, &p));
+    CHECK_OK(mf_permute(ga, perm, &gp));
+    CHECK_OK(mf_contiguous(p, &cc));
+    CHECK_OK(mf_contiguous(gp, &cg));
+    SAME("contiguous", cc, cg, 0, 0);
+    mf_tensor *zc = NULL, *zg = NULL, *vc = NULL, *vg = NULL;
+    int64_t big[3] = {3, 2, 5};
+    CHECK_OK(mf_zeros(3, big, MF_F64, NULL, &zc));
+    CHECK_OK(mf_zeros(3, big, MF_F64, gpu, &zg));
+    CHECK_OK(mf_slice(zc, 2, 0, 5, 2, &vc)); /* 3x2x3, strided */
+    CHECK_OK(mf_slice(zg, 2, 0, 5, 2, &vg));
+    CHECK_OK(mf_copy_(vc, p));
+    CHECK_OK(mf_copy_(vg, gp));
+    SAME("copy_ strided", zc, zg, 0, 0);
+    CHECK_OK(mf_fill_(vc, -2.5));
+    CHECK_OK(mf_fill_(vg, -2.5));
+    SAME("fill_ strided", zc, zg, 0, 0);
+    mf_release(p);
+    mf_release(gp);
+    mf_release(cc);
+    mf_release(cg);
+    mf_release(zc);
+    mf_release(zg);
+    mf_release(vc);
+    mf_release(vg);
+    mf_release(a);
+    mf_release(ga);
+  }
+  for (int i = 0; i < NCPU_DTYPES; i++) {
+    mf_dtype dt = cpu_dtypes[i];
+    mf_tensor *rc = NULL, *rg = NULL;
+    int64_t s2[2] = {3, 4};
+    CHECK_OK(mf_full(2, s2, 7.75, dt, NULL, &rc));
+    CHECK_OK(mf_full(2, s2, 7.75, dt, gpu, &rg));
+    SAME("full", rc, rg, 0, 0);
+    mf_release(rc);
+    mf_release(rg);
+    double step = dt == MF_BOOL ? 1 : 0.75;
+    CHECK_OK(mf_arange(-3, 9, step, dt, NULL, &rc));
+    CHECK_OK(mf_arange(-3, 9, step, dt, gpu, &rg));
+    SAME("arange", rc, rg, 0, 0);
+    mf_release(rc);
+    mf_release(rg);
+    CHECK_OK(mf_eye(4, 3, dt, NULL, &rc));
+    CHECK_OK(mf_eye(4, 3, dt, gpu, &rg));
+    SAME("eye", rc, rg, 0, 0);
+    mf_release(rc);
+    mf_release(rg);
+  }
+}
+
+static void test_random(void) {
+  int64_t sizes[3] = {1, 7, 100003};
+  for (int k = 0; k < 3; k++) {
+    for (int dd = 0; dd < 2; dd++) {
+      mf_dtype dt = dd ? MF_F64 : MF_F32;
+      for (int normal = 0; normal < 2; normal++) {
+        mf_tensor *rc = NULL, *rg = NULL;
+        mf_manual_seed(1234 + (uint64_t)k);
+        CHECK_OK((normal ? mf_randn : mf_rand)(1, &sizes[k], dt, NULL, &rc));
+        mf_manual_seed(1234 + (uint64_t)k);
+        CHECK_OK((normal ? mf_randn : mf_rand)(1, &sizes[k], dt, gpu, &rg));
+        double tol = !normal ? 0 : dt == MF_F32 ? 2e-6 : 1e-13;
+        char what[64];
+        snprintf(what, sizeof what, "%s %s n=%lld", normal ? "randn" : "rand", mf_dtype_name(dt),
+                 (long long)sizes[k]);
+        SAME(what, rc, rg, tol, tol);
+        mf_release(rc);
+        mf_release(rg);
+      }
+      mf_tensor *x = NULL, *gx = NULL, *mc = NULL, *mg = NULL;
+      CHECK_OK(mf_zeros(1, &sizes[k], dt, NULL, &x));
+      CHECK_OK(mf_zeros(1, &sizes[k], dt, gpu, &gx));
+      mf_manual_seed(99);
+      CHECK_OK(mf_dropout_mask(x, 0.3, &mc));
+      mf_manual_seed(99);
+      CHECK_OK(mf_dropout_mask(gx, 0.3, &mg));
+      SAME("dropout mask", mc, mg, 0, 0);
+      mf_release(x);
+      mf_release(gx);
+      mf_release(mc);
+      mf_release(mg);
+    }
+  }
+}
+
+static void test_where(void) {
+  int64_t sc[2] = {4, 1}, sa[2] = {1, 6}, sb[2] = {4, 6};
+  for (int k = 0; k < NCPU_DTYPES; k++) {
+    mf_dtype dt = cpu_dtypes[k];
+    mf_tensor *c = make(2, sc, MF_BOOL, V_REAL), *a = make(2, sa, dt, V_REAL),
+              *b = make(2, sb, dt, V_REAL);
+    mf_tensor *gc = on_gpu(c), *ga = on_gpu(a), *gb = on_gpu(b), *rc = NULL, *rg = NULL;
+    CHECK_OK(mf_where(c, a, b, &rc));
+    CHECK_OK(mf_where(gc, ga, gb, &rg));
+    SAME("where", rc, rg, 0, 0);
+    mf_release(rc);
+    mf_release(rg);
+    mf_release(c);
+    mf_release(a);
+    mf_release(b);
+    mf_release(gc);
+    mf_release(ga);
+    mf_release(gb);
+  }
+}
+
+/* ---- reductions --------------------------------------------------------------------------------- */
+
+static void test_reduce(void) {
+  int64_t shapes[3][3] = {{4, 37, 5}, {3, 300, 1}, {2, 1, 1000}};
+  int dims[4] = {0, 1, 2, MF_ALL_DIMS};
+  for (int si = 0; si < 3; si++) {
+    for (int k = 0; k < NCPU_DTYPES; k++) {
+      mf_dtype dt = cpu_dtypes[k];
+      mf_tensor *a = make(3, shapes[si], dt, V_REAL), *ga = on_gpu(a);
+      for (int op = MF_OP_SUM; op <= MF_OP_VAR; op++) {
+        for (int di = 0; di < 4; di++) {
+          for (int keep = 0; keep < 2; keep++) {
+            mf_tensor *rc = NULL, *rg = NULL;
+            mf_status sc, sg;
+            if (op == MF_OP_VAR) {
+              sc = mf_var(a, dims[di], keep, keep, &rc); /* correction 0 or 1 */
+              sg = mf_var(ga, dims[di], keep, keep, &rg);
+            } else {
+              sc = mf_reduce((mf_op)op, a, dims[di], keep, &rc);
+              sg = mf_reduce((mf_op)op, ga, dims[di], keep, &rg);
+            }
+            char what[96];
+            snprintf(what, sizeof what, "%s %s dim %d shape %d", mf_op_name((mf_op)op),
+                     mf_dtype_name(dt), dims[di], si);
+            if (sc != MF_OK) {
+              CHECK(sg == sc);
+            } else {
+              /* float prod of 300 values can overflow float32 identically; sums in double */
+              double tol = rc->dtype == MF_F32 ? 1e-6 : rc->dtype == MF_F64 ? 1e-12 : 0;
+              SAME(what, rc, rg, tol, tol);
+            }
+            mf_release(rc);
+            mf_release(rg);
+          }
+        }
+      }
+      mf_release(a);
+      mf_release(ga);
+    }
+  }
+  /* NaN: max/min propagate it, argmax/argmin point at the first one */
+  int64_t s[2] = {3, 8};
+  mf_tensor *a = make(2, s, MF_F32, V_REAL), *row = NULL, *el = NULL;
+  CHECK_OK(mf_select(a, 0, 1, &row));
+  CHECK_OK(mf_narrow(row, 0, 5, 1, &el));
+  CHECK_OK(mf_fill_(el, NAN));
+  mf_tensor *ga = on_gpu(a);
+  mf_op ops[4] = {MF_OP_MAX, MF_OP_MIN, MF_OP_ARGMAX, MF_OP_ARGMIN};
+  for (int i = 0; i < 4; i++) {
+    mf_tensor *rc = NULL, *rg = NULL;
+    CHECK_OK(mf_reduce(ops[i], a, 1, false, &rc));
+    CHECK_OK(mf_reduce(ops[i], ga, 1, false, &rg));
+    SAME("reduce with NaN", rc, rg, 0, 0);
+    mf_release(rc);
+    mf_release(rg);
+  }
+  mf_release(row);
+  mf_release(el);
+  mf_release(a);
+  mf_release(ga);
+}
+
+/* ---- matmul ------------------------------------------------------------------------------------- */
+
+static void matmul_case(const char *what, mf_dtype dt, int na, const int64_t *sa, int nb,
+                        const int64_t *sb, bool ta, bool tb, double tol) {
+  mf_tensor *a = make(na, sa, dt, dt == MF_F16 || dt == MF_BF16 ? V_EIGHTHS : V_SMALLINT);
+  mf_tensor *b = make(nb, sb, dt, V_SMALLINT);
+  mf_tensor *ga = on_gpu(a), *gb = on_gpu(b);
+  mf_tensor *x = NULL, *gx = NULL, *y = NULL, *gy = NULL, *rc = NULL, *rg = NULL;
+  if (ta) { /* use the transpose of a stored transposed: a column-major operand */
+    mf_tensor *t = NULL, *c = NULL;
+    CHECK_OK(mf_transpose(a, -1, -2, &t));
+    CHECK_OK(mf_contiguous(t, &c));
+    CHECK_OK(mf_transpose(c, -1, -2, &x));
+    mf_release(t);
+    mf_release(c);
+    mf_tensor *gt = NULL, *gc = NULL;
+    CHECK_OK(mf_transpose(ga, -1, -2, &gt));
+    CHECK_OK(mf_contiguous(gt, &gc));
+    CHECK_OK(mf_transpose(gc, -1, -2, &gx));
+    mf_release(gt);
+    mf_release(gc);
+  } else {
+    x = mf_retain(a);
+    gx = mf_retain(ga);
+  }
+  if (tb) {
+    mf_tensor *t = NULL, *c = NULL;
+    CHECK_OK(mf_transpose(b, -1, -2, &t));
+    CHECK_OK(mf_contiguous(t, &c));
+    CHECK_OK(mf_transpose(c, -1, -2, &y));
+    mf_release(t);
+    mf_release(c);
+    mf_tensor *gt = NULL, *gc = NULL;
+    CHECK_OK(mf_transpose(gb, -1, -2, &gt));
+    CHECK_OK(mf_contiguous(gt, &gc));
+    CHECK_OK(mf_transpose(gc, -1, -2, &gy));
+    mf_release(gt);
+    mf_release(gc);
+  } else {
+    y = mf_retain(b);
+    gy = mf_retain(gb);
+  }
+  CHECK_OK(mf_matmul(x, y, &rc));
+  CHECK_OK(mf_matmul(gx, gy, &rg));
+  char w[128];
+  snprintf(w, sizeof w, "matmul %s %s%s%s", what, mf_dtype_name(dt), ta ? " A^T" : "",
+           tb ? " B^T" : "");
+  SAME(w, rc, rg, tol, tol);
+  mf_release(a);
+  mf_release(b);
+  mf_release(ga);
+  mf_release(gb);
+  mf_release(x);
+  mf_release(gx);
+  mf_release(y);
+  mf_release(gy);
+  mf_release(rc);
+  mf_release(rg);
+}
+
+static void test_matmul(void) {
+  mf_dtype dts[5] = {MF_F32, MF_F64, MF_I32, MF_I64, MF_U8};
+  int64_t a2[2] = {5, 7}, b2[2] = {7, 3}, a4[4] = {2, 3, 4, 5}, b4[2] = {5, 6};
+  int64_t a3[3] = {2, 1, 4}, b3[3] = {3, 4, 6}, v[1] = {7}, k0a[2] = {3, 0}, k0b[2] = {0, 4};
+  bool was = mf_cuda_set_tf32(false);
+  for (int i = 0; i < 5; i++) {
+    /* small integers: exact in every dtype (uint8 wraps the same way on both) */
+    for (int t = 0; t < 4; t++) matmul_case("5x7 @ 7x3", dts[i], 2, a2, 2, b2, t & 1, t & 2, 0);
+    matmul_case("batched broadcast", dts[i], 4, a4, 2, b4, false, true, 0);
+    matmul_case("batch broadcast both", dts[i], 3, a3, 3, b3, true, false, 0);
+    matmul_case("vector @ matrix", dts[i], 1, v, 2, b2, false, false, 0);
+    matmul_case("matrix @ vector", dts[i], 2, a2, 1, v, false, false, 0);
+    matmul_case("K = 0", dts[i], 2, k0a, 2, k0b, false, false, 0);
+  }
+  mf_cuda_set_tf32(true); /* TF32 rounds the inputs to 10 bits: small integers stay exact */
+  matmul_case("tf32", MF_F32, 4, a4, 2, b4, true, false, 0);
+  /* random reals, large enough for tensor-core tiles */
+  int64_t sa[2] = {130, 257}, sb[2] = {257, 65};
+  for (int tf = 0; tf < 2; tf++) {
+    mf_cuda_set_tf32(tf);
+    mf_tensor *a = make(2, sa, MF_F32, V_REAL), *b = make(2, sb, MF_F32, V_REAL);
+    mf_tensor *ga = on_gpu(a), *gb = on_gpu(b), *rc = NULL, *rg = NULL;
+    CHECK_OK(mf_matmul(a, b, &rc));
+    CHECK_OK(mf_matmul(ga, gb, &rg));
+    SAME(tf ? "matmul tf32 reals" : "matmul f32 reals", rc, rg, tf ? 0.1 : 1e-3, tf ? 1e-2 : 1e-5);
+    mf_release(a);
+    mf_release(b);
+    mf_release(ga);
+    mf_release(gb);
+    mf_release(rc);
+    mf_release(rg);
+  }
+  mf_cuda_set_tf32(was);
+}
+
+/* ---- nn ops, optimizers, autograd ----------------------------------------------------------------- */
+
+static void test_softmax(void) {
+  int64_t s[3] = {4, 10, 3};
+  for (int dd = 0; dd < 2; dd++) {
+    mf_dtype dt = dd ? MF_F64 : MF_F32;
+    double tol = dd ? 1e-13 : 2e-6;
+    mf_tensor *x = make(3, s, dt, V_REAL), *dy = make(3, s, dt, V_REAL);
+    mf_tensor *gx = on_gpu(x), *gdy = on_gpu(dy);
+    for (int dim = 1; dim <= 2; dim++) {
+      for (int lg = 0; lg < 2; lg++) {
+        mf_tensor *yc = NULL, *yg = NULL, *dc = NULL, *dg = NULL;
+        CHECK_OK((lg ? mf_log_softmax : mf_softmax)(x, dim, &yc));
+        CHECK_OK((lg ? mf_log_softmax : mf_softmax)(gx, dim, &yg));
+        SAME(lg ? "log_softmax" : "softmax", yc, yg, tol, tol);
+        CHECK_OK((lg ? mf_log_softmax_backward : mf_softmax_backward)(yc, dy, dim, &dc));
+        CHECK_OK((lg ? mf_log_softmax_backward : mf_softmax_backward)(yg, gdy, dim, &dg));
+        SAME(lg ? "log_softmax backward" : "softmax backward", dc, dg, tol, tol);
+        mf_release(yc);
+        mf_release(yg);
+        mf_release(dc);
+        mf_release(dg);
+      }
+    }
+    mf_release(x);
+    mf_release(dy);
+    mf_release(gx);
+    mf_release(gdy);
+  }
+}
+
+static void test_optim(void) {
+  int64_t s[1] = {1000};
+  for (int which = 0; which < 6; which++) {
+    mf_optim_hparams h = {.lr = 0.01, .momentum = 0.9, .dampening = 0.1, .weight_decay = 0.01,
+                          .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .alpha = 0.99,
+                          .lr_decay = 0.01, .initial_accumulator_value = 0.1};
+    h.nesterov = which == 0;
+    h.centered = which == 2;
+    h.decoupled_weight_decay = which == 5;
+    mf_tensor *p = make(1, s, MF_F32, V_REAL), *gp = on_gpu(p), *st[3], *gst[3];
+    for (int k = 0; k < 3; k++) {
+      CHECK_OK(mf_zeros(1, s, MF_F32, NULL, &st[k]));
+      CHECK_OK(mf_zeros(1, s, MF_F32, gpu, &gst[k]));
+    }
+    for (int step = 1; step <= 3; step++) {
+      h.step = step;
+      mf_tensor *g = make(1, s, MF_F32, V_REAL), *gg = on_gpu(g);
+      switch (which) {
+      case 0:
+        CHECK_OK(mf_sgd_step(p, g, st[0], &h));
+        CHECK_OK(mf_sgd_step(gp, gg, gst[0], &h));
+        break;
+      case 1:
+      case 5:
+        CHECK_OK(mf_adam_step(p, g, st[0], st[1], &h));
+        CHECK_OK(mf_adam_step(gp, gg, gst[0], gst[1], &h));
+        break;
+      case 2:
+        CHECK_OK(mf_rmsprop_step(p, g, st[0], st[1], st[2], &h));
+        CHECK_OK(mf_rmsprop_step(gp, gg, gst[0], gst[1], gst[2], &h));
+        break;
+      case 3:
+        CHECK_OK(mf_adadelta_step(p, g, st[0], st[1], &h));
+        CHECK_OK(mf_adadelta_step(gp, gg, gst[0], gst[1], &h));
+        break;
+      default:
+        CHECK_OK(mf_adagrad_step(p, g, st[0], &h));
+        CHECK_OK(mf_adagrad_step(gp, gg, gst[0], &h));
+        break;
+      }
+      mf_release(g);
+      mf_release(gg);
+    }
+    const char *names[6] = {"sgd", "adam", "rmsprop", "adadelta", "adagrad", "adamw"};
+    SAME(names[which], p, gp, 1e-5, 1e-5);
+    mf_release(p);
+    mf_release(gp);
+    for (int k = 0; k < 3; k++) {
+      mf_release(st[k]);
+      mf_release(gst[k]);
+    }
+  }
+}
+
+/* loss = mean(log_softmax(tanh(x @ w) * 2 + b)) on both devices; the gradients of x, w, b */
+static void test_autograd(void) {
+  int64_t sx[2] = {6, 5}, sw[2] = {5, 4}, sb[1] = {4};
+  mf_tensor *x = make(2, sx, MF_F64, V_REAL), *w = make(2, sw, MF_F64, V_REAL),
+            *b = make(1, sb, MF_F64, V_REAL);
+  mf_tensor *leaves[2][3] = {{x, w, b}, {on_gpu(x), on_gpu(w), on_gpu(b)}};
+  mf_tensor *loss[2] = {NULL, NULL};
+  for (int d = 0; d < 2; d++) {
+    mf_tensor **l = leaves[d];
+    for (int k = 0; k < 3; k++) CHECK_OK(mf_set_requires_grad(l[k], true));
+    mf_tensor *m = NULL, *t = NULL, *two = NULL, *s = NULL, *z = NULL, *ls = NULL;
+    CHECK_OK(mf_matmul(l[0], l[1], &m));
+    CHECK_OK(mf_unary(MF_OP_TANH, m, &t));
+    CHECK_OK(mf_scalar(2, MF_F64, true, d ? gpu : NULL, &two));
+    CHECK_OK(mf_mul(t, two, &s));
+    CHECK_OK(mf_add(s, l[2], &z));
+    CHECK_OK(mf_log_softmax(z, 1, &ls));
+    CHECK_OK(mf_reduce(MF_OP_MEAN, ls, MF_ALL_DIMS, false, &loss[d]));
+    CHECK_OK(mf_backward(loss[d], NULL, false));
+    mf_release(m);
+    mf_release(t);
+    mf_release(two);
+    mf_release(s);
+    mf_release(z);
+    mf_release(ls);
+  }
+  SAME("autograd loss", loss[0], loss[1], 1e-12, 1e-12);
+  const char *names[3] = {"grad x", "grad w", "grad b"};
+  for (int k = 0; k < 3; k++) SAME(names[k], leaves[0][k]->grad, leaves[1][k]->grad, 1e-12, 1e-12);
+  for (int d = 0; d < 2; d++) {
+    mf_release(loss[d]);
+    for (int k = 0; k < 3; k++) mf_release(leaves[d][k]);
+  }
+}
+
+/* ---- devices, memory, errors ---------------------------------------------------------------------- */
+
+static void test_device(void) {
+  int n = mf_cuda_device_count();
+  mf_device *d = NULL, *d2 = NULL;
+  CHECK_OK(mf_device_get("/gpu:0", &d));
+  CHECK_OK(mf_device_get("cuda", &d2));
+  CHECK(d == gpu && d2 == gpu);
+  CHECK(strcmp(mf_device_name(gpu), "cuda:0") == 0 && mf_device_kind(gpu) == MF_DEV_CUDA);
+  char spec[32];
+  snprintf(spec, sizeof spec, "cuda:%d", n);
+  CHECK_FAILS(mf_device_get(spec, &d), MF_ERR_DEVICE, "no such device");
+  CHECK_OK(mf_device_synchronize(gpu));
+
+  /* mixing devices is an error */
+  int64_t s[1] = {4};
+  mf_tensor *a = NULL, *b = NULL, *r = NULL;
+  CHECK_OK(mf_ones(1, s, MF_F32, NULL, &a));
+  CHECK_OK(mf_ones(1, s, MF_F32, gpu, &b));
+  CHECK_FAILS(mf_add(a, b, &r), MF_ERR_DEVICE, "different devices");
+  double v = 0;
+  CHECK_FAILS(mf_item(b, &v), MF_ERR_SHAPE, "4 elements");
+  int64_t idx[1] = {2};
+  CHECK_OK(mf_get(b, idx, &v));
+  CHECK(v == 1);
+  mf_release(a);
+  mf_release(b);
+
+  /* the caching allocator: counts, reuse, the memory cap */
+  mf_cuda_empty_cache();
+  size_t base = mf_cuda_memory_allocated(0);
+  int64_t big[1] = {1 << 20}; /* 4 MiB of float32 */
+  CHECK_OK(mf_empty(1, big, MF_F32, gpu, &a));
+  CHECK(mf_cuda_memory_allocated(0) >= base + ((size_t)4 << 20));
+  CHECK(mf_cuda_max_memory_allocated(0) >= mf_cuda_memory_allocated(0));
+  void *first = a->storage->data;
+  mf_release(a);
+  CHECK(mf_cuda_memory_allocated(0) == base);
+  CHECK_OK(mf_empty(1, big, MF_F32, gpu, &a)); /* the same bucket: the cached block */
+  CHECK(a->storage->data == first);
+  mf_release(a);
+  CHECK(mf_cuda_memory_reserved(0) >= ((size_t)4 << 20));
+  CHECK_OK(mf_cuda_set_memory_fraction(0, 1e-6));
+  int64_t huge[1] = {(int64_t)1 << 28}; /* 1 GiB */
+  CHECK_FAILS(mf_empty(1, huge, MF_F32, gpu, &a), MF_ERR_MEMORY, "out of memory");
+  CHECK(a == NULL);
+  CHECK_OK(mf_cuda_set_memory_fraction(0, 1.0));
+  CHECK_OK(mf_empty(1, huge, MF_F32, gpu, &a));
+  mf_release(a);
+  mf_cuda_empty_cache();
+  CHECK(mf_cuda_memory_reserved(0) == 0 || mf_cuda_memory_allocated(0) > 0);
+}
+
+int main(void) {
+  int n = mf_cuda_device_count();
+  if (n == 0) {
+    test_no_device();
+    printf("# skipped: no CUDA device\n");
+    int r = test_summary();
+    printf("# skipped %d\n", 12);
+    return r;
+  }
+  if (mf_device_get("cuda:0", &gpu) != MF_OK) {
+    fprintf(stderr, "cuda:0: %s\n", mf_error());
+    t_failed++;
+    return test_summary();
+  }
+  printf("# testing on %s (%d CUDA device%s)\n", mf_device_name(gpu), n, n == 1 ? "" : "s");
+  test_device();
+  test_binary();
+  test_unary();
+  test_halves();
+  test_copy();
+  test_random();
+  test_where();
+  test_reduce();
+  test_matmul();
+  test_softmax();
+  test_optim();
+  test_autograd();
+  return test_summary();
+}
