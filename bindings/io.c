@@ -27,8 +27,8 @@ static const struct {
   const char *name;
   mf_idx_type type;
 } type_names[] = {
-    {"u8", MF_IDX_U8},   {"uint8", MF_IDX_U8},   {"i8", MF_IDX_I8},     {"int8", MF_IDX_I8},
-    {"i16", MF_IDX_I16}, {"int16", MF_IDX_I16},  {"i32", MF_IDX_I32},   {"int32", MF_IDX_I32},
+    {"u8", MF_IDX_U8},   {"uint8", MF_IDX_U8},    {"i8", MF_IDX_I8},   {"int8", MF_IDX_I8},
+    {"i16", MF_IDX_I16}, {"int16", MF_IDX_I16},   {"i32", MF_IDX_I32}, {"int32", MF_IDX_I32},
     {"f32", MF_IDX_F32}, {"float32", MF_IDX_F32}, {"f64", MF_IDX_F64}, {"float64", MF_IDX_F64},
 };
 
@@ -44,8 +44,10 @@ static int io_write_idx(lua_State *L) {
       size_t i, n = sizeof type_names / sizeof type_names[0];
       for (i = 0; i < n && strcmp(type_names[i].name, name) != 0; i++) {}
       if (i == n)
-        return luaL_error(L, "write_idx: unknown IDX type '%s' (expected u8, i8, i16, i32, f32 or "
-                          "f64)", name);
+        return luaL_error(L,
+                          "write_idx: unknown IDX type '%s' (expected u8, i8, i16, i32, f32 or "
+                          "f64)",
+                          name);
       type = type_names[i].type;
     }
     lua_pop(L, 1);
@@ -54,7 +56,7 @@ static int io_write_idx(lua_State *L) {
   return s == MF_OK ? 0 : lmf_error(L, s);
 }
 
-/* ---- MD5 -------------------------------------------------------------------------------------- */
+/* ---- MD5 ------------------------------------------------------------------------------------- */
 
 /* md5(path [, {gunzip=}]) */
 static int io_md5(lua_State *L) {

@@ -52,8 +52,10 @@ mf_status mf_index_select(const mf_tensor *x, int dim, const mf_tensor *index, m
   MF_TRY(mf_same_device("index_select", x, index));
   mf_device *dev = mf_tensor_device(x);
   if (mf_device_kind(dev) != MF_DEV_CPU)
-    return mf_fail(MF_ERR_UNSUPPORTED, "index_select: not implemented on %s yet (move the tensor "
-                   "to the CPU with :cpu())", mf_device_name(dev));
+    return mf_fail(MF_ERR_UNSUPPORTED,
+                   "index_select: not implemented on %s yet (move the tensor "
+                   "to the CPU with :cpu())",
+                   mf_device_name(dev));
 
   int64_t nidx = index->shape[0], n = x->shape[dim];
   mf_tensor *ic = NULL, *xc = NULL;
@@ -62,9 +64,10 @@ mf_status mf_index_select(const mf_tensor *x, int dim, const mf_tensor *index, m
   const int64_t *idx = mf_data(ic);
   for (int64_t j = 0; j < nidx; j++)
     if (idx[j] < 0 || idx[j] >= n) {
-      s = mf_fail(MF_ERR_INDEX, "index_select: index %lld (entry %lld of the index) is out of "
-                  "range for dimension %d of size %lld", (long long)idx[j] + 1, (long long)j + 1,
-                  dim + 1, (long long)n);
+      s = mf_fail(MF_ERR_INDEX,
+                  "index_select: index %lld (entry %lld of the index) is out of "
+                  "range for dimension %d of size %lld",
+                  (long long)idx[j] + 1, (long long)j + 1, dim + 1, (long long)n);
       mf_release(ic);
       return s;
     }
@@ -80,8 +83,8 @@ mf_status mf_index_select(const mf_tensor *x, int dim, const mf_tensor *index, m
   }
   s = mf_empty(x->ndim, shape, x->dtype, dev, out);
   if (s == MF_OK && outer * nidx * inner > 0) {
-    sel_ctx c = {mf_data(xc), mf_data(*out), idx, nidx, n,
-                 inner * (int64_t)mf_dtype_size(x->dtype)};
+    sel_ctx c = {
+        mf_data(xc), mf_data(*out), idx, nidx, n, inner * (int64_t)mf_dtype_size(x->dtype)};
     /* ~64 KiB of copying per task at least */
     int64_t per = c.inner_bytes > 0 ? c.inner_bytes : 1;
     if (outer == 1)

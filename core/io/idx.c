@@ -34,7 +34,7 @@
 /* The most raw bytes a deflate stream can expand one compressed byte to is about 1032. */
 #define MAX_DEFLATE_RATIO 1032
 
-/* ---- element types ---------------------------------------------------------------------------- */
+/* ---- element types --------------------------------------------------------------------------- */
 
 mf_dtype mf_idx_dtype(int type_code) {
   switch (type_code) {
@@ -143,7 +143,7 @@ static const char *what_is(const unsigned char *m, int64_t n) {
   if (n >= 1 && m[0] == '<') return " (it looks like an HTML/XML page: a failed download?)";
   if (n >= 4 && memcmp(m, "PK\3\4", 4) == 0) return " (it looks like a ZIP archive)";
   if (n >= 2 && m[0] == 'B' && m[1] == 'Z') return " (it looks like bzip2 data)";
-  if (n >= 4 && memcmp(m, "\xfd" "7zX", 4) == 0) return " (it looks like xz data)";
+  if (n >= 4 && memcmp(m, "\xfd\x37\x7a\x58", 4) == 0) return " (it looks like xz data)";
   return "";
 }
 
@@ -165,17 +165,21 @@ static mf_status read_body(reader *r, mf_tensor **out) {
   if (got < 0) return MF_ERR_IO;
   if (got == 0) return mf_fail(MF_ERR_IO, "read_idx: %s: empty file, expected an IDX header", path);
   if (got < 4)
-    return mf_fail(MF_ERR_IO, "read_idx: %s: truncated: the file ends inside the 4-byte magic "
-                   "(%lld byte%s)", path, (long long)got, got == 1 ? "" : "s");
+    return mf_fail(MF_ERR_IO,
+                   "read_idx: %s: truncated: the file ends inside the 4-byte magic "
+                   "(%lld byte%s)",
+                   path, (long long)got, got == 1 ? "" : "s");
   if (hdr[0] != 0 || hdr[1] != 0)
-    return mf_fail(MF_ERR_IO, "read_idx: %s: not an IDX file: bad magic %02x %02x %02x %02x, "
-                   "expected 00 00 <type> <dims>%s", path, hdr[0], hdr[1], hdr[2], hdr[3],
-                   what_is(hdr, 4));
+    return mf_fail(MF_ERR_IO,
+                   "read_idx: %s: not an IDX file: bad magic %02x %02x %02x %02x, "
+                   "expected 00 00 <type> <dims>%s",
+                   path, hdr[0], hdr[1], hdr[2], hdr[3], what_is(hdr, 4));
   int type = hdr[2], ndim = hdr[3];
   size_t isz = idx_size(type);
   if (isz == 0)
-    return mf_fail(MF_ERR_IO, "read_idx: %s: unsupported IDX type code 0x%02x (known: " KNOWN_TYPES
-                   ")", path, type);
+    return mf_fail(MF_ERR_IO,
+                   "read_idx: %s: unsupported IDX type code 0x%02x (known: " KNOWN_TYPES ")", path,
+                   type);
   if (ndim > MF_MAX_DIMS)
     return mf_fail(MF_ERR_IO, "read_idx: %s: %d dimensions, moonflow tensors have at most %d", path,
                    ndim, MF_MAX_DIMS);
@@ -183,9 +187,10 @@ static mf_status read_body(reader *r, mf_tensor **out) {
   got = rd(r, dims, 4 * ndim);
   if (got < 0) return MF_ERR_IO;
   if (got < 4 * ndim)
-    return mf_fail(MF_ERR_IO, "read_idx: %s: truncated: the file ends inside the header "
-                   "(%d dims need %d bytes of sizes, found %lld)", path, ndim, 4 * ndim,
-                   (long long)got);
+    return mf_fail(MF_ERR_IO,
+                   "read_idx: %s: truncated: the file ends inside the header "
+                   "(%d dims need %d bytes of sizes, found %lld)",
+                   path, ndim, 4 * ndim, (long long)got);
   int64_t shape[MF_MAX_DIMS];
   int64_t numel = 1;
   bool overflow = false;
@@ -194,42 +199,51 @@ static mf_status read_body(reader *r, mf_tensor **out) {
     shape[d] = (int64_t)((uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]);
     if (shape[d] == 0) numel = 0, overflow = false;
     if (numel && !overflow) {
-      if (shape[d] > MAX_BYTES / 8 / numel) overflow = true; /* 8: the widest element */
-      else numel *= shape[d];
+      if (shape[d] > MAX_BYTES / 8 / numel)
+        overflow = true; /* 8: the widest element */
+      else
+        numel *= shape[d];
     }
   }
   char sh[160];
   mf_shape_fmt(ndim, shape, sh, sizeof sh);
   if (overflow && numel)
-    return mf_fail(MF_ERR_IO, "read_idx: %s: sizes %s overflow: more than 2^48 bytes, a corrupt "
-                   "header", path, sh);
+    return mf_fail(MF_ERR_IO,
+                   "read_idx: %s: sizes %s overflow: more than 2^48 bytes, a corrupt header", path,
+                   sh);
   mf_dtype dt = mf_idx_dtype(type);
   int64_t nbytes = numel * (int64_t)isz; /* of data in the file */
   int64_t hbytes = 4 + 4 * (int64_t)ndim;
   /* Checks before allocating, so that a bad header never asks for absurd memory. */
   if (!r->gz && r->size >= 0) {
     if (r->size < hbytes + nbytes)
-      return mf_fail(MF_ERR_IO, "read_idx: %s: truncated: the header says %s %s (%lld bytes of "
-                     "data) but the file has only %lld", path, sh, mf_idx_type_name(type),
-                     (long long)nbytes, (long long)(r->size - hbytes));
+      return mf_fail(MF_ERR_IO,
+                     "read_idx: %s: truncated: the header says %s %s (%lld bytes of "
+                     "data) but the file has only %lld",
+                     path, sh, mf_idx_type_name(type), (long long)nbytes,
+                     (long long)(r->size - hbytes));
     if (r->size > hbytes + nbytes)
-      return mf_fail(MF_ERR_IO, "read_idx: %s: trailing garbage: %lld bytes after the %lld bytes "
-                     "of data (%s %s) the header describes", path,
-                     (long long)(r->size - hbytes - nbytes), (long long)nbytes, sh,
+      return mf_fail(MF_ERR_IO,
+                     "read_idx: %s: trailing garbage: %lld bytes after the %lld bytes "
+                     "of data (%s %s) the header describes",
+                     path, (long long)(r->size - hbytes - nbytes), (long long)nbytes, sh,
                      mf_idx_type_name(type));
   }
   if (r->gz && r->size >= 0 && nbytes / MAX_DEFLATE_RATIO > r->size + 1024)
-    return mf_fail(MF_ERR_IO, "read_idx: %s: truncated: the header says %s %s (%lld bytes of "
-                   "data), more than a %lld-byte gzip file can hold", path, sh,
-                   mf_idx_type_name(type), (long long)nbytes, (long long)r->size);
+    return mf_fail(MF_ERR_IO,
+                   "read_idx: %s: truncated: the header says %s %s (%lld bytes of "
+                   "data), more than a %lld-byte gzip file can hold",
+                   path, sh, mf_idx_type_name(type), (long long)nbytes, (long long)r->size);
   MF_TRY(mf_empty(ndim, shape, dt, mf_cpu(), out));
   void *data = mf_data(*out);
   got = rd(r, data, nbytes);
   if (got < 0) return MF_ERR_IO;
   if (got < nbytes)
-    return mf_fail(MF_ERR_IO, "read_idx: %s: truncated: the header says %s %s (%lld bytes of data) "
-                   "but the %sfile ends after %lld", path, sh, mf_idx_type_name(type),
-                   (long long)nbytes, r->gz ? "decompressed " : "", (long long)got);
+    return mf_fail(MF_ERR_IO,
+                   "read_idx: %s: truncated: the header says %s %s (%lld bytes of data) "
+                   "but the %sfile ends after %lld",
+                   path, sh, mf_idx_type_name(type), (long long)nbytes,
+                   r->gz ? "decompressed " : "", (long long)got);
   /* anything after the data? */
   unsigned char extra[4096];
   int64_t more = 0, k;
@@ -241,9 +255,10 @@ static mf_status read_body(reader *r, mf_tensor **out) {
     return mf_fail(MF_ERR_IO, "read_idx: %s: truncated: the gzip stream ends early (%s)", path,
                    zmsg);
   if (more)
-    return mf_fail(MF_ERR_IO, "read_idx: %s: trailing garbage: %lld bytes after the %lld bytes of "
-                   "data (%s %s) the header describes", path, (long long)more, (long long)nbytes,
-                   sh, mf_idx_type_name(type));
+    return mf_fail(MF_ERR_IO,
+                   "read_idx: %s: trailing garbage: %lld bytes after the %lld bytes of "
+                   "data (%s %s) the header describes",
+                   path, (long long)more, (long long)nbytes, sh, mf_idx_type_name(type));
   if (type == MF_IDX_I8 || type == MF_IDX_I16)
     widen(data, numel, type);
   else
@@ -314,19 +329,26 @@ static mf_status encode(const char *path, const mf_tensor *t, int type, int64_t 
       return mf_fail(MF_ERR_MEMORY, "write_idx: %s: out of memory", path);
     }
     s = mf_to_host(t, MF_F64, v);
-    double lo = type == MF_IDX_U8 ? 0 : type == MF_IDX_I8 ? -128 : type == MF_IDX_I16 ? -32768
-                                                                                    : -2147483648.0;
-    double hi = type == MF_IDX_U8 ? 255 : type == MF_IDX_I8 ? 127 : type == MF_IDX_I16 ? 32767
-                                                                                    : 2147483647.0;
+    double lo = type == MF_IDX_U8    ? 0
+                : type == MF_IDX_I8  ? -128
+                : type == MF_IDX_I16 ? -32768
+                                     : -2147483648.0;
+    double hi = type == MF_IDX_U8    ? 255
+                : type == MF_IDX_I8  ? 127
+                : type == MF_IDX_I16 ? 32767
+                                     : 2147483647.0;
     for (int64_t i = 0; s == MF_OK && i < numel; i++) {
       if (!(v[i] >= lo && v[i] <= hi) || v[i] != (double)(int64_t)v[i]) {
-        s = mf_fail(MF_ERR_ARG, "write_idx: %s: element %lld (%g) of the %s tensor is not an "
-                    "integer in %s's range %.0f..%.0f", path, (long long)i + 1, v[i],
-                    mf_dtype_name(t->dtype), mf_idx_type_name(type), lo, hi);
+        s = mf_fail(MF_ERR_ARG,
+                    "write_idx: %s: element %lld (%g) of the %s tensor is not an "
+                    "integer in %s's range %.0f..%.0f",
+                    path, (long long)i + 1, v[i], mf_dtype_name(t->dtype), mf_idx_type_name(type),
+                    lo, hi);
         break;
       }
       int32_t x = (int32_t)v[i];
-      if (isz == 1) buf[i] = (unsigned char)x;
+      if (isz == 1)
+        buf[i] = (unsigned char)x;
       else if (isz == 2) {
         int16_t y = (int16_t)x;
         memcpy(buf + 2 * i, &y, 2);
@@ -359,13 +381,16 @@ mf_status mf_write_idx(const char *path, const mf_tensor *t, mf_idx_type type) {
   if (!path || !t) return mf_fail(MF_ERR_ARG, "write_idx: path or tensor is NULL");
   int code = type == MF_IDX_AUTO ? (int)auto_type(t->dtype) : (int)type;
   if (!idx_size(code))
-    return mf_fail(MF_ERR_ARG, "write_idx: %s: unsupported IDX type code 0x%02x (known: " KNOWN_TYPES
-                   ")", path, code);
+    return mf_fail(MF_ERR_ARG,
+                   "write_idx: %s: unsupported IDX type code 0x%02x (known: " KNOWN_TYPES ")", path,
+                   code);
   unsigned char hdr[4 + 4 * MF_MAX_DIMS] = {0, 0, (unsigned char)code, (unsigned char)t->ndim};
   for (int d = 0; d < t->ndim; d++) {
     if (t->shape[d] > (int64_t)UINT32_MAX)
-      return mf_fail(MF_ERR_SHAPE, "write_idx: %s: size %lld of dimension %d does not fit IDX's "
-                     "32-bit sizes", path, (long long)t->shape[d], d + 1);
+      return mf_fail(MF_ERR_SHAPE,
+                     "write_idx: %s: size %lld of dimension %d does not fit IDX's "
+                     "32-bit sizes",
+                     path, (long long)t->shape[d], d + 1);
     uint32_t v = (uint32_t)t->shape[d];
     unsigned char *p = hdr + 4 + 4 * d;
     p[0] = (unsigned char)(v >> 24), p[1] = (unsigned char)(v >> 16);
@@ -391,8 +416,8 @@ mf_status mf_write_idx(const char *path, const mf_tensor *t, mf_idx_type type) {
     if (fd < 0 && errno != EEXIST) break;
   }
   if (fd < 0) {
-    mf_status s = mf_fail(MF_ERR_IO, "write_idx: %s: cannot create %s: %s", path, tmp,
-                          strerror(errno));
+    mf_status s =
+        mf_fail(MF_ERR_IO, "write_idx: %s: cannot create %s: %s", path, tmp, strerror(errno));
     free(tmp);
     free(data);
     return s;

@@ -155,7 +155,7 @@ void mf_md5_buffer(const void *data, size_t n, char hex[33]) {
   mf_md5_hex(d, hex);
 }
 
-/* ---- files ------------------------------------------------------------------------------------ */
+/* ---- files ----------------------------------------------------------------------------------- */
 
 /* With gunzip, the file is read through zlib: gzread decompresses gzip files and passes other
  * files through as they are, so one loop serves both. Without, plain stdio. */

@@ -58,7 +58,8 @@ static int count_files(void) {
 /* ---- MD5 ------------------------------------------------------------------------------------ */
 
 static void test_md5(void) {
-  static const char *rfc[][2] = { /* RFC 1321, appendix A.5 */
+  static const char *rfc[][2] = {
+      /* RFC 1321, appendix A.5 */
       {"", "d41d8cd98f00b204e9800998ecf8427e"},
       {"a", "0cc175b9c0f1b6a831c399e269772661"},
       {"abc", "900150983cd24fb0d6963f7d28e17f72"},
@@ -66,7 +67,8 @@ static void test_md5(void) {
       {"abcdefghijklmnopqrstuvwxyz", "c3fcd3d76192e4007dfb496cca67e13b"},
       {"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
        "d174ab98d277d9f5a5611c2c9f419d9f"},
-      {"1234567890123456789012345678901234567890" "1234567890123456789012345678901234567890",
+      {"1234567890123456789012345678901234567890"
+       "1234567890123456789012345678901234567890",
        "57edf4a22be3c955ac49da2e2107b67a"},
   };
   char hex[33];
@@ -79,7 +81,8 @@ static void test_md5(void) {
       unsigned char d[16];
       mf_md5_init(&c);
       size_t n = strlen(rfc[i][0]);
-      for (size_t k = 0; k < n; k += chunk) mf_md5_update(&c, rfc[i][0] + k, n - k < chunk ? n - k : chunk);
+      for (size_t k = 0; k < n; k += chunk)
+        mf_md5_update(&c, rfc[i][0] + k, n - k < chunk ? n - k : chunk);
       mf_md5_final(&c, d);
       CHECK(strcmp(mf_md5_hex(d, hex), rfc[i][1]) == 0);
     }
@@ -115,7 +118,7 @@ static void test_md5(void) {
   unlink(at("cut.gz"));
 }
 
-/* ---- round trips ------------------------------------------------------------------------------ */
+/* ---- round trips ----------------------------------------------------------------------------- */
 
 static mf_tensor *make(mf_dtype dt, int ndim, const int64_t *shape, const double *v) {
   int64_t n = 1;
@@ -178,7 +181,8 @@ static void test_roundtrip(void) {
     roundtrip(MF_IDX_F64, MF_F64, MF_F64, f64, gz);
     roundtrip(MF_IDX_AUTO, MF_F64, MF_F64, f64, gz);
   }
-  CHECK(mf_idx_dtype(0x09) == MF_I32 && mf_idx_dtype(0x0B) == MF_I32 && mf_idx_dtype(7) == MF_DTYPE_COUNT);
+  CHECK(mf_idx_dtype(0x09) == MF_I32 && mf_idx_dtype(0x0B) == MF_I32 &&
+        mf_idx_dtype(7) == MF_DTYPE_COUNT);
   CHECK(strcmp(mf_idx_type_name(0x0D), "f32") == 0 && mf_idx_type_name(1) == NULL);
 
   /* bool writes as u8 0/1 */
@@ -243,7 +247,8 @@ static void test_bytes(void) {
   mf_release(t);
 
   /* a hand-made big-endian i32 file reads back */
-  static const unsigned char hi[] = {0, 0, 0x0C, 1, 0, 0, 0, 2, 0x00, 0x01, 0x02, 0x03, 0xff, 0xff, 0xff, 0xfe};
+  static const unsigned char hi[] = {0,    0,    0x0C, 1,    0,    0,    0,    2,
+                                     0x00, 0x01, 0x02, 0x03, 0xff, 0xff, 0xff, 0xfe};
   put(at("h.idx"), hi, sizeof hi, false);
   mf_tensor *r = NULL;
   CHECK_OK(mf_read_idx(at("h.idx"), &r));
@@ -254,7 +259,7 @@ static void test_bytes(void) {
   unlink(at("h.idx"));
 }
 
-/* ---- corrupt files ------------------------------------------------------------------------------ */
+/* ---- corrupt files --------------------------------------------------------------------------- */
 
 static void bad(const char *name, const void *bytes, size_t n, bool gz, const char *needle) {
   const char *path = at(name);
@@ -269,7 +274,8 @@ static void bad(const char *name, const void *bytes, size_t n, bool gz, const ch
 
 static void test_errors(void) {
   mf_tensor *r = NULL;
-  CHECK_FAILS(mf_read_idx(at("missing.idx"), &r), MF_ERR_IO, "missing.idx: cannot open: No such file");
+  CHECK_FAILS(mf_read_idx(at("missing.idx"), &r), MF_ERR_IO,
+              "missing.idx: cannot open: No such file");
   CHECK_FAILS(mf_read_idx(dir, &r), MF_ERR_IO, "is a directory");
 
   static const unsigned char good[] = {0, 0, 8, 2, 0, 0, 0, 2, 0, 0, 0, 2, 1, 2, 3, 4};
@@ -285,18 +291,21 @@ static void test_errors(void) {
     t[2] = 8;
     t[3] = 9;
     bad("dims.idx", t, sizeof t, gz, "9 dimensions, moonflow tensors have at most 8");
-    bad("hdr.idx", good, 10, gz, "truncated: the file ends inside the header (2 dims need 8 bytes of sizes, found 6)");
+    bad("hdr.idx", good, 10, gz,
+        "truncated: the file ends inside the header (2 dims need 8 bytes of sizes, found 6)");
     bad("data.idx", good, 14, gz, "truncated: the header says 2x2 u8 (4 bytes of data)");
     unsigned char g[sizeof good + 3];
     memcpy(g, good, sizeof good);
     memcpy(g + sizeof good, "xyz", 3);
-    bad("trail.idx", g, sizeof g, gz, "trailing garbage: 3 bytes after the 4 bytes of data (2x2 u8)");
-    static const unsigned char huge[] = {0, 0, 8, 4, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-                                         0xff, 0xff, 0xff, 0xff, 0, 1, 0, 0};
+    bad("trail.idx", g, sizeof g, gz,
+        "trailing garbage: 3 bytes after the 4 bytes of data (2x2 u8)");
+    static const unsigned char huge[] = {0,    0,    8,    4,    0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                                         0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0,    1,    0,    0};
     bad("huge.idx", huge, sizeof huge, gz, "sizes 4294967295x4294967295x4294967295x65536 overflow");
     /* plausible sizes that the file cannot hold: refused before allocating 4 GB */
     static const unsigned char big[] = {0, 0, 0x0D, 2, 0, 1, 0, 0, 0, 0, 0x40, 0, 1, 2, 3, 4};
-    bad("big.idx", big, sizeof big, gz, "truncated: the header says 65536x16384 f32 (4294967296 bytes of data)");
+    bad("big.idx", big, sizeof big, gz,
+        "truncated: the header says 65536x16384 f32 (4294967296 bytes of data)");
   }
   /* the raw file's size tells before reading; the gzip file's content tells after */
   bad("data.idx", good, 14, false, "but the file has only 2");
@@ -326,8 +335,10 @@ static void test_errors(void) {
               "element 2 (300) of the float32 tensor is not an integer in u8's range 0..255");
   v[1] = 0.5;
   mf_tensor *t2 = make(MF_F32, 1, s, v);
-  CHECK_FAILS(mf_write_idx(at("w.idx"), t2, MF_IDX_I32), MF_ERR_ARG, "(0.5) of the float32 tensor is not an integer");
-  CHECK_FAILS(mf_write_idx(at("w.idx"), t2, (mf_idx_type)0x0A), MF_ERR_ARG, "unsupported IDX type code 0x0a");
+  CHECK_FAILS(mf_write_idx(at("w.idx"), t2, MF_IDX_I32), MF_ERR_ARG,
+              "(0.5) of the float32 tensor is not an integer");
+  CHECK_FAILS(mf_write_idx(at("w.idx"), t2, (mf_idx_type)0x0A), MF_ERR_ARG,
+              "unsupported IDX type code 0x0a");
   CHECK_FAILS(mf_write_idx(at("no/such/dir/w.idx"), t2, MF_IDX_AUTO), MF_ERR_IO, "write_idx: ");
   CHECK(count_files() == before);
   mf_release(t);
@@ -371,9 +382,11 @@ static void test_index_select(void) {
 
   double bv[2] = {1, 4};
   mf_tensor *b = make(MF_I64, 1, n2, bv), *f = make(MF_F32, 1, n2, bv);
-  CHECK_FAILS(mf_index_select(x, 0, b, &r), MF_ERR_INDEX,
-              "index_select: index 5 (entry 2 of the index) is out of range for dimension 1 of size 4");
-  CHECK_FAILS(mf_index_select(x, 0, f, &r), MF_ERR_DTYPE, "index must be int64 or int32, got float32");
+  CHECK_FAILS(
+      mf_index_select(x, 0, b, &r), MF_ERR_INDEX,
+      "index_select: index 5 (entry 2 of the index) is out of range for dimension 1 of size 4");
+  CHECK_FAILS(mf_index_select(x, 0, f, &r), MF_ERR_DTYPE,
+              "index must be int64 or int32, got float32");
   CHECK_FAILS(mf_index_select(x, 0, x, &r), MF_ERR_SHAPE, "index must be 1-D, got shape 4x3");
   CHECK_FAILS(mf_index_select(x, 2, j, &r), MF_ERR_INDEX, "dimension 3 is out of range");
   CHECK(r == NULL);

