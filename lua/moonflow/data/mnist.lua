@@ -194,17 +194,33 @@ end
 -- ---- DataSet ----------------------------------------------------------------------------------
 
 local DataSet = {}
-DataSet.__index = DataSet
 M.DataSet = DataSet
 
--- DataSet.new(images, labels [, {seed=}]): rows of images and labels are examples.
+-- `images` of a data set made with a `convert` function is built on first use: training reads
+-- batches through next_batch, which converts only the rows it picks, so the full float copy of
+-- the training images (172 MB) never exists unless a program asks for it.
+function DataSet.__index(self, k)
+  if k == "images" then
+    local images = self._convert(self._raw)
+    rawset(self, "images", images)
+    return images
+  end
+  return DataSet[k]
+end
+
+-- DataSet.new(images, labels [, {seed=, convert=}]): rows of images and labels are examples.
+-- With convert, `images` holds raw rows and the data set's images are convert(rows).
 function DataSet.new(images, labels, opts)
   local n = images:size(1)
   if labels:size(1) ~= n then
     error(string.format("DataSet: %d images but %d labels", n, labels:size(1)), 2)
   end
+  local convert = opts and opts.convert
   local self = setmetatable({
-    images = images,
+    images = not convert and images or nil,
+    _raw = images,
+    _convert = convert or function(t) return t end,
+    _dtype = opts and opts.dtype or images:dtype(), -- of the images as the data set gives them
     labels = labels,
     num_examples = n,
     epochs_completed = 0,
@@ -269,12 +285,14 @@ function DataSet:next_batch(batch_size, shuffle)
     self.index_in_epoch = start + batch_size
     idx = self:_positions(start, batch_size)
   end
-  return self.images:index_select(1, idx), self.labels:index_select(1, idx)
+  local images = rawget(self, "images")
+  images = images and images:index_select(1, idx) or self._convert(self._raw:index_select(1, idx))
+  return images, self.labels:index_select(1, idx)
 end
 
 function DataSet:__tostring()
   return string.format("DataSet(%d examples, images %s %s, labels %s %s)", self.num_examples,
-    table.concat(self.images:shape(), "x"), self.images:dtype(),
+    table.concat(self._raw:shape(), "x"), self._dtype,
     table.concat(self.labels:shape(), "x"), self.labels:dtype())
 end
 
@@ -287,13 +305,12 @@ local function check_idx(t, path, ndim, what)
   end
 end
 
+-- The raw uint8 images, shaped N x 784 (or N x 28 x 28 x 1); DataSet converts them when used.
 local function images_of(path, o)
   local t = mf.io.read_idx(path)
   check_idx(t, path, 3, "images")
   local n, rows, cols = t:size(1), t:size(2), t:size(3)
-  t = o.reshape and t:reshape { n, rows * cols } or t:reshape { n, rows, cols, 1 }
-  if o.dtype == "uint8" then return t end
-  return t:to(o.dtype) / 255
+  return o.reshape and t:reshape { n, rows * cols } or t:reshape { n, rows, cols, 1 }
 end
 
 local function labels_of(path, o)
@@ -358,6 +375,9 @@ function M.read_data_sets(dir, opts)
       .. "got %s", n, tostring(v)), 2)
   end
   local ds = { seed = o.seed }
+  if o.dtype ~= "uint8" then
+    ds.convert, ds.dtype = function(t) return t:to(o.dtype) / 255 end, o.dtype
+  end
   return {
     validation = DataSet.new(train_images:narrow(1, 1, v), train_labels:narrow(1, 1, v), ds),
     train = DataSet.new(train_images:narrow(1, v + 1, n - v),
