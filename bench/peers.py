@@ -37,7 +37,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true")
     p.add_argument("--min-seconds", type=float, default=0.2)
-    p.add_argument("--samples", type=int, default=7)
+    p.add_argument("--samples", type=int, default=5)
     o = p.parse_args()
     if o.quick:
         o.min_seconds, o.samples = 0.01, 2

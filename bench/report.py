@@ -29,13 +29,15 @@ def parse(path):
     with open(path) as f:
         for line in f:
             line = line.strip()
-            if line.startswith("# "):
+            if line.startswith("# ") and not line.startswith("# round ") and line[2:] not in notes:
                 notes.append(line[2:])
             if not line.startswith("result "):
                 continue
             kv = dict(w.split("=", 1) for w in line.split()[1:])
             key = (kv["impl"], kv["bench"], int(kv["n"]), int(kv["threads"]))
-            results[key] = {"seconds": float(kv["seconds"]), "gflops": float(kv.get("gflops", 0))}
+            v = {"seconds": float(kv["seconds"]), "gflops": float(kv.get("gflops", 0))}
+            if key not in results or v["seconds"] < results[key]["seconds"]:
+                results[key] = v  # the best over the rounds
     return results, notes
 
 
@@ -84,7 +86,7 @@ def main():
     out.append(f"- OpenBLAS {blas or '(version unknown)'} (pthread); numpy from Debian "
                f"(its BLAS is the same OpenBLAS); moonflow at git {sh('git', 'rev-parse', '--short', 'HEAD') or '(no commit)'}")
     out.append("- Timing: seconds per call, best of several samples, each sample repeating the call "
-               "for a minimum time (wall clock, monotonic).")
+               "for a minimum time (wall clock, monotonic); the best over the rounds below.")
     for n_ in notes:
         out.append(f"- {n_}")
 

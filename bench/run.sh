@@ -37,7 +37,7 @@ unset OPENBLAS_NUM_THREADS OMP_NUM_THREADS # moonflow sets OpenBLAS's thread cou
 
 sizes=(128 256 512 1024 2048)
 ((${#quick[@]})) && sizes=(128 256)
-if ((${#quick[@]})); then timing=(0.01 2); else timing=(0.2 7); fi
+if ((${#quick[@]})); then timing=(0.01 2) rounds=1; else timing=(0.2 5) rounds=2; fi
 # Other work on the machine skews every number: record the load average before and after.
 load() { cut -d' ' -f1-3 /proc/loadavg; }
 busy() { awk -v l="$(cut -d' ' -f1 /proc/loadavg)" 'BEGIN { exit !(l > 0.5) }'; }
@@ -46,12 +46,17 @@ out=build/bench/results.txt
   echo "# threads compared: 1 and $threads; OpenBLAS and moonflow matmul at both, numpy matmul at $threads"
   echo "# load average before: $(load)"
   busy && echo "# WARNING: the machine was busy when the run started; timings are noisy"
-  for t in 1 "$threads"; do
-    build/bench/openblas_peak "$t" "${timing[@]}" "${sizes[@]}"
+  # Two rounds when measuring for real: load that comes and goes then hits each program in a
+  # round, and report.py keeps the best time of each measurement over the rounds.
+  for round in $(seq "${rounds}"); do
+    echo "# round $round"
+    for t in 1 "$threads"; do
+      build/bench/openblas_peak "$t" "${timing[@]}" "${sizes[@]}"
+    done
+    lua5.4 bench/matmul.lua "${quick[@]}" --threads "1,$threads"
+    lua5.4 bench/elementwise.lua "${quick[@]}" --threads "1,$threads"
+    OPENBLAS_NUM_THREADS=$threads /usr/bin/python3 bench/peers.py "${quick[@]}"
   done
-  lua5.4 bench/matmul.lua "${quick[@]}" --threads "1,$threads"
-  lua5.4 bench/elementwise.lua "${quick[@]}" --threads "1,$threads"
-  OPENBLAS_NUM_THREADS=$threads /usr/bin/python3 bench/peers.py "${quick[@]}"
   echo "# load average after: $(load)"
 } | tee "$out"
 

@@ -72,7 +72,7 @@ end
 
 -- --quick, --threads N, --min-seconds S, --samples K from the script's arguments.
 function M.options(args)
-  local o = { quick = false, min_s = 0.2, samples = 7 }
+  local o = { quick = false, min_s = 0.2, samples = 5 }
   local i = 1
   while args[i] do
     local a = args[i]

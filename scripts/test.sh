@@ -4,9 +4,10 @@
 #   build/       Release (the build users get), CUDA backend compiled when the toolkit is found;
 #   build-asan/  AddressSanitizer + UndefinedBehaviorSanitizer, CPU only, -O1 -g.
 # For each build it runs the C tests (ctest; each test prints `# passed N failed M`, counting its
-# checks) and the Lua specs tests/lua/*_spec.lua (busted, on lua5.4, loading the module from that
-# build). The last line it prints is `N passed, N failed, N skipped`, summed over both builds; it
-# exits non-zero when a check or spec failed, a test crashed, or a build step failed.
+# checks) and the Lua specs tests/lua/*_spec.lua (busted, with the module of that build: on the
+# stock lua5.4 for Release, on the sanitized host build-asan/moonflow for ASan). The last line
+# it prints is `N passed, N failed, N skipped`, summed over both builds; it exits non-zero when a
+# check or spec failed, a test crashed, or a build step failed.
 #
 # Environment: MOONFLOW_TEST_ASAN=0 skips the sanitizer build (quicker local runs);
 # MOONFLOW_TEST_JOBS sets the parallelism (default: the number of cores).
@@ -117,14 +118,14 @@ c_tests() {
 }
 
 # ---- Lua specs --------------------------------------------------------------------------------
-# lua_specs DIR [ENV=VALUE...] : runs busted on lua5.4 with the module of DIR, one process per
-# spec file (a crash or a sanitizer abort then loses only that file's results), and parses the
-# summary line of the plainTerminal handler, `N successes / N failures / N errors / N pending`.
-# (Not the TAP handler: busted 2.1.1's TAP handler itself crashes on a spec with a syntax error.)
-# A file whose run prints no summary counts as one failure.
+# lua_specs DIR LUA [ENV=VALUE...] : runs busted with the interpreter LUA and the module of DIR,
+# one process per spec file (a crash or a sanitizer abort then loses only that file's results),
+# and parses the summary line of the plainTerminal handler, `N successes / N failures / N errors /
+# N pending`. (Not the TAP handler: busted 2.1.1's TAP handler itself crashes on a spec with a
+# syntax error.) A file whose run prints no summary counts as one failure.
 lua_specs() {
-  local dir=$1
-  shift
+  local dir=$1 lua=$2
+  shift 2
   section "Lua specs ($dir)"
   local specs=(tests/lua/*_spec.lua)
   if [[ ! -e ${specs[0]} ]]; then
@@ -140,14 +141,16 @@ lua_specs() {
       LUA_CPATH="$root/$dir/lua/?.so;;" \
       MOONFLOW_BUILD="$root/$dir" MOONFLOW_BIN="$root/$dir/moonflow" \
       MOONFLOW_EMBED_BIN="$root/$dir/embed_example" \
-      "$@" timeout 900 busted --lua=lua5.4 -o plainTerminal "$spec" >"$log" 2>&1
+      "$@" timeout 300 busted --lua="$lua" -o plainTerminal "$spec" >"$log" 2>&1
     rc=$?
-    summary=$(grep -E -m1 '^[0-9]+ success(es)? / [0-9]+ failures? / [0-9]+ errors? / [0-9]+ pending' "$log")
+    summary=$(grep -E -m1 \
+      '^[0-9]+ success(es)? / [0-9]+ failures? / [0-9]+ errors? / [0-9]+ pending' "$log")
     if [[ -z $summary ]]; then
       printf '  %-28s no summary: exit status %d%s\n' "$name" "$rc" \
         "$( ((rc == 124)) && echo ' (timed out)')"
       local at
-      at=$(grep -n -m1 -E 'ERROR: [A-Za-z]+Sanitizer|runtime error:|Segmentation fault' "$log" | cut -d: -f1)
+      at=$(grep -n -m1 -E 'ERROR: [A-Za-z]+Sanitizer|runtime error:|Segmentation fault' "$log" |
+        cut -d: -f1)
       if [[ -n $at ]]; then
         sed -n "${at},$((at + 16))p" "$log" | sed "s/^/    /"
       else
@@ -156,7 +159,8 @@ lua_specs() {
       step_failed "busted $spec in $dir (log: $log)"
       continue
     fi
-    read -r s f e p < <(sed -E 's|^([0-9]+) [a-z]+ / ([0-9]+) [a-z]+ / ([0-9]+) [a-z]+ / ([0-9]+) pending.*|\1 \2 \3 \4|' <<<"$summary")
+    # "N successes / N failures / N errors / N pending : T seconds" -> the four numbers
+    read -r s f e p < <(tr -c '0-9\n' ' ' <<<"${summary%%:*}")
     printf '  %-28s %6d passed %4d failed %4d pending\n' "$name" "$s" "$((f + e))" "$p"
     total_passed=$((total_passed + s))
     total_failed=$((total_failed + f + e))
@@ -173,7 +177,7 @@ lua_specs() {
 # ---- Release ----------------------------------------------------------------------------------
 if build build -DCMAKE_BUILD_TYPE=Release; then
   c_tests build 300
-  lua_specs build
+  lua_specs build lua5.4
 fi
 
 # ---- ASan + UBSan -----------------------------------------------------------------------------
@@ -186,22 +190,20 @@ if [[ ${MOONFLOW_TEST_ASAN:-1} != 0 ]]; then
     ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} \
       UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
       c_tests build-asan 600
-    # Lua specs: the sanitized module has to live in a sanitized process, and the ASan runtime
-    # has to be the first library loaded. We preload exactly the libasan and libubsan that the
-    # module links against into the stock lua5.4 (busted re-executes itself under lua5.4 with
-    # the environment kept). This needs nothing from the host executable (running busted inside
-    # build-asan/moonflow would also test the host's argument handling, and make a host bug look
-    # like a failure of every spec). Leak detection is off here: lua5.4 exits through os.exit
-    # without closing its state, so everything the specs allocated would be reported. The specs
-    # that start build-asan/moonflow or embed_example run those sanitized binaries as well.
-    preload=$(ldd build-asan/lua/moonflow/core.so 2>/dev/null |
-      awk '/lib(asan|ubsan)\.so/ { printf "%s%s", sep, $3; sep = ":" }')
-    if [[ -z $preload ]]; then
-      step_failed "build-asan/lua/moonflow/core.so does not link libasan/libubsan"
+    # Lua specs: the sanitized module has to run in a sanitized process, with the ASan runtime
+    # loaded first. The interpreter here is the sanitized host, build-asan/moonflow, which runs
+    # `moonflow script args` exactly as `lua5.4 script args` does (busted re-executes itself as
+    # `<lua> /usr/bin/busted --ignore-lua ...`); its built-in moonflow.core is the sanitized one.
+    # Not LD_PRELOAD of libasan into the stock lua5.4: the preload is inherited by every child a
+    # spec starts, and curl under a preloaded libasan hangs (the MNIST download specs use curl).
+    # Leak detection stays on: busted ends with os.exit(code, true), which closes the Lua state,
+    # so whatever is still allocated at exit was leaked.
+    if [[ ! -x build-asan/moonflow ]]; then
+      step_failed "build-asan/moonflow was not built"
     else
-      lua_specs build-asan LD_PRELOAD="$preload" \
-        ASAN_OPTIONS=detect_leaks=0:abort_on_error=0 \
-        UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+      lua_specs build-asan "$root/build-asan/moonflow" \
+        ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} \
+        UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
     fi
   fi
 else
