@@ -78,7 +78,7 @@ def main():
     sizes = sorted({k[2] for k in r if k[1] == "matmul"})
     thread_counts = [T] if T == 1 else [T, 1]
     out = []
-    out.append("# moonflow benchmarks\n")
+    out.append("## Tensor core: matmul vs OpenBLAS, elementwise vs numpy\n")
     out.append(f"- Machine: {model}, {cores} cores ({sh('uname', '-m')}, Linux {sh('uname', '-r')})")
     out.append(f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}")
     out.append(f"- Command: `{o.command}`")
@@ -90,7 +90,7 @@ def main():
     for n_ in notes:
         out.append(f"- {n_}")
 
-    out.append(f"\n## float32 matmul (n x n times n x n), GFLOP/s — higher is better\n")
+    out.append(f"\n### float32 matmul (n x n times n x n), GFLOP/s — higher is better\n")
     out.append(f"Target: moonflow >= {MATMUL_TARGET:.0%} of OpenBLAS's own `cblas_sgemm` rate at the "
                f"same thread count. moonflow's time includes allocating its result. numpy runs "
                f"with OPENBLAS_NUM_THREADS={T}.\n")
@@ -109,7 +109,7 @@ def main():
             out.append(f"| {n} | {t} | {fmt(ob, '.1f')} | {fmt(mf, '.1f')} | {fmt(ratio, '.2f')} | "
                        f"{mark(ok) if ratio is not None else '—'} | {fmt(npv, '.1f')} |")
 
-    out.append(f"\n## float32 elementwise, 2^20 elements, milliseconds per call — lower is better\n")
+    out.append(f"\n### float32 elementwise, 2^20 elements, milliseconds per call — lower is better\n")
     out.append(f"Target: moonflow time / numpy time <= {ELEMENTWISE_TARGET:.1f}. numpy's elementwise "
                f"ops use one thread; moonflow is shown at 1 thread (the like-for-like comparison) and "
                f"at its default {T} threads. Both allocate a new result per call.\n")
@@ -131,12 +131,12 @@ def main():
                     mark(ok) if ratio is not None else "—"]
         out.append("| " + " | ".join(row) + " |")
 
-    out.append("\n## Summary\n")
+    out.append("\n### Summary\n")
     out.append(f"- matmul: {met} of {total} sizes at {T} threads reach {MATMUL_TARGET:.0%} of OpenBLAS.")
     out.append(f"- elementwise: {ew_met} of {ew_total} (op, thread count) pairs are no slower than numpy.")
     if missing:
         out.append(f"- Missing measurements: {', '.join(missing)}.")
-    out.append("\n## Raw results\n\n```")
+    out.append("\n### Raw results\n\n```")
     with open(o.results) as f:
         out += [line.rstrip() for line in f if line.startswith(("result ", "# "))]
     out.append("```")

@@ -65,8 +65,8 @@ if ((${#quick[@]})); then
     --check >build/bench/RESULTS-quick.md
   echo "bench: all benchmarks ran (build/bench/RESULTS-quick.md)"
 else
-  /usr/bin/python3 bench/report.py "$out" --threads "$threads" --command "bench/run.sh" \
-    >bench/RESULTS.md
-  sed -n '/^## Summary/,/^## Raw/p' bench/RESULTS.md | grep '^-'
+  /usr/bin/python3 bench/report.py "$out" --threads "$threads" --command "bench/run.sh" |
+    /usr/bin/python3 bench/section.py bench/RESULTS.md core
+  sed -n '/^### Summary/,/^### Raw/p' bench/RESULTS.md | grep '^-'
   echo "bench: wrote bench/RESULTS.md"
 fi

@@ -178,6 +178,20 @@ lua_specs() {
 if build build -DCMAKE_BUILD_TYPE=Release; then
   c_tests build 300
   lua_specs build lua5.4
+  # The benchmarks in their quick mode: each counts as one test that passes when it runs through.
+  section "benchmarks, quick mode (build)"
+  for bench in "bench/run.sh --quick" "/usr/bin/python3 bench/mnist.py --quick"; do
+    if [[ $bench == *mnist* && -z ${MOONFLOW_DATA:-} ]]; then
+      note "skipped: $bench (no MNIST files: set MOONFLOW_DATA)"
+      total_skipped=$((total_skipped + 1))
+    elif $bench >build/bench-quick.log 2>&1; then
+      note "ok: $bench"
+      total_passed=$((total_passed + 1))
+    else
+      tail -n 20 build/bench-quick.log
+      step_failed "$bench (log: build/bench-quick.log)"
+    fi
+  done
 fi
 
 # ---- ASan + UBSan -----------------------------------------------------------------------------
