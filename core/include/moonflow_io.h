@@ -172,7 +172,7 @@ double mf_wall_time(void);
  *             (so a 3x32x32 tensor is CHW and a 32x32x3 one HWC).
  * Float values are clamped to [0, 1] and rounded to v * 255; other dtypes are MF_ERR_DTYPE. */
 
-/* Decodes a PNG, JPEG, BMP, GIF (first frame), TGA, PSD, PNM or HDR file into a new uint8 HxWxC
+/* Decodes a PNG, JPEG, BMP, GIF (first frame) or TGA file into a new uint8 HxWxC
  * tensor, C as in the file, or `channels` (1..4) when nonzero. MF_ERR_IO naming the file when it
  * cannot be read or decoded. */
 mf_status mf_image_load(const char *path, int channels, mf_tensor **out);
