@@ -29,15 +29,6 @@
 #include <readline/readline.h>
 #endif
 
-#ifdef MF_HAVE_CUDA
-#include <cuda_runtime_api.h>
-#if defined(__has_include)
-#if __has_include(<cudnn_version.h>)
-#include <cudnn_version.h>
-#endif
-#endif
-#endif
-
 #define PROGNAME "moonflow"
 #define PROMPT "mf> "
 #define PROMPT2 ">> "
@@ -817,42 +808,39 @@ static void print_usage(FILE *f, const char *badoption) {
   fflush(f);
 }
 
+/* The CUDA lines come from the CUDA backend's library (mf_cuda_versions loads it): the host
+ * itself links no CUDA library. */
 static void print_version(void) {
   int i, n = mf_cuda_device_count();
+  int rt = 0, drv = 0, dnn = 0;
   printf("moonflow %s\n", MF_VERSION);
   printf("%s\n", LUA_COPYRIGHT);
   printf("BLAS: %s\n", mf_blas_info());
-#ifdef MF_HAVE_CUDA
-  {
-    int rt = 0, drv = 0;
-    cudaRuntimeGetVersion(&rt);
-    cudaDriverGetVersion(&drv);
+  if (mf_cuda_versions(&rt, &drv, &dnn) == MF_OK) {
     printf("CUDA: runtime %d.%d, ", rt / 1000, (rt % 1000) / 10);
     if (drv)
       printf("driver %d.%d", drv / 1000, (drv % 1000) / 10);
     else
       printf("no driver");
-#ifdef CUDNN_MAJOR
-    printf(", cuDNN %d.%d.%d", CUDNN_MAJOR, CUDNN_MINOR, CUDNN_PATCHLEVEL);
-#else
-    printf(", no cuDNN");
-#endif
+    if (dnn)
+      printf(", cuDNN %d.%d.%d", dnn / 10000, (dnn % 10000) / 100, dnn % 100);
+    else
+      printf(", no cuDNN");
     printf("\n");
+  } else {
+    const char *e = mf_error(); /* "cuda: <why>" */
+    printf("CUDA: %s\n", strncmp(e, "cuda: ", 6) == 0 ? e + 6 : e);
   }
-#else
-  printf("CUDA: not built in\n");
-#endif
   printf("devices: cpu");
   for (i = 0; i < n; i++) {
-#ifdef MF_HAVE_CUDA
-    struct cudaDeviceProp prop;
-    if (cudaGetDeviceProperties(&prop, i) == cudaSuccess) {
-      printf(", cuda:%d (%s, %.1f GiB, sm_%d%d)", i, prop.name,
-             (double)prop.totalGlobalMem / (1024.0 * 1024.0 * 1024.0), prop.major, prop.minor);
-      continue;
-    }
-#endif
-    printf(", cuda:%d", i);
+    char name[256];
+    size_t bytes;
+    int major, minor;
+    if (mf_cuda_device_info(i, name, sizeof name, &bytes, &major, &minor) == MF_OK)
+      printf(", cuda:%d (%s, %.1f GiB, sm_%d%d)", i, name,
+             (double)bytes / (1024.0 * 1024.0 * 1024.0), major, minor);
+    else
+      printf(", cuda:%d", i);
   }
   printf("\n");
   fflush(stdout);

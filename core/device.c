@@ -1,6 +1,7 @@
 /* device.c — the devices: the always-present CPU device (host allocator, memcpy transfers, the CPU
  * kernel table), parsing device specs ("cpu", "cuda:1", "/gpu:0", "/device:GPU:1"), and op dispatch
- * through a device's kernel table. */
+ * through a device's kernel table. CUDA devices come from cuda_loader.c, which loads the CUDA
+ * backend's library on first use. */
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,6 +9,7 @@
 #include <strings.h>
 #include <pthread.h>
 
+#include "cuda/api.h"
 #include "internal.h"
 
 static void *cpu_alloc(mf_device *d, size_t n) {
@@ -48,18 +50,6 @@ mf_device_type mf_device_kind(const mf_device *d) { return d->type; }
 int mf_device_index(const mf_device *d) { return d->index; }
 mf_status mf_device_synchronize(mf_device *d) { return d->i.synchronize(d); }
 
-#ifndef MF_HAVE_CUDA
-int mf_cuda_device_count(void) { return 0; }
-static mf_status cuda_device(int index, mf_device **out) {
-  (void)index;
-  *out = NULL;
-  return mf_fail(MF_ERR_DEVICE, "cuda:%d: moonflow was built without the CUDA backend", index);
-}
-#else
-mf_status mf_cuda_device(int index, mf_device **out); /* cuda/device.cu */
-static mf_status cuda_device(int index, mf_device **out) { return mf_cuda_device(index, out); }
-#endif
-
 /* Splits "kind[:index]" after an optional leading "/" and "device:"; kind is case-insensitive. */
 mf_status mf_device_get(const char *spec, mf_device **out) {
   *out = NULL;
@@ -81,7 +71,7 @@ mf_status mf_device_get(const char *spec, mf_device **out) {
     return MF_OK;
   }
   if ((n == 4 && strncasecmp(s, "cuda", 4) == 0) || (n == 3 && strncasecmp(s, "gpu", 3) == 0))
-    return cuda_device(index, out);
+    return mf_cuda_device(index, out); /* cuda_loader.c */
   return mf_fail(MF_ERR_ARG, "device: unknown device '%s' (expected cpu, cuda:N or /gpu:N)", spec);
 }
 

@@ -13,17 +13,24 @@
  * or the cap would be passed, the cached blocks are given back to the driver and the request is
  * tried once more; then it fails with MF_ERR_MEMORY saying what was asked for and what is free.
  * Managed memory is never used.
+ *
+ * This file also holds the library's one exported function, mf_cuda_open (api.h), which checks the
+ * core's layout and returns the table of the functions below.
  */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cuda/api.h"
 #include "cuda/kernels.h"
 
-extern "C" {
-mf_status mf_cuda_device(int index, mf_device **out);
-}
+#ifdef MF_HAVE_CUDNN
+#include <cudnn.h>
+#endif
+
+extern "C" const mf_cuda_core *mf_cuda_imports; /* imports.c */
+static mf_status get_device(int index, mf_device **out);
 
 #define MAX_GPUS 64
 #define NBUCKETS 224
@@ -76,7 +83,7 @@ static void count_init(void) {
   gpu_count = n < 0 ? 0 : n > MAX_GPUS ? MAX_GPUS : n;
 }
 
-extern "C" int mf_cuda_device_count(void) {
+static int device_count(void) {
   static pthread_once_t once = PTHREAD_ONCE_INIT;
   pthread_once(&once, count_init);
   return gpu_count;
@@ -243,7 +250,7 @@ static void register_kernels(mf_kernel *k) {
    * SCATTER_ADD */
 }
 
-/* ---- devices ----------------------------------------------------------------------------------- */
+/* ---- devices --------------------------------------------------------------------------------- */
 
 static mf_status make_device(int index, cuda_dev **out) {
   cuda_dev *g = (cuda_dev *)calloc(1, sizeof *g);
@@ -278,9 +285,9 @@ static mf_status make_device(int index, cuda_dev **out) {
   return MF_OK;
 }
 
-extern "C" mf_status mf_cuda_device(int index, mf_device **out) {
+static mf_status get_device(int index, mf_device **out) {
   *out = NULL;
-  int n = mf_cuda_device_count();
+  int n = device_count();
   if (n == 0) {
     int driver = 0;
     if (cudaDriverGetVersion(&driver) != cudaSuccess || driver == 0) {
@@ -304,7 +311,7 @@ extern "C" mf_status mf_cuda_device(int index, mf_device **out) {
   return s;
 }
 
-/* ---- public knobs (moonflow.h) ---------------------------------------------------------------- */
+/* ---- the knobs of moonflow.h ----------------------------------------------------------------- */
 
 static cuda_dev *existing(int device) {
   if (device < 0 || device >= MAX_GPUS) return NULL;
@@ -314,10 +321,10 @@ static cuda_dev *existing(int device) {
   return g;
 }
 
-extern "C" mf_status mf_cuda_set_memory_fraction(int device, double fraction) {
+static mf_status set_memory_fraction(int device, double fraction) {
   if (!(fraction > 0 && fraction <= 1))
     return mf_fail(MF_ERR_ARG, "cuda: memory fraction %g is not in (0, 1]", fraction);
-  int n = mf_cuda_device_count();
+  int n = device_count();
   if (device >= n || device < -1)
     return mf_fail(MF_ERR_DEVICE, "cuda:%d: no such device (%d visible)", device, n);
   pthread_mutex_lock(&devices_lock);
@@ -333,7 +340,7 @@ extern "C" mf_status mf_cuda_set_memory_fraction(int device, double fraction) {
   pthread_mutex_unlock(&devices_lock);
   if (device >= 0 && !existing(device)) { /* make it now so the cap applies from the start */
     mf_device *d;
-    MF_TRY(mf_cuda_device(device, &d));
+    MF_TRY(get_device(device, &d));
     cuda_dev *g = (cuda_dev *)d;
     pthread_mutex_lock(&g->lock);
     g->fraction = fraction;
@@ -343,7 +350,7 @@ extern "C" mf_status mf_cuda_set_memory_fraction(int device, double fraction) {
   return MF_OK;
 }
 
-extern "C" size_t mf_cuda_memory_allocated(int device) {
+static size_t memory_allocated(int device) {
   cuda_dev *g = existing(device);
   if (!g) return 0;
   pthread_mutex_lock(&g->lock);
@@ -352,7 +359,7 @@ extern "C" size_t mf_cuda_memory_allocated(int device) {
   return n;
 }
 
-extern "C" size_t mf_cuda_max_memory_allocated(int device) {
+static size_t max_memory_allocated(int device) {
   cuda_dev *g = existing(device);
   if (!g) return 0;
   pthread_mutex_lock(&g->lock);
@@ -361,7 +368,7 @@ extern "C" size_t mf_cuda_max_memory_allocated(int device) {
   return n;
 }
 
-extern "C" size_t mf_cuda_memory_reserved(int device) {
+static size_t memory_reserved(int device) {
   cuda_dev *g = existing(device);
   if (!g) return 0;
   pthread_mutex_lock(&g->lock);
@@ -370,7 +377,7 @@ extern "C" size_t mf_cuda_memory_reserved(int device) {
   return n;
 }
 
-extern "C" void mf_cuda_empty_cache(void) {
+static void empty_cache(void) {
   for (int i = 0; i < MAX_GPUS; i++) {
     cuda_dev *g = existing(i);
     if (!g) continue;
@@ -379,4 +386,47 @@ extern "C" void mf_cuda_empty_cache(void) {
     (void)cudaGetLastError();
     pthread_mutex_unlock(&g->lock);
   }
+}
+
+/* ---- versions and device properties (`moonflow -v`) ----------------------------------------  */
+
+static void versions(int *runtime, int *driver, int *cudnn) {
+  *runtime = *driver = *cudnn = 0;
+  if (cudaRuntimeGetVersion(runtime) != cudaSuccess) *runtime = 0;
+  if (cudaDriverGetVersion(driver) != cudaSuccess) *driver = 0;
+  (void)cudaGetLastError();
+#ifdef MF_HAVE_CUDNN
+  *cudnn = (int)cudnnGetVersion();
+#endif
+}
+
+static mf_status device_info(int device, char *name, size_t name_len, size_t *total_bytes,
+                             int *major, int *minor) {
+  if (device < 0 || device >= device_count())
+    return mf_fail(MF_ERR_DEVICE, "cuda:%d: no such device (%d visible)", device, device_count());
+  cudaDeviceProp prop;
+  MF_TRY(mf_cuda_check(NULL, cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties"));
+  snprintf(name, name_len, "%s", prop.name);
+  *total_bytes = prop.totalGlobalMem;
+  *major = prop.major;
+  *minor = prop.minor;
+  return MF_OK;
+}
+
+/* ---- the library's entry point (api.h) ------------------------------------------------------  */
+
+static const mf_cuda_api api = {
+    device_count,         get_device,   set_memory_fraction, memory_allocated,
+    max_memory_allocated, memory_reserved, empty_cache,      mf_cuda_matmul_set_tf32,
+    versions,             device_info,
+};
+
+extern "C" __attribute__((visibility("default"))) const mf_cuda_api *
+mf_cuda_open(const mf_cuda_core *core) {
+  static const unsigned mine[MF_CUDA_LAYOUT_N] = MF_CUDA_LAYOUT;
+  /* a core of another layout: its table is not to be trusted either, so no message; the loader
+   * says what a NULL means */
+  if (memcmp(core->layout, mine, sizeof mine) != 0) return NULL;
+  mf_cuda_imports = core;
+  return &api;
 }

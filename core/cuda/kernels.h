@@ -26,6 +26,8 @@ mf_status mf_cuda_reduce(mf_device *dev, const mf_call *c);
 mf_status mf_cuda_matmul(mf_device *dev, const mf_call *c);
 /* matmul.cu: the cuBLAS handle's teardown (device.cu calls it when a context goes) */
 void mf_cuda_matmul_release(mf_cuda_ctx *ctx);
+/* matmul.cu: float32 matmul in TF32 or not (mf_cuda_set_tf32); returns the previous setting */
+bool mf_cuda_matmul_set_tf32(bool on);
 
 /* softmax.cu: SOFTMAX, LOG_SOFTMAX and their backwards */
 mf_status mf_cuda_softmax(mf_device *dev, const mf_call *c);

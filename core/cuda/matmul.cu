@@ -17,7 +17,7 @@
 
 static bool allow_tf32 = true;
 
-extern "C" bool mf_cuda_set_tf32(bool on) {
+bool mf_cuda_matmul_set_tf32(bool on) {
   bool was = __atomic_exchange_n(&allow_tf32, on, __ATOMIC_RELAXED);
   return was;
 }

@@ -87,7 +87,11 @@ const char *mf_device_name(const mf_device *d); /* "cpu", "cuda:0" */
 mf_device_type mf_device_kind(const mf_device *d);
 int mf_device_index(const mf_device *d);
 mf_status mf_device_synchronize(mf_device *d);
-int mf_cuda_device_count(void); /* 0 when built without CUDA or no GPU is present */
+/* The CUDA backend is a library of its own (libmoonflow_cuda.so, next to libmoonflow), loaded the
+ * first time one of the mf_cuda_* functions below or mf_device_get("cuda:N") is called; a process
+ * that never asks for CUDA never loads the CUDA libraries. When it is missing or cannot be loaded,
+ * CUDA is unavailable: "cuda:N" fails saying why. */
+int mf_cuda_device_count(void); /* 0 when built without CUDA, the backend is missing, or no GPU */
 /* The CUDA backend's knobs; without it (or without a GPU) they change nothing and report 0.
  * device -1 = every GPU, those used later included. */
 /* Caps the memory moonflow holds from cudaMalloc at fraction (0, 1] of the GPU's memory
@@ -100,6 +104,13 @@ void mf_cuda_empty_cache(void);                  /* gives cached, unused blocks 
 /* float32 matmul on tensor cores in TF32 (on by default, as in TensorFlow); returns the previous
  * setting. */
 bool mf_cuda_set_tf32(bool on);
+/* For `moonflow -v`: the CUDA runtime's and driver's versions (1000 major + 10 minor; driver 0:
+ * none installed) and cuDNN's (cudnnGetVersion(); 0: built without it). MF_ERR_DEVICE when the
+ * backend is not there (built without it, or its library could not be loaded: mf_error() says). */
+mf_status mf_cuda_versions(int *runtime, int *driver, int *cudnn);
+/* GPU `device`'s name, memory in bytes and compute capability (major.minor). */
+mf_status mf_cuda_device_info(int device, char *name, size_t name_len, size_t *total_bytes,
+                              int *major, int *minor);
 
 /* ---- storage and tensors ------------------------------------------------------------------ */
 

@@ -7,6 +7,9 @@
  * Without a GPU (or without the CUDA backend) it checks that asking for one is a clear error and
  * that the CUDA knobs are harmless, prints "# skipped: no CUDA device" and, after the usual
  * `# passed N failed M`, a line `# skipped N` with the number of parity groups not run.
+ *
+ * Either way it first checks that the CUDA backend is loaded lazily: no CUDA library is mapped
+ * until CUDA is asked for; then, in a CUDA build, that its library was found and loaded.
  */
 #include <stdlib.h>
 
@@ -106,13 +109,51 @@ static const mf_dtype cpu_dtypes[] = {MF_F32, MF_F64, MF_I32, MF_I64, MF_U8, MF_
 
 static double ftol(mf_dtype dt) { return dt == MF_F32 ? 2e-6 : dt == MF_F64 ? 1e-13 : 0; }
 
+/* ---- lazy loading ---------------------------------------------------------------------------- */
+
+/* Whether a file whose name contains `name` is mapped into this process. */
+static bool mapped(const char *name) {
+  FILE *f = fopen("/proc/self/maps", "r");
+  char line[1024];
+  bool found = false;
+  if (!f) return false;
+  while (!found && fgets(line, sizeof line, f)) found = strstr(line, name) != NULL;
+  fclose(f);
+  return found;
+}
+
+/* Called first: nothing of CUDA is loaded until the first mf_cuda_* call. */
+static void test_lazy(void) {
+  CHECK(!mapped("libcudart") && !mapped("libcublas") && !mapped("libmoonflow_cuda"));
+  int n = mf_cuda_device_count();
+  int rt = -1, drv = -1, dnn = -1;
+  mf_status s = mf_cuda_versions(&rt, &drv, &dnn);
+#ifdef MF_HAVE_CUDA
+  /* the build folder's libmoonflow_cuda.so, next to this test */
+  CHECK_OK(s);
+  CHECK(rt >= 11000 && drv >= 0 && dnn >= 0);
+  CHECK(mapped("libmoonflow_cuda") && mapped("libcudart"));
+#else
+  CHECK_FAILS(s, MF_ERR_DEVICE, "without the CUDA backend");
+  CHECK(rt == 0 && drv == 0 && dnn == 0 && n == 0);
+  CHECK(!mapped("libcudart"));
+#endif
+  char name[64];
+  size_t bytes;
+  int major, minor;
+  CHECK_FAILS(mf_cuda_device_info(n, name, sizeof name, &bytes, &major, &minor), MF_ERR_DEVICE,
+              "cuda:");
+  CHECK(bytes == 0 && major == 0 && minor == 0);
+}
+
 /* ---- without a GPU ----------------------------------------------------------------------------- */
 
 static void test_no_device(void) {
   mf_device *d = NULL;
   CHECK_FAILS(mf_device_get("cuda:0", &d), MF_ERR_DEVICE, "cuda:0");
   CHECK(d == NULL);
-  CHECK(strstr(mf_error(), "no CUDA device") || strstr(mf_error(), "without the CUDA backend"));
+  CHECK(strstr(mf_error(), "no CUDA device") || strstr(mf_error(), "without the CUDA backend") ||
+        strstr(mf_error(), "the CUDA backend library could not be loaded"));
   CHECK_FAILS(mf_device_get("/gpu:1", &d), MF_ERR_DEVICE, "cuda:1");
   CHECK_FAILS(mf_device_get("/device:GPU:0", &d), MF_ERR_DEVICE, "cuda:0");
   CHECK(mf_cuda_memory_allocated(0) == 0 && mf_cuda_max_memory_allocated(0) == 0);
@@ -736,6 +777,7 @@ static void test_device(void) {
 }
 
 int main(void) {
+  test_lazy();
   int n = mf_cuda_device_count();
   if (n == 0) {
     test_no_device();

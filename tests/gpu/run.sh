@@ -52,6 +52,9 @@ if ! cmake --build "$dir" -j "$jobs" >"$dir.build.log" 2>&1; then
   exit 1
 fi
 say "built $dir"
+# The CUDA backend is its own library, loaded on first use: the host must not link cudart itself.
+[[ -f $dir/libmoonflow_cuda.so ]] || say "MISSING: $dir/libmoonflow_cuda.so"
+ldd "$dir/moonflow" | grep -q -E 'libcudart|libcublas' && say "WRONG: $dir/moonflow links CUDA"
 "$dir/moonflow" -v 2>&1 | sed 's/^/  /'
 
 # ---- C tests --------------------------------------------------------------------------------
