@@ -16,7 +16,8 @@
  * - SOFTMAX, LOG_SOFTMAX: in[0] = x viewed (outer, n, inner) = ip[0..2]; out likewise.
  *   SOFTMAX_BACKWARD, LOG_SOFTMAX_BACKWARD: in[0] = y, in[1] = dy; out = dx.
  * - GATHER: in[0] = x, in[1] = index (int64, x's ndim); out has index's shape; ip[0] = dim.
- * - SCATTER_ADD: in[0] = index, in[1] = src (index's shape); out (zeroed by the kernel); ip[0] = dim.
+ * - SCATTER_ADD: in[0] = index, in[1] = src (index's shape); out (zeroed by the kernel);
+ *   ip[0] = dim.
  * - DROPOUT_MASK: out (x's shape and dtype); p[0] = drop probability; seed, offset (Philox).
  * Every tensor a kernel sees is contiguous and of one float dtype (float32 or float64), except
  * the int64 indices and gather/scatter_add, which take any dtype but bool (scatter_add) of their
@@ -27,9 +28,7 @@
 
 #include "autograd.h"
 
-/* random.c: the Philox blocks a rand of n elements of dtype dt uses */
-
-/* ---- helpers ---------------------------------------------------------------------------------- */
+/* ---- helpers --------------------------------------------------------------------------------- */
 
 static bool is_f(mf_dtype t) { return t == MF_F32 || t == MF_F64; }
 
@@ -64,8 +63,10 @@ static mf_status out_extent(const char *op, const char *kind, int64_t in, int64_
                             int before, int after, int64_t *out) {
   int64_t padded = in + before + after;
   if (k > padded)
-    return mf_fail(MF_ERR_SHAPE, "%s: the %s of size %lld does not fit the input of size %lld "
-                   "padded to %lld", op, kind, (long long)k, (long long)in, (long long)padded);
+    return mf_fail(MF_ERR_SHAPE,
+                   "%s: the %s of size %lld does not fit the input of size %lld "
+                   "padded to %lld",
+                   op, kind, (long long)k, (long long)in, (long long)padded);
   *out = (padded - k) / stride + 1;
   return MF_OK;
 }
@@ -77,8 +78,10 @@ static mf_status check_params(const char *op, const mf_pool2d_params *p, bool po
     return mf_fail(MF_ERR_ARG, "%s: stride %dx%d must be positive", op, p->stride[0], p->stride[1]);
   for (int i = 0; i < 4; i++)
     if (p->pad[i] < 0)
-      return mf_fail(MF_ERR_ARG, "%s: padding (top %d, left %d, bottom %d, right %d) must not be "
-                     "negative", op, p->pad[0], p->pad[1], p->pad[2], p->pad[3]);
+      return mf_fail(MF_ERR_ARG,
+                     "%s: padding (top %d, left %d, bottom %d, right %d) must not be "
+                     "negative",
+                     op, p->pad[0], p->pad[1], p->pad[2], p->pad[3]);
   if (pool) {
     if (p->kernel[0] < 1 || p->kernel[1] < 1)
       return mf_fail(MF_ERR_ARG, "%s: kernel size %dx%d must be positive", op, p->kernel[0],
@@ -86,9 +89,10 @@ static mf_status check_params(const char *op, const mf_pool2d_params *p, bool po
     /* pad < kernel on every side: every window then holds at least one input cell */
     for (int i = 0; i < 4; i++)
       if (p->pad[i] >= p->kernel[i % 2])
-        return mf_fail(MF_ERR_ARG, "%s: padding (top %d, left %d, bottom %d, right %d) must be "
-                       "smaller than the %dx%d window", op, p->pad[0], p->pad[1], p->pad[2],
-                       p->pad[3], p->kernel[0], p->kernel[1]);
+        return mf_fail(MF_ERR_ARG,
+                       "%s: padding (top %d, left %d, bottom %d, right %d) must be "
+                       "smaller than the %dx%d window",
+                       op, p->pad[0], p->pad[1], p->pad[2], p->pad[3], p->kernel[0], p->kernel[1]);
   }
   return MF_OK;
 }
@@ -147,7 +151,7 @@ static mf_status run(mf_call *c, int nin, const mf_tensor *const *in, int ndim,
   return s;
 }
 
-/* ---- convolution ------------------------------------------------------------------------------ */
+/* ---- convolution ----------------------------------------------------------------------------- */
 
 /* Checks x against w (channels) and returns the output size. */
 static mf_status conv_geometry(const char *op, const int64_t *xs, const int64_t *ws,
@@ -155,9 +159,11 @@ static mf_status conv_geometry(const char *op, const int64_t *xs, const int64_t 
   MF_TRY(check_params(op, p, false));
   char a[96], b[96];
   if (xs[1] != ws[1])
-    return mf_fail(MF_ERR_SHAPE, "%s: input has %lld channels but the weight expects %lld "
-                   "(input %s, weight %s)", op, (long long)xs[1], (long long)ws[1],
-                   mf_shape_fmt(4, xs, a, sizeof a), mf_shape_fmt(4, ws, b, sizeof b));
+    return mf_fail(MF_ERR_SHAPE,
+                   "%s: input has %lld channels but the weight expects %lld "
+                   "(input %s, weight %s)",
+                   op, (long long)xs[1], (long long)ws[1], mf_shape_fmt(4, xs, a, sizeof a),
+                   mf_shape_fmt(4, ws, b, sizeof b));
   for (int d = 0; d < 4; d++)
     if (ws[d] < 1)
       return mf_fail(MF_ERR_SHAPE, "%s: weight %s has an empty dimension", op,
@@ -179,8 +185,10 @@ mf_status mf_conv2d(const mf_tensor *x, const mf_tensor *w, const mf_tensor *b,
   if (b) {
     char a[96], c[96];
     if (b->ndim != 1 || b->shape[0] != w->shape[0])
-      return mf_fail(MF_ERR_SHAPE, "%s: bias has shape %s but the weight %s has %lld output "
-                     "channels", op, mf_shape_str(b, a, sizeof a), mf_shape_str(w, c, sizeof c),
+      return mf_fail(MF_ERR_SHAPE,
+                     "%s: bias has shape %s but the weight %s has %lld output "
+                     "channels",
+                     op, mf_shape_str(b, a, sizeof a), mf_shape_str(w, c, sizeof c),
                      (long long)w->shape[0]);
     MF_TRY(same_dtype(op, "input", x, "bias", b));
     MF_TRY(mf_same_device(op, x, b));
@@ -210,10 +218,11 @@ mf_status mf_conv2d_backward_input(const mf_tensor *dout, const mf_tensor *w,
   int64_t want[4] = {x_shape[0], w->shape[0], OH, OW};
   if (!same_shape(4, dout->shape, want)) {
     char a[96], b[96], c[96], e[96];
-    return mf_fail(MF_ERR_SHAPE, "%s: the output gradient has shape %s but input %s and weight "
-                   "%s give %s", op, mf_shape_str(dout, a, sizeof a),
-                   mf_shape_fmt(4, x_shape, b, sizeof b), mf_shape_str(w, c, sizeof c),
-                   mf_shape_fmt(4, want, e, sizeof e));
+    return mf_fail(MF_ERR_SHAPE,
+                   "%s: the output gradient has shape %s but input %s and weight "
+                   "%s give %s",
+                   op, mf_shape_str(dout, a, sizeof a), mf_shape_fmt(4, x_shape, b, sizeof b),
+                   mf_shape_str(w, c, sizeof c), mf_shape_fmt(4, want, e, sizeof e));
   }
   mf_call c = {.op = MF_OP_CONV2D_BACKWARD_INPUT, .params = p};
   const mf_tensor *in[2] = {dout, w};
@@ -236,8 +245,10 @@ mf_status mf_conv2d_backward_weight(const mf_tensor *dout, const mf_tensor *x,
   int64_t want[4] = {x->shape[0], w_shape[0], OH, OW};
   if (!same_shape(4, dout->shape, want)) {
     char a[96], b[96], c[96], e[96];
-    return mf_fail(MF_ERR_SHAPE, "%s: the output gradient has shape %s but input %s and weight "
-                   "%s give %s", op, mf_shape_str(dout, a, sizeof a), mf_shape_str(x, b, sizeof b),
+    return mf_fail(MF_ERR_SHAPE,
+                   "%s: the output gradient has shape %s but input %s and weight "
+                   "%s give %s",
+                   op, mf_shape_str(dout, a, sizeof a), mf_shape_str(x, b, sizeof b),
                    mf_shape_fmt(4, w_shape, c, sizeof c), mf_shape_fmt(4, want, e, sizeof e));
   }
   mf_device *dev = mf_tensor_device(x);
@@ -247,7 +258,7 @@ mf_status mf_conv2d_backward_weight(const mf_tensor *dout, const mf_tensor *x,
   return run(&c, 2, in, 4, w_shape, x->dtype, dev, dw);
 }
 
-/* ---- pooling ------------------------------------------------------------------------------------ */
+/* ---- pooling --------------------------------------------------------------------------------- */
 
 static mf_status pool_out_shape(const char *op, const mf_tensor *x, const mf_pool2d_params *p,
                                 int64_t *shape) {
@@ -256,8 +267,8 @@ static mf_status pool_out_shape(const char *op, const mf_tensor *x, const mf_poo
   MF_TRY(check_params(op, p, true));
   shape[0] = x->shape[0];
   shape[1] = x->shape[1];
-  return out_size(op, "window", x->shape[2], x->shape[3], p->kernel[0], p->kernel[1], p,
-                  &shape[2], &shape[3]);
+  return out_size(op, "window", x->shape[2], x->shape[3], p->kernel[0], p->kernel[1], p, &shape[2],
+                  &shape[3]);
 }
 
 mf_status mf_max_pool2d(const mf_tensor *x, const mf_pool2d_params *p, mf_tensor **out,
@@ -300,9 +311,10 @@ mf_status mf_max_pool2d_backward(const mf_tensor *dout, const mf_tensor *indices
   if (!x_shape) return mf_fail(MF_ERR_ARG, "%s: missing input shape", op);
   if (x_shape[0] != dout->shape[0] || x_shape[1] != dout->shape[1] || x_shape[2] < 0 ||
       x_shape[3] < 0)
-    return mf_fail(MF_ERR_SHAPE, "%s: the output gradient %s does not come from an input of "
-                   "shape %s", op, mf_shape_str(dout, a, sizeof a),
-                   mf_shape_fmt(4, x_shape, b, sizeof b));
+    return mf_fail(MF_ERR_SHAPE,
+                   "%s: the output gradient %s does not come from an input of "
+                   "shape %s",
+                   op, mf_shape_str(dout, a, sizeof a), mf_shape_fmt(4, x_shape, b, sizeof b));
   if (mf_numel(dout) > 0 && x_shape[2] * x_shape[3] == 0)
     return mf_fail(MF_ERR_SHAPE, "%s: the input shape %s is empty", op,
                    mf_shape_fmt(4, x_shape, b, sizeof b));
@@ -331,20 +343,22 @@ mf_status mf_avg_pool2d_backward(const mf_tensor *dout, const int64_t *x_shape,
   int64_t want[4] = {x_shape[0], x_shape[1], 0, 0};
   mf_status s = x_shape[0] < 0 || x_shape[1] < 0
                     ? mf_fail(MF_ERR_SHAPE, "%s: negative input size", op)
-                    : out_size(op, "window", x_shape[2], x_shape[3], p->kernel[0], p->kernel[1],
-                               p, &want[2], &want[3]);
+                    : out_size(op, "window", x_shape[2], x_shape[3], p->kernel[0], p->kernel[1], p,
+                               &want[2], &want[3]);
   if (s) return s;
   if (!same_shape(4, dout->shape, want)) {
     char a[96], b[96], e[96];
-    return mf_fail(MF_ERR_SHAPE, "%s: the output gradient has shape %s but an input of shape %s "
-                   "gives %s", op, mf_shape_str(dout, a, sizeof a),
-                   mf_shape_fmt(4, x_shape, b, sizeof b), mf_shape_fmt(4, want, e, sizeof e));
+    return mf_fail(MF_ERR_SHAPE,
+                   "%s: the output gradient has shape %s but an input of shape %s "
+                   "gives %s",
+                   op, mf_shape_str(dout, a, sizeof a), mf_shape_fmt(4, x_shape, b, sizeof b),
+                   mf_shape_fmt(4, want, e, sizeof e));
   }
   mf_call c = {.op = MF_OP_AVG_POOL2D_BACKWARD, .params = p};
   return run(&c, 1, &dout, 4, x_shape, dout->dtype, mf_tensor_device(dout), dx);
 }
 
-/* ---- softmax ------------------------------------------------------------------------------------ */
+/* ---- softmax --------------------------------------------------------------------------------- */
 
 /* (outer, n, inner) of x around dim; a 0-d tensor is (1, 1, 1) and takes dim 0 or -1. */
 static mf_status split_dim(const char *op, const mf_tensor *x, int dim, int64_t *ip) {
@@ -404,7 +418,7 @@ mf_status mf_log_softmax_backward(const mf_tensor *y, const mf_tensor *dy, int d
   return softmax_bwd(MF_OP_LOG_SOFTMAX_BACKWARD, y, dy, dim, dx);
 }
 
-/* ---- gather, scatter_add, dropout ---------------------------------------------------------------- */
+/* ---- gather, scatter_add, dropout ------------------------------------------------------------ */
 
 /* index: int64 with x's ndim (xs) and index->shape[d] <= xs[d] for d != dim. */
 static mf_status check_index(const char *op, int ndim, const int64_t *xs, const char *xname,
@@ -414,8 +428,8 @@ static mf_status check_index(const char *op, int ndim, const int64_t *xs, const 
     return mf_fail(MF_ERR_DTYPE, "%s: index must be int64, got %s", op,
                    mf_dtype_name(index->dtype));
   if (index->ndim != ndim)
-    return mf_fail(MF_ERR_SHAPE, "%s: index has %d dimensions but %s has %d (index %s, %s %s)",
-                   op, index->ndim, xname, ndim, mf_shape_str(index, a, sizeof a), xname,
+    return mf_fail(MF_ERR_SHAPE, "%s: index has %d dimensions but %s has %d (index %s, %s %s)", op,
+                   index->ndim, xname, ndim, mf_shape_str(index, a, sizeof a), xname,
                    mf_shape_fmt(ndim, xs, b, sizeof b));
   for (int d = 0; d < ndim; d++)
     if (d != dim && index->shape[d] > xs[d])
@@ -448,8 +462,8 @@ mf_status mf_scatter_add(int ndim, const int64_t *shape, int dim, const mf_tenso
   MF_TRY(mf_same_device(op, index, src));
   if (src->dtype == MF_BOOL) return mf_fail(MF_ERR_DTYPE, "%s: cannot add bool values", op);
   if (ndim < 1 || ndim > MF_MAX_DIMS || !shape)
-    return mf_fail(MF_ERR_SHAPE, "%s: the output needs 1 to %d dimensions, got %d", op,
-                   MF_MAX_DIMS, ndim);
+    return mf_fail(MF_ERR_SHAPE, "%s: the output needs 1 to %d dimensions, got %d", op, MF_MAX_DIMS,
+                   ndim);
   for (int k = 0; k < ndim; k++)
     if (shape[k] < 0) return mf_fail(MF_ERR_SHAPE, "%s: negative output size", op);
   int d;

@@ -7,17 +7,23 @@
  *   backward-input   dcol (K, P)  = w^T (K, O) @ dy[n] (O, P);   dx[n] = col2im(dcol)
  *   backward-weight  dw (O, K)   += dy[n] (O, P) @ col(x[n])^T (P, K)
  * A 1x1 convolution with stride 1 and no padding needs no col: col(x[n]) is x[n] itself.
- * Images are spread over the thread pool, each task with its own col buffer and one-threaded
- * BLAS (per-image GEMMs are too small for OpenBLAS's threads to pay, and two levels of threads
- * would oversubscribe the cores); a single image uses OpenBLAS's threads instead. The weight
- * gradient is accumulated per task and the partial sums added in task order, so the result does
- * not depend on timing.
+ * One input channel with stride 1 (a network's first layer) has direct kernels for the forward
+ * and the weight gradient instead: the GEMMs would have K = KH*KW only (see single_fwd).
+ * float32 5x5 stride-1 convolutions with enough channels go to winograd.c first.
+ * Images are spread over the thread pool, claimed one at a time; each task has its own buffers
+ * and calls one-threaded BLAS (per-image GEMMs are too small for OpenBLAS's threads to pay, and
+ * two levels of threads would oversubscribe the cores); a single image uses OpenBLAS's threads
+ * instead. The weight gradient is accumulated per task over a fixed share of the images and the
+ * partial sums added in task order, so that the result does not depend on timing.
  *
  * The float and double versions are generated from one definition: this file includes itself
- * twice with T (the element type) and S (the suffix) defined.
+ * twice with CONV_T (the element type), CONV_I (an integer type of its width) and S (the
+ * suffix) defined.
  */
 #ifndef CONV_T /* ---- the type-independent part -------------------------------------------- */
 
+#include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cblas.h>
@@ -27,12 +33,21 @@
 
 void openblas_set_num_threads(int);
 
+/* the vector width of the direct kernels: AVX registers when the build has them */
+#if defined(__AVX__)
+#define VBYTES 32
+#else
+#define VBYTES 16
+#endif
+
 /* Geometry of one call. x (N, C, H, W), w (O, C, KH, KW), y (N, O, OH, OW). */
 typedef struct geom {
   int64_t N, C, H, W, O, KH, KW, OH, OW;
   int64_t K, P; /* C*KH*KW, OH*OW */
   int sh, sw, pt, pl;
-  bool direct; /* 1x1, stride 1, no padding: col(x) = x */
+  bool nocol;  /* 1x1, stride 1, no padding: col(x) = x */
+  bool single; /* one input channel, stride 1: the direct kernels (forward, weight gradient) */
+  int64_t Wq;  /* single: row stride of the padded planes, a multiple of the vector length */
 } geom;
 
 static geom make_geom(const mf_tensor *x_or_dx, const int64_t *wshape, const int64_t *yshape,
@@ -44,8 +59,11 @@ static geom make_geom(const mf_tensor *x_or_dx, const int64_t *wshape, const int
   g.OH = yshape[2], g.OW = yshape[3];
   g.K = g.C * g.KH * g.KW, g.P = g.OH * g.OW;
   g.sh = p->stride[0], g.sw = p->stride[1], g.pt = p->pad[0], g.pl = p->pad[1];
-  g.direct = g.KH == 1 && g.KW == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 &&
-             g.OH == g.H && g.OW == g.W;
+  g.nocol = g.KH == 1 && g.KW == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 &&
+            g.OH == g.H && g.OW == g.W;
+  g.single = g.C == 1 && g.sh == 1 && g.sw == 1 && !g.nocol;
+  int64_t wq = g.W + g.pl + p->pad[3], need = g.OW + g.KW - 1;
+  g.Wq = ((wq > need ? wq : need) + 7) / 8 * 8;
   return g;
 }
 
@@ -70,8 +88,22 @@ typedef struct conv_job {
   void **partial; /* backward-weight: per-task (O, K) sums (partial[0] is the output) */
   int tasks;
   mf_op op;
-  int failed; /* a task could not allocate its buffer */
+  int failed;        /* a task could not allocate its buffer */
+  atomic_llong next; /* forward, backward-input: the next unclaimed image */
 } conv_job;
+
+/* Steps *n through the images of task t: its fixed share for the weight gradient (whose partial
+ * sums must not depend on timing), else the next unclaimed image, so that a thread slowed down by
+ * another process does not hold the others up. *n starts at -1. */
+static bool next_image(conv_job *j, int t, int64_t *n) {
+  int64_t N = j->g->N;
+  if (j->op == MF_OP_CONV2D_BACKWARD_WEIGHT) {
+    *n = *n < 0 ? N * t / j->tasks : *n + 1;
+    return *n < N * (t + 1) / j->tasks;
+  }
+  *n = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+  return *n < N;
+}
 
 static void conv_task(conv_job *j, int t); /* defined after the typed parts */
 
@@ -80,23 +112,29 @@ static void conv_run(void *ctx, int64_t b, int64_t e) {
 }
 
 #define CONV_T float
+#define CONV_I int32_t
 #define S f32
 #define GEMM cblas_sgemm
 #include "cpu/conv.c"
 #undef CONV_T
+#undef CONV_I
 #undef S
 #undef GEMM
 #define CONV_T double
+#define CONV_I int64_t
 #define S f64
 #define GEMM cblas_dgemm
 #include "cpu/conv.c"
 #undef CONV_T
+#undef CONV_I
 #undef S
 #undef GEMM
 
 static void conv_task(conv_job *j, int t) {
-  if (j->dt == MF_F32) conv_task_f32(j, t);
-  else conv_task_f64(j, t);
+  if (j->dt == MF_F32)
+    conv_task_f32(j, t);
+  else
+    conv_task_f64(j, t);
 }
 
 mf_status mf_cpu_conv2d(mf_device *dev, const mf_call *c) {
@@ -113,6 +151,7 @@ mf_status mf_cpu_conv2d(mf_device *dev, const mf_call *c) {
   const mf_pool2d_params *p = c->params;
   geom g;
   conv_job j = {.dt = dt, .op = c->op, .out = mf_cpu_ptr(c->out)};
+  atomic_init(&j.next, 0);
   switch (c->op) {
   case MF_OP_CONV2D: /* in: x, w, bias */
     g = make_geom(c->in[0], c->in[1]->shape, c->out->shape, p);
@@ -170,7 +209,7 @@ mf_status mf_cpu_conv2d(mf_device *dev, const mf_call *c) {
   return MF_OK;
 }
 
-#else /* ---- the typed part: T = CONV_T, functions suffixed _S ---------------------------------- */
+#else /* ---- the typed part: T = CONV_T, functions suffixed _S ------------------------ */
 
 #define T CONV_T
 #define CAT_(a, b) a##_##b
@@ -195,7 +234,8 @@ static void F(im2col)(T *col, int64_t ldc, const T *x, const geom *g) {
           }
           const T *src = x + (c * g->H + ih) * g->W + kw - g->pl; /* src[ow*sw] */
           for (int64_t ow = 0; ow < lo; ow++) d[ow] = 0;
-          if (g->sw == 1) memcpy(d + lo, src + lo, (size_t)(hi - lo) * sizeof(T));
+          if (g->sw == 1)
+            memcpy(d + lo, src + lo, (size_t)(hi - lo) * sizeof(T));
           else
             for (int64_t ow = lo; ow < hi; ow++) d[ow] = src[ow * g->sw];
           for (int64_t ow = hi; ow < g->OW; ow++) d[ow] = 0;
@@ -225,26 +265,205 @@ static void F(col2im)(T *dx, const T *col, int64_t ldc, const geom *g) {
       }
 }
 
+/* ---- one input channel, stride 1: direct kernels ---------------------------------------------
+ * The image is copied into a zero-padded plane P with row stride Wq, so that output (oh, ow) is
+ * sum over taps of w[tap] * P[q + kh*Wq + kw] with q = oh*Wq + ow. Outputs are computed for every
+ * q in [0, OH*Wq) (the columns ow >= OW are junk and dropped), in vectors of VL along q. */
+
+typedef T F(vec) __attribute__((vector_size(VBYTES)));
+typedef T F(vecu) __attribute__((vector_size(VBYTES), aligned(sizeof(T)))); /* unaligned */
+#define VL ((int)(VBYTES / sizeof(T)))
+#define LOADV(p) (*(const F(vecu) *)(p))
+#define STOREV(p, v) (*(F(vecu) *)(p) = (v))
+/* keeps a loaded vector in a register: gcc would otherwise fold the load into every FMA using it,
+ * which doubles or triples the loads of these load-bound loops */
+#if defined(__AVX__)
+#define IN_REG(v) __asm__("" : "+x"(v))
+#else
+#define IN_REG(v) (void)(v)
+#endif
+
+typedef CONV_I F(ivec) __attribute__((vector_size(VBYTES))); /* integers of T's width */
+
+static inline F(vec) F(splat)(T s) { /* a broadcast (a loop or {} + s compile to worse) */
+  return __builtin_shuffle((F(vec)){s}, (F(ivec)){0});
+}
+
+/* P ((OH + KH) rows of Wq) = x (H, W) placed at (pt, pl), zeros elsewhere */
+static void F(pad_plane)(T *P, const T *x, const geom *g) {
+  memset(P, 0, (size_t)((g->OH + g->KH) * g->Wq) * sizeof(T));
+  for (int64_t h = 0; h < g->H; h++) {
+    int64_t r = h + g->pt;
+    if (r >= g->OH + g->KH) break;
+    memcpy(P + r * g->Wq + g->pl, x + h * g->W, (size_t)g->W * sizeof(T));
+  }
+}
+
+/* Y rows o0 .. o0+R-1 (stride OH*Wq) = w rows (taps) * P, for q blocks of NB vectors */
+static inline __attribute__((always_inline)) void F(single_fwd_block)(int R, int NB, T *Y,
+                                                                      int64_t ys, const T *w,
+                                                                      int64_t taps, const T *P,
+                                                                      int64_t q, const geom *g) {
+  F(vec) acc[6][2];
+  for (int r = 0; r < R; r++)
+    for (int b = 0; b < NB; b++) acc[r][b] = (F(vec)){0};
+  for (int64_t kh = 0; kh < g->KH; kh++)
+    for (int64_t kw = 0; kw < g->KW; kw++) {
+      const T *src = P + q + kh * g->Wq + kw;
+      F(vec) xv[2];
+      for (int b = 0; b < NB; b++) {
+        xv[b] = LOADV(src + b * VL);
+        IN_REG(xv[b]);
+      }
+      for (int r = 0; r < R; r++) {
+        F(vec) wv = F(splat)(w[r * taps + kh * g->KW + kw]);
+        for (int b = 0; b < NB; b++) acc[r][b] += wv * xv[b];
+      }
+    }
+  for (int r = 0; r < R; r++)
+    for (int b = 0; b < NB; b++) STOREV(Y + r * ys + q + b * VL, acc[r][b]);
+}
+
+/* y (O, OH, OW) = w (O, KH*KW) conv P, + bias; Y: scratch (O, OH*Wq) */
+static void F(single_fwd)(T *y, const T *w, const T *bias, const T *P, T *Y, const geom *g) {
+  int64_t taps = g->KH * g->KW, ys = g->OH * g->Wq, nv = ys / VL;
+  for (int64_t o0 = 0; o0 < g->O; o0 += 6) { /* 6 rows x 2 vectors: 12 sums in registers */
+    int R = (int)(g->O - o0 < 6 ? g->O - o0 : 6);
+    const T *wo = w + o0 * taps;
+    T *Yo = Y + o0 * ys;
+    for (int64_t v = 0; v < nv; v += 2) {
+      int NB = nv - v >= 2 ? 2 : 1;
+#define FB(r)                                                                                      \
+  NB == 2 ? F(single_fwd_block)(r, 2, Yo, ys, wo, taps, P, v * VL, g)                              \
+          : F(single_fwd_block)(r, 1, Yo, ys, wo, taps, P, v * VL, g)
+      switch (R) {
+      case 6: FB(6); break;
+      case 5: FB(5); break;
+      case 4: FB(4); break;
+      case 3: FB(3); break;
+      case 2: FB(2); break;
+      default: FB(1); break;
+      }
+#undef FB
+    }
+  }
+  for (int64_t o = 0; o < g->O; o++) {
+    T b = bias ? bias[o] : 0;
+    for (int64_t oh = 0; oh < g->OH; oh++) {
+      const T *s = Y + o * ys + oh * g->Wq;
+      T *d = y + (o * g->OH + oh) * g->OW;
+      for (int64_t ow = 0; ow < g->OW; ow++) d[ow] = s[ow] + b;
+    }
+  }
+}
+
+static inline T F(hsum)(F(vec) v) {
+  T s = 0;
+  for (int i = 0; i < VL; i++) s += v[i];
+  return s;
+}
+
+/* dw rows o0.. (O, taps) += sum over q of D[o][q] * P[q + off(tap)] for 3 rows x 3 taps */
+static inline __attribute__((always_inline)) void F(single_bwdw_block)(int R, int NT, T *dw,
+                                                                       int64_t taps, int64_t t0,
+                                                                       const T *D, int64_t ds,
+                                                                       const T *P, const geom *g) {
+  F(vec) acc[3][3];
+  int64_t off[3];
+  for (int t = 0; t < NT; t++) off[t] = (t0 + t) / g->KW * g->Wq + (t0 + t) % g->KW;
+  for (int r = 0; r < R; r++)
+    for (int t = 0; t < NT; t++) acc[r][t] = (F(vec)){0};
+  for (int64_t q = 0; q < ds; q += VL) {
+    F(vec) d[3], x[3];
+    for (int r = 0; r < R; r++) {
+      d[r] = LOADV(D + r * ds + q);
+      IN_REG(d[r]);
+    }
+    for (int t = 0; t < NT; t++) {
+      x[t] = LOADV(P + q + off[t]);
+      IN_REG(x[t]);
+    }
+    for (int r = 0; r < R; r++)
+      for (int t = 0; t < NT; t++) acc[r][t] += d[r] * x[t];
+  }
+  for (int r = 0; r < R; r++)
+    for (int t = 0; t < NT; t++) dw[r * taps + t0 + t] += F(hsum)(acc[r][t]);
+}
+
+/* dw (O, KH*KW) += dy (O, OH, OW) correlated with P; D: scratch (O, OH*Wq) */
+static void F(single_bwdw)(T *dw, const T *dy, const T *P, T *D, const geom *g) {
+  int64_t taps = g->KH * g->KW, ds = g->OH * g->Wq;
+  for (int64_t o = 0; o < g->O; o++) /* dy with zero junk columns */
+    for (int64_t oh = 0; oh < g->OH; oh++) {
+      T *d = D + o * ds + oh * g->Wq;
+      memcpy(d, dy + (o * g->OH + oh) * g->OW, (size_t)g->OW * sizeof(T));
+      memset(d + g->OW, 0, (size_t)(g->Wq - g->OW) * sizeof(T));
+    }
+  for (int64_t o0 = 0; o0 < g->O; o0 += 3) {
+    int R = (int)(g->O - o0 < 3 ? g->O - o0 : 3);
+    for (int64_t t0 = 0; t0 < taps; t0 += 3) {
+      int NT = (int)(taps - t0 < 3 ? taps - t0 : 3);
+#define BW(r, n) F(single_bwdw_block)(r, n, dw + o0 * taps, taps, t0, D + o0 * ds, ds, P, g)
+      if (R == 3 && NT == 3)
+        BW(3, 3);
+      else if (R == 3)
+        NT == 2 ? BW(3, 2) : BW(3, 1);
+      else if (R == 2)
+        NT == 3 ? BW(2, 3) : NT == 2 ? BW(2, 2) : BW(2, 1);
+      else
+        NT == 3 ? BW(1, 3) : NT == 2 ? BW(1, 2) : BW(1, 1);
+#undef BW
+    }
+  }
+}
+
+#undef VL
+#undef LOADV
+#undef STOREV
+#undef IN_REG
+
 static void F(conv_task)(conv_job *j, int t) {
   const geom *g = j->g;
-  int64_t n0 = g->N * t / j->tasks, n1 = g->N * (t + 1) / j->tasks;
   int64_t K = g->K, P = g->P, O = g->O;
-  size_t colbytes = g->direct ? 0 : (size_t)(K * P) * sizeof(T);
+  int64_t xsz = g->C * g->H * g->W, ysz = O * P;
+  if (g->single && j->op != MF_OP_CONV2D_BACKWARD_INPUT) {
+    size_t pbytes = (size_t)((g->OH + g->KH) * g->Wq) * sizeof(T);
+    size_t sbytes = (size_t)(O * g->OH * g->Wq) * sizeof(T);
+    T *Pl = mf_host_alloc(pbytes), *scratch = mf_host_alloc(sbytes);
+    if (!Pl || !scratch) {
+      j->failed = 1;
+    } else if (j->op == MF_OP_CONV2D) {
+      for (int64_t n = -1; next_image(j, t, &n);) {
+        F(pad_plane)(Pl, (const T *)j->a + n * xsz, g);
+        F(single_fwd)((T *)j->out + n * ysz, j->b, j->bias, Pl, scratch, g);
+      }
+    } else {
+      T *dw = j->partial[t];
+      memset(dw, 0, (size_t)(O * K) * sizeof(T));
+      for (int64_t n = -1; next_image(j, t, &n);) {
+        F(pad_plane)(Pl, (const T *)j->b + n * xsz, g);
+        F(single_bwdw)(dw, (const T *)j->a + n * ysz, Pl, scratch, g);
+      }
+    }
+    if (Pl) mf_host_free(Pl, pbytes);
+    if (scratch) mf_host_free(scratch, sbytes);
+    return;
+  }
+  size_t colbytes = g->nocol ? 0 : (size_t)(K * P) * sizeof(T);
   T *col = colbytes ? mf_host_alloc(colbytes) : NULL;
   if (colbytes && !col) {
     j->failed = 1;
     return;
   }
-  int64_t xsz = g->C * g->H * g->W, ysz = O * P;
   switch (j->op) {
   case MF_OP_CONV2D: {
     const T *x = j->a, *w = j->b, *bias = j->bias;
     T *y = j->out;
-    for (int64_t n = n0; n < n1; n++) {
+    for (int64_t n = -1; next_image(j, t, &n);) {
       const T *xn = x + n * xsz;
       T *yn = y + n * ysz;
       const T *B = xn;
-      if (!g->direct) {
+      if (!g->nocol) {
         F(im2col)(col, P, xn, g);
         B = col;
       }
@@ -259,12 +478,12 @@ static void F(conv_task)(conv_job *j, int t) {
   case MF_OP_CONV2D_BACKWARD_INPUT: {
     const T *dy = j->a, *w = j->b;
     T *dx = j->out;
-    for (int64_t n = n0; n < n1; n++) {
+    for (int64_t n = -1; next_image(j, t, &n);) {
       T *dxn = dx + n * xsz;
-      T *C = g->direct ? dxn : col;
+      T *C = g->nocol ? dxn : col;
       GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, (int)K, (int)P, (int)O, 1, w, (int)K,
            dy + n * ysz, (int)P, 0, C, (int)P);
-      if (!g->direct) {
+      if (!g->nocol) {
         memset(dxn, 0, (size_t)xsz * sizeof(T));
         F(col2im)(dxn, col, P, g);
       }
@@ -274,15 +493,15 @@ static void F(conv_task)(conv_job *j, int t) {
   case MF_OP_CONV2D_BACKWARD_WEIGHT: {
     const T *dy = j->a, *x = j->b;
     T *dw = j->partial[t];
-    if (n0 == n1) memset(dw, 0, (size_t)(O * K) * sizeof(T));
-    for (int64_t n = n0; n < n1; n++) {
+    memset(dw, 0, (size_t)(O * K) * sizeof(T));
+    for (int64_t n = -1; next_image(j, t, &n);) {
       const T *xn = x + n * xsz, *B = xn;
-      if (!g->direct) {
+      if (!g->nocol) {
         F(im2col)(col, P, xn, g);
         B = col;
       }
-      GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)O, (int)K, (int)P, 1, dy + n * ysz,
-           (int)P, B, (int)P, n == n0 ? 0 : 1, dw, (int)K);
+      GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)O, (int)K, (int)P, 1, dy + n * ysz, (int)P,
+           B, (int)P, 1, dw, (int)K);
     }
     break;
   }

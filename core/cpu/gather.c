@@ -24,16 +24,16 @@
 
 typedef struct index_job {
   int nd, dim;
-  int64_t ishape[MF_MAX_DIMS]; /* index (and src) shape */
+  int64_t ishape[MF_MAX_DIMS];  /* index (and src) shape */
   int64_t dstride[MF_MAX_DIMS]; /* strides (elements) of the indexed tensor: x, or out */
-  int64_t dsize;               /* size of the indexed tensor along dim */
-  int64_t rows, n, inner;      /* index as (rows, n, inner): rows = prod of dims < dim */
+  int64_t dsize;                /* size of the indexed tensor along dim */
+  int64_t rows, n, inner;       /* index as (rows, n, inner): rows = prod of dims < dim */
   const int64_t *index;
   const char *src; /* gather: x; scatter_add: src */
   char *out;
   mf_dtype dt;
   size_t es;
-  atomic_int bad, failed;  /* an index was out of range; a buffer could not be allocated */
+  atomic_int bad, failed; /* an index was out of range; a buffer could not be allocated */
   atomic_llong bad_value; /* that index */
 } index_job;
 
@@ -58,12 +58,12 @@ static void inner_offsets(const index_job *j, int64_t *offs) {
 }
 
 /* scatter_add's typed add: out[o] += src[s] */
-#define ADD_TYPES(X)                                                                           \
+#define ADD_TYPES(X)                                                                               \
   X(MF_F32, float) X(MF_F64, double) X(MF_I32, int32_t) X(MF_I64, int64_t) X(MF_U8, uint8_t)
 
 static inline void add_at(mf_dtype dt, char *out, int64_t o, const char *src, int64_t s) {
   switch (dt) {
-#define ADD_CASE(DT, TY)                                                                       \
+#define ADD_CASE(DT, TY)                                                                           \
   case DT: ((TY *)out)[o] += ((const TY *)src)[s]; break;
     ADD_TYPES(ADD_CASE)
 #undef ADD_CASE
@@ -95,8 +95,10 @@ static void index_run(void *ctx, int64_t b, int64_t e, bool scatter) {
           continue;
         }
         int64_t at = rbase + offs[i] + v * ds;
-        if (scatter) add_at(j->dt, j->out, at, j->src, q0 + i);
-        else memcpy(j->out + (size_t)(q0 + i) * es, j->src + (size_t)at * es, es);
+        if (scatter)
+          add_at(j->dt, j->out, at, j->src, q0 + i);
+        else
+          memcpy(j->out + (size_t)(q0 + i) * es, j->src + (size_t)at * es, es);
       }
     }
   }
@@ -135,19 +137,23 @@ mf_status mf_cpu_gather(mf_device *dev, const mf_call *c) {
   if (scatter) {
     bool ok = false;
     switch (j->dt) {
-#define OK_CASE(DT, TY) case DT: ok = true; break;
+#define OK_CASE(DT, TY)                                                                            \
+  case DT: ok = true; break;
       ADD_TYPES(OK_CASE)
 #undef OK_CASE
     default: break;
     }
-    if (!ok) s = mf_fail(MF_ERR_DTYPE, "%s: cannot add %s values", name, mf_dtype_name(j->dt));
-    else memset(j->out, 0, (size_t)mf_numel(c->out) * j->es);
+    if (!ok)
+      s = mf_fail(MF_ERR_DTYPE, "%s: cannot add %s values", name, mf_dtype_name(j->dt));
+    else
+      memset(j->out, 0, (size_t)mf_numel(c->out) * j->es);
   }
   if (!s && mf_numel(index) > 0) {
     int64_t per_row = j->n * j->inner;
     mf_parallel_for(j->rows, 16384 / (per_row > 0 ? per_row : 1) + 1,
                     scatter ? scatter_run : gather_run, j);
-    if (atomic_load(&j->failed)) s = mf_fail(MF_ERR_MEMORY, "%s: out of memory", name);
+    if (atomic_load(&j->failed))
+      s = mf_fail(MF_ERR_MEMORY, "%s: out of memory", name);
     else if (atomic_load(&j->bad))
       s = mf_fail(MF_ERR_INDEX, "%s: index %lld is out of range for dimension %d of size %lld",
                   name, (long long)atomic_load(&j->bad_value), j->dim + 1, (long long)j->dsize);
@@ -155,7 +161,7 @@ mf_status mf_cpu_gather(mf_device *dev, const mf_call *c) {
   return s;
 }
 
-/* ---- dropout mask ------------------------------------------------------------------------------ */
+/* ---- dropout mask ---------------------------------------------------------------------------- */
 
 #define LANES 8
 

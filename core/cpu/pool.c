@@ -18,10 +18,10 @@
 #include "cpu/kernels.h"
 
 typedef struct pool_job {
-  const void *in;      /* x, or dy for the backwards */
-  const int64_t *idx;  /* max pooling indices (N, C, OH, OW), or NULL */
-  void *out;           /* y, or dx */
-  int64_t *out_idx;    /* max pooling forward: indices to write, or NULL */
+  const void *in;     /* x, or dy for the backwards */
+  const int64_t *idx; /* max pooling indices (N, C, OH, OW), or NULL */
+  void *out;          /* y, or dx */
+  int64_t *out_idx;   /* max pooling forward: indices to write, or NULL */
   int64_t H, W, OH, OW;
   int kh, kw, sh, sw, pt, pl;
   bool include_pad;
@@ -59,9 +59,12 @@ mf_status mf_cpu_pool2d(mf_device *dev, const mf_call *c) {
                    mf_dtype_name(dt));
   /* x/dx is the big side, y/dy the small one */
   const mf_tensor *big = backward ? c->out : c->in[0], *small = backward ? c->in[0] : c->out;
-  pool_job j = {.in = mf_cpu_ptr(c->in[0]), .out = mf_cpu_ptr(c->out),
-                .H = big->shape[2], .W = big->shape[3],
-                .OH = small->shape[2], .OW = small->shape[3]};
+  pool_job j = {.in = mf_cpu_ptr(c->in[0]),
+                .out = mf_cpu_ptr(c->out),
+                .H = big->shape[2],
+                .W = big->shape[3],
+                .OH = small->shape[2],
+                .OW = small->shape[3]};
   if (c->params) {
     const mf_pool2d_params *p = c->params;
     j.kh = p->kernel[0], j.kw = p->kernel[1], j.sh = p->stride[0], j.sw = p->stride[1];
@@ -70,10 +73,9 @@ mf_status mf_cpu_pool2d(mf_device *dev, const mf_call *c) {
   if (c->op == MF_OP_MAX_POOL2D && c->out2) j.out_idx = mf_cpu_ptr(c->out2);
   if (c->op == MF_OP_MAX_POOL2D_BACKWARD) j.idx = mf_cpu_ptr(c->in[1]);
   int64_t planes = big->shape[0] * big->shape[1];
-  int64_t per_plane = j.H * j.W + j.OH * j.OW * (c->op == MF_OP_AVG_POOL2D ||
-                                                       c->op == MF_OP_MAX_POOL2D
-                                                   ? j.kh * j.kw
-                                                   : 1);
+  int64_t per_plane =
+      j.H * j.W +
+      j.OH * j.OW * (c->op == MF_OP_AVG_POOL2D || c->op == MF_OP_MAX_POOL2D ? j.kh * j.kw : 1);
   int64_t grain = 32768 / (per_plane > 0 ? per_plane : 1) + 1;
   mf_range_fn fn = NULL;
   switch (c->op) {
@@ -90,7 +92,7 @@ mf_status mf_cpu_pool2d(mf_device *dev, const mf_call *c) {
   return MF_OK;
 }
 
-#else /* ---- the typed part: T = POOL_T, functions suffixed _S ---------------------------------- */
+#else /* ---- the typed part: T = POOL_T, functions suffixed _S ------------------------ */
 
 #define T POOL_T
 #define CAT_(a, b) a##_##b

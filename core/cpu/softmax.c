@@ -68,8 +68,13 @@ mf_status mf_cpu_softmax(mf_device *dev, const mf_call *c) {
   if (dt != MF_F32 && dt != MF_F64)
     return mf_fail(MF_ERR_DTYPE, "%s: the CPU kernel takes float32 or float64, got %s", name,
                    mf_dtype_name(dt));
-  sm_job j = {.op = c->op, .a = mf_cpu_ptr(c->in[0]), .b = bwd ? mf_cpu_ptr(c->in[1]) : NULL,
-              .out = mf_cpu_ptr(c->out), .outer = c->ip[0], .n = c->ip[1], .inner = c->ip[2]};
+  sm_job j = {.op = c->op,
+              .a = mf_cpu_ptr(c->in[0]),
+              .b = bwd ? mf_cpu_ptr(c->in[1]) : NULL,
+              .out = mf_cpu_ptr(c->out),
+              .outer = c->ip[0],
+              .n = c->ip[1],
+              .inner = c->ip[2]};
   if (j.outer * j.n * j.inner == 0) return MF_OK;
   j.blocks = j.inner == 1 ? 1 : (j.inner + BLOCK - 1) / BLOCK;
   int64_t units = j.outer * j.blocks;
@@ -78,7 +83,7 @@ mf_status mf_cpu_softmax(mf_device *dev, const mf_call *c) {
   return MF_OK;
 }
 
-#else /* ---- the typed part --------------------------------------------------------------------- */
+#else /* ---- the typed part: T = SOFTMAX_T, functions suffixed _S --------------------- */
 
 #define T SOFTMAX_T
 #define CAT_(a, b) a##_##b

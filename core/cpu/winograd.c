@@ -1,7 +1,8 @@
 /* winograd.c — float32 5x5 stride-1 convolutions by Winograd's minimal filtering F(4x4, 5x5) on
  * AVX2+FMA: forward, backward-input and backward-weight, ~5x fewer multiplications than im2col.
  * mf_cpu_conv2d (conv.c) calls mf_cpu_conv2d_winograd first and falls back to im2col when it
- * declines (another dtype or geometry, no AVX2, few channels, or MOONFLOW_WINOGRAD=0).
+ * declines: another dtype or geometry, no AVX2, fewer than 8 input or output channels, an output
+ * smaller than one 4x4 tile, or the environment variable MOONFLOW_WINOGRAD=0 (for exactness).
  *
  * Each 4x4 output tile comes from an 8x8 input tile d (tiles overlap by 4; cells outside the
  * input are zeros, which is how any padding is done):
@@ -15,11 +16,14 @@
  * The backwards are the exact adjoints of the forward, so all three agree with direct
  * convolution up to float rounding (about 1e-5 of the output's scale for 32 channels).
  *
- * Work: images are split over the thread pool (one-threaded BLAS is not involved); each task
- * transforms a block of images' tiles into its own buffers (T = tiles of the block rounded up to
- * 8; transforms are vectorised over 8 tiles), runs the 64 small GEMMs with a register-blocked
- * 6x16 kernel, and transforms back. Weight transforms run in float, 8 (o, c) pairs at a time.
+ * Work: blocks of images (one, or two for the weight gradient) go to the thread pool's threads,
+ * claimed one at a time (the weight gradient: a fixed share per thread, summed in order, so that
+ * the result does not depend on timing). A block's tiles are done in chunks of at most TP tiles
+ * (about 32 KiB per transform position), each transformed into the task's own buffers (vectorised
+ * over 8 tiles), multiplied by 64 small GEMMs with a register-blocked 6x16 kernel (no BLAS), and
+ * transformed back. Weight transforms run in float, 8 (o, c) pairs at a time.
  */
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -56,8 +60,7 @@ typedef __m256 v8;
 
 /* r = BT x (8 -> 8) */
 static inline void bt_fwd(const v8 *x, v8 *r) {
-  const v8 c4 = VS(4), c21 = VS(21), c17 = VS(17), c5 = VS(5), c10 = VS(10), c2 = VS(2),
-           c8 = VS(8);
+  const v8 c4 = VS(4), c21 = VS(21), c17 = VS(17), c5 = VS(5), c10 = VS(10), c2 = VS(2), c8 = VS(8);
   r[0] = FMA(c4, SUB(x[0], x[6]), MUL(c21, SUB(x[4], x[2])));
   r[7] = FMA(c4, SUB(x[7], x[1]), MUL(c21, SUB(x[3], x[5])));
   v8 a = _mm256_fnmadd_ps(c4, ADD(x[2], x[6]), MUL(c17, x[4]));
@@ -73,8 +76,7 @@ static inline void bt_fwd(const v8 *x, v8 *r) {
 
 /* p = BT^T v (8 -> 8), the adjoint of bt_fwd */
 static inline void bt_adj(const v8 *v, v8 *p) {
-  const v8 c4 = VS(4), c21 = VS(21), c17 = VS(17), c5 = VS(5), c10 = VS(10), c2 = VS(2),
-           c8 = VS(8);
+  const v8 c4 = VS(4), c21 = VS(21), c17 = VS(17), c5 = VS(5), c10 = VS(10), c2 = VS(2), c8 = VS(8);
   v8 s1 = ADD(v[1], v[2]), d1 = SUB(v[1], v[2]), s2 = ADD(v[3], v[4]), d2 = SUB(v[3], v[4]);
   v8 s3 = ADD(v[5], v[6]), d3 = SUB(v[5], v[6]);
   p[0] = MUL(c4, v[0]);
@@ -128,8 +130,8 @@ static inline void transpose8(v8 *r) {
 
 /* R rows (R <= 6) by NV vectors of 8 columns, all in registers. */
 static inline __attribute__((always_inline)) void micro(int R, int NV, int64_t K, const float *A,
-                                                         int64_t lda, const float *B, int64_t ldb,
-                                                         float *C, int64_t ldc, bool acc) {
+                                                        int64_t lda, const float *B, int64_t ldb,
+                                                        float *C, int64_t ldc, bool acc) {
   v8 c[6][2];
   for (int r = 0; r < R; r++)
     for (int v = 0; v < NV; v++)
@@ -146,14 +148,14 @@ static inline __attribute__((always_inline)) void micro(int R, int NV, int64_t K
     for (int v = 0; v < NV; v++) _mm256_storeu_ps(C + r * ldc + 8 * v, c[r][v]);
 }
 
-#define MICRO_CASES(NV)                                                                        \
-  switch (R) {                                                                                 \
-  case 6: micro(6, NV, K, a, lda, b, ldb, cc, ldc, acc); break;                                \
-  case 5: micro(5, NV, K, a, lda, b, ldb, cc, ldc, acc); break;                                \
-  case 4: micro(4, NV, K, a, lda, b, ldb, cc, ldc, acc); break;                                \
-  case 3: micro(3, NV, K, a, lda, b, ldb, cc, ldc, acc); break;                                \
-  case 2: micro(2, NV, K, a, lda, b, ldb, cc, ldc, acc); break;                                \
-  default: micro(1, NV, K, a, lda, b, ldb, cc, ldc, acc); break;                               \
+#define MICRO_CASES(NV)                                                                            \
+  switch (R) {                                                                                     \
+  case 6: micro(6, NV, K, a, lda, b, ldb, cc, ldc, acc); break;                                    \
+  case 5: micro(5, NV, K, a, lda, b, ldb, cc, ldc, acc); break;                                    \
+  case 4: micro(4, NV, K, a, lda, b, ldb, cc, ldc, acc); break;                                    \
+  case 3: micro(3, NV, K, a, lda, b, ldb, cc, ldc, acc); break;                                    \
+  case 2: micro(2, NV, K, a, lda, b, ldb, cc, ldc, acc); break;                                    \
+  default: micro(1, NV, K, a, lda, b, ldb, cc, ldc, acc); break;                                   \
   }
 
 static void gemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B,
@@ -183,15 +185,16 @@ typedef struct wjob {
   int64_t N, C, H, W, O, OH, OW;
   int pt, pl;
   int64_t TH, TW, TI; /* tiles per image: rows, columns, all */
-  int64_t nb;         /* images per block */
-  int64_t TP;         /* tile slots per block: nb * TI rounded up to 8 */
+  int64_t nb;         /* images per block (a block belongs to one thread) */
+  int64_t TP;         /* tile slots per chunk: a block's tiles are done in chunks of TP */
   int64_t vs, ms;     /* position strides of the V (C rows) and M (O rows) buffers, in floats */
   const float *a, *b, *bias;
   float *out;
-  const float *U;  /* (64, O, C) forward; (64, C, O) for backward-input */
-  float **dU;      /* backward-weight: per-task (64, O, Cp) sums */
+  const float *U; /* (64, O, C) forward; (64, C, O) for backward-input */
+  float **dU;     /* backward-weight: per-task (64, O, Cp) sums */
   int tasks;
   int failed;
+  atomic_llong next; /* forward, backward-input: the next unclaimed block */
 } wjob;
 
 /* A buffer of 64 positions of `rows` x TP floats: position stride rows * TP plus one cache line,
@@ -217,7 +220,8 @@ typedef struct tgroup {
   __m128 out_and[8], out_back_sel[8];
 } tgroup;
 
-static inline __m256 fmask8(int64_t lo, int64_t hi, int64_t off) { /* lanes m with lo <= m+off < hi */
+/* a lane mask: lanes m with lo <= m + off < hi */
+static inline __m256 fmask8(int64_t lo, int64_t hi, int64_t off) {
   float v[8];
   for (int m = 0; m < 8; m++) {
     uint32_t bits = m + off >= lo && m + off < hi ? 0xffffffffu : 0;
@@ -226,12 +230,12 @@ static inline __m256 fmask8(int64_t lo, int64_t hi, int64_t off) { /* lanes m wi
   return _mm256_loadu_ps(v);
 }
 
-/* The TP / 8 groups of the block of images [n0, n1). */
-static void tile_groups(const wjob *j, int64_t n0, int64_t n1, tgroup *gs) {
+/* The TP / 8 groups of the chunk starting at tile `first` of the block of images [n0, n1). */
+static void tile_groups(const wjob *j, int64_t n0, int64_t n1, int64_t first, tgroup *gs) {
   for (int64_t t0 = 0; t0 < j->TP; t0 += 8) {
     tgroup *g = &gs[t0 / 8];
     for (int k = 0; k < 8; k++) {
-      int64_t t = t0 + k, img = t / j->TI, r = t % j->TI;
+      int64_t t = first + t0 + k, img = t / j->TI, r = t % j->TI;
       g->real[k] = n0 + img < n1;
       g->n[k] = n0 + img, g->ty[k] = r / j->TW, g->tx[k] = r % j->TW;
       g->y0[k] = 4 * g->ty[k] - j->pt, g->x0[k] = 4 * g->tx[k] - j->pl;
@@ -239,14 +243,14 @@ static void tile_groups(const wjob *j, int64_t n0, int64_t n1, tgroup *gs) {
       if (hi < lo) hi = lo;
       g->full[k] = lo == 0 && hi == 8;
       g->in_lo[k] = (int)lo, g->in_hi[k] = (int)hi;
-      /* start s of the 8 cells read in place of a partial row: lane q takes cell x0 + q = s + idx */
+      /* a partial row is read as the 8 cells from st: lane q takes cell x0 + q = st + (q - sh) */
       int64_t st = g->x0[k] < 0 ? 0 : g->x0[k] > j->W - 8 ? j->W - 8 : g->x0[k];
       int64_t sh = st - g->x0[k];
       g->in_shift[k] = sh;
       int32_t fi[8], bi[8];
       for (int q = 0; q < 8; q++) {
-        fi[q] = (int32_t)((q - sh) & 7);  /* forward: lane q <- loaded m = q - sh */
-        bi[q] = (int32_t)((q + sh) & 7);  /* back: cell m <- lane q = m + sh */
+        fi[q] = (int32_t)((q - sh) & 7); /* forward: lane q <- loaded m = q - sh */
+        bi[q] = (int32_t)((q + sh) & 7); /* back: cell m <- lane q = m + sh */
       }
       g->in_idx[k] = _mm256_loadu_si256((const __m256i *)fi);
       g->in_back[k] = _mm256_loadu_si256((const __m256i *)bi);
@@ -314,8 +318,10 @@ static void input_transform(const wjob *j, const tgroup *gs, const float *x, flo
         const float *plane = x + (g->n[k] * C + c) * H * W;
         for (int p = 0; p < 8; p++) {
           int64_t iy = g->y0[k] + p;
-          if (iy < 0 || iy >= H) d[p] = _mm256_setzero_ps();
-          else if (g->full[k]) d[p] = _mm256_loadu_ps(plane + iy * W + g->x0[k]);
+          if (iy < 0 || iy >= H)
+            d[p] = _mm256_setzero_ps();
+          else if (g->full[k])
+            d[p] = _mm256_loadu_ps(plane + iy * W + g->x0[k]);
           else if (W >= 8) { /* the 8 cells in the row nearest the window, moved into place */
             v8 l = _mm256_loadu_ps(plane + iy * W + g->x0[k] + g->in_shift[k]);
             d[p] = _mm256_and_ps(_mm256_permutevar8x32_ps(l, g->in_idx[k]), g->in_and[k]);
@@ -422,7 +428,8 @@ static void input_adjoint(const wjob *j, const tgroup *gs, const float *dV, floa
       v8 rq[8][8]; /* [i][q] = (dV BT)[i][q] */
       for (int i = 0; i < 8; i++) {
         v8 v[8];
-        for (int jj = 0; jj < 8; jj++) v[jj] = _mm256_loadu_ps(dV + (i * 8 + jj) * vs + c * TP + t0);
+        for (int jj = 0; jj < 8; jj++)
+          v[jj] = _mm256_loadu_ps(dV + (i * 8 + jj) * vs + c * TP + t0);
         bt_adj(v, rq[i]);
       }
       v8 dd[8][8]; /* [p][q] over tiles */
@@ -442,7 +449,8 @@ static void input_adjoint(const wjob *j, const tgroup *gs, const float *dV, floa
             _mm256_storeu_ps(d, ADD(_mm256_loadu_ps(d), dd[p][k]));
           } else if (W >= 8) { /* add into the 8 cells of the row nearest the window */
             float *e = d + g->in_shift[k];
-            v8 add = _mm256_and_ps(_mm256_permutevar8x32_ps(dd[p][k], g->in_back[k]), g->in_back_and[k]);
+            v8 add =
+                _mm256_and_ps(_mm256_permutevar8x32_ps(dd[p][k], g->in_back[k]), g->in_back_and[k]);
             _mm256_storeu_ps(e, ADD(_mm256_loadu_ps(e), add));
           } else {
             float v[8];
@@ -477,9 +485,24 @@ static void transpose_positions(const float *V, int64_t vs, int64_t rows, int64_
 
 static inline int64_t round8(int64_t n) { return (n + 7) / 8 * 8; }
 
-/* One task: images [N*t/tasks, N*(t+1)/tasks). */
+/* Steps *b0 through the first images of the blocks task t works on: its fixed share for the
+ * weight gradient (so that the sums do not depend on timing), else the next unclaimed block.
+ * *b0 starts at -1; *b1 is the block's end. */
+static bool next_block(wjob *j, int t, int64_t *b0, int64_t *b1) {
+  int64_t n1 = j->N;
+  if (j->op == MF_OP_CONV2D_BACKWARD_WEIGHT) {
+    int64_t n0 = j->N * t / j->tasks;
+    n1 = j->N * (t + 1) / j->tasks;
+    *b0 = *b0 < 0 ? n0 : *b0 + j->nb;
+  } else {
+    *b0 = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed) * j->nb;
+  }
+  *b1 = *b0 + j->nb < n1 ? *b0 + j->nb : n1;
+  return *b0 < n1;
+}
+
+/* One task (see next_block for its images). */
 static void wino_task(wjob *j, int t) {
-  int64_t n0 = j->N * t / j->tasks, n1 = j->N * (t + 1) / j->tasks;
   const int64_t C = j->C, O = j->O, TP = j->TP, Cp = round8(C), vs = j->vs, ms = j->ms;
   size_t vbytes = (size_t)(NPOS * vs) * 4, mbytes = (size_t)(NPOS * ms) * 4;
   size_t tbytes = j->op == MF_OP_CONV2D_BACKWARD_WEIGHT ? (size_t)(NPOS * TP * Cp) * 4 : 0;
@@ -491,34 +514,37 @@ static void wino_task(wjob *j, int t) {
     j->failed = 1;
     goto done;
   }
-  for (int64_t b0 = n0; b0 < n1; b0 += j->nb) {
-    int64_t b1 = b0 + j->nb < n1 ? b0 + j->nb : n1;
-    tile_groups(j, b0, b1, gs);
-    switch (j->op) {
-    case MF_OP_CONV2D:
-      input_transform(j, gs, j->a, V);
-      for (int xi = 0; xi < NPOS; xi++)
-        gemm(O, TP, C, j->U + (int64_t)xi * O * C, C, V + xi * vs, TP, M + xi * ms, TP, false);
-      output_transform(j, gs, M, j->out);
-      break;
-    case MF_OP_CONV2D_BACKWARD_INPUT: /* a = dy, U = (64, C, O) */
-      grad_transform(j, gs, j->a, M);
-      for (int xi = 0; xi < NPOS; xi++)
-        gemm(C, TP, O, j->U + (int64_t)xi * C * O, O, M + xi * ms, TP, V + xi * vs, TP, false);
+  bool first = true;
+  for (int64_t b0 = -1, b1; next_block(j, t, &b0, &b1);) {
+    if (j->op == MF_OP_CONV2D_BACKWARD_INPUT) /* the block's dx, summed over its tiles */
       memset(j->out + b0 * C * j->H * j->W, 0, (size_t)((b1 - b0) * C * j->H * j->W) * 4);
-      input_adjoint(j, gs, V, j->out);
-      break;
-    case MF_OP_CONV2D_BACKWARD_WEIGHT: { /* a = dy, b = x; dU[t] (64, O, Cp) */
-      float *dU = j->dU[t];
-      grad_transform(j, gs, j->a, M);
-      input_transform(j, gs, j->b, V);
-      transpose_positions(V, vs, C, TP, VT, Cp);
-      for (int xi = 0; xi < NPOS; xi++)
-        gemm(O, Cp, TP, M + xi * ms, TP, VT + (int64_t)xi * TP * Cp, Cp,
-             dU + (int64_t)xi * O * Cp, Cp, b0 != n0);
-      break;
-    }
-    default: break;
+    for (int64_t t0 = 0; t0 < (b1 - b0) * j->TI; t0 += TP, first = false) {
+      tile_groups(j, b0, b1, t0, gs);
+      switch (j->op) {
+      case MF_OP_CONV2D:
+        input_transform(j, gs, j->a, V);
+        for (int xi = 0; xi < NPOS; xi++)
+          gemm(O, TP, C, j->U + (int64_t)xi * O * C, C, V + xi * vs, TP, M + xi * ms, TP, false);
+        output_transform(j, gs, M, j->out);
+        break;
+      case MF_OP_CONV2D_BACKWARD_INPUT: /* a = dy, U = (64, C, O) */
+        grad_transform(j, gs, j->a, M);
+        for (int xi = 0; xi < NPOS; xi++)
+          gemm(C, TP, O, j->U + (int64_t)xi * C * O, O, M + xi * ms, TP, V + xi * vs, TP, false);
+        input_adjoint(j, gs, V, j->out);
+        break;
+      case MF_OP_CONV2D_BACKWARD_WEIGHT: { /* a = dy, b = x; dU[t] (64, O, Cp) */
+        float *dU = j->dU[t];
+        grad_transform(j, gs, j->a, M);
+        input_transform(j, gs, j->b, V);
+        transpose_positions(V, vs, C, TP, VT, Cp);
+        for (int xi = 0; xi < NPOS; xi++)
+          gemm(O, Cp, TP, M + xi * ms, TP, VT + (int64_t)xi * TP * Cp, Cp,
+               dU + (int64_t)xi * O * Cp, Cp, !first);
+        break;
+      }
+      default: break;
+      }
     }
   }
 done:
@@ -532,18 +558,18 @@ static void wino_run(void *ctx, int64_t b, int64_t e) {
   for (int64_t t = b; t < e; t++) wino_task(ctx, (int)t);
 }
 
-/* ---- weight transforms ------------------------------------------------------------------------ */
+/* ---- weight transforms ----------------------------------------------------------------------- */
 
 /* Vectorised over 8 (o, c) pairs: 8 consecutive c of one o (the (64, O, C) layouts), or 8
  * consecutive o of one c (the transposed (64, C, O) one), so that each of the 64 positions is one
  * contiguous store. */
 typedef struct wt_job {
-  const float *w;  /* (O, C, 5, 5) */
-  float *U;        /* (64, O, C) or, transposed, (64, C, O) */
+  const float *w; /* (O, C, 5, 5) */
+  float *U;       /* (64, O, C) or, transposed, (64, C, O) */
   bool transposed;
   const float *const *dU; /* backward: the task sums (64, O, Cp) */
   int tasks;
-  float *dw;       /* backward: (O, C, 5, 5) */
+  float *dw; /* backward: (O, C, 5, 5) */
   int64_t O, C, Cp;
 } wt_job;
 
@@ -555,7 +581,8 @@ static void weight_fwd(void *ctx, int64_t b, int64_t e) {
   const int64_t O = j->O, C = j->C, lanes_of = j->transposed ? O : C;
   const int64_t per = (lanes_of + 7) / 8; /* groups per o (or per c) */
   for (int64_t q = b; q < e; q++) {
-    int64_t fixed = q / per, first = (q % per) * 8, nl = lanes_of - first < 8 ? lanes_of - first : 8;
+    int64_t fixed = q / per, first = (q % per) * 8,
+            nl = lanes_of - first < 8 ? lanes_of - first : 8;
     float gt[25][8] = {{0}};
     for (int l = 0; l < nl; l++) {
       int64_t o = j->transposed ? first + l : fixed, c = j->transposed ? fixed : first + l;
@@ -621,34 +648,43 @@ static void weight_bwd(void *ctx, int64_t b, int64_t e) {
   }
 }
 
-static int wino_enabled(void) {
-  static int enabled = -1;
-  if (enabled < 0) {
-    const char *s = getenv("MOONFLOW_WINOGRAD");
-    enabled = !(s && s[0] == '0');
-  }
-  return enabled;
+/* MOONFLOW_WINOGRAD=0 turns this path off (read at every call: tests and benchmarks compare) */
+static bool wino_enabled(void) {
+  const char *s = getenv("MOONFLOW_WINOGRAD");
+  return !(s && s[0] == '0');
 }
 
 bool mf_cpu_conv2d_winograd(const mf_call *c, mf_status *status) {
   *status = MF_OK;
   if (c->out->dtype != MF_F32 || !wino_enabled()) return false;
   const mf_pool2d_params *p = c->params;
-  const mf_tensor *x = c->op == MF_OP_CONV2D_BACKWARD_INPUT ? c->out
-                       : c->op == MF_OP_CONV2D_BACKWARD_WEIGHT ? c->in[1] : c->in[0];
+  const mf_tensor *x = c->op == MF_OP_CONV2D_BACKWARD_INPUT    ? c->out
+                       : c->op == MF_OP_CONV2D_BACKWARD_WEIGHT ? c->in[1]
+                                                               : c->in[0];
   const mf_tensor *y = c->op == MF_OP_CONV2D ? c->out : c->in[0];
   const int64_t *ws = c->op == MF_OP_CONV2D_BACKWARD_WEIGHT ? c->out->shape : c->in[1]->shape;
-  wjob j = {.op = c->op, .N = x->shape[0], .C = x->shape[1], .H = x->shape[2], .W = x->shape[3],
-            .O = ws[0], .OH = y->shape[2], .OW = y->shape[3], .pt = p->pad[0], .pl = p->pad[1]};
+  wjob j = {.op = c->op,
+            .N = x->shape[0],
+            .C = x->shape[1],
+            .H = x->shape[2],
+            .W = x->shape[3],
+            .O = ws[0],
+            .OH = y->shape[2],
+            .OW = y->shape[3],
+            .pt = p->pad[0],
+            .pl = p->pad[1]};
   /* 5x5, stride 1, tiles mostly useful, enough channels for the GEMMs to pay */
-  if (ws[2] != 5 || ws[3] != 5 || p->stride[0] != 1 || p->stride[1] != 1 || j.OH < 4 ||
-      j.OW < 4 || j.C < 8 || j.O < 8 || j.N < 1)
+  if (ws[2] != 5 || ws[3] != 5 || p->stride[0] != 1 || p->stride[1] != 1 || j.OH < 4 || j.OW < 4 ||
+      j.C < 8 || j.O < 8 || j.N < 1)
     return false;
   j.TH = (j.OH + 3) / 4, j.TW = (j.OW + 3) / 4, j.TI = j.TH * j.TW;
   /* the forward and backward-input blocks hold one image; the weight gradient's two (a longer
-   * sum per GEMM call), as long as the tile slots stay modest */
+   * sum per GEMM call) when images are small */
   j.nb = c->op == MF_OP_CONV2D_BACKWARD_WEIGHT && j.TI <= 64 ? 2 : 1;
+  /* chunks: the whole block when small, else about 32 KiB per position of V or M */
+  int64_t cap = 8192 / (j.C > j.O ? j.C : j.O) / 8 * 8;
   j.TP = round8(j.nb * j.TI);
+  if (j.TP > cap) j.TP = cap < 16 ? 16 : cap;
   j.vs = pos_stride(j.C, j.TP), j.ms = pos_stride(j.O, j.TP);
   j.a = mf_cpu_ptr(c->in[0]);
   j.b = mf_cpu_ptr(c->in[1]);
@@ -657,6 +693,7 @@ bool mf_cpu_conv2d_winograd(const mf_call *c, mf_status *status) {
   int nt = mf_get_num_threads();
   j.tasks = (int)(j.N < nt ? j.N : nt);
   if (j.tasks > 64) j.tasks = 64;
+  atomic_init(&j.next, 0);
   const int64_t O = j.O, C = j.C, Cp = round8(C);
   size_t ubytes = (size_t)(NPOS * O * C) * 4, dubytes = (size_t)(NPOS * O * Cp) * 4;
   float *U = NULL, *dU[64] = {0};
@@ -687,8 +724,7 @@ oom:
   if (U) mf_host_free(U, ubytes);
   for (int t = 0; t < 64; t++)
     if (dU[t]) mf_host_free(dU[t], dubytes);
-  *status = mf_fail(MF_ERR_MEMORY, "%s: out of memory for the Winograd buffers",
-                    mf_op_name(c->op));
+  *status = mf_fail(MF_ERR_MEMORY, "%s: out of memory for the Winograd buffers", mf_op_name(c->op));
   return true;
 }
 

@@ -17,7 +17,7 @@
 #include "nn_reference.h"
 #include "test.h"
 
-/* ---- helpers ----------------------------------------------------------------------------------- */
+/* ---- helpers --------------------------------------------------------------------------------- */
 
 #define DROP(t) (mf_release(t), (t) = NULL)
 
@@ -77,14 +77,14 @@ static void check_values(const char *what, const double *got, const double *want
   int64_t bad = -1, nbad = 0;
   for (int64_t i = 0; i < n; i++) {
     double a = got[i], b = want[i];
-    bool ok = fabs(a - b) <= atol + rtol * fabs(b) || (isnan(a) && isnan(b)) ||
-              (isinf(a) && a == b);
+    bool ok =
+        fabs(a - b) <= atol + rtol * fabs(b) || (isnan(a) && isnan(b)) || (isinf(a) && a == b);
     if (!ok && nbad++ == 0) bad = i;
   }
   if (nbad) {
     t_failed++;
-    fprintf(stderr, "%s: %lld of %lld values differ; first at %lld: %.10g, expected %.10g\n",
-            what, (long long)nbad, (long long)n, (long long)bad, got[bad], want[bad]);
+    fprintf(stderr, "%s: %lld of %lld values differ; first at %lld: %.10g, expected %.10g\n", what,
+            (long long)nbad, (long long)n, (long long)bad, got[bad], want[bad]);
   } else {
     t_passed++;
   }
@@ -126,7 +126,7 @@ static mf_pool2d_params geometry(int kh, int kw, int sh, int sw, int pt, int pl,
   return p;
 }
 
-/* ---- convolution: reference loops ------------------------------------------------------------- */
+/* ---- convolution: reference loops ------------------------------------------------------------ */
 
 typedef struct conv_case {
   int64_t N, C, H, W, O, KH, KW;
@@ -134,11 +134,14 @@ typedef struct conv_case {
   bool bias;
 } conv_case;
 
-static int64_t out_dim(int64_t in, int64_t k, int s, int a, int b) { return (in + a + b - k) / s + 1; }
+static int64_t out_dim(int64_t in, int64_t k, int s, int a, int b) {
+  return (in + a + b - k) / s + 1;
+}
 
 static void ref_conv(const conv_case *k, const double *x, const double *w, const double *b,
                      double *y) {
-  int64_t OH = out_dim(k->H, k->KH, k->sh, k->pt, k->pb), OW = out_dim(k->W, k->KW, k->sw, k->pl, k->pr);
+  int64_t OH = out_dim(k->H, k->KH, k->sh, k->pt, k->pb),
+          OW = out_dim(k->W, k->KW, k->sw, k->pl, k->pr);
   for (int64_t n = 0; n < k->N; n++)
     for (int64_t o = 0; o < k->O; o++)
       for (int64_t oh = 0; oh < OH; oh++)
@@ -159,7 +162,8 @@ static void ref_conv(const conv_case *k, const double *x, const double *w, const
 /* dx and dw of sum(y * dy) */
 static void ref_conv_backward(const conv_case *k, const double *x, const double *w,
                               const double *dy, double *dx, double *dw) {
-  int64_t OH = out_dim(k->H, k->KH, k->sh, k->pt, k->pb), OW = out_dim(k->W, k->KW, k->sw, k->pl, k->pr);
+  int64_t OH = out_dim(k->H, k->KH, k->sh, k->pt, k->pb),
+          OW = out_dim(k->W, k->KW, k->sw, k->pl, k->pr);
   memset(dx, 0, sizeof(double) * (size_t)(k->N * k->C * k->H * k->W));
   memset(dw, 0, sizeof(double) * (size_t)(k->O * k->C * k->KH * k->KW));
   for (int64_t n = 0; n < k->N; n++)
@@ -182,7 +186,8 @@ static void ref_conv_backward(const conv_case *k, const double *x, const double 
 
 static void test_conv_case(const conv_case *k, mf_dtype dt) {
   char what[160];
-  snprintf(what, sizeof what, "conv %lldx%lldx%lldx%lld * %lldx%lldx%lldx%lld s%dx%d pad %d,%d,%d,%d %s",
+  snprintf(what, sizeof what,
+           "conv %lldx%lldx%lldx%lld * %lldx%lldx%lldx%lld s%dx%d pad %d,%d,%d,%d %s",
            (long long)k->N, (long long)k->C, (long long)k->H, (long long)k->W, (long long)k->O,
            (long long)k->C, (long long)k->KH, (long long)k->KW, k->sh, k->sw, k->pt, k->pl, k->pb,
            k->pr, mf_dtype_name(dt));
@@ -198,7 +203,8 @@ static void test_conv_case(const conv_case *k, mf_dtype dt) {
     for (int64_t i = 0; i < ny; i++) dy[i] = (float)dy[i];
   }
   double *y = malloc(sizeof(double) * (size_t)(ny ? ny : 1)),
-         *dx = malloc(sizeof(double) * (size_t)(nx ? nx : 1)), *dw = malloc(sizeof(double) * (size_t)nw);
+         *dx = malloc(sizeof(double) * (size_t)(nx ? nx : 1)),
+         *dw = malloc(sizeof(double) * (size_t)nw);
   ref_conv(k, x, w, k->bias ? b : NULL, y);
   ref_conv_backward(k, x, w, dy, dx, dw);
   mf_tensor *tx = make4(xs, dt, x), *tw = make4(ws, dt, w), *tb = make(1, bs, dt, b),
@@ -207,7 +213,8 @@ static void test_conv_case(const conv_case *k, mf_dtype dt) {
   /* float32: a bound on the error relative to the result's scale (Winograd's rounding is about
    * 1e-5 of it); float64: tight */
   double t = tol(dt), sy = dt == MF_F32 ? 2.5 * max_abs(y, ny) : 1,
-         sx = dt == MF_F32 ? 2.5 * max_abs(dx, nx) : 1, sw = dt == MF_F32 ? 2.5 * max_abs(dw, nw) : 4;
+         sx = dt == MF_F32 ? 2.5 * max_abs(dx, nx) : 1,
+         sw = dt == MF_F32 ? 2.5 * max_abs(dw, nw) : 4;
   char msg[200];
   CHECK_OK(mf_conv2d(tx, tw, k->bias ? tb : NULL, &p, &r));
   snprintf(msg, sizeof msg, "%s: forward", what);
@@ -227,45 +234,46 @@ static void test_conv_case(const conv_case *k, mf_dtype dt) {
 
 static const conv_case CONV_CASES[] = {
     /* N  C  H   W   O  KH KW sh sw pt pl pb pr bias */
-    {2, 1, 28, 28, 4, 5, 5, 1, 1, 2, 2, 2, 2, true},  /* the tutorial's first layer, "same" */
-    {3, 4, 14, 14, 5, 5, 5, 1, 1, 2, 2, 2, 2, true},  /* its second layer, smaller */
-    {3, 3, 7, 9, 5, 3, 2, 2, 1, 1, 0, 2, 1, true},    /* stride 2x1, asymmetric padding */
-    {2, 4, 5, 6, 3, 1, 1, 1, 1, 0, 0, 0, 0, false},   /* 1x1: no im2col */
-    {2, 3, 5, 6, 2, 1, 1, 2, 2, 0, 0, 0, 0, true},    /* 1x1 stride 2 */
-    {1, 2, 5, 5, 2, 5, 5, 1, 1, 0, 0, 0, 0, true},    /* valid, 1x1 output */
-    {2, 2, 10, 10, 3, 3, 3, 2, 2, 0, 0, 1, 1, true},  /* TF "same" with stride 2 */
-    {5, 8, 12, 11, 6, 3, 3, 1, 1, 1, 1, 1, 1, true},  /* several images per task */
-    {2, 2, 3, 2, 3, 5, 4, 1, 2, 2, 2, 2, 2, false},   /* kernel larger than the input */
-    {1, 3, 9, 8, 4, 3, 3, 3, 2, 1, 0, 0, 2, false},   /* stride 3 */
-    {7, 2, 6, 5, 3, 2, 2, 2, 2, 0, 0, 0, 0, true},    /* odd batch over the threads */
+    {2, 1, 28, 28, 4, 5, 5, 1, 1, 2, 2, 2, 2, true}, /* the tutorial's first layer, "same" */
+    {3, 4, 14, 14, 5, 5, 5, 1, 1, 2, 2, 2, 2, true}, /* its second layer, smaller */
+    {3, 3, 7, 9, 5, 3, 2, 2, 1, 1, 0, 2, 1, true},   /* stride 2x1, asymmetric padding */
+    {2, 4, 5, 6, 3, 1, 1, 1, 1, 0, 0, 0, 0, false},  /* 1x1: no im2col */
+    {2, 3, 5, 6, 2, 1, 1, 2, 2, 0, 0, 0, 0, true},   /* 1x1 stride 2 */
+    {1, 2, 5, 5, 2, 5, 5, 1, 1, 0, 0, 0, 0, true},   /* valid, 1x1 output */
+    {2, 2, 10, 10, 3, 3, 3, 2, 2, 0, 0, 1, 1, true}, /* TF "same" with stride 2 */
+    {5, 8, 12, 11, 6, 3, 3, 1, 1, 1, 1, 1, 1, true}, /* several images per task */
+    {2, 2, 3, 2, 3, 5, 4, 1, 2, 2, 2, 2, 2, false},  /* kernel larger than the input */
+    {1, 3, 9, 8, 4, 3, 3, 3, 2, 1, 0, 0, 2, false},  /* stride 3 */
+    {7, 2, 6, 5, 3, 2, 2, 2, 2, 0, 0, 0, 0, true},   /* odd batch over the threads */
     /* 5x5 stride 1 with 8+ channels: the float32 Winograd path (winograd.c) */
-    {3, 8, 14, 14, 16, 5, 5, 1, 1, 2, 2, 2, 2, true}, /* like the tutorial's second layer */
-    {2, 9, 11, 13, 10, 5, 5, 1, 1, 1, 3, 0, 2, true}, /* odd sizes, asymmetric padding */
-    {5, 16, 9, 8, 8, 5, 5, 1, 1, 0, 0, 0, 0, false},  /* valid: 5x4 output */
+    {3, 8, 14, 14, 16, 5, 5, 1, 1, 2, 2, 2, 2, true},  /* like the tutorial's second layer */
+    {2, 9, 11, 13, 10, 5, 5, 1, 1, 1, 3, 0, 2, true},  /* odd sizes, asymmetric padding */
+    {5, 16, 9, 8, 8, 5, 5, 1, 1, 0, 0, 0, 0, false},   /* valid: 5x4 output */
     {3, 12, 20, 21, 12, 5, 5, 1, 1, 2, 2, 2, 2, true}, /* 30 tiles an image */
-    {1, 8, 6, 6, 8, 5, 5, 1, 1, 2, 2, 2, 2, true},    /* one image */
-    {2, 8, 36, 33, 9, 5, 5, 1, 1, 2, 2, 2, 2, false}, /* many tiles an image */
+    {1, 8, 6, 6, 8, 5, 5, 1, 1, 2, 2, 2, 2, true},     /* one image */
+    {2, 8, 36, 33, 9, 5, 5, 1, 1, 2, 2, 2, 2, false},  /* many tiles an image */
 };
 
 /* Central finite differences of L = sum(conv(x, w) * dy) in float64 against the backwards. */
 static void test_conv_gradcheck(void) {
   conv_case k = {2, 2, 5, 4, 3, 3, 2, 2, 1, 1, 0, 0, 1, true};
   int64_t xs[4] = {k.N, k.C, k.H, k.W}, ws[4] = {k.O, k.C, k.KH, k.KW}, bs[1] = {k.O};
-  int64_t ys[4] = {k.N, k.O, out_dim(k.H, k.KH, k.sh, k.pt, k.pb), out_dim(k.W, k.KW, k.sw, k.pl, k.pr)};
+  int64_t ys[4] = {k.N, k.O, out_dim(k.H, k.KH, k.sh, k.pt, k.pb),
+                   out_dim(k.W, k.KW, k.sw, k.pl, k.pr)};
   int64_t nx = numel(4, xs), nw = numel(4, ws), ny = numel(4, ys);
   double *x = randv(nx), *w = randv(nw), *b = randv(k.O), *dy = randv(ny);
   mf_pool2d_params p = geometry(0, 0, k.sh, k.sw, k.pt, k.pl, k.pb, k.pr);
   mf_tensor *tb = make(1, bs, MF_F64, b), *tdy = make4(ys, MF_F64, dy);
   const double h = 1e-6;
   /* L at (x, w) */
-#define LOSS(xv, wv, out)                                                                      \
-  do {                                                                                         \
-    mf_tensor *tx_ = make4(xs, MF_F64, xv), *tw_ = make4(ws, MF_F64, wv), *y_ = NULL;          \
-    CHECK_OK(mf_conv2d(tx_, tw_, tb, &p, &y_));                                                \
-    double *yv_ = values(y_), s_ = 0;                                                          \
-    for (int64_t q = 0; q < ny; q++) s_ += yv_[q] * dy[q];                                     \
-    free(yv_), mf_release(y_), mf_release(tx_), mf_release(tw_);                               \
-    (out) = s_;                                                                                \
+#define LOSS(xv, wv, out)                                                                          \
+  do {                                                                                             \
+    mf_tensor *tx_ = make4(xs, MF_F64, xv), *tw_ = make4(ws, MF_F64, wv), *y_ = NULL;              \
+    CHECK_OK(mf_conv2d(tx_, tw_, tb, &p, &y_));                                                    \
+    double *yv_ = values(y_), s_ = 0;                                                              \
+    for (int64_t q = 0; q < ny; q++) s_ += yv_[q] * dy[q];                                         \
+    free(yv_), mf_release(y_), mf_release(tx_), mf_release(tw_);                                   \
+    (out) = s_;                                                                                    \
   } while (0)
   double *num = malloc(sizeof(double) * (size_t)(nx > nw ? nx : nw));
   for (int64_t i = 0; i < nx; i++) {
@@ -311,6 +319,42 @@ static void test_conv(void) {
   }
   mf_set_num_threads(saved);
   test_conv_gradcheck();
+  /* many output channels: Winograd does an image's tiles in chunks (16 of its 36 at a time) */
+  conv_case many = {2, 8, 22, 22, 520, 5, 5, 1, 1, 2, 2, 2, 2, true};
+  test_conv_case(&many, MF_F32);
+}
+
+/* The float32 Winograd path against the im2col one (MOONFLOW_WINOGRAD=0) on the same data. */
+static void test_conv_winograd_vs_im2col(void) {
+  int64_t xs[4] = {4, 16, 13, 15}, ws[4] = {24, 16, 5, 5}, bs[1] = {24};
+  mf_pool2d_params p = geometry(0, 0, 1, 1, 2, 1, 2, 3);
+  double *x = randv(numel(4, xs)), *w = randv(numel(4, ws)), *b = randv(24);
+  mf_tensor *tx = make4(xs, MF_F32, x), *tw = make4(ws, MF_F32, w), *tb = make(1, bs, MF_F32, b);
+  mf_tensor *r[2][3] = {{NULL}};
+  for (int path = 0; path < 2; path++) {
+    if (path) setenv("MOONFLOW_WINOGRAD", "0", 1);
+    CHECK_OK(mf_conv2d(tx, tw, tb, &p, &r[path][0]));
+    if (r[path][0]) {
+      CHECK_OK(mf_conv2d_backward_input(r[path][0], tw, xs, &p, &r[path][1]));
+      CHECK_OK(mf_conv2d_backward_weight(r[path][0], tx, ws, &p, &r[path][2]));
+    }
+    unsetenv("MOONFLOW_WINOGRAD");
+  }
+  const char *names[3] = {"winograd vs im2col: forward", "winograd vs im2col: backward input",
+                          "winograd vs im2col: backward weight"};
+  for (int k = 0; k < 3; k++) {
+    if (!r[0][k] || !r[1][k]) {
+      CHECK(r[0][k] && r[1][k]);
+      continue;
+    }
+    double *a = values(r[0][k]), *e = values(r[1][k]);
+    int64_t n = mf_numel(r[1][k]);
+    check_values(names[k], a, e, n, 3e-5 * max_abs(e, n), 0);
+    free(a), free(e);
+  }
+  for (int k = 0; k < 6; k++) mf_release(r[k / 3][k % 3]);
+  mf_release(tx), mf_release(tw), mf_release(tb);
+  free(x), free(w), free(b);
 }
 
 /* A transposed (non-contiguous) input and weight give the same result as contiguous ones. */
@@ -370,8 +414,9 @@ static void test_conv_empty_and_errors(void) {
   CHECK_OK(mf_zeros(3, x3d, MF_F32, NULL, &t3));
   CHECK_OK(mf_zeros(4, x3, MF_I32, NULL, &ti));
   mf_pool2d_params p = geometry(0, 0, 1, 1, 2, 2, 2, 2);
-  CHECK_FAILS(mf_conv2d(tx, tw, NULL, &p, &r), MF_ERR_SHAPE,
-              "conv2d: input has 3 channels but the weight expects 1 (input 1x3x8x8, weight 32x1x5x5)");
+  CHECK_FAILS(
+      mf_conv2d(tx, tw, NULL, &p, &r), MF_ERR_SHAPE,
+      "conv2d: input has 3 channels but the weight expects 1 (input 1x3x8x8, weight 32x1x5x5)");
   CHECK(r == NULL);
   CHECK_FAILS(mf_conv2d(t3, tw, NULL, &p, &r), MF_ERR_SHAPE,
               "conv2d: input must be 4-D (N, C, H, W), got shape 3x8x8");
@@ -385,7 +430,8 @@ static void test_conv_empty_and_errors(void) {
   CHECK_FAILS(mf_conv2d(tx1, tw, tb, &p, &r), MF_ERR_SHAPE,
               "conv2d: bias has shape 5 but the weight 32x1x5x5 has 32 output channels");
   mf_pool2d_params bad = geometry(0, 0, 0, 1, 0, 0, 0, 0);
-  CHECK_FAILS(mf_conv2d(tx1, tw, NULL, &bad, &r), MF_ERR_ARG, "conv2d: stride 0x1 must be positive");
+  CHECK_FAILS(mf_conv2d(tx1, tw, NULL, &bad, &r), MF_ERR_ARG,
+              "conv2d: stride 0x1 must be positive");
   bad = geometry(0, 0, 1, 1, -1, 0, 0, 0);
   CHECK_FAILS(mf_conv2d(tx1, tw, NULL, &bad, &r), MF_ERR_ARG, "must not be negative");
   int64_t small[4] = {1, 1, 3, 3};
@@ -434,7 +480,8 @@ typedef struct pool_case {
 
 static void ref_pool(const pool_case *k, bool is_max, bool include_pad, const double *x,
                      const double *dy, double *y, int64_t *idx, double *dx) {
-  int64_t OH = out_dim(k->H, k->kh, k->sh, k->pt, k->pb), OW = out_dim(k->W, k->kw, k->sw, k->pl, k->pr);
+  int64_t OH = out_dim(k->H, k->kh, k->sh, k->pt, k->pb),
+          OW = out_dim(k->W, k->kw, k->sw, k->pl, k->pr);
   memset(dx, 0, sizeof(double) * (size_t)(k->N * k->C * k->H * k->W));
   for (int64_t pl = 0; pl < k->N * k->C; pl++)
     for (int64_t oh = 0; oh < OH; oh++)
@@ -516,12 +563,12 @@ static void test_pool_case(const pool_case *k, bool is_max, bool include_pad, mf
 
 static const pool_case POOL_CASES[] = {
     /* N  C  H   W   kh kw sh sw pt pl pb pr */
-    {2, 3, 28, 28, 2, 2, 2, 2, 0, 0, 0, 0}, /* the tutorial's pool: the 2x2 fast path */
-    {3, 2, 7, 9, 2, 2, 2, 2, 0, 0, 0, 0},   /* fast path, odd sizes (last row/column dropped) */
-    {2, 2, 7, 8, 3, 3, 2, 2, 1, 1, 1, 1},   /* 3x3 stride 2 padding 1 */
-    {1, 3, 6, 7, 2, 3, 1, 2, 0, 1, 1, 2},   /* asymmetric */
-    {2, 1, 7, 7, 2, 2, 2, 2, 0, 0, 1, 1},   /* TF "same" for 7 with 2x2 stride 2 */
-    {1, 2, 5, 5, 5, 5, 1, 1, 0, 0, 0, 0},   /* global */
+    {2, 3, 28, 28, 2, 2, 2, 2, 0, 0, 0, 0},  /* the tutorial's pool: the 2x2 fast path */
+    {3, 2, 7, 9, 2, 2, 2, 2, 0, 0, 0, 0},    /* fast path, odd sizes (last row/column dropped) */
+    {2, 2, 7, 8, 3, 3, 2, 2, 1, 1, 1, 1},    /* 3x3 stride 2 padding 1 */
+    {1, 3, 6, 7, 2, 3, 1, 2, 0, 1, 1, 2},    /* asymmetric */
+    {2, 1, 7, 7, 2, 2, 2, 2, 0, 0, 1, 1},    /* TF "same" for 7 with 2x2 stride 2 */
+    {1, 2, 5, 5, 5, 5, 1, 1, 0, 0, 0, 0},    /* global */
     {4, 16, 12, 12, 2, 2, 2, 2, 0, 0, 0, 0}, /* enough planes for the threads */
 };
 
@@ -529,7 +576,8 @@ static const pool_case POOL_CASES[] = {
 static void test_pool_gradcheck(bool is_max, bool include_pad) {
   pool_case k = {2, 2, 5, 6, 3, 2, 2, 2, 1, 0, 1, 1};
   int64_t xs[4] = {k.N, k.C, k.H, k.W};
-  int64_t ys[4] = {k.N, k.C, out_dim(k.H, k.kh, k.sh, k.pt, k.pb), out_dim(k.W, k.kw, k.sw, k.pl, k.pr)};
+  int64_t ys[4] = {k.N, k.C, out_dim(k.H, k.kh, k.sh, k.pt, k.pb),
+                   out_dim(k.W, k.kw, k.sw, k.pl, k.pr)};
   int64_t nx = numel(4, xs), ny = numel(4, ys);
   double *x = randv(nx), *dy = randv(ny), *num = malloc(sizeof(double) * (size_t)nx);
   mf_pool2d_params p = geometry(k.kh, k.kw, k.sh, k.sw, k.pt, k.pl, k.pb, k.pr);
@@ -540,8 +588,10 @@ static void test_pool_gradcheck(bool is_max, bool include_pad) {
     for (int sgn = 0; sgn < 2; sgn++) {
       x[i] = keep + (sgn ? -h : h);
       mf_tensor *tx = make4(xs, MF_F64, x), *y = NULL;
-      if (is_max) CHECK_OK(mf_max_pool2d(tx, &p, &y, NULL));
-      else CHECK_OK(mf_avg_pool2d(tx, &p, &y));
+      if (is_max)
+        CHECK_OK(mf_max_pool2d(tx, &p, &y, NULL));
+      else
+        CHECK_OK(mf_avg_pool2d(tx, &p, &y));
       double *yv = values(y), s = 0;
       for (int64_t q = 0; q < ny; q++) s += yv[q] * dy[q];
       l[sgn] = s;
@@ -588,11 +638,13 @@ static void test_pool_nan_and_errors(void) {
 
   /* errors */
   mf_pool2d_params bad = geometry(2, 2, 2, 2, 2, 0, 0, 0);
-  CHECK_FAILS(mf_max_pool2d(tx, &bad, &y, &ix), MF_ERR_ARG,
-              "max_pool2d: padding (top 2, left 0, bottom 0, right 0) must be smaller than the 2x2 window");
+  CHECK_FAILS(
+      mf_max_pool2d(tx, &bad, &y, &ix), MF_ERR_ARG,
+      "max_pool2d: padding (top 2, left 0, bottom 0, right 0) must be smaller than the 2x2 window");
   CHECK(y == NULL && ix == NULL);
   bad = geometry(0, 2, 2, 2, 0, 0, 0, 0);
-  CHECK_FAILS(mf_avg_pool2d(tx, &bad, &y), MF_ERR_ARG, "avg_pool2d: kernel size 0x2 must be positive");
+  CHECK_FAILS(mf_avg_pool2d(tx, &bad, &y), MF_ERR_ARG,
+              "avg_pool2d: kernel size 0x2 must be positive");
   bad = geometry(3, 3, 1, 1, 0, 0, 0, 0);
   CHECK_FAILS(mf_max_pool2d(tx, &bad, &y, NULL), MF_ERR_SHAPE,
               "max_pool2d: the window of size 3 does not fit the input of size 2 padded to 2");
@@ -628,7 +680,7 @@ static void test_pool(void) {
   test_pool_nan_and_errors();
 }
 
-/* ---- softmax -------------------------------------------------------------------------------------- */
+/* ---- softmax --------------------------------------------------------------------------------- */
 
 /* y along dim of a (outer, n, inner) array */
 static void ref_softmax(bool log_, int64_t outer, int64_t n, int64_t inner, const double *x,
@@ -720,8 +772,11 @@ static void test_softmax_gradcheck(void) {
     mf_tensor *tx = make(3, shape, MF_F64, x), *tdy = make(3, shape, MF_F64, dy), *y = NULL,
               *dx = NULL;
     CHECK_OK(log_ ? mf_log_softmax(tx, 1, &y) : mf_softmax(tx, 1, &y));
-    if (y) CHECK_OK(log_ ? mf_log_softmax_backward(y, tdy, 1, &dx) : mf_softmax_backward(y, tdy, 1, &dx));
-    check_tensor(log_ ? "log_softmax gradcheck" : "softmax gradcheck", dx, 3, shape, num, 1e-6, 1e-6);
+    if (y)
+      CHECK_OK(log_ ? mf_log_softmax_backward(y, tdy, 1, &dx)
+                    : mf_softmax_backward(y, tdy, 1, &dx));
+    check_tensor(log_ ? "log_softmax gradcheck" : "softmax gradcheck", dx, 3, shape, num, 1e-6,
+                 1e-6);
     mf_release(tx), mf_release(tdy), mf_release(y), mf_release(dx);
   }
   free(x), free(dy), free(num);
@@ -733,15 +788,15 @@ static void test_softmax(void) {
     mf_dtype dt = dts[di];
     int64_t s2[2] = {50, 10}, s1[1] = {1000}, s3[3] = {3, 37, 5}, sw[3] = {2, 6, 700},
             s4[4] = {2, 3, 4, 5};
-    test_softmax_case(2, s2, 1, dt, 3);    /* logits of a batch */
+    test_softmax_case(2, s2, 1, dt, 3); /* logits of a batch */
     test_softmax_case(2, s2, -1, dt, 3);
-    test_softmax_case(2, s2, 0, dt, 3);    /* inner 10 */
-    test_softmax_case(1, s1, 0, dt, 5);    /* a long row: lanes and tail */
-    test_softmax_case(3, s3, 1, dt, 2);    /* middle dim */
+    test_softmax_case(2, s2, 0, dt, 3); /* inner 10 */
+    test_softmax_case(1, s1, 0, dt, 5); /* a long row: lanes and tail */
+    test_softmax_case(3, s3, 1, dt, 2); /* middle dim */
     test_softmax_case(3, s3, 2, dt, 2);
-    test_softmax_case(3, sw, 1, dt, 2);    /* inner 700: several column blocks */
+    test_softmax_case(3, sw, 1, dt, 2); /* inner 700: several column blocks */
     test_softmax_case(4, s4, 2, dt, 1);
-    test_softmax_case(2, s2, 1, dt, 500);  /* large values: max subtracted */
+    test_softmax_case(2, s2, 1, dt, 500); /* large values: max subtracted */
   }
   test_softmax_gradcheck();
 
@@ -794,9 +849,11 @@ static void test_softmax(void) {
   CHECK_OK(mf_zeros(2, s, MF_F64, NULL, &x64));
   int64_t s3x2[2] = {3, 2};
   CHECK_OK(mf_zeros(2, s3x2, MF_F32, NULL, &other));
-  CHECK_FAILS(mf_softmax(xi, 1, &y), MF_ERR_DTYPE, "softmax: input must be float32 or float64, got int64");
+  CHECK_FAILS(mf_softmax(xi, 1, &y), MF_ERR_DTYPE,
+              "softmax: input must be float32 or float64, got int64");
   CHECK_FAILS(mf_log_softmax(x, 2, &y), MF_ERR_INDEX, "log_softmax");
-  CHECK_FAILS(mf_softmax(sc, 1, &y), MF_ERR_INDEX, "softmax: dimension 1 is out of range for a 0-d tensor");
+  CHECK_FAILS(mf_softmax(sc, 1, &y), MF_ERR_INDEX,
+              "softmax: dimension 1 is out of range for a 0-d tensor");
   CHECK_FAILS(mf_softmax_backward(x, x64, 1, &y), MF_ERR_DTYPE,
               "softmax_backward: the output is float32 but its gradient is float64");
   CHECK_FAILS(mf_log_softmax_backward(x, other, 1, &y), MF_ERR_SHAPE,
@@ -886,7 +943,8 @@ static void test_gather_scatter(void) {
 
   /* a big one, parallel over rows */
   int64_t bs[2] = {3000, 10}, bi[2] = {3000, 1};
-  double *bx = randv(30000), *bidx = malloc(sizeof(double) * 3000), *bw = malloc(sizeof(double) * 3000);
+  double *bx = randv(30000), *bidx = malloc(sizeof(double) * 3000),
+         *bw = malloc(sizeof(double) * 3000);
   for (int i = 0; i < 3000; i++) {
     bidx[i] = (double)(i % 10);
     bw[i] = (float)bx[i * 10 + i % 10];
@@ -910,19 +968,21 @@ static void test_gather_scatter(void) {
   CHECK_FAILS(mf_scatter_add(2, xs, 1, ineg, src, &r), MF_ERR_INDEX,
               "scatter_add: index -1 is out of range for dimension 2 of size 5");
   CHECK_FAILS(mf_gather(x, 1, i32, &r), MF_ERR_DTYPE, "gather: index must be int64, got int32");
-  CHECK_FAILS(mf_gather(x, 1, i1, &r), MF_ERR_SHAPE, "gather: index has 1 dimensions but input has 2");
+  CHECK_FAILS(mf_gather(x, 1, i1, &r), MF_ERR_SHAPE,
+              "gather: index has 1 dimensions but input has 2");
   CHECK_FAILS(mf_gather(x, 2, ix, &r), MF_ERR_INDEX, "gather");
   int64_t big_i[2] = {5, 1};
   double z5[5] = {0};
   mf_tensor *ibig = make(2, big_i, MF_I64, z5);
   CHECK_FAILS(mf_gather(x, 1, ibig, &r), MF_ERR_SHAPE,
               "gather: index 5x1 is larger than input 4x5 in dimension 1");
-  CHECK_FAILS(mf_scatter_add(2, xs, 1, ibig, src, &r), MF_ERR_SHAPE, "scatter_add: index 5x1 is larger");
+  CHECK_FAILS(mf_scatter_add(2, xs, 1, ibig, src, &r), MF_ERR_SHAPE,
+              "scatter_add: index 5x1 is larger");
   mf_release(x), mf_release(ix), mf_release(src), mf_release(srcb), mf_release(ib);
   mf_release(ineg), mf_release(i32), mf_release(i1), mf_release(ibig);
 }
 
-/* ---- dropout ------------------------------------------------------------------------------------ */
+/* ---- dropout --------------------------------------------------------------------------------- */
 
 static void test_dropout(void) {
   int64_t shape[2] = {50, 1024};
@@ -945,8 +1005,10 @@ static void test_dropout(void) {
       double *a = values(m1), *b = values(m2), *uv = values(u);
       int64_t n = 50 * 1024, zeros = 0, odd = 0, mism = 0;
       for (int64_t i = 0; i < n; i++) {
-        if (a[i] == 0) zeros++;
-        else if (fabs(a[i] - (dt == MF_F32 ? (float)scale : scale)) > 0) odd++;
+        if (a[i] == 0)
+          zeros++;
+        else if (fabs(a[i] - (dt == MF_F32 ? (float)scale : scale)) > 0)
+          odd++;
         if ((a[i] == 0) != (uv[i] < p)) mism++;
       }
       check_values("dropout: same seed, same mask", a, b, n, 0, 0);
@@ -984,16 +1046,18 @@ static void test_dropout(void) {
   }
   mf_tensor *xi = NULL, *m = NULL;
   CHECK_OK(mf_zeros(2, shape, MF_I32, NULL, &xi));
-  CHECK_FAILS(mf_dropout_mask(xi, 0.5, &m), MF_ERR_DTYPE, "dropout: input must be float32 or float64");
+  CHECK_FAILS(mf_dropout_mask(xi, 0.5, &m), MF_ERR_DTYPE,
+              "dropout: input must be float32 or float64");
   mf_release(xi);
   CHECK_OK(mf_zeros(2, shape, MF_F32, NULL, &xi));
-  CHECK_FAILS(mf_dropout_mask(xi, 1.5, &m), MF_ERR_ARG, "dropout: drop probability 1.5 must be in [0, 1]");
+  CHECK_FAILS(mf_dropout_mask(xi, 1.5, &m), MF_ERR_ARG,
+              "dropout: drop probability 1.5 must be in [0, 1]");
   CHECK_FAILS(mf_dropout_mask(xi, NAN, &m), MF_ERR_ARG, "dropout: drop probability");
   CHECK(m == NULL);
   mf_release(xi);
 }
 
-/* ---- PyTorch's values --------------------------------------------------------------------------- */
+/* ---- PyTorch's values ------------------------------------------------------------------------ */
 
 static void test_torch_reference(void) {
   const mf_dtype dts[2] = {MF_F64, MF_F32};
@@ -1003,8 +1067,8 @@ static void test_torch_reference(void) {
     char what[200];
     for (size_t i = 0; i < sizeof NN_CONV_REFS / sizeof NN_CONV_REFS[0]; i++) {
       const nn_conv_ref *c = &NN_CONV_REFS[i];
-      mf_pool2d_params p = geometry(0, 0, c->stride[0], c->stride[1], c->pad[0], c->pad[1],
-                                    c->pad[2], c->pad[3]);
+      mf_pool2d_params p =
+          geometry(0, 0, c->stride[0], c->stride[1], c->pad[0], c->pad[1], c->pad[2], c->pad[3]);
       int64_t bs[1] = {c->w_shape[0]};
       mf_tensor *x = make4(c->x_shape, dt, c->x), *w = make4(c->w_shape, dt, c->w),
                 *b = c->b ? make(1, bs, dt, c->b) : NULL, *dy = make4(c->y_shape, dt, c->dy),
@@ -1013,11 +1077,13 @@ static void test_torch_reference(void) {
       CHECK_OK(mf_conv2d(x, w, b, &p, &r));
       check_tensor(what, r, 4, c->y_shape, c->y, t, t);
       DROP(r);
-      snprintf(what, sizeof what, "torch conv2d %s (%s): input gradient", c->name, mf_dtype_name(dt));
+      snprintf(what, sizeof what, "torch conv2d %s (%s): input gradient", c->name,
+               mf_dtype_name(dt));
       CHECK_OK(mf_conv2d_backward_input(dy, w, c->x_shape, &p, &r));
       check_tensor(what, r, 4, c->x_shape, c->dx, t, t);
       DROP(r);
-      snprintf(what, sizeof what, "torch conv2d %s (%s): weight gradient", c->name, mf_dtype_name(dt));
+      snprintf(what, sizeof what, "torch conv2d %s (%s): weight gradient", c->name,
+               mf_dtype_name(dt));
       CHECK_OK(mf_conv2d_backward_weight(dy, x, c->w_shape, &p, &r));
       check_tensor(what, r, 4, c->w_shape, c->dw, t, t);
       DROP(r);
@@ -1031,8 +1097,10 @@ static void test_torch_reference(void) {
       mf_tensor *x = make4(c->x_shape, dt, c->x), *dy = make4(c->y_shape, dt, c->dy), *y = NULL,
                 *ix = NULL, *dx = NULL;
       snprintf(what, sizeof what, "torch %s (%s): forward", c->name, mf_dtype_name(dt));
-      if (c->is_max) CHECK_OK(mf_max_pool2d(x, &p, &y, &ix));
-      else CHECK_OK(mf_avg_pool2d(x, &p, &y));
+      if (c->is_max)
+        CHECK_OK(mf_max_pool2d(x, &p, &y, &ix));
+      else
+        CHECK_OK(mf_avg_pool2d(x, &p, &y));
       check_tensor(what, y, 4, c->y_shape, c->y, t, t);
       if (c->is_max) {
         int64_t n = numel(4, c->y_shape);
@@ -1068,6 +1136,7 @@ static void test_torch_reference(void) {
 int main(void) {
   test_same_padding();
   test_conv();
+  test_conv_winograd_vs_im2col();
   test_conv_noncontiguous();
   test_conv_empty_and_errors();
   test_pool();
