@@ -517,6 +517,27 @@ static mf_status as_product(const mf_tensor *g, bool avec, bool bvec, mf_tensor 
   return MF_OK;
 }
 
+/* Whether t's last two dims are column-major (a transposed view, like a Linear layer's w:t()). */
+static bool col_major(const mf_tensor *t) {
+  return t->ndim >= 2 && t->stride[t->ndim - 2] == 1 && t->stride[t->ndim - 1] != 1;
+}
+
+/* x @ y, computed as (y^T @ x^T)^T when `transposed`: the result is then a transposed view of a
+ * contiguous product, so the gradient of a transposed operand comes back contiguous through its
+ * transpose node (no strided copy of a Linear layer's weight gradient). */
+static mf_status matmul_as(const mf_tensor *x, const mf_tensor *y, bool transposed, mf_tensor **out) {
+  if (!transposed) return mf_matmul(x, y, out);
+  mf_tensor *xt = NULL, *yt = NULL, *p = NULL;
+  mf_status s = mf_transpose(x, -1, -2, &xt);
+  if (!s) s = mf_transpose(y, -1, -2, &yt);
+  if (!s) s = mf_matmul(yt, xt, &p);
+  if (!s) s = mf_transpose(p, -1, -2, out);
+  mf_release(xt);
+  mf_release(yt);
+  mf_release(p);
+  return s;
+}
+
 /* out = a @ b: ga = g @ b^T, gb = a^T @ g (1-D operands as a row / a column; batch dims summed) */
 static mf_status bw_matmul(mf_node *n, const mf_tensor *g, mf_tensor **gin) {
   bool avec = n->in[0].ndim == 1, bvec = n->in[1].ndim == 1;
@@ -526,7 +547,7 @@ static mf_status bw_matmul(mf_node *n, const mf_tensor *g, mf_tensor **gin) {
   if (!s) s = as_product(g, avec, bvec, &g2);
   if (!s && NEEDS(0)) {
     s = mf_transpose(b, -1, -2, &t);
-    if (!s) s = mf_matmul(g2, t, &u);
+    if (!s) s = matmul_as(g2, t, col_major(SAVED(0)), &u);
     MF_DROP(t);
     if (!s) s = mf_sum_to_shape(u, a->ndim, a->shape, &t);
     MF_DROP(u);
@@ -535,7 +556,7 @@ static mf_status bw_matmul(mf_node *n, const mf_tensor *g, mf_tensor **gin) {
   }
   if (!s && NEEDS(1)) {
     s = mf_transpose(a, -1, -2, &t);
-    if (!s) s = mf_matmul(t, g2, &u);
+    if (!s) s = matmul_as(t, g2, col_major(SAVED(1)), &u);
     MF_DROP(t);
     if (!s) s = mf_sum_to_shape(u, b->ndim, b->shape, &t);
     MF_DROP(u);

@@ -182,6 +182,22 @@ static mf_status f_matmul(mf_tensor *const *in, mf_tensor **out, const void *ctx
   return mf_matmul(in[0], in[1], out);
 }
 
+/* x @ w^T and x^T^T @ w: operands that are transposed views (a Linear layer's weight) */
+static mf_status f_matmul_t(mf_tensor *const *in, mf_tensor **out, const void *ctx) {
+  (void)ctx;
+  mf_tensor *wt, *xt, *xtt;
+  MF_TRY(mf_transpose(in[1], 0, 1, &wt));
+  MF_TRY(mf_transpose(in[0], 0, 1, &xt));
+  MF_TRY(mf_contiguous(xt, &xtt));
+  mf_release(xt);
+  MF_TRY(mf_transpose(xtt, 0, 1, &xt)); /* a column-major view of x's values */
+  mf_status s = mf_matmul(xt, wt, out);
+  mf_release(wt);
+  mf_release(xt);
+  mf_release(xtt);
+  return s;
+}
+
 /* ---- tests ---------------------------------------------------------------------------------- */
 
 static void test_elementwise(void) {
@@ -280,6 +296,20 @@ static void test_matmul(void) {
     mf_release(in[0]);
     mf_release(in[1]);
   }
+  int64_t sx[2] = {3, 4}, sw[2] = {5, 4};
+  mf_tensor *in[2] = {rnd(2, sx, -1, 1), rnd(2, sw, -1, 1)};
+  gradcheck("matmul of transposed views", f_matmul_t, 2, in, NULL);
+  /* the weight's gradient through its transpose is contiguous */
+  mf_tensor *y, *l;
+  mf_set_requires_grad(in[1], true);
+  CHECK_OK(f_matmul_t(in, &y, NULL));
+  CHECK_OK(mf_reduce(MF_OP_SUM, y, MF_ALL_DIMS, false, &l));
+  CHECK_OK(mf_backward(l, NULL, false));
+  CHECK(in[1]->grad && mf_is_contiguous(in[1]->grad));
+  mf_release(l);
+  mf_release(y);
+  mf_release(in[0]);
+  mf_release(in[1]);
 }
 
 static void test_engine(void) {
