@@ -37,7 +37,7 @@ char *openblas_get_corename(void);
 #define MAX_THREADS 256
 /* A worker spins this long after its last job before it sleeps. Every few pauses it yields, so a
  * worker that the scheduler put on the caller's CPU does not keep the caller off it. */
-#define SPIN_NS 200000
+#define SPIN_NS 20000
 #define YIELD_EVERY 64
 
 static inline void cpu_relax(void) {
