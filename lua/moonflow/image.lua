@@ -16,23 +16,7 @@ local C = core._image
 
 local image = {}
 
-local THIS = debug.getinfo(1, "S").source
-
-local function fail(fmt, ...)
-  local level = 2
-  while true do
-    local info = debug.getinfo(level, "S")
-    if not info or info.source ~= THIS then break end
-    level = level + 1
-  end
-  error(string.format(fmt, ...), level)
-end
-
-local function call(f, ...)
-  local res = table.pack(pcall(f, ...))
-  if not res[1] then fail("%s", tostring(res[2])) end
-  return table.unpack(res, 2, res.n)
-end
+local fail, call = require("moonflow.util").errors(debug.getinfo(1, "S").source)
 
 local function opts_of(fname, opts)
   if opts == nil then return {} end

@@ -120,22 +120,7 @@ end
 -- ---- submodules, loaded on first use ----------------------------------------------------------
 -- mf.nn, mf.optim, mf.train, ... require "moonflow.<name>" when that file exists; a name with no
 -- file stays nil (and is remembered as missing).
-local missing = { core = true, init = true }
-
-setmetatable(mf, {
-  __index = function(t, k)
-    if type(k) ~= "string" or missing[k] or not k:match("^[%a_][%w_]*$") then return nil end
-    local name = "moonflow." .. k
-    if package.loaded[name] == nil and not package.preload[name]
-        and not package.searchpath(name, package.path) then
-      missing[k] = true
-      return nil
-    end
-    local m = require(name)
-    rawset(t, k, m)
-    return m
-  end,
-})
+require("moonflow.util").lazy(mf, "moonflow.", { core = true, init = true })
 
 -- ---- graphs: an mf.* call with a symbolic argument builds a graph node (moonflow/graph) ------
 require("moonflow.graph").install(mf)

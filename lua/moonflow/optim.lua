@@ -21,17 +21,7 @@ local optim = {}
 
 -- ---- errors -----------------------------------------------------------------------------------
 -- Raised at the first caller outside this file, so that the message points at the user's line.
-local THIS = debug.getinfo(1, "S").source
-
-local function fail(fmt, ...)
-  local level = 2
-  while true do
-    local info = debug.getinfo(level, "S")
-    if not info or info.source ~= THIS then break end
-    level = level + 1
-  end
-  error(string.format(fmt, ...), level)
-end
+local fail = require("moonflow.util").errors(debug.getinfo(1, "S").source)
 
 local function is_tensor(x) return core.is_tensor(x) end
 

@@ -18,25 +18,8 @@ local C = core._summary
 
 local summary = {}
 
-local THIS = debug.getinfo(1, "S").source
-
--- Raises at the first caller outside this file.
-local function fail(fmt, ...)
-  local level = 2
-  while true do
-    local info = debug.getinfo(level, "S")
-    if not info or info.source ~= THIS then break end
-    level = level + 1
-  end
-  error(string.format(fmt, ...), level)
-end
-
--- Runs f(...) and re-raises its error from the caller's line.
-local function call(f, ...)
-  local ok, res = pcall(f, ...)
-  if not ok then fail("%s", tostring(res):gsub("^[^:]*:%d+: ", "")) end
-  return res
-end
+-- errors are raised at the first caller outside this file (the user's line)
+local fail, call = require("moonflow.util").errors(debug.getinfo(1, "S").source)
 
 local function check_tag(fname, tag)
   if type(tag) ~= "string" then fail("%s: tag must be a string, got %s", fname, type(tag)) end

@@ -58,4 +58,32 @@ function H.err(fn, needle)
   return msg
 end
 
+-- ---- files and shell commands for the specs ------------------------------------------------
+
+-- A shell-quoted word.
+function H.q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+-- The whole file, or nil when it cannot be read.
+function H.readfile(p)
+  local f = io.open(p, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+function H.writefile(p, s)
+  local f = assert(io.open(p, "wb"))
+  f:write(s)
+  f:close()
+end
+
+-- A new empty folder under /tmp whose name starts with `prefix`.
+function H.tmpdir(prefix)
+  local p = io.popen("mktemp -d /tmp/" .. (prefix or "mf_spec") .. ".XXXXXX")
+  local d = p:read("l")
+  p:close()
+  return d
+end
+
 return H

@@ -5,29 +5,9 @@
 -- (pending when PIL is not importable), and a PIL-written PNG read by us.
 local H = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "helper.lua")
 local mf = H.mf
+local q, readfile, writefile = H.q, H.readfile, H.writefile
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
-local function tmpdir()
-  local p = io.popen("mktemp -d /tmp/mf_image_spec.XXXXXX")
-  local d = p:read("l")
-  p:close()
-  return d
-end
-
-local function writefile(p, s)
-  local f = assert(io.open(p, "wb"))
-  f:write(s)
-  f:close()
-end
-
-local function readfile(p)
-  local f = io.open(p, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local function tmpdir() return H.tmpdir("mf_image_spec") end
 
 -- A deterministic uint8 image h x w x c as a nested table and a tensor.
 local function pattern(h, w, c)

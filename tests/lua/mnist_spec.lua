@@ -7,31 +7,11 @@
 -- pixel sums).
 local H = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "helper.lua")
 local mf = H.mf
-
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
-local function readfile(p)
-  local f = io.open(p, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function writefile(p, s)
-  local f = assert(io.open(p, "wb"))
-  f:write(s)
-  f:close()
-end
+local q, readfile, writefile = H.q, H.readfile, H.writefile
 
 local function exists(p) return readfile(p) ~= nil end
 
-local function tmpdir()
-  local p = io.popen("mktemp -d /tmp/mf_mnist_spec.XXXXXX")
-  local d = p:read("l")
-  p:close()
-  return d
-end
+local function tmpdir() return H.tmpdir("mf_mnist_spec") end
 
 local function ls(dir)
   local p = io.popen("ls -A " .. q(dir))

@@ -4,23 +4,9 @@
 -- EventAccumulator through /usr/bin/python3 (pending when tensorboard is not importable); errors.
 local H = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "helper.lua")
 local mf = H.mf
+local q, readfile = H.q, H.readfile
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
-local function readfile(p)
-  local f = io.open(p, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function tmpdir()
-  local p = io.popen("mktemp -d /tmp/mf_summary_spec.XXXXXX")
-  local d = p:read("l")
-  p:close()
-  return d
-end
+local function tmpdir() return H.tmpdir("mf_summary_spec") end
 
 local function ls(dir)
   local out = {}
