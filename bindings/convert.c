@@ -102,6 +102,16 @@ static int m_cast(lua_State *L) {
   return convert(L, t, dt, NULL);
 }
 
+/* mf.cast_scaled(x, dtype, scale): cast(x) * scale in one pass (uint8 pixels to floats). */
+static int m_cast_scaled(lua_State *L) {
+  mf_tensor *t = lmf_check(L, 1);
+  mf_dtype dt = lmf_checkdtype(L, 2, "cast_scaled");
+  double scale = luaL_checknumber(L, 3);
+  mf_tensor **slot = lmf_newslot(L);
+  mf_status s = mf_cast_scaled(t, dt, scale, slot);
+  return s == MF_OK ? 1 : lmf_error(L, s);
+}
+
 /* ---- values back to Lua ------------------------------------------------------------------ */
 
 static int t_item(lua_State *L) {
@@ -163,6 +173,7 @@ static const luaL_Reg methods[] = {
 
 static const luaL_Reg funcs[] = {
     {"cast", m_cast},
+    {"cast_scaled", m_cast_scaled},
     {NULL, NULL},
 };
 

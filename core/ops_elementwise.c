@@ -117,6 +117,26 @@ mf_status mf_cast(const mf_tensor *x, mf_dtype dt, mf_tensor **out) {
   return mf_ag_keep(s, out);
 }
 
+mf_status mf_cast_scaled(const mf_tensor *x, mf_dtype dt, double scale, mf_tensor **out) {
+  *out = NULL;
+  if (!mf_dtype_is_float(dt))
+    return mf_fail(MF_ERR_DTYPE, "cast_scaled: needs a floating result dtype, not %s",
+                   mf_dtype_name(dt));
+  mf_device *dev = x->storage->device;
+  if (dev->type != MF_DEV_CPU) { /* backends without the fused kernel: cast, then multiply */
+    mf_tensor *c, *k;
+    MF_TRY(mf_cast(x, dt, &c));
+    mf_status s = mf_scalar(scale, dt, true, dev, &k);
+    if (!s) s = mf_mul(c, k, out);
+    mf_release(k);
+    mf_release(c);
+    return s;
+  }
+  MF_TRY(mf_empty(x->ndim, x->shape, dt, dev, out));
+  mf_call c = {.op = MF_OP_COPY, .out = *out, .in = {x}, .nin = 1, .p = {scale}, .ip = {1}};
+  return mf_ag_keep(mf_dispatch(dev, &c), out);
+}
+
 mf_status mf_to_device(const mf_tensor *x, mf_device *dev, mf_tensor **out) {
   *out = NULL;
   mf_device *from = x->storage->device;

@@ -137,6 +137,29 @@ static void flat_copy_run(void *ctx, int64_t b, int64_t e) {
   memcpy(f->dst + b, f->src + b, (size_t)(e - b));
 }
 
+/* A conversion row followed by out *= scale on the same row while it is in cache (COPY with
+ * ip[0] = 1: mf_cast_scaled). */
+typedef struct scaled_row {
+  mf_row_fn row;
+  double scale;
+} scaled_row;
+
+#define SCALED_ROW(SO, TO)                                                                         \
+  static void scaled_##SO(void *ctx, char **p, const int64_t *s, int64_t n) {                      \
+    const scaled_row *c = ctx;                                                                     \
+    c->row(NULL, p, s, n);                                                                         \
+    const TO k = (TO)c->scale;                                                                     \
+    if (s[0] == (int64_t)sizeof(TO)) {                                                             \
+      TO *o = (TO *)p[0];                                                                          \
+      for (int64_t i = 0; i < n; i++) o[i] *= k;                                                   \
+    } else {                                                                                       \
+      char *o = p[0];                                                                              \
+      for (int64_t i = 0; i < n; i++, o += s[0]) *(TO *)o *= k;                                    \
+    }                                                                                              \
+  }
+SCALED_ROW(f32, float)
+SCALED_ROW(f64, double)
+
 mf_status mf_cpu_copy(mf_device *dev, const mf_call *c) {
   (void)dev;
   if (!c->out || c->nin < 1 || !c->in[0]) return mf_fail(MF_ERR_ARG, "copy: missing operand");
@@ -145,7 +168,11 @@ mf_status mf_cpu_copy(mf_device *dev, const mf_call *c) {
   MF_TRY(cpu_dtype("copy", dst->dtype));
   int64_t n = mf_numel(dst);
   if (n == 0) return MF_OK;
-  if (src->dtype == dst->dtype && mf_is_contiguous(src) && mf_is_contiguous(dst) &&
+  bool scaled = c->ip[0] == 1;
+  if (scaled && dst->dtype != MF_F32 && dst->dtype != MF_F64)
+    return mf_fail(MF_ERR_DTYPE, "cast_scaled: needs a float32 or float64 result, not %s",
+                   mf_dtype_name(dst->dtype));
+  if (!scaled && src->dtype == dst->dtype && mf_is_contiguous(src) && mf_is_contiguous(dst) &&
       mf_numel(src) == n) {
     char *d = mf_cpu_ptr(dst);
     const char *s = mf_cpu_ptr(src);
@@ -170,6 +197,11 @@ mf_status mf_cpu_copy(mf_device *dev, const mf_call *c) {
   const mf_tensor *ops[2] = {dst, src};
   mf_iter it;
   MF_TRY(mf_iter_init(&it, "copy", 2, ops));
+  if (scaled) {
+    scaled_row sr = {row, c->p[0]};
+    mf_iter_parallel(&it, COPY_GRAIN, dst->dtype == MF_F32 ? scaled_f32 : scaled_f64, &sr);
+    return MF_OK;
+  }
   mf_iter_parallel(&it, COPY_GRAIN, row, NULL);
   return MF_OK;
 }

@@ -282,6 +282,9 @@ mf_status mf_unary(mf_op op, const mf_tensor *x, mf_tensor **out);
 mf_status mf_clamp(const mf_tensor *x, double lo, double hi, mf_tensor **out); /* +-inf: no bound */
 mf_status mf_where(const mf_tensor *cond, const mf_tensor *a, const mf_tensor *b, mf_tensor **out);
 mf_status mf_cast(const mf_tensor *x, mf_dtype dt, mf_tensor **out); /* always a new tensor */
+/* cast(x) * scale into a float dtype, in one pass on the CPU (uint8 pixels to [0, 1] floats, say).
+ * Not recorded by autograd. */
+mf_status mf_cast_scaled(const mf_tensor *x, mf_dtype dt, double scale, mf_tensor **out);
 mf_status mf_to_device(const mf_tensor *x, mf_device *dev, mf_tensor **out);
 /* dst[...] = src, with src broadcast to dst's shape and cast to dst's dtype (views written through). */
 mf_status mf_copy_(mf_tensor *dst, const mf_tensor *src);

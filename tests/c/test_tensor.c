@@ -202,6 +202,31 @@ static void test_copies(void) {
   mf_release(t);
 }
 
+/* cast_scaled: cast then multiply in one pass, for every uint8 value, contiguous and strided */
+static void test_cast_scaled(void) {
+  uint8_t v[256];
+  for (int i = 0; i < 256; i++) v[i] = (uint8_t)i;
+  int64_t s256[1] = {256}, s16[2] = {16, 16};
+  mf_tensor *u, *f, *t, *ft;
+  CHECK_OK(mf_from_host(1, s256, MF_U8, v, NULL, &u));
+  CHECK_OK(mf_cast_scaled(u, MF_F32, 1.0 / 255, &f));
+  const float *fd = mf_data(f);
+  int exact = 1;
+  for (int i = 0; i < 256; i++) exact &= fd[i] == (float)i * (float)(1.0 / 255);
+  CHECK(exact && f->dtype == MF_F32);
+  mf_release(f);
+  mf_tensor *sq;
+  CHECK_OK(mf_view(u, 2, s16, &sq));
+  CHECK_OK(mf_transpose(sq, 0, 1, &t));
+  CHECK_OK(mf_cast_scaled(t, MF_F64, 2, &ft));
+  CHECK_CLOSE(at(ft, 3, 5, 0), 2.0 * (5 * 16 + 3), 0, 0);
+  CHECK_FAILS(mf_cast_scaled(u, MF_I32, 2, &f), MF_ERR_DTYPE, "floating");
+  mf_release(ft);
+  mf_release(t);
+  mf_release(sq);
+  mf_release(u);
+}
+
 static void test_promotion(void) {
   CHECK(mf_promote(MF_I32, MF_F32) == MF_F32);
   CHECK(mf_promote(MF_U8, MF_I32) == MF_I32);
@@ -288,6 +313,7 @@ int main(void) {
   test_creation();
   test_views();
   test_copies();
+  test_cast_scaled();
   test_promotion();
   test_format();
   return test_summary();

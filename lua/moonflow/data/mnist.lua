@@ -376,7 +376,7 @@ function M.read_data_sets(dir, opts)
   end
   local ds = { seed = o.seed }
   if o.dtype ~= "uint8" then
-    ds.convert, ds.dtype = function(t) return t:to(o.dtype) / 255 end, o.dtype
+    ds.convert, ds.dtype = function(t) return mf.cast_scaled(t, o.dtype, 1 / 255) end, o.dtype
   end
   return {
     validation = DataSet.new(train_images:narrow(1, 1, v), train_labels:narrow(1, 1, v), ds),
