@@ -36,8 +36,7 @@ static double time_sgemm(int n, const float *a, const float *b, float *c, double
   for (int s = 0; s < samples; s++) {
     t0 = now();
     for (int r = 0; r < reps; r++)
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c,
-                  n);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
     double t = (now() - t0) / reps;
     if (t < best) best = t;
   }

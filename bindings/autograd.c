@@ -52,8 +52,10 @@ static int t_detach(lua_State *L) {
 
 static int g_grad_fn(lua_State *L) {
   const char *name = mf_grad_fn_name(lmf_check(L, 1));
-  if (name) lua_pushstring(L, name);
-  else lua_pushnil(L);
+  if (name)
+    lua_pushstring(L, name);
+  else
+    lua_pushnil(L);
   return 1;
 }
 
@@ -114,10 +116,12 @@ static int m_set_grad_enabled(lua_State *L) {
   return 1;
 }
 
-/* ---- mf.grad ---------------------------------------------------------------------------------- */
+/* ---- mf.grad ----------------------------------------------------------------------------------
+ */
 
 /* Reads a tensor or a list of tensors at arg into a new array (kept alive by the stack value). */
-static int tensor_list(lua_State *L, int arg, mf_tensor ***out, bool allow_nil_entries, const char *what) {
+static int tensor_list(lua_State *L, int arg, mf_tensor ***out, bool allow_nil_entries,
+                       const char *what) {
   if (lmf_test(L, arg)) {
     mf_tensor **a = lua_newuserdatauv(L, sizeof *a, 0);
     a[0] = lmf_check(L, arg);

@@ -119,11 +119,13 @@ LMF_API void lmf_open_reduce(lua_State *L, int mod, int meth);
 LMF_API void lmf_open_shape(lua_State *L, int mod, int meth);
 LMF_API void lmf_open_convert(lua_State *L, int mod, int meth);
 LMF_API void lmf_open_autograd(lua_State *L, int mod, int meth);
-LMF_API void lmf_open_io(lua_State *L, int mod, int meth); /* io.c: mf.io.*, index_select */
+LMF_API void lmf_open_io(lua_State *L, int mod, int meth);    /* io.c: mf.io.*, index_select */
 LMF_API void lmf_open_optim(lua_State *L, int mod, int meth); /* optim.c: mf._optim */
 LMF_API void lmf_open_nn(lua_State *L, int mod, int meth);    /* nn.c: mf._nn, mf.same_padding */
-LMF_API void lmf_open_summary(lua_State *L, int mod, int meth); /* summary.c: mf._summary, mf._image */
-LMF_API void lmf_open_serialize(lua_State *L, int mod, int meth); /* serialize.c: mf.save/load, npz, npy */
+LMF_API void lmf_open_summary(lua_State *L, int mod,
+                              int meth); /* summary.c: mf._summary, mf._image */
+LMF_API void lmf_open_serialize(lua_State *L, int mod,
+                                int meth); /* serialize.c: mf.save/load, npz, npy */
 /* The __index/__newindex helpers of index.c that tensor.c's metamethods call. */
 LMF_API int lmf_index_get(lua_State *L);
 LMF_API int lmf_index_set(lua_State *L);

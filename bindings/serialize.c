@@ -46,8 +46,10 @@ static void flatten(lua_State *L, int idx, int pidx, int nidx, int tidx, int dep
   while (lua_next(L, idx)) {
     int v = lua_gettop(L), k = v - 1;
     /* the full name */
-    if (lua_type(L, k) == LUA_TSTRING) lua_pushvalue(L, k);
-    else if (lua_isinteger(L, k)) lua_pushfstring(L, "%I", (LUAI_UACINT)lua_tointeger(L, k));
+    if (lua_type(L, k) == LUA_TSTRING)
+      lua_pushvalue(L, k);
+    else if (lua_isinteger(L, k))
+      lua_pushfstring(L, "%I", (LUAI_UACINT)lua_tointeger(L, k));
     else
       luaL_error(L, "%s: key of type %s in the table of tensors (expected strings or integers)",
                  fname, luaL_typename(L, k));
@@ -119,7 +121,8 @@ static named check_named(lua_State *L, int arg, const char *single, bool sorted,
   return r;
 }
 
-/* ---- results ---------------------------------------------------------------------------------- */
+/* ---- results ----------------------------------------------------------------------------------
+ */
 
 static int list_gc(lua_State *L) {
   mf_tensor_list *l = luaL_checkudata(L, 1, LIST_MT);
@@ -175,8 +178,7 @@ static int check_selection(lua_State *L, int arg, const char ***sel, const char 
   const char **s = lua_newuserdatauv(L, sizeof(char *) * (size_t)(n + 1), 0);
   for (int i = 0; i < n; i++) {
     if (lua_rawgeti(L, list, i + 1) != LUA_TSTRING)
-      luaL_error(L, "%s: names[%d] is a %s, expected a string", fname, i + 1,
-                 luaL_typename(L, -1));
+      luaL_error(L, "%s: names[%d] is a %s, expected a string", fname, i + 1, luaL_typename(L, -1));
     s[i] = lua_tostring(L, -1); /* anchored in the list */
     lua_pop(L, 1);
   }
@@ -236,7 +238,8 @@ static int s_load(lua_State *L) {
   return 2;
 }
 
-/* ---- npy / npz -------------------------------------------------------------------------------- */
+/* ---- npy / npz --------------------------------------------------------------------------------
+ */
 
 static int s_save_npz(lua_State *L) {
   lua_settop(L, 2);
@@ -273,8 +276,12 @@ static int s_load_npy(lua_State *L) {
 }
 
 static const luaL_Reg funcs[] = {
-    {"save", s_save},         {"load", s_load},         {"save_npz", s_save_npz},
-    {"load_npz", s_load_npz}, {"save_npy", s_save_npy}, {"load_npy", s_load_npy},
+    {"save", s_save},
+    {"load", s_load},
+    {"save_npz", s_save_npz},
+    {"load_npz", s_load_npz},
+    {"save_npy", s_save_npy},
+    {"load_npy", s_load_npy},
     {NULL, NULL},
 };
 

@@ -32,8 +32,10 @@ mf_status mf_set_requires_grad(mf_tensor *t, bool on) {
   if (on && !mf_dtype_is_float(t->dtype))
     return mf_fail(MF_ERR_DTYPE, "requires_grad: only floating tensors can require grad, got %s",
                    mf_dtype_name(t->dtype));
-  if (on) t->flags |= MF_TENSOR_REQUIRES_GRAD;
-  else t->flags &= ~(unsigned)MF_TENSOR_REQUIRES_GRAD;
+  if (on)
+    t->flags |= MF_TENSOR_REQUIRES_GRAD;
+  else
+    t->flags &= ~(unsigned)MF_TENSOR_REQUIRES_GRAD;
   return MF_OK;
 }
 
@@ -53,8 +55,8 @@ mf_status mf_set_grad(mf_tensor *t, mf_tensor *grad) {
     }
     MF_TRY(mf_same_device("grad", t, grad));
     if (grad->dtype != t->dtype)
-      return mf_fail(MF_ERR_DTYPE, "grad: a %s gradient for a %s tensor", mf_dtype_name(grad->dtype),
-                     mf_dtype_name(t->dtype));
+      return mf_fail(MF_ERR_DTYPE, "grad: a %s gradient for a %s tensor",
+                     mf_dtype_name(grad->dtype), mf_dtype_name(t->dtype));
   }
   mf_retain(grad);
   mf_release(t->grad);
@@ -247,8 +249,9 @@ static mf_status conform(mf_node *n, int i, mf_tensor **g) {
   for (int d = 0; same && d < t->ndim; d++) same = t->shape[d] == e->shape[d];
   if (!same) {
     char a[96], b[96];
-    return mf_fail(MF_ERR_SHAPE, "backward: %s gave a gradient of shape %s for an input of shape %s",
-                   n->name, mf_shape_str(t, a, sizeof a), mf_shape_fmt(e->ndim, e->shape, b, sizeof b));
+    return mf_fail(MF_ERR_SHAPE,
+                   "backward: %s gave a gradient of shape %s for an input of shape %s", n->name,
+                   mf_shape_str(t, a, sizeof a), mf_shape_fmt(e->ndim, e->shape, b, sizeof b));
   }
   if (t->storage->device != e->device) MF_TRY(mf_to_device(t, e->device, &c));
   if (t->dtype != e->dtype) {
@@ -281,8 +284,10 @@ static mf_status to_leaf(engine *e, mf_tensor *leaf, mf_tensor *g) {
    * else a copy (add() hands the same gradient to both inputs). */
   mf_tensor *cg = NULL;
   bool owned = g->refcount == 1 && g->storage->refcount == 1 && mf_is_contiguous(g);
-  if (owned || leaf->grad) cg = mf_retain(g);
-  else MF_TRY(mf_cast(g, g->dtype, &cg));
+  if (owned || leaf->grad)
+    cg = mf_retain(g);
+  else
+    MF_TRY(mf_cast(g, g->dtype, &cg));
   mf_status s = accumulate(&leaf->grad, cg);
   mf_release(cg);
   return s;
@@ -304,8 +309,10 @@ static mf_status run_node(engine *en, mf_node *n, mf_node **ready, int *nready) 
     if (!gin[i] || !e->needs) continue;
     s = conform(n, i, &gin[i]);
     if (s) break;
-    if (e->next) s = accumulate(&e->next->grad, gin[i]);
-    else if (e->leaf) s = to_leaf(en, e->leaf, gin[i]);
+    if (e->next)
+      s = accumulate(&e->next->grad, gin[i]);
+    else if (e->leaf)
+      s = to_leaf(en, e->leaf, gin[i]);
   }
   for (int i = 0; i < n->nin; i++) mf_release(gin[i]);
   if (gin != one) free(gin);
@@ -344,7 +351,8 @@ static mf_status run_backward(engine *e, int nroots, mf_node *const *roots,
 }
 
 /* The gradient that starts a pass: given, or ones for a one-element root. */
-static mf_status seed_grad(const char *op, mf_tensor *root, const mf_tensor *grad, mf_tensor **out) {
+static mf_status seed_grad(const char *op, mf_tensor *root, const mf_tensor *grad,
+                           mf_tensor **out) {
   char a[96], b[96];
   if (grad) {
     bool same = grad->ndim == root->ndim;
@@ -370,8 +378,10 @@ mf_status mf_backward(mf_tensor *root, const mf_tensor *grad, bool retain_graph)
   MF_TRY(seed_grad("backward", root, grad, &g));
   engine e = {.retain = retain_graph};
   mf_status s;
-  if (!root->grad_fn) s = to_leaf(&e, root, g);
-  else s = run_backward(&e, 1, &root->grad_fn, &g);
+  if (!root->grad_fn)
+    s = to_leaf(&e, root, g);
+  else
+    s = run_backward(&e, 1, &root->grad_fn, &g);
   mf_release(g);
   return s;
 }
@@ -379,7 +389,8 @@ mf_status mf_backward(mf_tensor *root, const mf_tensor *grad, bool retain_graph)
 mf_status mf_grad(int nout, mf_tensor *const *outputs, mf_tensor *const *grad_outputs, int nin,
                   mf_tensor *const *inputs, bool retain_graph, bool create_graph,
                   mf_tensor **grads) {
-  if (nin < 1 || nout < 1) return mf_fail(MF_ERR_ARG, "grad: needs at least one output and one input");
+  if (nin < 1 || nout < 1)
+    return mf_fail(MF_ERR_ARG, "grad: needs at least one output and one input");
   for (int i = 0; i < nin; i++) grads[i] = NULL;
   for (int i = 0; i < nin; i++)
     if (!mf_requires_grad(inputs[i]))
@@ -389,8 +400,8 @@ mf_status mf_grad(int nout, mf_tensor *const *outputs, mf_tensor *const *grad_ou
   mf_tensor **seeds = calloc((size_t)nout, sizeof *seeds);
   mf_status s = caps && roots && seeds ? MF_OK : mf_fail(MF_ERR_MEMORY, "grad: out of memory");
   for (int i = 0; i < nin && !s; i++) caps[i].input = inputs[i];
-  engine e = {.caps = caps, .ncaps = nin, .retain = retain_graph || create_graph,
-              .create = create_graph};
+  engine e = {
+      .caps = caps, .ncaps = nin, .retain = retain_graph || create_graph, .create = create_graph};
   for (int r = 0; r < nout && !s; r++) {
     if (!mf_requires_grad(outputs[r])) {
       s = mf_fail(MF_ERR_ARG, "grad: output %d does not require grad", r + 1);
@@ -405,8 +416,10 @@ mf_status mf_grad(int nout, mf_tensor *const *outputs, mf_tensor *const *grad_ou
   }
   if (!s) s = run_backward(&e, nout, roots, seeds);
   for (int i = 0; i < nin && caps; i++) {
-    if (!s) grads[i] = caps[i].grad;
-    else mf_release(caps[i].grad);
+    if (!s)
+      grads[i] = caps[i].grad;
+    else
+      mf_release(caps[i].grad);
   }
   for (int r = 0; r < nout && seeds; r++) mf_release(seeds[r]);
   free(caps);

@@ -66,7 +66,8 @@ mf_status mf_device_get(const char *spec, mf_device **out) {
     index = (int)v;
   }
   if (n == 3 && strncasecmp(s, "cpu", 3) == 0) {
-    if (index != 0) return mf_fail(MF_ERR_DEVICE, "device: there is only one CPU device (cpu:0), not '%s'", spec);
+    if (index != 0)
+      return mf_fail(MF_ERR_DEVICE, "device: there is only one CPU device (cpu:0), not '%s'", spec);
     *out = mf_cpu();
     return MF_OK;
   }

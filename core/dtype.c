@@ -8,8 +8,8 @@ static const struct {
   size_t size;
   int rank; /* promotion order */
 } info[MF_DTYPE_COUNT] = {
-    [MF_F32] = {"float32", 4, 6}, [MF_F64] = {"float64", 8, 7},  [MF_I32] = {"int32", 4, 2},
-    [MF_I64] = {"int64", 8, 3},   [MF_U8] = {"uint8", 1, 1},     [MF_BOOL] = {"bool", 1, 0},
+    [MF_F32] = {"float32", 4, 6}, [MF_F64] = {"float64", 8, 7},   [MF_I32] = {"int32", 4, 2},
+    [MF_I64] = {"int64", 8, 3},   [MF_U8] = {"uint8", 1, 1},      [MF_BOOL] = {"bool", 1, 0},
     [MF_F16] = {"float16", 2, 4}, [MF_BF16] = {"bfloat16", 2, 5},
 };
 
@@ -23,11 +23,11 @@ mf_status mf_dtype_from_name(const char *name, mf_dtype *out) {
   static const struct {
     const char *name;
     mf_dtype dt;
-  } alias[] = {{"float32", MF_F32}, {"float", MF_F32},   {"f32", MF_F32},      {"float64", MF_F64},
-               {"double", MF_F64},  {"f64", MF_F64},     {"int32", MF_I32},    {"int", MF_I32},
-               {"i32", MF_I32},     {"int64", MF_I64},   {"long", MF_I64},     {"i64", MF_I64},
-               {"uint8", MF_U8},    {"byte", MF_U8},     {"u8", MF_U8},        {"bool", MF_BOOL},
-               {"float16", MF_F16}, {"half", MF_F16},    {"f16", MF_F16},      {"bfloat16", MF_BF16},
+  } alias[] = {{"float32", MF_F32}, {"float", MF_F32}, {"f32", MF_F32},   {"float64", MF_F64},
+               {"double", MF_F64},  {"f64", MF_F64},   {"int32", MF_I32}, {"int", MF_I32},
+               {"i32", MF_I32},     {"int64", MF_I64}, {"long", MF_I64},  {"i64", MF_I64},
+               {"uint8", MF_U8},    {"byte", MF_U8},   {"u8", MF_U8},     {"bool", MF_BOOL},
+               {"float16", MF_F16}, {"half", MF_F16},  {"f16", MF_F16},   {"bfloat16", MF_BF16},
                {"bf16", MF_BF16}};
   for (size_t i = 0; i < sizeof alias / sizeof alias[0]; i++)
     if (strcmp(name, alias[i].name) == 0) {

@@ -17,8 +17,8 @@ mf_status mf_fail(mf_status s, const char *fmt, ...) {
 }
 
 const char *mf_status_name(mf_status s) {
-  static const char *names[] = {"ok",          "bad argument", "shape error",
-                                "dtype error", "index error",  "out of memory",
-                                "device error", "unsupported", "i/o error"};
+  static const char *names[] = {"ok",           "bad argument", "shape error",
+                                "dtype error",  "index error",  "out of memory",
+                                "device error", "unsupported",  "i/o error"};
   return (unsigned)s < sizeof names / sizeof names[0] ? names[s] : "unknown status";
 }

@@ -123,8 +123,10 @@ static void choose_format(fmt *F, int64_t n) {
     if (a != 0 && a < lo) lo = a;
     if (a > hi) hi = a;
   }
-  if (F->integral) F->sci = hi > 1e8;
-  else F->sci = hi > 1e8 || (lo < 1e-4) || (lo != INFINITY && hi / lo > 1000);
+  if (F->integral)
+    F->sci = hi > 1e8;
+  else
+    F->sci = hi > 1e8 || (lo < 1e-4) || (lo != INFINITY && hi / lo > 1000);
 }
 
 mf_status mf_format(const mf_tensor *t, char **out) {
@@ -154,11 +156,15 @@ mf_status mf_format(const mf_tensor *t, char **out) {
     int w = elem(&F, k, s, sizeof s);
     if (w > F.width) F.width = w;
   }
-  if (t->ndim == 0) put(&F.out, "%s", n ? (elem(&F, 0, s, sizeof s), s) : "");
-  else if (n == 0) put(&F.out, "[]");
-  else rows(&F, 0, 0, 0);
+  if (t->ndim == 0)
+    put(&F.out, "%s", n ? (elem(&F, 0, s, sizeof s), s) : "");
+  else if (n == 0)
+    put(&F.out, "[]");
+  else
+    rows(&F, 0, 0, 0);
   char shape[96];
-  if (t->ndim == 0) put(&F.out, "\n[%s scalar, %s]", mf_dtype_name(t->dtype), t->storage->device->name);
+  if (t->ndim == 0)
+    put(&F.out, "\n[%s scalar, %s]", mf_dtype_name(t->dtype), t->storage->device->name);
   else
     put(&F.out, "\n[%s tensor, shape %s, %s]", mf_dtype_name(t->dtype),
         mf_shape_str(t, shape, sizeof shape), t->storage->device->name);

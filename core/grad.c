@@ -63,10 +63,10 @@ static mf_status to_input(mf_node *n, int i, mf_tensor *g, mf_tensor **gin) {
 }
 
 /* Begins a node, or returns from the calling record function when nothing is recorded. */
-#define BEGIN(name, fn, nin, ...)                                                              \
-  const mf_tensor *in_[] = {__VA_ARGS__};                                                      \
-  mf_status st_;                                                                               \
-  mf_node *n = mf_ag_begin(name, fn, nin, in_, &st_);                                          \
+#define BEGIN(name, fn, nin, ...)                                                                  \
+  const mf_tensor *in_[] = {__VA_ARGS__};                                                          \
+  mf_status st_;                                                                                   \
+  mf_node *n = mf_ag_begin(name, fn, nin, in_, &st_);                                              \
   if (!n) return st_
 
 /* ---- binary ---------------------------------------------------------------------------- */
@@ -274,8 +274,8 @@ mf_status mf_ag_unary(mf_op op, const mf_tensor *x, mf_tensor *out, double lo, d
   n->ip[0] = op;
   n->p[0] = lo, n->p[1] = hi;
   bool need_x = op == MF_OP_ABS || op == MF_OP_LOG || op == MF_OP_CLAMP;
-  bool need_y = op == MF_OP_EXP || op == MF_OP_SQRT || op == MF_OP_TANH ||
-                op == MF_OP_SIGMOID || op == MF_OP_RELU;
+  bool need_y = op == MF_OP_EXP || op == MF_OP_SQRT || op == MF_OP_TANH || op == MF_OP_SIGMOID ||
+                op == MF_OP_RELU;
   mf_status s = MF_OK;
   if (need_x) mf_ag_save(n, 0, x);
   if (need_y) s = mf_ag_save_output(n, 1, out);
@@ -364,8 +364,10 @@ static mf_status bw_slice(mf_node *n, const mf_tensor *g, mf_tensor **gin) {
   if (!s) s = mf_copy_(v, g);
   mf_set_grad_enabled(prev);
   mf_release(v);
-  if (s) mf_release(z);
-  else gin[0] = z;
+  if (s)
+    mf_release(z);
+  else
+    gin[0] = z;
   return s;
 }
 
@@ -525,7 +527,8 @@ static bool col_major(const mf_tensor *t) {
 /* x @ y, computed as (y^T @ x^T)^T when `transposed`: the result is then a transposed view of a
  * contiguous product, so the gradient of a transposed operand comes back contiguous through its
  * transpose node (no strided copy of a Linear layer's weight gradient). */
-static mf_status matmul_as(const mf_tensor *x, const mf_tensor *y, bool transposed, mf_tensor **out) {
+static mf_status matmul_as(const mf_tensor *x, const mf_tensor *y, bool transposed,
+                           mf_tensor **out) {
   if (!transposed) return mf_matmul(x, y, out);
   mf_tensor *xt = NULL, *yt = NULL, *p = NULL;
   mf_status s = mf_transpose(x, -1, -2, &xt);

@@ -23,11 +23,11 @@ typedef struct mf_call {
   const mf_tensor *in[4];
   int nin;
   mf_tensor *state[3]; /* tensors a kernel updates in place besides out (optimizer state) */
-  double p[8];     /* scalar parameters: fill value, clamp bounds, arange start/step, ... */
-  int64_t ip[8];   /* integer parameters: reduction extents, correction, geometry, ... */
-  const void *params; /* an op's parameter struct (mf_pool2d_params, mf_optim_hparams), or NULL */
-  uint64_t seed;   /* random ops: Philox key */
-  uint64_t offset; /* random ops: first Philox block */
+  double p[8];         /* scalar parameters: fill value, clamp bounds, arange start/step, ... */
+  int64_t ip[8];       /* integer parameters: reduction extents, correction, geometry, ... */
+  const void *params;  /* an op's parameter struct (mf_pool2d_params, mf_optim_hparams), or NULL */
+  uint64_t seed;       /* random ops: Philox key */
+  uint64_t offset;     /* random ops: first Philox block */
 } mf_call;
 
 typedef mf_status (*mf_kernel)(mf_device *dev, const mf_call *c);
@@ -75,17 +75,17 @@ const char *mf_shape_fmt(int ndim, const int64_t *shape, char *buf, size_t n);
 /* Fails with MF_ERR_DEVICE unless both tensors live on the same device. */
 mf_status mf_same_device(const char *op, const mf_tensor *a, const mf_tensor *b);
 
-#define MF_TRY(expr)                                                                           \
-  do {                                                                                         \
-    mf_status s_ = (expr);                                                                     \
-    if (s_ != MF_OK) return s_;                                                                \
+#define MF_TRY(expr)                                                                               \
+  do {                                                                                             \
+    mf_status s_ = (expr);                                                                         \
+    if (s_ != MF_OK) return s_;                                                                    \
   } while (0)
 
 /* Releases and NULLs a tensor pointer. */
-#define MF_DROP(t)                                                                             \
-  do {                                                                                         \
-    mf_release(t);                                                                             \
-    (t) = NULL;                                                                                \
+#define MF_DROP(t)                                                                                 \
+  do {                                                                                             \
+    mf_release(t);                                                                                 \
+    (t) = NULL;                                                                                    \
   } while (0)
 
 #endif

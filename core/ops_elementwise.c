@@ -6,7 +6,6 @@
 
 #include "autograd.h"
 
-
 static bool is_integral(mf_dtype t) { return !mf_dtype_is_float(t) && t != MF_BOOL; }
 static int category(mf_dtype t) { return t == MF_BOOL ? 0 : is_integral(t) ? 1 : 2; }
 
@@ -45,7 +44,8 @@ static mf_status run(mf_op op, int nin, const mf_tensor **in, const mf_dtype *dt
     MF_TRY(mf_broadcast_shape(name, ndim, shape, in[i]->ndim, in[i]->shape, &ndim, shape));
   }
   mf_call c = {.op = op, .nin = nin};
-  if (p) for (int k = 0; k < 4; k++) c.p[k] = p[k];
+  if (p)
+    for (int k = 0; k < 4; k++) c.p[k] = p[k];
   mf_tensor *views[3] = {NULL, NULL, NULL};
   mf_status s = MF_OK;
   for (int i = 0; i < nin && !s; i++) s = prepare(in[i], dts[i], ndim, shape, &views[i]);
@@ -65,9 +65,12 @@ mf_status mf_binary(mf_op op, const mf_tensor *a, const mf_tensor *b, mf_tensor 
   if (op < MF_OP_ADD || op > MF_OP_LOGICAL_OR)
     return mf_fail(MF_ERR_ARG, "binary: %s is not a binary elementwise op", mf_op_name(op));
   mf_dtype dt = result_type(a, b), odt = dt;
-  if (is_logical(op)) dt = odt = MF_BOOL;
-  else if (is_compare(op)) odt = MF_BOOL;
-  else if (op == MF_OP_DIV && !mf_dtype_is_float(dt)) dt = odt = MF_F32;
+  if (is_logical(op))
+    dt = odt = MF_BOOL;
+  else if (is_compare(op))
+    odt = MF_BOOL;
+  else if (op == MF_OP_DIV && !mf_dtype_is_float(dt))
+    dt = odt = MF_F32;
   const mf_tensor *in[2] = {a, b};
   mf_dtype dts[2] = {dt, dt};
   MF_TRY(run(op, 2, in, dts, odt, NULL, out));
@@ -214,8 +217,9 @@ mf_status mf_cat(int n, mf_tensor *const *ts, int dim, mf_tensor **out) {
     for (int d = 0; ok && d < t->ndim; d++) ok = d == dim || t->shape[d] == t0->shape[d];
     if (!ok) {
       char a[96], b[96];
-      return mf_fail(MF_ERR_SHAPE, "cat: tensor %d has shape %s, expected %s except in dimension %d",
-                     i + 1, mf_shape_str(t, a, sizeof a), mf_shape_str(t0, b, sizeof b), dim + 1);
+      return mf_fail(MF_ERR_SHAPE,
+                     "cat: tensor %d has shape %s, expected %s except in dimension %d", i + 1,
+                     mf_shape_str(t, a, sizeof a), mf_shape_str(t0, b, sizeof b), dim + 1);
     }
     shape[dim] += t->shape[dim];
     dt = mf_promote(dt, t->dtype);

@@ -136,8 +136,9 @@ mf_status mf_norm_dim(const char *op, int dim, int ndim, int *out) {
 
 mf_status mf_same_device(const char *op, const mf_tensor *a, const mf_tensor *b) {
   if (a->storage->device == b->storage->device) return MF_OK;
-  return mf_fail(MF_ERR_DEVICE, "%s: tensors are on different devices (%s and %s); move one with :to()",
-                 op, a->storage->device->name, b->storage->device->name);
+  return mf_fail(MF_ERR_DEVICE,
+                 "%s: tensors are on different devices (%s and %s); move one with :to()", op,
+                 a->storage->device->name, b->storage->device->name);
 }
 
 /* ---- creation ------------------------------------------------------------------------------ */
@@ -192,8 +193,8 @@ mf_status mf_ones(int ndim, const int64_t *shape, mf_dtype dt, mf_device *dev, m
   return mf_full(ndim, shape, 1, dt, dev, out);
 }
 
-mf_status mf_from_host(int ndim, const int64_t *shape, mf_dtype dt, const void *src,
-                       mf_device *dev, mf_tensor **out) {
+mf_status mf_from_host(int ndim, const int64_t *shape, mf_dtype dt, const void *src, mf_device *dev,
+                       mf_tensor **out) {
   MF_TRY(mf_empty(ndim, shape, dt, dev, out));
   mf_storage *s = (*out)->storage;
   mf_status st = s->device->i.upload(s->device, s->data, src, s->nbytes);
@@ -234,8 +235,8 @@ mf_status mf_eye(int64_t n, int64_t m, mf_dtype dt, mf_device *dev, mf_tensor **
   return s;
 }
 
-static mf_status random_fill(mf_op op, int ndim, const int64_t *shape, mf_dtype dt,
-                             mf_device *dev, mf_tensor **out) {
+static mf_status random_fill(mf_op op, int ndim, const int64_t *shape, mf_dtype dt, mf_device *dev,
+                             mf_tensor **out) {
   *out = NULL;
   if (dt != MF_F32 && dt != MF_F64)
     return mf_fail(MF_ERR_DTYPE, "%s: needs float32 or float64, got %s", mf_op_name(op),
@@ -274,7 +275,7 @@ static double load_double(const void *p, mf_dtype dt) {
   case MF_BOOL: return *(const uint8_t *)p != 0;
   case MF_F16: return half_to_double(*(const uint16_t *)p);
   case MF_BF16: {
-    uint32_t u = (uint32_t)*(const uint16_t *)p << 16;
+    uint32_t u = (uint32_t) * (const uint16_t *)p << 16;
     float f;
     memcpy(&f, &u, 4);
     return f;

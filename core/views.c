@@ -6,7 +6,6 @@
 
 #include "autograd.h"
 
-
 mf_status mf_make_view(const mf_tensor *t, int ndim, const int64_t *shape, const int64_t *stride,
                        int64_t offset, mf_tensor **out) {
   *out = mf_tensor_wrap(t->storage, t->dtype, ndim, shape, stride, offset);
@@ -37,17 +36,19 @@ static mf_status infer_shape(const char *op, const mf_tensor *t, int ndim, const
   if (infer >= 0) {
     if (known == 0 || n % known)
       return mf_fail(MF_ERR_SHAPE, "%s: cannot view %s (%lld elements) as %s", op,
-                     mf_shape_str(t, a, sizeof a), (long long)n, mf_shape_fmt(ndim, shape, b, sizeof b));
+                     mf_shape_str(t, a, sizeof a), (long long)n,
+                     mf_shape_fmt(ndim, shape, b, sizeof b));
     res[infer] = n / known;
   } else if (known != n) {
     return mf_fail(MF_ERR_SHAPE, "%s: cannot view %s (%lld elements) as %s (%lld elements)", op,
-                   mf_shape_str(t, a, sizeof a), (long long)n, mf_shape_fmt(ndim, shape, b, sizeof b),
-                   (long long)known);
+                   mf_shape_str(t, a, sizeof a), (long long)n,
+                   mf_shape_fmt(ndim, shape, b, sizeof b), (long long)known);
   }
   return MF_OK;
 }
 
-/* Strides for viewing t as `shape` without copying (PyTorch's computeStride); false if impossible. */
+/* Strides for viewing t as `shape` without copying (PyTorch's computeStride); false if impossible.
+ */
 static bool view_strides(const mf_tensor *t, int ndim, const int64_t *shape, int64_t *stride) {
   if (mf_is_contiguous(t)) {
     mf_contiguous_strides(ndim, shape, stride);
@@ -144,9 +145,11 @@ mf_status mf_slice(const mf_tensor *t, int dim, int64_t start, int64_t stop, int
   if (t->ndim == 0) return mf_fail(MF_ERR_INDEX, "slice: cannot slice a 0-d tensor");
   MF_TRY(mf_norm_dim("slice", dim, t->ndim, &dim));
   int64_t size = t->shape[dim];
-  if (step <= 0) return mf_fail(MF_ERR_ARG, "slice: step must be positive, got %lld", (long long)step);
+  if (step <= 0)
+    return mf_fail(MF_ERR_ARG, "slice: step must be positive, got %lld", (long long)step);
   if (start < 0 || start > size || stop < start || stop > size)
-    return mf_fail(MF_ERR_INDEX, "slice: range %lld..%lld is out of range for dimension %d of size %lld",
+    return mf_fail(MF_ERR_INDEX,
+                   "slice: range %lld..%lld is out of range for dimension %d of size %lld",
                    (long long)start + 1, (long long)stop, dim + 1, (long long)size);
   int64_t shape[MF_MAX_DIMS], stride[MF_MAX_DIMS];
   memcpy(shape, t->shape, sizeof shape);
@@ -162,9 +165,10 @@ mf_status mf_narrow(const mf_tensor *t, int dim, int64_t start, int64_t len, mf_
   if (t->ndim == 0) return mf_fail(MF_ERR_INDEX, "narrow: cannot narrow a 0-d tensor");
   MF_TRY(mf_norm_dim("narrow", dim, t->ndim, &dim));
   if (start < 0 || len < 0 || start + len > t->shape[dim])
-    return mf_fail(MF_ERR_INDEX,
-                   "narrow: start %lld and length %lld are out of range for dimension %d of size %lld",
-                   (long long)start + 1, (long long)len, dim + 1, (long long)t->shape[dim]);
+    return mf_fail(
+        MF_ERR_INDEX,
+        "narrow: start %lld and length %lld are out of range for dimension %d of size %lld",
+        (long long)start + 1, (long long)len, dim + 1, (long long)t->shape[dim]);
   return mf_slice(t, dim, start, start + len, 1, out);
 }
 
@@ -205,7 +209,8 @@ mf_status mf_expand(const mf_tensor *t, int ndim, const int64_t *shape, mf_tenso
       rshape[d] = want;
       stride[d] = 0;
     } else {
-      return mf_fail(MF_ERR_SHAPE, "expand: cannot expand %s to %s (size %lld of dimension %d is not 1)",
+      return mf_fail(MF_ERR_SHAPE,
+                     "expand: cannot expand %s to %s (size %lld of dimension %d is not 1)",
                      mf_shape_str(t, a, sizeof a), mf_shape_fmt(ndim, shape, b, sizeof b),
                      (long long)have, d - lead + 1);
     }
@@ -254,12 +259,15 @@ mf_status mf_flatten(const mf_tensor *t, int start, int end, mf_tensor **out) {
   MF_TRY(mf_norm_dim("flatten", start, t->ndim, &start));
   MF_TRY(mf_norm_dim("flatten", end, t->ndim, &end));
   if (start > end)
-    return mf_fail(MF_ERR_ARG, "flatten: start dimension %d is after end dimension %d", start + 1, end + 1);
+    return mf_fail(MF_ERR_ARG, "flatten: start dimension %d is after end dimension %d", start + 1,
+                   end + 1);
   int64_t shape[MF_MAX_DIMS];
   int n = 0;
   for (int d = 0; d < t->ndim; d++) {
-    if (d <= start || d > end) shape[n++] = t->shape[d];
-    else shape[n - 1] *= t->shape[d];
+    if (d <= start || d > end)
+      shape[n++] = t->shape[d];
+    else
+      shape[n - 1] *= t->shape[d];
   }
   return mf_reshape(t, n, shape, out);
 }

@@ -13,9 +13,11 @@ mf_status mf_cpu_binary(mf_device *dev, const mf_call *c);
 mf_status mf_cpu_unary(mf_device *dev, const mf_call *c);
 
 /* fill.c */
-mf_status mf_cpu_copy(mf_device *dev, const mf_call *c);   /* out = cast(in[0]); any strides on both */
-mf_status mf_cpu_fill(mf_device *dev, const mf_call *c);   /* out = p[0]; out may be any view */
-mf_status mf_cpu_arange(mf_device *dev, const mf_call *c); /* out[i] = p[0] + i * p[1]; contiguous */
+mf_status mf_cpu_copy(mf_device *dev,
+                      const mf_call *c); /* out = cast(in[0]); any strides on both */
+mf_status mf_cpu_fill(mf_device *dev, const mf_call *c); /* out = p[0]; out may be any view */
+mf_status mf_cpu_arange(mf_device *dev,
+                        const mf_call *c); /* out[i] = p[0] + i * p[1]; contiguous */
 mf_status mf_cpu_random(mf_device *dev, const mf_call *c); /* RAND / RANDN from seed, offset */
 mf_status mf_cpu_where(mf_device *dev, const mf_call *c);  /* out = in[0] ? in[1] : in[2] */
 

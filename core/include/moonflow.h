@@ -67,8 +67,8 @@ typedef enum mf_dtype {
 
 size_t mf_dtype_size(mf_dtype t);
 const char *mf_dtype_name(mf_dtype t); /* "float32", "int64", "bool", ... */
-/* Accepts "float32"/"float"/"f32", "float64"/"double", "int32"/"int", "int64"/"long", "uint8"/"byte",
- * "bool", "float16"/"half", "bfloat16". */
+/* Accepts "float32"/"float"/"f32", "float64"/"double", "int32"/"int", "int64"/"long",
+ * "uint8"/"byte", "bool", "float16"/"half", "bfloat16". */
 mf_status mf_dtype_from_name(const char *name, mf_dtype *out);
 bool mf_dtype_is_float(mf_dtype t);
 /* The dtype of a binary op's result by PyTorch's promotion rules (bool < uint8 < int32 < int64 <
@@ -166,10 +166,11 @@ mf_status mf_full(int ndim, const int64_t *shape, double v, mf_dtype dt, mf_devi
                   mf_tensor **out);
 mf_status mf_zeros(int ndim, const int64_t *shape, mf_dtype dt, mf_device *dev, mf_tensor **out);
 mf_status mf_ones(int ndim, const int64_t *shape, mf_dtype dt, mf_device *dev, mf_tensor **out);
-mf_status mf_empty_like(const mf_tensor *t, mf_tensor **out); /* same shape, dtype, device; contiguous */
+mf_status mf_empty_like(const mf_tensor *t,
+                        mf_tensor **out); /* same shape, dtype, device; contiguous */
 /* Copies numel contiguous elements of type dt from host memory. */
-mf_status mf_from_host(int ndim, const int64_t *shape, mf_dtype dt, const void *src,
-                       mf_device *dev, mf_tensor **out);
+mf_status mf_from_host(int ndim, const int64_t *shape, mf_dtype dt, const void *src, mf_device *dev,
+                       mf_tensor **out);
 /* A 0-d tensor holding v (flagged as a wrapped number when wrapped is true). */
 mf_status mf_scalar(double v, mf_dtype dt, bool wrapped, mf_device *dev, mf_tensor **out);
 /* Values start, start+step, ... < end (> end for negative step), as in numpy. */
@@ -203,14 +204,16 @@ void mf_philox(uint64_t seed, uint64_t counter_lo, uint64_t counter_hi, uint32_t
 mf_status mf_get(const mf_tensor *t, const int64_t *index, double *out);
 /* A one-element tensor's value. */
 mf_status mf_item(const mf_tensor *t, double *out);
-/* Copies the whole tensor, converted to dtype dt, into a contiguous host buffer of numel elements. */
+/* Copies the whole tensor, converted to dtype dt, into a contiguous host buffer of numel elements.
+ */
 mf_status mf_to_host(const mf_tensor *t, mf_dtype dt, void *dst);
 /* numpy/torch-style text with the footer `[float32 tensor, shape 2x3, cpu]`; free() the result. */
 mf_status mf_format(const mf_tensor *t, char **out);
 
 /* ---- views (share storage) ---------------------------------------------------------------- */
 
-/* One entry may be -1 (inferred). view fails when the strides do not allow it; reshape copies then. */
+/* One entry may be -1 (inferred). view fails when the strides do not allow it; reshape copies then.
+ */
 mf_status mf_view(const mf_tensor *t, int ndim, const int64_t *shape, mf_tensor **out);
 mf_status mf_reshape(const mf_tensor *t, int ndim, const int64_t *shape, mf_tensor **out);
 mf_status mf_transpose(const mf_tensor *t, int d0, int d1, mf_tensor **out);
@@ -234,6 +237,7 @@ mf_status mf_broadcast_shape(const char *op, int na, const int64_t *a, int nb, c
 /* ---- operations ------------------------------------------------------------------------- */
 
 /* The op table: name, and what the kernels index by. */
+// clang-format off
 #define MF_OPS(X)                                                                              \
   /* binary elementwise, numpy broadcasting */                                                \
   X(ADD, "add") X(SUB, "sub") X(MUL, "mul") X(DIV, "div") X(POW, "pow")                          \
@@ -264,6 +268,7 @@ mf_status mf_broadcast_shape(const char *op, int na, const int64_t *a, int nb, c
   /* fused optimizer steps (optim.c) */                                                        \
   X(SGD_STEP, "sgd_step") X(ADAM_STEP, "adam_step") X(RMSPROP_STEP, "rmsprop_step")             \
   X(ADADELTA_STEP, "adadelta_step") X(ADAGRAD_STEP, "adagrad_step")
+// clang-format on
 
 typedef enum mf_op {
 #define MF_OP_ENUM_(id, name) MF_OP_##id,
@@ -286,7 +291,8 @@ mf_status mf_cast(const mf_tensor *x, mf_dtype dt, mf_tensor **out); /* always a
  * Not recorded by autograd. */
 mf_status mf_cast_scaled(const mf_tensor *x, mf_dtype dt, double scale, mf_tensor **out);
 mf_status mf_to_device(const mf_tensor *x, mf_device *dev, mf_tensor **out);
-/* dst[...] = src, with src broadcast to dst's shape and cast to dst's dtype (views written through). */
+/* dst[...] = src, with src broadcast to dst's shape and cast to dst's dtype (views written
+ * through). */
 mf_status mf_copy_(mf_tensor *dst, const mf_tensor *src);
 mf_status mf_fill_(mf_tensor *dst, double v);
 mf_status mf_cat(int n, mf_tensor *const *ts, int dim, mf_tensor **out);
@@ -344,8 +350,7 @@ mf_status mf_softmax(const mf_tensor *x, int dim, mf_tensor **out);
 mf_status mf_log_softmax(const mf_tensor *x, int dim, mf_tensor **out);
 /* y = softmax(x) (or log_softmax(x)), dy = gradient of y → dx. */
 mf_status mf_softmax_backward(const mf_tensor *y, const mf_tensor *dy, int dim, mf_tensor **dx);
-mf_status mf_log_softmax_backward(const mf_tensor *y, const mf_tensor *dy, int dim,
-                                  mf_tensor **dx);
+mf_status mf_log_softmax_backward(const mf_tensor *y, const mf_tensor *dy, int dim, mf_tensor **dx);
 /* out[i][j] = x[i][index[i][j]] along dim (torch.gather; index int64, 0-based, same ndim). */
 mf_status mf_gather(const mf_tensor *x, int dim, const mf_tensor *index, mf_tensor **out);
 /* A zero tensor of `shape` with src added at index along dim (the backward of gather). */
@@ -359,8 +364,8 @@ mf_status mf_dropout_mask(const mf_tensor *x, double p, mf_tensor **mask);
 /* Hyper-parameters, PyTorch's meaning. `step` is the step number after this update (1 first). */
 typedef struct mf_optim_hparams {
   double lr, momentum, dampening, weight_decay;
-  double beta1, beta2, eps; /* Adam/AdamW */
-  double alpha;             /* RMSProp smoothing; Adadelta rho */
+  double beta1, beta2, eps;                   /* Adam/AdamW */
+  double alpha;                               /* RMSProp smoothing; Adadelta rho */
   double lr_decay, initial_accumulator_value; /* Adagrad */
   int64_t step;
   bool nesterov, decoupled_weight_decay /* AdamW */, centered /* RMSProp */, maximize;
@@ -382,10 +387,18 @@ mf_status mf_adagrad_step(mf_tensor *param, const mf_tensor *grad, mf_tensor *su
                           const mf_optim_hparams *h);
 
 /* Shorthands. */
-static inline mf_status mf_add(const mf_tensor *a, const mf_tensor *b, mf_tensor **o) { return mf_binary(MF_OP_ADD, a, b, o); }
-static inline mf_status mf_sub(const mf_tensor *a, const mf_tensor *b, mf_tensor **o) { return mf_binary(MF_OP_SUB, a, b, o); }
-static inline mf_status mf_mul(const mf_tensor *a, const mf_tensor *b, mf_tensor **o) { return mf_binary(MF_OP_MUL, a, b, o); }
-static inline mf_status mf_div(const mf_tensor *a, const mf_tensor *b, mf_tensor **o) { return mf_binary(MF_OP_DIV, a, b, o); }
+static inline mf_status mf_add(const mf_tensor *a, const mf_tensor *b, mf_tensor **o) {
+  return mf_binary(MF_OP_ADD, a, b, o);
+}
+static inline mf_status mf_sub(const mf_tensor *a, const mf_tensor *b, mf_tensor **o) {
+  return mf_binary(MF_OP_SUB, a, b, o);
+}
+static inline mf_status mf_mul(const mf_tensor *a, const mf_tensor *b, mf_tensor **o) {
+  return mf_binary(MF_OP_MUL, a, b, o);
+}
+static inline mf_status mf_div(const mf_tensor *a, const mf_tensor *b, mf_tensor **o) {
+  return mf_binary(MF_OP_DIV, a, b, o);
+}
 
 /* ---- autograd (autograd.c, grad.c) --------------------------------------------------------
  * Differentiable ops on tensors that require grad record a node (op, inputs, saved tensors) on

@@ -56,7 +56,7 @@ mf_status mf_write_idx(const char *path, const mf_tensor *t, mf_idx_type type);
 
 typedef struct mf_md5_ctx {
   uint32_t state[4];
-  uint64_t nbytes;      /* bytes hashed so far */
+  uint64_t nbytes;       /* bytes hashed so far */
   unsigned char buf[64]; /* a partial block */
 } mf_md5_ctx;
 
@@ -204,8 +204,8 @@ mf_status mf_index_select(const mf_tensor *x, int dim, const mf_tensor *index, m
  *
  * Element types are read as moonflow dtypes: i8, i16, u16 -> int32; u32, u64 -> int64 (a u64
  * value above 2^63-1 is an error); f16, bf16 -> float32 (CPU tensors cannot hold them); bool, u8,
- * i32, i64, f32, f64 as themselves. Writers keep the dtype (float16/bfloat16 GPU tensors are written
- * as F16/BF16; .npy has no bfloat16, so those are written as float32 there). */
+ * i32, i64, f32, f64 as themselves. Writers keep the dtype (float16/bfloat16 GPU tensors are
+ * written as F16/BF16; .npy has no bfloat16, so those are written as float32 there). */
 
 /* What a reader returns: n tensors (one reference each) with their names, in file order, and
  * safetensors' string metadata (nmeta key/value pairs). Free with mf_tensor_list_free. */

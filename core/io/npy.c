@@ -127,24 +127,28 @@ static bool parse_descr(const char *d, npy_info *info, char *why, size_t nwhy) {
   }
   char order = n ? d[0] : 0;
   if (n < 3 || !strchr("<>|=", order)) {
-    snprintf(why, nwhy, "unsupported descr '%s' (supported: <f2 <f4 <f8 |i1 <i2 <i4 <i8 |u1 <u2 "
-             "<u4 <u8 |b1)", d);
+    snprintf(why, nwhy,
+             "unsupported descr '%s' (supported: <f2 <f4 <f8 |i1 <i2 <i4 <i8 |u1 <u2 "
+             "<u4 <u8 |b1)",
+             d);
     return false;
   }
   static const struct {
     const char *code;
     mfio_el el;
-  } codes[] = {{"f2", EL_F16}, {"f4", EL_F32}, {"f8", EL_F64}, {"i1", EL_I8},  {"i2", EL_I16},
-               {"i4", EL_I32}, {"i8", EL_I64}, {"u1", EL_U8},  {"u2", EL_U16}, {"u4", EL_U32},
-               {"u8", EL_U64}, {"b1", EL_BOOL}};
+  } codes[] = {{"f2", EL_F16}, {"f4", EL_F32}, {"f8", EL_F64}, {"i1", EL_I8},
+               {"i2", EL_I16}, {"i4", EL_I32}, {"i8", EL_I64}, {"u1", EL_U8},
+               {"u2", EL_U16}, {"u4", EL_U32}, {"u8", EL_U64}, {"b1", EL_BOOL}};
   for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
     if (strcmp(d + 1, codes[i].code) == 0) {
       info->el = codes[i].el;
       info->big = order == '>';
       return true;
     }
-  snprintf(why, nwhy, "unsupported descr '%s' (supported: <f2 <f4 <f8 |i1 <i2 <i4 <i8 |u1 <u2 "
-           "<u4 <u8 |b1)", d);
+  snprintf(why, nwhy,
+           "unsupported descr '%s' (supported: <f2 <f4 <f8 |i1 <i2 <i4 <i8 |u1 <u2 "
+           "<u4 <u8 |b1)",
+           d);
   return false;
 }
 
@@ -178,7 +182,8 @@ static bool parse_dict(const char *h, size_t n, npy_info *info, char *why, size_
       has_descr = true;
     } else if (strcmp(key, "fortran_order") == 0 && !has_fortran) {
       py_ws(&P);
-      if ((size_t)(P.end - P.p) >= 4 && memcmp(P.p, "True", 4) == 0) info->fortran = true, P.p += 4;
+      if ((size_t)(P.end - P.p) >= 4 && memcmp(P.p, "True", 4) == 0)
+        info->fortran = true, P.p += 4;
       else if ((size_t)(P.end - P.p) >= 5 && memcmp(P.p, "False", 5) == 0)
         info->fortran = false, P.p += 5;
       else {
@@ -235,16 +240,21 @@ static bool parse_dict(const char *h, size_t n, npy_info *info, char *why, size_
   }
   if (!has_descr || !has_fortran || !has_shape) {
     snprintf(why, nwhy, "bad header: missing '%s'",
-             !has_descr ? "descr" : !has_fortran ? "fortran_order" : "shape");
+             !has_descr     ? "descr"
+             : !has_fortran ? "fortran_order"
+                            : "shape");
     return false;
   }
   uint64_t bytes = mfio_el_size(info->el);
   bool overflow = false, zero = false;
   for (int d = 0; d < info->ndim; d++) {
     uint64_t v = (uint64_t)info->shape[d];
-    if (v == 0) zero = true;
-    else if (!overflow && bytes > ((uint64_t)1 << 50) / v) overflow = true;
-    else if (!overflow) bytes *= v;
+    if (v == 0)
+      zero = true;
+    else if (!overflow && bytes > ((uint64_t)1 << 50) / v)
+      overflow = true;
+    else if (!overflow)
+      bytes *= v;
   }
   if (zero) bytes = 0;
   if (overflow && !zero) {
@@ -276,8 +286,10 @@ static mf_status npy_decode(const char *op, const char *what, const unsigned cha
                          : (size_t)buf[8] | (size_t)buf[9] << 8 | (size_t)buf[10] << 16 |
                                (size_t)buf[11] << 24;
   if (hl > n - pre)
-    return mf_fail(MF_ERR_IO, "%s: %s: truncated: the header length %zu runs past the end (%zu "
-                   "bytes)", op, what, hl, n);
+    return mf_fail(MF_ERR_IO,
+                   "%s: %s: truncated: the header length %zu runs past the end (%zu "
+                   "bytes)",
+                   op, what, hl, n);
   npy_info info = {0};
   char why[200];
   if (!parse_dict((const char *)buf + pre, hl, &info, why, sizeof why))
@@ -291,8 +303,10 @@ static mf_status npy_decode(const char *op, const char *what, const unsigned cha
                    what, mfio_el_name(info.el), sh, (unsigned long long)info.nbytes,
                    (unsigned long long)have);
   if (have > info.nbytes)
-    return mf_fail(MF_ERR_IO, "%s: %s: trailing garbage: %llu bytes after the %llu bytes of data "
-                   "(%s %s)", op, what, (unsigned long long)(have - info.nbytes),
+    return mf_fail(MF_ERR_IO,
+                   "%s: %s: trailing garbage: %llu bytes after the %llu bytes of data "
+                   "(%s %s)",
+                   op, what, (unsigned long long)(have - info.nbytes),
                    (unsigned long long)info.nbytes, mfio_el_name(info.el), sh);
   int64_t shape[MF_MAX_DIMS];
   for (int d = 0; d < info.ndim; d++)
@@ -372,8 +386,10 @@ mf_status mf_save_npy(const char *path, const mf_tensor *t) {
   if (s == MF_OK) {
     s = mfio_write(&f, p.header, p.hlen);
     if (s == MF_OK) s = mfio_write(&f, p.data, p.dlen);
-    if (s == MF_OK) s = mfio_commit(&f);
-    else mfio_abort(&f);
+    if (s == MF_OK)
+      s = mfio_commit(&f);
+    else
+      mfio_abort(&f);
   }
   npy_parts_free(&p);
   return s;
@@ -383,7 +399,9 @@ mf_status mf_save_npy(const char *path, const mf_tensor *t) {
 
 #define U32MAX 0xFFFFFFFFull
 
-static void put16(unsigned char *p, unsigned v) { p[0] = (unsigned char)v, p[1] = (unsigned char)(v >> 8); }
+static void put16(unsigned char *p, unsigned v) {
+  p[0] = (unsigned char)v, p[1] = (unsigned char)(v >> 8);
+}
 static void put32(unsigned char *p, uint64_t v) {
   for (int k = 0; k < 4; k++) p[k] = (unsigned char)(v >> (8 * k));
 }
@@ -418,7 +436,8 @@ typedef struct zentry {
   uint64_t size, offset;
 } zentry;
 
-mf_status mf_save_npz(const char *path, int n, const char *const *names, mf_tensor *const *tensors) {
+mf_status mf_save_npz(const char *path, int n, const char *const *names,
+                      mf_tensor *const *tensors) {
   if (!path) return mf_fail(MF_ERR_ARG, WZ ": path is NULL");
   MF_TRY(mfio_check_names(WZ, path, n, names, tensors));
   for (int i = 0; i < n; i++) {
@@ -543,8 +562,10 @@ mf_status mf_save_npz(const char *path, int n, const char *const *names, mf_tens
     s = mfio_write(&f, e, 22);
   }
   if (f.tmp) { /* mfio_create succeeded */
-    if (s == MF_OK) s = mfio_commit(&f);
-    else mfio_abort(&f);
+    if (s == MF_OK)
+      s = mfio_commit(&f);
+    else
+      mfio_abort(&f);
   }
   for (int i = 0; i < n; i++) free(ze[i].name);
   free(ze);
@@ -563,10 +584,12 @@ static mf_status find_directory(const char *path, const mfio_map *m, uint64_t *c
   size_t n = m->size;
   if (n < 22) {
     if (n >= 4 && memcmp(d, "PK", 2) == 0)
-      return mf_fail(MF_ERR_IO, RZ ": %s: truncated: %zu bytes, too short for a ZIP archive",
-                     path, n);
-    return mf_fail(MF_ERR_IO, RZ ": %s: not a ZIP archive (.npz): no end-of-central-directory "
-                   "record", path);
+      return mf_fail(MF_ERR_IO, RZ ": %s: truncated: %zu bytes, too short for a ZIP archive", path,
+                     n);
+    return mf_fail(MF_ERR_IO,
+                   RZ ": %s: not a ZIP archive (.npz): no end-of-central-directory "
+                      "record",
+                   path);
   }
   size_t lo = n > 22 + 65535 ? n - 22 - 65535 : 0, eocd = (size_t)-1;
   for (size_t i = n - 22 + 1; i-- > lo;)
@@ -575,9 +598,10 @@ static mf_status find_directory(const char *path, const mfio_map *m, uint64_t *c
       break;
     }
   if (eocd == (size_t)-1)
-    return mf_fail(MF_ERR_IO, RZ ": %s: not a ZIP archive (.npz) or truncated: no "
-                   "end-of-central-directory record%s", path,
-                   memcmp(d, "PK\3\4", 4) == 0 ? " (it starts like a ZIP: truncated?)" : "");
+    return mf_fail(MF_ERR_IO,
+                   RZ ": %s: not a ZIP archive (.npz) or truncated: no "
+                      "end-of-central-directory record%s",
+                   path, memcmp(d, "PK\3\4", 4) == 0 ? " (it starts like a ZIP: truncated?)" : "");
   const unsigned char *e = d + eocd;
   if (get16(e + 4) != 0 || get16(e + 6) != 0)
     return mf_fail(MF_ERR_IO, RZ ": %s: multi-disk ZIP archives are not supported", path);
@@ -595,12 +619,15 @@ static mf_status find_directory(const char *path, const mfio_map *m, uint64_t *c
     }
   }
   if (*cd_off > n || *cd_size > n - *cd_off || *cd_off + *cd_size > eocd)
-    return mf_fail(MF_ERR_IO, RZ ": %s: bad ZIP: the central directory (offset %llu, %llu bytes) "
-                   "lies outside the file", path, (unsigned long long)*cd_off,
-                   (unsigned long long)*cd_size);
+    return mf_fail(MF_ERR_IO,
+                   RZ ": %s: bad ZIP: the central directory (offset %llu, %llu bytes) "
+                      "lies outside the file",
+                   path, (unsigned long long)*cd_off, (unsigned long long)*cd_size);
   if (*count > *cd_size / 46)
-    return mf_fail(MF_ERR_IO, RZ ": %s: bad ZIP: %llu entries cannot fit a %llu-byte central "
-                   "directory", path, (unsigned long long)*count, (unsigned long long)*cd_size);
+    return mf_fail(MF_ERR_IO,
+                   RZ ": %s: bad ZIP: %llu entries cannot fit a %llu-byte central "
+                      "directory",
+                   path, (unsigned long long)*count, (unsigned long long)*cd_size);
   return MF_OK;
 }
 
@@ -630,17 +657,22 @@ static mf_status inflate_member(const char *path, const char *name, const unsign
   inflateEnd(&z);
   if (rc == Z_STREAM_END && out_left == 0) return MF_OK;
   if (rc == Z_STREAM_END || (rc != Z_DATA_ERROR && out_left > 0 && in_left == 0))
-    return mf_fail(MF_ERR_IO, RZ ": %s: %s: the compressed data holds %llu bytes, the directory "
-                   "says %llu", path, name, (unsigned long long)(usize - out_left),
-                   (unsigned long long)usize);
+    return mf_fail(MF_ERR_IO,
+                   RZ ": %s: %s: the compressed data holds %llu bytes, the directory "
+                      "says %llu",
+                   path, name, (unsigned long long)(usize - out_left), (unsigned long long)usize);
   if (out_left == 0)
-    return mf_fail(MF_ERR_IO, RZ ": %s: %s: the compressed data is longer than the directory's "
-                   "size %llu", path, name, (unsigned long long)usize);
+    return mf_fail(MF_ERR_IO,
+                   RZ ": %s: %s: the compressed data is longer than the directory's "
+                      "size %llu",
+                   path, name, (unsigned long long)usize);
   return mf_fail(MF_ERR_IO, RZ ": %s: %s: corrupt deflate data (%s)", path, name,
                  msg ? msg : "zlib error");
 }
 
-static bool ends_npy(const char *s, size_t n) { return n >= 4 && memcmp(s + n - 4, ".npy", 4) == 0; }
+static bool ends_npy(const char *s, size_t n) {
+  return n >= 4 && memcmp(s + n - 4, ".npy", 4) == 0;
+}
 
 static mf_status read_members(const char *path, const mfio_map *m, int nsel, const char *const *sel,
                               mf_tensor_list *out) {
@@ -665,8 +697,10 @@ static mf_status read_members(const char *path, const mfio_map *m, int nsel, con
     uint64_t csize = get32(c + 20), usize = get32(c + 24), lho = get32(c + 42);
     size_t nl = get16(c + 28), xl = get16(c + 30), cl = get16(c + 32);
     if (46 + nl + xl + cl > end - p) {
-      s = mf_fail(MF_ERR_IO, RZ ": %s: bad ZIP: central directory entry %llu runs past the "
-                  "directory", path, (unsigned long long)i + 1);
+      s = mf_fail(MF_ERR_IO,
+                  RZ ": %s: bad ZIP: central directory entry %llu runs past the "
+                     "directory",
+                  path, (unsigned long long)i + 1);
       break;
     }
     char *name = malloc(nl + 1);
@@ -692,8 +726,8 @@ static mf_status read_members(const char *path, const mfio_map *m, int nsel, con
         for (int k = 0; k < 3 && s == MF_OK; k++) {
           if (*fields[k] != U32MAX) continue;
           if (ve - v < 8)
-            s = mf_fail(MF_ERR_IO, RZ ": %s: %s: bad ZIP: its zip64 extra field is too short",
-                        path, name);
+            s = mf_fail(MF_ERR_IO, RZ ": %s: %s: bad ZIP: its zip64 extra field is too short", path,
+                        name);
           else
             *fields[k] = get64(v), v += 8;
         }
@@ -721,8 +755,10 @@ static mf_status read_members(const char *path, const mfio_map *m, int nsel, con
       break;
     }
     if (method != 0 && method != 8) {
-      s = mf_fail(MF_ERR_IO, RZ ": %s: %s: unsupported compression method %u (stored 0 and "
-                  "deflate 8 are)", path, what, method);
+      s = mf_fail(MF_ERR_IO,
+                  RZ ": %s: %s: unsupported compression method %u (stored 0 and "
+                     "deflate 8 are)",
+                  path, what, method);
       break;
     }
     if (lho > n || n - lho < 30 || get32(d + lho) != 0x04034b50) {
@@ -732,13 +768,15 @@ static mf_status read_members(const char *path, const mfio_map *m, int nsel, con
     }
     uint64_t data = lho + 30 + get16(d + lho + 26) + get16(d + lho + 28);
     if (data > n || csize > n - data) {
-      s = mf_fail(MF_ERR_IO, RZ ": %s: %s: truncated: its %llu bytes of data run past the end of "
-                  "the file", path, what, (unsigned long long)csize);
+      s = mf_fail(MF_ERR_IO,
+                  RZ ": %s: %s: truncated: its %llu bytes of data run past the end of "
+                     "the file",
+                  path, what, (unsigned long long)csize);
       break;
     }
     if (method == 0 && csize != usize) {
-      s = mf_fail(MF_ERR_IO, RZ ": %s: %s: bad ZIP: a stored member with sizes %llu and %llu",
-                  path, what, (unsigned long long)csize, (unsigned long long)usize);
+      s = mf_fail(MF_ERR_IO, RZ ": %s: %s: bad ZIP: a stored member with sizes %llu and %llu", path,
+                  what, (unsigned long long)csize, (unsigned long long)usize);
       break;
     }
     if (method == 8 && usize / MAX_DEFLATE_RATIO > csize + 1) {
@@ -760,8 +798,10 @@ static mf_status read_members(const char *path, const mfio_map *m, int nsel, con
     }
     uint32_t got = s == MF_OK ? crc_of((uint32_t)crc32(0, Z_NULL, 0), bytes, usize) : 0;
     if (s == MF_OK && got != crc)
-      s = mf_fail(MF_ERR_IO, RZ ": %s: %s: CRC-32 mismatch (the directory says %08x, the data has "
-                  "%08x): the file is corrupt", path, what, crc, got);
+      s = mf_fail(MF_ERR_IO,
+                  RZ ": %s: %s: CRC-32 mismatch (the directory says %08x, the data has "
+                     "%08x): the file is corrupt",
+                  path, what, crc, got);
     char where[640];
     snprintf(where, sizeof where, "%s: %s", path, what);
     mf_tensor *t = NULL;

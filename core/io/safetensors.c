@@ -11,8 +11,8 @@
  * implementation does. The reader parses the JSON with the small strict parser below (no library:
  * it rejects anything that is not RFC 8259 JSON, duplicate keys and nesting deeper than 32), then
  * checks every entry and that the data buffer is covered exactly (no overlaps, no gaps, nothing
- * left over). Unknown keys inside a tensor entry are ignored (forward compatibility), unknown dtypes
- * are not. Widening: U16 -> int32, U32/U64 -> int64 (U64 values above 2^63-1 are an error),
+ * left over). Unknown keys inside a tensor entry are ignored (forward compatibility), unknown
+ * dtypes are not. Widening: U16 -> int32, U32/U64 -> int64 (U64 values above 2^63-1 are an error),
  * I8/I16 -> int32, F16/BF16 -> float32.
  */
 #define _GNU_SOURCE
@@ -58,8 +58,8 @@ mf_status mfio_create(mfio_wfile *f, const char *op, const char *path) {
              __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED));
   }
   if (f->fd < 0) {
-    mf_status s = mf_fail(MF_ERR_IO, "%s: %s: cannot create %s: %s", op, path, f->tmp,
-                          strerror(errno));
+    mf_status s =
+        mf_fail(MF_ERR_IO, "%s: %s: cannot create %s: %s", op, path, f->tmp, strerror(errno));
     free(f->tmp);
     f->tmp = NULL;
     return s;
@@ -140,8 +140,8 @@ mf_status mfio_map_file(const char *op, const char *path, mfio_map *m) {
   if (st.st_size > 0) {
     void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
     if (p == MAP_FAILED) {
-      mf_status s = mf_fail(MF_ERR_IO, "%s: %s: cannot map the file: %s", op, path,
-                            strerror(errno));
+      mf_status s =
+          mf_fail(MF_ERR_IO, "%s: %s: cannot map the file: %s", op, path, strerror(errno));
       close(fd);
       return s;
     }
@@ -165,10 +165,12 @@ static const struct {
   size_t size;
   mf_dtype dtype;
 } el_info[EL_COUNT] = {
-    [EL_BOOL] = {"BOOL", 1, MF_BOOL}, [EL_U8] = {"U8", 1, MF_U8},     [EL_I8] = {"I8", 1, MF_I32},
-    [EL_I16] = {"I16", 2, MF_I32},    [EL_U16] = {"U16", 2, MF_I32},  [EL_I32] = {"I32", 4, MF_I32},
-    [EL_U32] = {"U32", 4, MF_I64},    [EL_I64] = {"I64", 8, MF_I64},  [EL_U64] = {"U64", 8, MF_I64},
-    [EL_F16] = {"F16", 2, MF_F32},    [EL_BF16] = {"BF16", 2, MF_F32}, [EL_F32] = {"F32", 4, MF_F32},
+    [EL_BOOL] = {"BOOL", 1, MF_BOOL}, [EL_U8] = {"U8", 1, MF_U8},
+    [EL_I8] = {"I8", 1, MF_I32},      [EL_I16] = {"I16", 2, MF_I32},
+    [EL_U16] = {"U16", 2, MF_I32},    [EL_I32] = {"I32", 4, MF_I32},
+    [EL_U32] = {"U32", 4, MF_I64},    [EL_I64] = {"I64", 8, MF_I64},
+    [EL_U64] = {"U64", 8, MF_I64},    [EL_F16] = {"F16", 2, MF_F32},
+    [EL_BF16] = {"BF16", 2, MF_F32},  [EL_F32] = {"F32", 4, MF_F32},
     [EL_F64] = {"F64", 8, MF_F64},
 };
 
@@ -178,9 +180,12 @@ mf_dtype mfio_el_dtype(mfio_el e) { return (unsigned)e < EL_COUNT ? el_info[e].d
 
 static float half_to_float(uint16_t h) {
   uint32_t sign = (uint32_t)(h >> 15) << 31, e = (h >> 10) & 31, m = h & 1023, u;
-  if (e == 31) u = sign | 0x7f800000u | (m << 13);
-  else if (e) u = sign | ((e + 112) << 23) | (m << 13);
-  else if (!m) u = sign;
+  if (e == 31)
+    u = sign | 0x7f800000u | (m << 13);
+  else if (e)
+    u = sign | ((e + 112) << 23) | (m << 13);
+  else if (!m)
+    u = sign;
   else { /* subnormal: normalise */
     e = 113;
     while (!(m & 1024)) m <<= 1, e--;
@@ -210,8 +215,10 @@ mf_status mfio_decode(const char *op, const char *path, const char *what, mfio_e
       const int64_t *d = dst;
       for (int64_t i = 0; i < n; i++)
         if (d[i] < 0)
-          return mf_fail(MF_ERR_IO, "%s: %s: %s: element %lld (%llu) of a U64 tensor does not fit "
-                         "int64", op, path, what, (long long)i + 1, (unsigned long long)d[i]);
+          return mf_fail(MF_ERR_IO,
+                         "%s: %s: %s: element %lld (%llu) of a U64 tensor does not fit "
+                         "int64",
+                         op, path, what, (long long)i + 1, (unsigned long long)d[i]);
     }
     return MF_OK;
   }
@@ -228,8 +235,10 @@ mf_status mfio_decode(const char *op, const char *path, const char *what, mfio_e
     case EL_I64: ((int64_t *)dst)[i] = (int64_t)v; break;
     case EL_U64:
       if (v > (uint64_t)INT64_MAX)
-        return mf_fail(MF_ERR_IO, "%s: %s: %s: element %lld (%llu) of a U64 tensor does not fit "
-                       "int64", op, path, what, (long long)i + 1, (unsigned long long)v);
+        return mf_fail(MF_ERR_IO,
+                       "%s: %s: %s: element %lld (%llu) of a U64 tensor does not fit "
+                       "int64",
+                       op, path, what, (long long)i + 1, (unsigned long long)v);
       ((int64_t *)dst)[i] = (int64_t)v;
       break;
     case EL_F16: ((float *)dst)[i] = half_to_float((uint16_t)v); break;
@@ -336,8 +345,8 @@ mf_status mfio_list_push(mf_tensor_list *l, const char *name, mf_tensor *t) {
 
 mf_status mfio_list_meta(mf_tensor_list *l, const char *key, const char *value) {
   char *k = strdup(key), *v = strdup(value);
-  if (!k || !v || !grow2((void ***)&l->meta_keys, (void ***)&l->meta_values, l->nmeta,
-                         &l->capmeta)) {
+  if (!k || !v ||
+      !grow2((void ***)&l->meta_keys, (void ***)&l->meta_values, l->nmeta, &l->capmeta)) {
     free(k);
     free(v);
     return mf_fail(MF_ERR_MEMORY, "out of memory collecting metadata");
@@ -378,8 +387,7 @@ mf_status mfio_check_names(const char *op, const char *path, int n, const char *
     return mf_fail(MF_ERR_ARG, "%s: %s: names or tensors is NULL", op, path);
   for (int i = 0; i < n; i++) {
     if (!names[i]) return mf_fail(MF_ERR_ARG, "%s: %s: name %d is NULL", op, path, i + 1);
-    if (!tensors[i])
-      return mf_fail(MF_ERR_ARG, "%s: %s: tensor '%s' is NULL", op, path, names[i]);
+    if (!tensors[i]) return mf_fail(MF_ERR_ARG, "%s: %s: tensor '%s' is NULL", op, path, names[i]);
     for (int j = 0; j < i; j++)
       if (strcmp(names[i], names[j]) == 0)
         return mf_fail(MF_ERR_ARG, "%s: %s: two tensors are named '%s'", op, path, names[i]);
@@ -428,7 +436,8 @@ static void skip_ws(jparser *P) {
 }
 
 static void put_utf8(char *out, size_t *k, uint32_t c) {
-  if (c < 0x80) out[(*k)++] = (char)c;
+  if (c < 0x80)
+    out[(*k)++] = (char)c;
   else if (c < 0x800) {
     out[(*k)++] = (char)(0xC0 | c >> 6);
     out[(*k)++] = (char)(0x80 | (c & 63));
@@ -448,8 +457,10 @@ static bool hex4(jparser *P, uint32_t *v) {
   *v = 0;
   if (P->end - P->p < 4) return jerr(P, "bad JSON: truncated \\u escape");
   for (int i = 0; i < 4; i++) {
-    int c = *P->p++, d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                                                         : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+    int c = *P->p++, d = c >= '0' && c <= '9'   ? c - '0'
+                         : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                         : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                                : -1;
     if (d < 0) return jerr(P, "bad JSON: bad \\u escape");
     *v = *v << 4 | (uint32_t)d;
   }
@@ -601,8 +612,10 @@ static bool jnumber(jparser *P, jnode *j) {
   bool overflow = false;
   while (P->p < P->end && *P->p >= '0' && *P->p <= '9') {
     unsigned d = *P->p++ - '0';
-    if (u > (UINT64_MAX - d) / 10) overflow = true;
-    else u = u * 10 + d;
+    if (u > (UINT64_MAX - d) / 10)
+      overflow = true;
+    else
+      u = u * 10 + d;
   }
   if (P->p < P->end && *P->p == '.') {
     intpart = false;
@@ -696,38 +709,50 @@ static mf_status parse_entry(const char *path, const jnode *j, entry *e, uint64_
   if (strlen(nm) != j->keylen)
     return mf_fail(MF_ERR_IO, RD ": %s: a tensor name contains a NUL character", path);
   if (j->type != J_OBJ)
-    return mf_fail(MF_ERR_IO, RD ": %s: tensor '%s': expected an object with dtype, shape and "
-                   "data_offsets", path, nm);
+    return mf_fail(MF_ERR_IO,
+                   RD ": %s: tensor '%s': expected an object with dtype, shape and "
+                      "data_offsets",
+                   path, nm);
   const jnode *dt = jget(j, "dtype"), *sh = jget(j, "shape"), *of = jget(j, "data_offsets");
   if (!dt || !sh || !of)
     return mf_fail(MF_ERR_IO, RD ": %s: tensor '%s': missing \"%s\"", path, nm,
-                   !dt ? "dtype" : !sh ? "shape" : "data_offsets");
+                   !dt   ? "dtype"
+                   : !sh ? "shape"
+                         : "data_offsets");
   e->name = nm;
   e->el = EL_COUNT;
   for (int k = 0; dt->type == J_STR && k < EL_COUNT; k++)
     if (strcmp(dt->str, el_info[k].name) == 0) e->el = (mfio_el)k;
   if (e->el == EL_COUNT)
-    return mf_fail(MF_ERR_IO, RD ": %s: tensor '%s': unsupported dtype %s%s%s (known: BOOL U8 I8 "
-                   "I16 U16 I32 U32 I64 U64 F16 BF16 F32 F64)", path, nm,
-                   dt->type == J_STR ? "\"" : "", dt->type == J_STR ? dt->str : "(not a string)",
-                   dt->type == J_STR ? "\"" : "");
+    return mf_fail(MF_ERR_IO,
+                   RD ": %s: tensor '%s': unsupported dtype %s%s%s (known: BOOL U8 I8 "
+                      "I16 U16 I32 U32 I64 U64 F16 BF16 F32 F64)",
+                   path, nm, dt->type == J_STR ? "\"" : "",
+                   dt->type == J_STR ? dt->str : "(not a string)", dt->type == J_STR ? "\"" : "");
   if (sh->type != J_ARR)
     return mf_fail(MF_ERR_IO, RD ": %s: tensor '%s': shape is not a list", path, nm);
   if (sh->n > MF_MAX_DIMS)
-    return mf_fail(MF_ERR_IO, RD ": %s: tensor '%s': %d dimensions, moonflow tensors have at most "
-                   "%d", path, nm, sh->n, MF_MAX_DIMS);
+    return mf_fail(MF_ERR_IO,
+                   RD ": %s: tensor '%s': %d dimensions, moonflow tensors have at most "
+                      "%d",
+                   path, nm, sh->n, MF_MAX_DIMS);
   e->ndim = sh->n;
   uint64_t bytes = mfio_el_size(e->el);
   bool overflow = false, zero = false;
   for (int d = 0; d < sh->n; d++) {
     const jnode *v = &sh->items[d];
     if (v->type != J_NUM || !v->is_uint || v->u > (uint64_t)INT64_MAX)
-      return mf_fail(MF_ERR_IO, RD ": %s: tensor '%s': size %d of the shape is not a non-negative "
-                     "integer", path, nm, d + 1);
+      return mf_fail(MF_ERR_IO,
+                     RD ": %s: tensor '%s': size %d of the shape is not a non-negative "
+                        "integer",
+                     path, nm, d + 1);
     e->shape[d] = (int64_t)v->u;
-    if (v->u == 0) zero = true;
-    else if (!overflow && bytes > (1ull << 50) / v->u) overflow = true;
-    else if (!overflow) bytes *= v->u;
+    if (v->u == 0)
+      zero = true;
+    else if (!overflow && bytes > (1ull << 50) / v->u)
+      overflow = true;
+    else if (!overflow)
+      bytes *= v->u;
   }
   if (zero) bytes = 0;
   if (overflow && !zero) /* a zero size anywhere makes it empty after all */
@@ -735,25 +760,32 @@ static mf_status parse_entry(const char *path, const jnode *j, entry *e, uint64_
                    nm);
   if (of->type != J_ARR || of->n != 2 || of->items[0].type != J_NUM || !of->items[0].is_uint ||
       of->items[1].type != J_NUM || !of->items[1].is_uint)
-    return mf_fail(MF_ERR_IO, RD ": %s: tensor '%s': data_offsets must be two non-negative "
-                   "integers [begin, end]", path, nm);
+    return mf_fail(MF_ERR_IO,
+                   RD ": %s: tensor '%s': data_offsets must be two non-negative "
+                      "integers [begin, end]",
+                   path, nm);
   e->begin = of->items[0].u;
   e->end = of->items[1].u;
   if (e->begin > e->end)
-    return mf_fail(MF_ERR_IO, RD ": %s: tensor '%s': data_offsets [%llu, %llu] end before they "
-                   "begin", path, nm, (unsigned long long)e->begin, (unsigned long long)e->end);
+    return mf_fail(MF_ERR_IO,
+                   RD ": %s: tensor '%s': data_offsets [%llu, %llu] end before they "
+                      "begin",
+                   path, nm, (unsigned long long)e->begin, (unsigned long long)e->end);
   if (e->end > blen)
-    return mf_fail(MF_ERR_IO, RD ": %s: truncated: tensor '%s' has data_offsets [%llu, %llu] past "
-                   "the end of the %llu-byte data buffer", path, nm,
-                   (unsigned long long)e->begin, (unsigned long long)e->end,
+    return mf_fail(MF_ERR_IO,
+                   RD ": %s: truncated: tensor '%s' has data_offsets [%llu, %llu] past "
+                      "the end of the %llu-byte data buffer",
+                   path, nm, (unsigned long long)e->begin, (unsigned long long)e->end,
                    (unsigned long long)blen);
   if (e->end - e->begin != bytes) {
     char s[160];
     mf_shape_fmt(e->ndim, e->shape, s, sizeof s);
-    return mf_fail(MF_ERR_IO, RD ": %s: tensor '%s': wrong size: %s %s needs %llu bytes but "
-                   "data_offsets [%llu, %llu] hold %llu", path, nm, mfio_el_name(e->el), s,
-                   (unsigned long long)bytes, (unsigned long long)e->begin,
-                   (unsigned long long)e->end, (unsigned long long)(e->end - e->begin));
+    return mf_fail(MF_ERR_IO,
+                   RD ": %s: tensor '%s': wrong size: %s %s needs %llu bytes but "
+                      "data_offsets [%llu, %llu] hold %llu",
+                   path, nm, mfio_el_name(e->el), s, (unsigned long long)bytes,
+                   (unsigned long long)e->begin, (unsigned long long)e->end,
+                   (unsigned long long)(e->end - e->begin));
   }
   return MF_OK;
 }
@@ -810,16 +842,21 @@ static mf_status read_tensors(const char *path, const mfio_map *m, const jnode *
                     (unsigned long long)prev->end, e->name, (unsigned long long)e->begin,
                     (unsigned long long)e->end);
       else if (e->begin > at)
-        s = mf_fail(MF_ERR_IO, RD ": %s: a gap of %llu unused bytes in the data buffer before "
-                    "tensor '%s' at offset %llu", path, (unsigned long long)(e->begin - at),
-                    e->name, (unsigned long long)e->begin);
-      if (e->end > at) at = e->end, prev = e;
-      else if (!prev) prev = e;
+        s = mf_fail(MF_ERR_IO,
+                    RD ": %s: a gap of %llu unused bytes in the data buffer before "
+                       "tensor '%s' at offset %llu",
+                    path, (unsigned long long)(e->begin - at), e->name,
+                    (unsigned long long)e->begin);
+      if (e->end > at)
+        at = e->end, prev = e;
+      else if (!prev)
+        prev = e;
     }
     if (s == MF_OK && at != blen)
-      s = mf_fail(MF_ERR_IO, RD ": %s: %llu bytes after the data of the last tensor (the "
-                  "tensors cover %llu of the %llu-byte data buffer)", path,
-                  (unsigned long long)(blen - at), (unsigned long long)at,
+      s = mf_fail(MF_ERR_IO,
+                  RD ": %s: %llu bytes after the data of the last tensor (the "
+                     "tensors cover %llu of the %llu-byte data buffer)",
+                  path, (unsigned long long)(blen - at), (unsigned long long)at,
                   (unsigned long long)blen);
   }
   for (int i = 0; s == MF_OK && i < nt; i++) {
@@ -830,8 +867,10 @@ static mf_status read_tensors(const char *path, const mfio_map *m, const jnode *
     if (s == MF_OK)
       s = mfio_decode(RD, path, e->name, e->el, false, buf + e->begin,
                       mf_shape_numel(e->ndim, e->shape), mf_data(t));
-    if (s == MF_OK) s = mfio_list_push(out, e->name, t);
-    else mf_release(t);
+    if (s == MF_OK)
+      s = mfio_list_push(out, e->name, t);
+    else
+      mf_release(t);
   }
   if (s == MF_OK) s = mfio_check_selection(RD, path, nsel, sel, out, nt, names);
   free(es);
@@ -849,17 +888,22 @@ mf_status mf_load_safetensors(const char *path, int nsel, const char *const *sel
   mf_status s = MF_OK;
   uint64_t hlen = 0;
   if (m.size < 8)
-    s = mf_fail(MF_ERR_IO, RD ": %s: truncated: %zu bytes, a safetensors file starts with an "
-                "8-byte header length", path, m.size);
+    s = mf_fail(MF_ERR_IO,
+                RD ": %s: truncated: %zu bytes, a safetensors file starts with an "
+                   "8-byte header length",
+                path, m.size);
   else {
     for (int k = 0; k < 8; k++) hlen |= (uint64_t)m.data[k] << (8 * k);
     if (hlen > MAX_HEADER)
-      s = mf_fail(MF_ERR_IO, RD ": %s: header length %llu is over the 100,000,000-byte limit (not "
-                  "a safetensors file?)", path, (unsigned long long)hlen);
+      s = mf_fail(MF_ERR_IO,
+                  RD ": %s: header length %llu is over the 100,000,000-byte limit (not "
+                     "a safetensors file?)",
+                  path, (unsigned long long)hlen);
     else if (hlen > m.size - 8)
-      s = mf_fail(MF_ERR_IO, RD ": %s: header length %llu runs past the end of the file (%zu "
-                  "bytes): truncated or not a safetensors file", path, (unsigned long long)hlen,
-                  m.size);
+      s = mf_fail(MF_ERR_IO,
+                  RD ": %s: header length %llu runs past the end of the file (%zu "
+                     "bytes): truncated or not a safetensors file",
+                  path, (unsigned long long)hlen, m.size);
   }
   jnode root = {0};
   if (s == MF_OK) {
@@ -870,8 +914,9 @@ mf_status mf_load_safetensors(const char *path, int nsel, const char *const *sel
       s = mf_fail(MF_ERR_IO, RD ": %s: bad JSON header: invalid UTF-8 at byte %zu", path, ok);
     else if (skip_ws(&P), P.p >= P.end || *P.p != '{')
       s = mf_fail(MF_ERR_IO, RD ": %s: bad JSON header: it does not start with '{'", path);
-    else if (!jvalue(&P, &root, 0) || (skip_ws(&P), P.p != P.end && !jerr(&P, "bad JSON: "
-                                                                          "trailing characters")))
+    else if (!jvalue(&P, &root, 0) ||
+             (skip_ws(&P), P.p != P.end && !jerr(&P, "bad JSON: "
+                                                     "trailing characters")))
       s = mf_fail(MF_ERR_IO, RD ": %s: %s", path, P.err);
   }
   if (s == MF_OK) s = read_tensors(path, &m, &root, nsel, sel, out);
@@ -987,8 +1032,10 @@ mf_status mf_save_safetensors(const char *path, int n, const char *const *names,
     if (utf8_valid((const unsigned char *)names[i], l) != l)
       return mf_fail(MF_ERR_ARG, WR ": %s: tensor name '%s' is not valid UTF-8", path, names[i]);
     if (el_of(tensors[i]->dtype) == EL_COUNT)
-      return mf_fail(MF_ERR_DTYPE, WR ": %s: tensor '%s' has dtype %s, which safetensors cannot "
-                     "hold", path, names[i], mf_dtype_name(tensors[i]->dtype));
+      return mf_fail(MF_ERR_DTYPE,
+                     WR ": %s: tensor '%s' has dtype %s, which safetensors cannot "
+                        "hold",
+                     path, names[i], mf_dtype_name(tensors[i]->dtype));
   }
   witem *items = calloc((size_t)n + 1, sizeof *items);
   if (!items) return mf_fail(MF_ERR_MEMORY, WR ": %s: out of memory", path);
@@ -1015,7 +1062,8 @@ mf_status mf_save_safetensors(const char *path, int n, const char *const *names,
     sb_str(&h, ":{\"dtype\":\"");
     sb_str(&h, mfio_el_name(el_of(t->dtype)));
     sb_str(&h, "\",\"shape\":[");
-    for (int d = 0; d < t->ndim; d++) sb_fmt(&h, d ? ",%llu" : "%llu", (unsigned long long)t->shape[d]);
+    for (int d = 0; d < t->ndim; d++)
+      sb_fmt(&h, d ? ",%llu" : "%llu", (unsigned long long)t->shape[d]);
     uint64_t bytes = (uint64_t)mf_numel(t) * mf_dtype_size(t->dtype);
     sb_fmt(&h, "],\"data_offsets\":[%llu", off);
     sb_fmt(&h, ",%llu]}", off + bytes);
@@ -1024,10 +1072,13 @@ mf_status mf_save_safetensors(const char *path, int n, const char *const *names,
   sb_str(&h, "}");
   while (!h.oom && h.n % 8) sb_str(&h, " ");
   mf_status s = MF_OK;
-  if (h.oom) s = mf_fail(MF_ERR_MEMORY, WR ": %s: out of memory", path);
+  if (h.oom)
+    s = mf_fail(MF_ERR_MEMORY, WR ": %s: out of memory", path);
   else if (h.n > MAX_HEADER)
-    s = mf_fail(MF_ERR_ARG, WR ": %s: the header would be %zu bytes, over safetensors' limit of "
-                "100,000,000", path, h.n);
+    s = mf_fail(MF_ERR_ARG,
+                WR ": %s: the header would be %zu bytes, over safetensors' limit of "
+                   "100,000,000",
+                path, h.n);
   mfio_wfile f;
   if (s == MF_OK) s = mfio_create(&f, WR, path);
   if (s == MF_OK) {
@@ -1043,8 +1094,10 @@ mf_status mf_save_safetensors(const char *path, int n, const char *const *names,
         s = mfio_write(&f, bytes, (size_t)mf_numel(items[i].t) * mf_dtype_size(items[i].t->dtype));
       free(owned);
     }
-    if (s == MF_OK) s = mfio_commit(&f);
-    else mfio_abort(&f);
+    if (s == MF_OK)
+      s = mfio_commit(&f);
+    else
+      mfio_abort(&f);
   }
   free(h.p);
   free(items);

@@ -40,14 +40,27 @@ void mfio_unmap(mfio_map *m);
  * u32 -> int64, u64 -> int64 (values above 2^63-1 are an error), f16/bf16 -> float32 (CPU tensors
  * cannot hold them), the rest to themselves. */
 typedef enum mfio_el {
-  EL_BOOL, EL_U8, EL_I8, EL_I16, EL_U16, EL_I32, EL_U32, EL_I64, EL_U64,
-  EL_F16, EL_BF16, EL_F32, EL_F64, EL_COUNT
+  EL_BOOL,
+  EL_U8,
+  EL_I8,
+  EL_I16,
+  EL_U16,
+  EL_I32,
+  EL_U32,
+  EL_I64,
+  EL_U64,
+  EL_F16,
+  EL_BF16,
+  EL_F32,
+  EL_F64,
+  EL_COUNT
 } mfio_el;
 
 size_t mfio_el_size(mfio_el e);
 const char *mfio_el_name(mfio_el e); /* safetensors' names: "F32", "BOOL", ... */
 mf_dtype mfio_el_dtype(mfio_el e);   /* the dtype it is read as */
-/* Converts n elements of type e at src (little-endian, or big-endian when `big` is set) into dst, which holds n elements of mfio_el_dtype(e). Fails (MF_ERR_IO, message
+/* Converts n elements of type e at src (little-endian, or big-endian when `big` is set) into dst,
+ * which holds n elements of mfio_el_dtype(e). Fails (MF_ERR_IO, message
  * "<op>: <path>: <what>: ...") only for u64 values above 2^63-1. */
 mf_status mfio_decode(const char *op, const char *path, const char *what, mfio_el e, bool big,
                       const unsigned char *src, int64_t n, void *dst);

@@ -12,49 +12,52 @@
 
 static int t_passed, t_failed;
 
-#define CHECK(cond)                                                                            \
-  do {                                                                                         \
-    if (cond) t_passed++;                                                                      \
-    else {                                                                                     \
-      t_failed++;                                                                              \
-      fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);                 \
-    }                                                                                          \
+#define CHECK(cond)                                                                                \
+  do {                                                                                             \
+    if (cond)                                                                                      \
+      t_passed++;                                                                                  \
+    else {                                                                                         \
+      t_failed++;                                                                                  \
+      fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);                     \
+    }                                                                                              \
   } while (0)
 
 /* An op call that must succeed. */
-#define CHECK_OK(expr)                                                                         \
-  do {                                                                                         \
-    mf_status s_ = (expr);                                                                     \
-    if (s_ == MF_OK) t_passed++;                                                               \
-    else {                                                                                     \
-      t_failed++;                                                                              \
-      fprintf(stderr, "%s:%d: %s failed: %s\n", __FILE__, __LINE__, #expr, mf_error());        \
-    }                                                                                          \
+#define CHECK_OK(expr)                                                                             \
+  do {                                                                                             \
+    mf_status s_ = (expr);                                                                         \
+    if (s_ == MF_OK)                                                                               \
+      t_passed++;                                                                                  \
+    else {                                                                                         \
+      t_failed++;                                                                                  \
+      fprintf(stderr, "%s:%d: %s failed: %s\n", __FILE__, __LINE__, #expr, mf_error());            \
+    }                                                                                              \
   } while (0)
 
 /* An op call that must fail with status `st` and a message containing `needle`. */
-#define CHECK_FAILS(expr, st, needle)                                                          \
-  do {                                                                                         \
-    mf_status s_ = (expr);                                                                     \
-    if (s_ == (st) && strstr(mf_error(), (needle))) t_passed++;                                \
-    else {                                                                                     \
-      t_failed++;                                                                              \
-      fprintf(stderr, "%s:%d: %s: status %d, message \"%s\"; wanted %d with \"%s\"\n",        \
-              __FILE__, __LINE__, #expr, (int)s_, s_ ? mf_error() : "", (int)(st), (needle));  \
-    }                                                                                          \
+#define CHECK_FAILS(expr, st, needle)                                                              \
+  do {                                                                                             \
+    mf_status s_ = (expr);                                                                         \
+    if (s_ == (st) && strstr(mf_error(), (needle)))                                                \
+      t_passed++;                                                                                  \
+    else {                                                                                         \
+      t_failed++;                                                                                  \
+      fprintf(stderr, "%s:%d: %s: status %d, message \"%s\"; wanted %d with \"%s\"\n", __FILE__,   \
+              __LINE__, #expr, (int)s_, s_ ? mf_error() : "", (int)(st), (needle));                \
+    }                                                                                              \
   } while (0)
 
 /* |a - b| <= atol + rtol * |b| */
-#define CHECK_CLOSE(a, b, atol, rtol)                                                          \
-  do {                                                                                         \
-    double a_ = (a), b_ = (b);                                                                 \
-    if (fabs(a_ - b_) <= (atol) + (rtol) * fabs(b_) || (isnan(a_) && isnan(b_)) ||             \
-        (isinf(a_) && a_ == b_))                                                               \
-      t_passed++;                                                                              \
-    else {                                                                                     \
-      t_failed++;                                                                              \
-      fprintf(stderr, "%s:%d: %s = %.9g, expected %.9g\n", __FILE__, __LINE__, #a, a_, b_);    \
-    }                                                                                          \
+#define CHECK_CLOSE(a, b, atol, rtol)                                                              \
+  do {                                                                                             \
+    double a_ = (a), b_ = (b);                                                                     \
+    if (fabs(a_ - b_) <= (atol) + (rtol)*fabs(b_) || (isnan(a_) && isnan(b_)) ||                   \
+        (isinf(a_) && a_ == b_))                                                                   \
+      t_passed++;                                                                                  \
+    else {                                                                                         \
+      t_failed++;                                                                                  \
+      fprintf(stderr, "%s:%d: %s = %.9g, expected %.9g\n", __FILE__, __LINE__, #a, a_, b_);        \
+    }                                                                                              \
   } while (0)
 
 static inline int test_summary(void) {

@@ -24,7 +24,8 @@ static mf_tensor *rnd(int ndim, const int64_t *shape, double lo, double hi) {
 }
 
 /* sum(f(in) * r) as a double, with grad mode as it is */
-static mf_status loss(fn_t f, mf_tensor *const *in, const void *ctx, mf_tensor *r, mf_tensor **out) {
+static mf_status loss(fn_t f, mf_tensor *const *in, const void *ctx, mf_tensor *r,
+                      mf_tensor **out) {
   mf_tensor *y, *p;
   MF_TRY(f(in, &y, ctx));
   mf_status s = mf_mul(y, r, &p);
@@ -80,8 +81,10 @@ static void gradcheck(const char *name, fn_t f, int nin, mf_tensor **in, const v
     }
   }
   mf_set_grad_enabled(prev);
-  if (bad) t_failed++;
-  else t_passed++;
+  if (bad)
+    t_failed++;
+  else
+    t_passed++;
   for (int i = 0; i < nin; i++) {
     mf_set_grad(in[i], NULL);
     mf_set_requires_grad(in[i], false);
@@ -202,7 +205,8 @@ static mf_status f_matmul_t(mf_tensor *const *in, mf_tensor **out, const void *c
 
 static void test_elementwise(void) {
   int64_t s23[2] = {2, 3}, s3[1] = {3}, s21[2] = {2, 1};
-  mf_op ops[] = {MF_OP_ADD, MF_OP_SUB, MF_OP_MUL, MF_OP_DIV, MF_OP_POW, MF_OP_MAXIMUM, MF_OP_MINIMUM};
+  mf_op ops[] = {MF_OP_ADD, MF_OP_SUB,     MF_OP_MUL,    MF_OP_DIV,
+                 MF_OP_POW, MF_OP_MAXIMUM, MF_OP_MINIMUM};
   for (size_t k = 0; k < sizeof ops / sizeof ops[0]; k++) {
     mf_tensor *in[2] = {rnd(2, s23, 0.5, 2), rnd(1, s3, 0.5, 2)}; /* broadcast b over rows */
     gradcheck(mf_op_name(ops[k]), f_binary, 2, in, &ops[k]);
@@ -212,7 +216,8 @@ static void test_elementwise(void) {
     mf_release(in[0]);
     mf_release(in[1]);
   }
-  mf_op un[] = {MF_OP_NEG, MF_OP_ABS, MF_OP_EXP, MF_OP_LOG, MF_OP_SQRT, MF_OP_TANH, MF_OP_SIGMOID, MF_OP_RELU};
+  mf_op un[] = {MF_OP_NEG,  MF_OP_ABS,  MF_OP_EXP,     MF_OP_LOG,
+                MF_OP_SQRT, MF_OP_TANH, MF_OP_SIGMOID, MF_OP_RELU};
   for (size_t k = 0; k < sizeof un / sizeof un[0]; k++) {
     bool pos = un[k] == MF_OP_LOG || un[k] == MF_OP_SQRT;
     mf_tensor *in[1] = {rnd(2, s23, pos ? 0.5 : -1, 2)};
@@ -229,8 +234,8 @@ static void test_elementwise(void) {
 
 static void test_views(void) {
   int64_t s234[3] = {2, 3, 4}, s214[3] = {2, 1, 4};
-  view_ctx cases[] = {{0, 0, 0}, {1, 0, 2}, {1, -1, 1}, {2, 0, 0}, {3, 1, 2}, {3, 2, 3},
-                      {4, 1, 2}, {4, -1, 0}, {5, 2, 0}, {7, 1, 0}, {8, 0, 0}, {9, 0, 0}};
+  view_ctx cases[] = {{0, 0, 0}, {1, 0, 2},  {1, -1, 1}, {2, 0, 0}, {3, 1, 2}, {3, 2, 3},
+                      {4, 1, 2}, {4, -1, 0}, {5, 2, 0},  {7, 1, 0}, {8, 0, 0}, {9, 0, 0}};
   for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
     mf_tensor *in[1] = {rnd(3, s234, -1, 1)};
     char name[32];
@@ -284,8 +289,8 @@ static void test_matmul(void) {
     int na, nb;
     int64_t a[3], b[3];
   } cases[] = {
-      {2, 2, {3, 4}, {4, 5}},       {1, 2, {4}, {4, 5}},       {2, 1, {3, 4}, {4}},
-      {1, 1, {4}, {4}},             {3, 2, {2, 3, 4}, {4, 5}}, {3, 3, {2, 3, 4}, {1, 4, 2}},
+      {2, 2, {3, 4}, {4, 5}},    {1, 2, {4}, {4, 5}},       {2, 1, {3, 4}, {4}},
+      {1, 1, {4}, {4}},          {3, 2, {2, 3, 4}, {4, 5}}, {3, 3, {2, 3, 4}, {1, 4, 2}},
       {2, 3, {3, 4}, {2, 4, 5}},
   };
   for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {

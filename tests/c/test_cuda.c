@@ -37,18 +37,26 @@ static mf_tensor *make(int nd, const int64_t *shape, mf_dtype dt, int kind) {
   for (int64_t i = 0; i < n; i++) {
     double u = next_unit();
     double v;
-    if (dt == MF_BOOL) v = u < 0.5;
-    else if (dt == MF_U8) v = (double)(int)(u * 41);
-    else if (!mf_dtype_is_float(dt) || kind == V_SMALLINT) v = (double)((int)(u * 41) - 20);
-    else if (kind == V_EIGHTHS) v = (double)((int)(u * 65) - 32) / 8.0;
-    else if (kind == V_POS) v = 0.1 + 3 * u;
-    else v = 6 * u - 3;
+    if (dt == MF_BOOL)
+      v = u < 0.5;
+    else if (dt == MF_U8)
+      v = (double)(int)(u * 41);
+    else if (!mf_dtype_is_float(dt) || kind == V_SMALLINT)
+      v = (double)((int)(u * 41) - 20);
+    else if (kind == V_EIGHTHS)
+      v = (double)((int)(u * 65) - 32) / 8.0;
+    else if (kind == V_POS)
+      v = 0.1 + 3 * u;
+    else
+      v = 6 * u - 3;
     h[i] = v;
   }
   mf_tensor *t64 = NULL, *t = NULL;
   if (mf_from_host(nd, shape, MF_F64, h, NULL, &t64) == MF_OK) {
-    if (dt == MF_F64) t = mf_retain(t64);
-    else if (mf_cast(t64, dt, &t) != MF_OK) t = NULL;
+    if (dt == MF_F64)
+      t = mf_retain(t64);
+    else if (mf_cast(t64, dt, &t) != MF_OK)
+      t = NULL;
   }
   mf_release(t64);
   free(h);
@@ -66,7 +74,8 @@ static mf_tensor *on_gpu(const mf_tensor *t) {
 
 /* c (CPU) and g (GPU) hold the same values: same shape, same dtype (unless g is a half dtype),
  * |g - c| <= atol + rtol |c|, NaN where NaN. Prints the first difference. */
-static bool same(const char *what, const mf_tensor *c, const mf_tensor *g, double atol, double rtol) {
+static bool same(const char *what, const mf_tensor *c, const mf_tensor *g, double atol,
+                 double rtol) {
   if (!c || !g) {
     fprintf(stderr, "%s: missing result (%s)\n", what, mf_error());
     return false;
@@ -86,12 +95,14 @@ static bool same(const char *what, const mf_tensor *c, const mf_tensor *g, doubl
     return false;
   }
   int64_t n = mf_numel(c);
-  double *hc = malloc((size_t)(n ? n : 1) * sizeof *hc), *hg = malloc((size_t)(n ? n : 1) * sizeof *hg);
+  double *hc = malloc((size_t)(n ? n : 1) * sizeof *hc),
+         *hg = malloc((size_t)(n ? n : 1) * sizeof *hg);
   bool ok = mf_to_host(c, MF_F64, hc) == MF_OK && mf_to_host(g, MF_F64, hg) == MF_OK;
   if (!ok) fprintf(stderr, "%s: to_host: %s\n", what, mf_error());
   for (int64_t i = 0; ok && i < n; i++) {
     double a = hg[i], b = hc[i];
-    bool eq = (isnan(a) && isnan(b)) || (isinf(a) && a == b) || fabs(a - b) <= atol + rtol * fabs(b);
+    bool eq =
+        (isnan(a) && isnan(b)) || (isinf(a) && a == b) || fabs(a - b) <= atol + rtol * fabs(b);
     if (!eq) {
       fprintf(stderr, "%s: element %lld: gpu %.9g, cpu %.9g\n", what, (long long)i, a, b);
       ok = false;
@@ -146,7 +157,8 @@ static void test_lazy(void) {
   CHECK(bytes == 0 && major == 0 && minor == 0);
 }
 
-/* ---- without a GPU ----------------------------------------------------------------------------- */
+/* ---- without a GPU -----------------------------------------------------------------------------
+ */
 
 static void test_no_device(void) {
   mf_device *d = NULL;
@@ -169,7 +181,8 @@ static void test_no_device(void) {
   mf_release(t);
 }
 
-/* ---- elementwise ------------------------------------------------------------------------------- */
+/* ---- elementwise -------------------------------------------------------------------------------
+ */
 
 static void test_binary(void) {
   int64_t sa[3] = {3, 4, 5}, sb[2] = {4, 1};
@@ -318,7 +331,8 @@ static void test_halves(void) {
   mf_release(gb);
 }
 
-/* ---- copies, fills, creation ------------------------------------------------------------------- */
+/* ---- copies, fills, creation -------------------------------------------------------------------
+ */
 
 static void test_copy(void) {
   int64_t s[3] = {2, 5, 3};
@@ -446,7 +460,8 @@ static void test_where(void) {
   }
 }
 
-/* ---- reductions --------------------------------------------------------------------------------- */
+/* ---- reductions ---------------------------------------------------------------------------------
+ */
 
 static void test_reduce(void) {
   int64_t shapes[3][3] = {{4, 37, 5}, {3, 300, 1}, {2, 1, 1000}};
@@ -508,7 +523,8 @@ static void test_reduce(void) {
   mf_release(ga);
 }
 
-/* ---- matmul ------------------------------------------------------------------------------------- */
+/* ---- matmul -------------------------------------------------------------------------------------
+ */
 
 static void matmul_case(const char *what, mf_dtype dt, int na, const int64_t *sa, int nb,
                         const int64_t *sb, bool ta, bool tb, double tol) {
@@ -603,7 +619,8 @@ static void test_matmul(void) {
   mf_cuda_set_tf32(was);
 }
 
-/* ---- nn ops, optimizers, autograd ----------------------------------------------------------------- */
+/* ---- nn ops, optimizers, autograd
+ * ----------------------------------------------------------------- */
 
 static void test_softmax(void) {
   int64_t s[3] = {4, 10, 3};
@@ -637,9 +654,16 @@ static void test_softmax(void) {
 static void test_optim(void) {
   int64_t s[1] = {1000};
   for (int which = 0; which < 6; which++) {
-    mf_optim_hparams h = {.lr = 0.01, .momentum = 0.9, .dampening = 0.1, .weight_decay = 0.01,
-                          .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .alpha = 0.99,
-                          .lr_decay = 0.01, .initial_accumulator_value = 0.1};
+    mf_optim_hparams h = {.lr = 0.01,
+                          .momentum = 0.9,
+                          .dampening = 0.1,
+                          .weight_decay = 0.01,
+                          .beta1 = 0.9,
+                          .beta2 = 0.999,
+                          .eps = 1e-8,
+                          .alpha = 0.99,
+                          .lr_decay = 0.01,
+                          .initial_accumulator_value = 0.1};
     h.nesterov = which == 0;
     h.centered = which == 2;
     h.decoupled_weight_decay = which == 5;
@@ -723,7 +747,8 @@ static void test_autograd(void) {
   }
 }
 
-/* ---- devices, memory, errors ---------------------------------------------------------------------- */
+/* ---- devices, memory, errors
+ * ---------------------------------------------------------------------- */
 
 static void test_device(void) {
   int n = mf_cuda_device_count();

@@ -8,7 +8,6 @@
 #include "internal.h"
 #include "test.h"
 
-
 static void test_known_answers(void) {
   /* Random123 kat_vectors: "philox4x32 10 <ctr0..3> <key0..1> <out0..3>"; moonflow's counter_lo
    * holds ctr words 0 (low) and 1 (high), counter_hi words 2 and 3, the seed key words 0 and 1. */
@@ -252,8 +251,10 @@ static void test_randperm(void) {
   static char seen[1000];
   int ok = 1, moved = 0;
   for (int i = 0; i < 1000; i++) {
-    if (v[i] < 0 || v[i] >= 1000 || seen[v[i]]) ok = 0;
-    else seen[v[i]] = 1;
+    if (v[i] < 0 || v[i] >= 1000 || seen[v[i]])
+      ok = 0;
+    else
+      seen[v[i]] = 1;
     moved += v[i] != i;
   }
   CHECK(ok && moved > 900);

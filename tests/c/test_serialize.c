@@ -77,7 +77,8 @@ static bool same_tensor(const mf_tensor *a, const mf_tensor *b) {
   for (int d = 0; d < a->ndim; d++)
     if (a->shape[d] != b->shape[d]) return false;
   int64_t n = mf_numel(a);
-  double *x = malloc(sizeof(double) * (size_t)(n + 1)), *y = malloc(sizeof(double) * (size_t)(n + 1));
+  double *x = malloc(sizeof(double) * (size_t)(n + 1)),
+         *y = malloc(sizeof(double) * (size_t)(n + 1));
   mf_to_host(a, MF_F64, x);
   mf_to_host(b, MF_F64, y);
   bool ok = memcmp(x, y, sizeof(double) * (size_t)n) == 0;
@@ -163,8 +164,10 @@ static void test_st_bytes(void) {
 
   /* ordering: largest element size first, then by name */
   double z[1] = {1};
-  mf_tensor *a = tensor_of(MF_U8, 1, &(int64_t){1}, z), *bb = tensor_of(MF_F64, 1, &(int64_t){1}, z),
-            *c = tensor_of(MF_F32, 1, &(int64_t){1}, z), *d = tensor_of(MF_F64, 1, &(int64_t){1}, z);
+  mf_tensor *a = tensor_of(MF_U8, 1, &(int64_t){1}, z),
+            *bb = tensor_of(MF_F64, 1, &(int64_t){1}, z),
+            *c = tensor_of(MF_F32, 1, &(int64_t){1}, z),
+            *d = tensor_of(MF_F64, 1, &(int64_t){1}, z);
   const char *names[4] = {"a", "zz", "c", "b"};
   mf_tensor *ts[4] = {a, bb, c, d};
   CHECK_OK(mf_save_safetensors(at("o.safetensors"), 4, names, ts, 0, NULL, NULL));
@@ -183,7 +186,8 @@ static void test_st_bytes(void) {
 
 static void test_st_widen(void) {
   unsigned char data[64] = {0};
-  /* I8 {-3, 5}, I16 {-300}, U16 {65535}, U32 {4000000000}, U64 {2^40}, F16 {1.5, -2}, BF16 {0.25} */
+  /* I8 {-3, 5}, I16 {-300}, U16 {65535}, U32 {4000000000}, U64 {2^40}, F16 {1.5, -2}, BF16 {0.25}
+   */
   int8_t i8[2] = {-3, 5};
   int16_t i16 = -300;
   uint16_t u16 = 65535, f16[2] = {0x3E00, 0xC000}, bf = 0x3E80;
@@ -209,35 +213,46 @@ static void test_st_widen(void) {
   CHECK_OK(mf_load_safetensors(at("widen.safetensors"), 0, NULL, &l));
   double v[2];
   mf_tensor *t;
-  if ((t = mf_tensor_list_get(&l, "u64"))) CHECK(t->dtype == MF_I64 && !mf_item(t, v) && v[0] == 1099511627776.0);
-  if ((t = mf_tensor_list_get(&l, "u32"))) CHECK(t->dtype == MF_I64 && t->ndim == 0 && !mf_item(t, v) && v[0] == 4e9);
-  if ((t = mf_tensor_list_get(&l, "i16"))) CHECK(t->dtype == MF_I32 && !mf_item(t, v) && v[0] == -300);
-  if ((t = mf_tensor_list_get(&l, "u16"))) CHECK(t->dtype == MF_I32 && !mf_item(t, v) && v[0] == 65535);
-  if ((t = mf_tensor_list_get(&l, "f16"))) CHECK(t->dtype == MF_F32 && !mf_to_host(t, MF_F64, v) && v[0] == 1.5 && v[1] == -2);
-  if ((t = mf_tensor_list_get(&l, "bf16"))) CHECK(t->dtype == MF_F32 && !mf_item(t, v) && v[0] == 0.25);
-  if ((t = mf_tensor_list_get(&l, "i8"))) CHECK(t->dtype == MF_I32 && t->shape[0] == 2 && !mf_to_host(t, MF_F64, v) && v[0] == -3 && v[1] == 5);
+  if ((t = mf_tensor_list_get(&l, "u64")))
+    CHECK(t->dtype == MF_I64 && !mf_item(t, v) && v[0] == 1099511627776.0);
+  if ((t = mf_tensor_list_get(&l, "u32")))
+    CHECK(t->dtype == MF_I64 && t->ndim == 0 && !mf_item(t, v) && v[0] == 4e9);
+  if ((t = mf_tensor_list_get(&l, "i16")))
+    CHECK(t->dtype == MF_I32 && !mf_item(t, v) && v[0] == -300);
+  if ((t = mf_tensor_list_get(&l, "u16")))
+    CHECK(t->dtype == MF_I32 && !mf_item(t, v) && v[0] == 65535);
+  if ((t = mf_tensor_list_get(&l, "f16")))
+    CHECK(t->dtype == MF_F32 && !mf_to_host(t, MF_F64, v) && v[0] == 1.5 && v[1] == -2);
+  if ((t = mf_tensor_list_get(&l, "bf16")))
+    CHECK(t->dtype == MF_F32 && !mf_item(t, v) && v[0] == 0.25);
+  if ((t = mf_tensor_list_get(&l, "i8")))
+    CHECK(t->dtype == MF_I32 && t->shape[0] == 2 && !mf_to_host(t, MF_F64, v) && v[0] == -3 &&
+          v[1] == 5);
   CHECK(l.n == 7);
   mf_tensor_list_free(&l);
   uint64_t huge = UINT64_MAX;
   put_st(at("u64.safetensors"), "{\"u\":{\"dtype\":\"U64\",\"shape\":[1],\"data_offsets\":[0,8]}}",
          &huge, 8);
-  CHECK_FAILS(mf_load_safetensors(at("u64.safetensors"), 0, NULL, &l), MF_ERR_IO, "does not fit int64");
+  CHECK_FAILS(mf_load_safetensors(at("u64.safetensors"), 0, NULL, &l), MF_ERR_IO,
+              "does not fit int64");
 }
 
 static void test_st_corrupt(void) {
   mf_tensor_list l;
   const char *p = at("bad.safetensors");
   unsigned char d16[16] = {0};
-#define BAD_JSON(json, n, needle)                                                               \
-  do {                                                                                          \
-    put_st(p, json, d16, n);                                                                    \
-    CHECK_FAILS(mf_load_safetensors(p, 0, NULL, &l), MF_ERR_IO, needle);                        \
+#define BAD_JSON(json, n, needle)                                                                  \
+  do {                                                                                             \
+    put_st(p, json, d16, n);                                                                       \
+    CHECK_FAILS(mf_load_safetensors(p, 0, NULL, &l), MF_ERR_IO, needle);                           \
   } while (0)
-  CHECK_FAILS(mf_load_safetensors(at("missing.safetensors"), 0, NULL, &l), MF_ERR_IO, "cannot open");
+  CHECK_FAILS(mf_load_safetensors(at("missing.safetensors"), 0, NULL, &l), MF_ERR_IO,
+              "cannot open");
   put(p, "\x10\0\0", 3);
   CHECK_FAILS(mf_load_safetensors(p, 0, NULL, &l), MF_ERR_IO, "truncated: 3 bytes");
   put(p, "\xff\0\0\0\0\0\0\0{}", 10);
-  CHECK_FAILS(mf_load_safetensors(p, 0, NULL, &l), MF_ERR_IO, "header length 255 runs past the end");
+  CHECK_FAILS(mf_load_safetensors(p, 0, NULL, &l), MF_ERR_IO,
+              "header length 255 runs past the end");
   put(p, "\0\0\0\x10\0\0\0\0{}", 10);
   CHECK_FAILS(mf_load_safetensors(p, 0, NULL, &l), MF_ERR_IO, "over the 100,000,000-byte limit");
   /* the path is named */
@@ -252,7 +267,8 @@ static void test_st_corrupt(void) {
   BAD_JSON("{} x", 0, "trailing characters");
   BAD_JSON("{\"a\": \"\xff\"}", 0, "invalid UTF-8");
   BAD_JSON("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
-           "\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", 8, "duplicate key");
+           "\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}",
+           8, "duplicate key");
   BAD_JSON("{\"a\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}", 0,
            "nested deeper");
   BAD_JSON("{\"a\":{\"dtype\":\"F32\",\"shape\":[1]}}", 4, "missing \"data_offsets\"");
@@ -265,9 +281,11 @@ static void test_st_corrupt(void) {
   BAD_JSON("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,4]}}", 4,
            "wrong size: F32 2 needs 8 bytes but data_offsets [0, 4] hold 4");
   BAD_JSON("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
-           "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}", 12, "overlap");
+           "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}",
+           12, "overlap");
   BAD_JSON("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
-           "\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[8,12]}}", 12, "a gap of 4");
+           "\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[8,12]}}",
+           12, "a gap of 4");
   BAD_JSON("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 8,
            "4 bytes after the data");
   BAD_JSON("{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}", 8,
@@ -275,12 +293,15 @@ static void test_st_corrupt(void) {
   BAD_JSON("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,0]}}", 4,
            "end before they begin");
   BAD_JSON("{\"a\":{\"dtype\":\"U8\",\"shape\":[4294967296,4294967296,4294967296],"
-           "\"data_offsets\":[0,4]}}", 4, "overflows");
+           "\"data_offsets\":[0,4]}}",
+           4, "overflows");
   BAD_JSON("{\"__metadata__\":{\"k\":1}}", 0, "is not a string");
   /* valid: an empty file of tensors, zero-size tensors sharing an offset, null metadata */
-  put_st(p, "{\"__metadata__\":null, \"e\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[4,4]},"
+  put_st(p,
+         "{\"__metadata__\":null, \"e\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[4,4]},"
          "\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
-         "\"f\":{\"dtype\":\"I64\",\"shape\":[0, 2],\"data_offsets\":[4,4]}}", d16, 4);
+         "\"f\":{\"dtype\":\"I64\",\"shape\":[0, 2],\"data_offsets\":[4,4]}}",
+         d16, 4);
   CHECK_OK(mf_load_safetensors(p, 0, NULL, &l));
   CHECK(l.n == 3);
   mf_tensor_list_free(&l);
@@ -310,7 +331,8 @@ static void test_st_corrupt(void) {
 static void test_npy(void) {
   int64_t s23[2] = {2, 3}, s03[2] = {0, 3};
   for (int i = 0; i < 6; i++) {
-    mf_tensor *ts[3] = {tensor_of(all_dtypes[i], 2, s23, vals), tensor_of(all_dtypes[i], 0, NULL, vals + 2),
+    mf_tensor *ts[3] = {tensor_of(all_dtypes[i], 2, s23, vals),
+                        tensor_of(all_dtypes[i], 0, NULL, vals + 2),
                         tensor_of(all_dtypes[i], 2, s03, vals)};
     for (int k = 0; k < 3; k++) {
       mf_tensor *r = NULL;
@@ -334,15 +356,15 @@ static void test_npy(void) {
 
   /* hand-made headers */
   const char *p = at("m.npy");
-#define NPY(hdr, data, n)                                                                       \
-  do {                                                                                          \
-    unsigned char f_[512];                                                                      \
-    size_t hl_ = strlen(hdr);                                                                   \
-    memcpy(f_, "\x93NUMPY\x01\x00", 8);                                                          \
-    f_[8] = (unsigned char)hl_, f_[9] = 0;                                                      \
-    memcpy(f_ + 10, hdr, hl_);                                                                  \
-    memcpy(f_ + 10 + hl_, data, n);                                                             \
-    put(p, f_, 10 + hl_ + (n));                                                                 \
+#define NPY(hdr, data, n)                                                                          \
+  do {                                                                                             \
+    unsigned char f_[512];                                                                         \
+    size_t hl_ = strlen(hdr);                                                                      \
+    memcpy(f_, "\x93NUMPY\x01\x00", 8);                                                            \
+    f_[8] = (unsigned char)hl_, f_[9] = 0;                                                         \
+    memcpy(f_ + 10, hdr, hl_);                                                                     \
+    memcpy(f_ + 10 + hl_, data, n);                                                                \
+    put(p, f_, 10 + hl_ + (n));                                                                    \
   } while (0)
   double fo[6] = {0, 3, 1, 4, 2, 5}; /* [[0,1,2],[3,4,5]] in Fortran order */
   NPY("{'shape': (2, 3), 'fortran_order': True, 'descr': '<f8'}\n", fo, 48);
@@ -390,9 +412,15 @@ static void test_npy(void) {
 
 /* ---- npz ------------------------------------------------------------------------------------ */
 
-static void le16(unsigned char *p, unsigned v) { p[0] = (unsigned char)v, p[1] = (unsigned char)(v >> 8); }
-static void le32(unsigned char *p, uint64_t v) { for (int k = 0; k < 4; k++) p[k] = (unsigned char)(v >> (8 * k)); }
-static void le64(unsigned char *p, uint64_t v) { for (int k = 0; k < 8; k++) p[k] = (unsigned char)(v >> (8 * k)); }
+static void le16(unsigned char *p, unsigned v) {
+  p[0] = (unsigned char)v, p[1] = (unsigned char)(v >> 8);
+}
+static void le32(unsigned char *p, uint64_t v) {
+  for (int k = 0; k < 4; k++) p[k] = (unsigned char)(v >> (8 * k));
+}
+static void le64(unsigned char *p, uint64_t v) {
+  for (int k = 0; k < 8; k++) p[k] = (unsigned char)(v >> (8 * k));
+}
 
 /* A one-member archive "<name>" of `member` bytes: method 0 or 8, zip64 fields in the central
  * directory (and a zip64 end record) when z64. Returns the file size. */
@@ -414,7 +442,8 @@ static size_t make_zip(unsigned char *out, const char *name, const unsigned char
   size_t nl = strlen(name), o = 0;
   unsigned char *lh = out;
   le32(lh, 0x04034b50), le16(lh + 4, 20), le16(lh + 6, 0), le16(lh + 8, (unsigned)method);
-  le32(lh + 10, 0), le32(lh + 14, crc), le32(lh + 18, cn), le32(lh + 22, n), le16(lh + 26, (unsigned)nl);
+  le32(lh + 10, 0), le32(lh + 14, crc), le32(lh + 18, cn), le32(lh + 22, n),
+      le16(lh + 26, (unsigned)nl);
   le16(lh + 28, 0);
   o = 30;
   memcpy(out + o, name, nl), o += nl;
@@ -519,7 +548,8 @@ static void test_npz(void) {
   size_t zn = make_zip(buf, "v.npy", member, (size_t)mn, 0, false);
   buf[8] = 12, buf[zn - 22 - 46 - 5 + 10] = 12; /* bzip2, in both headers */
   put(at("m12.npz"), buf, zn);
-  CHECK_FAILS(mf_load_npz(at("m12.npz"), 0, NULL, &l), MF_ERR_IO, "unsupported compression method 12");
+  CHECK_FAILS(mf_load_npz(at("m12.npz"), 0, NULL, &l), MF_ERR_IO,
+              "unsupported compression method 12");
   zn = make_zip(buf, "v.npy", (const unsigned char *)"hello", 5, 0, false);
   put(at("txt.npz"), buf, zn);
   CHECK_FAILS(mf_load_npz(at("txt.npz"), 0, NULL, &l), MF_ERR_IO, "v.npy: not a .npy file");

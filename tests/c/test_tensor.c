@@ -55,7 +55,8 @@ static void test_creation(void) {
   double item;
   CHECK_FAILS(mf_item(t, &item), MF_ERR_SHAPE, "6 elements");
   int64_t idx[2] = {2, 0};
-  CHECK_FAILS(mf_get(t, idx, &item), MF_ERR_INDEX, "index 3 is out of range for dimension 1 of size 2");
+  CHECK_FAILS(mf_get(t, idx, &item), MF_ERR_INDEX,
+              "index 3 is out of range for dimension 1 of size 2");
   mf_release(t);
   CHECK_OK(mf_scalar(7, MF_I64, true, NULL, &t));
   CHECK(t->ndim == 0 && (t->flags & MF_TENSOR_WRAPPED_NUMBER));
@@ -111,7 +112,8 @@ static void test_views(void) {
   CHECK(v->ndim == 2);
   CHECK_CLOSE(at(v, 1, 2, 0), at(t, 1, 2, 2), 0, 0);
   mf_release(v);
-  CHECK_FAILS(mf_select(t, 0, 2, &v), MF_ERR_INDEX, "index 3 is out of range for dimension 1 of size 2");
+  CHECK_FAILS(mf_select(t, 0, 2, &v), MF_ERR_INDEX,
+              "index 3 is out of range for dimension 1 of size 2");
   CHECK_FAILS(mf_select(t, 3, 0, &v), MF_ERR_INDEX, "dimension 4 is out of range");
 
   CHECK_OK(mf_slice(t, 2, 1, 4, 2, &v)); /* columns 1 and 3 */
@@ -191,7 +193,8 @@ static void test_copies(void) {
   mf_release(cat);
   parts[1] = row;
   CHECK_FAILS(mf_cat(2, parts, 0, &cat), MF_ERR_SHAPE, "tensor 2 has shape 3");
-  CHECK_FAILS(mf_stack(2, parts, 0, &cat), MF_ERR_SHAPE, "stack: tensor 2 has shape 3, expected 2x3");
+  CHECK_FAILS(mf_stack(2, parts, 0, &cat), MF_ERR_SHAPE,
+              "stack: tensor 2 has shape 3, expected 2x3");
 
   CHECK_OK(mf_cast(t, MF_BOOL, &c));
   CHECK(c->dtype == MF_BOOL && at(c, 0, 0, 0) == 0 && at(c, 0, 1, 0) == 1);
@@ -256,7 +259,8 @@ static void test_promotion(void) {
   int64_t s3[1] = {3};
   mf_tensor *three;
   CHECK_OK(mf_ones(1, s3, MF_F32, NULL, &three));
-  CHECK_FAILS(mf_add(f, three, &r), MF_ERR_SHAPE, "add: shapes 2 and 3 cannot be broadcast together");
+  CHECK_FAILS(mf_add(f, three, &r), MF_ERR_SHAPE,
+              "add: shapes 2 and 3 cannot be broadcast together");
   CHECK(r == NULL);
   mf_release(three);
   mf_release(f);
@@ -281,7 +285,8 @@ static void test_format(void) {
   CHECK_OK(mf_format(t, &s));
   CHECK(strcmp(s, "[[ 1.0000, -0.5000,  2.0000],\n [ 3.0000,  0.2500, 10.0000]]\n"
                   "[float32 tensor, shape 2x3, cpu]") == 0);
-  if (strcmp(s, "[[ 1.0000, -0.5000,  2.0000],\n [ 3.0000,  0.2500, 10.0000]]\n[float32 tensor, shape 2x3, cpu]"))
+  if (strcmp(s, "[[ 1.0000, -0.5000,  2.0000],\n [ 3.0000,  0.2500, 10.0000]]\n[float32 tensor, "
+                "shape 2x3, cpu]"))
     fprintf(stderr, "got:\n%s\n", s);
   free(s);
   mf_release(t);
