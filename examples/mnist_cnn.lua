@@ -4,12 +4,14 @@
 -- The tutorial's run is 20,000 steps at lr 1e-4 (99.2%); `--quick` is one epoch at lr 1e-3 (98.5%+).
 --
 --   moonflow examples/mnist_cnn.lua [--quick] [--steps 20000] [--batch 50] [--lr 1e-4]
---        [--threads N] [--data DIR] [--seed 1] [--format NHWC|NCHW] [--every 100]
+--        [--threads N] [--data DIR] [--seed 1] [--format NCHW|NHWC] [--every 100]
+-- NCHW (the default) is the fast layout here; --format NHWC builds the tutorial's NHWC layers and
+-- prints its shape log (1x784 → 1x28x28x1 → 1x28x28x32 → ... → 1x10).
 local mf = require "moonflow"
 local nn, F = mf.nn, mf.nn.functional
 
 local opt = mf.flags { quick = false, steps = 20000, batch = 50, lr = 1e-4, threads = 0,
-  data = "MNIST_data", seed = 1, format = "NHWC", every = 100 }
+  data = "MNIST_data", seed = 1, format = "NCHW", every = 100 }
 if opt.quick then
   opt.steps = math.ceil(55000 / opt.batch) -- one epoch
   opt.lr = 1e-3
