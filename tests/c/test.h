@@ -4,6 +4,7 @@
 #ifndef MF_TEST_H
 #define MF_TEST_H
 
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -59,6 +60,27 @@ static int t_passed, t_failed;
       fprintf(stderr, "%s:%d: %s = %.9g, expected %.9g\n", __FILE__, __LINE__, #a, a_, b_);        \
     }                                                                                              \
   } while (0)
+
+/* Reads a whole file into buf; returns its size (at most cap bytes stored), or -1. */
+static inline long slurp(const char *path, unsigned char *buf, long cap) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return -1;
+  long n = (long)fread(buf, 1, (size_t)cap, f);
+  fclose(f);
+  return n;
+}
+
+/* The number of entries in a folder, hidden ones left out. */
+static inline int count_files_in(const char *dir) {
+  DIR *d = opendir(dir);
+  if (!d) return -1;
+  int n = 0;
+  struct dirent *e;
+  while ((e = readdir(d)))
+    if (e->d_name[0] != '.') n++;
+  closedir(d);
+  return n;
+}
 
 static inline int test_summary(void) {
   printf("# passed %d failed %d\n", t_passed, t_failed);

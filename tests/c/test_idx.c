@@ -36,24 +36,7 @@ static void put(const char *path, const void *data, size_t n, bool gz) {
   }
 }
 
-/* Reads a whole file; returns its size (at most cap bytes stored). */
-static long slurp(const char *path, unsigned char *buf, long cap) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return -1;
-  long n = (long)fread(buf, 1, (size_t)cap, f);
-  fclose(f);
-  return n;
-}
-
-static int count_files(void) {
-  DIR *d = opendir(dir);
-  int n = 0;
-  struct dirent *e;
-  while ((e = readdir(d)))
-    if (e->d_name[0] != '.') n++;
-  closedir(d);
-  return n;
-}
+static int count_files(void) { return count_files_in(dir); }
 
 /* ---- MD5 ------------------------------------------------------------------------------------ */
 

@@ -31,23 +31,7 @@ static void put(const char *path, const void *data, size_t n) {
   fclose(f);
 }
 
-static long slurp(const char *path, unsigned char *buf, long cap) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return -1;
-  long n = (long)fread(buf, 1, (size_t)cap, f);
-  fclose(f);
-  return n;
-}
-
-static int count_files(void) {
-  DIR *d = opendir(dir);
-  int n = 0;
-  struct dirent *e;
-  while ((e = readdir(d)))
-    if (e->d_name[0] != '.') n++;
-  closedir(d);
-  return n;
-}
+static int count_files(void) { return count_files_in(dir); }
 
 /* A safetensors file from a JSON header (padded to 8 with spaces) and a data buffer. */
 static void put_st(const char *path, const char *json, const void *data, size_t n) {
