@@ -220,7 +220,7 @@ static void test_histogram(void) {
 /* ---- the writer --------------------------------------------------------------------------------
  */
 
-static long slurp(const char *path, unsigned char **out) {
+static long slurp_all(const char *path, unsigned char **out) {
   FILE *f = fopen(path, "rb");
   if (!f) return -1;
   fseek(f, 0, SEEK_END);
@@ -247,7 +247,7 @@ static void test_writer(void) {
   CHECK(strlen(base) > 31 && base[30] == '.' && strstr(base + 31, host) == base + 31);
   /* the version record is on disk at once */
   unsigned char *data = NULL;
-  long n = slurp(path, &data);
+  long n = slurp_all(path, &data);
   CHECK(n == 40);
   free(data);
   mf_buf sum = {0};
@@ -259,7 +259,7 @@ static void test_writer(void) {
   mf_buf_free(&sum);
   CHECK_OK(mf_event_writer_add_graph(w, -1, "\x0a\x03\x0a\x01x", 5));
   CHECK_OK(mf_event_writer_close(w));
-  n = slurp(path, &data);
+  n = slurp_all(path, &data);
   size_t pos = 0, len;
   const unsigned char *rec;
   int records = 0;
