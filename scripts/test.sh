@@ -180,8 +180,9 @@ if build build -DCMAKE_BUILD_TYPE=Release; then
   lua_specs build lua5.4
   # The benchmarks in their quick mode: each counts as one test that passes when it runs through.
   section "benchmarks, quick mode (build)"
-  for bench in "bench/run.sh --quick" "/usr/bin/python3 bench/mnist.py --quick"; do
-    if [[ $bench == *mnist* && -z ${MOONFLOW_DATA:-} ]]; then
+  for bench in "bench/run.sh --quick" "/usr/bin/python3 bench/mnist.py --quick" \
+    "build/moonflow bench/session.lua --quick"; do
+    if [[ $bench == *mnist* || $bench == *session* ]] && [[ -z ${MOONFLOW_DATA:-} ]]; then
       note "skipped: $bench (no MNIST files: set MOONFLOW_DATA)"
       total_skipped=$((total_skipped + 1))
     elif $bench >build/bench-quick.log 2>&1; then

@@ -129,7 +129,7 @@ end
 -- padding = 0, data_format =, count_include_pad =}]); torch's positional MaxPool2d(k, stride,
 -- padding) works too. Max pooling ignores padding cells; average pooling counts them (torch),
 -- except with padding = "same" (TensorFlow), unless count_include_pad says otherwise.
-local function pool_class(name, fn)
+local function pool_class(name, fname)
   local cls = class("nn." .. name, Module)
   function cls:__init(k, opts, padding)
     if type(opts) ~= "table" then opts = { stride = opts, padding = padding } end
@@ -145,7 +145,8 @@ local function pool_class(name, fn)
       fail(self, "expected a 4-D input (%s), got shape %s",
         self.data_format == "NHWC" and "N, H, W, C" or "N, C, H, W", shape_str(x))
     end
-    local ok, y = pcall(fn, x, self.kernel_size, { stride = self.stride, padding = self.padding,
+    -- looked up at call time, so that the graph API's wrapper of F applies
+    local ok, y = pcall(F[fname], x, self.kernel_size, { stride = self.stride, padding = self.padding,
       data_format = self.data_format, count_include_pad = self.count_include_pad })
     if not ok then fail(self, "%s", strip_where(y)) end
     return y
@@ -158,7 +159,7 @@ local function pool_class(name, fn)
   C[name] = cls
 end
 
-pool_class("MaxPool2d", F.max_pool2d)
-pool_class("AvgPool2d", F.avg_pool2d)
+pool_class("MaxPool2d", "max_pool2d")
+pool_class("AvgPool2d", "avg_pool2d")
 
 return C
