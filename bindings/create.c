@@ -333,12 +333,10 @@ static int m_randperm(lua_State *L) {
   mf_tensor **perm = lmf_newslot(L);
   mf_status s = mf_randperm((int64_t)n, o.device, perm);
   if (s != MF_OK) return lmf_error(L, s);
-  mf_tensor **one = lmf_newslot(L), **slot = lmf_newslot(L);
-  s = mf_scalar(1, MF_I64, true, mf_tensor_device(*perm), one);
-  if (s == MF_OK) s = mf_add(*perm, *one, slot);
-  if (s == MF_OK && o.has_dtype && o.dtype != MF_I64) {
+  mf_tensor *p1 = lmf_shift(L, *perm, 1);
+  if (o.has_dtype && o.dtype != MF_I64) {
     mf_tensor **cast = lmf_newslot(L);
-    s = mf_cast(*slot, o.dtype, cast);
+    s = mf_cast(p1, o.dtype, cast);
   }
   return s == MF_OK ? 1 : lmf_error(L, s);
 }

@@ -93,15 +93,7 @@ static int t_index_select(lua_State *L) {
   int dim = lmf_checkdim(L, 2, t->ndim, "index_select");
   if (lua_isnoneornil(L, 3)) return luaL_argerror(L, 3, "index tensor or table expected");
   mf_tensor *idx = lmf_totensor(L, 3, NULL);
-  if (!mf_dtype_is_float(idx->dtype) && idx->dtype != MF_BOOL) {
-    mf_tensor **one = lmf_newslot(L);
-    mf_status s = mf_scalar(1, MF_I64, true, mf_tensor_device(idx), one);
-    if (s != MF_OK) return lmf_error(L, s);
-    mf_tensor **zb = lmf_newslot(L);
-    s = mf_sub(idx, *one, zb);
-    if (s != MF_OK) return lmf_error(L, s);
-    idx = *zb;
-  }
+  if (!mf_dtype_is_float(idx->dtype) && idx->dtype != MF_BOOL) idx = lmf_shift(L, idx, -1);
   mf_tensor **slot = lmf_newslot(L);
   mf_status s = mf_index_select(t, dim, idx, slot);
   return s == MF_OK ? 1 : lmf_error(L, s);

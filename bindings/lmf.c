@@ -270,6 +270,16 @@ void lmf_applyopts(lua_State *L, mf_tensor *t, const lmf_opts *o, const char *fn
 
 /* ---- values -------------------------------------------------------------------------------- */
 
+mf_tensor *lmf_shift(lua_State *L, const mf_tensor *t, lua_Integer delta) {
+  mf_tensor **k = lmf_newslot(L);
+  mf_status s = mf_scalar((double)delta, MF_I64, true, mf_tensor_device(t), k);
+  mf_tensor **slot = lmf_newslot(L);
+  if (s == MF_OK) s = mf_add(t, *k, slot);
+  if (s != MF_OK) lmf_error(L, s);
+  lua_remove(L, -2); /* the scalar */
+  return *slot;
+}
+
 mf_status lmf_pushitem(lua_State *L, const mf_tensor *t) {
   if (mf_numel(t) != 1)
     return mf_fail(MF_ERR_SHAPE, "item: tensor has %lld elements, expected 1",

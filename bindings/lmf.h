@@ -105,6 +105,9 @@ LMF_API void lmf_applyopts(lua_State *L, mf_tensor *t, const lmf_opts *o, const 
 /* Pushes the value of a one-element tensor as a Lua value: an integer for integer dtypes, a
  * boolean for bool, a float otherwise. Returns a status (nothing pushed on failure). */
 LMF_API mf_status lmf_pushitem(lua_State *L, const mf_tensor *t);
+/* Pushes a new tensor t + delta (an integer shift of index tensors between Lua's 1-based and the
+ * core's 0-based positions) and returns it; raises the core's message on failure. */
+LMF_API mf_tensor *lmf_shift(lua_State *L, const mf_tensor *t, lua_Integer delta);
 /* Nested table -> new tensor pushed as a userdata (dtype: dt, or inferred when dt < 0). */
 LMF_API mf_tensor *lmf_fromtable(lua_State *L, int idx, int dt, mf_device *dev, const char *fname);
 

@@ -20,14 +20,8 @@ static int opt_dim(lua_State *L, const mf_tensor *x, bool *keepdim, const char *
 
 /* Adds 1 to the 0-based int64 indices at the top (a tensor userdata), replacing it. */
 static void one_based(lua_State *L) {
-  mf_tensor *idx = lmf_check(L, -1);
-  lua_pushinteger(L, 1);
-  mf_tensor *one = lmf_totensor(L, -1, idx);
-  mf_tensor **slot = lmf_newslot(L);
-  mf_status s = mf_binary(MF_OP_ADD, idx, one, slot);
-  if (s != MF_OK) lmf_error(L, s);
-  lua_replace(L, -3);
-  lua_pop(L, 1);
+  lmf_shift(L, lmf_check(L, -1), 1);
+  lua_replace(L, -2);
 }
 
 static int reduce(lua_State *L, mf_op op, const char *fname) {

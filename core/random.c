@@ -94,11 +94,8 @@ void mf_rng_set_state(uint64_t seed, uint64_t offset) {
 }
 
 uint64_t mf_rng_reserve(uint64_t nblocks) {
-  pthread_mutex_lock(&rng_lock);
-  uint64_t first = rng_offset;
-  rng_offset += nblocks;
-  pthread_mutex_unlock(&rng_lock);
-  return first;
+  uint64_t seed;
+  return mf_rng_draw(nblocks, &seed);
 }
 
 uint64_t mf_rng_draw(uint64_t nblocks, uint64_t *seed) {
