@@ -5,7 +5,8 @@
 # Runs as root, or through sudo when not root. Python test peers (numpy, torch, PIL) come from
 # Debian and are used through /usr/bin/python3; TensorBoard, which Debian does not package, is then
 # installed with pip when /usr/bin/python3 cannot import it (its reader checks our event files; if
-# pip fails, say offline, that check is pending rather than failed).
+# pip fails, say offline, that check is pending rather than failed); so are safetensors, onnx and
+# onnxruntime. clang + libclang-rt-14-dev build the libFuzzer targets; graphviz renders graphs.
 set -euo pipefail
 
 packages=(
@@ -13,6 +14,7 @@ packages=(
   lua5.4 liblua5.4-dev lua-busted
   libopenblas-pthread-dev libopenblas-dev libstb-dev zlib1g-dev libreadline-dev
   python3-numpy python3-torch python3-pil python3-pip
+  clang libclang-rt-14-dev graphviz
 )
 
 missing=()
@@ -55,4 +57,12 @@ if ! /usr/bin/python3 -c 'import safetensors' >/dev/null 2>&1; then
   "${sudo[@]}" /usr/bin/python3 -m pip install --quiet --disable-pip-version-check --timeout 30 \
     --retries 1 --break-system-packages safetensors ||
     echo "setup: could not install safetensors: the safetensors reader checks will be pending"
+fi
+
+# onnx (checker, reference evaluator) and onnxruntime run the files mf.onnx.export writes.
+if ! /usr/bin/python3 -c 'import onnx, onnxruntime' >/dev/null 2>&1; then
+  echo "setup: installing onnx and onnxruntime with pip"
+  "${sudo[@]}" /usr/bin/python3 -m pip install --quiet --disable-pip-version-check --timeout 30 \
+    --retries 1 --break-system-packages onnx onnxruntime ||
+    echo "setup: could not install onnx/onnxruntime: the ONNX reader checks will be pending"
 fi
