@@ -7,14 +7,13 @@ local function hex(s) return (s:gsub(".", function(c) return ("%02x"):format(c:b
 
 describe("protobuf", function()
   it("encodes varints and keys as the protobuf documentation shows", function()
-    assert.equal("96 01", hex(pb.varint(150)):gsub("(..)(..)", "%1 %2"))
+    assert.equal("9601", hex(pb.varint(150)))
     assert.equal("089601", hex(pb.message():varint(1, 150):bytes())) -- the "Test1" example
     assert.equal("120774657374696e67", hex(pb.message():string(2, "testing"):bytes()))
     assert.equal("a00101", hex(pb.message():varint(20, 1):bytes())) -- field >= 16: 2-byte key
     assert.equal("08ffffffffffffffffff01", hex(pb.message():varint(1, -1):bytes()))
     assert.equal("0d0000803f", hex(pb.message():float(1, 1.0):bytes()))
-    assert.equal("22060301 8e029e a705", (hex(pb.message():packed_varints(4, { 3, 270, 86942 })
-      :bytes()):gsub("^(........)(......)", "%1 %2 ")))
+    assert.equal("2206038e029ea705", hex(pb.message():packed_varints(4, { 3, 270, 86942 }):bytes()))
   end)
 
   it("decodes what it encodes, nested messages included", function()
