@@ -1,6 +1,7 @@
 /* convert.c — conversions: t:to(dtype | device | tensor | {dtype=, device=}), t:cuda([i]),
  * t:cpu(), t:float() and the other dtype shorthands, t:type([dtype]), mf.cast(t, dtype), and
- * values back to Lua: t:item() and t:totable(). A conversion that changes nothing returns t. */
+ * values back to Lua: t:item(), t:totable() and t:tobytes([dtype]) (the raw row-major host bytes,
+ * as a Lua string). A conversion that changes nothing returns t. */
 #include <stdio.h>
 #include <string.h>
 
@@ -163,12 +164,27 @@ static int t_totable(lua_State *L) {
   return 1;
 }
 
+/* t:tobytes([dtype]): the elements in row-major order, converted to dtype (default: t's own), as
+ * the host's (little-endian) bytes in one Lua string; the tensor may be strided or on a GPU. */
+static int t_tobytes(lua_State *L) {
+  mf_tensor *t = lmf_check(L, 1);
+  mf_dtype dt = lua_isnoneornil(L, 2) ? t->dtype : lmf_checkdtype(L, 2, "tobytes");
+  size_t n = (size_t)mf_numel(t) * mf_dtype_size(dt);
+  luaL_Buffer b;
+  char *p = luaL_buffinitsize(L, &b, n ? n : 1);
+  mf_status s = mf_to_host(t, dt, p);
+  if (s != MF_OK) return lmf_error(L, s);
+  luaL_pushresultsize(&b, n);
+  return 1;
+}
+
 static const luaL_Reg methods[] = {
     {"to", t_to},       {"cuda", t_cuda},         {"cpu", t_cpu},
     {"float", t_float}, {"double", t_double},     {"int", t_int},
     {"long", t_long},   {"byte", t_byte},         {"bool", t_bool},
     {"half", t_half},   {"bfloat16", t_bfloat16}, {"type", t_type},
-    {"item", t_item},   {"totable", t_totable},   {NULL, NULL},
+    {"item", t_item},   {"totable", t_totable},   {"tobytes", t_tobytes},
+    {NULL, NULL},
 };
 
 static const luaL_Reg funcs[] = {
