@@ -5,13 +5,19 @@
 --
 --   moonflow examples/mnist_cnn.lua [--quick] [--steps 20000] [--batch 50] [--lr 1e-4]
 --        [--threads N] [--data DIR] [--seed 1] [--format NCHW|NHWC] [--every 100]
+--        [--logdir DIR] [--save model.safetensors]
 -- NCHW (the default) is the fast layout here; --format NHWC builds the tutorial's NHWC layers and
 -- prints its shape log (1x784 → 1x28x28x1 → 1x28x28x32 → ... → 1x10).
+-- --logdir DIR writes TensorBoard curves every --every steps: DIR/train the batch loss and
+-- accuracy, DIR/validation the loss and accuracy on the first 1,000 validation images (the same
+-- tags, so TensorBoard overlays the two runs), and every 10th time a histogram of each weight.
+-- --save PATH writes the trained weights (model:state_dict()) as safetensors, with __metadata__
+-- model=mnist_cnn and format=NCHW|NHWC; examples/predict_digit.lua reads them.
 local mf = require "moonflow"
 local nn, F = mf.nn, mf.nn.functional
 
 local opt = mf.flags { quick = false, steps = 20000, batch = 50, lr = 1e-4, threads = 0,
-  data = "MNIST_data", seed = 1, format = "NCHW", every = 100 }
+  data = "MNIST_data", seed = 1, format = "NCHW", every = 100, logdir = "", save = "" }
 if opt.quick then
   opt.steps = math.ceil(55000 / opt.batch) -- one epoch
   opt.lr = 1e-3
@@ -58,6 +64,36 @@ local function evaluate(ds)
   return hits / ds.num_examples
 end
 
+-- --logdir: the two FileWriters, and the validation slice's loss and accuracy
+local log
+if opt.logdir ~= "" then
+  local val = mnist.validation
+  local n = math.min(1000, val.num_examples)
+  log = { train = mf.summary.FileWriter(opt.logdir .. "/train"),
+    validation = mf.summary.FileWriter(opt.logdir .. "/validation"),
+    images = val.images:narrow(1, 1, n), labels = val.labels:narrow(1, 1, n) }
+end
+local function write_logs(step, loss, acc)
+  log.train:add_scalar("loss", loss, step)
+  log.train:add_scalar("accuracy", acc, step)
+  model:evaluate()
+  local vloss, vacc = mf.no_grad(function()
+    local logits = model(log.images)
+    return F.cross_entropy(logits, log.labels):item(),
+      mf.eq(mf.argmax(logits, 2), log.labels):float():mean():item()
+  end)
+  model:train()
+  log.validation:add_scalar("loss", vloss, step)
+  log.validation:add_scalar("accuracy", vacc, step)
+  if step % (10 * opt.every) == 0 or step == opt.steps then
+    for _, np in ipairs(model:named_parameters()) do
+      log.train:add_histogram(np[1], np[2]:detach(), step)
+    end
+  end
+  log.train:flush()
+  log.validation:flush()
+end
+
 local tty = os.execute "test -t 1" == true
 local function progress(step, loss, acc, ips, final)
   local width = 30
@@ -86,9 +122,19 @@ for step = 1, opt.steps do
     local now = mf.clock()
     progress(step, loss:item(), acc, window_n / (now - window_t), step == opt.steps)
     window_t, window_n = now, 0
+    if log then write_logs(step, loss:item(), acc); window_t = mf.clock() end
   end
 end
 local train_s = mf.clock() - t0
 print(string.format("trained %d steps in %.1f s (%.0f images/s)", opt.steps, train_s,
   opt.steps * opt.batch / train_s))
 print(string.format("test accuracy: %.4f", evaluate(mnist.test)))
+if log then
+  log.train:close()
+  log.validation:close()
+end
+if opt.save ~= "" then
+  mf.save(opt.save, model:state_dict(), { model = "mnist_cnn", format = opt.format,
+    input = "N x 784 float32 in [0, 1], light digit on dark, MNIST-centred", steps = opt.steps })
+  print("saved the weights to " .. opt.save)
+end
