@@ -122,7 +122,7 @@ function Optimizer:apply_gradients(grads_and_vars, opts)
         s:copy_(s + 1)
       end
     end)
-  end)
+  end, { optimizer = self, var_list = vars }) -- the node names them for mf.train.Saver's slots
 end
 
 -- minimize(loss [, {var_list=, global_step=, name=}]) -> the training op.
@@ -247,5 +247,9 @@ function train.get_or_create_global_step(g)
 end
 train.create_global_step = train.get_or_create_global_step
 function train.get_global_step(g) return (g or G.get_default_graph())._global_step end
+
+-- ---- checkpoints (moonflow/saver.lua) -----------------------------------------------------------
+local saver = require "moonflow.saver"
+train.Saver, train.latest_checkpoint = saver.Saver, saver.latest_checkpoint
 
 return train

@@ -290,6 +290,35 @@ function DataSet:next_batch(batch_size, shuffle)
   return images, self.labels:index_select(1, idx)
 end
 
+-- ds:state() -> {epochs_completed=, index_in_epoch=, rng_offset=, order=} and ds:set_state(s):
+-- where next_batch stands (order: the current epoch's int64 permutation, nil before the first
+-- shuffle), so a checkpoint (mf.train.Saver{extra = {train = ds}}) resumes the same batches.
+function DataSet:state()
+  return { epochs_completed = self.epochs_completed, index_in_epoch = self.index_in_epoch,
+    rng_offset = self._rng_offset, order = self._order and self._order:clone() or nil }
+end
+
+function DataSet:set_state(s)
+  local function int(k, hi)
+    local v = math.tointeger(s[k])
+    if v == nil or v < 0 or (hi and v > hi) then
+      error(string.format("DataSet.set_state: %s is %s, expected an integer in 0..%s", k,
+        tostring(s[k]), hi and tostring(hi) or "inf"), 3)
+    end
+    return v
+  end
+  if type(s) ~= "table" then error("DataSet.set_state: expected a table, got " .. type(s), 2) end
+  local n = self.num_examples
+  local epochs, index, offset = int("epochs_completed"), int("index_in_epoch", n), int("rng_offset")
+  local order = s.order
+  if order ~= nil and (not mf.is_tensor(order) or order:dim() ~= 1 or order:size(1) ~= n
+      or (order:dtype() ~= "int64")) then
+    error(string.format("DataSet.set_state: order must be an int64 vector of %d positions", n), 2)
+  end
+  self.epochs_completed, self.index_in_epoch, self._rng_offset = epochs, index, offset
+  self._order = order and order:clone() or nil
+end
+
 function DataSet:__tostring()
   return string.format("DataSet(%d examples, images %s %s, labels %s %s)", self.num_examples,
     table.concat(self._raw:shape(), "x"), self._dtype,
