@@ -161,6 +161,11 @@ function Graph:get_operations()
   return ops
 end
 
+-- g:to_dot([opts]) -> Graphviz DOT text; g:render(path [, opts]) -> path: an .svg/.png/.pdf drawn
+-- by Graphviz (or the .dot text). See graph/dot.lua.
+function Graph:to_dot(opts) return require("moonflow.graph.dot").graph_to_dot(self, opts) end
+function Graph:render(path, opts) return require("moonflow.graph.dot").render_graph(self, path, opts) end
+
 function Graph:get_collection(key) return { table.unpack(self._collections[key] or {}) } end
 function Graph:add_to_collection(key, v)
   local c = self._collections[key] or {}
@@ -859,6 +864,9 @@ end]]):format(name), mm, { [name] = f }, Sym, symf)
   mf.variables_initializer = G.variables_initializer
   mf.global_variables = G.global_variables
   mf.trainable_variables = G.trainable_variables
+  mf.GraphKeys = { SUMMARIES = "summaries" } -- tf.GraphKeys (summary.lua fills "summaries")
+  mf.get_collection = function(key) return G.get_default_graph():get_collection(key) end
+  mf.add_to_collection = function(key, v) G.get_default_graph():add_to_collection(key, v) end
   mf.print_all_variables = G.print_all_variables
   mf.disable_eager_execution = G.disable_eager_execution
   mf.enable_eager_execution = G.enable_eager_execution

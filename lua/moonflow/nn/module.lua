@@ -464,6 +464,14 @@ function Module:summary(shape, opts)
   return table.concat(lines, "\n")
 end
 
+-- to_dot(shape [, opts]) -> Graphviz DOT text of the layers run on zeros of `shape` (as summary);
+-- render(path, shape [, opts]) -> path: an .svg/.png/.pdf of it drawn by Graphviz. See
+-- moonflow/graph/dot.lua.
+function Module:to_dot(shape, opts) return require("moonflow.graph.dot").module_to_dot(self, shape, opts) end
+function Module:render(path, shape, opts)
+  return require("moonflow.graph.dot").render_module(self, path, shape, opts)
+end
+
 -- ---- Sequential ---------------------------------------------------------------------------------
 
 -- Sequential{m1, m2, ...} (or Sequential(m1, m2, ...)): applies its modules in turn.
