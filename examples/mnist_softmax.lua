@@ -3,11 +3,15 @@
 -- labels, gradient descent with rate 0.5, 1000 steps of 100 images. About 92% test accuracy.
 --
 --   moonflow examples/mnist_softmax.lua [--data DIR] [--steps 1000] [--batch 100] [--lr 0.5]
---                                       [--threads N] [--seed 1]
+--                                       [--threads N] [--seed 1] [--logdir DIR] [--every 100]
+-- --logdir DIR writes TensorBoard curves every --every steps: DIR/train the batch's loss and
+-- accuracy, DIR/validation those of the 5,000 validation images (the same tags, so TensorBoard
+-- overlays the two runs), and every 10th time histograms of W and b.
 local mf = require "moonflow"
 local F = mf.nn.functional
 
-local opt = mf.flags { data = "MNIST_data", steps = 1000, batch = 100, lr = 0.5, threads = 0, seed = 1 }
+local opt = mf.flags { data = "MNIST_data", steps = 1000, batch = 100, lr = 0.5, threads = 0,
+  seed = 1, logdir = "", every = 100 }
 if opt.threads > 0 then mf.set_num_threads(opt.threads) end
 mf.manual_seed(opt.seed)
 
@@ -18,14 +22,43 @@ local W = mf.zeros({ 784, 10 }):requires_grad()
 local b = mf.zeros({ 10 }):requires_grad()
 local sgd = mf.optim.SGD({ W, b }, { lr = opt.lr })
 
+-- --logdir: loss and accuracy of a batch (its logits y) and of the validation set
+local log
+if opt.logdir ~= "" then
+  log = { train = mf.summary.FileWriter(opt.logdir .. "/train"),
+    validation = mf.summary.FileWriter(opt.logdir .. "/validation") }
+end
+local function write_logs(step, loss, y, ys)
+  mf.no_grad(function()
+    local function accuracy(logits, labels)
+      local correct = mf.equal(mf.argmax(logits, 2), mf.argmax(labels, 2))
+      return mf.reduce_mean(mf.cast(correct, "float32"))
+    end
+    log.train:add_scalar("loss", loss, step)
+    log.train:add_scalar("accuracy", accuracy(y, ys), step)
+    local vy = mf.matmul(mnist.validation.images, W) + b
+    log.validation:add_scalar("loss", F.cross_entropy(vy, mnist.validation.labels), step)
+    log.validation:add_scalar("accuracy", accuracy(vy, mnist.validation.labels), step)
+    if step % (10 * opt.every) == 0 or step == opt.steps then
+      log.train:add_histogram("W", W:detach(), step)
+      log.train:add_histogram("b", b:detach(), step)
+    end
+  end)
+end
+
 local t0 = mf.clock()
-for _ = 1, opt.steps do
+for step = 1, opt.steps do
   local xs, ys = mnist.train:next_batch(opt.batch)
   local y = mf.matmul(xs, W) + b
   local loss = F.cross_entropy(y, ys) -- softmax cross entropy with one-hot labels, batch mean
   sgd:zero_grad()
   loss:backward()
   sgd:step()
+  if log and (step % opt.every == 0 or step == opt.steps) then write_logs(step, loss, y, ys) end
+end
+if log then
+  log.train:close()
+  log.validation:close()
 end
 local train_s = mf.clock() - t0
 

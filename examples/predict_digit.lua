@@ -75,7 +75,9 @@ end
 -- preprocess(img) -> 28x28 float32 tensor in [0, 1], a light digit on black centred by mass.
 -- img: HxW or HxWxC, uint8 or float (as mf.image.load gives). Errors when no digit stands out.
 function M.preprocess(img)
-  if not mf.is_tensor(img) then error("predict_digit: expected an image tensor, got " .. type(img), 0) end
+  if not mf.is_tensor(img) then
+    error("predict_digit: expected an image tensor, got " .. type(img), 0)
+  end
   local g = grayscale(img)
   if g:size(1) < 2 or g:size(2) < 2 then
     error(("predict_digit: the image is too small (%dx%d)"):format(g:size(1), g:size(2)), 0)
@@ -180,7 +182,8 @@ end
 -- ---- the command -------------------------------------------------------------------------------
 
 local modname, modpath = ...
-if modname == "predict_digit" and type(modpath) == "string" and modpath:match "predict_digit%.lua$" then
+if modname == "predict_digit" and type(modpath) == "string"
+  and modpath:match "predict_digit%.lua$" then
   return M
 end
 
