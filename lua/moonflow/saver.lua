@@ -28,7 +28,7 @@ local core = require "moonflow.core"
 local G = require "moonflow.graph"
 local json = require "moonflow.saver_json"
 
-local fail, call = require("moonflow.util").errors(debug.getinfo(1, "S").source)
+local fail = require("moonflow.util").errors(debug.getinfo(1, "S").source)
 local is_tensor, is_sym = core.is_tensor, G.is_sym
 
 local M = {}
@@ -414,7 +414,11 @@ function Saver:save(target, prefix, opts)
   local ck, step = gather(self, target, opts, what)
   local path = step and string.format("%s-%d", prefix, step) or prefix
   local dir, base = split_path(path)
-  call(core.save, data_file(path), ck.tensors, ck.meta)
+  if not exists(dir) then -- a missing folder is made, as summary.FileWriter makes its logdir
+    os.execute("mkdir -p '" .. dir:gsub("'", "'\\''") .. "' 2>/dev/null")
+  end
+  local ok, err = pcall(core.save, data_file(path), ck.tensors, ck.meta)
+  if not ok then fail("%s: %s", what, tostring(err)) end
   -- the kept list: this saver's, or the index's entries of the same prefix on its first save
   local list = self.last_checkpoints
   if self._dir ~= dir then

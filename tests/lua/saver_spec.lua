@@ -167,6 +167,9 @@ describe("mf.train.Saver", function()
     assert.equal(dir2 .. "/plain", all:save(nil, dir2 .. "/plain"))
     assert.is_true(exists(dir2 .. "/plain.safetensors"))
     assert.equal(dir2 .. "/plain", mf.train.latest_checkpoint(dir2))
+    -- a missing folder is made
+    assert.equal(dir2 .. "/new dir/m-1", all:save(nil, dir2 .. "/new dir/m", { global_step = 1 }))
+    assert.equal(dir2 .. "/new dir/m-1", mf.train.latest_checkpoint(dir2 .. "/new dir"))
     -- the default keeps 5
     local dir3 = H.tmpdir("mf_saver")
     local five = mf.train.Saver { var_list = vars }
