@@ -73,23 +73,21 @@ local function check_collections(fname, collections)
   end
 end
 
--- A compute function for a summary node: make(tag, value) on the value (moved to the CPU), with
--- errors raised as plain messages (the session and the shape inference add the node's context).
-local function summary_compute(make, tag_of)
-  return function(v)
+-- A summary node of op_type on the symbolic tensor t: its value is make(tag, value of t, extra),
+-- run on the CPU, with errors raised as plain messages (the session and the shape inference add
+-- the node's context). The call is recorded as "summary.<fname>"(name, t, extra) (G.builders below),
+-- so that a GraphDef import builds it again.
+local function graph_summary(fname, op_type, name, t, collections, make, extra)
+  check_collections(fname, collections)
+  local cell = {}
+  local function compute(_, v, x)
     if core.is_tensor(v) and v:device() ~= "cpu" then v = v:cpu() end
-    local ok, r = pcall(make, tag_of(), v)
+    local ok, r = pcall(make, cell.tag or name, v, x)
     if not ok then error((tostring(r):gsub("^[^:\n]*:%d+: ", "")), 0) end
     return r
   end
-end
-
--- A summary node of op_type on the symbolic tensor t: its value is make(tag, value of t).
-local function graph_summary(fname, op_type, name, t, collections, make)
-  check_collections(fname, collections)
-  local cell = {}
-  local out = call(G.apply, op_type, summary_compute(make, function() return cell.tag or name end),
-    { type = op_type, node_name = name, dtype = "string" }, t)
+  local out = call(G.apply, op_type, compute, { type = op_type, node_name = name, dtype = "string",
+    id = "summary." .. fname }, name, t, extra)
   local node = out._node
   cell.tag = node.name -- TensorFlow's tag: the node's scoped, unique name
   node.device = "/cpu:0"
@@ -155,9 +153,10 @@ function summary.image(tag, t, max_outputs, collections)
   if math.type(max_outputs) ~= "integer" or max_outputs < 1 then
     fail("image: max_outputs must be an integer >= 1, got %s", tostring(max_outputs))
   end
-  local function make(name, v) return image_bytes(name, v, max_outputs) end
-  if is_sym(t) then return graph_summary("image", "ImageSummary", tag, t, collections, make) end
-  return make(tag, t)
+  if is_sym(t) then
+    return graph_summary("image", "ImageSummary", tag, t, collections, image_bytes, max_outputs)
+  end
+  return image_bytes(tag, t, max_outputs)
 end
 
 -- text(name, s [, collections]): a string (a scalar string tensor in graphs).
@@ -194,8 +193,8 @@ function summary.merge(list, collections, name)
       end
     end
     return table.concat(vals)
-  end, { type = "MergeSummary", node_name = (name or "Merge") .. "/MergeSummary", dtype = "string" },
-    { table.unpack(list) })
+  end, { type = "MergeSummary", node_name = (name or "Merge") .. "/MergeSummary", dtype = "string",
+    id = "summary.merge" }, { table.unpack(list) })
   out._node.device = "/cpu:0"
   for _, key in ipairs(collections or {}) do out.graph:add_to_collection(key, out) end
   return out
@@ -214,6 +213,15 @@ function summary.merge_all(key, scope, name)
   end
   if #list == 0 then return nil end
   return summary.merge(list, nil, name)
+end
+
+-- The builders a GraphDef import calls again (graph/graphdef.lua), by the ids recorded above.
+if G.builders then
+  G.builders["summary.scalar"] = function(name, t) return summary.scalar(name, t) end
+  G.builders["summary.histogram"] = function(name, t) return summary.histogram(name, t) end
+  G.builders["summary.image"] = function(name, t, n) return summary.image(name, t, n) end
+  G.builders["summary.text"] = function(name, t) return summary.text(name, t) end
+  G.builders["summary.merge"] = function(list) return summary.merge(list) end
 end
 
 -- ---- FileWriter --------------------------------------------------------------------------------

@@ -191,6 +191,28 @@ print('text', ea.Tensors('note')[0].tensor_proto.string_val[0].decode())
     assert.truthy(out:find("text lr = 0.1", 1, true), out)
   end)
 
+  it("come back from a GraphDef and run to the same bytes", function()
+    if not (mf.Graph().as_graph_def and mf.import_graph_def) then
+      return pending("GraphDefs (g:as_graph_def, mf.import_graph_def) are not here yet")
+    end
+    local g, merged = mf.Graph(), nil
+    g:as_default(function()
+      local x = mf.placeholder("float32", { -1, 4 }, "x")
+      mf.name_scope("train", function() mf.summary.scalar("loss", mf.reduce_mean(mf.square(x))) end)
+      mf.summary.histogram("x", x)
+      mf.summary.image("pic", mf.reshape(x, { -1, 2, 2, 1 }), 2)
+      merged = mf.summary.merge_all()
+    end)
+    local g2 = mf.Graph()
+    g2:as_default(function() mf.import_graph_def(g:as_graph_def(), { name = "" }) end)
+    assert.are.equal("ScalarSummary", g2:get_operation_by_name("train/loss").type)
+    local feed = { x = mf.rand { 3, 4 } }
+    local got = mf.Session { graph = g2 }:run("Merge/MergeSummary:0", feed)
+    assert.are.equal(mf.Session { graph = g }:run(merged, feed), got)
+    assert.truthy(got:find("train/loss", 1, true))
+    assert.truthy(got:find("pic/image/1", 1, true))
+  end)
+
   it("merge_all is nil in a graph without summaries", function()
     local g = mf.Graph()
     g:as_default(function()
