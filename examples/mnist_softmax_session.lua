@@ -5,9 +5,14 @@
 --
 --   moonflow examples/mnist_softmax_session.lua [--data DIR] [--steps 1000] [--batch 100]
 --                                               [--lr 0.5] [--threads N] [--seed 1]
+--                                               [--logdir DIR] [--every 100]
+-- --logdir DIR writes TensorBoard curves every --every steps (fetched values): DIR/train the
+-- batch's loss and accuracy, DIR/validation those of the 5,000 validation images (the same tags,
+-- so TensorBoard overlays the two runs), and every 10th time a histogram of each variable.
 local mf = require "moonflow"
 
-local opt = mf.flags { data = "MNIST_data", steps = 1000, batch = 100, lr = 0.5, threads = 0, seed = 1 }
+local opt = mf.flags { data = "MNIST_data", steps = 1000, batch = 100, lr = 0.5, threads = 0,
+  seed = 1, logdir = "", every = 100 }
 mf.manual_seed(opt.seed)
 
 local mnist = mf.data.mnist.read_data_sets(opt.data, { one_hot = true })
@@ -36,10 +41,40 @@ mf.print_all_variables(true)
 
 local sess <close> = mf.Session { config = { intra_op_parallelism_threads = opt.threads } }
 sess:run(mf.global_variables_initializer())
+
+-- --logdir: the batch's loss and accuracy (fetched with its step), the validation set's
+local log
+if opt.logdir ~= "" then
+  log = { train = mf.summary.FileWriter(opt.logdir .. "/train"),
+    validation = mf.summary.FileWriter(opt.logdir .. "/validation") }
+end
+local function write_logs(step, loss, acc)
+  log.train:add_scalar("loss", loss, step)
+  log.train:add_scalar("accuracy", acc, step)
+  local v = sess:run({ cross_entropy, accuracy },
+    { [x] = mnist.validation.images, [y_] = mnist.validation.labels })
+  log.validation:add_scalar("loss", v[1], step)
+  log.validation:add_scalar("accuracy", v[2], step)
+  if step % (10 * opt.every) == 0 or step == opt.steps then
+    for _, var in ipairs(mf.trainable_variables()) do
+      log.train:add_histogram((var.name:gsub(":%d+$", "")), sess:run(var), step)
+    end
+  end
+end
+
 local t0 = mf.clock()
-for _ = 1, opt.steps do
+for step = 1, opt.steps do
   local xs, ys = mnist.train:next_batch(opt.batch)
-  sess:run(train_step, { [x] = xs, [y_] = ys })
+  if log and (step % opt.every == 0 or step == opt.steps) then
+    local r = sess:run({ train_step, cross_entropy, accuracy }, { [x] = xs, [y_] = ys })
+    write_logs(step, r[2], r[3])
+  else
+    sess:run(train_step, { [x] = xs, [y_] = ys })
+  end
+end
+if log then
+  log.train:close()
+  log.validation:close()
 end
 local train_s = mf.clock() - t0
 io.stderr:write(string.format("training: %d steps in %.3f s\n", opt.steps, train_s))
