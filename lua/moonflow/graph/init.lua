@@ -155,6 +155,9 @@ function Graph:_by_any_name(name, level)
   error(("The name '%s' refers to a Tensor which does not exist in this graph"):format(name), level + 1)
 end
 
+-- g:as_graph_def() -> a TensorFlow GraphDef of the graph (graph/graphdef.lua)
+function Graph:as_graph_def() return require("moonflow.graph.graphdef").from_graph(self) end
+
 function Graph:get_operations()
   local ops = {}
   for i, n in ipairs(self._nodes) do ops[i] = n.op end
@@ -203,7 +206,12 @@ end
 -- g:_add(spec) -> node. spec: type, name (base; default type), inputs, compute, nout, shapes,
 -- dtypes, kind, fields copied.
 function Graph:_add(spec)
-  local name = self:unique_name(spec.name or spec.type)
+  local name = self._import_name -- set by graph/graphdef.lua while it rebuilds a named node
+  if name then
+    self._import_name, self._used[name] = nil, self._used[name] or 0
+  else
+    name = self:unique_name(spec.name or spec.type)
+  end
   local node = { type = spec.type, name = name, inputs = spec.inputs or {}, graph = self,
     compute = spec.compute, kind = spec.kind, outputs = {}, id = #self._nodes + 1,
     device = self._devices[#self._devices] }
@@ -542,8 +550,13 @@ function G.apply(opname, fn, opts, ...)
     for i, t in ipairs(node.outputs) do t._const = info.folded[i] end
   end
   if opts.dtype and node.outputs[1]._dtype == nil then node.outputs[1]._dtype = opts.dtype end
+  node.call_id = opts.id -- G.builders[call_id](G.node_args(node)) builds it again (graphdef.lua)
   return table.unpack(node.outputs)
 end
+
+-- id -> the public builder that makes nodes of that kind (mf.<key>, F.<key>, nn.<key>,
+-- Tensor.<key>, op.<metamethod>); a lift whose opts carry `id` records it on its nodes.
+G.builders = {}
 
 function G.lift(opname, fn, opts)
   return function(...) return G.apply(opname, fn, opts and setmetatable({}, { __index = opts }), ...) end
@@ -741,8 +754,9 @@ Sym.__index = function(t, k)
   if m ~= nil then return m end
   local f = core.Tensor[k]
   if type(f) == "function" then
-    m = G.lift(G.opname(k), f)
+    m = G.lift(G.opname(k), f, { id = "Tensor." .. k })
     lifted_methods[k] = m
+    G.builders["Tensor." .. k] = m
     return m
   end
   return nil
@@ -754,12 +768,15 @@ function Sym.__tostring(t)
 end
 
 local function binary(key, opname)
-  local lifted = G.lift(opname, function(a, b) return raw[key](a, b) end, { numbers = true })
-  return function(a, b) return lifted(a, b) end
+  local lifted = G.lift(opname, function(a, b) return raw[key](a, b) end,
+    { numbers = true, id = "op." .. key })
+  G.builders["op." .. key] = function(a, b) return lifted(a, b) end
+  return G.builders["op." .. key]
 end
 
 local add_num = binary("add", "add")
-local add_str = G.lift("add", concat_strings, { strings = true, dtype = "string" })
+local add_str = G.lift("add", concat_strings, { strings = true, dtype = "string", id = "op.concat" })
+G.builders["op.concat"] = add_str
 Sym.__add = function(a, b)
   if sym_dtype(a) == "string" or sym_dtype(b) == "string" then return add_str(a, b) end
   return add_num(a, b)
@@ -770,7 +787,8 @@ Sym.__div = binary("div", "truediv")
 Sym.__pow = binary("pow", "pow")
 Sym.__mod = binary("remainder", "mod")
 Sym.__idiv = binary("floor_divide", "floordiv")
-local neg = G.lift("Neg", function(a) return -a end)
+local neg = G.lift("Neg", function(a) return -a end, { id = "op.neg" })
+G.builders["op.neg"] = neg
 Sym.__unm = function(a) return neg(a) end
 
 -- ---- sessions (session.lua) --------------------------------------------------------------------
@@ -802,18 +820,23 @@ local function compile(src, name, ...)
   return load(bin, "=" .. name, "b")(...)
 end
 
-local function wrap(key, f, opts)
+-- wrap(key, f [, opts [, ns]]): the public function; its nodes record the builder id ns.key
+-- (ns "mf" by default)
+local function wrap(key, f, opts, ns)
   local builder
+  local id = (ns or "mf") .. "." .. key
   local function build(...)
-    builder = builder or G.lift(G.opname(key), f, opts)
+    builder = builder or G.lift(G.opname(key), f, setmetatable({ id = id }, { __index = opts }))
     return builder(...)
   end
-  return compile(([[
+  local w = compile(([[
 local R, has_sym, build = ...
 return function(...)
   if has_sym(...) then return build(...) end
   return R[%q](...)
 end]]):format(key), key, { [key] = f }, has_sym, build)
+  G.builders[id] = G.builders[id] or w
+  return w
 end
 G.wrap = wrap
 
@@ -876,6 +899,14 @@ end]]):format(name), mm, { [name] = f }, Sym, symf)
   mf.InteractiveSession = function(opts) return S().InteractiveSession(opts) end
   mf.get_default_session = G.get_default_session
   mf.graph_lift = G.lift
+  -- GraphDefs and frozen graphs (graph/graphdef.lua, graph/freeze.lua), loaded on first use
+  mf.load_graph = function(...) return require("moonflow.graph.graphdef").load_graph(...) end
+  mf.import_graph_def = function(...) return require("moonflow.graph.graphdef").import_graph_def(...) end
+  mf.graph_util = setmetatable({}, { __index = function(t, k)
+    local m = require "moonflow.graph.freeze"
+    setmetatable(t, { __index = m })
+    return m[k]
+  end })
 
   -- mf.is_tensor: symbolic tensors are tensors too (so nn code accepts them)
   mf.is_tensor = function(v) return getmetatable(v) == Sym or raw.is_tensor(v) end
@@ -926,14 +957,14 @@ end]]):format(name), mm, { [name] = f }, Sym, symf)
       local wrapped = {}
       for name, f in pairs(F) do
         if type(f) == "function" and name:sub(1, 1) ~= "_" then
-          wrapped[f] = wrap(name, f, { scalars_as_numbers = true })
+          wrapped[f] = wrap(name, f, { scalars_as_numbers = true }, "F")
           F[name] = wrapped[f]
         end
       end
       for name, f in pairs(m) do
         if type(f) == "function" and not m.is_module(f) and name ~= "class" and name ~= "Parameter"
             and name ~= "is_module" and name:match("^%l") then
-          m[name] = wrapped[f] or wrap(name, f, { scalars_as_numbers = true })
+          m[name] = wrapped[f] or wrap(name, f, { scalars_as_numbers = true }, "nn")
         end
       end
     end
