@@ -545,13 +545,34 @@ function G.apply(opname, fn, opts, ...)
   local info = infer(opname, inputs, compute)
   local node = g:_add { type = opts.type or opname, name = opts.node_name or opname, inputs = inputs,
     compute = compute, nout = info and math.max(info.n, 1) or (opts.nout or 1),
-    shapes = info and info.shapes, dtypes = info and info.dtypes or { opts.dtype } }
+    shapes = info and info.shapes, dtypes = info and info.dtypes or { opts.dtype },
+    args = tmpl, arg_refs = refs } -- the call's arguments, for exporters (mf.onnx): see G.node_args
   if info and info.folded then
     for i, t in ipairs(node.outputs) do t._const = info.folded[i] end
   end
   if opts.dtype and node.outputs[1]._dtype == nil then node.outputs[1]._dtype = opts.dtype end
   node.call_id = opts.id -- G.builders[call_id](G.node_args(node)) builds it again (graphdef.lua)
   return table.unpack(node.outputs)
+end
+
+-- G.node_args(node) -> a fresh copy of the arguments node's op was called with (a table with n), each
+-- symbolic input back in its place (top level or inside a table argument).
+function G.node_args(node)
+  local tmpl, copies = node.args, {}
+  if tmpl == nil then return nil end
+  local function copy(v)
+    if type(v) ~= "table" or getmetatable(v) ~= nil then return v end
+    if copies[v] then return copies[v] end
+    local c = {}
+    copies[v] = c
+    for k, x in pairs(v) do c[k] = copy(x) end
+    return c
+  end
+  local args = copy(tmpl)
+  for _, ref in ipairs(node.arg_refs) do
+    copies[ref[1]][ref[2]] = node.inputs[ref[3]]
+  end
+  return args
 end
 
 -- id -> the public builder that makes nodes of that kind (mf.<key>, F.<key>, nn.<key>,
