@@ -7,12 +7,15 @@
 -- (out, in, kh, kw).
 --
 --   moonflow examples/mnist_cnn_session.lua [--quick] [--steps 20000] [--batch 50] [--lr 1e-4]
---        [--threads N] [--data DIR] [--seed 1] [--every 100]
+--        [--threads N] [--data DIR] [--seed 1] [--every 100] [--logdir DIR]
+-- --logdir DIR writes TensorBoard curves every --every steps (fetched values): DIR/train the batch
+-- loss and accuracy, DIR/validation those of the first 1,000 validation images (the same tags, so
+-- TensorBoard overlays the two runs), and every 10th time a histogram of each variable.
 local mf = require "moonflow"
 local nn, F = mf.nn, mf.nn.functional
 
 local opt = mf.flags { quick = false, steps = 20000, batch = 50, lr = 1e-4, threads = 0,
-  data = "MNIST_data", seed = 1, every = 100 }
+  data = "MNIST_data", seed = 1, every = 100, logdir = "" }
 if opt.quick then
   opt.steps = math.ceil(55000 / opt.batch) -- one epoch
   opt.lr = 1e-3
@@ -68,6 +71,30 @@ local function evaluate(ds)
   return n / ds.num_examples
 end
 
+-- --logdir: the two FileWriters; the validation slice is fed without dropout
+local log
+if opt.logdir ~= "" then
+  local val = mnist.validation
+  local n = math.min(1000, val.num_examples)
+  log = { train = mf.summary.FileWriter(opt.logdir .. "/train"),
+    validation = mf.summary.FileWriter(opt.logdir .. "/validation"),
+    feed = { [x] = val.images:narrow(1, 1, n), [labels] = val.labels:narrow(1, 1, n), [drop] = 0 } }
+end
+local function write_logs(step, batch_loss, batch_acc)
+  log.train:add_scalar("loss", batch_loss, step)
+  log.train:add_scalar("accuracy", batch_acc, step)
+  local v = sess:run({ loss, accuracy }, log.feed)
+  log.validation:add_scalar("loss", v[1], step)
+  log.validation:add_scalar("accuracy", v[2], step)
+  if step % (10 * opt.every) == 0 or step == opt.steps then
+    for _, var in ipairs(mf.trainable_variables()) do
+      log.train:add_histogram((var.name:gsub(":%d+$", "")), sess:run(var), step)
+    end
+  end
+  log.train:flush()
+  log.validation:flush()
+end
+
 local t0 = mf.clock()
 for step = 1, opt.steps do
   local xs, ys = mnist.train:next_batch(opt.batch)
@@ -75,7 +102,12 @@ for step = 1, opt.steps do
   if step % opt.every == 0 or step == opt.steps then
     print(string.format("step %d/%d  loss %.4f  batch accuracy %.3f", step, opt.steps, r[2]:item(),
       r[3]:item()))
+    if log then write_logs(step, r[2], r[3]) end
   end
+end
+if log then
+  log.train:close()
+  log.validation:close()
 end
 local train_s = mf.clock() - t0
 print(string.format("trained %d steps in %.1f s (%.0f images/s)", opt.steps, train_s,
