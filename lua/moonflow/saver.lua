@@ -253,7 +253,9 @@ local function gather(self, target, opts, what)
   if opt ~= nil then
     local sd = opt:state_dict()
     for _, i in ipairs(sorted_keys(sd.state)) do put_state(ck, "optimizer/state/" .. i, sd.state[i], what) end
-    ck.meta.optimizer = json.encode { class = opt.name, param_groups = sd.param_groups }
+    local ok, text = pcall(json.encode, { class = opt.name, param_groups = sd.param_groups })
+    if not ok then fail("%s: the optimizer's param_groups: %s", what, tostring(text)) end
+    ck.meta.optimizer = text
   end
   -- extra objects
   for _, name in ipairs(sorted_keys(self.extra)) do

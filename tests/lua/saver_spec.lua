@@ -9,7 +9,9 @@ local mf = H.mf
 local nn, F = mf.nn, mf.nn.functional
 local json = require "moonflow.saver_json"
 
-local LUA = "lua5.4"
+-- The children run on the interpreter the specs run on in CI (the host, sanitized in the ASan
+-- run: $MOONFLOW_BIN), or the stock lua5.4.
+local LUA = H.q(os.getenv("MOONFLOW_BIN") or "lua5.4")
 local FIXTURES = H.root .. "/tests/lua/fixtures/"
 
 -- Exactly equal tensors (same shape, dtype and every value).
