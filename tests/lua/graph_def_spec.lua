@@ -1,0 +1,286 @@
+-- graph_def_spec.lua — g:as_graph_def(): TensorFlow op names, scoped node names and inputs, attrs
+-- (dtype, shape, Const values for each dtype) as Python's GraphDef and TensorBoard's
+-- EventAccumulator read them (FileWriter(logdir, sess.graph)); mf.import_graph_def rebuilds every
+-- kind of node (operators, methods, mf.* with table arguments, nn functionals, multiple outputs,
+-- strings, variables) with the same results; errors for ops moonflow cannot import.
+local H = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "helper.lua")
+local mf = H.mf
+local F = mf.nn.functional
+
+local root = H.tmpdir("mf_graphdef")
+teardown(function() os.execute("rm -rf " .. H.q(root)) end)
+
+local PY = "/usr/bin/python3"
+local have_tb = os.execute(PY .. " -c 'from tensorboard.backend.event_processing." ..
+  "event_accumulator import EventAccumulator' >/dev/null 2>&1") == true
+
+-- Runs a Python snippet with argv[1] = arg; returns its stdout lines.
+local function py(arg, code)
+  local script = root .. "/check.py"
+  H.writefile(script, "import sys\nfrom tensorboard.compat.proto import graph_pb2\n" ..
+    "from tensorboard.util import tensor_util\n" .. code .. "\n")
+  local p = io.popen(PY .. " " .. H.q(script) .. " " .. H.q(arg) .. " 2>&1")
+  local out = {}
+  for l in p:lines() do out[#out + 1] = l end
+  local ok = p:close()
+  assert(ok, "python failed:\n" .. table.concat(out, "\n"))
+  return out
+end
+
+local PRINT_NODES = [[
+for n in g.node:
+    print(n.name, n.op, ','.join(n.input) or '-', n.device or '-')]]
+
+-- the tutorial's softmax regression graph, with a training step
+local function softmax_graph()
+  local g = mf.Graph()
+  g:as_default(function()
+    local x = mf.placeholder(mf.float32, { -1, 784 }, "x")
+    local y_ = mf.placeholder(mf.float32, { -1, 10 }, "y_")
+    local y
+    mf.variable_scope("inference", function()
+      local W = mf.Variable(mf.zeros { 784, 10 }, { name = "W" })
+      local b = mf.Variable(mf.zeros { 10 }, { name = "b" })
+      y = mf.matmul(x, W) + b
+    end)
+    mf.variable_scope("loss", function()
+      mf.reduce_mean(mf.nn.softmax_cross_entropy_with_logits { labels = y_, logits = y })
+    end)
+    mf.train.GradientDescentOptimizer(0.5):minimize(g:get_tensor_by_name("loss/Mean:0"))
+  end)
+  return g
+end
+
+local WANT = {
+  "x Placeholder - -", "y_ Placeholder - -", "inference/W VariableV2 - -",
+  "inference/b VariableV2 - -", "inference/MatMul MatMul x,inference/W -",
+  "inference/add AddV2 inference/MatMul,inference/b -",
+  "loss/softmax_cross_entropy_with_logits SoftmaxCrossEntropyWithLogits y_,inference/add -",
+  "loss/Mean Mean loss/softmax_cross_entropy_with_logits -", "gradients Gradients loss/Mean -",
+  "GradientDescent ApplyGradientDescent gradients,gradients:1 -",
+}
+
+describe("as_graph_def", function()
+  it("names nodes with their scopes, TensorFlow op names, inputs as name or name:k", function()
+    local gd = softmax_graph():as_graph_def()
+    local got = {}
+    for i, nd in ipairs(gd.node) do
+      got[i] = ("%s %s %s %s"):format(nd.name, nd.op, #nd.input > 0 and table.concat(nd.input, ",") or "-",
+        nd.device ~= "" and nd.device or "-")
+    end
+    assert.are.same(WANT, got)
+    assert.are.equal("float32", gd.node[1].attr.dtype.type)
+    assert.are.same({ -1, 784 }, gd.node[1].attr.shape.shape)
+    assert.are.same({ 784, 10 }, gd.node[3].attr.shape.shape)
+    assert.are.same({ { -1, 10 } }, gd.node[6].attr._output_shapes.list.shape)
+    -- a round trip through the bytes keeps it all
+    local back = mf.graph_util.read_graph_def((function()
+      local p = root .. "/soft.pb"
+      gd:save(p)
+      return p
+    end)())
+    assert.are.same(gd.node[6].input, back.node[6].input)
+    assert.are.equal(gd:SerializeToString(), back:SerializeToString())
+  end)
+
+  it("is parsed by Python's GraphDef, devices included", function()
+    if not have_tb then return pending("tensorboard is not importable by /usr/bin/python3") end
+    local g = softmax_graph()
+    g:as_default(function()
+      mf.device("/gpu:0", function() mf.name_scope("extra", function() mf.relu(g:get_tensor_by_name("x:0")) end) end)
+    end)
+    local p = root .. "/py.pb"
+    g:as_graph_def():save(p)
+    local out = py(p, "g = graph_pb2.GraphDef()\ng.ParseFromString(open(sys.argv[1], 'rb').read())\n" ..
+      PRINT_NODES)
+    local want = { table.unpack(WANT) }
+    want[#want + 1] = "extra/Relu Relu x /gpu:0"
+    assert.are.same(want, out)
+  end)
+
+  it("FileWriter(logdir, sess.graph) writes a graph TensorBoard's EventAccumulator reads", function()
+    if not have_tb then return pending("tensorboard is not importable by /usr/bin/python3") end
+    local g = softmax_graph()
+    local dir = root .. "/tb"
+    do
+      local sess <close> = mf.Session { graph = g }
+      local w <close> = mf.summary.FileWriter(dir, sess.graph)
+    end
+    local out = py(dir, [[
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+ea = EventAccumulator(sys.argv[1])
+ea.Reload()
+print(ea.Tags()['graph'])
+g = ea.Graph()
+]] .. PRINT_NODES .. [[
+
+print(sorted(set(n.name.split('/')[0] for n in g.node if '/' in n.name)))]])
+    assert.are.equal("True", out[1])
+    assert.are.same(WANT, { table.unpack(out, 2, #WANT + 1) })
+    assert.are.equal("['inference', 'loss']", out[#WANT + 2])
+  end)
+
+  it("Const values: each dtype as TensorFlow's make_ndarray reads it, and back", function()
+    local g = mf.Graph()
+    local vals = {
+      f32 = mf.tensor { { 1.5, -2.25 }, { 3.0, 1e-8 } },
+      f64 = mf.tensor({ 0.1, 0.2, 0.3 }, { dtype = "float64" }),
+      i32 = mf.tensor({ -7, 2147483647 }, { dtype = "int32" }),
+      i64 = mf.tensor { 9007199254740993, -1 },
+      u8 = mf.tensor({ 0, 255, 7 }, { dtype = "uint8" }),
+      b = mf.tensor { true, false, true },
+      scalar = mf.tensor(4.5),
+      empty = mf.zeros { 0, 3 },
+    }
+    local names = {}
+    for k in pairs(vals) do names[#names + 1] = k end
+    table.sort(names)
+    g:as_default(function()
+      for _, k in ipairs(names) do g:constant(vals[k], k) end
+      mf.constant({ { "a", "bc" }, { "", "d\0e" } }, { name = "str" })
+    end)
+    local gd = g:as_graph_def()
+    local p = root .. "/consts.pb"
+    gd:save(p)
+    if have_tb then
+      local out = py(p, [[
+g = graph_pb2.GraphDef()
+g.ParseFromString(open(sys.argv[1], 'rb').read())
+for n in g.node:
+    a = tensor_util.make_ndarray(n.attr['value'].tensor)
+    print(n.name, a.dtype, a.shape, a.ravel().tolist())]])
+      assert.are.same({
+        "b bool (3,) [True, False, True]", "empty float32 (0, 3) []",
+        "f32 float32 (2, 2) [1.5, -2.25, 3.0, 9.99999993922529e-09]",
+        "f64 float64 (3,) [0.1, 0.2, 0.3]", "i32 int32 (2,) [-7, 2147483647]",
+        "i64 int64 (2,) [9007199254740993, -1]", "scalar float32 () [4.5]",
+        "u8 uint8 (3,) [0, 255, 7]", "str object (2, 2) [b'a', b'bc', b'', b'd\\x00e']" }, out)
+    end
+    local g2 = mf.load_graph(p)
+    local sess <close> = mf.Session { graph = g2 }
+    for _, k in ipairs(names) do
+      local got = sess:run(k .. ":0")
+      assert.are.equal(vals[k]:dtype(), got:dtype(), k)
+      assert.are.same(vals[k]:shape(), got:shape(), k)
+      H.equal(got, vals[k]:totable(), 0)
+    end
+    assert.are.same({ { "a", "bc" }, { "", "d\0e" } }, sess:run("str:0"))
+  end)
+
+  it("reads TensorFlow's own encodings: float_val broadcast, int_val, unpacked values", function()
+    if not have_tb then return pending("tensorboard is not importable by /usr/bin/python3") end
+    local p = root .. "/tf.pb"
+    py(p, [[
+import numpy as np
+g = graph_pb2.GraphDef()
+n = g.node.add(); n.name = 'fill'; n.op = 'Const'
+n.attr['dtype'].type = 1
+t = n.attr['value'].tensor; t.dtype = 1
+t.tensor_shape.dim.add().size = 2; t.tensor_shape.dim.add().size = 3
+t.float_val.append(0.25)
+n = g.node.add(); n.name = 'ints'; n.op = 'Const'
+t = n.attr['value'].tensor; t.dtype = 3; t.tensor_shape.dim.add().size = 3
+t.int_val.extend([1, -2, 3])
+n = g.node.add(); n.name = 'x'; n.op = 'Placeholder'
+n.attr['dtype'].type = 1; n.attr['shape'].shape.unknown_rank = True
+n = g.node.add(); n.name = 'scope/y'; n.op = 'Placeholder'
+n.attr['dtype'].type = 9; d = n.attr['shape'].shape.dim.add(); d.size = -1
+open(sys.argv[1], 'wb').write(g.SerializeToString())]])
+    local g = mf.load_graph(p)
+    local sess <close> = mf.Session { graph = g }
+    H.equal(sess:run("fill:0"), { { 0.25, 0.25, 0.25 }, { 0.25, 0.25, 0.25 } })
+    H.equal(sess:run("ints:0"), { 1, -2, 3 })
+    assert.are.equal("int32", sess:run("ints:0"):dtype())
+    assert.is_nil(g:get_tensor_by_name("x:0"):shape())
+    assert.are.same({ -1 }, g:get_tensor_by_name("scope/y:0"):shape())
+    assert.are.equal("int64", g:get_tensor_by_name("scope/y:0"):dtype())
+  end)
+end)
+
+describe("import_graph_def", function()
+  it("rebuilds operators, methods, mf.* and nn functionals with the same results", function()
+    local g = mf.Graph()
+    local fetch = {}
+    g:as_default(function()
+      local x = mf.placeholder(mf.float32, { -1, 3 }, "x")
+      local s = mf.placeholder(mf.string, nil, "s")
+      mf.name_scope("ops", function()
+        fetch.max, fetch.argmax = mf.max(x, 2) -- two outputs
+        fetch.arith = (x + 1) * 2 - x / 4 + x ^ 2
+        fetch.neg = -x
+        fetch.cat = mf.cat({ x, x * 3 }, 2)
+        fetch.method = x:argmax(2)
+        fetch.sum = x:sum()
+        fetch.reshape = mf.reshape(x, { 3, -1 })
+        fetch.t = mf.transpose(x, 1, 2)
+        fetch.matmul = mf.matmul(x, mf.tensor { { 1.0 }, { 2.0 }, { 3.0 } })
+        fetch.str = s + "!"
+        fetch.cast = mf.cast(x, mf.int64)
+        fetch.linear = F.linear(x, mf.ones { 2, 3 }, mf.tensor { 0.5, -0.5 })
+        fetch.softmax = F.softmax(x, 2)
+        fetch.mean = mf.reduce_mean(x, 1, true)
+      end)
+    end)
+    local g2 = mf.Graph()
+    local ops = g2:as_default(function() return mf.import_graph_def(g:as_graph_def()) end)
+    assert.are.equal(#g:get_operations(), #ops)
+    local s1 <close> = mf.Session { graph = g }
+    local s2 <close> = mf.Session { graph = g2 }
+    local X = mf.tensor { { 1.0, 5.0, 2.0 }, { -1.0, -3.0, 0.5 }, { 1.0, 2.0, 3.0 } }
+    for k, t in pairs(fetch) do
+      local want = s1:run(t, { x = X, s = "hi" })
+      local got = s2:run("import/" .. t.name, { ["import/x"] = X, ["import/s"] = "hi" })
+      if type(want) == "string" then
+        assert.are.equal("hi!", got)
+      else
+        assert.are.equal(want:dtype(), got:dtype(), k)
+        H.equal(got, want:totable(), 0)
+      end
+      assert.are.same(t:shape(), g2:get_tensor_by_name("import/" .. t.name):shape(), k)
+    end
+  end)
+
+  it("imports variables (zero until initialised or assigned) and keeps devices", function()
+    local g = mf.Graph()
+    g:as_default(function()
+      mf.device("/cpu:0", function()
+        local v = mf.Variable(mf.tensor { 1.0, 2.0 }, { name = "v" })
+        local _ = v * 2
+      end)
+    end)
+    local g2 = mf.Graph()
+    g2:as_default(function() mf.import_graph_def(g:as_graph_def(), { name = "" }) end)
+    assert.are.equal("/cpu:0", g2:get_operation_by_name("mul").device)
+    local v = g2:get_tensor_by_name("v:0")
+    local sess <close> = mf.Session { graph = g2 }
+    H.err(function() sess:run("mul:0") end, "Attempting to use uninitialized value v")
+    g2:as_default(function() sess:run(mf.global_variables_initializer()) end)
+    H.equal(sess:run("mul:0"), { 0, 0 })
+    sess:run(g2:as_default(function() return v:assign(mf.tensor { 3.0, 4.0 }) end))
+    H.equal(sess:run("mul:0"), { 6, 8 })
+  end)
+
+  it("errors name the node and op, missing inputs, duplicate names and bad arguments", function()
+    local g = softmax_graph()
+    local g2 = mf.Graph()
+    H.err(function() g2:as_default(function() mf.import_graph_def(g:as_graph_def(), { name = "" }) end) end,
+      "node 'gradients' has op 'Gradients', which moonflow cannot import")
+    local gd = mf.graph_util.extract_sub_graph(g:as_graph_def(), { "inference/add" })
+    assert.are.equal(5, #gd.node)
+    local g3 = mf.Graph()
+    g3:as_default(function() mf.import_graph_def(gd, { name = "" }) end)
+    H.err(function() g3:as_default(function() mf.import_graph_def(gd, { name = "" }) end) end,
+      "the graph already has a node named 'x'")
+    gd.node[#gd.node + 1] = { name = "odd", op = "FooBar", input = { "x" }, device = "", attr = {} }
+    H.err(function() mf.Graph():as_default(function() mf.import_graph_def(gd) end) end,
+      "node 'odd' has op 'FooBar', which moonflow cannot import")
+    gd.node[#gd.node] = { name = "lost", op = "Relu", input = { "nowhere:0" }, device = "", attr = {} }
+    H.err(function() mf.Graph():as_default(function() mf.import_graph_def(gd) end) end,
+      "node 'lost' has input 'nowhere:0', which is not a node of the graph")
+    gd.node[#gd.node] = { name = "far", op = "Relu", input = { "x:3" }, device = "", attr = {} }
+    H.err(function() mf.Graph():as_default(function() mf.import_graph_def(gd) end) end,
+      "node 'far' has input 'x:3', but 'x' has 1 outputs")
+    H.err(function() mf.import_graph_def(42) end, "expected a GraphDef, its bytes or a Graph")
+    H.err(function() mf.import_graph_def("\10\5\10\3abc") end, "not a valid GraphDef")
+  end)
+end)
