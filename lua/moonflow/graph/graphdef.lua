@@ -705,6 +705,7 @@ local function build(g, nd, name, inputs)
       local id, n = str(cf, 1, "call id"), int(cf, 2, "call n") or 0
       if id == nil then cannot(nd, "its recorded call has no builder") end
       if id:match("^F%.") or id:match("^nn%.") then local _ = mf.nn end
+      if id:match("^summary%.") then local _ = mf.summary end -- its builders load with it
       local builder = G.builders[id]
       local method = id:match("^Tensor%.(.+)$")
       if builder == nil and method then
