@@ -15,7 +15,8 @@
 --
 -- `require "predict_digit"` (with examples/ on package.path) returns the functions without
 -- running the command: preprocess(img) -> 28x28 float32, load_model(path) -> model, metadata,
--- predict(model, field) -> probabilities {p0, ..., p9}, predict_file(model, path).
+-- predict(model, field) -> probabilities {p0, ..., p9}, digit; predict_file(model, path);
+-- build(format) -> an untrained network; format(digit, probabilities) -> the printed line.
 local mf = require "moonflow"
 local nn, F = mf.nn, mf.nn.functional
 
@@ -117,8 +118,9 @@ function M.preprocess(img)
   return field
 end
 
--- The network of examples/mnist_cnn.lua (keep the two in step), in its NCHW or NHWC layout.
-local function build(format)
+-- build(format) -> the network of examples/mnist_cnn.lua (keep the two in step), in its NCHW or
+-- NHWC layout, untrained.
+function M.build(format)
   local nhwc = format == "NHWC"
   local conv = { padding = "same", data_format = format }
   local pool = { data_format = format }
@@ -146,7 +148,7 @@ function M.load_model(path)
     error(("predict_digit: %s: unknown layout format=%s (NCHW or NHWC)"):format(path,
       tostring(format)), 0)
   end
-  local model = build(format)
+  local model = M.build(format)
   local ok, err = pcall(model.load_state_dict, model, weights)
   if not ok then
     error(("predict_digit: %s does not hold mnist_cnn.lua's weights: %s"):format(path,
