@@ -51,6 +51,12 @@ static inline mf_status mf_cuda_launched(mf_device *dev, const char *what) {
 void *mf_cuda_scratch(mf_device *dev, size_t nbytes);
 void mf_cuda_scratch_free(mf_device *dev, void *p, size_t nbytes);
 
+/* A tensor's shape as text ("2x3"); mf_shape_str is not among the core functions the backend
+ * imports (api.h), mf_shape_fmt is. */
+static inline const char *mf_cuda_shape(const mf_tensor *t, char *buf, size_t n) {
+  return mf_shape_fmt(t->ndim, t->shape, buf, n);
+}
+
 /* Element 0 of a tensor's view, in device memory. */
 template <class T = char> static inline T *mf_cuda_ptr(const mf_tensor *t) {
   if (!t || !t->storage || !t->storage->data) return nullptr;

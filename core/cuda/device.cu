@@ -246,8 +246,12 @@ static void register_kernels(mf_kernel *k) {
   k[MF_OP_MATMUL] = mf_cuda_matmul;
   for (int op = MF_OP_SOFTMAX; op <= MF_OP_LOG_SOFTMAX_BACKWARD; op++) k[op] = mf_cuda_softmax;
   for (int op = MF_OP_SGD_STEP; op <= MF_OP_ADAGRAD_STEP; op++) k[op] = mf_cuda_optim;
-  /* not yet on the GPU (NULL: soft placement falls back): CONV2D*, *POOL2D*, GATHER,
-   * SCATTER_ADD */
+#ifdef MF_HAVE_CUDNN
+  for (int op = MF_OP_CONV2D; op <= MF_OP_CONV2D_BACKWARD_WEIGHT; op++) k[op] = mf_cuda_conv2d;
+#endif /* without cuDNN conv2d has no GPU kernel (NULL: soft placement falls back) */
+  for (int op = MF_OP_MAX_POOL2D; op <= MF_OP_AVG_POOL2D_BACKWARD; op++) k[op] = mf_cuda_pool2d;
+  k[MF_OP_GATHER] = mf_cuda_gather;
+  k[MF_OP_SCATTER_ADD] = mf_cuda_gather;
 }
 
 /* ---- devices --------------------------------------------------------------------------------- */

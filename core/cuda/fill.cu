@@ -7,6 +7,7 @@
 #include <math.h>
 
 #include "cuda/kernels.h"
+#include "philox_math.h"
 
 /* ---- copy ------------------------------------------------------------------------------------ */
 
@@ -135,73 +136,14 @@ mf_status mf_cuda_arange(mf_device *dev, const mf_call *c) {
 
 /* ---- Philox and the random kernels ------------------------------------------------------------ */
 
-/* mf_philox(seed, counter, 0) of random.c */
+/* mf_philox(seed, counter, 0) of random.c, and its uniforms (philox_math.h, shared with the CPU) */
 __device__ __forceinline__ uint4 philox(uint64_t seed, uint64_t counter) {
-  uint32_t c0 = (uint32_t)counter, c1 = (uint32_t)(counter >> 32), c2 = 0, c3 = 0;
-  uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
-#pragma unroll
-  for (int r = 0; r < 10; r++) {
-    if (r > 0) {
-      k0 += 0x9E3779B9u;
-      k1 += 0xBB67AE85u;
-    }
-    uint32_t hi0 = __umulhi(0xD2511F53u, c0), lo0 = 0xD2511F53u * c0;
-    uint32_t hi1 = __umulhi(0xCD9E8D57u, c2), lo1 = 0xCD9E8D57u * c2;
-    c0 = hi1 ^ c1 ^ k0;
-    c1 = lo1;
-    c2 = hi0 ^ c3 ^ k1;
-    c3 = lo0;
-  }
-  return make_uint4(c0, c1, c2, c3);
+  uint32_t w[4];
+  mf_philox_block(seed, counter, 0, w);
+  return make_uint4(w[0], w[1], w[2], w[3]);
 }
-
-/* cpu/vmath.h's mf_logf and mf_sincos2pif, so that float32 randn follows the CPU's arithmetic */
-__device__ __forceinline__ float vm_logf(float x) {
-  int denorm = x < 1.17549435e-38f;
-  float xs = denorm ? x * 8388608.0f : x;
-  uint32_t bits = (uint32_t)__float_as_int(xs);
-  int32_t e = (int32_t)((bits >> 23) & 0xff) - 126;
-  float m = __int_as_float((int32_t)((bits & 0x007fffff) | 0x3f000000));
-  int small = m < 0.707106781186547524f;
-  e = small ? e - 1 : e;
-  m = small ? m + m - 1.0f : m - 1.0f;
-  float ef = (float)e - (denorm ? 23.0f : 0.0f);
-  float z = m * m;
-  float y = 7.0376836292e-2f;
-  y = y * m - 1.1514610310e-1f;
-  y = y * m + 1.1676998740e-1f;
-  y = y * m - 1.2420140846e-1f;
-  y = y * m + 1.4249322787e-1f;
-  y = y * m - 1.6668057665e-1f;
-  y = y * m + 2.0000714765e-1f;
-  y = y * m - 2.4999993993e-1f;
-  y = y * m + 3.3333331174e-1f;
-  y = y * m * z;
-  y = y + ef * -2.12194440e-4f;
-  y = y - 0.5f * z;
-  float r = m + y;
-  return r + ef * 0.693359375f; /* x is in (0, 1] here: no special values */
-}
-
-__device__ __forceinline__ void vm_sincos2pif(float u, float *sn, float *cs) {
-  float t = u - rintf(u);
-  float jf = rintf(4.0f * t);
-  float x = (t - 0.25f * jf) * 6.28318530717958647692f;
-  float z = x * x;
-  float s = ((-1.9515295891e-4f * z + 8.3321608736e-3f) * z - 1.6666654611e-1f) * z * x + x;
-  float c = ((2.443315711809948e-5f * z - 1.388731625493765e-3f) * z + 4.166664568298827e-2f) *
-                z * z -
-            0.5f * z + 1.0f;
-  int32_t j = (int32_t)jf & 3;
-  float s2 = (j & 1) ? c : s, c2 = (j & 1) ? s : c;
-  *sn = (j & 2) ? -s2 : s2;
-  *cs = (j == 1 || j == 2) ? -c2 : c2;
-}
-
-__device__ __forceinline__ float u24(uint32_t w) { return (float)(w >> 8) * 0x1p-24f; }
-__device__ __forceinline__ double u53(uint32_t lo, uint32_t hi) {
-  return (double)((((uint64_t)hi << 32) | lo) >> 11) * 0x1p-53;
-}
+__device__ __forceinline__ float u24(uint32_t w) { return mf_u24(w); }
+__device__ __forceinline__ double u53(uint32_t lo, uint32_t hi) { return mf_u53(lo, hi); }
 
 /* one thread per Philox block: float32 block b holds elements 4b .. 4b+3 */
 __global__ void random_f32_kernel(float *out, int64_t n, uint64_t seed, uint64_t offset,
@@ -216,15 +158,8 @@ __global__ void random_f32_kernel(float *out, int64_t n, uint64_t seed, uint64_t
       v[2] = u24(w.z);
       v[3] = u24(w.w);
     } else {
-      uint32_t ws[4] = {w.x, w.y, w.z, w.w};
-#pragma unroll
-      for (int k = 0; k < 2; k++) {
-        float rad = sqrtf(-2.0f * vm_logf((float)((ws[2 * k] >> 8) + 1) * 0x1p-24f));
-        float sn, cs;
-        vm_sincos2pif((float)(ws[2 * k + 1] >> 8) * 0x1p-24f, &sn, &cs);
-        v[2 * k] = rad * cs;
-        v[2 * k + 1] = rad * sn;
-      }
+      mf_box_muller_f32(w.x, w.y, &v[0], &v[1]); /* the CPU's arithmetic (philox_math.h) */
+      mf_box_muller_f32(w.z, w.w, &v[2], &v[3]);
     }
     int64_t i0 = 4 * b;
 #pragma unroll

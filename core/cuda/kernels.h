@@ -28,6 +28,16 @@ mf_status mf_cuda_matmul(mf_device *dev, const mf_call *c);
 void mf_cuda_matmul_release(mf_cuda_ctx *ctx);
 /* matmul.cu: float32 matmul in TF32 or not (mf_cuda_set_tf32); returns the previous setting */
 bool mf_cuda_matmul_set_tf32(bool on);
+/* matmul.cu: whether float32 may use TF32 now (conv.cu follows the same switch) */
+bool mf_cuda_tf32(void);
+
+/* conv.cu (cuDNN builds only): CONV2D, CONV2D_BACKWARD_INPUT, CONV2D_BACKWARD_WEIGHT */
+mf_status mf_cuda_conv2d(mf_device *dev, const mf_call *c);
+/* pool.cu: MAX_POOL2D, MAX_POOL2D_BACKWARD, AVG_POOL2D, AVG_POOL2D_BACKWARD (average pooling
+ * through cuDNN where it can, our kernels otherwise) */
+mf_status mf_cuda_pool2d(mf_device *dev, const mf_call *c);
+/* gather.cu: GATHER, SCATTER_ADD */
+mf_status mf_cuda_gather(mf_device *dev, const mf_call *c);
 
 /* softmax.cu: SOFTMAX, LOG_SOFTMAX and their backwards */
 mf_status mf_cuda_softmax(mf_device *dev, const mf_call *c);

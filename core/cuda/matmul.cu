@@ -22,6 +22,8 @@ bool mf_cuda_matmul_set_tf32(bool on) {
   return was;
 }
 
+bool mf_cuda_tf32(void) { return __atomic_load_n(&allow_tf32, __ATOMIC_RELAXED); }
+
 void mf_cuda_matmul_release(mf_cuda_ctx *ctx) {
   if (ctx->cublas) cublasDestroy((cublasHandle_t)ctx->cublas);
   ctx->cublas = NULL;

@@ -1,0 +1,430 @@
+/* conv.cu — CONV2D, CONV2D_BACKWARD_INPUT and CONV2D_BACKWARD_WEIGHT through cuDNN 9 (its
+ * convolution API: descriptors, cudnnConvolutionForward / BackwardData / BackwardFilter).
+ *
+ * Calls (ops_nn.c): CONV2D in[0] = x (N, C, H, W), in[1] = w (O, C, KH, KW), in[2] = bias (O) or
+ * absent, out = y (N, O, OH, OW); BACKWARD_INPUT in[0] = dy, in[1] = w, out = dx; BACKWARD_WEIGHT
+ * in[0] = dy, in[1] = x, out = dw; params = mf_pool2d_params (stride, pad {top, left, bottom,
+ * right}); groups = 1, dilation 1. The front end hands over contiguous NCHW tensors; the kernel
+ * describes each tensor by its own strides, so channels-last (NHWC) views of the same shapes work
+ * too (all of x, y and w in one layout is what cuDNN's fast kernels want).
+ *
+ * Padding: cuDNN pads symmetrically. When the padding is asymmetric (TensorFlow's "same" with an
+ * odd total) but cuDNN's output size with the top/left padding on both sides is the wanted one,
+ * the extra bottom/right cells are never read and cuDNN runs as is; otherwise the input is copied
+ * into a zero-padded NCHW buffer and cuDNN runs with no padding (the backward-input result is
+ * cropped back).
+ *
+ * Algorithms: per shape (device, op, dtype, layouts, sizes, geometry, math mode), the first chosen
+ * is cached. By default cuDNN's heuristics (cudnnGet*Algorithm_v7) pick; with
+ * MOONFLOW_CUDNN_BENCHMARK=1 each is timed once (cudnnFind*AlgorithmEx, like PyTorch's
+ * cudnn.benchmark). Workspace comes from the device's cuDNN workspace (dnn.cuh), at most
+ * MAX_WORKSPACE per call. float32 uses TF32 tensor cores while mf_cuda_set_tf32 is on (default),
+ * FMA only when off.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda/dnn.cuh"
+#include "cuda/kernels.h"
+
+#define MAX_WORKSPACE ((size_t)1 << 30)
+#define CACHE_SIZE 256
+#define MAX_ALGOS 16
+
+enum { K_FWD, K_BWD_DATA, K_BWD_FILTER };
+
+/* ---- the algorithm cache ---------------------------------------------------------------------- */
+
+typedef struct conv_key {
+  int device, kind, dtype, math;
+  int fx, fy, fw; /* layouts */
+  int64_t xs[4], ws[4], ys[4];
+  int pad[2], stride[2];
+} conv_key;
+
+typedef struct conv_entry {
+  bool used;
+  conv_key key;
+  int algo;
+  cudnnMathType_t math;
+  size_t workspace;
+} conv_entry;
+
+static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
+static conv_entry cache[CACHE_SIZE];
+static int cache_next;
+
+static bool cache_get(const conv_key *k, conv_entry *out) {
+  bool found = false;
+  pthread_mutex_lock(&cache_lock);
+  for (int i = 0; i < CACHE_SIZE && !found; i++)
+    if (cache[i].used && memcmp(&cache[i].key, k, sizeof *k) == 0) {
+      *out = cache[i];
+      found = true;
+    }
+  pthread_mutex_unlock(&cache_lock);
+  return found;
+}
+
+static void cache_put(const conv_entry *e) {
+  pthread_mutex_lock(&cache_lock);
+  cache[cache_next] = *e; /* round robin: a program's shapes are few */
+  cache[cache_next].used = true;
+  cache_next = (cache_next + 1) % CACHE_SIZE;
+  pthread_mutex_unlock(&cache_lock);
+}
+
+static bool benchmark_mode(void) {
+  const char *v = getenv("MOONFLOW_CUDNN_BENCHMARK");
+  return v && v[0] && strcmp(v, "0") != 0;
+}
+
+/* ---- one convolution's descriptors -------------------------------------------------------------- */
+
+typedef struct conv_setup {
+  mf_device *dev;
+  const char *op;
+  char what[320];
+  cudnnHandle_t h;
+  mf_dnn_tensor_desc x, y; /* x: the (possibly padded) input side, y: the output side */
+  mf_dnn_filter_desc w;
+  mf_dnn_conv_desc conv;
+  conv_key key;
+  bool tf32;
+} conv_setup;
+
+static mf_status make_filter(conv_setup *cs, const mf_tensor *w) {
+  cudnnDataType_t ct;
+  if (!mf_dnn_dtype(w->dtype, &ct))
+    return mf_fail(MF_ERR_DTYPE, "%s: cuDNN does not take %s tensors", cs->op,
+                   mf_dtype_name(w->dtype));
+  cudnnTensorFormat_t fmt;
+  if (!mf_dnn_layout(w, &fmt)) {
+    char a[96];
+    return mf_fail(MF_ERR_ARG, "%s: the weight %s must be packed NCHW or NHWC on the GPU", cs->op,
+                   mf_cuda_shape(w, a, sizeof a));
+  }
+  for (int d = 0; d < 4; d++)
+    if (w->shape[d] > INT32_MAX)
+      return mf_fail(MF_ERR_SHAPE, "%s: weight too large for cuDNN (%s)", cs->op, cs->what);
+  cs->key.fw = (int)fmt;
+  MF_TRY(mf_dnn_check(cs->dev, cudnnCreateFilterDescriptor(&cs->w.d), cs->op,
+                      "cudnnCreateFilterDescriptor", cs->what));
+  return mf_dnn_check(cs->dev,
+                      cudnnSetFilter4dDescriptor(cs->w.d, ct, fmt, (int)w->shape[0],
+                                                 (int)w->shape[1], (int)w->shape[2],
+                                                 (int)w->shape[3]),
+                      cs->op, "cudnnSetFilter4dDescriptor", cs->what);
+}
+
+static mf_status make_conv(conv_setup *cs, mf_dtype dt, int pad_h, int pad_w,
+                           const mf_pool2d_params *p) {
+  cudnnDataType_t compute = dt == MF_F64 ? CUDNN_DATA_DOUBLE : CUDNN_DATA_FLOAT;
+  MF_TRY(mf_dnn_check(cs->dev, cudnnCreateConvolutionDescriptor(&cs->conv.d), cs->op,
+                      "cudnnCreateConvolutionDescriptor", cs->what));
+  MF_TRY(mf_dnn_check(cs->dev,
+                      cudnnSetConvolution2dDescriptor(cs->conv.d, pad_h, pad_w, p->stride[0],
+                                                      p->stride[1], 1, 1, CUDNN_CROSS_CORRELATION,
+                                                      compute),
+                      cs->op, "cudnnSetConvolution2dDescriptor", cs->what));
+  /* float32: TF32 tensor cores when allowed, else plain FMA; other dtypes: cuDNN's default */
+  cudnnMathType_t math = CUDNN_DEFAULT_MATH;
+  if (dt == MF_F32) math = cs->tf32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH;
+  else if (dt == MF_F16 || dt == MF_BF16) math = CUDNN_TENSOR_OP_MATH;
+  cs->key.math = (int)math;
+  cs->key.pad[0] = pad_h;
+  cs->key.pad[1] = pad_w;
+  cs->key.stride[0] = p->stride[0];
+  cs->key.stride[1] = p->stride[1];
+  return mf_dnn_check(cs->dev, cudnnSetConvolutionMathType(cs->conv.d, math), cs->op,
+                      "cudnnSetConvolutionMathType", cs->what);
+}
+
+/* ---- choosing an algorithm ---------------------------------------------------------------------- */
+
+/* From a list of perf results (ranked by cuDNN): the first that ran, fits the workspace cap, and
+ * (FMA mode) does not use tensor cores. */
+template <class P> static bool pick(const P *perf, int n, bool fma_only, conv_entry *e) {
+  for (int i = 0; i < n; i++) {
+    if (perf[i].status != CUDNN_STATUS_SUCCESS) continue;
+    if (perf[i].memory > MAX_WORKSPACE) continue;
+    if (fma_only && perf[i].mathType == CUDNN_TENSOR_OP_MATH) continue;
+    e->algo = (int)perf[i].algo;
+    e->math = perf[i].mathType;
+    e->workspace = perf[i].memory;
+    return true;
+  }
+  return false;
+}
+
+/* The algorithm for cs (cached); xp, yp, wp: the buffers (benchmark mode runs on them, writing
+ * the output side, which the real call then overwrites). */
+static mf_status choose(conv_setup *cs, int kind, const void *xp, void *xw, const void *yp,
+                        void *yw, const void *wp, void *ww, conv_entry *e) {
+  cs->key.kind = kind;
+  if (cache_get(&cs->key, e)) return MF_OK;
+  memset(e, 0, sizeof *e);
+  e->key = cs->key;
+  bool fma_only = cs->key.math == (int)CUDNN_FMA_MATH;
+  int n = 0;
+  bool ok = false;
+  mf_status s = MF_OK;
+  if (benchmark_mode()) {
+    void *ws = NULL;
+    size_t wbytes = (size_t)256 << 20;
+    if (mf_dnn_workspace(cs->dev, cs->op, wbytes, &ws) != MF_OK) { /* too big: heuristics */
+      wbytes = 0;
+      ws = NULL;
+    }
+    if (kind == K_FWD) {
+      cudnnConvolutionFwdAlgoPerf_t perf[MAX_ALGOS];
+      s = mf_dnn_check(cs->dev,
+                       cudnnFindConvolutionForwardAlgorithmEx(cs->h, cs->x.d, xp, cs->w.d, wp,
+                                                              cs->conv.d, cs->y.d, yw, MAX_ALGOS,
+                                                              &n, perf, ws, wbytes),
+                       cs->op, "cudnnFindConvolutionForwardAlgorithmEx", cs->what);
+      ok = !s && pick(perf, n, fma_only, e);
+    } else if (kind == K_BWD_DATA) {
+      cudnnConvolutionBwdDataAlgoPerf_t perf[MAX_ALGOS];
+      s = mf_dnn_check(cs->dev,
+                       cudnnFindConvolutionBackwardDataAlgorithmEx(cs->h, cs->w.d, wp, cs->y.d, yp,
+                                                                   cs->conv.d, cs->x.d, xw,
+                                                                   MAX_ALGOS, &n, perf, ws, wbytes),
+                       cs->op, "cudnnFindConvolutionBackwardDataAlgorithmEx", cs->what);
+      ok = !s && pick(perf, n, fma_only, e);
+    } else {
+      cudnnConvolutionBwdFilterAlgoPerf_t perf[MAX_ALGOS];
+      s = mf_dnn_check(cs->dev,
+                       cudnnFindConvolutionBackwardFilterAlgorithmEx(
+                           cs->h, cs->x.d, xp, cs->y.d, yp, cs->conv.d, cs->w.d, ww, MAX_ALGOS, &n,
+                           perf, ws, wbytes),
+                       cs->op, "cudnnFindConvolutionBackwardFilterAlgorithmEx", cs->what);
+      ok = !s && pick(perf, n, fma_only, e);
+    }
+  }
+  if (!ok) { /* heuristics */
+    if (kind == K_FWD) {
+      cudnnConvolutionFwdAlgoPerf_t perf[MAX_ALGOS];
+      s = mf_dnn_check(cs->dev,
+                       cudnnGetConvolutionForwardAlgorithm_v7(cs->h, cs->x.d, cs->w.d, cs->conv.d,
+                                                              cs->y.d, MAX_ALGOS, &n, perf),
+                       cs->op, "cudnnGetConvolutionForwardAlgorithm_v7", cs->what);
+      ok = !s && pick(perf, n, fma_only, e);
+    } else if (kind == K_BWD_DATA) {
+      cudnnConvolutionBwdDataAlgoPerf_t perf[MAX_ALGOS];
+      s = mf_dnn_check(cs->dev,
+                       cudnnGetConvolutionBackwardDataAlgorithm_v7(
+                           cs->h, cs->w.d, cs->y.d, cs->conv.d, cs->x.d, MAX_ALGOS, &n, perf),
+                       cs->op, "cudnnGetConvolutionBackwardDataAlgorithm_v7", cs->what);
+      ok = !s && pick(perf, n, fma_only, e);
+    } else {
+      cudnnConvolutionBwdFilterAlgoPerf_t perf[MAX_ALGOS];
+      s = mf_dnn_check(cs->dev,
+                       cudnnGetConvolutionBackwardFilterAlgorithm_v7(
+                           cs->h, cs->x.d, cs->y.d, cs->conv.d, cs->w.d, MAX_ALGOS, &n, perf),
+                       cs->op, "cudnnGetConvolutionBackwardFilterAlgorithm_v7", cs->what);
+      ok = !s && pick(perf, n, fma_only, e);
+    }
+    MF_TRY(s);
+  }
+  if (!ok)
+    return mf_fail(MF_ERR_UNSUPPORTED, "cuda:%d: %s: cuDNN offers no algorithm for %s",
+                   cs->dev->index, cs->op, cs->what);
+  /* the heuristics' memory figure is an estimate: ask for the exact size */
+  size_t need = 0;
+  if (kind == K_FWD)
+    s = mf_dnn_check(cs->dev,
+                     cudnnGetConvolutionForwardWorkspaceSize(cs->h, cs->x.d, cs->w.d, cs->conv.d,
+                                                             cs->y.d,
+                                                             (cudnnConvolutionFwdAlgo_t)e->algo,
+                                                             &need),
+                     cs->op, "cudnnGetConvolutionForwardWorkspaceSize", cs->what);
+  else if (kind == K_BWD_DATA)
+    s = mf_dnn_check(cs->dev,
+                     cudnnGetConvolutionBackwardDataWorkspaceSize(
+                         cs->h, cs->w.d, cs->y.d, cs->conv.d, cs->x.d,
+                         (cudnnConvolutionBwdDataAlgo_t)e->algo, &need),
+                     cs->op, "cudnnGetConvolutionBackwardDataWorkspaceSize", cs->what);
+  else
+    s = mf_dnn_check(cs->dev,
+                     cudnnGetConvolutionBackwardFilterWorkspaceSize(
+                         cs->h, cs->x.d, cs->y.d, cs->conv.d, cs->w.d,
+                         (cudnnConvolutionBwdFilterAlgo_t)e->algo, &need),
+                     cs->op, "cudnnGetConvolutionBackwardFilterWorkspaceSize", cs->what);
+  MF_TRY(s);
+  if (need > e->workspace) e->workspace = need;
+  cache_put(e);
+  return MF_OK;
+}
+
+/* ---- explicit padding ----------------------------------------------------------------------------- */
+
+/* dst (N, C, Hp, Wp) contiguous = src (N, C, H, W) (any strides) shifted by (pt, pl), zeros
+ * around; or, crop, the reverse: dst (any strides) = src padded window. */
+template <class T>
+__global__ void pad_kernel(T *dst, const T *src, int64_t N, int64_t C, int64_t H, int64_t W,
+                           int64_t Hp, int64_t Wp, int pt, int pl, int64_t s0, int64_t s1,
+                           int64_t s2, int64_t s3, bool crop) {
+  int64_t total = crop ? N * C * H * W : N * C * Hp * Wp;
+  MF_GRID_LOOP(i, total) {
+    if (!crop) {
+      int64_t w = i % Wp, q = i / Wp, h = q % Hp, nc = q / Hp, c = nc % C, n = nc / C;
+      int64_t ih = h - pt, iw = w - pl;
+      dst[i] = ih >= 0 && ih < H && iw >= 0 && iw < W ? src[n * s0 + c * s1 + ih * s2 + iw * s3]
+                                                       : T(0.0f);
+    } else {
+      int64_t w = i % W, q = i / W, h = q % H, nc = q / H, c = nc % C, n = nc / C;
+      dst[n * s0 + c * s1 + h * s2 + w * s3] = src[((nc * Hp) + h + pt) * Wp + w + pl];
+    }
+  }
+}
+
+static mf_status launch_pad(mf_device *dev, const char *op, mf_dtype dt, void *dst,
+                            const void *src, const int64_t *shape, const int64_t *stride,
+                            int64_t Hp, int64_t Wp, int pt, int pl, bool crop) {
+  int64_t total = shape[0] * shape[1] * (crop ? shape[2] * shape[3] : Hp * Wp);
+  cudaStream_t s = mf_cuda_stream(dev);
+  bool ok = mf_cuda_visit_float<true>(dt, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    pad_kernel<T><<<mf_cuda_blocks(total), MF_CUDA_THREADS, 0, s>>>(
+        (T *)dst, (const T *)src, shape[0], shape[1], shape[2], shape[3], Hp, Wp, pt, pl,
+        stride[0], stride[1], stride[2], stride[3], crop);
+  });
+  if (!ok) return mf_fail(MF_ERR_DTYPE, "%s: bad dtype %s", op, mf_dtype_name(dt));
+  return mf_cuda_launched(dev, op);
+}
+
+/* ---- the kernel ---------------------------------------------------------------------------------- */
+
+/* frees a scratch buffer on every return */
+struct scratch_buf {
+  mf_device *dev = nullptr;
+  void *p = nullptr;
+  size_t n = 0;
+  ~scratch_buf() {
+    if (p) mf_cuda_scratch_free(dev, p, n);
+  }
+};
+
+mf_status mf_cuda_conv2d(mf_device *dev, const mf_call *c) {
+  const char *op = mf_op_name(c->op);
+  if (!c->out || c->nin < 2 || !c->in[0] || !c->in[1] || !c->params)
+    return mf_fail(MF_ERR_ARG, "%s: malformed kernel call", op);
+  const mf_pool2d_params *p = (const mf_pool2d_params *)c->params;
+  int kind = c->op == MF_OP_CONV2D                  ? K_FWD
+             : c->op == MF_OP_CONV2D_BACKWARD_INPUT ? K_BWD_DATA
+             : c->op == MF_OP_CONV2D_BACKWARD_WEIGHT ? K_BWD_FILTER
+                                                     : -1;
+  if (kind < 0) return mf_fail(MF_ERR_ARG, "%s: not a convolution op", op);
+  /* the three tensors by role: x side (N, C, H, W), y side (N, O, OH, OW), weight */
+  const mf_tensor *x = kind == K_FWD ? c->in[0] : kind == K_BWD_FILTER ? c->in[1] : c->out;
+  const mf_tensor *y = kind == K_FWD ? c->out : c->in[0];
+  const mf_tensor *w = kind == K_BWD_FILTER ? c->out : c->in[1];
+  const mf_tensor *bias = kind == K_FWD && c->nin > 2 ? c->in[2] : NULL;
+  mf_dtype dt = c->out->dtype;
+  if (x->dtype != dt || y->dtype != dt || w->dtype != dt || (bias && bias->dtype != dt))
+    return mf_fail(MF_ERR_DTYPE, "%s: every operand must be %s", op, mf_dtype_name(dt));
+  if (x->ndim != 4 || y->ndim != 4 || w->ndim != 4)
+    return mf_fail(MF_ERR_SHAPE, "%s: needs 4-D operands", op);
+
+  conv_setup cs;
+  memset(&cs.key, 0, sizeof cs.key);
+  cs.dev = dev;
+  cs.op = op;
+  cs.tf32 = mf_cuda_tf32();
+  mf_dnn_describe(cs.what, sizeof cs.what, kind == K_BWD_DATA ? "output gradient" : "input",
+                  kind == K_BWD_DATA ? y : x, "weight", w, p);
+  cs.key.device = dev->index;
+  cs.key.dtype = (int)dt;
+  for (int d = 0; d < 4; d++) {
+    cs.key.xs[d] = x->shape[d];
+    cs.key.ws[d] = w->shape[d];
+    cs.key.ys[d] = y->shape[d];
+  }
+  cudnnTensorFormat_t fx, fy;
+  if (!mf_dnn_layout(x, &fx) || !mf_dnn_layout(y, &fy))
+    return mf_fail(MF_ERR_ARG, "%s: operands must be packed NCHW or NHWC on the GPU (%s)", op,
+                   cs.what);
+  cs.key.fx = (int)fx;
+  cs.key.fy = (int)fy;
+  MF_TRY(mf_cuda_enter(dev));
+  MF_TRY(mf_dnn_handle(dev, op, &cs.h));
+  MF_TRY(mf_dnn_tensor(dev, op, y, &cs.y));
+  MF_TRY(make_filter(&cs, w));
+
+  /* direct when cuDNN's symmetric padding gives the wanted output size, else explicit padding */
+  int64_t H = x->shape[2], W = x->shape[3], KH = w->shape[2], KW = w->shape[3];
+  int pt = p->pad[0], pl = p->pad[1];
+  bool direct = (H + 2 * pt - KH) >= 0 && (W + 2 * pl - KW) >= 0 &&
+                (H + 2 * pt - KH) / p->stride[0] + 1 == y->shape[2] &&
+                (W + 2 * pl - KW) / p->stride[1] + 1 == y->shape[3];
+  scratch_buf xpad;
+  const void *xptr = mf_cuda_ptr(x);
+  int64_t Hp = H + p->pad[0] + p->pad[2], Wp = W + p->pad[1] + p->pad[3];
+  if (direct) {
+    MF_TRY(mf_dnn_tensor(dev, op, x, &cs.x));
+    MF_TRY(make_conv(&cs, dt, pt, pl, p));
+  } else {
+    int64_t ps[4] = {x->shape[0], x->shape[1], Hp, Wp}, pst[4] = {x->shape[1] * Hp * Wp, Hp * Wp, Wp, 1};
+    xpad.dev = dev;
+    xpad.n = (size_t)(ps[0] * ps[1] * Hp * Wp) * mf_dtype_size(dt);
+    xpad.p = mf_cuda_scratch(dev, xpad.n);
+    if (!xpad.p) return MF_ERR_MEMORY;
+    if (kind != K_BWD_DATA) /* the input, padded; backward-input writes it instead */
+      MF_TRY(launch_pad(dev, op, dt, xpad.p, xptr, x->shape, x->stride, Hp, Wp, pt, pl, false));
+    xptr = xpad.p;
+    cs.key.xs[2] = Hp;
+    cs.key.xs[3] = Wp;
+    cs.key.fx = (int)CUDNN_TENSOR_NCHW;
+    MF_TRY(mf_dnn_tensor4d(dev, op, dt, ps, pst, &cs.x));
+    mf_pool2d_params p0 = *p;
+    MF_TRY(make_conv(&cs, dt, 0, 0, &p0));
+  }
+
+  conv_entry e;
+  void *xw = kind == K_BWD_DATA ? (direct ? mf_cuda_ptr(c->out) : xpad.p) : NULL;
+  MF_TRY(choose(&cs, kind, xptr, xw, mf_cuda_ptr(y), kind == K_FWD ? mf_cuda_ptr(c->out) : NULL,
+                mf_cuda_ptr(w), kind == K_BWD_FILTER ? mf_cuda_ptr(c->out) : NULL, &e));
+  MF_TRY(mf_dnn_check(dev, cudnnSetConvolutionMathType(cs.conv.d, e.math), op,
+                      "cudnnSetConvolutionMathType", cs.what));
+  void *ws = NULL;
+  MF_TRY(mf_dnn_workspace(dev, op, e.workspace, &ws));
+  mf_dnn_scalars k(dt);
+  if (kind == K_FWD) {
+    MF_TRY(mf_dnn_check(dev,
+                        cudnnConvolutionForward(cs.h, k.one(), cs.x.d, xptr, cs.w.d, mf_cuda_ptr(w),
+                                                cs.conv.d, (cudnnConvolutionFwdAlgo_t)e.algo, ws,
+                                                e.workspace, k.zero(), cs.y.d, mf_cuda_ptr(c->out)),
+                        op, "cudnnConvolutionForward", cs.what));
+    if (bias) {
+      mf_dnn_tensor_desc bd;
+      MF_TRY(mf_dnn_tensor(dev, op, bias, &bd));
+      MF_TRY(mf_dnn_check(dev,
+                          cudnnAddTensor(cs.h, k.one(), bd.d, mf_cuda_ptr(bias), k.one(), cs.y.d,
+                                         mf_cuda_ptr(c->out)),
+                          op, "cudnnAddTensor (bias)", cs.what));
+    }
+  } else if (kind == K_BWD_DATA) {
+    void *dxp = direct ? mf_cuda_ptr(c->out) : xpad.p;
+    MF_TRY(mf_dnn_check(dev,
+                        cudnnConvolutionBackwardData(cs.h, k.one(), cs.w.d, mf_cuda_ptr(w), cs.y.d,
+                                                     mf_cuda_ptr(y), cs.conv.d,
+                                                     (cudnnConvolutionBwdDataAlgo_t)e.algo, ws,
+                                                     e.workspace, k.zero(), cs.x.d, dxp),
+                        op, "cudnnConvolutionBackwardData", cs.what));
+    if (!direct)
+      MF_TRY(launch_pad(dev, op, dt, mf_cuda_ptr(c->out), xpad.p, x->shape, x->stride, Hp, Wp, pt,
+                        pl, true));
+  } else {
+    MF_TRY(mf_dnn_check(dev,
+                        cudnnConvolutionBackwardFilter(cs.h, k.one(), cs.x.d, xptr, cs.y.d,
+                                                       mf_cuda_ptr(y), cs.conv.d,
+                                                       (cudnnConvolutionBwdFilterAlgo_t)e.algo, ws,
+                                                       e.workspace, k.zero(), cs.w.d,
+                                                       mf_cuda_ptr(c->out)),
+                        op, "cudnnConvolutionBackwardFilter", cs.what));
+  }
+  return mf_cuda_launched(dev, op);
+}

@@ -1,0 +1,240 @@
+/* pool.cu — MAX_POOL2D, MAX_POOL2D_BACKWARD, AVG_POOL2D, AVG_POOL2D_BACKWARD on the GPU, with the
+ * CPU's semantics (cpu/pool.c): NCHW, pad {top, left, bottom, right}; max pooling ignores padding
+ * cells, NaN wins a window (the first in row-major order), ties go to the first cell, and the
+ * int64 index of a window's maximum is ih * W + iw within its (n, c) plane; average pooling
+ * divides by KH * KW (count_include_pad) or by the number of input cells in the window.
+ *
+ * Calls (ops_nn.c): MAX_POOL2D in[0] = x, out = y, out2 = indices or NULL; MAX_POOL2D_BACKWARD
+ * in[0] = dy, in[1] = indices, out = dx (no params); AVG_POOL2D in[0] = x, out = y;
+ * AVG_POOL2D_BACKWARD in[0] = dy, out = dx; params = mf_pool2d_params. All contiguous NCHW.
+ *
+ * Which code runs:
+ * - cuDNN (cudnnPoolingForward) for the forwards it can do exactly: average pooling, and max
+ *   pooling when no indices are asked for (inference), with symmetric padding (or asymmetric
+ *   padding whose extra bottom/right cells no window reaches).
+ * - Our kernels otherwise: max pooling with indices (cuDNN does not return them), asymmetric
+ *   padding, and both backwards. cuDNN's backward wants x and y, which these calls do not carry
+ *   (max pooling's backward is defined by the indices alone). Average pooling's backward computes
+ *   each input cell's gradient by visiting the windows that contain it, in the CPU's order
+ *   (deterministic, the CPU's sums); max pooling's backward has no window geometry in its call, so
+ *   it zeroes dx and adds each output's gradient at its index atomically (exact when windows do
+ *   not overlap; otherwise the order of a cell's few additions may differ from the CPU's). An
+ *   index outside its plane contributes nothing (the CPU reports it; checking here would need a
+ *   host synchronisation per call).
+ * One template per kernel covers float32, float64, float16 and bfloat16 (accumulating in float
+ * for the halves).
+ */
+#include "cuda/kernels.h"
+
+#ifdef MF_HAVE_CUDNN
+#include "cuda/dnn.cuh"
+#endif
+
+typedef struct pool_geom {
+  int64_t planes, H, W, OH, OW;
+  int kh, kw, sh, sw, pt, pl;
+  bool include_pad;
+} pool_geom;
+
+/* the input rows [a, b) of window o, clipped to the input (cpu/pool.c's window) */
+__device__ __forceinline__ void window(int64_t o, int s, int p, int k, int64_t n, int64_t *a,
+                                       int64_t *b) {
+  int64_t s0 = o * s - p, s1 = s0 + k;
+  *a = s0 < 0 ? 0 : s0;
+  *b = s1 > n ? n : s1;
+}
+
+/* the outputs [a, b) whose windows contain input row i: o * s - p <= i < o * s - p + k */
+__device__ __forceinline__ void covering(int64_t i, int s, int p, int k, int64_t nout, int64_t *a,
+                                         int64_t *b) {
+  int64_t lo = i + p - k + 1; /* o * s >= lo */
+  int64_t o0 = lo <= 0 ? 0 : (lo + s - 1) / s;
+  int64_t o1 = (i + p) / s + 1; /* o * s <= i + p */
+  *a = o0;
+  *b = o1 < nout ? o1 : nout;
+}
+
+template <class T>
+__global__ void max_fwd_kernel(T *y, int64_t *idx, const T *x, pool_geom g) {
+  using A = typename mf_acc<T>::type;
+  int64_t total = g.planes * g.OH * g.OW;
+  MF_GRID_LOOP(i, total) {
+    int64_t ow = i % g.OW, q = i / g.OW, oh = q % g.OH, pl = q / g.OH;
+    const T *xp = x + pl * g.H * g.W;
+    int64_t h0, h1, w0, w1;
+    window(oh, g.sh, g.pt, g.kh, g.H, &h0, &h1);
+    window(ow, g.sw, g.pl, g.kw, g.W, &w0, &w1);
+    A m = (A)xp[h0 * g.W + w0];
+    int64_t at = h0 * g.W + w0;
+    for (int64_t ih = h0; ih < h1 && m == m; ih++)
+      for (int64_t iw = w0; iw < w1; iw++) {
+        A v = (A)xp[ih * g.W + iw];
+        if (v > m || v != v) {
+          m = v, at = ih * g.W + iw;
+          if (v != v) break;
+        }
+      }
+    y[i] = (T)m;
+    if (idx) idx[i] = at;
+  }
+}
+
+/* dx (zeroed first) += dy at each output's index; one thread per output */
+template <class T>
+__global__ void max_bwd_kernel(T *dx, const T *dy, const int64_t *idx, pool_geom g) {
+  int64_t total = g.planes * g.OH * g.OW, plane = g.H * g.W;
+  MF_GRID_LOOP(i, total) {
+    int64_t at = idx[i], pl = i / (g.OH * g.OW);
+    if (at < 0 || at >= plane) continue; /* not from this plane: nothing to add */
+    atomicAdd(dx + pl * plane + at, dy[i]);
+  }
+}
+
+template <class A>
+__device__ __forceinline__ A avg_div(const pool_geom &g, int64_t h0, int64_t h1, int64_t w0,
+                                     int64_t w1) {
+  return g.include_pad ? (A)(g.kh * g.kw) : (A)((h1 - h0) * (w1 - w0));
+}
+
+template <class T> __global__ void avg_fwd_kernel(T *y, const T *x, pool_geom g) {
+  using A = typename mf_acc<T>::type;
+  int64_t total = g.planes * g.OH * g.OW;
+  MF_GRID_LOOP(i, total) {
+    int64_t ow = i % g.OW, q = i / g.OW, oh = q % g.OH, pl = q / g.OH;
+    const T *xp = x + pl * g.H * g.W;
+    int64_t h0, h1, w0, w1;
+    window(oh, g.sh, g.pt, g.kh, g.H, &h0, &h1);
+    window(ow, g.sw, g.pl, g.kw, g.W, &w0, &w1);
+    A s = 0;
+    for (int64_t ih = h0; ih < h1; ih++)
+      for (int64_t iw = w0; iw < w1; iw++) s += (A)xp[ih * g.W + iw];
+    y[i] = (T)(s / avg_div<A>(g, h0, h1, w0, w1));
+  }
+}
+
+template <class T> __global__ void avg_bwd_kernel(T *dx, const T *dy, pool_geom g) {
+  using A = typename mf_acc<T>::type;
+  int64_t total = g.planes * g.H * g.W;
+  MF_GRID_LOOP(i, total) {
+    int64_t iw = i % g.W, q = i / g.W, ih = q % g.H, pl = q / g.H;
+    const T *dyp = dy + pl * g.OH * g.OW;
+    int64_t oh0, oh1, ow0, ow1;
+    covering(ih, g.sh, g.pt, g.kh, g.OH, &oh0, &oh1);
+    covering(iw, g.sw, g.pl, g.kw, g.OW, &ow0, &ow1);
+    A s = 0;
+    for (int64_t oh = oh0; oh < oh1; oh++) {
+      int64_t h0, h1;
+      window(oh, g.sh, g.pt, g.kh, g.H, &h0, &h1);
+      for (int64_t ow = ow0; ow < ow1; ow++) {
+        int64_t w0, w1;
+        window(ow, g.sw, g.pl, g.kw, g.W, &w0, &w1);
+        s += (A)dyp[oh * g.OW + ow] / avg_div<A>(g, h0, h1, w0, w1);
+      }
+    }
+    dx[i] = (T)s;
+  }
+}
+
+#ifdef MF_HAVE_CUDNN
+/* The forward through cuDNN; *done = false (and MF_OK) when cuDNN cannot give the same result. */
+static mf_status dnn_forward(mf_device *dev, const mf_call *c, const pool_geom &g, bool *done) {
+  *done = false;
+  const char *op = mf_op_name(c->op);
+  const mf_pool2d_params *p = (const mf_pool2d_params *)c->params;
+  const mf_tensor *x = c->in[0], *y = c->out;
+  /* cuDNN pads by pad[0], pad[1] on both sides: fine when that gives the same output size */
+  if ((g.H + 2 * g.pt - g.kh) / g.sh + 1 != g.OH || (g.W + 2 * g.pl - g.kw) / g.sw + 1 != g.OW)
+    return MF_OK;
+  cudnnPoolingMode_t mode = c->op == MF_OP_MAX_POOL2D ? CUDNN_POOLING_MAX_DETERMINISTIC
+                            : p->count_include_pad    ? CUDNN_POOLING_AVERAGE_COUNT_INCLUDE_PADDING
+                                                      : CUDNN_POOLING_AVERAGE_COUNT_EXCLUDE_PADDING;
+  char what[320];
+  mf_dnn_describe(what, sizeof what, "input", x, "output", y, p);
+  cudnnHandle_t h;
+  MF_TRY(mf_dnn_handle(dev, op, &h));
+  mf_dnn_pool_desc pd;
+  mf_dnn_tensor_desc xd, yd;
+  MF_TRY(mf_dnn_check(dev, cudnnCreatePoolingDescriptor(&pd.d), op, "cudnnCreatePoolingDescriptor",
+                      what));
+  MF_TRY(mf_dnn_check(dev,
+                      cudnnSetPooling2dDescriptor(pd.d, mode, CUDNN_PROPAGATE_NAN, g.kh, g.kw,
+                                                  g.pt, g.pl, g.sh, g.sw),
+                      op, "cudnnSetPooling2dDescriptor", what));
+  MF_TRY(mf_dnn_tensor(dev, op, x, &xd));
+  MF_TRY(mf_dnn_tensor(dev, op, y, &yd));
+  mf_dnn_scalars k(y->dtype);
+  MF_TRY(mf_dnn_check(dev,
+                      cudnnPoolingForward(h, pd.d, k.one(), xd.d, mf_cuda_ptr(x), k.zero(), yd.d,
+                                          mf_cuda_ptr(c->out)),
+                      op, "cudnnPoolingForward", what));
+  *done = true;
+  return MF_OK;
+}
+#endif
+
+mf_status mf_cuda_pool2d(mf_device *dev, const mf_call *c) {
+  const char *name = mf_op_name(c->op);
+  bool backward = c->op == MF_OP_MAX_POOL2D_BACKWARD || c->op == MF_OP_AVG_POOL2D_BACKWARD;
+  if (!c->out || c->nin < 1 || !c->in[0] || (c->op != MF_OP_MAX_POOL2D_BACKWARD && !c->params) ||
+      (c->op == MF_OP_MAX_POOL2D_BACKWARD && (c->nin < 2 || !c->in[1])))
+    return mf_fail(MF_ERR_ARG, "%s: malformed kernel call", name);
+  mf_dtype dt = c->out->dtype;
+  const mf_tensor *big = backward ? c->out : c->in[0], *small = backward ? c->in[0] : c->out;
+  if (big->ndim != 4 || small->ndim != 4 || c->in[0]->dtype != dt)
+    return mf_fail(MF_ERR_ARG, "%s: malformed kernel call", name);
+  if (!mf_is_contiguous(c->out) || !mf_is_contiguous(c->in[0]) ||
+      (c->op == MF_OP_MAX_POOL2D_BACKWARD && !mf_is_contiguous(c->in[1])) ||
+      (c->out2 && !mf_is_contiguous(c->out2)))
+    return mf_fail(MF_ERR_ARG, "%s: the GPU kernel takes contiguous NCHW tensors", name);
+  pool_geom g = {};
+  g.planes = big->shape[0] * big->shape[1];
+  g.H = big->shape[2];
+  g.W = big->shape[3];
+  g.OH = small->shape[2];
+  g.OW = small->shape[3];
+  if (c->params) {
+    const mf_pool2d_params *p = (const mf_pool2d_params *)c->params;
+    g.kh = p->kernel[0], g.kw = p->kernel[1], g.sh = p->stride[0], g.sw = p->stride[1];
+    g.pt = p->pad[0], g.pl = p->pad[1], g.include_pad = p->count_include_pad;
+  }
+  /* threads: one per output cell, or per input cell for average pooling's backward */
+  int64_t total = g.planes * (c->op == MF_OP_AVG_POOL2D_BACKWARD ? g.H * g.W : g.OH * g.OW);
+  MF_TRY(mf_cuda_enter(dev));
+  cudaStream_t s = mf_cuda_stream(dev);
+  if (c->op == MF_OP_MAX_POOL2D_BACKWARD)
+    MF_TRY(mf_cuda_check(dev,
+                         cudaMemsetAsync(mf_cuda_ptr(c->out), 0,
+                                         (size_t)mf_numel(c->out) * mf_dtype_size(dt), s),
+                         name));
+  if (total == 0) return MF_OK;
+#ifdef MF_HAVE_CUDNN
+  if ((c->op == MF_OP_AVG_POOL2D || (c->op == MF_OP_MAX_POOL2D && !c->out2)) && dt != MF_F16 &&
+      dt != MF_BF16) {
+    bool done = false;
+    MF_TRY(dnn_forward(dev, c, g, &done));
+    if (done) return mf_cuda_launched(dev, name);
+  }
+#endif
+  unsigned blocks = mf_cuda_blocks(total);
+  bool ok = mf_cuda_visit_float<true>(dt, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    T *out = mf_cuda_ptr<T>(c->out);
+    const T *in = mf_cuda_ptr<T>(c->in[0]);
+    switch (c->op) {
+    case MF_OP_MAX_POOL2D:
+      max_fwd_kernel<T><<<blocks, MF_CUDA_THREADS, 0, s>>>(
+          out, c->out2 ? mf_cuda_ptr<int64_t>(c->out2) : nullptr, in, g);
+      break;
+    case MF_OP_MAX_POOL2D_BACKWARD:
+      max_bwd_kernel<T><<<blocks, MF_CUDA_THREADS, 0, s>>>(out, in, mf_cuda_ptr<int64_t>(c->in[1]),
+                                                           g);
+      break;
+    case MF_OP_AVG_POOL2D: avg_fwd_kernel<T><<<blocks, MF_CUDA_THREADS, 0, s>>>(out, in, g); break;
+    default: avg_bwd_kernel<T><<<blocks, MF_CUDA_THREADS, 0, s>>>(out, in, g); break;
+    }
+  });
+  if (!ok)
+    return mf_fail(MF_ERR_DTYPE, "%s: the GPU kernel takes float dtypes, got %s", name,
+                   mf_dtype_name(dt));
+  return mf_cuda_launched(dev, name);
+}
