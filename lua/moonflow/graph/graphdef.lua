@@ -406,9 +406,14 @@ local function build(g, nd, name, inputs)
       if id == nil then cannot(nd, "its recorded call has no builder") end
       if id:match("^F%.") or id:match("^nn%.") then local _ = mf.nn end
       if id:match("^summary%.") then local _ = mf.summary end -- its builders load with it
+      -- a file never makes an import read or write files: no mf.save*/load* calls
+      if id:find("save", 1, true) or id:find("load", 1, true) then
+        cannot(nd, "it records a call of " .. id .. ", which an import never makes")
+      end
       local builder = G.builders[id]
       local method = id:match("^Tensor%.(.+)$")
-      if builder == nil and method then
+      if builder == nil and method and G.methods[method] == nil
+          and type(core.Tensor[method]) == "function" then
         builder = function(self, ...) return self[method](self, ...) end
       end
       if builder == nil then cannot(nd, "no moonflow function '" .. id .. "'") end
@@ -416,6 +421,10 @@ local function build(g, nd, name, inputs)
       if #vals ~= n then bad(("node '%s' records %d arguments of %d"):format(nd.name, #vals, n)) end
       local args = {}
       for i = 1, n do args[i] = read_value(vals[i], inputs, nd.name) end
+      -- a call with no symbolic argument would run eagerly, not build a node
+      if not G.has_sym(table.unpack(args, 1, n)) then
+        cannot(nd, "its recorded call has no symbolic input")
+      end
       builder(table.unpack(args, 1, n))
     end
   end)
