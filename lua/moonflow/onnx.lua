@@ -6,8 +6,9 @@
 --     computes in evaluation mode; one shape per input, -1 for the dynamic dimension "N".
 --   mf.onnx.export(sess, "softmax.onnx", { inputs = { x }, outputs = { y } })
 --     the part of sess's graph that computes the outputs from the inputs (symbolic tensors or
---     their names, "x:0"); variables take their values from the session. A graph (mf.Graph(), a
---     frozen one) can be given instead of a session when it has no variables.
+--     their names, "x:0"); variables take their values from the session. A graph without
+--     variables can be given instead of a session: a frozen one (the GraphDef from
+--     mf.graph_util.convert_variables_to_constants, or mf.load_graph's graph).
 -- Options: opset (13..17, default 13), name (the graph's name), dtype (of a module's input;
 -- default the model's parameters'). The file is written atomically (a temporary file renamed).
 local mf = require "moonflow"
@@ -19,6 +20,7 @@ local onnx = {}
 local fail, call = util.errors(debug.getinfo(1, "S").source)
 
 local function is_graph(v) return getmetatable(v) == require("moonflow.graph").Graph end
+local function is_graph_def(v) return getmetatable(v) == require("moonflow.graph.graphdef").GraphDef end
 local function is_session(v)
   return type(v) == "table" and getmetatable(v) ~= nil and getmetatable(v).__name == "moonflow.Session"
 end
@@ -101,6 +103,10 @@ function onnx.model_bytes(model, opts)
     local p = model:parameters()[1]
     local dtype = opts.dtype or (p and p:dtype()) or "float32"
     call(require("moonflow.onnx.modules").export, b, model, shape, dtype)
+  elseif is_graph_def(model) then -- a frozen graph: exported from a graph built from it
+    local g = mf.Graph()
+    call(function() g:as_default(function() mf.import_graph_def(model, { name = "" }) end) end)
+    return onnx.model_bytes(g, opts)
   elseif is_session(model) or is_graph(model) then
     local sess = is_session(model) and model or nil
     if sess and sess._closed then fail("onnx.export: the session is closed") end
@@ -109,7 +115,7 @@ function onnx.model_bytes(model, opts)
     local outputs = check_syms(g, opts.outputs, "outputs")
     call(require("moonflow.onnx.graph").export, b, sess, inputs, outputs)
   else
-    fail("onnx.export: expected an nn module, a session or a graph, got %s", type(model))
+    fail("onnx.export: expected an nn module, a session, a graph or a GraphDef, got %s", type(model))
   end
   return b:model_bytes(opset, opts.name, mf.version)
 end
