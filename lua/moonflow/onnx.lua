@@ -102,7 +102,7 @@ function onnx.model_bytes(model, opts)
     local shape = check_shape(opts.inputs[1], 1)
     local p = model:parameters()[1]
     local dtype = opts.dtype or (p and p:dtype()) or "float32"
-    call(require("moonflow.onnx.modules").export, b, model, shape, dtype)
+    call(require("moonflow.onnx.modules").export, b, model, shape, dtype, p and p:device())
   elseif is_graph_def(model) then -- a frozen graph: exported from a graph built from it
     local g = mf.Graph()
     call(function() g:as_default(function() mf.import_graph_def(model, { name = "" }) end) end)

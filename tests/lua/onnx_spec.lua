@@ -409,6 +409,41 @@ describe("mf.onnx.export of graphs", function()
     say_if_skipped()
   end)
 
+  it("nn layers on a placeholder (Conv2D, BatchNorm, AvgPool, Flatten, Linear), t(), numbers", function()
+    mf.manual_seed(10)
+    local model = nn.Sequential { nn.Conv2d(1, 4, 3, { padding = 1 }), nn.BatchNorm2d(4), nn.ReLU(),
+      nn.AvgPool2d(2, { padding = 1 }), nn.Flatten(), nn.Linear(4 * 5 * 5, 6), nn.Tanh() }
+    model:train()
+    for _ = 1, 3 do model(mf.randn { 4, 1, 8, 8 } * 3) end
+    model:evaluate()
+    local g = mf.Graph()
+    local x, y, z
+    g:as_default(function()
+      x = mf.placeholder(mf.float32, { -1, 1, 8, 8 }, "x")
+      y = mf.nn.softmax(model(x))
+      z = mf.exp(mf.matmul(y, mf.constant(mf.randn { 6, 3 })):t():t()) * 0.5 - 1
+    end)
+    local path = dir .. "/layers_graph.onnx"
+    mf.onnx.export(g, path, { inputs = { x }, outputs = { y, z } })
+    local m = decode(path)
+    assert.are.same({ "Conv", "BatchNormalization", "Relu", "AveragePool", "Reshape", "Gemm", "Tanh",
+      "Softmax", "MatMul", "Transpose", "Transpose", "Exp", "Mul", "Sub" }, m.ops)
+    assert.are.equal(model[2].running_var:tobytes(), m.inits[m.nodes[2].inputs[5]].raw)
+    assert.are.same({ "N", 3 }, m.outputs[2].dims)
+    if python_ready() then
+      local sess <close> = mf.Session { graph = g }
+      local cases = {}
+      for _, n in ipairs { 2, 5 } do
+        local xs = mf.randn { n, 1, 8, 8 }
+        local r = sess:run({ y, z }, { [x] = xs })
+        assert.is_true(mf.allclose(r[1], mf.nn.softmax(model(xs)), 1e-5, 1e-6))
+        cases[#cases + 1] = { inputs = { x = xs }, outputs = { Softmax = r[1], sub = r[2] } }
+      end
+      check(path, cases, { "x=N,1,8,8", "Softmax=N,6" })
+    end
+    say_if_skipped()
+  end)
+
   it("a frozen graph (convert_variables_to_constants): the GraphDef or the graph loaded back", function()
     mf.manual_seed(9)
     local r = softmax_graph()

@@ -197,12 +197,13 @@ local function convert(ctx, m, x, path)
   return y
 end
 
--- M.export(b, model, shape, dtype): nodes for model on an input of `shape` (-1: the dimension "N").
-function M.export(b, model, shape, dtype)
+-- M.export(b, model, shape, dtype [, device]): nodes for model on an input of `shape` (-1: the
+-- dimension "N"); the dummy inputs are made on `device` (the model's).
+function M.export(b, model, shape, dtype, device)
   local function zeros(n) -- the input with -1 as n
     local s = {}
     for i, d in ipairs(shape) do s[i] = d == -1 and n or d end
-    return mf.zeros(s, { dtype = dtype })
+    return mf.zeros(s, { dtype = dtype, device = device })
   end
   local dims = {}
   for i, d in ipairs(shape) do dims[i] = d == -1 and "N" or d end
