@@ -17,7 +17,8 @@ local function abspath(p)
   if p:sub(1, 1) ~= "/" then p = H.root .. "/" .. p end
   return p
 end
-local BIN = abspath(os.getenv("MOONFLOW_BIN") or ((os.getenv("MOONFLOW_BUILD") or "build") .. "/moonflow"))
+local BIN = abspath(os.getenv("MOONFLOW_BIN")
+  or ((os.getenv("MOONFLOW_BUILD") or "build") .. "/moonflow"))
 local DATA = os.getenv("MOONFLOW_DATA")
 local FIXTURES = H.root .. "/tests/fixtures/digits"
 local PY = "/usr/bin/python3"
@@ -50,7 +51,7 @@ local function ls(dir, pattern)
   return out
 end
 
--- ---- synthetic digits ----------------------------------------------------------------------------
+-- ---- synthetic digits ---------------------------------------------------------------------------
 
 -- An "L" in an HxW field (1 = ink, 0 = background): a bar 40 high and 8 wide whose foot is 8 high
 -- and 24 wide, its top-left corner at (top, left) (1-based). Its mass sits low and left of its
@@ -128,7 +129,8 @@ describe("predict_digit.preprocess", function()
     assert.are.same({ 90, 120, 3 }, rgb:shape())
     assert.is_true(max_diff(P.preprocess(rgb), P.preprocess(ink)) < 0.02)
     -- RGBA: black ink whose alpha is the digit, on a transparent background (laid over white)
-    local rgba = mf.stack({ mf.zeros { 90, 120 }, mf.zeros { 90, 120 }, mf.zeros { 90, 120 }, ink }, 3)
+    local black = mf.zeros { 90, 120 }
+    local rgba = mf.stack({ black, black, black, ink }, 3)
     assert.is_true(max_diff(P.preprocess(rgba), P.preprocess(ink)) < 1e-5)
     -- HxWx1
     assert.is_true(max_diff(P.preprocess(ink:reshape { 90, 120, 1 }), P.preprocess(ink)) < 1e-5)
@@ -149,7 +151,7 @@ describe("predict_digit.preprocess", function()
   end)
 end)
 
--- ---- the command ---------------------------------------------------------------------------------
+-- ---- the command --------------------------------------------------------------------------------
 
 -- Runs predict_digit with the given arguments (a string); returns its output, success, status.
 local function predict(args) return sh(q(BIN) .. " examples/predict_digit.lua " .. args) end
@@ -218,7 +220,8 @@ describe("examples/predict_digit.lua", function()
     assert.is_false(ok)
     assert.truthy(out:find("unknown flag '--modle'", 1, true), out)
     -- a missing image: the others are still read, the status is 1
-    out, ok, code = predict("--model " .. q(untrained) .. " /nonexistent/3.png tests/fixtures/digits/7_h.png")
+    out, ok, code = predict("--model " .. q(untrained) ..
+      " /nonexistent/3.png tests/fixtures/digits/7_h.png")
     assert.is_false(ok)
     assert.are.equal(1, code)
     assert.truthy(out:find("/nonexistent/3.png: ", 1, true), out)
@@ -235,7 +238,7 @@ describe("examples/predict_digit.lua", function()
   end)
 end)
 
--- ---- trained on MNIST ----------------------------------------------------------------------------
+-- ---- trained on MNIST ---------------------------------------------------------------------------
 
 -- TensorBoard's reader on dir: {scalars = {tag = {[step] = value}}, histograms = {tag = {steps}}}.
 local have_tb = os.execute(PY .. " -c 'from tensorboard.backend.event_processing." ..
@@ -270,14 +273,16 @@ describe("examples/mnist_cnn.lua --save --logdir, then predict_digit", function(
     if not DATA then return end
     dir = newdir()
     train_out, train_ok = sh(table.concat({ q(BIN), "examples/mnist_cnn.lua", "--data", q(DATA),
-      "--steps 300 --lr 1e-3 --batch 50 --every 100 --seed 1", "--save", q(dir .. "/cnn.safetensors"),
+      "--steps 300 --lr 1e-3 --batch 50 --every 100 --seed 1",
+      "--save", q(dir .. "/cnn.safetensors"),
       "--logdir", q(dir .. "/logs") }, " "))
   end)
 
   it("trains and writes the weights with their layout", function()
     if not DATA then return pending("MOONFLOW_DATA is not set (the MNIST files' folder)") end
     assert.is_true(train_ok, train_out)
-    assert.truthy(train_out:find("saved the weights to " .. dir .. "/cnn.safetensors", 1, true), train_out)
+    local saved = "saved the weights to " .. dir .. "/cnn.safetensors"
+    assert.truthy(train_out:find(saved, 1, true), train_out)
     local weights, meta = mf.load(dir .. "/cnn.safetensors")
     assert.are.equal("mnist_cnn", meta.model)
     assert.are.equal("NCHW", meta.format)
@@ -294,7 +299,8 @@ describe("examples/mnist_cnn.lua --save --logdir, then predict_digit", function(
     assert.are.equal(10, #files)
     local args = {}
     for i, f in ipairs(files) do args[i] = q("tests/fixtures/digits/" .. f) end
-    local out, ok = predict("--model " .. q(dir .. "/cnn.safetensors") .. " " .. table.concat(args, " "))
+    local out, ok = predict("--model " .. q(dir .. "/cnn.safetensors") .. " " ..
+      table.concat(args, " "))
     assert.is_true(ok, out)
     local res = parse(out)
     for _, f in ipairs(files) do

@@ -1,0 +1,120 @@
+-- examples_logdir_spec.lua — `--logdir DIR` of examples/mnist_softmax.lua,
+-- mnist_softmax_session.lua and mnist_cnn_session.lua (mnist_cnn.lua's is in
+-- predict_digit_spec.lua): short runs on the real MNIST files (MOONFLOW_DATA; pending without it)
+-- write DIR/train and DIR/validation event files that TensorBoard's reader gives back with the
+-- loss and accuracy curves at every --every steps and the variables' histograms at the last step,
+-- and a run with --logdir trains exactly as one without (the same test accuracy).
+local H = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "helper.lua")
+local q = H.q
+
+local function abspath(p)
+  if p:sub(1, 1) ~= "/" then p = H.root .. "/" .. p end
+  return p
+end
+local BIN = abspath(os.getenv("MOONFLOW_BIN")
+  or ((os.getenv("MOONFLOW_BUILD") or "build") .. "/moonflow"))
+local DATA = os.getenv("MOONFLOW_DATA")
+local PY = "/usr/bin/python3"
+local have_tb = os.execute(PY .. " -c 'from tensorboard.backend.event_processing." ..
+  "event_accumulator import EventAccumulator' >/dev/null 2>&1") == true
+
+local dirs = {}
+teardown(function()
+  for _, d in ipairs(dirs) do os.execute("rm -rf " .. q(d)) end
+end)
+
+-- Runs an example from the repository root with --data DATA and more flags (a string); returns
+-- its output (stdout then stderr) and whether it succeeded.
+local function example(name, flags)
+  local p = io.popen("cd " .. q(H.root) .. " && " .. q(BIN) .. " examples/" .. name .. " --data " ..
+    q(DATA) .. " " .. flags .. " 2>&1")
+  local out = p:read("a")
+  return out, p:close() == true
+end
+
+-- TensorBoard's reader on dir: {scalars = {tag = {[step] = value}}, histograms = {tag = {[step] =
+-- number of values}}}.
+local function tensorboard(dir)
+  local script = os.tmpname()
+  H.writefile(script, [[
+import sys
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+ea = EventAccumulator(sys.argv[1], size_guidance={'scalars': 0, 'histograms': 0})
+ea.Reload()
+for tag in ea.Tags()['scalars']:
+    for e in ea.Scalars(tag): print('S', tag, e.step, repr(e.value))
+for tag in ea.Tags()['histograms']:
+    for e in ea.Histograms(tag): print('H', tag, e.step, int(e.histogram_value.num))
+]])
+  local p = io.popen(PY .. " " .. script .. " " .. q(dir) .. " 2>&1")
+  local out = p:read("a")
+  local ok = p:close()
+  os.remove(script)
+  assert(ok, out)
+  local r = { scalars = {}, histograms = {} }
+  for kind, tag, step, v in out:gmatch "([SH]) (%S+) (%d+) (%S+)" do
+    local t = kind == "S" and r.scalars or r.histograms
+    t[tag] = t[tag] or {}
+    t[tag][tonumber(step)] = tonumber(v)
+  end
+  return r
+end
+
+-- Runs an example with and without --logdir and checks the logs: curves at `steps`, histograms
+-- (name -> number of values) at the last one, validation accuracy above min_acc at the end.
+local function check(name, flags, steps, histograms, min_acc)
+  if not DATA then return pending("MOONFLOW_DATA is not set (the MNIST files' folder)") end
+  if not have_tb then return pending("tensorboard is not importable by " .. PY) end
+  local dir = H.tmpdir("mf_examples_logdir_spec")
+  dirs[#dirs + 1] = dir
+  local plain, ok = example(name, flags)
+  assert.is_true(ok, plain)
+  local out
+  out, ok = example(name, flags .. " --logdir " .. q(dir))
+  assert.is_true(ok, out)
+  local acc = plain:match "test accuracy: ([%d.]+)"
+  assert.truthy(acc, plain)
+  assert.are.equal(acc, out:match "test accuracy: ([%d.]+)")
+
+  local train, val = tensorboard(dir .. "/train"), tensorboard(dir .. "/validation")
+  for _, run in ipairs { train, val } do
+    for _, tag in ipairs { "loss", "accuracy" } do
+      local got = {}
+      for step, v in pairs(run.scalars[tag] or {}) do
+        got[#got + 1] = step
+        assert.is_true(v >= 0 and (tag == "loss" or v <= 1), tag .. " " .. v)
+      end
+      table.sort(got)
+      assert.are.same(steps, got)
+    end
+  end
+  local last = steps[#steps]
+  local acc_end = val.scalars.accuracy[last]
+  assert.is_true(acc_end > min_acc, "validation accuracy " .. acc_end)
+  assert.is_true(val.scalars.loss[last] < val.scalars.loss[steps[1]],
+    "the validation loss did not fall")
+  for tag, n in pairs(histograms) do
+    assert.are.equal(n, train.histograms[tag] and train.histograms[tag][last], tag)
+  end
+  assert.is_nil(next(val.histograms))
+  return train, val
+end
+
+describe("MNIST examples --logdir", function()
+  it("mnist_softmax.lua", function()
+    check("mnist_softmax.lua", "--steps 300 --every 100", { 100, 200, 300 },
+      { W = 7840, b = 10 }, 0.85)
+  end)
+
+  it("mnist_softmax_session.lua", function()
+    check("mnist_softmax_session.lua", "--steps 300 --every 100", { 100, 200, 300 },
+      { ["inference/W"] = 7840, ["inference/b"] = 10 }, 0.85)
+  end)
+
+  it("mnist_cnn_session.lua", function()
+    check("mnist_cnn_session.lua", "--steps 30 --every 15 --lr 1e-3", { 15, 30 },
+      { ["inference/W_conv1"] = 800, ["inference/b_conv1"] = 32, ["inference/W_conv2"] = 51200,
+        ["inference/W_fc1"] = 3136 * 1024, ["inference/W_fc2"] = 10240,
+        ["inference/b_fc2"] = 10 }, 0.5)
+  end)
+end)
