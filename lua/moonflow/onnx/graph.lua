@@ -181,7 +181,7 @@ end
 local function operand(ctx, x, other, node)
   if G.is_sym(x) then return ctx:value(x) end
   if type(x) == "number" then
-    local dtype = G.is_sym(other) and other._dtype or "float32"
+    local dtype = G.is_sym(other) and ctx:probe(other, 2):dtype() or "float32"
     return ctx.b:scalar(node.name .. "/y", x, dtype)
   end
   fail("%s '%s': cannot export an operand of type %s", node.type, node.name, type(x))
