@@ -67,23 +67,6 @@ local function check_syms(g, list, what)
   return out
 end
 
-local function write_atomic(path, bytes)
-  local tmp = ("%s.tmp-%d-%d"):format(path, os.time(), math.random(1, 1 << 30))
-  local f, err = io.open(tmp, "wb")
-  if not f then fail("onnx.export: cannot write '%s': %s", path, tostring(err)) end
-  local ok, werr = f:write(bytes)
-  local cok, cerr = f:close()
-  if not ok or not cok then
-    os.remove(tmp)
-    fail("onnx.export: cannot write '%s': %s", path, tostring(werr or cerr))
-  end
-  local rok, rerr = os.rename(tmp, path)
-  if not rok then
-    os.remove(tmp)
-    fail("onnx.export: cannot write '%s': %s", path, tostring(rerr))
-  end
-end
-
 -- onnx.model_bytes(model_or_graph, opts) -> the serialized ModelProto (what export writes)
 function onnx.model_bytes(model, opts)
   if type(opts) ~= "table" then
@@ -125,7 +108,8 @@ function onnx.export(model, path, opts)
   if type(path) ~= "string" or path == "" then
     fail("onnx.export: the path must be a file name, got %s", tostring(path))
   end
-  write_atomic(path, onnx.model_bytes(model, opts))
+  local bytes = onnx.model_bytes(model, opts)
+  call(require("moonflow.graph.graphdef").write_atomic, path, bytes, "onnx.export") -- temp + rename
   return path
 end
 
