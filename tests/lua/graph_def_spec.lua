@@ -198,6 +198,174 @@ open(sys.argv[1], 'wb').write(g.SerializeToString())]])
   end)
 end)
 
+-- A TensorFlow-style frozen CNN built with the protos alone (NHWC, HWIO filter, SAME conv with
+-- stride 2, BiasAdd, MaxPool, Reshape by a Const shape, MatMul transpose_b, Softmax, ArgMax, Mean
+-- keep_dims, Squeeze, ConcatV2, Transpose, Cast), with its outputs computed by PyTorch.
+local TF_CNN = [[
+import numpy as np, torch, torch.nn.functional as F
+T = lambda a: torch.tensor(a.tolist())  # this torch cannot share memory with numpy 2
+from tensorboard.util import tensor_util
+d = sys.argv[1]
+rng = np.random.default_rng(3)
+x = rng.standard_normal((2, 6, 6, 2)).astype(np.float32)
+filt = rng.standard_normal((3, 3, 2, 4)).astype(np.float32)
+b1 = rng.standard_normal(4).astype(np.float32)
+w2 = rng.standard_normal((3, 16)).astype(np.float32)
+b2 = rng.standard_normal(3).astype(np.float32)
+g = graph_pb2.GraphDef()
+def node(name, op, inputs=(), **attrs):
+    n = g.node.add(); n.name = name; n.op = op; n.input.extend(inputs)
+    for k, v in attrs.items():
+        a = n.attr[k]
+        if isinstance(v, bool): a.b = v
+        elif isinstance(v, bytes): a.s = v
+        elif isinstance(v, list): a.list.i.extend(v)
+        elif isinstance(v, int): a.type = v
+    return n
+def const(name, arr):
+    n = node(name, 'Const')
+    n.attr['value'].tensor.CopyFrom(tensor_util.make_tensor_proto(arr))
+    n.attr['dtype'].type = n.attr['value'].tensor.dtype
+ph = node('x', 'Placeholder', dtype=1)
+for s in (-1, 6, 6, 2): ph.attr['shape'].shape.dim.add().size = s
+const('cnn/filter', filt); const('cnn/b1', b1); const('cnn/w2', w2); const('cnn/b2', b2)
+const('cnn/shape', np.array([-1, 16], np.int32)); const('axis1', np.array(1, np.int32))
+const('axes12', np.array([1, 2], np.int32)); const('minus1', np.array(-1, np.int32))
+const('perm', np.array([1, 0], np.int32))
+node('cnn/conv', 'Conv2D', ['x', 'cnn/filter'], T=1, strides=[1, 2, 2, 1], padding=b'SAME',
+     data_format=b'NHWC', dilations=[1, 1, 1, 1])
+node('cnn/bias', 'BiasAdd', ['cnn/conv', 'cnn/b1'], T=1)
+node('cnn/relu', 'Relu', ['cnn/bias'], T=1)
+node('cnn/pool', 'MaxPool', ['cnn/relu'], T=1, ksize=[1, 2, 2, 1], strides=[1, 1, 1, 1],
+     padding=b'VALID')
+node('cnn/flat', 'Reshape', ['cnn/pool', 'cnn/shape'], T=1)
+node('cnn/fc', 'MatMul', ['cnn/flat', 'cnn/w2'], T=1, transpose_b=True)
+node('cnn/logits', 'AddV2', ['cnn/fc', 'cnn/b2'], T=1)
+node('probs', 'Softmax', ['cnn/logits'], T=1)
+node('pred', 'ArgMax', ['probs', 'axis1'], T=1, output_type=9)
+node('pooled', 'Mean', ['x', 'axes12'], T=1, keep_dims=True)
+node('sq', 'Squeeze', ['pooled'], T=1, squeeze_dims=[1, 2])
+node('cat', 'ConcatV2', ['sq', 'sq', 'minus1'], T=1, N=2)
+node('tr', 'Transpose', ['cat', 'perm'], T=1)
+node('predf', 'Cast', ['pred'], SrcT=9, DstT=1)
+open(d + '/tf_cnn.pb', 'wb').write(g.SerializeToString())
+xt = T(x).permute(0, 3, 1, 2)
+h = F.conv2d(F.pad(xt, (0, 1, 0, 1)), T(filt).permute(3, 2, 0, 1), stride=2)
+h = F.max_pool2d(torch.relu(h + T(b1)[None, :, None, None]), 2, 1)
+h = h.permute(0, 2, 3, 1).reshape(-1, 16)
+probs = torch.softmax(h @ T(w2).T + T(b2), 1)
+np.save(d + '/x.npy', x)
+np.save(d + '/probs.npy', np.array(probs.tolist(), np.float32))
+np.save(d + '/pred.npy', np.array(probs.argmax(1).tolist(), np.int64))
+sq = x.mean(axis=(1, 2))
+np.save(d + '/tr.npy', np.concatenate([sq, sq], -1).T.copy())
+]]
+
+describe("TensorFlow's own graphs", function()
+  it("load_graph runs a TensorFlow frozen CNN as PyTorch computes it, and writes it back", function()
+    if not have_tb then return pending("tensorboard is not importable by /usr/bin/python3") end
+    local dir = root .. "/tf"
+    os.execute("mkdir -p " .. H.q(dir))
+    py(dir, TF_CNN)
+    local g = mf.load_graph(dir .. "/tf_cnn.pb")
+    local X = mf.load_npy(dir .. "/x.npy")
+    local function check(graph)
+      local sess <close> = mf.Session { graph = graph }
+      local r = sess:run({ "probs:0", "pred:0", "tr:0", "predf:0" }, { ["x:0"] = X })
+      local probs = mf.load_npy(dir .. "/probs.npy")
+      assert.is_true((r[1] - probs):abs():max():item() < 1e-5)
+      H.equal(r[2], mf.load_npy(dir .. "/pred.npy"):totable(), 0)
+      assert.are.equal("int64", r[2]:dtype())
+      H.equal(r[3], mf.load_npy(dir .. "/tr.npy"):totable(), 1e-6)
+      assert.are.equal("float32", r[4]:dtype())
+      H.equal(r[4], mf.load_npy(dir .. "/pred.npy"):totable(), 0)
+    end
+    check(g)
+    assert.are.same({ -1, 3, 3, 4 }, g:get_tensor_by_name("cnn/conv:0"):shape())
+    -- written back: the same ops and attrs, and it loads again
+    local gd = g:as_graph_def()
+    local conv
+    for _, nd in ipairs(gd.node) do if nd.name == "cnn/conv" then conv = nd end end
+    assert.are.equal("Conv2D", conv.op)
+    assert.are.same({ 1, 2, 2, 1 }, conv.attr.strides.list.i)
+    assert.are.equal("SAME", conv.attr.padding.s)
+    assert.are.same({ "x", "cnn/filter" }, conv.input)
+    gd:save(dir .. "/again.pb")
+    check(mf.load_graph(dir .. "/again.pb"))
+  end)
+
+  it("the other TensorFlow ops follow TensorFlow's conventions", function()
+    local GD = require "moonflow.graph.graphdef"
+    local nodes = {}
+    local function const(name, t)
+      nodes[#nodes + 1] = { name = name, op = "Const", input = {}, device = "",
+        attr = { dtype = { type = t:dtype() }, value = { tensor = GD.tensor_bytes(t) } } }
+    end
+    local function node(name, op, input, attr)
+      nodes[#nodes + 1] = { name = name, op = op, input = input, device = "", attr = attr or {} }
+    end
+    const("c", mf.tensor { { 1.0, 4.0 }, { 9.0, 16.0 } })
+    const("v", mf.tensor { -1.0, 3.0, 7.0 })
+    const("i0", mf.tensor(0, { dtype = "int32" }))
+    const("i1", mf.tensor({ 1 }, { dtype = "int32" }))
+    const("m1", mf.tensor(-1, { dtype = "int32" }))
+    node("rsqrt", "Rsqrt", { "c" })
+    node("relu6", "Relu6", { "v" })
+    node("id", "Identity", { "v" })
+    node("expand", "ExpandDims", { "c", "m1" })
+    node("pack", "Pack", { "v", "v" }, { axis = { i = 1 } })
+    node("sum", "Sum", { "c", "i0" })
+    node("max", "Max", { "c", "i1" }, { keep_dims = { b = true } })
+    node("mmt", "MatMul", { "c", "c" }, { transpose_a = { b = true } })
+    node("bmm", "BatchMatMulV2", { "expand", "expand" }, { adj_y = { b = true } })
+    node("sqd", "SquaredDifference", { "c", "rsqrt" })
+    node("div", "RealDiv", { "c", "c" })
+    node("lsm", "LogSoftmax", { "v" })
+    local g = mf.Graph()
+    g:as_default(function() mf.import_graph_def(GD.new(nodes), { name = "" }) end)
+    local sess <close> = mf.Session { graph = g }
+    local function run(n) return sess:run(n .. ":0") end
+    H.equal(run("rsqrt"), { { 1, 0.5 }, { 1 / 3, 0.25 } })
+    H.equal(run("relu6"), { 0, 3, 6 })
+    H.equal(run("id"), { -1, 3, 7 })
+    assert.are.same({ 2, 2, 1 }, run("expand"):shape())
+    H.equal(run("pack"), { { -1, -1 }, { 3, 3 }, { 7, 7 } })
+    H.equal(run("sum"), { 10, 20 })
+    H.equal(run("max"), { { 4 }, { 16 } })
+    H.equal(run("mmt"), { { 82, 148 }, { 148, 272 } })
+    H.equal(run("bmm"), { { { 1, 4 }, { 4, 16 } }, { { 81, 144 }, { 144, 256 } } })
+    H.equal(run("sqd"), { { 0, 12.25 }, { (9 - 1 / 3) ^ 2, 15.75 ^ 2 } }, 1e-5)
+    H.equal(run("div"), { { 1, 1 }, { 1, 1 } })
+    local e = { math.exp(-1), math.exp(3), math.exp(7) }
+    local lse = math.log(e[1] + e[2] + e[3])
+    H.equal(run("lsm"), { -1 - lse, 3 - lse, 7 - lse }, 1e-5)
+  end)
+
+  it("errors name TensorFlow attrs moonflow cannot follow", function()
+    local gd = mf.graph_util.read_graph_def((function()
+      local g = mf.Graph()
+      g:as_default(function()
+        mf.placeholder(mf.float32, { 1, 4, 4, 1 }, "x")
+        g:constant(mf.ones { 2, 2, 1, 1 }, "f")
+      end)
+      local p = root .. "/tfbad.pb"
+      g:as_graph_def():save(p)
+      return p
+    end)())
+    gd.node[3] = { name = "conv", op = "Conv2D", input = { "x", "f" }, device = "", attr = {
+      strides = { list = { i = { 1, 1, 1, 1 } } }, padding = { s = "EXPLICIT" } } }
+    H.err(function() mf.Graph():as_default(function() mf.import_graph_def(gd) end) end,
+      "node 'conv' (Conv2D): padding EXPLICIT is not supported")
+    gd.node[3].attr = { strides = { list = { i = { 1, 1, 1, 1 } } }, padding = { s = "VALID" },
+      dilations = { list = { i = { 1, 2, 2, 1 } } } }
+    H.err(function() mf.Graph():as_default(function() mf.import_graph_def(gd) end) end,
+      "node 'conv' (Conv2D): dilation 2 is not supported")
+    gd.node[3] = { name = "q", op = "QuantizeV2", input = { "x" }, device = "", attr = {} }
+    H.err(function() mf.Graph():as_default(function() mf.import_graph_def(gd) end) end,
+      "node 'q' has op 'QuantizeV2', which moonflow cannot import")
+  end)
+end)
+
 describe("import_graph_def", function()
   it("rebuilds operators, methods, mf.* and nn functionals with the same results", function()
     local g = mf.Graph()

@@ -12,9 +12,12 @@
 -- Op names are TensorFlow's (Placeholder, Const, VariableV2, MatMul, AddV2, Relu, Conv2D, ...);
 -- a node built from an mf.* function also records the call in the attr "_mf_call" (the builder id
 -- of G.builders and the arguments, tensors as TensorProtos, symbolic inputs as input indices), so
--- that importing calls the same constructor again: same op, same shapes, same results. Nodes with
--- no recorded call (optimizer steps, other tools' ops) cannot be imported: the error names the node
--- and its op. The attr "_output_shapes" gives TensorBoard the shapes to print on the edges.
+-- that importing calls the same constructor again: same op, same shapes, same results. A node
+-- with no recorded call (another tool's, such as a TensorFlow frozen graph) is imported by its op
+-- type when graph/tf_ops.lua knows it, and written back with its op and attrs; any other (an
+-- optimizer step, an op moonflow lacks) is an error naming the node and its op. A recorded call
+-- never reads or writes files and always has a symbolic input. The attr "_output_shapes" gives
+-- TensorBoard the shapes to print on the edges.
 --
 -- Wire layouts (field numbers): GraphDef{1 node, 4 versions{1 producer, 2 min_consumer}};
 -- NodeDef{1 name, 2 op, 3 input, 4 device, 5 attr map entry{1 key, 2 AttrValue}};
@@ -209,6 +212,10 @@ local function node_def(node)
     attr.dtype = { type = out._dtype }
     attr.shape = { shape = out._shape or { unknown_rank = true } }
     attr.container, attr.shared_name = { s = "" }, { s = "" }
+  elseif node.tf_attrs then -- a TensorFlow op read from a file: its attrs as they were
+    for k, v in pairs(node.tf_attrs) do
+      if k ~= "_output_shapes" and k ~= "_mf_call" then attr[k] = v end
+    end
   else
     local first = node.inputs[1]
     if first and DT[first._dtype] then attr.T = { type = first._dtype } end
@@ -222,7 +229,7 @@ local function node_def(node)
   end
   if attr.dtype and not DT[attr.dtype.type] then attr.dtype = nil end
   local input = {}
-  for i, t in ipairs(node.inputs) do input[i] = input_name(t) end
+  for i, t in ipairs(node.tf_inputs or node.inputs) do input[i] = input_name(t) end
   for _, c in ipairs(node.control_inputs or {}) do input[#input + 1] = "^" .. c.name end
   return { name = node.name, op = op, input = input, device = node.device or "", attr = attr }
 end
@@ -383,6 +390,7 @@ local function build(g, nd, name, inputs)
   local mf = require "moonflow"
   local before = #g._nodes
   local op = nd.op
+  local tf = false
   g._import_name = name
   local ok, err = pcall(function()
     if op == "Placeholder" or op == "PlaceholderV2" then
@@ -398,9 +406,15 @@ local function build(g, nd, name, inputs)
       if s == nil or s.unknown_rank then cannot(nd, "its shape is unknown") end
       for _, d in ipairs(s) do if d < 0 then cannot(nd, "its shape is not fully known") end end
       G.Variable(function() return core.zeros(s, { dtype = dtype }) end, { name = name })
+    elseif nd.attr._mf_call == nil then -- another tool's node: TensorFlow's op (graph/tf_ops.lua)
+      local fn = require("moonflow.graph.tf_ops")(nd)
+      if fn == nil then cannot(nd) end
+      if #inputs == 0 then cannot(nd, "it has no inputs") end
+      G.apply(op, fn, { type = op }, table.unpack(inputs))
+      tf = true
     else
-      local c = nd.attr._mf_call and nd.attr._mf_call.s
-      if c == nil then cannot(nd) end
+      local c = nd.attr._mf_call.s
+      if c == nil then cannot(nd, "its _mf_call attr is not a string") end
       local cf = decode(c, "_mf_call")
       local id, n = str(cf, 1, "call id"), int(cf, 2, "call n") or 0
       if id == nil then cannot(nd, "its recorded call has no builder") end
@@ -435,6 +449,7 @@ local function build(g, nd, name, inputs)
   end
   local node = g._nodes[#g._nodes]
   if nd.device ~= "" then node.device = nd.device end
+  if tf then node.tf_attrs, node.tf_inputs = nd.attr, inputs end -- inputs as listed, repeats kept
   return node
 end
 

@@ -43,7 +43,7 @@ local function attr_text(out, ind, a)
     for _, s in ipairs(l.s or {}) do out[#out + 1] = ind .. "  s: " .. q(s) end
     for _, i in ipairs(l.i or {}) do out[#out + 1] = ind .. "  i: " .. i end
     for _, x in ipairs(l.f or {}) do out[#out + 1] = ind .. "  f: " .. ("%.9g"):format(x) end
-    for _, d in ipairs(l.type or {}) do out[#out + 1] = ind .. "  type: " .. DT_TEXT[d] end
+    for _, d in ipairs(l.type or {}) do out[#out + 1] = ind .. "  type: " .. (DT_TEXT[d] or d) end
     for _, s in ipairs(l.shape or {}) do
       out[#out + 1] = ind .. "  shape {"
       shape_text(out, ind .. "    ", s)
@@ -59,7 +59,7 @@ local function attr_text(out, ind, a)
   elseif a.i then out[#out + 1] = ind .. "i: " .. a.i
   elseif a.f then out[#out + 1] = ind .. "f: " .. ("%.9g"):format(a.f)
   elseif a.b ~= nil then out[#out + 1] = ind .. "b: " .. tostring(a.b)
-  elseif a.type then out[#out + 1] = ind .. "type: " .. (DT_TEXT[a.type] or "DT_INVALID")
+  elseif a.type then out[#out + 1] = ind .. "type: " .. (DT_TEXT[a.type] or a.type)
   elseif a.shape then
     out[#out + 1] = ind .. "shape {"
     shape_text(out, ind .. "  ", a.shape)

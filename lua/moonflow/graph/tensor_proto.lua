@@ -27,7 +27,10 @@ local CODE = { float32 = "f", float64 = "d", int32 = "i4", uint8 = "B", int64 = 
 local SIZE = { float32 = 4, float64 = 8, int32 = 4, uint8 = 1, int64 = 8, bool = 1, float16 = 2,
   bfloat16 = 2 }
 
+-- a dtype name -> its DataType number (a number read from a file that moonflow has no name for
+-- is written back as it was)
 local function dt_enum(dtype, what)
+  if math.type(dtype) == "integer" then return dtype end
   local e = DT[dtype]
   if e == nil then error(("%s: dtype %s has no TensorFlow DataType"):format(what, tostring(dtype)), 0) end
   return e
