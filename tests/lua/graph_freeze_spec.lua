@@ -219,6 +219,40 @@ print(t == g, len(t.node))]]):format(txt))
     m.sess:close()
   end)
 
+  it("a TensorFlow graph with variables: loaded, assigned, frozen, loaded again", function()
+    local GD = require "moonflow.graph.graphdef"
+    local gd = GD.new {
+      { name = "x", op = "Placeholder", input = {}, device = "",
+        attr = { dtype = { type = "float32" }, shape = { shape = { -1, 2 } } } },
+      { name = "net/W", op = "VariableV2", input = {}, device = "",
+        attr = { dtype = { type = "float32" }, shape = { shape = { 2, 2 } } } },
+      { name = "net/W/read", op = "Identity", input = { "net/W" }, device = "", attr = {} },
+      { name = "net/MatMul", op = "MatMul", input = { "x", "net/W/read" }, device = "",
+        attr = { transpose_b = { b = true } } },
+      { name = "net/out", op = "Softmax", input = { "net/MatMul" }, device = "", attr = {} },
+    }
+    local g = mf.Graph()
+    local sess <close> = mf.Session { graph = g }
+    g:as_default(function()
+      mf.import_graph_def(gd, { name = "" })
+      sess:run(g:get_tensor_by_name("net/W:0"):assign(mf.tensor { { 1.0, 2.0 }, { 3.0, -1.0 } }))
+    end)
+    local frozen = mf.graph_util.convert_variables_to_constants(sess, g, { "net/out" })
+    local ops = {}
+    for i, nd in ipairs(frozen.node) do ops[i] = nd.op end
+    assert.are.same({ "Placeholder", "Const", "Identity", "MatMul", "Softmax" }, ops)
+    local path = mf.graph_util.write_graph(frozen, root, "tf_frozen.pb", false)
+    local g2 = mf.load_graph(path)
+    local X = mf.tensor { { 1.0, 0.0 }, { 0.5, 2.0 } }
+    local want = sess:run("net/out:0", { ["x:0"] = X })
+    local sess2 <close> = mf.Session { graph = g2 }
+    local got = sess2:run("net/out:0", { ["x:0"] = X })
+    assert.are.equal(0, max_diff(got, want))
+    -- x W^T: {1, 3} and {4.5, -0.5}
+    local e1, e2 = math.exp(1), math.exp(3)
+    H.equal(got:totable()[1], { e1 / (e1 + e2), e2 / (e1 + e2) }, 1e-6)
+  end)
+
   it("errors: missing output, uninitialized variable, training nodes, bad files", function()
     local m = softmax_model()
     local gu = mf.graph_util

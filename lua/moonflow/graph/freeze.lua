@@ -8,6 +8,7 @@
 -- value in the session; it is one binary GraphDef file (graph/graphdef.lua).
 local G = require "moonflow.graph"
 local GD = require "moonflow.graph.graphdef"
+local TF_OP = require "moonflow.graph.tf_ops"
 
 local M = {}
 
@@ -69,7 +70,8 @@ local VARIABLE = { VariableV2 = true, Variable = true }
 
 -- convert_variables_to_constants(sess, graph_def_or_graph, output_names) -> GraphDef: the nodes
 -- the outputs need, each variable a Const holding its value in sess. Nodes that a frozen graph
--- cannot hold (optimizer steps, assignments: ops with no recorded call) are an error naming them.
+-- cannot hold (optimizer steps, assignments: ops with no recorded call that are not TensorFlow ops
+-- moonflow knows) are an error naming them.
 function M.convert_variables_to_constants(sess, graph_def, output_names)
   local fname = "convert_variables_to_constants"
   if type(sess) ~= "table" or type(sess.run) ~= "function" or sess.graph == nil then
@@ -91,6 +93,7 @@ function M.convert_variables_to_constants(sess, graph_def, output_names)
           _output_shapes = nd.attr._output_shapes } }
     else
       local importable = nd.op == "Placeholder" or nd.op == "Const" or nd.attr._mf_call ~= nil
+        or (pcall(TF_OP, nd) and TF_OP(nd) ~= nil) -- another tool's op that moonflow knows
       if not importable then
         fail("%s: the outputs need node '%s' (%s), which a frozen graph cannot hold", fname,
           nd.name, nd.op)
