@@ -409,10 +409,10 @@ describe("mf.onnx.export of graphs", function()
     say_if_skipped()
   end)
 
-  it("nn layers on a placeholder (Conv2D, BatchNorm, AvgPool, Flatten, Linear), t(), numbers", function()
+  it("nn layers on a placeholder (Conv2D, BatchNorm, AvgPool, Flatten, Linear, Softmax), t(), numbers", function()
     mf.manual_seed(10)
     local model = nn.Sequential { nn.Conv2d(1, 4, 3, { padding = 1 }), nn.BatchNorm2d(4), nn.ReLU(),
-      nn.AvgPool2d(2, { padding = 1 }), nn.Flatten(), nn.Linear(4 * 5 * 5, 6), nn.Tanh() }
+      nn.AvgPool2d(2, { padding = 1 }), nn.Flatten(), nn.Linear(4 * 5 * 5, 6), nn.Tanh(), nn.Softmax() }
     model:train()
     for _ = 1, 3 do model(mf.randn { 4, 1, 8, 8 } * 3) end
     model:evaluate()
@@ -420,7 +420,7 @@ describe("mf.onnx.export of graphs", function()
     local x, y, z
     g:as_default(function()
       x = mf.placeholder(mf.float32, { -1, 1, 8, 8 }, "x")
-      y = mf.nn.softmax(model(x))
+      y = model(x)
       z = mf.exp(mf.matmul(y, mf.constant(mf.randn { 6, 3 })):t():t()) * 0.5 - 1
     end)
     local path = dir .. "/layers_graph.onnx"
@@ -436,7 +436,7 @@ describe("mf.onnx.export of graphs", function()
       for _, n in ipairs { 2, 5 } do
         local xs = mf.randn { n, 1, 8, 8 }
         local r = sess:run({ y, z }, { [x] = xs })
-        assert.is_true(mf.allclose(r[1], mf.nn.softmax(model(xs)), 1e-5, 1e-6))
+        assert.is_true(mf.allclose(r[1], model(xs), 1e-5, 1e-6))
         cases[#cases + 1] = { inputs = { x = xs }, outputs = { Softmax = r[1], sub = r[2] } }
       end
       check(path, cases, { "x=N,1,8,8", "Softmax=N,6" })

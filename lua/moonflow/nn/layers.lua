@@ -87,7 +87,7 @@ L.Identity = Identity
 function Identity:forward(x) return x end
 
 -- Softmax([dim = -1]) and LogSoftmax([dim = -1]) along dim (1-based, negative from the end).
-local function softmax_class(name, fn)
+local function softmax_class(name, fname)
   local cls = class("nn." .. name, Module)
   function cls:__init(dim)
     if dim ~= nil and math.type(dim) ~= "integer" then
@@ -95,13 +95,13 @@ local function softmax_class(name, fn)
     end
     self.dim = dim or -1
   end
-  function cls:forward(x) return fn(x, self.dim) end
+  function cls:forward(x) return F[fname](x, self.dim) end -- at call time: the graph API wraps F
   function cls:__repr() return ("nn.%s(dim=%d)"):format(name, self.dim) end
   L[name] = cls
 end
 
-softmax_class("Softmax", F.softmax)
-softmax_class("LogSoftmax", F.log_softmax)
+softmax_class("Softmax", "softmax")
+softmax_class("LogSoftmax", "log_softmax")
 
 -- ---- Dropout ------------------------------------------------------------------------------------
 
