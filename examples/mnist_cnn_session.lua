@@ -10,7 +10,8 @@
 --        [--threads N] [--data DIR] [--seed 1] [--every 100] [--logdir DIR]
 -- --logdir DIR writes TensorBoard curves every --every steps (fetched values): DIR/train the batch
 -- loss and accuracy, DIR/validation those of the first 1,000 validation images (the same tags, so
--- TensorBoard overlays the two runs), and every 10th time a histogram of each variable.
+-- TensorBoard overlays the two runs), and every 10th time a histogram of each variable; the graph
+-- goes to DIR/train too (TensorBoard's graph tab).
 local mf = require "moonflow"
 local nn, F = mf.nn, mf.nn.functional
 
@@ -76,7 +77,7 @@ local log
 if opt.logdir ~= "" then
   local val = mnist.validation
   local n = math.min(1000, val.num_examples)
-  log = { train = mf.summary.FileWriter(opt.logdir .. "/train"),
+  log = { train = mf.summary.FileWriter(opt.logdir .. "/train", sess.graph),
     validation = mf.summary.FileWriter(opt.logdir .. "/validation"),
     feed = { [x] = val.images:narrow(1, 1, n), [labels] = val.labels:narrow(1, 1, n), [drop] = 0 } }
 end

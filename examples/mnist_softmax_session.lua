@@ -8,7 +8,8 @@
 --                                               [--logdir DIR] [--every 100]
 -- --logdir DIR writes TensorBoard curves every --every steps (fetched values): DIR/train the
 -- batch's loss and accuracy, DIR/validation those of the 5,000 validation images (the same tags,
--- so TensorBoard overlays the two runs), and every 10th time a histogram of each variable.
+-- so TensorBoard overlays the two runs), and every 10th time a histogram of each variable; the
+-- graph goes to DIR/train too (TensorBoard's graph tab).
 local mf = require "moonflow"
 
 local opt = mf.flags { data = "MNIST_data", steps = 1000, batch = 100, lr = 0.5, threads = 0,
@@ -45,7 +46,7 @@ sess:run(mf.global_variables_initializer())
 -- --logdir: the batch's loss and accuracy (fetched with its step), the validation set's
 local log
 if opt.logdir ~= "" then
-  log = { train = mf.summary.FileWriter(opt.logdir .. "/train"),
+  log = { train = mf.summary.FileWriter(opt.logdir .. "/train", sess.graph),
     validation = mf.summary.FileWriter(opt.logdir .. "/validation") }
 end
 local function write_logs(step, loss, acc)

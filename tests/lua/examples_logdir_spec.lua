@@ -1,9 +1,10 @@
--- examples_logdir_spec.lua — `--logdir DIR` of examples/mnist_softmax.lua,
--- mnist_softmax_session.lua and mnist_cnn_session.lua (mnist_cnn.lua's is in
--- predict_digit_spec.lua): short runs on the real MNIST files (MOONFLOW_DATA; pending without it)
+-- examples_logdir_spec.lua — `--logdir DIR` of examples/mnist_softmax.lua, mnist_cnn.lua,
+-- mnist_softmax_session.lua and mnist_cnn_session.lua (predict_digit_spec.lua looks closer at
+-- mnist_cnn.lua's): short runs on the real MNIST files (MOONFLOW_DATA; pending without it)
 -- write DIR/train and DIR/validation event files that TensorBoard's reader gives back with the
 -- loss and accuracy curves at every --every steps and the variables' histograms at the last step,
--- and a run with --logdir trains exactly as one without (the same test accuracy).
+-- and a run with --logdir trains exactly as one without (the same test accuracy); the session
+-- examples' train run holds their graph.
 local H = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "helper.lua")
 local q = H.q
 
@@ -33,7 +34,7 @@ local function example(name, flags)
 end
 
 -- TensorBoard's reader on dir: {scalars = {tag = {[step] = value}}, histograms = {tag = {[step] =
--- number of values}}}.
+-- number of values}}, graph = number of nodes of its graph (0 without one)}.
 local function tensorboard(dir)
   local script = os.tmpname()
   H.writefile(script, [[
@@ -45,13 +46,14 @@ for tag in ea.Tags()['scalars']:
     for e in ea.Scalars(tag): print('S', tag, e.step, repr(e.value))
 for tag in ea.Tags()['histograms']:
     for e in ea.Histograms(tag): print('H', tag, e.step, int(e.histogram_value.num))
+print('G', len(ea.Graph().node) if ea.Tags()['graph'] else 0)
 ]])
   local p = io.popen(PY .. " " .. script .. " " .. q(dir) .. " 2>&1")
   local out = p:read("a")
   local ok = p:close()
   os.remove(script)
   assert(ok, out)
-  local r = { scalars = {}, histograms = {} }
+  local r = { scalars = {}, histograms = {}, graph = tonumber(out:match "G (%d+)\n?$") }
   for kind, tag, step, v in out:gmatch "([SH]) (%S+) (%d+) (%S+)" do
     local t = kind == "S" and r.scalars or r.histograms
     t[tag] = t[tag] or {}
@@ -61,8 +63,9 @@ for tag in ea.Tags()['histograms']:
 end
 
 -- Runs an example with and without --logdir and checks the logs: curves at `steps`, histograms
--- (name -> number of values) at the last one, validation accuracy above min_acc at the end.
-local function check(name, flags, steps, histograms, min_acc)
+-- (name -> number of values) at the last one, validation accuracy above min_acc at the end, a
+-- graph in the train run when with_graph.
+local function check(name, flags, steps, histograms, min_acc, with_graph)
   if not DATA then return pending("MOONFLOW_DATA is not set (the MNIST files' folder)") end
   if not have_tb then return pending("tensorboard is not importable by " .. PY) end
   local dir = H.tmpdir("mf_examples_logdir_spec")
@@ -97,6 +100,12 @@ local function check(name, flags, steps, histograms, min_acc)
     assert.are.equal(n, train.histograms[tag] and train.histograms[tag][last], tag)
   end
   assert.is_nil(next(val.histograms))
+  assert.are.equal(0, val.graph)
+  if with_graph then
+    assert.is_true(train.graph > 5, "nodes in the graph: " .. train.graph)
+  else
+    assert.are.equal(0, train.graph)
+  end
   return train, val
 end
 
@@ -106,15 +115,21 @@ describe("MNIST examples --logdir", function()
       { W = 7840, b = 10 }, 0.85)
   end)
 
+  it("mnist_cnn.lua", function()
+    check("mnist_cnn.lua", "--steps 30 --every 15 --lr 1e-3", { 15, 30 },
+      { ["2.weight"] = 800, ["2.bias"] = 32, ["5.weight"] = 51200, ["9.weight"] = 3136 * 1024,
+        ["12.weight"] = 10240, ["12.bias"] = 10 }, 0.5)
+  end)
+
   it("mnist_softmax_session.lua", function()
     check("mnist_softmax_session.lua", "--steps 300 --every 100", { 100, 200, 300 },
-      { ["inference/W"] = 7840, ["inference/b"] = 10 }, 0.85)
+      { ["inference/W"] = 7840, ["inference/b"] = 10 }, 0.85, true)
   end)
 
   it("mnist_cnn_session.lua", function()
     check("mnist_cnn_session.lua", "--steps 30 --every 15 --lr 1e-3", { 15, 30 },
       { ["inference/W_conv1"] = 800, ["inference/b_conv1"] = 32, ["inference/W_conv2"] = 51200,
         ["inference/W_fc1"] = 3136 * 1024, ["inference/W_fc2"] = 10240,
-        ["inference/b_fc2"] = 10 }, 0.5)
+        ["inference/b_fc2"] = 10 }, 0.5, true)
   end)
 end)
