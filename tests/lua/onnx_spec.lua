@@ -12,6 +12,7 @@ local pb = require "moonflow.protobuf"
 local PY = "/usr/bin/python3"
 local CHECK = H.root .. "/tests/lua/fixtures/onnx_check.py"
 local dir = H.tmpdir("mf_onnx")
+teardown(function() os.execute("rm -rf " .. H.q(dir)) end)
 
 local onnx_missing -- nil: not known yet; false: importable; a string: why not
 local function python_ready()
@@ -175,6 +176,7 @@ describe("mf.onnx.export of nn modules", function()
     model:train()
     mf.onnx.export(model, dir .. "/mlp_train_mode.onnx", { inputs = { { -1, 784 } } })
     assert.is_true(model[3].training) -- restored
+    assert.are.equal(H.readfile(dir .. "/mlp.onnx"), H.readfile(dir .. "/mlp_train_mode.onnx")) -- as evaluated
     say_if_skipped()
   end)
 
