@@ -472,6 +472,22 @@ describe("import_graph_def", function()
     local g4 = mf.Graph()
     g4:as_default(function() mf.import_graph_def(gd, { name = "" }) end)
     assert.are.equal("Relu", g4:get_operation_by_name("crafted").type)
+    -- sizes a corrupt file could ask for are refused before anything is allocated
+    local huge = { name = "huge", op = "VariableV2", input = {}, device = "",
+      attr = { dtype = { type = "float32" }, shape = { shape = { 1 << 20, 1 << 20 } } } }
+    H.err(function() mf.Graph():as_default(function() mf.import_graph_def(mf.graph_util.extract_sub_graph(
+      require("moonflow.graph.graphdef").new { huge }, { "huge" })) end) end,
+      "node 'huge' has op 'VariableV2', which moonflow cannot import: its shape asks for more than 2^28")
+    huge.op, huge.attr.shape.shape = "Placeholder", { -1, 1 << 30 }
+    H.err(function() mf.Graph():as_default(function()
+      mf.import_graph_def(require("moonflow.graph.graphdef").new { huge }) end) end,
+      "its shape asks for more than 2^28 elements")
+    local splat = pb.message():varint(1, 1):message(2, pb.message():message(2, pb.message():varint(1, 1 << 33)))
+      :float(5, 1.0)
+    huge.op, huge.attr = "Const", { dtype = { type = "float32" }, value = { tensor = splat:bytes() } }
+    H.err(function() mf.Graph():as_default(function()
+      mf.import_graph_def(require("moonflow.graph.graphdef").new { huge }) end) end,
+      "not a valid GraphDef: a tensor value has 8589934592 elements")
     H.err(function() mf.import_graph_def(42) end, "expected a GraphDef, its bytes or a Graph")
     H.err(function() mf.import_graph_def("\10\5\10\3abc") end, "not a valid GraphDef")
   end)

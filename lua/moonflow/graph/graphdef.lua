@@ -378,6 +378,16 @@ local function topo_order(nodes)
   return order
 end
 
+-- the known sizes of a Placeholder's or Variable's shape may not ask for more than
+-- TP.MAX_ELEMENTS elements (shape inference and initial values allocate them)
+local function check_size(nd, shape)
+  local n = 1
+  for _, d in ipairs(shape) do
+    if d > 0 then n = n * d end
+    if n > TP.MAX_ELEMENTS then cannot(nd, "its shape asks for more than 2^28 elements") end
+  end
+end
+
 local function dtype_attr(nd, key)
   local a = nd.attr[key]
   if a == nil or a.type == nil then cannot(nd, "its '" .. key .. "' attr is missing") end
@@ -396,6 +406,7 @@ local function build(g, nd, name, inputs)
     if op == "Placeholder" or op == "PlaceholderV2" then
       local s = nd.attr.shape and nd.attr.shape.shape
       if s and s.unknown_rank then s = nil end
+      if s then check_size(nd, s) end
       G.placeholder(dtype_attr(nd, "dtype"), s, name)
     elseif op == "Const" then
       local v = nd.attr.value and nd.attr.value.tensor
@@ -405,6 +416,7 @@ local function build(g, nd, name, inputs)
       local dtype, s = dtype_attr(nd, "dtype"), nd.attr.shape and nd.attr.shape.shape
       if s == nil or s.unknown_rank then cannot(nd, "its shape is unknown") end
       for _, d in ipairs(s) do if d < 0 then cannot(nd, "its shape is not fully known") end end
+      check_size(nd, s)
       G.Variable(function() return core.zeros(s, { dtype = dtype }) end, { name = name })
     elseif nd.attr._mf_call == nil then -- another tool's node: TensorFlow's op (graph/tf_ops.lua)
       local fn = require("moonflow.graph.tf_ops")(nd)

@@ -114,6 +114,7 @@ local function read_shape(bytes)
   local shape = {}
   for i, d in ipairs(strs(f, 2, "shape dim")) do
     shape[i] = int(decode(d, "shape dim"), 1, "dim size") or 0
+    if shape[i] < -1 or shape[i] > 1 << 40 then bad(("a shape has size %d"):format(shape[i])) end
   end
   return shape
 end
@@ -152,6 +153,21 @@ local function numel(shape)
   return n
 end
 
+local MAX_SPLAT = 1 << 24 -- elements a value list shorter than its shape may fill in Lua
+-- the most elements a file may make an import allocate for one tensor (1 GiB of float32): a
+-- corrupt size fails here instead of exhausting memory
+local MAX_ELEMENTS = 1 << 28
+
+-- raw values (bits for float16/bfloat16, 0/1 for bool, int32 as unsigned varints) -> Lua values
+local function convert(dtype, flat, n)
+  if dtype == "bool" then for i = 1, n do flat[i] = flat[i] ~= 0 end
+  elseif dtype == "float16" then for i = 1, n do flat[i] = half_to_float(flat[i] & 0xffff) end
+  elseif dtype == "bfloat16" then for i = 1, n do flat[i] = bf16_to_float(flat[i] & 0xffff) end
+  elseif dtype == "float32" or dtype == "float64" then for i = 1, n do flat[i] = flat[i] + 0.0 end
+  elseif dtype == "int32" then for i = 1, n do flat[i] = pb.as_int32(flat[i]) end end
+  return flat
+end
+
 -- decode_tensor(bytes) -> an eager CPU tensor (or a string / nested table of strings)
 local function decode_tensor(bytes)
   local f = decode(bytes, "TensorProto")
@@ -163,9 +179,10 @@ local function decode_tensor(bytes)
   if shape.unknown_rank then bad("a tensor value has an unknown shape") end
   for _, d in ipairs(shape) do if d < 0 then bad("a tensor value has a negative size") end end
   local n = numel(shape)
+  if n > 1 << 40 then bad(("a tensor value has %d elements"):format(n)) end
   if dtype == "string" then
     local vals = strs(f, 8, "string_val")
-    if #vals ~= n and not (#vals == 1) then
+    if #vals ~= n and not (#vals == 1 and n <= MAX_SPLAT) then
       bad(("a string tensor has %d values for %d elements"):format(#vals, n))
     end
     local k = 0
@@ -180,11 +197,11 @@ local function decode_tensor(bytes)
     end
     return fill(1)
   end
+  local make = (dtype == "float16" or dtype == "bfloat16") and "float32" or dtype
   local flat
   local content = str(f, 4, "tensor_content")
   if content then
-    local size = SIZE[dtype]
-    if #content ~= n * size then
+    if #content ~= n * SIZE[dtype] then
       bad(("tensor_content has %d bytes for %d %s elements"):format(#content, n, dtype))
     end
     flat = {}
@@ -202,17 +219,19 @@ local function decode_tensor(bytes)
     local vals = numbers(f[src[1]], src[2], src[3])
     if #vals > n then bad(("a tensor has %d values for %d elements"):format(#vals, n)) end
     if #vals == 0 and n > 0 then vals[1] = 0 end
+    convert(dtype, vals, #vals)
+    if #vals == 1 and n > 1 then -- TensorFlow's splat: one value for every element
+      if n > MAX_ELEMENTS then bad(("a tensor value has %d elements"):format(n)) end
+      local t = core.full(shape, vals[1], { dtype = make })
+      return make ~= dtype and t:to(dtype) or t
+    end
+    if #vals < n and n > MAX_SPLAT then
+      bad(("a tensor has %d values for %d elements"):format(#vals, n))
+    end
     flat = {}
     for i = 1, n do flat[i] = vals[math.min(i, #vals)] end
-    if dtype == "int32" then for i = 1, n do flat[i] = pb.as_int32(flat[i]) end end
   end
-  if dtype == "bool" then for i = 1, n do flat[i] = flat[i] ~= 0 end
-  elseif dtype == "float16" then for i = 1, n do flat[i] = half_to_float(flat[i] & 0xffff) end
-  elseif dtype == "bfloat16" then for i = 1, n do flat[i] = bf16_to_float(flat[i] & 0xffff) end
-  elseif dtype == "float32" or dtype == "float64" then
-    for i = 1, n do flat[i] = flat[i] + 0.0 end
-  end
-  local make = (dtype == "float16" or dtype == "bfloat16") and "float32" or dtype
+  if content then convert(dtype, flat, n) end
   local t
   if n == 0 then
     t = core.zeros(shape, { dtype = make })
@@ -224,6 +243,6 @@ local function decode_tensor(bytes)
   return t:contiguous()
 end
 
-return { DT = DT, DT_NAME = DT_NAME, dt_enum = dt_enum, shape_msg = shape_msg,
+return { MAX_ELEMENTS = MAX_ELEMENTS, DT = DT, DT_NAME = DT_NAME, dt_enum = dt_enum, shape_msg = shape_msg,
   tensor_bytes = tensor_bytes, decode_tensor = decode_tensor, read_shape = read_shape,
   numbers = numbers, bad = bad, str = str, int = int, strs = strs, decode = decode }
