@@ -208,6 +208,33 @@ describe("examples/predict_digit.lua", function()
     assert.is_true(max_diff(img:reshape { 28, 28 }, want) <= 0.5 / 255 + 1e-6)
   end)
 
+  it("builds the network in the layout the file's metadata names", function()
+    local field = P.preprocess(mf.image.load(FIXTURES .. "/3_d.png"))
+    for _, format in ipairs { "NHWC", "NCHW" } do
+      mf.manual_seed(5)
+      local net = P.build(format)
+      net:evaluate()
+      local path = newdir() .. "/" .. format .. ".safetensors"
+      mf.save(path, net:state_dict(), { model = "mnist_cnn", format = format })
+      local model, meta = P.load_model(path)
+      assert.are.equal(format, meta.format)
+      local want = mf.no_grad(function()
+        return mf.nn.functional.softmax(net(field:reshape { 1, 784 }), 2)
+      end)
+      H.equal(P.predict(model, field), want:reshape { 10 }:totable(), 1e-5)
+    end
+    -- no metadata: NCHW
+    mf.manual_seed(5)
+    local net = P.build("NCHW")
+    local path = newdir() .. "/plain.safetensors"
+    mf.save(path, net:state_dict())
+    local _, meta = P.load_model(path)
+    assert.is_nil(meta.format)
+    local other = newdir() .. "/odd.safetensors"
+    mf.save(other, net:state_dict(), { format = "CHWN" })
+    H.err(function() P.load_model(other) end, "unknown layout format=CHWN")
+  end)
+
   it("says what is wrong: flags, missing files, files that are not the CNN's", function()
     local out, ok, code = predict("tests/fixtures/digits/7_h.png")
     assert.is_false(ok)
