@@ -471,6 +471,47 @@ describe("mf.onnx.export of graphs", function()
     say_if_skipped()
   end)
 
+  it("a GraphDef with TensorFlow's own ops: those whose attrs change nothing; others are errors", function()
+    mf.manual_seed(11)
+    local GD = require "moonflow.graph.graphdef"
+    local nodes = {}
+    local function node(name, op, input, attr)
+      nodes[#nodes + 1] = { name = name, op = op, input = input, device = "", attr = attr or {} }
+    end
+    local function const(name, t)
+      node(name, "Const", {}, { dtype = { type = t:dtype() }, value = { tensor = GD.tensor_bytes(t) } })
+    end
+    node("x", "Placeholder", {}, { dtype = { type = "float32" }, shape = { shape = { -1, 4 } } })
+    const("w", mf.randn { 4, 3 })
+    const("b", mf.randn { 3 })
+    node("mm", "MatMul", { "x", "w" })
+    node("add", "AddV2", { "mm", "b" })
+    node("id", "Identity", { "add" })
+    node("relu", "Relu", { "id" })
+    node("probs", "Softmax", { "relu" })
+    node("mmt", "MatMul", { "x", "x" }, { transpose_b = { b = true } })
+    local gd = GD.new(nodes)
+    local path = dir .. "/tf_ops.onnx"
+    mf.onnx.export(gd, path, { inputs = { "x" }, outputs = { "probs" } })
+    local m = decode(path)
+    assert.are.same({ "MatMul", "Add", "Relu", "Softmax" }, m.ops)
+    assert.are.same({ "N", 3 }, m.outputs[1].dims)
+    if python_ready() then
+      local g = mf.Graph()
+      g:as_default(function() mf.import_graph_def(gd, { name = "" }) end)
+      local sess <close> = mf.Session { graph = g }
+      local cases = {}
+      for _, n in ipairs { 2, 5 } do
+        local xs = mf.randn { n, 4 }
+        cases[#cases + 1] = { inputs = { x = xs }, outputs = { probs = sess:run("probs:0", { ["x:0"] = xs }) } }
+      end
+      check(path, cases, { "x=N,4", "probs=N,3" })
+    end
+    H.err(function() mf.onnx.export(gd, path, { inputs = { "x" }, outputs = { "mmt" } }) end,
+      "the TensorFlow op MatMul ('mmt') read from a GraphDef is not supported")
+    say_if_skipped()
+  end)
+
   it("errors: placeholder not in inputs, uninitialised variable, unsupported op, bad lists", function()
     local r = softmax_graph()
     local sess <close> = mf.Session { graph = r.g }

@@ -113,6 +113,7 @@ local BINARY = { add = "Add", Add = "Add", sub = "Sub", Sub = "Sub", mul = "Mul"
 local SPATIAL = { Conv2D = true, MaxPool = true, AvgPool = true }
 
 local OPS = {} -- node type -> function(ctx, node, args, t) -> value name of t as moonflow sees it
+local TF_OPS -- TensorFlow op type -> function(node) -> an OPS entry or nil (below)
 
 -- ctx:value(t) -> the ONNX name of the symbolic tensor t as moonflow computes it.
 function Ctx:value(t)
@@ -125,7 +126,12 @@ function Ctx:value(t)
     v = self.b:initializer(out_base(node, t), self:leaf(t):detach())
   else
     local f = OPS[node.type]
-    if f == nil then
+    if node.tf_attrs then f = TF_OPS[node.type] and TF_OPS[node.type](node) end
+    if f == nil and node.tf_attrs then
+      fail("the TensorFlow op %s ('%s') read from a GraphDef is not supported (supported: Identity, " ..
+        "MatMul, Add, AddV2, Sub, Mul, RealDiv, Relu, Sigmoid, Tanh, Exp, Log, Sqrt, Abs, Neg, " ..
+        "Softmax, LogSoftmax)", node.type, node.name)
+    elseif f == nil then
       fail("the graph op %s ('%s') is not supported (supported: MatMul, add, sub, mul, truediv, " ..
         "Relu, Sigmoid, Tanh, Exp, Log, Sqrt, Abs, Neg, Softmax, LogSoftmax, Reshape, Flatten, " ..
         "transpose, Conv2D, MaxPool, AvgPool, Linear, BatchNorm, dropout)", node.type, node.name)
@@ -142,7 +148,9 @@ function Ctx:prefers_nchw(t)
   local node = t._node
   if self.prefer[t] ~= nil then return self.prefer[t] end
   local p = false
-  if SPATIAL[node.type] then
+  if node.tf_attrs then
+    p = false -- a TensorFlow op read from a file: computed as it is
+  elseif SPATIAL[node.type] then
     local args = G.node_args(node)
     local opts = node.type == "Conv2D" and args[4] or args[3]
     p = type(opts) == "table" and opts.data_format == "NHWC"
@@ -362,6 +370,33 @@ OPS.BatchNorm = function(ctx, node, args)
   inputs[1] = B:node("Transpose", { ctx:value(x) }, { perm = to }, node.name .. "/channels_first")
   return B:node("Transpose", { B:node("BatchNormalization", inputs, attrs, node.name) }, { perm = back }, node.name)
 end
+
+-- ---- TensorFlow ops read from a GraphDef (graph/tf_ops.lua) --------------------------------------
+-- Their arguments are their inputs only and their attributes are TensorFlow's (node.tf_attrs): the
+-- ops whose attributes change nothing here map to the same ONNX ops; TF_OPS[type](node) -> the
+-- conversion, or nil when an attribute asks for what it does not do.
+
+local function tf_attr(node, key, kind)
+  local a = node.tf_attrs[key]
+  return a and a[kind]
+end
+
+TF_OPS = {}
+for _, ty in ipairs { "Identity", "StopGradient", "Snapshot", "PreventGradient" } do
+  TF_OPS[ty] = function() return function(ctx, _, args) return ctx:value(args[1]) end end
+end
+for ty in pairs(UNARY) do
+  if ty:match("^%u") then TF_OPS[ty] = function() return OPS[ty] end end
+end
+for _, ty in ipairs { "Add", "AddV2", "Sub", "Mul", "RealDiv" } do
+  TF_OPS[ty] = function() return OPS[ty] or OPS.Add end
+end
+TF_OPS.MatMul = function(node)
+  if tf_attr(node, "transpose_a", "b") or tf_attr(node, "transpose_b", "b") then return nil end
+  return OPS.MatMul
+end
+TF_OPS.Softmax = function() return OPS.Softmax end -- TensorFlow's: the last axis, moonflow's default
+TF_OPS.LogSoftmax = function() return OPS.LogSoftmax end
 
 -- inference: the identity (its keep/drop probability input is not needed)
 OPS.dropout = function(ctx, _, args) return ctx:value(args[1]) end
