@@ -443,6 +443,18 @@ describe("import_graph_def", function()
     gd.node[#gd.node + 1] = { name = "odd", op = "FooBar", input = { "x" }, device = "", attr = {} }
     H.err(function() mf.Graph():as_default(function() mf.import_graph_def(gd) end) end,
       "node 'odd' has op 'FooBar', which moonflow cannot import")
+    -- a failed import leaves the graph as it was: nodes, variables, names
+    local kept = mf.Graph()
+    kept:as_default(function() mf.placeholder(mf.float32, { 2 }, "keep") end)
+    H.err(function() kept:as_default(function() mf.import_graph_def(gd, { name = "m" }) end) end,
+      "node 'odd' has op 'FooBar'")
+    assert.are.equal(1, #kept:get_operations())
+    assert.are.equal(0, #mf.global_variables(kept))
+    table.remove(gd.node)
+    kept:as_default(function() mf.import_graph_def(gd, { name = "m" }) end)
+    assert.are.equal(1 + #gd.node, #kept:get_operations())
+    assert.are.equal("m/inference/MatMul", kept:get_operation_by_name("m/inference/MatMul").name)
+    gd.node[#gd.node + 1] = {}
     gd.node[#gd.node] = { name = "lost", op = "Relu", input = { "nowhere:0" }, device = "", attr = {} }
     H.err(function() mf.Graph():as_default(function() mf.import_graph_def(gd) end) end,
       "node 'lost' has input 'nowhere:0', which is not a node of the graph")

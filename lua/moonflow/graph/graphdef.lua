@@ -465,7 +465,49 @@ local function build(g, nd, name, inputs)
   return node
 end
 
--- import(gd, g, prefix) -> the list of new nodes (g must be the default graph)
+-- one NodeDef into g, its inputs (already imported) found by name
+local function import_node(g, nd, prefix)
+  local inputs, controls = {}, {}
+  for _, s in ipairs(nd.input) do
+    local name, idx, control = parse_input(s)
+    local src = g._by_name[prefix .. name]
+    if control then
+      controls[#controls + 1] = src
+    else
+      local t = src.outputs[idx]
+      if t == nil then
+        bad(("node '%s' has input '%s', but '%s' has %d outputs"):format(nd.name, s, name,
+          #src.outputs))
+      end
+      inputs[#inputs + 1] = t
+    end
+  end
+  local node = build(g, nd, prefix .. nd.name, inputs)
+  if #controls > 0 then node.control_inputs = controls end
+  return node
+end
+
+-- a function that takes g back to its state now: its nodes, variables and collections (an import
+-- that fails leaves the graph as it was)
+local function snapshot(g)
+  local nodes, vars, trainable = #g._nodes, #g._variables, #g._trainable
+  local coll = {}
+  for k, list in pairs(g._collections) do coll[k] = #list end
+  return function()
+    for i = #g._nodes, nodes + 1, -1 do
+      g._by_name[g._nodes[i].name] = nil
+      g._nodes[i] = nil
+    end
+    for i = #g._variables, vars + 1, -1 do g._variables[i] = nil end
+    for i = #g._trainable, trainable + 1, -1 do g._trainable[i] = nil end
+    for k, list in pairs(g._collections) do
+      for i = #list, (coll[k] or 0) + 1, -1 do list[i] = nil end
+    end
+  end
+end
+
+-- import(gd, g, prefix) -> the list of new nodes (g must be the default graph); on an error g is
+-- left as it was
 local function import(gd, g, prefix)
   prefix = (prefix and prefix ~= "") and (prefix .. "/") or ""
   for _, nd in ipairs(gd.node) do
@@ -473,26 +515,18 @@ local function import(gd, g, prefix)
       error(("import: the graph already has a node named '%s'"):format(prefix .. nd.name), 0)
     end
   end
-  local made = {}
-  for _, nd in ipairs(topo_order(gd.node)) do
-    local inputs, controls = {}, {}
-    for _, s in ipairs(nd.input) do
-      local name, idx, control = parse_input(s)
-      local src = g._by_name[prefix .. name]
-      if control then
-        controls[#controls + 1] = src
-      else
-        local t = src.outputs[idx]
-        if t == nil then
-          bad(("node '%s' has input '%s', but '%s' has %d outputs"):format(nd.name, s, name,
-            #src.outputs))
-        end
-        inputs[#inputs + 1] = t
-      end
+  local order = topo_order(gd.node)
+  local restore = snapshot(g)
+  local ok, made = pcall(function()
+    local made = {}
+    for _, nd in ipairs(order) do
+      made[#made + 1] = import_node(g, nd, prefix)
     end
-    local node = build(g, nd, prefix .. nd.name, inputs)
-    if #controls > 0 then node.control_inputs = controls end
-    made[#made + 1] = node
+    return made
+  end)
+  if not ok then
+    restore()
+    error(made, 0)
   end
   return made
 end
