@@ -16,6 +16,7 @@ local G = require "moonflow.graph"
 local C = core._optim
 local train = {}
 local is_sym = G.is_sym
+local is_grad_enabled, set_grad_enabled = core.is_grad_enabled, core.set_grad_enabled
 
 local function zeros_like(p) return core.zeros(p:shape(), { dtype = p:dtype(), device = p:device() }) end
 
@@ -77,13 +78,13 @@ function Optimizer:compute_gradients(loss, var_list)
     shapes[i] = is_sym(v) and v:shape() or v:shape()
     dtypes[i] = is_sym(v) and v:dtype() or v:dtype()
   end
+  local params, n = {}, #var_list -- the values differentiated, refilled by each run
   local outs = table.pack(G.stateful(g, "Gradients", "gradients", { loss }, function(sess, vals)
-    local params = {}
-    for i, v in ipairs(var_list) do params[i] = param_value(sess, v) end
+    for i = 1, n do params[i] = param_value(sess, var_list[i]) end
     -- four arguments: mf.grad reads its optional 3rd argument after pushing to the stack
     local grads = core.grad(vals[1], params, nil, nil)
-    return table.unpack(grads, 1, #params)
-  end, { nout = #var_list, shapes = shapes, dtypes = dtypes, needs_grad = true }))
+    return table.unpack(grads, 1, n)
+  end, { nout = n, shapes = shapes, dtypes = dtypes, needs_grad = true, fresh_outputs = true }))
   local pairs_ = {}
   for i, v in ipairs(var_list) do pairs_[i] = { outs[i], v } end
   return pairs_
@@ -97,31 +98,38 @@ function Optimizer:apply_gradients(grads_and_vars, opts)
   local g = inputs[1].graph
   local step_var = opts.global_step
   local name = opts.name or self.name
+  -- each variable's update in place, with autograd off (no closure or table made per run)
+  local function apply(sess, vals, slots)
+    for i = 1, #vars do
+      local grad = vals[i]
+      if grad ~= nil then
+        local v = vars[i]
+        local p = param_value(sess, v)
+        local st = slots[p]
+        if st == nil then
+          st = {}
+          slots[p] = st
+        end
+        local ok, err = pcall(self.update, self, p, grad, st)
+        if not ok then error(("%s: updating %s: %s"):format(name, var_name(v), tostring(err)), 0) end
+      end
+    end
+    if step_var then
+      local s = param_value(sess, step_var)
+      s:copy_(s + 1)
+    end
+  end
   return G.stateful(g, self.op_type, name, inputs, function(sess, vals)
     local slots = sess._slots[self]
     if slots == nil then
       slots = setmetatable({}, { __mode = "k" })
       sess._slots[self] = slots
     end
-    core.no_grad(function()
-      for i, v in ipairs(vars) do
-        local grad = vals[i]
-        if grad ~= nil then
-          local p = param_value(sess, v)
-          local st = slots[p]
-          if st == nil then
-            st = {}
-            slots[p] = st
-          end
-          local ok, err = pcall(self.update, self, p, grad, st)
-          if not ok then error(("%s: updating %s: %s"):format(name, var_name(v), tostring(err)), 0) end
-        end
-      end
-      if step_var then
-        local s = param_value(sess, step_var)
-        s:copy_(s + 1)
-      end
-    end)
+    local prev = is_grad_enabled()
+    set_grad_enabled(false)
+    local ok, err = pcall(apply, sess, vals, slots)
+    set_grad_enabled(prev)
+    if not ok then error(err, 0) end
   end, { optimizer = self, var_list = vars }) -- the node names them for mf.train.Saver's slots
 end
 
@@ -148,86 +156,136 @@ local function class(name, op_type, init, update)
   return cls
 end
 
-local function opts_of(o) return type(o) == "table" and o or {} end
+-- The options of a constructor: a table, or TensorFlow 1's positional arguments in order.
+local function options(names, ...)
+  local first = ...
+  if type(first) == "table" then return first end
+  local o = {}
+  for i, k in ipairs(names) do o[k] = select(i, ...) end
+  return o
+end
 
 -- ---- the optimizers ---------------------------------------------------------------------------
+--
+-- Each follows the update of TensorFlow 1's kernel (training_ops.cc) with TensorFlow 1's defaults;
+-- the fused kernels do the work where their PyTorch-form update is the same, and each optimizer
+-- keeps one hyperparameter table for them (h), so that a step allocates nothing in Lua.
 
+-- GradientDescentOptimizer(lr): var -= lr * g.
 class("GradientDescentOptimizer", "ApplyGradientDescent", function(self, lr)
   self.lr = lr
+  self.h = { step = 1 }
 end, function(self, p, grad)
-  C.sgd_step(p, grad, nil, { lr = self.lr, step = 1 })
+  local h = self.h
+  h.lr = self.lr
+  C.sgd_step(p, grad, nil, h)
 end)
 
--- MomentumOptimizer(lr, momentum [, {use_nesterov=}]): accum = m * accum + g; var -= lr * accum.
-class("MomentumOptimizer", "ApplyMomentum", function(self, lr, momentum, o)
+-- MomentumOptimizer(lr, momentum [, {use_nesterov = false}]): accum = momentum * accum + g;
+-- var -= lr * accum (Nesterov: var -= lr * g + lr * momentum * accum). accum starts at 0.
+class("MomentumOptimizer", "ApplyMomentum", function(self, lr, momentum, ...)
   self.lr, self.momentum = lr, momentum
-  self.nesterov = opts_of(o).use_nesterov or false
+  self.nesterov = options({ "use_locking", "name", "use_nesterov" }, ...).use_nesterov or false
   if type(momentum) ~= "number" then error("MomentumOptimizer: momentum must be a number", 3) end
+  self.h = { step = 2 } -- never the kernel's first step: accum is a real zero-initialised slot
 end, function(self, p, grad, st)
-  local h = { lr = self.lr, momentum = self.momentum, nesterov = self.nesterov, step = 2 }
+  local h = self.h
+  h.lr, h.momentum, h.nesterov = self.lr, self.momentum, self.nesterov
   if st.accum == nil then st.accum = zeros_like(p) end
   C.sgd_step(p, grad, st.accum, h)
 end)
 
--- AdamOptimizer(lr = 0.001 [, {beta1 = 0.9, beta2 = 0.999, epsilon = 1e-8}]): TF1's update
--- lr_t = lr * sqrt(1 - b2^t) / (1 - b1^t); var -= lr_t * m / (sqrt(v) + epsilon), done by the
--- PyTorch-form kernel with its epsilon scaled by 1 / sqrt(1 - b2^t).
-class("AdamOptimizer", "ApplyAdam", function(self, lr, o)
-  o = opts_of(o)
+-- AdamOptimizer(lr = 0.001 [, {beta1 = 0.9, beta2 = 0.999, epsilon = 1e-8}] or beta1, beta2,
+-- epsilon): m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; lr_t = lr * sqrt(1 - b2^t) / (1 - b1^t);
+-- var -= lr_t * m / (sqrt(v) + epsilon). The PyTorch-form kernel computes
+-- lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps), the same with eps = epsilon / sqrt(1 - b2^t).
+class("AdamOptimizer", "ApplyAdam", function(self, lr, ...)
+  local o = options({ "beta1", "beta2", "epsilon" }, ...)
   self.lr = lr or 0.001
   self.beta1, self.beta2, self.epsilon = o.beta1 or 0.9, o.beta2 or 0.999, o.epsilon or 1e-8
+  self.h = {}
 end, function(self, p, grad, st)
   if st.m == nil then st.m, st.v, st.t = zeros_like(p), zeros_like(p), 0 end
   st.t = st.t + 1
-  local bc2 = 1 - self.beta2 ^ st.t
-  C.adam_step(p, grad, st.m, st.v, { lr = self.lr, beta1 = self.beta1, beta2 = self.beta2,
-    eps = self.epsilon / math.sqrt(bc2), step = st.t })
+  local h = self.h
+  h.lr, h.beta1, h.beta2, h.step = self.lr, self.beta1, self.beta2, st.t
+  h.eps = self.epsilon / math.sqrt(1 - self.beta2 ^ st.t)
+  C.adam_step(p, grad, st.m, st.v, h)
 end)
 
--- RMSPropOptimizer(lr [, {decay = 0.9, momentum = 0, epsilon = 1e-10, centered = false}]); the
--- mean square starts at 1 as in TF1 (the kernel adds epsilon outside the square root).
-class("RMSPropOptimizer", "ApplyRMSProp", function(self, lr, o)
-  o = opts_of(o)
+-- RMSPropOptimizer(lr [, {decay = 0.9, momentum = 0, epsilon = 1e-10, centered = false}] or decay,
+-- momentum, epsilon): ms = decay * ms + (1 - decay) g^2 (ms starts at 1);
+-- mom = momentum * mom + lr * g / sqrt(ms + epsilon) (centered: sqrt(ms - mg^2 + epsilon) with
+-- mg = decay * mg + (1 - decay) g, from 0); var -= mom. Epsilon inside the square root and the
+-- mean square's start at 1 are TensorFlow 1's (the fused kernel has PyTorch's: 0, and epsilon
+-- outside), so this one is written with tensor operations.
+class("RMSPropOptimizer", "ApplyRMSProp", function(self, lr, ...)
+  local o = options({ "decay", "momentum", "epsilon", "use_locking", "centered" }, ...)
   self.lr = lr
   self.decay, self.momentum = o.decay or 0.9, o.momentum or 0
   self.epsilon, self.centered = o.epsilon or 1e-10, o.centered or false
 end, function(self, p, grad, st)
   if st.ms == nil then
     st.ms = core.ones(p:shape(), { dtype = p:dtype(), device = p:device() })
-    if self.momentum > 0 then st.mom = zeros_like(p) end
-    if self.centered then st.mg = zeros_like(p) end
     st.t = 0
   end
+  if self.momentum > 0 and st.mom == nil then st.mom = zeros_like(p) end
+  if self.centered and st.mg == nil then st.mg = zeros_like(p) end
   st.t = st.t + 1
-  C.rmsprop_step(p, grad, st.ms, st.mom, st.mg, { lr = self.lr, alpha = self.decay,
-    eps = self.epsilon, momentum = self.momentum, centered = self.centered, step = st.t })
+  local d, ms = self.decay, st.ms
+  ms:copy_(ms * d + grad * grad * (1 - d))
+  local denom
+  if self.centered then
+    local mg = st.mg
+    mg:copy_(mg * d + grad * (1 - d))
+    denom = core.sqrt(ms - mg * mg + self.epsilon)
+  else
+    denom = core.sqrt(ms + self.epsilon)
+  end
+  local step = grad * self.lr / denom
+  if self.momentum > 0 then
+    local mom = st.mom
+    mom:copy_(mom * self.momentum + step)
+    step = mom
+  end
+  p:copy_(p - step)
 end)
 
--- AdadeltaOptimizer(lr = 0.001 [, {rho = 0.95, epsilon = 1e-8}]).
-class("AdadeltaOptimizer", "ApplyAdadelta", function(self, lr, o)
-  o = opts_of(o)
+-- AdadeltaOptimizer(lr = 0.001 [, {rho = 0.95, epsilon = 1e-8}] or rho, epsilon):
+-- accum = rho accum + (1 - rho) g^2; update = sqrt(accum_update + eps) / sqrt(accum + eps) * g;
+-- accum_update = rho accum_update + (1 - rho) update^2; var -= lr * update. Slots start at 0.
+class("AdadeltaOptimizer", "ApplyAdadelta", function(self, lr, ...)
+  local o = options({ "rho", "epsilon" }, ...)
   self.lr = lr or 0.001
   self.rho, self.epsilon = o.rho or 0.95, o.epsilon or 1e-8
+  self.h = {}
 end, function(self, p, grad, st)
   if st.accum == nil then st.accum, st.delta, st.t = zeros_like(p), zeros_like(p), 0 end
   st.t = st.t + 1
-  C.adadelta_step(p, grad, st.accum, st.delta, { lr = self.lr, rho = self.rho, eps = self.epsilon,
-    step = st.t })
+  local h = self.h
+  h.lr, h.rho, h.eps, h.step = self.lr, self.rho, self.epsilon, st.t
+  C.adadelta_step(p, grad, st.accum, st.delta, h)
 end)
 
--- AdagradOptimizer(lr [, {initial_accumulator_value = 0.1}]): accum += g^2; var -= lr g/sqrt(accum).
-class("AdagradOptimizer", "ApplyAdagrad", function(self, lr, o)
-  o = opts_of(o)
+-- AdagradOptimizer(lr [, {initial_accumulator_value = 0.1}] or initial_accumulator_value):
+-- accum += g^2; var -= lr * g / sqrt(accum) (no epsilon, as in TensorFlow 1).
+class("AdagradOptimizer", "ApplyAdagrad", function(self, lr, ...)
+  local o = options({ "initial_accumulator_value" }, ...)
   self.lr = lr
   self.initial_accumulator_value = o.initial_accumulator_value or 0.1
+  if type(self.initial_accumulator_value) ~= "number" or self.initial_accumulator_value <= 0 then
+    error("AdagradOptimizer: initial_accumulator_value must be a number > 0", 3)
+  end
+  self.h = { eps = 0 }
 end, function(self, p, grad, st)
   if st.sum == nil then
     st.sum = core.full(p:shape(), self.initial_accumulator_value, { dtype = p:dtype(), device = p:device() })
     st.t = 0
   end
   st.t = st.t + 1
-  C.adagrad_step(p, grad, st.sum, { lr = self.lr, initial_accumulator_value =
-    self.initial_accumulator_value, eps = 0, step = st.t })
+  local h = self.h
+  h.lr, h.initial_accumulator_value, h.step = self.lr, self.initial_accumulator_value, st.t
+  C.adagrad_step(p, grad, st.sum, h)
 end)
 
 -- ---- global step --------------------------------------------------------------------------------

@@ -62,6 +62,128 @@ describe("sessions", function()
     end)
   end)
 
+  it("runs only what the fetches need, each node once, also across fetch structures", function()
+    local g = mf.Graph()
+    g:as_default(function()
+      local runs = {}
+      local function counted(name)
+        return mf.graph_lift(name, function(v)
+          runs[name] = (runs[name] or 0) + 1
+          return v + 1
+        end)
+      end
+      local x = mf.placeholder("float32", { 2 }, "x")
+      local a = counted("A")(x)
+      local b = counted("B")(a)
+      local c = counted("C")(a)
+      local sess <close> = mf.Session()
+      runs = {} -- (building ran each twice, to infer shapes)
+      local r = sess:run({ first = b, both = { b, c }, again = "B:0" }, { x = { 1, 2 } })
+      assert.same({ A = 1, B = 1, C = 1 }, runs)
+      H.equal(r.first, { 3, 4 })
+      H.equal(r.both[2], { 3, 4 })
+      H.equal(r.again, { 3, 4 })
+      runs = {}
+      H.equal(sess:run(b, { [x] = { 0, 0 } }), { 2, 2 }) -- C not needed
+      assert.same({ A = 1, B = 1 }, runs)
+      runs = {}
+      H.equal(sess:run(b, { [a] = { 5, 5 } }), { 6, 6 }) -- a fed: A and x not needed
+      assert.same({ B = 1 }, runs)
+    end)
+  end)
+
+  it("a fetched tensor keeps its value after later runs", function()
+    local g = mf.Graph()
+    g:as_default(function()
+      local x = mf.placeholder("float32", { 2 }, "x")
+      local w = mf.Variable(mf.tensor { 1.0, 2.0 }, { name = "w" })
+      local c = mf.constant(mf.tensor { 7.0, 8.0 })
+      local y = x * 2
+      local flat = mf.reshape(w, { 2, 1 }) -- a view of the variable
+      local inc = w:assign_add(mf.tensor { 1.0, 1.0 })
+      local step = mf.train.GradientDescentOptimizer(1):minimize(mf.reduce_sum(w * x))
+      local sess <close> = mf.Session()
+      sess:run(mf.global_variables_initializer())
+      local y1 = sess:run(y, { [x] = { 1, 2 } })
+      local y2 = sess:run(y, { [x] = { 3, 4 } })
+      H.equal(y1, { 2, 4 })
+      H.equal(y2, { 6, 8 })
+      local w1, f1, i1 = sess:run(w), sess:run(flat), sess:run(inc) -- w is now {2, 3}
+      sess:run(step, { [x] = { 1, 1 } }) -- w = {1, 2}
+      sess:run(inc) -- w = {2, 3}
+      H.equal(w1, { 1, 2 })
+      H.equal(f1, { { 1 }, { 2 } })
+      H.equal(i1, { 2, 3 })
+      H.equal(sess:run(w), { 2, 3 })
+      -- changing a result changes nothing in the session or the graph
+      local c1 = sess:run(c)
+      c1:fill_(0)
+      H.equal(sess:run(c), { 7, 8 })
+      local w2 = sess:run(w)
+      w2:fill_(0)
+      H.equal(sess:run(w), { 2, 3 })
+    end)
+  end)
+
+  it("drops intermediate results once their last reader ran, and nothing after the run", function()
+    local g = mf.Graph()
+    g:as_default(function()
+      local seen = setmetatable({}, { __mode = "v" }) -- the values the nodes made, weakly
+      local alive -- was A's value still reachable when C ran?
+      local x = mf.placeholder("float32", { 3 }, "x")
+      local a = mf.graph_lift("A", function(v)
+        local r = v * 2
+        seen.a = r
+        return r
+      end)(x)
+      local b = mf.graph_lift("B", function(v)
+        local r = v + 1
+        seen.b = r
+        return r
+      end)(a)
+      local c = mf.graph_lift("C", function(v)
+        collectgarbage()
+        collectgarbage()
+        alive = seen.a ~= nil
+        return v * 3
+      end)(b)
+      local sess <close> = mf.Session()
+      H.equal(sess:run(c, { [x] = { 1, 2, 3 } }), { 9, 15, 21 })
+      assert.is_false(alive) -- B was A's only reader
+      collectgarbage()
+      collectgarbage()
+      assert.is_nil(seen.b) -- not fetched: gone once the run ended
+      local r = sess:run({ a, c }, { [x] = { 1, 1, 1 } })
+      assert.is_true(alive) -- fetched: kept for the caller
+      H.equal(r[1], { 2, 2, 2 })
+      H.equal(r[2], { 9, 9, 9 })
+      -- a run that fails part way lets go of what it made too
+      local armed = false
+      local boom = mf.graph_lift("Boom", function(v)
+        if armed then error("boom", 0) end
+        return v
+      end)(b)
+      armed = true
+      H.err(function() sess:run(boom, { [x] = { 1, 1, 1 } }) end, "boom")
+      collectgarbage()
+      collectgarbage()
+      assert.is_nil(seen.a)
+      assert.is_nil(seen.b)
+    end)
+  end)
+
+  it("plans are per fetch and feed keys: a new feed key set is checked again", function()
+    local m = model()
+    local sess <close> = mf.Session { graph = m.g }
+    sess:run(mf.variables_initializer { m.W })
+    H.equal(sess:run(m.s, { [m.x] = { { 1, 1 } } }), 10)
+    H.err(function() sess:run(m.s) end, "placeholder tensor 'x'")
+    H.err(function() sess:run(m.s, { [m.x] = { { 1, 1 } }, ["nope:0"] = 1 }) end, "nope:0")
+    H.err(function() sess:run(m.s, { [m.x] = mf.zeros { 1, 3 } }) end, "shape (1, 3)")
+    H.equal(sess:run(m.s, { [m.x] = mf.ones({ 2, 2 }, { dtype = "float64" }) }), 20)
+    H.equal(sess:run(m.s, { x = { { 1, 1 } } }), 10)
+  end)
+
   it("InteractiveSession and eval", function()
     local m = model()
     local sess <close> = mf.InteractiveSession { graph = m.g }

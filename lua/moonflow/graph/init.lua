@@ -533,6 +533,16 @@ function G.apply(opname, fn, opts, ...)
   local n = select("#", ...)
   local tmpl, inputs, refs, g = template(table.pack(...), n, opts)
   local nrefs = #refs
+  -- the template lets go of the input values once fn returns or fails (a session drops
+  -- intermediate results as soon as their last reader ran)
+  local function release(ok, ...)
+    for r = 1, nrefs do
+      local ref = refs[r]
+      ref[1][ref[2]] = nil
+    end
+    if not ok then error((...), 0) end
+    return ...
+  end
   local compute = function(vals)
     for r = 1, nrefs do
       local ref = refs[r]
@@ -540,7 +550,7 @@ function G.apply(opname, fn, opts, ...)
       if ref[4] and is_eager(v) then v = v:item() end
       ref[1][ref[2]] = v
     end
-    return fn(table.unpack(tmpl, 1, n))
+    return release(pcall(fn, table.unpack(tmpl, 1, n)))
   end
   local info = infer(opname, inputs, compute)
   local node = g:_add { type = opts.type or opname, name = opts.node_name or opname, inputs = inputs,

@@ -1,8 +1,11 @@
 -- moonflow/graph/session.lua — mf.Session and mf.InteractiveSession: run graphs built by
 -- moonflow.graph. A session holds the values of the graph's variables (and the optimizers' slots);
 -- sess:run(fetches [, feed]) executes only the nodes its fetches need, each once, in topological
--- order (the plan of a fetch/feed combination is cached), and returns the same structure of
--- eager CPU tensors (Lua strings for string tensors, nil for operations).
+-- order, and returns the same structure of eager CPU tensors (Lua strings for string tensors, nil
+-- for operations). The plan of a fetch/feed-keys combination is worked out once (see "plans"):
+-- a repeated run allocates no Lua tables but its results, drops each intermediate result when its
+-- last reader has run (so the caching allocator hands its buffer to the next tensors), and
+-- returns results that no later run changes.
 --
 -- Config (mf.Session{graph=, config={...}}): intra_op_parallelism_threads (mf.set_num_threads),
 -- log_device_placement (prints each node's device when it is first placed),
@@ -16,7 +19,9 @@ local M = {}
 local is_sym = G.is_sym
 local Sym, Op = G.Sym, G.Op
 
-local function is_eager(v) return getmetatable(v) == debug.getregistry()["moonflow.Tensor"] end
+local TMT = debug.getregistry()["moonflow.Tensor"]
+local function is_eager(v) return getmetatable(v) == TMT end
+local is_grad_enabled, set_grad_enabled = core.is_grad_enabled, core.set_grad_enabled
 
 local Session = { __name = "moonflow.Session" }
 Session.__index = Session
@@ -43,7 +48,8 @@ function M.Session(opts)
   local n = config.intra_op_parallelism_threads
   if n ~= nil and n > 0 then core.set_num_threads(n) end
   local self = setmetatable({ graph = g, config = config, _vars = {}, _slots = {}, _plans = {},
-    _placed = {}, _closed = false, _gpu = has_gpu(config) }, Session)
+    _owned = setmetatable({}, { __mode = "k" }), _placed = {}, _closed = false,
+    _gpu = has_gpu(config) }, Session)
   return self
 end
 
@@ -62,6 +68,7 @@ function Session:close()
   if self._closed then return end
   self._closed = true
   self._vars, self._slots, self._plans = {}, {}, {}
+  self._owned = setmetatable({}, { __mode = "k" })
   for i = #default_sessions, 1, -1 do
     if default_sessions[i] == self then table.remove(default_sessions, i) end
   end
@@ -117,7 +124,9 @@ function Session:_initialize(node)
     v = init
   end
   if not is_eager(v) and type(v) ~= "string" and type(v) ~= "table" then v = core.tensor(v) end
-  self._vars[node] = as_leaf(v, node)
+  v = as_leaf(v, node)
+  self._vars[node] = v
+  self._owned[v] = true
 end
 
 function Session:_assign(node, value, kind)
@@ -130,7 +139,9 @@ function Session:_assign(node, value, kind)
       if cur ~= nil and is_eager(cur) and is_eager(value) then
         cur:copy_(value)
       else
-        self._vars[node] = as_leaf(value, node)
+        local v = as_leaf(value, node)
+        self._vars[node] = v
+        self._owned[v] = true
       end
     elseif kind == "assign_add" then
       cur:copy_(cur + value)
@@ -145,30 +156,23 @@ function Session:variable_value(v)
   return self._vars[v._node]
 end
 
--- ---- fetches and feeds --------------------------------------------------------------------------
+-- ---- fetches ------------------------------------------------------------------------------------
+--
+-- A fetch structure is a graph leaf (a symbolic tensor, an operation, or the name of either), or a
+-- table of leaves, tables and literal leaves (eager tensors, numbers, booleans: fetched as
+-- themselves). A flat list of graph leaves (the common `{train_step, loss}`) is used as it is; any
+-- other table is flattened into a list of leaves plus the structure to rebuild.
 
--- Flattens a fetch structure into a list of leaves, remembering the structure to rebuild.
-local function flatten(self, f, leaves)
-  if is_sym(f) then
-    if f.graph ~= self.graph then
-      fail("Tensor %s is not an element of this graph (it belongs to another mf.Graph)", f.name)
-    end
-    leaves[#leaves + 1] = f
-    return { leaf = #leaves }
-  end
-  if getmetatable(f) == Op then
-    if f.graph ~= self.graph then
-      fail("Operation %s is not an element of this graph (it belongs to another mf.Graph)", f.name)
-    end
-    leaves[#leaves + 1] = f
-    return { leaf = #leaves }
-  end
-  if type(f) == "string" then
-    local ok, t = pcall(self.graph._by_any_name, self.graph, f, 1)
-    if not ok then fail("%s", t) end
-    return flatten(self, t, leaves)
-  end
-  if is_eager(f) or type(f) == "number" or type(f) == "boolean" then
+local SINGLE, LIST = {}, {} -- structure markers: one graph leaf; a flat list of graph leaves
+local LITERAL, END = {}, {} -- plan-cache keys: a literal leaf; the plans below a path of leaves
+
+local function is_graph_leaf(f)
+  local mt = getmetatable(f)
+  return mt == Sym or mt == Op or type(f) == "string"
+end
+
+local function flatten(f, leaves)
+  if is_graph_leaf(f) or is_eager(f) or type(f) == "number" or type(f) == "boolean" then
     leaves[#leaves + 1] = f
     return { leaf = #leaves }
   end
@@ -176,12 +180,32 @@ local function flatten(self, f, leaves)
     local s = { keys = {}, subs = {}, n = #f }
     for k, v in pairs(f) do
       s.keys[#s.keys + 1] = k
-      s.subs[#s.subs + 1] = flatten(self, v, leaves)
+      s.subs[#s.subs + 1] = flatten(v, leaves)
     end
     return s
   end
   fail("run: cannot fetch a %s (fetch symbolic tensors, operations, eager tensors, or lists and " ..
     "tables of them)", type(f))
+end
+
+-- fetches (a table) -> leaves, structure
+local function fetch_structure(f)
+  if type(f) == "table" and getmetatable(f) == nil then
+    local n, count = #f, 0
+    for _ in next, f do count = count + 1 end
+    if n > 0 and count == n then
+      local flat = true
+      for i = 1, n do
+        if not is_graph_leaf(f[i]) then
+          flat = false
+          break
+        end
+      end
+      if flat then return f, LIST end
+    end
+  end
+  local leaves = {}
+  return leaves, flatten(f, leaves)
 end
 
 local function rebuild(s, vals)
@@ -200,61 +224,55 @@ local function rebuild(s, vals)
   return r
 end
 
-local FLOATS = { float32 = true, float64 = true, float16 = true, bfloat16 = true }
+-- ---- feeds --------------------------------------------------------------------------------------
 
-local function feed_value(t, v)
-  local dtype, shape = t._dtype, t._shape
+local FLOATS = { float32 = true, float64 = true, float16 = true, bfloat16 = true }
+local T = core.Tensor
+local T_dtype, T_dim, T_size, T_device = T.dtype, T.dim, T.size, T.device
+local T_needs_grad, T_detach, T_clone, T_shape = T.needs_grad, T.detach, T.clone, T.shape
+
+local function bad_shape(e, vs)
+  fail("Cannot feed value of shape %s for Tensor '%s', which has shape %s", G.shape_str(vs),
+    e.sym.name, G.shape_str(e.sym._shape))
+end
+
+-- The value fed to e.sym (e: the plan's feed entry: sym, slot, dtype, rank, known = {dim, size,
+-- ...}), converted to its dtype where that loses nothing; an error when it cannot match.
+local function feed_value(e, v)
+  local t, dtype = e.sym, e.dtype
   if dtype == "string" then
     if type(v) ~= "string" and type(v) ~= "table" then
-      fail("Cannot feed a %s to the string tensor '%s'", type(v), t.name)
+      fail("Cannot feed a %s to the string tensor '%s'", is_eager(v) and "tensor" or type(v), t.name)
     end
     return v
   end
-  if is_sym(v) then fail("The value of a feed cannot be a symbolic tensor (feeding '%s')", t.name) end
-  if type(v) == "string" then
-    fail("Cannot feed a string to tensor '%s' of dtype %s", t.name, tostring(dtype))
-  end
   if not is_eager(v) then
+    if is_sym(v) then fail("The value of a feed cannot be a symbolic tensor (feeding '%s')", t.name) end
+    if type(v) == "string" then
+      fail("Cannot feed a string to tensor '%s' of dtype %s", t.name, tostring(dtype))
+    end
     local ok, r = pcall(core.tensor, v, { dtype = dtype })
     if not ok then fail("Cannot feed %s to tensor '%s': %s", type(v), t.name, tostring(r)) end
     v = r
-  elseif dtype and v:dtype() ~= dtype then
-    if FLOATS[dtype] and FLOATS[v:dtype()] then
-      v = v:to(dtype)
-    else
-      fail("Cannot feed a %s tensor to tensor '%s' of dtype %s", v:dtype(), t.name, dtype)
+  elseif dtype then
+    local vd = T_dtype(v)
+    if vd ~= dtype then
+      if FLOATS[dtype] and FLOATS[vd] then
+        v = v:to(dtype)
+      else
+        fail("Cannot feed a %s tensor to tensor '%s' of dtype %s", vd, t.name, dtype)
+      end
     end
   end
-  if shape ~= nil then
-    local vs = v:shape()
-    local ok = #vs == #shape
-    if ok then for d = 1, #vs do if shape[d] >= 0 and shape[d] ~= vs[d] then ok = false end end end
-    if not ok then
-      fail("Cannot feed value of shape %s for Tensor '%s', which has shape %s", G.shape_str(vs),
-        t.name, G.shape_str(shape))
+  local rank = e.rank
+  if rank then
+    if T_dim(v) ~= rank then bad_shape(e, T_shape(v)) end
+    local known = e.known
+    for j = 1, #known, 2 do
+      if T_size(v, known[j]) ~= known[j + 1] then bad_shape(e, T_shape(v)) end
     end
   end
   return v
-end
-
-local function read_feed(self, feed)
-  local fed = {}
-  if feed == nil then return fed end
-  if type(feed) ~= "table" then fail("run: feed must be a table {[placeholder] = value, ...}") end
-  for k, v in pairs(feed) do
-    local t = k
-    if type(k) == "string" then
-      local ok, r = pcall(self.graph._by_any_name, self.graph, k, 1)
-      if not ok then fail("%s", r) end
-      t = r
-    end
-    if not is_sym(t) then fail("run: feed keys must be placeholders (or tensor names), got %s", type(k)) end
-    if t.graph ~= self.graph then
-      fail("Tensor %s, fed, is not an element of this graph", t.name)
-    end
-    fed[t] = feed_value(t, v)
-  end
-  return fed
 end
 
 -- ---- placement --------------------------------------------------------------------------------
@@ -293,19 +311,127 @@ function Session:_place(node)
 end
 
 -- ---- plans --------------------------------------------------------------------------------------
+--
+-- A plan is what one (fetch leaves, feed keys) combination runs, worked out once and cached:
+--   steps    the nodes the fetches need, in topological order, stopping at fed tensors; each step
+--            { kind, node, ins = {slot, ...}, out = slot | outs = {slot, ...}, release = {slot,...} }
+--   slots    every tensor of the plan has a slot, an index into the frame's value array; a step's
+--            `release` lists the slots whose last reader it is, so an intermediate result is
+--            dropped (and its buffer goes back to the caching allocator at the next collection) as
+--            soon as nothing else in the run needs it; fetched and constant slots are kept
+--   feeds    feed key -> { sym, slot, dtype, rank, known sizes } (keys as given: tensor or name)
+--   leaves   per fetch leaf: its slot (false for an operation, nil for a literal) and whether its
+--            value may share memory with session state (a variable, a constant, a view of them),
+--            in which case the result is a copy, so that a fetched tensor keeps its value whatever
+--            later runs do
+--   frame    the value array and the steps' argument tables, reused by the next run of the plan
+-- Plans are found through a tree keyed by the fetch leaves in order (self._plans), then by the
+-- feed keys: no string is built and no table allocated to find the plan of a repeated run.
 
--- The nodes a set of fetches needs, in topological order, stopping at fed tensors.
-local function make_plan(self, leaves, fed)
-  local order, state = {}, {}
-  local needs_grad = false
+local VAR, ONE, MULTI, ST0, ST1, STN = 1, 2, 3, 4, 5, 6
+
+-- op types whose result may be a view of (or the same tensor as) their first input
+local VIEWS = { Reshape = true, transpose = true, Squeeze = true, ExpandDims = true, Flatten = true,
+  Cast = true, Contiguous = true, Identity = true, Expand = true, ExpandAs = true, ViewAs = true,
+  Narrow = true, Detach = true, Select = true, Index = true, dropout = true, Dropout = true,
+  Unfold = true, Chunk = true, Split = true, Unbind = true, Float = true }
+
+local function may_alias(node, memo)
+  local r = memo[node]
+  if r ~= nil then return r end
+  r = false
+  local kind = node.kind
+  if kind == "Variable" or kind == "Const" or (kind == "Stateful" and not node.fresh_outputs) then
+    r = true
+  elseif kind == nil and VIEWS[node.type] then
+    for _, t in ipairs(node.inputs) do
+      if may_alias(t._node, memo) then
+        r = true
+        break
+      end
+    end
+  end
+  memo[node] = r
+  return r
+end
+
+local function resolve(self, f, what)
+  local g = self.graph
+  if type(f) == "string" then
+    local ok, t = pcall(g._by_any_name, g, f, 1)
+    if not ok then fail("%s", t) end
+    return t
+  end
+  if f.graph ~= g then
+    fail("%s %s%s is not an element of this graph (it belongs to another mf.Graph)",
+      is_sym(f) and "Tensor" or "Operation", f.name, what)
+  end
+  return f
+end
+
+local function new_frame(plan)
+  local frame = { vals = {}, ivs = {}, out = {} }
+  for i, st in ipairs(plan.steps) do frame.ivs[i] = st.kind ~= VAR and {} or false end
+  for _, c in ipairs(plan.consts) do frame.vals[c[1]] = c[2] end
+  return frame
+end
+
+function Session:_new_plan(leaves, feed)
+  local g = self.graph
+  -- feeds
+  local feeds, nfeed, fed = {}, 0, {}
+  local nslot, slot_of = 0, {}
+  local function slot(t)
+    local s = slot_of[t]
+    if s == nil then
+      nslot = nslot + 1
+      s = nslot
+      slot_of[t] = s
+    end
+    return s
+  end
+  if feed ~= nil then
+    for k in pairs(feed) do
+      local t = k
+      if type(k) == "string" then t = resolve(self, k, "") end
+      if not is_sym(t) then fail("run: feed keys must be placeholders (or tensor names), got %s", type(k)) end
+      if t.graph ~= g then fail("Tensor %s, fed, is not an element of this graph", t.name) end
+      local e = { sym = t, slot = slot(t), dtype = t._dtype }
+      if t._shape ~= nil then
+        e.rank, e.known = #t._shape, {}
+        for d, n in ipairs(t._shape) do
+          if n >= 0 then
+            e.known[#e.known + 1] = d
+            e.known[#e.known + 1] = n
+          end
+        end
+      end
+      feeds[k] = e
+      fed[t] = true
+      nfeed = nfeed + 1
+    end
+  end
+  -- fetches
+  local targets = {}
+  for i = 1, #leaves do
+    local f = leaves[i]
+    if is_graph_leaf(f) then targets[i] = resolve(self, f, "") else targets[i] = LITERAL end
+  end
+  -- the nodes needed, in order
+  local order, state, needs_grad = {}, {}, false
   local function visit(node)
     local s = state[node]
     if s == 2 then return end
     if s == 1 then fail("the graph has a cycle at %s", node.name) end
     state[node] = 1
     local all_fed = #node.outputs > 0
-    for _, o in ipairs(node.outputs) do if fed[o] == nil then all_fed = false end end
+    for _, o in ipairs(node.outputs) do if not fed[o] then all_fed = false end end
     if not all_fed then
+      if node.kind == "Placeholder" then
+        local t = node.outputs[1]
+        fail("You must feed a value for placeholder tensor '%s' with dtype %s and shape %s",
+          node.name, tostring(t._dtype), G.shape_str(t._shape))
+      end
       for _, t in ipairs(node.inputs) do visit(t._node) end
       for _, c in ipairs(node.control_inputs or {}) do visit(c) end
       order[#order + 1] = node
@@ -313,113 +439,269 @@ local function make_plan(self, leaves, fed)
     end
     state[node] = 2
   end
-  for _, f in ipairs(leaves) do
-    if is_sym(f) then
-      if fed[f] == nil then visit(f._node) end
-    elseif getmetatable(f) == Op then
-      visit(f._node)
+  for _, t in ipairs(targets) do
+    if is_sym(t) then
+      if not fed[t] then visit(t._node) end
+    elseif getmetatable(t) == Op then
+      visit(t._node)
     end
   end
   for _, node in ipairs(order) do self:_place(node) end
-  return { order = order, needs_grad = needs_grad }
+  -- steps and slots
+  local steps, consts, is_const = {}, {}, {}
+  for _, node in ipairs(order) do
+    local kind = node.kind
+    if kind == "Const" then
+      local s = slot(node.outputs[1])
+      consts[#consts + 1] = { s, node.value }
+      is_const[s] = true
+    else
+      local st = { node = node, dev = self._placed[node] }
+      if kind == "Variable" then
+        st.kind, st.out = VAR, slot(node.outputs[1])
+      else
+        st.ins, st.outs = {}, {}
+        for j, t in ipairs(node.inputs) do st.ins[j] = slot(t) end
+        for j, t in ipairs(node.outputs) do st.outs[j] = slot(t) end
+        local nout = #st.outs
+        if kind == "Stateful" then
+          st.run = node.run
+          st.kind = nout == 0 and ST0 or (nout == 1 and ST1 or STN)
+        else
+          st.compute = node.compute
+          st.kind = nout == 1 and ONE or MULTI
+        end
+        st.out = st.outs[1]
+      end
+      steps[#steps + 1] = st
+    end
+  end
+  -- what each leaf returns
+  local leaf_slot, leaf_copy, keep, memo = {}, {}, {}, {}
+  for i, t in ipairs(targets) do
+    if is_sym(t) then
+      leaf_slot[i] = slot(t)
+      keep[leaf_slot[i]] = true
+      leaf_copy[i] = not fed[t] and may_alias(t._node, memo)
+    elseif t ~= LITERAL then
+      leaf_slot[i] = false
+    end
+  end
+  -- releases: a slot goes after its last reader (or at once when nothing reads it)
+  local last = {}
+  for i, st in ipairs(steps) do
+    if st.ins then for _, s in ipairs(st.ins) do last[s] = i end end
+  end
+  for i, st in ipairs(steps) do
+    for _, s in ipairs(st.outs or { st.out }) do if last[s] == nil then last[s] = i end end
+  end
+  local released = {}
+  for s, i in pairs(last) do
+    if not keep[s] and not is_const[s] then
+      local st = steps[i]
+      st.release = st.release or {}
+      st.release[#st.release + 1] = s
+      released[s] = true
+    end
+  end
+  local clear = {}
+  for s = 1, nslot do if not released[s] and not is_const[s] then clear[#clear + 1] = s end end
+  local const_set = {}
+  for _, c in ipairs(consts) do const_set[c[2]] = true end
+  local plan = { steps = steps, consts = consts, const_set = const_set, is_const = is_const, feeds = feeds, nfeed = nfeed,
+    nleaves = #leaves, leaf_slot = leaf_slot, leaf_copy = leaf_copy, clear = clear,
+    needs_grad = needs_grad }
+  plan.frame = new_frame(plan)
+  return plan
 end
 
-local function plan_key(leaves, fed)
-  local parts = {}
-  for i, f in ipairs(leaves) do
-    parts[i] = (is_sym(f) and f.name) or (getmetatable(f) == Op and f.name) or "."
+-- The cached plan for these leaves (a single leaf, or a list) and feed keys, or nil.
+local function find_plan(self, single, leaves, feed)
+  local node = self._plans
+  if single ~= nil then
+    node = node[single]
+  else
+    for i = 1, #leaves do
+      local l = leaves[i]
+      node = node[is_graph_leaf(l) and l or LITERAL]
+      if node == nil then return nil end
+    end
   end
-  local fk = {}
-  for t in pairs(fed) do fk[#fk + 1] = t.name end
-  table.sort(fk)
-  return table.concat(parts, ",") .. "|" .. table.concat(fk, ",")
+  local cands = node and node[END]
+  if cands == nil then return nil end
+  for c = 1, #cands do
+    local plan = cands[c]
+    local feeds, n, ok = plan.feeds, 0, true
+    if feed ~= nil then
+      for k in next, feed do
+        if feeds[k] == nil then
+          ok = false
+          break
+        end
+        n = n + 1
+      end
+    end
+    if ok and n == plan.nfeed then return plan end
+  end
+  return nil
+end
+
+local function store_plan(self, leaves, plan)
+  local node = self._plans
+  for i = 1, #leaves do
+    local l = leaves[i]
+    local k = is_graph_leaf(l) and l or LITERAL
+    local nx = node[k]
+    if nx == nil then
+      nx = {}
+      node[k] = nx
+    end
+    node = nx
+  end
+  local cands = node[END] or {}
+  node[END] = cands
+  cands[#cands + 1] = plan
 end
 
 -- ---- run ----------------------------------------------------------------------------------------
 
-local function to_result(v, is_var)
-  if is_eager(v) then
-    if v:device() ~= "cpu" then v = v:cpu() end
-    if is_var then return core.no_grad(function() return v:detach():clone() end) end
-    if v:needs_grad() then return v:detach() end
+local function copy_strings(v)
+  if type(v) ~= "table" then return v end
+  local r = {}
+  for i, x in ipairs(v) do r[i] = copy_strings(x) end
+  return r
+end
+
+-- A fetched value as the caller gets it: an eager CPU tensor that no later run changes (a copy
+-- when it may be session state), a Lua string or table of strings.
+local function to_result(self, plan, v, copy)
+  if getmetatable(v) == TMT then
+    if self._gpu and T_device(v) ~= "cpu" then return T_detach(v:cpu()) end
+    if copy or self._owned[v] or plan.const_set[v] then return T_clone(T_detach(v)) end
+    if T_needs_grad(v) then return T_detach(v) end
     return v
   end
   if type(v) == "number" or type(v) == "boolean" then return core.tensor(v) end
+  if type(v) == "table" and (copy or plan.const_set[v]) then return copy_strings(v) end
   return v
 end
 
-local function execute(self, plan, fed)
-  local vals = {}
-  for t, v in pairs(fed) do vals[t] = v end
-  local gpu = self._gpu
-  for _, node in ipairs(plan.order) do
-    local kind = node.kind
-    if kind == "Placeholder" then
-      local t = node.outputs[1]
-      local v = vals[t]
-      if v == nil then
-        fail("You must feed a value for placeholder tensor '%s' with dtype %s and shape %s",
-          node.name, tostring(t._dtype), G.shape_str(t._shape))
-      end
-    elseif kind == "Variable" then
-      local v = self._vars[node]
-      if v == nil then fail("Attempting to use uninitialized value %s", node.name) end
-      vals[node.outputs[1]] = v
-    elseif kind == "Const" then
-      vals[node.outputs[1]] = node.value
-    else
-      local iv = {}
-      for i, t in ipairs(node.inputs) do iv[i] = vals[t] end
-      if gpu then
-        local dev = self._placed[node]
-        for i, v in ipairs(iv) do
-          if is_eager(v) and v:device() ~= dev then iv[i] = v:to(dev) end
-        end
-      end
-      local outs = node.outputs
-      if kind == "Stateful" then
-        local r = table.pack(node.run(self, iv, vals))
-        for i, o in ipairs(outs) do vals[o] = r[i] end
-      elseif #outs == 1 then
-        vals[outs[1]] = node.compute(iv)
-      else
-        local r = table.pack(node.compute(iv))
-        for i, o in ipairs(outs) do vals[o] = r[i] end
-      end
+-- Runs the plan's steps in the frame and returns the results in the fetches' structure.
+local function execute(self, plan, frame, feed, shape, leaves)
+  local vals = frame.vals
+  if feed ~= nil then
+    local feeds = plan.feeds
+    for k, v in next, feed do
+      local e = feeds[k]
+      vals[e.slot] = feed_value(e, v)
     end
   end
-  return vals
+  local vars, gpu, ivs = self._vars, self._gpu, frame.ivs
+  local steps = plan.steps
+  for i = 1, #steps do
+    local st = steps[i]
+    local kind = st.kind
+    if kind == VAR then
+      local v = vars[st.node]
+      if v == nil then fail("Attempting to use uninitialized value %s", st.node.name) end
+      vals[st.out] = v
+    else
+      local iv, ins = ivs[i], st.ins
+      local nin = #ins
+      for j = 1, nin do iv[j] = vals[ins[j]] end
+      if gpu then
+        local dev = st.dev
+        for j = 1, nin do
+          local v = iv[j]
+          if is_eager(v) and T_device(v) ~= dev then iv[j] = v:to(dev) end
+        end
+      end
+      if kind == ONE then
+        vals[st.out] = st.compute(iv)
+      elseif kind == ST0 then
+        st.run(self, iv)
+      elseif kind == ST1 then
+        vals[st.out] = st.run(self, iv)
+      else
+        local r
+        if kind == MULTI then r = table.pack(st.compute(iv)) else r = table.pack(st.run(self, iv)) end
+        local outs = st.outs
+        for j = 1, #outs do vals[outs[j]] = r[j] end
+      end
+      for j = 1, nin do iv[j] = nil end
+    end
+    local rel = st.release
+    if rel then for j = 1, #rel do vals[rel[j]] = nil end end
+  end
+  -- results
+  local ls, lc = plan.leaf_slot, plan.leaf_copy
+  if shape == SINGLE then
+    local s = ls[1]
+    if s == false then return nil end
+    return to_result(self, plan, vals[s], lc[1])
+  end
+  local out, n = frame.out, plan.nleaves
+  for i = 1, n do
+    local s = ls[i]
+    if s == nil then
+      out[i] = to_result(self, plan, leaves[i], false)
+    elseif s == false then
+      out[i] = nil
+    else
+      out[i] = to_result(self, plan, vals[s], lc[i])
+    end
+  end
+  local r
+  if shape == LIST then
+    r = table.pack(table.unpack(out, 1, n))
+    r.n = nil
+  else
+    r = rebuild(shape, out)
+  end
+  for i = 1, n do out[i] = nil end
+  return r
 end
 
 -- sess:run(fetches [, feed]) -> the fetches' values, in the fetches' structure.
 function Session:run(fetches, feed)
   if self._closed then fail("Attempted to use a closed Session.") end
   if fetches == nil then fail("run: nothing to fetch") end
-  local leaves = {}
-  local shape = flatten(self, fetches, leaves)
-  local fed = read_feed(self, feed)
-  local key = plan_key(leaves, fed)
-  local plan = self._plans[key]
+  if feed ~= nil and type(feed) ~= "table" then fail("run: feed must be a table {[placeholder] = value, ...}") end
+  local leaves, shape
+  if is_graph_leaf(fetches) then
+    shape = SINGLE
+  else
+    leaves, shape = fetch_structure(fetches)
+  end
+  local plan = find_plan(self, shape == SINGLE and fetches or nil, leaves, feed)
   if plan == nil then
-    plan = make_plan(self, leaves, fed)
-    self._plans[key] = plan
+    leaves = leaves or { fetches }
+    plan = self:_new_plan(leaves, feed)
+    store_plan(self, leaves, plan)
   end
-  local prev = core.is_grad_enabled()
-  core.set_grad_enabled(plan.needs_grad)
-  local ok, vals = pcall(execute, self, plan, fed)
-  core.set_grad_enabled(prev)
-  if not ok then error(vals, 0) end
-  local out = {}
-  for i, f in ipairs(leaves) do
-    if is_sym(f) then
-      out[i] = to_result(vals[f], f._node.kind == "Variable")
-    elseif getmetatable(f) == Op then
-      out[i] = nil
-    else
-      out[i] = to_result(f)
+  local frame = plan.frame
+  if frame.busy then frame = new_frame(plan) end -- a run of the same plan from inside this one
+  frame.busy = true
+  local prev = is_grad_enabled()
+  if prev ~= plan.needs_grad then set_grad_enabled(plan.needs_grad) end
+  local ok, res = pcall(execute, self, plan, frame, feed, shape, leaves)
+  set_grad_enabled(prev)
+  -- nothing of this run stays reachable from the plan: values, arguments, results
+  local vals = frame.vals
+  local clear = plan.clear
+  for i = 1, #clear do vals[clear[i]] = nil end
+  if not ok then -- stopped part way: drop whatever it left
+    local is_const = plan.is_const
+    for s in pairs(vals) do if not is_const[s] then vals[s] = nil end end
+    for i, st in ipairs(plan.steps) do
+      local iv = frame.ivs[i]
+      if iv then for j = 1, #st.ins do iv[j] = nil end end
     end
+    for k in pairs(frame.out) do frame.out[k] = nil end
   end
-  return rebuild(shape, out)
+  frame.busy = false
+  if not ok then error(res, 0) end
+  return res
 end
 
 M.SessionClass = Session
