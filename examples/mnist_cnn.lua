@@ -12,7 +12,8 @@
 -- accuracy, DIR/validation the loss and accuracy on the first 1,000 validation images (the same
 -- tags, so TensorBoard overlays the two runs), and every 10th time a histogram of each weight.
 -- --save PATH writes the trained weights (model:state_dict()) as safetensors, with __metadata__
--- model=mnist_cnn and format=NCHW|NHWC; examples/predict_digit.lua reads them.
+-- model=mnist_cnn and format=NCHW|NHWC (its folder is checked before training);
+-- examples/predict_digit.lua reads them.
 local mf = require "moonflow"
 local nn, F = mf.nn, mf.nn.functional
 
@@ -62,6 +63,15 @@ local function evaluate(ds)
   end)
   model:train()
   return hits / ds.num_examples
+end
+
+-- --save: fail now, not after training, when its folder cannot be written
+if opt.save ~= "" then
+  local probe = (opt.save:match "^(.*)/[^/]*$" or ".") .. "/.moonflow_save_probe"
+  local f, err = io.open(probe, "w")
+  if not f then error("--save " .. opt.save .. ": cannot write there (" .. err .. ")", 0) end
+  f:close()
+  os.remove(probe)
 end
 
 -- --logdir: the two FileWriters, and the validation slice's loss and accuracy
@@ -128,7 +138,6 @@ end
 local train_s = mf.clock() - t0
 print(string.format("trained %d steps in %.1f s (%.0f images/s)", opt.steps, train_s,
   opt.steps * opt.batch / train_s))
-print(string.format("test accuracy: %.4f", evaluate(mnist.test)))
 if log then
   log.train:close()
   log.validation:close()
@@ -138,3 +147,4 @@ if opt.save ~= "" then
     input = "N x 784 float32 in [0, 1], light digit on dark, MNIST-centred", steps = opt.steps })
   print("saved the weights to " .. opt.save)
 end
+print(string.format("test accuracy: %.4f", evaluate(mnist.test)))

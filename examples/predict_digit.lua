@@ -219,18 +219,25 @@ if #images == 0 then die("no image files given") end
 
 local model = M.load_model(model_path)
 if inputs_dir then os.execute("mkdir -p '" .. inputs_dir:gsub("'", "'\\''") .. "'") end
+
+-- One image: its line, and with --inputs its 28x28 field saved as DIR/<name>.png.
+local function one(path)
+  local digit, p, field = M.predict_file(model, path)
+  if inputs_dir then
+    local name = path:match "([^/]*)$":gsub("%.[^.]*$", "")
+    mf.image.save(inputs_dir .. "/" .. name .. ".png", field)
+  end
+  return path .. ": " .. M.format(digit, p)
+end
+
 local failed = 0
 for _, path in ipairs(images) do
-  local ok, digit, p, field = pcall(M.predict_file, model, path)
+  local ok, line = pcall(one, path)
   if ok then
-    print(path .. ": " .. M.format(digit, p))
-    if inputs_dir then
-      local name = path:match "([^/]*)$":gsub("%.[^.]*$", "")
-      mf.image.save(inputs_dir .. "/" .. name .. ".png", field)
-    end
+    print(line)
   else
     failed = failed + 1
-    io.stderr:write(path, ": ", (tostring(digit):gsub("^predict_digit: ", "")), "\n")
+    io.stderr:write(path, ": ", (tostring(line):gsub("^predict_digit: ", "")), "\n")
   end
 end
 if failed > 0 then os.exit(1) end

@@ -319,6 +319,15 @@ describe("examples/mnist_cnn.lua --save --logdir, then predict_digit", function(
     assert.is_true(acc > 0.9, train_out)
   end)
 
+  it("fails before training when --save cannot be written", function()
+    if not DATA then return pending("MOONFLOW_DATA is not set (the MNIST files' folder)") end
+    local out, ok = sh(table.concat({ q(BIN), "examples/mnist_cnn.lua", "--data", q(DATA),
+      "--steps 100000 --save /nonexistent/cnn.safetensors" }, " "))
+    assert.is_false(ok)
+    assert.truthy(out:find("--save /nonexistent/cnn.safetensors: cannot write there", 1, true), out)
+    assert.falsy(out:find("step 1", 1, true), out)
+  end)
+
   it("names the digit of each test image", function()
     if not DATA then return pending("MOONFLOW_DATA is not set (the MNIST files' folder)") end
     assert.is_true(train_ok, train_out)
