@@ -2,10 +2,12 @@
  * index tensor, in the index's order, copied into a new contiguous tensor. The data loaders use it
  * to gather shuffled batches (mf.data.mnist's next_batch).
  *
- * CPU only for now, with no kernel table entry: the input is made contiguous and viewed as
- * (outer, n, inner); each picked slice is one memcpy of inner elements. Other devices fail with
- * MF_ERR_UNSUPPORTED until a kernel exists. Not recorded by autograd.
+ * On the CPU, with no kernel table entry: the input is made contiguous and viewed as
+ * (outer, n, inner); each picked slice is one memcpy of inner elements. Other devices run it as a
+ * gather with the index expanded to the output's shape (their GATHER kernel). Not recorded by
+ * autograd.
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "internal.h"
@@ -37,6 +39,35 @@ static void sel_rows(void *vctx, int64_t begin, int64_t end) {
            (size_t)c->inner_bytes);
 }
 
+/* Other devices (their GATHER kernel): out = gather(x, dim, index viewed along dim and expanded
+ * to the output's shape), int64, not recorded; the kernel checks the range. */
+static mf_status select_by_gather(const mf_tensor *x, int dim, const mf_tensor *index,
+                                  mf_tensor **out) {
+  int64_t vshape[MF_MAX_DIMS], oshape[MF_MAX_DIMS];
+  for (int d = 0; d < x->ndim; d++) {
+    vshape[d] = d == dim ? index->shape[0] : 1;
+    oshape[d] = d == dim ? index->shape[0] : x->shape[d];
+  }
+  mf_tensor *i64 = NULL, *v = NULL, *e = NULL;
+  mf_status s = index->dtype == MF_I64 ? mf_contiguous(index, &i64) : mf_cast(index, MF_I64, &i64);
+  if (!s) s = mf_reshape(i64, x->ndim, vshape, &v);
+  if (!s) s = mf_expand(v, x->ndim, oshape, &e);
+  if (!s) {
+    bool was = mf_set_grad_enabled(false);
+    s = mf_gather(x, dim, e, out);
+    mf_set_grad_enabled(was);
+    long long bad;
+    if (s == MF_ERR_INDEX && sscanf(mf_error(), "gather: index %lld", &bad) == 1)
+      s = mf_fail(MF_ERR_INDEX,
+                  "index_select: index %lld is out of range for dimension %d of size %lld", bad + 1,
+                  dim + 1, (long long)x->shape[dim]);
+  }
+  mf_release(i64);
+  mf_release(v);
+  mf_release(e);
+  return s;
+}
+
 mf_status mf_index_select(const mf_tensor *x, int dim, const mf_tensor *index, mf_tensor **out) {
   *out = NULL;
   if (x->ndim == 0) return mf_fail(MF_ERR_INDEX, "index_select: cannot index a 0-d tensor");
@@ -51,11 +82,7 @@ mf_status mf_index_select(const mf_tensor *x, int dim, const mf_tensor *index, m
                    mf_dtype_name(index->dtype));
   MF_TRY(mf_same_device("index_select", x, index));
   mf_device *dev = mf_tensor_device(x);
-  if (mf_device_kind(dev) != MF_DEV_CPU)
-    return mf_fail(MF_ERR_UNSUPPORTED,
-                   "index_select: not implemented on %s yet (move the tensor "
-                   "to the CPU with :cpu())",
-                   mf_device_name(dev));
+  if (mf_device_kind(dev) != MF_DEV_CPU) return select_by_gather(x, dim, index, out);
 
   int64_t nidx = index->shape[0], n = x->shape[dim];
   mf_tensor *ic = NULL, *xc = NULL;

@@ -35,7 +35,8 @@
 
 enum { K_FWD, K_BWD_DATA, K_BWD_FILTER };
 
-/* ---- the algorithm cache ---------------------------------------------------------------------- */
+/* ---- the algorithm cache ----------------------------------------------------------------------
+ */
 
 typedef struct conv_key {
   int device, kind, dtype, math;
@@ -81,7 +82,8 @@ static bool benchmark_mode(void) {
   return v && v[0] && strcmp(v, "0") != 0;
 }
 
-/* ---- one convolution's descriptors -------------------------------------------------------------- */
+/* ---- one convolution's descriptors --------------------------------------------------------------
+ */
 
 typedef struct conv_setup {
   mf_device *dev;
@@ -95,13 +97,13 @@ typedef struct conv_setup {
   bool tf32;
 } conv_setup;
 
-static mf_status make_filter(conv_setup *cs, const mf_tensor *w) {
+static mf_status make_filter(conv_setup *cs, const mf_tensor *w, cudnnTensorFormat_t prefer) {
   cudnnDataType_t ct;
   if (!mf_dnn_dtype(w->dtype, &ct))
     return mf_fail(MF_ERR_DTYPE, "%s: cuDNN does not take %s tensors", cs->op,
                    mf_dtype_name(w->dtype));
   cudnnTensorFormat_t fmt;
-  if (!mf_dnn_layout(w, &fmt)) {
+  if (!mf_dnn_layout(w, &fmt, prefer)) {
     char a[96];
     return mf_fail(MF_ERR_ARG, "%s: the weight %s must be packed NCHW or NHWC on the GPU", cs->op,
                    mf_cuda_shape(w, a, sizeof a));
@@ -131,8 +133,10 @@ static mf_status make_conv(conv_setup *cs, mf_dtype dt, int pad_h, int pad_w,
                       cs->op, "cudnnSetConvolution2dDescriptor", cs->what));
   /* float32: TF32 tensor cores when allowed, else plain FMA; other dtypes: cuDNN's default */
   cudnnMathType_t math = CUDNN_DEFAULT_MATH;
-  if (dt == MF_F32) math = cs->tf32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH;
-  else if (dt == MF_F16 || dt == MF_BF16) math = CUDNN_TENSOR_OP_MATH;
+  if (dt == MF_F32)
+    math = cs->tf32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH;
+  else if (dt == MF_F16 || dt == MF_BF16)
+    math = CUDNN_TENSOR_OP_MATH;
   cs->key.math = (int)math;
   cs->key.pad[0] = pad_h;
   cs->key.pad[1] = pad_w;
@@ -142,7 +146,8 @@ static mf_status make_conv(conv_setup *cs, mf_dtype dt, int pad_h, int pad_w,
                       "cudnnSetConvolutionMathType", cs->what);
 }
 
-/* ---- choosing an algorithm ---------------------------------------------------------------------- */
+/* ---- choosing an algorithm ----------------------------------------------------------------------
+ */
 
 /* From a list of perf results (ranked by cuDNN): the first that ran, fits the workspace cap, and
  * (FMA mode) does not use tensor cores. */
@@ -235,18 +240,17 @@ static mf_status choose(conv_setup *cs, int kind, const void *xp, void *xw, cons
   /* the heuristics' memory figure is an estimate: ask for the exact size */
   size_t need = 0;
   if (kind == K_FWD)
-    s = mf_dnn_check(cs->dev,
-                     cudnnGetConvolutionForwardWorkspaceSize(cs->h, cs->x.d, cs->w.d, cs->conv.d,
-                                                             cs->y.d,
-                                                             (cudnnConvolutionFwdAlgo_t)e->algo,
-                                                             &need),
-                     cs->op, "cudnnGetConvolutionForwardWorkspaceSize", cs->what);
+    s = mf_dnn_check(
+        cs->dev,
+        cudnnGetConvolutionForwardWorkspaceSize(cs->h, cs->x.d, cs->w.d, cs->conv.d, cs->y.d,
+                                                (cudnnConvolutionFwdAlgo_t)e->algo, &need),
+        cs->op, "cudnnGetConvolutionForwardWorkspaceSize", cs->what);
   else if (kind == K_BWD_DATA)
-    s = mf_dnn_check(cs->dev,
-                     cudnnGetConvolutionBackwardDataWorkspaceSize(
-                         cs->h, cs->w.d, cs->y.d, cs->conv.d, cs->x.d,
-                         (cudnnConvolutionBwdDataAlgo_t)e->algo, &need),
-                     cs->op, "cudnnGetConvolutionBackwardDataWorkspaceSize", cs->what);
+    s = mf_dnn_check(
+        cs->dev,
+        cudnnGetConvolutionBackwardDataWorkspaceSize(cs->h, cs->w.d, cs->y.d, cs->conv.d, cs->x.d,
+                                                     (cudnnConvolutionBwdDataAlgo_t)e->algo, &need),
+        cs->op, "cudnnGetConvolutionBackwardDataWorkspaceSize", cs->what);
   else
     s = mf_dnn_check(cs->dev,
                      cudnnGetConvolutionBackwardFilterWorkspaceSize(
@@ -259,7 +263,8 @@ static mf_status choose(conv_setup *cs, int kind, const void *xp, void *xw, cons
   return MF_OK;
 }
 
-/* ---- explicit padding ----------------------------------------------------------------------------- */
+/* ---- explicit padding
+ * ----------------------------------------------------------------------------- */
 
 /* dst (N, C, Hp, Wp) contiguous = src (N, C, H, W) (any strides) shifted by (pt, pl), zeros
  * around; or, crop, the reverse: dst (any strides) = src padded window. */
@@ -273,7 +278,7 @@ __global__ void pad_kernel(T *dst, const T *src, int64_t N, int64_t C, int64_t H
       int64_t w = i % Wp, q = i / Wp, h = q % Hp, nc = q / Hp, c = nc % C, n = nc / C;
       int64_t ih = h - pt, iw = w - pl;
       dst[i] = ih >= 0 && ih < H && iw >= 0 && iw < W ? src[n * s0 + c * s1 + ih * s2 + iw * s3]
-                                                       : T(0.0f);
+                                                      : T(0.0f);
     } else {
       int64_t w = i % W, q = i / W, h = q % H, nc = q / H, c = nc % C, n = nc / C;
       dst[n * s0 + c * s1 + h * s2 + w * s3] = src[((nc * Hp) + h + pt) * Wp + w + pl];
@@ -281,22 +286,23 @@ __global__ void pad_kernel(T *dst, const T *src, int64_t N, int64_t C, int64_t H
   }
 }
 
-static mf_status launch_pad(mf_device *dev, const char *op, mf_dtype dt, void *dst,
-                            const void *src, const int64_t *shape, const int64_t *stride,
-                            int64_t Hp, int64_t Wp, int pt, int pl, bool crop) {
+static mf_status launch_pad(mf_device *dev, const char *op, mf_dtype dt, void *dst, const void *src,
+                            const int64_t *shape, const int64_t *stride, int64_t Hp, int64_t Wp,
+                            int pt, int pl, bool crop) {
   int64_t total = shape[0] * shape[1] * (crop ? shape[2] * shape[3] : Hp * Wp);
   cudaStream_t s = mf_cuda_stream(dev);
   bool ok = mf_cuda_visit_float<true>(dt, [&](auto tag) {
     using T = typename decltype(tag)::type;
     pad_kernel<T><<<mf_cuda_blocks(total), MF_CUDA_THREADS, 0, s>>>(
-        (T *)dst, (const T *)src, shape[0], shape[1], shape[2], shape[3], Hp, Wp, pt, pl,
-        stride[0], stride[1], stride[2], stride[3], crop);
+        (T *)dst, (const T *)src, shape[0], shape[1], shape[2], shape[3], Hp, Wp, pt, pl, stride[0],
+        stride[1], stride[2], stride[3], crop);
   });
   if (!ok) return mf_fail(MF_ERR_DTYPE, "%s: bad dtype %s", op, mf_dtype_name(dt));
   return mf_cuda_launched(dev, op);
 }
 
-/* ---- the kernel ---------------------------------------------------------------------------------- */
+/* ---- the kernel
+ * ---------------------------------------------------------------------------------- */
 
 /* frees a scratch buffer on every return */
 struct scratch_buf {
@@ -313,8 +319,8 @@ mf_status mf_cuda_conv2d(mf_device *dev, const mf_call *c) {
   if (!c->out || c->nin < 2 || !c->in[0] || !c->in[1] || !c->params)
     return mf_fail(MF_ERR_ARG, "%s: malformed kernel call", op);
   const mf_pool2d_params *p = (const mf_pool2d_params *)c->params;
-  int kind = c->op == MF_OP_CONV2D                  ? K_FWD
-             : c->op == MF_OP_CONV2D_BACKWARD_INPUT ? K_BWD_DATA
+  int kind = c->op == MF_OP_CONV2D                   ? K_FWD
+             : c->op == MF_OP_CONV2D_BACKWARD_INPUT  ? K_BWD_DATA
              : c->op == MF_OP_CONV2D_BACKWARD_WEIGHT ? K_BWD_FILTER
                                                      : -1;
   if (kind < 0) return mf_fail(MF_ERR_ARG, "%s: not a convolution op", op);
@@ -343,16 +349,18 @@ mf_status mf_cuda_conv2d(mf_device *dev, const mf_call *c) {
     cs.key.ws[d] = w->shape[d];
     cs.key.ys[d] = y->shape[d];
   }
+  /* y has the most channels (usually): its layout settles those of x and w where ambiguous */
   cudnnTensorFormat_t fx, fy;
-  if (!mf_dnn_layout(x, &fx) || !mf_dnn_layout(y, &fy))
+  if (!mf_dnn_layout(y, &fy, mf_dnn_layout(x, &fx) ? fx : CUDNN_TENSOR_NCHW) ||
+      !mf_dnn_layout(x, &fx, fy))
     return mf_fail(MF_ERR_ARG, "%s: operands must be packed NCHW or NHWC on the GPU (%s)", op,
                    cs.what);
   cs.key.fx = (int)fx;
   cs.key.fy = (int)fy;
   MF_TRY(mf_cuda_enter(dev));
   MF_TRY(mf_dnn_handle(dev, op, &cs.h));
-  MF_TRY(mf_dnn_tensor(dev, op, y, &cs.y));
-  MF_TRY(make_filter(&cs, w));
+  MF_TRY(mf_dnn_tensor(dev, op, y, &cs.y, fy));
+  MF_TRY(make_filter(&cs, w, fy));
 
   /* direct when cuDNN's symmetric padding gives the wanted output size, else explicit padding */
   int64_t H = x->shape[2], W = x->shape[3], KH = w->shape[2], KW = w->shape[3];
@@ -364,10 +372,11 @@ mf_status mf_cuda_conv2d(mf_device *dev, const mf_call *c) {
   const void *xptr = mf_cuda_ptr(x);
   int64_t Hp = H + p->pad[0] + p->pad[2], Wp = W + p->pad[1] + p->pad[3];
   if (direct) {
-    MF_TRY(mf_dnn_tensor(dev, op, x, &cs.x));
+    MF_TRY(mf_dnn_tensor(dev, op, x, &cs.x, fy));
     MF_TRY(make_conv(&cs, dt, pt, pl, p));
   } else {
-    int64_t ps[4] = {x->shape[0], x->shape[1], Hp, Wp}, pst[4] = {x->shape[1] * Hp * Wp, Hp * Wp, Wp, 1};
+    int64_t ps[4] = {x->shape[0], x->shape[1], Hp, Wp},
+            pst[4] = {x->shape[1] * Hp * Wp, Hp * Wp, Wp, 1};
     xpad.dev = dev;
     xpad.n = (size_t)(ps[0] * ps[1] * Hp * Wp) * mf_dtype_size(dt);
     xpad.p = mf_cuda_scratch(dev, xpad.n);
@@ -418,13 +427,12 @@ mf_status mf_cuda_conv2d(mf_device *dev, const mf_call *c) {
       MF_TRY(launch_pad(dev, op, dt, mf_cuda_ptr(c->out), xpad.p, x->shape, x->stride, Hp, Wp, pt,
                         pl, true));
   } else {
-    MF_TRY(mf_dnn_check(dev,
-                        cudnnConvolutionBackwardFilter(cs.h, k.one(), cs.x.d, xptr, cs.y.d,
-                                                       mf_cuda_ptr(y), cs.conv.d,
-                                                       (cudnnConvolutionBwdFilterAlgo_t)e.algo, ws,
-                                                       e.workspace, k.zero(), cs.w.d,
-                                                       mf_cuda_ptr(c->out)),
-                        op, "cudnnConvolutionBackwardFilter", cs.what));
+    MF_TRY(mf_dnn_check(
+        dev,
+        cudnnConvolutionBackwardFilter(cs.h, k.one(), cs.x.d, xptr, cs.y.d, mf_cuda_ptr(y),
+                                       cs.conv.d, (cudnnConvolutionBwdFilterAlgo_t)e.algo, ws,
+                                       e.workspace, k.zero(), cs.w.d, mf_cuda_ptr(c->out)),
+        op, "cudnnConvolutionBackwardFilter", cs.what));
   }
   return mf_cuda_launched(dev, op);
 }

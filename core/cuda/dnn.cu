@@ -14,8 +14,10 @@ mf_status mf_dnn_check(mf_device *dev, cudnnStatus_t st, const char *op, const c
                        const char *what) {
   if (st == CUDNN_STATUS_SUCCESS) return MF_OK;
   mf_status s = MF_ERR_DEVICE;
-  if (st == CUDNN_STATUS_ALLOC_FAILED) s = MF_ERR_MEMORY;
-  else if (st == CUDNN_STATUS_NOT_SUPPORTED) s = MF_ERR_UNSUPPORTED;
+  if (st == CUDNN_STATUS_ALLOC_FAILED)
+    s = MF_ERR_MEMORY;
+  else if (st == CUDNN_STATUS_NOT_SUPPORTED)
+    s = MF_ERR_UNSUPPORTED;
   char detail[512];
   detail[0] = 0;
   cudnnGetLastErrorString(detail, sizeof detail);
@@ -97,9 +99,9 @@ mf_status mf_dnn_tensor4d(mf_device *dev, const char *op, mf_dtype dt, const int
 /* Strides with those of size-1 dims replaced by what a packed tensor of the same layout has, so
  * cuDNN sees a packed NCHW or NHWC tensor (strides of size-1 dims are meaningless to us but cuDNN
  * checks them). */
-static void canonical_strides(const mf_tensor *t, int64_t *st) {
+static void canonical_strides(const mf_tensor *t, cudnnTensorFormat_t prefer, int64_t *st) {
   cudnnTensorFormat_t fmt = CUDNN_TENSOR_NCHW;
-  bool known = mf_dnn_layout(t, &fmt);
+  bool known = mf_dnn_layout(t, &fmt, prefer);
   const int64_t *s = t->shape;
   if (known && fmt == CUDNN_TENSOR_NHWC) {
     st[1] = 1;
@@ -116,8 +118,8 @@ static void canonical_strides(const mf_tensor *t, int64_t *st) {
   }
 }
 
-mf_status mf_dnn_tensor(mf_device *dev, const char *op, const mf_tensor *t,
-                        mf_dnn_tensor_desc *out) {
+mf_status mf_dnn_tensor(mf_device *dev, const char *op, const mf_tensor *t, mf_dnn_tensor_desc *out,
+                        cudnnTensorFormat_t prefer) {
   if (t->ndim == 1) { /* a per-channel vector: (1, C, 1, 1) */
     int64_t shape[4] = {1, t->shape[0], 1, 1}, stride[4] = {t->shape[0], t->stride[0], 1, 1};
     if (t->stride[0] != 1) stride[0] = t->shape[0] * t->stride[0];
@@ -129,16 +131,19 @@ mf_status mf_dnn_tensor(mf_device *dev, const char *op, const mf_tensor *t,
                    mf_cuda_shape(t, a, sizeof a));
   }
   int64_t st[4];
-  canonical_strides(t, st);
+  canonical_strides(t, prefer, st);
   return mf_dnn_tensor4d(dev, op, t->dtype, t->shape, st, out);
 }
 
-bool mf_dnn_layout(const mf_tensor *t, cudnnTensorFormat_t *fmt) {
+bool mf_dnn_layout(const mf_tensor *t, cudnnTensorFormat_t *fmt, cudnnTensorFormat_t prefer) {
   if (t->ndim != 4) return false;
   const int64_t *s = t->shape, *st = t->stride;
-  /* packed in the order given by perm (outermost first), size-1 dims skipped */
+  /* packed in the order given by perm (outermost first), size-1 dims skipped; the preferred
+   * order is tried first */
   static const int orders[2][4] = {{0, 1, 2, 3}, {0, 2, 3, 1}};
-  for (int o = 0; o < 2; o++) {
+  int first = prefer == CUDNN_TENSOR_NHWC ? 1 : 0;
+  for (int k = 0; k < 2; k++) {
+    int o = k ? 1 - first : first;
     int64_t expect = 1;
     bool ok = true;
     for (int k = 3; k >= 0 && ok; k--) {
@@ -163,10 +168,14 @@ void mf_dnn_describe(char *buf, size_t n, const char *na, const mf_tensor *a, co
   if (a) mf_cuda_shape(a, sa, sizeof sa);
   if (b) mf_cuda_shape(b, sb, sizeof sb);
   int k = snprintf(buf, n, "%s %s%s", na, sa,
-                   !ka ? " (strided)" : fa == CUDNN_TENSOR_NHWC ? " (NHWC)" : " (NCHW)");
+                   !ka                       ? " (strided)"
+                   : fa == CUDNN_TENSOR_NHWC ? " (NHWC)"
+                                             : " (NCHW)");
   if (b && k >= 0 && (size_t)k < n)
     k += snprintf(buf + k, n - (size_t)k, ", %s %s%s", nb, sb,
-                  !kb ? " (strided)" : fb == CUDNN_TENSOR_NHWC ? " (NHWC)" : " (NCHW)");
+                  !kb                       ? " (strided)"
+                  : fb == CUDNN_TENSOR_NHWC ? " (NHWC)"
+                                            : " (NCHW)");
   if (p && k >= 0 && (size_t)k < n)
     snprintf(buf + k, n - (size_t)k, ", stride %dx%d, padding %d,%d,%d,%d", p->stride[0],
              p->stride[1], p->pad[0], p->pad[1], p->pad[2], p->pad[3]);

@@ -70,14 +70,17 @@ struct mf_dnn_pool_desc {
 /* A 4-D (N, C, H, W) descriptor with the given sizes and element strides. */
 mf_status mf_dnn_tensor4d(mf_device *dev, const char *op, mf_dtype dt, const int64_t *shape,
                           const int64_t *stride, mf_dnn_tensor_desc *out);
-/* A tensor's own descriptor (4-D, or a 1-D (C) vector seen as (1, C, 1, 1)). */
-mf_status mf_dnn_tensor(mf_device *dev, const char *op, const mf_tensor *t,
-                        mf_dnn_tensor_desc *out);
+/* A tensor's own descriptor (4-D, or a 1-D (C) vector seen as (1, C, 1, 1)); `prefer` settles
+ * the layout of a tensor that is packed both ways (see mf_dnn_layout). */
+mf_status mf_dnn_tensor(mf_device *dev, const char *op, const mf_tensor *t, mf_dnn_tensor_desc *out,
+                        cudnnTensorFormat_t prefer = CUDNN_TENSOR_NCHW);
 
 /* The memory layout of a 4-D (N, C, H, W) tensor: NCHW when its strides are contiguous in that
  * order, NHWC when they are contiguous in (N, H, W, C) order (a channels-last view), else neither
- * (false). Size-1 dims match either. */
-bool mf_dnn_layout(const mf_tensor *t, cudnnTensorFormat_t *fmt);
+ * (false). Size-1 dims match either, so a tensor with C = 1 (or H = W = 1) is packed both ways:
+ * then `prefer` (the layout of the op's other tensors) is the answer. */
+bool mf_dnn_layout(const mf_tensor *t, cudnnTensorFormat_t *fmt,
+                   cudnnTensorFormat_t prefer = CUDNN_TENSOR_NCHW);
 
 /* "input 8x1x28x28 (NCHW), weight 32x1x5x5 (NCHW), stride 1x1, padding 2,2,2,2" style text. */
 void mf_dnn_describe(char *buf, size_t n, const char *na, const mf_tensor *a, const char *nb,

@@ -9,7 +9,8 @@
  * int32 natively, int64 as unsigned 64-bit two's complement, uint8 by compare-and-swap on its
  * 32-bit word), so float sums may be ordered differently from the CPU's. An index outside
  * [0, size of dim) is never followed: the kernel records the first one in a small device buffer
- * and the call reads it back (one host synchronisation) to fail with the CPU's MF_ERR_INDEX message.
+ * and the call reads it back (one host synchronisation) to fail with the CPU's MF_ERR_INDEX
+ * message.
  */
 #include "cuda/kernels.h"
 
@@ -130,10 +131,10 @@ mf_status mf_cuda_gather(mf_device *dev, const mf_call *c) {
   MF_TRY(mf_cuda_enter(dev));
   cudaStream_t s = mf_cuda_stream(dev);
   if (scatter)
-    MF_TRY(mf_cuda_check(dev,
-                         cudaMemsetAsync(mf_cuda_ptr(c->out), 0,
-                                         (size_t)mf_numel(c->out) * mf_dtype_size(dt), s),
-                         name));
+    MF_TRY(mf_cuda_check(
+        dev,
+        cudaMemsetAsync(mf_cuda_ptr(c->out), 0, (size_t)mf_numel(c->out) * mf_dtype_size(dt), s),
+        name));
   if (n == 0) return MF_OK;
   const size_t bad_bytes = 2 * sizeof(unsigned long long);
   unsigned long long *bad = (unsigned long long *)mf_cuda_scratch(dev, bad_bytes);
@@ -157,8 +158,8 @@ mf_status mf_cuda_gather(mf_device *dev, const mf_call *c) {
   }
   if (!r) r = mf_cuda_launched(dev, name);
   unsigned long long host[2] = {0, 0};
-  if (!r) r = mf_cuda_check(dev, cudaMemcpyAsync(host, bad, bad_bytes, cudaMemcpyDeviceToHost, s),
-                            name);
+  if (!r)
+    r = mf_cuda_check(dev, cudaMemcpyAsync(host, bad, bad_bytes, cudaMemcpyDeviceToHost, s), name);
   if (!r) r = mf_cuda_check(dev, cudaStreamSynchronize(s), name);
   mf_cuda_scratch_free(dev, bad, bad_bytes);
   if (!r && host[0])

@@ -54,8 +54,7 @@ __device__ __forceinline__ void covering(int64_t i, int s, int p, int k, int64_t
   *b = o1 < nout ? o1 : nout;
 }
 
-template <class T>
-__global__ void max_fwd_kernel(T *y, int64_t *idx, const T *x, pool_geom g) {
+template <class T> __global__ void max_fwd_kernel(T *y, int64_t *idx, const T *x, pool_geom g) {
   using A = typename mf_acc<T>::type;
   int64_t total = g.planes * g.OH * g.OW;
   MF_GRID_LOOP(i, total) {
@@ -157,8 +156,8 @@ static mf_status dnn_forward(mf_device *dev, const mf_call *c, const pool_geom &
   MF_TRY(mf_dnn_check(dev, cudnnCreatePoolingDescriptor(&pd.d), op, "cudnnCreatePoolingDescriptor",
                       what));
   MF_TRY(mf_dnn_check(dev,
-                      cudnnSetPooling2dDescriptor(pd.d, mode, CUDNN_PROPAGATE_NAN, g.kh, g.kw,
-                                                  g.pt, g.pl, g.sh, g.sw),
+                      cudnnSetPooling2dDescriptor(pd.d, mode, CUDNN_PROPAGATE_NAN, g.kh, g.kw, g.pt,
+                                                  g.pl, g.sh, g.sw),
                       op, "cudnnSetPooling2dDescriptor", what));
   MF_TRY(mf_dnn_tensor(dev, op, x, &xd));
   MF_TRY(mf_dnn_tensor(dev, op, y, &yd));
@@ -202,10 +201,10 @@ mf_status mf_cuda_pool2d(mf_device *dev, const mf_call *c) {
   MF_TRY(mf_cuda_enter(dev));
   cudaStream_t s = mf_cuda_stream(dev);
   if (c->op == MF_OP_MAX_POOL2D_BACKWARD)
-    MF_TRY(mf_cuda_check(dev,
-                         cudaMemsetAsync(mf_cuda_ptr(c->out), 0,
-                                         (size_t)mf_numel(c->out) * mf_dtype_size(dt), s),
-                         name));
+    MF_TRY(mf_cuda_check(
+        dev,
+        cudaMemsetAsync(mf_cuda_ptr(c->out), 0, (size_t)mf_numel(c->out) * mf_dtype_size(dt), s),
+        name));
   if (total == 0) return MF_OK;
 #ifdef MF_HAVE_CUDNN
   if ((c->op == MF_OP_AVG_POOL2D || (c->op == MF_OP_MAX_POOL2D && !c->out2)) && dt != MF_F16 &&
@@ -226,8 +225,8 @@ mf_status mf_cuda_pool2d(mf_device *dev, const mf_call *c) {
           out, c->out2 ? mf_cuda_ptr<int64_t>(c->out2) : nullptr, in, g);
       break;
     case MF_OP_MAX_POOL2D_BACKWARD:
-      max_bwd_kernel<T><<<blocks, MF_CUDA_THREADS, 0, s>>>(out, in, mf_cuda_ptr<int64_t>(c->in[1]),
-                                                           g);
+      max_bwd_kernel<T>
+          <<<blocks, MF_CUDA_THREADS, 0, s>>>(out, in, mf_cuda_ptr<int64_t>(c->in[1]), g);
       break;
     case MF_OP_AVG_POOL2D: avg_fwd_kernel<T><<<blocks, MF_CUDA_THREADS, 0, s>>>(out, in, g); break;
     default: avg_bwd_kernel<T><<<blocks, MF_CUDA_THREADS, 0, s>>>(out, in, g); break;

@@ -1,0 +1,111 @@
+/* test_cuda.h — what the CUDA tests (test_cuda.c, test_cuda_parity.c) share: the GPU under test,
+ * random CPU tensors fit for each dtype, uploading, and comparing a CPU result with a GPU one
+ * element by element with a tolerance (printing the first difference). */
+#ifndef MF_TEST_CUDA_H
+#define MF_TEST_CUDA_H
+
+#include <stdlib.h>
+
+#include "internal.h"
+#include "test.h"
+
+static mf_device *gpu;
+
+/* ---- data ------------------------------------------------------------------------------------ */
+
+enum { V_REAL, V_SMALLINT, V_EIGHTHS, V_POS };
+
+static uint64_t lcg_state = 88172645463325252ull;
+static double next_unit(void) { /* [0, 1) */
+  lcg_state = lcg_state * 6364136223846793005ull + 1442695040888963407ull;
+  return (double)(lcg_state >> 11) * 0x1p-53;
+}
+
+/* A CPU tensor of dtype dt with values fit for it: floats in [-3, 3] (V_REAL), k/8 in [-4, 4]
+ * (V_EIGHTHS, exact in float16/bfloat16), positive (V_POS), small integers, uint8 in [0, 40],
+ * bool 0/1. */
+static mf_tensor *make(int nd, const int64_t *shape, mf_dtype dt, int kind) {
+  int64_t n = mf_shape_numel(nd, shape);
+  double *h = malloc((size_t)(n ? n : 1) * sizeof *h);
+  for (int64_t i = 0; i < n; i++) {
+    double u = next_unit();
+    double v;
+    if (dt == MF_BOOL)
+      v = u < 0.5;
+    else if (dt == MF_U8)
+      v = (double)(int)(u * 41);
+    else if (!mf_dtype_is_float(dt) || kind == V_SMALLINT)
+      v = (double)((int)(u * 41) - 20);
+    else if (kind == V_EIGHTHS)
+      v = (double)((int)(u * 65) - 32) / 8.0;
+    else if (kind == V_POS)
+      v = 0.1 + 3 * u;
+    else
+      v = 6 * u - 3;
+    h[i] = v;
+  }
+  mf_tensor *t64 = NULL, *t = NULL;
+  if (mf_from_host(nd, shape, MF_F64, h, NULL, &t64) == MF_OK) {
+    if (dt == MF_F64)
+      t = mf_retain(t64);
+    else if (mf_cast(t64, dt, &t) != MF_OK)
+      t = NULL;
+  }
+  mf_release(t64);
+  free(h);
+  return t;
+}
+
+static mf_tensor *on_gpu(const mf_tensor *t) {
+  mf_tensor *g = NULL;
+  if (!t || mf_to_device(t, gpu, &g) != MF_OK) {
+    fprintf(stderr, "to_device: %s\n", mf_error());
+    return NULL;
+  }
+  return g;
+}
+
+/* c (CPU) and g (GPU) hold the same values: same shape, same dtype (unless g is a half dtype),
+ * |g - c| <= atol + rtol |c|, NaN where NaN. Prints the first difference. */
+static bool same(const char *what, const mf_tensor *c, const mf_tensor *g, double atol,
+                 double rtol) {
+  if (!c || !g) {
+    fprintf(stderr, "%s: missing result (%s)\n", what, mf_error());
+    return false;
+  }
+  if (mf_device_kind(mf_tensor_device(g)) != MF_DEV_CUDA || c->ndim != g->ndim) {
+    fprintf(stderr, "%s: wrong device or ndim\n", what);
+    return false;
+  }
+  for (int d = 0; d < c->ndim; d++)
+    if (c->shape[d] != g->shape[d]) {
+      fprintf(stderr, "%s: shapes differ\n", what);
+      return false;
+    }
+  if (c->dtype != g->dtype && g->dtype != MF_F16 && g->dtype != MF_BF16) {
+    fprintf(stderr, "%s: dtypes %s (cpu) and %s (gpu)\n", what, mf_dtype_name(c->dtype),
+            mf_dtype_name(g->dtype));
+    return false;
+  }
+  int64_t n = mf_numel(c);
+  double *hc = malloc((size_t)(n ? n : 1) * sizeof *hc),
+         *hg = malloc((size_t)(n ? n : 1) * sizeof *hg);
+  bool ok = mf_to_host(c, MF_F64, hc) == MF_OK && mf_to_host(g, MF_F64, hg) == MF_OK;
+  if (!ok) fprintf(stderr, "%s: to_host: %s\n", what, mf_error());
+  for (int64_t i = 0; ok && i < n; i++) {
+    double a = hg[i], b = hc[i];
+    bool eq =
+        (isnan(a) && isnan(b)) || (isinf(a) && a == b) || fabs(a - b) <= atol + rtol * fabs(b);
+    if (!eq) {
+      fprintf(stderr, "%s: element %lld: gpu %.9g, cpu %.9g\n", what, (long long)i, a, b);
+      ok = false;
+    }
+  }
+  free(hc);
+  free(hg);
+  return ok;
+}
+
+#define SAME(what, c, g, atol, rtol) CHECK(same(what, c, g, atol, rtol))
+
+#endif

@@ -1,0 +1,662 @@
+/* test_cuda_parity.c — CPU vs GPU parity of the neural-network ops' CUDA kernels, in the style of
+ * ggml's test-backend-ops: each case builds its inputs on the CPU, runs the op forward on both
+ * devices, then backward through autograd (the gradient of sum(out * r) for a random r, so every
+ * output element matters), and compares outputs and input gradients with a per-op tolerance. One
+ * line per case; failures print the first differing element.
+ *
+ * Covered: conv2d (cuDNN; float32 without and with TF32, float64; stride, symmetric and
+ * asymmetric padding, bias or none; the backward ops called directly too; NCHW and, through the
+ * kernel table with channels-last views, NHWC), max/avg pooling (with and without indices, i.e.
+ * our kernels and cuDNN's forward; overlapping windows, asymmetric padding, count_include_pad;
+ * NaN and ties), gather/scatter_add (every dtype they take, every dim), index_select (routed to
+ * gather), the cross-entropy loss as the nn code composes it, finite-difference gradient checks of
+ * conv2d + pooling on the GPU in float64, and the GPU's error messages (out-of-range indices).
+ *
+ * Without a GPU (or the CUDA backend) it prints "# skipped: <why>", the usual
+ * `# passed N failed M` and `# skipped N` (the number of case groups not run), as test_cuda does.
+ */
+#include "moonflow_io.h" /* mf_index_select */
+#include "test_cuda.h"
+
+static int cases_run;
+
+/* ---- the generic forward + backward comparison -------------------------------------------------
+ */
+
+/* An op under test: out = f(in[0..nin-1]) with arguments `arg`. */
+typedef mf_status (*op_fn)(mf_tensor *const *in, const void *arg, mf_tensor **out);
+
+typedef struct tol {
+  double atol, rtol;   /* forward */
+  double gatol, grtol; /* gradients */
+} tol;
+
+/* Runs f on the CPU inputs and on their GPU copies; compares the outputs; when `diff` has inputs
+ * marked (float inputs only), runs backward of sum(out * r) on both and compares their grads. */
+static void parity(const char *what, op_fn f, const void *arg, int nin, mf_tensor *const *cin,
+                   const bool *diff, tol t) {
+  cases_run++;
+  mf_tensor *gin[4] = {NULL, NULL, NULL, NULL}, *cl[4] = {NULL}, *gl[4] = {NULL};
+  bool any = false;
+  for (int i = 0; i < nin; i++) {
+    if (!cin[i]) continue;
+    gin[i] = on_gpu(cin[i]);
+    /* fresh leaves on both sides so the caller's tensors keep no grad */
+    CHECK_OK(mf_detach(cin[i], &cl[i]));
+    CHECK_OK(mf_detach(gin[i], &gl[i]));
+    if (diff && diff[i]) {
+      CHECK_OK(mf_set_requires_grad(cl[i], true));
+      CHECK_OK(mf_set_requires_grad(gl[i], true));
+      any = true;
+    }
+  }
+  mf_tensor *oc = NULL, *og = NULL;
+  mf_status sc = f(cl, arg, &oc), sg = f(gl, arg, &og);
+  if (sc || sg) {
+    fprintf(stderr, "%s: forward failed on the %s: %s\n", what, sc ? "CPU" : "GPU", mf_error());
+    t_failed++;
+  } else {
+    bool ok = same(what, oc, og, t.atol, t.rtol);
+    CHECK(ok);
+    if (any) {
+      mf_tensor *r = make(oc->ndim, oc->shape, oc->dtype, V_REAL), *gr = on_gpu(r);
+      mf_tensor *pc = NULL, *pg = NULL, *lc = NULL, *lg = NULL;
+      CHECK_OK(mf_mul(oc, r, &pc));
+      CHECK_OK(mf_mul(og, gr, &pg));
+      CHECK_OK(mf_reduce(MF_OP_SUM, pc, MF_ALL_DIMS, false, &lc));
+      CHECK_OK(mf_reduce(MF_OP_SUM, pg, MF_ALL_DIMS, false, &lg));
+      CHECK_OK(mf_backward(lc, NULL, false));
+      CHECK_OK(mf_backward(lg, NULL, false));
+      for (int i = 0; i < nin; i++) {
+        if (!diff[i] || !cin[i]) continue;
+        char gw[256];
+        snprintf(gw, sizeof gw, "%s: grad of input %d", what, i + 1);
+        bool gok = same(gw, cl[i]->grad, gl[i]->grad, t.gatol, t.grtol);
+        CHECK(gok);
+        ok = ok && gok;
+      }
+      mf_release(r);
+      mf_release(gr);
+      mf_release(pc);
+      mf_release(pg);
+      mf_release(lc);
+      mf_release(lg);
+    }
+    printf("  %-72s %s\n", what, ok ? "ok" : "FAILED");
+  }
+  mf_release(oc);
+  mf_release(og);
+  for (int i = 0; i < nin; i++) {
+    mf_release(gin[i]);
+    mf_release(cl[i]);
+    mf_release(gl[i]);
+  }
+}
+
+static tol ftols(mf_dtype dt, double scale) {
+  if (dt == MF_F64) return (tol){1e-11 * scale, 1e-11, 1e-11 * scale, 1e-11};
+  return (tol){2e-5 * scale, 2e-5, 2e-5 * scale, 2e-5};
+}
+
+/* ---- conv2d
+ * --------------------------------------------------------------------------------------- */
+
+typedef struct conv_arg {
+  mf_pool2d_params p;
+} conv_arg;
+
+static mf_status conv_fn(mf_tensor *const *in, const void *arg, mf_tensor **out) {
+  return mf_conv2d(in[0], in[1], in[2], &((const conv_arg *)arg)->p, out);
+}
+
+typedef struct conv_case {
+  int64_t x[4], w[4];
+  int stride[2], pad[4];
+  bool bias;
+} conv_case;
+
+static const conv_case conv_cases[] = {
+    {{2, 3, 9, 8}, {4, 3, 3, 3}, {1, 1}, {1, 1, 1, 1}, true},
+    {{2, 3, 9, 8}, {4, 3, 3, 3}, {2, 2}, {1, 1, 1, 1}, false},
+    {{2, 3, 9, 8}, {5, 3, 2, 3}, {2, 1}, {0, 0, 1, 1}, true},   /* asymmetric, cuDNN direct */
+    {{2, 3, 9, 8}, {4, 3, 3, 3}, {1, 1}, {2, 0, 0, 1}, true},   /* asymmetric, explicit padding */
+    {{3, 1, 28, 28}, {8, 1, 5, 5}, {1, 1}, {2, 2, 2, 2}, true}, /* MNIST's first layer */
+    {{2, 8, 14, 14},
+     {6, 8, 5, 5},
+     {1, 1},
+     {2, 2, 2, 2},
+     true}, /* its second (Winograd on the CPU) */
+    {{1, 2, 4, 4}, {3, 2, 4, 4}, {1, 1}, {0, 0, 0, 0}, false}, /* one output pixel */
+    {{2, 4, 7, 7}, {3, 4, 1, 1}, {2, 2}, {0, 0, 0, 0}, true},  /* 1x1, strided */
+};
+#define NCONV ((int)(sizeof conv_cases / sizeof conv_cases[0]))
+
+static void conv_desc(char *buf, size_t n, const char *pre, mf_dtype dt, const conv_case *k) {
+  snprintf(buf, n, "%s %s x %lldx%lldx%lldx%lld w %lldx%lldx%lldx%lld s%dx%d p%d,%d,%d,%d%s", pre,
+           mf_dtype_name(dt), (long long)k->x[0], (long long)k->x[1], (long long)k->x[2],
+           (long long)k->x[3], (long long)k->w[0], (long long)k->w[1], (long long)k->w[2],
+           (long long)k->w[3], k->stride[0], k->stride[1], k->pad[0], k->pad[1], k->pad[2],
+           k->pad[3], k->bias ? " +b" : "");
+}
+
+static void test_conv2d(void) {
+  bool was = mf_cuda_set_tf32(false);
+  for (int dd = 0; dd < 2; dd++) {
+    mf_dtype dt = dd ? MF_F64 : MF_F32;
+    for (int i = 0; i < NCONV; i++) {
+      const conv_case *k = &conv_cases[i];
+      conv_arg a = {{.stride = {k->stride[0], k->stride[1]},
+                     .pad = {k->pad[0], k->pad[1], k->pad[2], k->pad[3]}}};
+      mf_tensor *in[3] = {make(4, k->x, dt, V_REAL), make(4, k->w, dt, V_REAL),
+                          k->bias ? make(1, k->w, dt, V_REAL) : NULL};
+      bool diff[3] = {true, true, k->bias};
+      char what[200];
+      conv_desc(what, sizeof what, "conv2d", dt, k);
+      double scale = (double)(k->w[1] * k->w[2] * k->w[3]); /* terms per output */
+      parity(what, conv_fn, &a, 3, in, diff, ftols(dt, scale));
+      for (int j = 0; j < 3; j++) mf_release(in[j]);
+    }
+  }
+  /* TF32 (the default for float32): inputs rounded to 10 bits, so about 1e-3 relative */
+  mf_cuda_set_tf32(true);
+  for (int i = 0; i < NCONV; i += 3) {
+    const conv_case *k = &conv_cases[i];
+    conv_arg a = {{.stride = {k->stride[0], k->stride[1]},
+                   .pad = {k->pad[0], k->pad[1], k->pad[2], k->pad[3]}}};
+    mf_tensor *in[3] = {make(4, k->x, MF_F32, V_REAL), make(4, k->w, MF_F32, V_REAL),
+                        k->bias ? make(1, k->w, MF_F32, V_REAL) : NULL};
+    bool diff[3] = {true, true, k->bias};
+    char what[200];
+    conv_desc(what, sizeof what, "conv2d tf32", MF_F32, k);
+    double scale = (double)(k->w[1] * k->w[2] * k->w[3]);
+    parity(what, conv_fn, &a, 3, in, diff, (tol){3e-3 * scale, 1e-2, 3e-3 * scale, 1e-2});
+    for (int j = 0; j < 3; j++) mf_release(in[j]);
+  }
+  mf_cuda_set_tf32(false);
+
+  /* the backward ops called directly, with shapes the forward did not make */
+  for (int i = 0; i < NCONV; i++) {
+    const conv_case *k = &conv_cases[i];
+    mf_pool2d_params p = {.stride = {k->stride[0], k->stride[1]},
+                          .pad = {k->pad[0], k->pad[1], k->pad[2], k->pad[3]}};
+    mf_tensor *x = make(4, k->x, MF_F64, V_REAL), *w = make(4, k->w, MF_F64, V_REAL), *y = NULL;
+    CHECK_OK(mf_conv2d(x, w, NULL, &p, &y));
+    if (!y) continue;
+    mf_tensor *dy = make(4, y->shape, MF_F64, V_REAL);
+    mf_tensor *gx = on_gpu(x), *gw = on_gpu(w), *gdy = on_gpu(dy);
+    mf_tensor *dxc = NULL, *dxg = NULL, *dwc = NULL, *dwg = NULL;
+    CHECK_OK(mf_conv2d_backward_input(dy, w, k->x, &p, &dxc));
+    CHECK_OK(mf_conv2d_backward_input(gdy, gw, k->x, &p, &dxg));
+    CHECK_OK(mf_conv2d_backward_weight(dy, x, k->w, &p, &dwc));
+    CHECK_OK(mf_conv2d_backward_weight(gdy, gx, k->w, &p, &dwg));
+    char what[200];
+    conv_desc(what, sizeof what, "conv2d_backward_input", MF_F64, k);
+    SAME(what, dxc, dxg, 1e-10, 1e-10);
+    conv_desc(what, sizeof what, "conv2d_backward_weight", MF_F64, k);
+    SAME(what, dwc, dwg, 1e-10, 1e-10);
+    cases_run += 2;
+    mf_tensor *all[10] = {x, w, y, dy, gx, gw, gdy, dxc, dxg, dwc};
+    for (int j = 0; j < 10; j++) mf_release(all[j]);
+    mf_release(dwg);
+  }
+  mf_cuda_set_tf32(was);
+}
+
+/* (N, C, H, W) GPU tensor t as a channels-last view: same shape, NHWC strides */
+static mf_tensor *channels_last(const mf_tensor *t) {
+  int to[4] = {0, 2, 3, 1}, back[4] = {0, 3, 1, 2};
+  mf_tensor *p = NULL, *c = NULL, *v = NULL;
+  if (mf_permute(t, to, &p) == MF_OK && mf_contiguous(p, &c) == MF_OK) mf_permute(c, back, &v);
+  mf_release(p);
+  mf_release(c);
+  return v;
+}
+
+/* an empty (N, C, H, W) GPU tensor laid out NHWC */
+static mf_tensor *empty_channels_last(const int64_t *s, mf_dtype dt) {
+  int64_t nhwc[4] = {s[0], s[2], s[3], s[1]};
+  int back[4] = {0, 3, 1, 2};
+  mf_tensor *e = NULL, *v = NULL;
+  if (mf_zeros(4, nhwc, dt, gpu, &e) == MF_OK) mf_permute(e, back, &v);
+  mf_release(e);
+  return v;
+}
+
+/* NHWC through the GPU's kernel table (the front end hands kernels NCHW; cuDNN takes either) */
+static void test_conv2d_nhwc(void) {
+  bool was = mf_cuda_set_tf32(false);
+  for (int i = 0; i < NCONV; i++) {
+    const conv_case *k = &conv_cases[i];
+    mf_pool2d_params p = {.stride = {k->stride[0], k->stride[1]},
+                          .pad = {k->pad[0], k->pad[1], k->pad[2], k->pad[3]}};
+    mf_tensor *x = make(4, k->x, MF_F32, V_REAL), *w = make(4, k->w, MF_F32, V_REAL);
+    mf_tensor *b = k->bias ? make(1, k->w, MF_F32, V_REAL) : NULL, *y = NULL;
+    CHECK_OK(mf_conv2d(x, w, b, &p, &y));
+    if (!y) continue;
+    mf_tensor *dy = make(4, y->shape, MF_F32, V_REAL), *dxc = NULL, *dwc = NULL;
+    CHECK_OK(mf_conv2d_backward_input(dy, w, k->x, &p, &dxc));
+    CHECK_OK(mf_conv2d_backward_weight(dy, x, k->w, &p, &dwc));
+    mf_tensor *gx0 = on_gpu(x), *gw0 = on_gpu(w), *gdy0 = on_gpu(dy), *gb = b ? on_gpu(b) : NULL;
+    mf_tensor *gx = channels_last(gx0), *gw = channels_last(gw0), *gdy = channels_last(gdy0);
+    mf_tensor *gy = empty_channels_last(y->shape, MF_F32);
+    mf_tensor *gdx = empty_channels_last(k->x, MF_F32), *gdw = empty_channels_last(k->w, MF_F32);
+    double scale = (double)(k->w[1] * k->w[2] * k->w[3]);
+    char what[200];
+    if (gx && gw && gdy && gy && gdx && gdw) {
+      mf_call c = {
+          .op = MF_OP_CONV2D, .out = gy, .in = {gx, gw, gb}, .nin = b ? 3 : 2, .params = &p};
+      conv_desc(what, sizeof what, "conv2d NHWC", MF_F32, k);
+      CHECK_OK(mf_dispatch(gpu, &c));
+      SAME(what, y, gy, 2e-5 * scale, 2e-5);
+      mf_call ci = {
+          .op = MF_OP_CONV2D_BACKWARD_INPUT, .out = gdx, .in = {gdy, gw}, .nin = 2, .params = &p};
+      conv_desc(what, sizeof what, "conv2d_backward_input NHWC", MF_F32, k);
+      CHECK_OK(mf_dispatch(gpu, &ci));
+      SAME(what, dxc, gdx, 2e-5 * scale, 2e-5);
+      mf_call cw = {
+          .op = MF_OP_CONV2D_BACKWARD_WEIGHT, .out = gdw, .in = {gdy, gx}, .nin = 2, .params = &p};
+      conv_desc(what, sizeof what, "conv2d_backward_weight NHWC", MF_F32, k);
+      CHECK_OK(mf_dispatch(gpu, &cw));
+      double wscale = (double)(y->shape[0] * y->shape[2] * y->shape[3]);
+      SAME(what, dwc, gdw, 2e-5 * wscale, 2e-5);
+      cases_run += 3;
+    } else {
+      fprintf(stderr, "conv2d NHWC: could not make channels-last views: %s\n", mf_error());
+      t_failed++;
+    }
+    mf_tensor *all[16] = {x, w, b, y, dy, dxc, dwc, gx0, gw0, gdy0, gb, gx, gw, gdy, gy, gdx};
+    for (int j = 0; j < 16; j++) mf_release(all[j]);
+    mf_release(gdw);
+  }
+  mf_cuda_set_tf32(was);
+}
+
+/* ---- pooling ------------------------------------------------------------------------------------
+ */
+
+typedef struct pool_arg {
+  mf_pool2d_params p;
+  bool max, want_indices;
+} pool_arg;
+
+static mf_status pool_fn(mf_tensor *const *in, const void *arg, mf_tensor **out) {
+  const pool_arg *a = arg;
+  if (!a->max) return mf_avg_pool2d(in[0], &a->p, out);
+  mf_tensor *idx = NULL;
+  mf_status s = mf_max_pool2d(in[0], &a->p, out, a->want_indices ? &idx : NULL);
+  mf_release(idx);
+  return s;
+}
+
+typedef struct pool_case {
+  int64_t x[4];
+  int k[2], stride[2], pad[4];
+} pool_case;
+
+static const pool_case pool_cases[] = {
+    {{2, 3, 8, 8}, {2, 2}, {2, 2}, {0, 0, 0, 0}}, /* MNIST's */
+    {{2, 3, 9, 7}, {3, 3}, {2, 2}, {1, 1, 1, 1}}, /* overlapping, padded */
+    {{2, 2, 7, 7}, {2, 2}, {2, 2}, {0, 0, 1, 1}}, /* "same" with an odd total: cuDNN direct */
+    {{1, 2, 6, 5}, {3, 2}, {1, 2}, {1, 0, 0, 1}}, /* asymmetric: our kernels */
+    {{3, 4, 5, 5}, {5, 5}, {1, 1}, {0, 0, 0, 0}}, /* global */
+};
+#define NPOOL ((int)(sizeof pool_cases / sizeof pool_cases[0]))
+
+static void test_pool(void) {
+  for (int dd = 0; dd < 2; dd++) {
+    mf_dtype dt = dd ? MF_F64 : MF_F32;
+    for (int i = 0; i < NPOOL; i++) {
+      const pool_case *k = &pool_cases[i];
+      for (int mode = 0; mode < 4; mode++) { /* max with indices, max without, avg incl, avg excl */
+        pool_arg a = {{.kernel = {k->k[0], k->k[1]},
+                       .stride = {k->stride[0], k->stride[1]},
+                       .pad = {k->pad[0], k->pad[1], k->pad[2], k->pad[3]},
+                       .count_include_pad = mode == 2},
+                      mode < 2,
+                      mode == 0};
+        mf_tensor *x = make(4, k->x, dt, V_REAL);
+        bool diff[1] = {true};
+        char what[200];
+        static const char *names[4] = {"max_pool2d +indices", "max_pool2d", "avg_pool2d incl",
+                                       "avg_pool2d excl"};
+        snprintf(what, sizeof what, "%s %s x %lldx%lldx%lldx%lld k%dx%d s%dx%d p%d,%d,%d,%d",
+                 names[mode], mf_dtype_name(dt), (long long)k->x[0], (long long)k->x[1],
+                 (long long)k->x[2], (long long)k->x[3], k->k[0], k->k[1], k->stride[0],
+                 k->stride[1], k->pad[0], k->pad[1], k->pad[2], k->pad[3]);
+        /* without indices and without grad: the inference path (cuDNN); with grad the front end
+         * asks for indices itself, so mode 1 runs forward-only */
+        tol t = ftols(dt, (double)(k->k[0] * k->k[1]));
+        if (mode < 2) t.atol = t.rtol = 0; /* a max is exact */
+        parity(what, pool_fn, &a, 1, &x, mode == 1 ? NULL : diff, t);
+        mf_release(x);
+      }
+    }
+  }
+  /* indices, NaN and ties: the first NaN wins, a tie goes to the first cell */
+  double v[16] = {1, 1, 0, 5, 1, NAN, 5, 5, 2, 2, 2, 2, 3, 2, NAN, NAN};
+  int64_t s[4] = {1, 1, 4, 4};
+  mf_tensor *x = NULL, *gxx = NULL, *yc = NULL, *ic = NULL, *yg = NULL, *ig = NULL;
+  CHECK_OK(mf_from_host(4, s, MF_F64, v, NULL, &x));
+  gxx = on_gpu(x);
+  mf_pool2d_params p = {.kernel = {2, 2}, .stride = {2, 2}};
+  mf_pool2d_params p3 = {.kernel = {3, 3}, .stride = {1, 1}, .pad = {1, 1, 1, 1}};
+  for (int pi = 0; pi < 2; pi++) {
+    CHECK_OK(mf_max_pool2d(x, pi ? &p3 : &p, &yc, &ic));
+    CHECK_OK(mf_max_pool2d(gxx, pi ? &p3 : &p, &yg, &ig));
+    SAME("max_pool2d NaN/ties values", yc, yg, 0, 0);
+    SAME("max_pool2d NaN/ties indices", ic, ig, 0, 0);
+    MF_DROP(yc);
+    MF_DROP(ic);
+    MF_DROP(yg);
+    MF_DROP(ig);
+    mf_tensor *yi = NULL;
+    CHECK_OK(mf_max_pool2d(gxx, pi ? &p3 : &p, &yi, NULL)); /* cuDNN: NaN propagates too */
+    CHECK_OK(mf_max_pool2d(x, pi ? &p3 : &p, &yc, NULL));
+    SAME("max_pool2d NaN (no indices)", yc, yi, 0, 0);
+    MF_DROP(yc);
+    mf_release(yi);
+    cases_run += 3;
+  }
+  mf_release(x);
+  mf_release(gxx);
+
+  /* max_pool2d_backward called directly with the forward's indices (overlapping windows) */
+  int64_t sx[4] = {2, 3, 9, 7};
+  mf_tensor *xx = make(4, sx, MF_F32, V_REAL), *gx = on_gpu(xx);
+  mf_pool2d_params po = {.kernel = {3, 3}, .stride = {2, 2}, .pad = {1, 1, 1, 1}};
+  CHECK_OK(mf_max_pool2d(xx, &po, &yc, &ic));
+  CHECK_OK(mf_max_pool2d(gx, &po, &yg, &ig));
+  if (yc && ig) {
+    mf_tensor *dy = make(4, yc->shape, MF_F32, V_REAL), *gdy = on_gpu(dy), *dc = NULL, *dg = NULL;
+    CHECK_OK(mf_max_pool2d_backward(dy, ic, sx, &dc));
+    CHECK_OK(mf_max_pool2d_backward(gdy, ig, sx, &dg));
+    SAME("max_pool2d_backward (atomic adds)", dc, dg, 1e-5, 1e-5);
+    cases_run++;
+    mf_release(dy);
+    mf_release(gdy);
+    mf_release(dc);
+    mf_release(dg);
+  }
+  mf_release(xx);
+  mf_release(gx);
+  mf_release(yc);
+  mf_release(ic);
+  mf_release(yg);
+  mf_release(ig);
+}
+
+/* ---- gather, scatter_add, index_select ---------------------------------------------------------
+ */
+
+/* an int64 index of `shape` with entries in [0, n) (or one out of range) */
+static mf_tensor *make_index(int nd, const int64_t *shape, int64_t n, bool one_bad) {
+  int64_t cnt = mf_shape_numel(nd, shape);
+  int64_t *h = malloc((size_t)(cnt ? cnt : 1) * sizeof *h);
+  for (int64_t i = 0; i < cnt; i++) h[i] = (int64_t)(next_unit() * (double)n);
+  if (one_bad && cnt) h[cnt / 2] = n + 3;
+  mf_tensor *t = NULL;
+  if (mf_from_host(nd, shape, MF_I64, h, NULL, &t) != MF_OK) t = NULL;
+  free(h);
+  return t;
+}
+
+typedef struct gather_arg {
+  int dim;
+  const mf_tensor *index; /* on the device of the data: set per side by gather_fn */
+  const mf_tensor *gindex;
+} gather_arg;
+
+static mf_status gather_fn(mf_tensor *const *in, const void *arg, mf_tensor **out) {
+  const gather_arg *a = arg;
+  bool on_gpu_side = mf_device_kind(mf_tensor_device(in[0])) == MF_DEV_CUDA;
+  return mf_gather(in[0], a->dim, on_gpu_side ? a->gindex : a->index, out);
+}
+
+static void test_gather(void) {
+  int64_t xs[3] = {4, 7, 5};
+  static const mf_dtype dts[8] = {MF_F32, MF_F64, MF_I32, MF_I64, MF_U8, MF_BOOL, MF_F32, MF_F64};
+  for (int dim = 0; dim < 3; dim++) {
+    int64_t is[3] = {3, 6, 4};
+    is[dim] = 9; /* longer than x along dim: indices repeat */
+    mf_tensor *idx = make_index(3, is, xs[dim], false), *gidx = on_gpu(idx);
+    for (int k = 0; k < 6; k++) {
+      mf_dtype dt = dts[k];
+      mf_tensor *x = make(3, xs, dt, V_REAL);
+      gather_arg a = {dim, idx, gidx};
+      bool diff[1] = {mf_dtype_is_float(dt)};
+      char what[120];
+      snprintf(what, sizeof what, "gather %s dim %d (backward: scatter_add)", mf_dtype_name(dt),
+               dim + 1);
+      parity(what, gather_fn, &a, 1, &x, diff, (tol){0, 0, 1e-5, 1e-6});
+      mf_release(x);
+      /* scatter_add directly, integer dtypes included */
+      if (dt != MF_BOOL) {
+        mf_tensor *src = make(3, is, dt, V_SMALLINT), *gsrc = on_gpu(src), *oc = NULL, *og = NULL;
+        CHECK_OK(mf_scatter_add(3, xs, dim, idx, src, &oc));
+        CHECK_OK(mf_scatter_add(3, xs, dim, gidx, gsrc, &og));
+        snprintf(what, sizeof what, "scatter_add %s dim %d", mf_dtype_name(dt), dim + 1);
+        bool ok = same(what, oc, og, 0, 0); /* small integers: exact in any order */
+        CHECK(ok);
+        printf("  %-72s %s\n", what, ok ? "ok" : "FAILED");
+        cases_run++;
+        mf_release(src);
+        mf_release(gsrc);
+        mf_release(oc);
+        mf_release(og);
+      }
+    }
+    mf_release(idx);
+    mf_release(gidx);
+  }
+  /* out-of-range indices: the CPU's error, and the GPU still works afterwards */
+  int64_t is[2] = {3, 4}, xs2[2] = {3, 5};
+  mf_tensor *bad = make_index(2, is, 5, true), *gbad = on_gpu(bad);
+  mf_tensor *x = make(2, xs2, MF_F32, V_REAL), *gx = on_gpu(x), *o = NULL;
+  CHECK_FAILS(mf_gather(gx, 1, gbad, &o), MF_ERR_INDEX, "gather: index 8 is out of range");
+  CHECK(o == NULL);
+  CHECK_FAILS(mf_scatter_add(2, xs2, 1, gbad, gx, &o), MF_ERR_INDEX,
+              "scatter_add: index 8 is out of range");
+  mf_tensor *ok = NULL;
+  CHECK_OK(mf_unary(MF_OP_NEG, gx, &ok));
+  mf_release(ok);
+  mf_release(bad);
+  mf_release(gbad);
+  mf_release(x);
+  mf_release(gx);
+  cases_run++;
+}
+
+static void test_index_select(void) {
+  int64_t xs[3] = {6, 4, 3}, n[1] = {8};
+  for (int dim = 0; dim < 3; dim++) {
+    for (int it = 0; it < 2; it++) {
+      mf_tensor *i64 = make_index(1, n, xs[dim], false), *idx = NULL;
+      if (it)
+        CHECK_OK(mf_cast(i64, MF_I32, &idx));
+      else
+        idx = mf_retain(i64);
+      mf_tensor *x = make(3, xs, MF_F32, V_REAL), *gx = on_gpu(x), *gi = on_gpu(idx);
+      mf_tensor *oc = NULL, *og = NULL;
+      CHECK_OK(mf_index_select(x, dim, idx, &oc));
+      CHECK_OK(mf_index_select(gx, dim, gi, &og));
+      char what[96];
+      snprintf(what, sizeof what, "index_select dim %d, %s index", dim + 1,
+               mf_dtype_name(idx->dtype));
+      bool ok = same(what, oc, og, 0, 0);
+      CHECK(ok);
+      printf("  %-72s %s\n", what, ok ? "ok" : "FAILED");
+      cases_run++;
+      mf_tensor *all[7] = {i64, idx, x, gx, gi, oc, og};
+      for (int j = 0; j < 7; j++) mf_release(all[j]);
+    }
+  }
+  mf_tensor *bad = make_index(1, n, 6, true), *gbad = on_gpu(bad);
+  mf_tensor *x = make(3, xs, MF_F32, V_REAL), *gx = on_gpu(x), *o = NULL;
+  CHECK_FAILS(mf_index_select(gx, 0, gbad, &o), MF_ERR_INDEX,
+              "index_select: index 10 is out of range for dimension 1 of size 6");
+  mf_release(bad);
+  mf_release(gbad);
+  mf_release(x);
+  mf_release(gx);
+}
+
+/* ---- the cross-entropy loss as nn/loss.lua builds it: -mean(gather(log_softmax(z), labels)) ----
+ */
+
+typedef struct xent_arg {
+  const mf_tensor *labels, *glabels; /* (N, 1) int64 */
+} xent_arg;
+
+static mf_status xent_fn(mf_tensor *const *in, const void *arg, mf_tensor **out) {
+  const xent_arg *a = arg;
+  bool g = mf_device_kind(mf_tensor_device(in[0])) == MF_DEV_CUDA;
+  mf_tensor *ls = NULL, *picked = NULL, *m = NULL;
+  mf_status s = mf_log_softmax(in[0], 1, &ls);
+  if (!s) s = mf_gather(ls, 1, g ? a->glabels : a->labels, &picked);
+  if (!s) s = mf_reduce(MF_OP_MEAN, picked, MF_ALL_DIMS, false, &m);
+  if (!s) s = mf_unary(MF_OP_NEG, m, out);
+  mf_release(ls);
+  mf_release(picked);
+  mf_release(m);
+  return s;
+}
+
+static void test_losses(void) {
+  int64_t zs[2] = {50, 10}, ls[2] = {50, 1};
+  for (int dd = 0; dd < 2; dd++) {
+    mf_dtype dt = dd ? MF_F64 : MF_F32;
+    mf_tensor *z = make(2, zs, dt, V_REAL), *lab = make_index(2, ls, 10, false),
+              *glab = on_gpu(lab);
+    xent_arg a = {lab, glab};
+    bool diff[1] = {true};
+    char what[64];
+    snprintf(what, sizeof what, "cross-entropy %s (log_softmax, gather, mean)", mf_dtype_name(dt));
+    parity(what, xent_fn, &a, 1, &z, diff, ftols(dt, 10));
+    mf_release(z);
+    mf_release(lab);
+    mf_release(glab);
+  }
+}
+
+/* ---- finite-difference gradient checks on the GPU (float64) ------------------------------------
+ */
+
+typedef struct net_arg {
+  mf_pool2d_params conv, pool;
+  const mf_tensor *r; /* GPU weights of the outputs */
+} net_arg;
+
+/* loss = sum(r * avg_pool(max_pool(conv2d(x, w, b)))) on the GPU */
+static mf_status net_loss(const mf_tensor *x, const mf_tensor *w, const mf_tensor *b,
+                          const net_arg *a, mf_tensor **loss) {
+  mf_tensor *y = NULL, *m = NULL, *v = NULL, *p = NULL;
+  mf_pool2d_params avg = {.kernel = {2, 2}, .stride = {1, 1}, .pad = {0, 0, 1, 1}};
+  mf_status s = mf_conv2d(x, w, b, &a->conv, &y);
+  if (!s) s = mf_max_pool2d(y, &a->pool, &m, NULL);
+  if (!s) s = mf_avg_pool2d(m, &avg, &v);
+  if (!s) s = mf_mul(v, a->r, &p);
+  if (!s) s = mf_reduce(MF_OP_SUM, p, MF_ALL_DIMS, false, loss);
+  mf_release(y);
+  mf_release(m);
+  mf_release(v);
+  mf_release(p);
+  return s;
+}
+
+static double loss_value(const mf_tensor *x, const mf_tensor *w, const mf_tensor *b,
+                         const net_arg *a) {
+  mf_tensor *l = NULL;
+  double v = NAN;
+  if (net_loss(x, w, b, a, &l) == MF_OK) mf_item(l, &v);
+  mf_release(l);
+  return v;
+}
+
+static void test_gradcheck(void) {
+  int64_t xs[4] = {2, 2, 6, 5}, ws[4] = {3, 2, 3, 3}, bs[1] = {3};
+  net_arg a = {.conv = {.stride = {1, 1}, .pad = {1, 1, 1, 1}},
+               .pool = {.kernel = {2, 2}, .stride = {2, 2}, .pad = {0, 0, 0, 1}}};
+  mf_tensor *cpu[3] = {make(4, xs, MF_F64, V_REAL), make(4, ws, MF_F64, V_REAL),
+                       make(1, bs, MF_F64, V_REAL)};
+  mf_tensor *leaf[3], *loss = NULL;
+  for (int i = 0; i < 3; i++) {
+    leaf[i] = on_gpu(cpu[i]);
+    CHECK_OK(mf_set_requires_grad(leaf[i], true));
+  }
+  /* r: the forward's output shape (2, 3, 3, 3) */
+  int64_t rs[4] = {2, 3, 3, 3};
+  mf_tensor *r = make(4, rs, MF_F64, V_REAL);
+  a.r = on_gpu(r);
+  CHECK_OK(net_loss(leaf[0], leaf[1], leaf[2], &a, &loss));
+  CHECK_OK(mf_backward(loss, NULL, false));
+  const char *names[3] = {"x", "w", "b"};
+  bool was = mf_set_grad_enabled(false);
+  for (int i = 0; i < 3; i++) {
+    int64_t n = mf_numel(cpu[i]);
+    double *h = malloc((size_t)n * sizeof *h), *g = malloc((size_t)n * sizeof *g);
+    CHECK_OK(mf_to_host(cpu[i], MF_F64, h));
+    CHECK_OK(mf_to_host(leaf[i]->grad, MF_F64, g));
+    int bad = 0;
+    double worst = 0;
+    for (int64_t k = 0; k < n; k++) {
+      const double eps = 1e-6;
+      double keep = h[k], f[2];
+      for (int sgn = 0; sgn < 2; sgn++) {
+        h[k] = keep + (sgn ? -eps : eps);
+        mf_tensor *t = NULL;
+        CHECK_OK(mf_from_host(cpu[i]->ndim, cpu[i]->shape, MF_F64, h, gpu, &t));
+        const mf_tensor *in[3] = {leaf[0], leaf[1], leaf[2]};
+        in[i] = t;
+        f[sgn] = loss_value(in[0], in[1], in[2], &a);
+        mf_release(t);
+      }
+      h[k] = keep;
+      double num = (f[0] - f[1]) / (2 * eps), err = fabs(num - g[k]) / (1 + fabs(num));
+      if (err > worst) worst = err;
+      if (err > 1e-6 && bad++ < 3)
+        fprintf(stderr, "gradcheck %s[%lld]: autograd %.9g, finite differences %.9g\n", names[i],
+                (long long)k, g[k], num);
+    }
+    CHECK(bad == 0);
+    printf("  %-72s %s (worst %.1e)\n",
+           i == 0   ? "gradcheck on the GPU: d loss / d x (conv2d, max_pool2d, avg_pool2d)"
+           : i == 1 ? "gradcheck on the GPU: d loss / d w"
+                    : "gradcheck on the GPU: d loss / d b",
+           bad ? "FAILED" : "ok", worst);
+    cases_run++;
+    free(h);
+    free(g);
+  }
+  mf_set_grad_enabled(was);
+  for (int i = 0; i < 3; i++) {
+    mf_release(cpu[i]);
+    mf_release(leaf[i]);
+  }
+  mf_release(loss);
+  mf_release(r);
+  mf_release((mf_tensor *)a.r);
+}
+
+int main(void) {
+  int n = mf_cuda_device_count();
+  if (n == 0 || mf_device_get("cuda:0", &gpu) != MF_OK) {
+    mf_device *d = NULL;
+    mf_status s = mf_device_get("cuda:0", &d);
+    CHECK(s == MF_ERR_DEVICE && d == NULL); /* no GPU is a clear error, not a crash */
+    printf("# skipped: no CUDA device (%s)\n", mf_error());
+    int r = test_summary();
+    printf("# skipped %d\n", 7); /* the case groups in main below */
+    return r;
+  }
+  printf("# parity on %s (%d CUDA device%s)\n", mf_device_name(gpu), n, n == 1 ? "" : "s");
+  test_conv2d();
+  test_conv2d_nhwc();
+  test_pool();
+  test_gather();
+  test_index_select();
+  test_losses();
+  test_gradcheck();
+  CHECK(mf_device_synchronize(gpu) == MF_OK);
+  printf("# %d parity cases\n", cases_run);
+  return test_summary();
+}
