@@ -38,9 +38,14 @@ static int t_to(lua_State *L) {
     if (lua_type(L, i) == LUA_TSTRING) {
       const char *spec = lua_tostring(L, i);
       if (mf_dtype_from_name(spec, &dt) == MF_OK) continue;
-      if (mf_device_get(spec, &dev) != MF_OK)
-        return luaL_error(L, "to: '%s' is neither a dtype nor an available device (%s)", spec,
-                          mf_error());
+      mf_device_type kind;
+      int index;
+      if (mf_device_parse(spec, &kind, &index) != MF_OK)
+        return luaL_error(L,
+                          "to: '%s' is neither a dtype (float32, float64, int32, int64, uint8, "
+                          "bool, float16, bfloat16) nor a device (cpu, cuda:N, /gpu:N)",
+                          spec);
+      if (mf_device_get(spec, &dev) != MF_OK) return luaL_error(L, "to: %s", mf_error());
     } else if ((o = lmf_test(L, i)) != NULL) {
       dt = o->dtype;
       dev = mf_tensor_device(o);

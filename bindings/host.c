@@ -832,17 +832,26 @@ static void print_version(void) {
     printf("CUDA: %s\n", strncmp(e, "cuda: ", 6) == 0 ? e + 6 : e);
   }
   printf("devices: cpu");
+  for (i = 0; i < n; i++) printf(", cuda:%d", i);
+  printf("\n");
+  /* one line per GPU with its memory, or why there is none */
   for (i = 0; i < n; i++) {
     char name[256];
     size_t bytes;
     int major, minor;
     if (mf_cuda_device_info(i, name, sizeof name, &bytes, &major, &minor) == MF_OK)
-      printf(", cuda:%d (%s, %.1f GiB, sm_%d%d)", i, name,
+      printf("  cuda:%d: %s, %.1f GiB, sm_%d%d\n", i, name,
              (double)bytes / (1024.0 * 1024.0 * 1024.0), major, minor);
     else
-      printf(", cuda:%d", i);
+      printf("  cuda:%d: %s\n", i, mf_error());
   }
-  printf("\n");
+  if (n == 0) {
+    char why[1024];
+    if (mf_cuda_unavailable(0, why, sizeof why))
+      printf("GPUs: none (%s)\n", why);
+    else
+      printf("GPUs: none\n");
+  }
   fflush(stdout);
 }
 

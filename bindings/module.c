@@ -62,6 +62,97 @@ static int m_get_default_device(lua_State *L) {
   return 1;
 }
 
+/* mf._parse_device(spec) -> "cpu" | "cuda:N", "cpu" | "cuda", N: the spec read without opening
+ * the device (graph placement names GPUs a machine may lack); a malformed spec is an error. */
+static int m_parse_device(lua_State *L) {
+  if (lua_type(L, 1) != LUA_TSTRING)
+    return luaL_error(L, "device: a device spec (a string such as \"cpu\", \"cuda:0\" or "
+                         "\"/gpu:0\") is needed, got %s",
+                      luaL_typename(L, 1));
+  mf_device_type kind;
+  int index;
+  mf_status s = mf_device_parse(lua_tostring(L, 1), &kind, &index);
+  if (s != MF_OK) return lmf_error(L, s);
+  if (kind == MF_DEV_CPU && index != 0)
+    return luaL_error(L, "device: there is only one CPU device (cpu:0), not '%s'",
+                      lua_tostring(L, 1));
+  if (kind == MF_DEV_CPU)
+    lua_pushliteral(L, "cpu");
+  else
+    lua_pushfstring(L, "cuda:%d", index);
+  lua_pushstring(L, kind == MF_DEV_CPU ? "cpu" : "cuda");
+  lua_pushinteger(L, index);
+  return 3;
+}
+
+/* The GPU index argument of the mf.cuda.* functions: a device spec ("cuda:1") or a number
+ * (default 0). */
+static int gpu_arg(lua_State *L, int arg, const char *fname) {
+  if (lua_isnoneornil(L, arg)) return 0;
+  if (lua_type(L, arg) == LUA_TSTRING) {
+    mf_device_type kind;
+    int index;
+    if (mf_device_parse(lua_tostring(L, arg), &kind, &index) != MF_OK)
+      return luaL_error(L, "cuda.%s: %s", fname, mf_error());
+    if (kind != MF_DEV_CUDA)
+      return luaL_error(L, "cuda.%s: '%s' is not a CUDA device", fname, lua_tostring(L, arg));
+    return index;
+  }
+  lua_Integer i = luaL_checkinteger(L, arg);
+  if (i < 0 || i > 1024)
+    return luaL_error(L, "cuda.%s: bad GPU index %I (expected 0, 1, ...)", fname, (LUAI_UACINT)i);
+  return (int)i;
+}
+
+/* mf.cuda.memory_allocated([i]), max_memory_allocated([i]), memory_reserved([i]): bytes; 0
+ * without a GPU. */
+static int c_memory_allocated(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)mf_cuda_memory_allocated(gpu_arg(L, 1, "memory_allocated")));
+  return 1;
+}
+
+static int c_max_memory_allocated(lua_State *L) {
+  int i = gpu_arg(L, 1, "max_memory_allocated");
+  lua_pushinteger(L, (lua_Integer)mf_cuda_max_memory_allocated(i));
+  return 1;
+}
+
+static int c_memory_reserved(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)mf_cuda_memory_reserved(gpu_arg(L, 1, "memory_reserved")));
+  return 1;
+}
+
+static int c_empty_cache(lua_State *L) {
+  (void)L;
+  mf_cuda_empty_cache();
+  return 0;
+}
+
+/* mf.cuda.set_memory_fraction(f [, i]): caps what moonflow holds on GPU i (every GPU when i is
+ * omitted) at f of its memory (TensorFlow's per_process_gpu_memory_fraction). */
+static int c_set_memory_fraction(lua_State *L) {
+  lua_Number f = luaL_checknumber(L, 1);
+  int i = lua_isnoneornil(L, 2) ? -1 : gpu_arg(L, 2, "set_memory_fraction");
+  mf_status s = mf_cuda_set_memory_fraction(i, (double)f);
+  return s == MF_OK ? 0 : lmf_error(L, s);
+}
+
+/* mf.cuda.set_tf32(on) -> the previous setting. */
+static int c_set_tf32(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TBOOLEAN);
+  lua_pushboolean(L, mf_cuda_set_tf32(lua_toboolean(L, 1)));
+  return 1;
+}
+
+/* mf.cuda.why_unavailable([i]) -> nil when "cuda:i" can be used, else why not (no driver, no GPU,
+ * CUDA_VISIBLE_DEVICES, the backend library missing, no such index). */
+static int c_why_unavailable(lua_State *L) {
+  char why[1024];
+  if (!mf_cuda_unavailable(gpu_arg(L, 1, "why_unavailable"), why, sizeof why)) return 0;
+  lua_pushstring(L, why);
+  return 1;
+}
+
 static int c_is_available(lua_State *L) {
   lua_pushboolean(L, mf_cuda_device_count() > 0);
   return 1;
@@ -72,10 +163,11 @@ static int c_device_count(lua_State *L) {
   return 1;
 }
 
-/* mf.cuda.synchronize([i]) */
+/* mf.cuda.synchronize([i]): waits for GPU i's queued work; nothing to wait for without a GPU. */
 static int c_synchronize(lua_State *L) {
+  int i = gpu_arg(L, 1, "synchronize");
   if (mf_cuda_device_count() == 0) return 0;
-  lua_pushfstring(L, "cuda:%d", (int)luaL_optinteger(L, 1, 0));
+  lua_pushfstring(L, "cuda:%d", i);
   mf_device *d = lmf_checkdevice(L, lua_gettop(L), "synchronize");
   mf_status s = mf_device_synchronize(d);
   return s == MF_OK ? 0 : lmf_error(L, s);
@@ -89,6 +181,7 @@ static const luaL_Reg funcs[] = {
     {"list_devices", m_list_devices},
     {"_set_default_device", m_set_default_device},
     {"get_default_device", m_get_default_device},
+    {"_parse_device", m_parse_device},
     {NULL, NULL},
 };
 
@@ -96,6 +189,13 @@ static const luaL_Reg cuda[] = {
     {"is_available", c_is_available},
     {"device_count", c_device_count},
     {"synchronize", c_synchronize},
+    {"memory_allocated", c_memory_allocated},
+    {"max_memory_allocated", c_max_memory_allocated},
+    {"memory_reserved", c_memory_reserved},
+    {"empty_cache", c_empty_cache},
+    {"set_memory_fraction", c_set_memory_fraction},
+    {"set_tf32", c_set_tf32},
+    {"why_unavailable", c_why_unavailable},
     {NULL, NULL},
 };
 

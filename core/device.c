@@ -51,29 +51,81 @@ int mf_device_index(const mf_device *d) { return d->index; }
 mf_status mf_device_synchronize(mf_device *d) { return d->i.synchronize(d); }
 
 /* Splits "kind[:index]" after an optional leading "/" and "device:"; kind is case-insensitive. */
-mf_status mf_device_get(const char *spec, mf_device **out) {
-  *out = NULL;
+mf_status mf_device_parse(const char *spec, mf_device_type *kind, int *index) {
+  if (!spec) return mf_fail(MF_ERR_ARG, "device: no device spec given");
   const char *s = spec;
   if (*s == '/') s++;
   if (strncasecmp(s, "device:", 7) == 0) s += 7;
   size_t n = strcspn(s, ":");
-  int index = 0;
+  *index = 0;
   if (s[n] == ':') {
     char *end;
     long v = strtol(s + n + 1, &end, 10);
-    if (end == s + n + 1 || *end || v < 0 || v > 1024)
-      return mf_fail(MF_ERR_ARG, "device: bad device index in '%s'", spec);
-    index = (int)v;
+    if (end == s + n + 1 || *end || !isdigit((unsigned char)s[n + 1]) || v > 1024)
+      return mf_fail(MF_ERR_ARG, "device: bad device index in '%s' (expected a number 0, 1, ...)",
+                     spec);
+    *index = (int)v;
   }
   if (n == 3 && strncasecmp(s, "cpu", 3) == 0) {
+    *kind = MF_DEV_CPU;
+    return MF_OK;
+  }
+  if ((n == 4 && strncasecmp(s, "cuda", 4) == 0) || (n == 3 && strncasecmp(s, "gpu", 3) == 0)) {
+    *kind = MF_DEV_CUDA;
+    return MF_OK;
+  }
+  return mf_fail(MF_ERR_ARG,
+                 "device: unknown device '%s' (expected cpu, cuda:N, /cpu:0, /gpu:N or "
+                 "/device:GPU:N)",
+                 spec);
+}
+
+/* What CUDA_VISIBLE_DEVICES says when it is set and hides GPUs: "" or "-1" hide them all; another
+ * list may name GPUs the machine lacks. Empty when unset. */
+static void visible_note(char *buf, size_t n) {
+  const char *v = getenv("CUDA_VISIBLE_DEVICES");
+  buf[0] = '\0';
+  if (!v) return;
+  const char *p = v;
+  while (isspace((unsigned char)*p)) p++;
+  if (*p == '\0' || *p == '-') /* the runtime stops at the first bad entry */
+    snprintf(buf, n, "; CUDA_VISIBLE_DEVICES='%.64s' hides every GPU", v);
+  else
+    snprintf(buf, n, "; CUDA_VISIBLE_DEVICES='%.64s' limits the GPUs seen", v);
+}
+
+bool mf_cuda_unavailable(int index, char *buf, size_t n) {
+  mf_device *d;
+  if (n) buf[0] = '\0';
+  if (mf_cuda_device(index, &d) == MF_OK) return false; /* cuda_loader.c */
+  char note[128];
+  const char *e = mf_error();
+  char what[32];
+  snprintf(what, sizeof what, "cuda:%d: ", index);
+  if (strncmp(e, what, strlen(what)) == 0) e += strlen(what); /* the backend's "cuda:N: " */
+  visible_note(note, sizeof note);
+  const char *lead = mf_cuda_device_count() == 0 && !strstr(e, "no CUDA device is available")
+                         ? "no CUDA device is available: "
+                         : "";
+  snprintf(buf, n, "%s%s%s", lead, e, note);
+  return true;
+}
+
+mf_status mf_device_get(const char *spec, mf_device **out) {
+  *out = NULL;
+  mf_device_type kind;
+  int index;
+  MF_TRY(mf_device_parse(spec, &kind, &index));
+  if (kind == MF_DEV_CPU) {
     if (index != 0)
       return mf_fail(MF_ERR_DEVICE, "device: there is only one CPU device (cpu:0), not '%s'", spec);
     *out = mf_cpu();
     return MF_OK;
   }
-  if ((n == 4 && strncasecmp(s, "cuda", 4) == 0) || (n == 3 && strncasecmp(s, "gpu", 3) == 0))
-    return mf_cuda_device(index, out); /* cuda_loader.c */
-  return mf_fail(MF_ERR_ARG, "device: unknown device '%s' (expected cpu, cuda:N or /gpu:N)", spec);
+  if (mf_cuda_device(index, out) == MF_OK) return MF_OK; /* cuda_loader.c */
+  char why[1024];
+  mf_cuda_unavailable(index, why, sizeof why);
+  return mf_fail(MF_ERR_DEVICE, "cuda:%d: %s", index, why);
 }
 
 mf_status mf_dispatch(mf_device *dev, const mf_call *c) {

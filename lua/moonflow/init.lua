@@ -1,6 +1,6 @@
 -- moonflow/init.lua — `local mf = require "moonflow"`: the C module moonflow.core plus what is
 -- easier to write in Lua: dtype names, TensorFlow-style aliases (mf.constant, mf.multiply,
--- mf.reduce_sum, mf.shape, ...), *_like factories, mf.allclose, the eager mf.device, and lazy
+-- mf.reduce_sum, mf.shape, ...), *_like factories, mf.allclose, mf.device scopes, and lazy
 -- loading of the submodules (mf.nn requires "moonflow.nn" on first use, if that file exists).
 
 local core = require "moonflow.core"
@@ -98,31 +98,55 @@ end
 
 Tensor.allclose = mf.allclose
 
--- ---- devices (eager): the default device of new tensors -------------------------------------
--- mf.device(spec, fn) runs fn with spec as the default device; mf.device(spec) returns a handle
--- for `local _ <close> = mf.device(spec)`. The graph API may extend this to node placement.
-local function device_spec(spec)
-  -- "/cpu:0", "/gpu:0", "/device:GPU:1", "cuda:0", "cpu": the core parses all of these
-  return spec
-end
-
-function mf.device(spec, fn)
-  local prev = core._set_default_device(device_spec(spec))
-  if fn == nil then
-    return setmetatable({}, { __close = function() core._set_default_device(prev) end })
-  end
-  local res = table.pack(pcall(fn))
-  core._set_default_device(prev)
-  if not res[1] then error(res[2], 0) end
-  return table.unpack(res, 2, res.n)
-end
-
 -- ---- submodules, loaded on first use ----------------------------------------------------------
 -- mf.nn, mf.optim, mf.train, ... require "moonflow.<name>" when that file exists; a name with no
 -- file stays nil (and is remembered as missing).
 require("moonflow.util").lazy(mf, "moonflow.", { core = true, init = true })
 
 -- ---- graphs: an mf.* call with a symbolic argument builds a graph node (moonflow/graph) ------
-require("moonflow.graph").install(mf)
+local G = require "moonflow.graph"
+G.install(mf)
+
+-- ---- devices: mf.device scopes -----------------------------------------------------------------
+-- mf.device(spec, fn) runs fn in the scope of spec; mf.device(spec) returns a handle for
+-- `local _ <close> = mf.device(spec)`. spec: "/cpu:0", "/gpu:0", "/device:GPU:1", "cuda:0", "cpu"
+-- (any case). In its scope:
+--   eager: new tensors (mf.zeros, mf.randn, mf.tensor, ...) are made on spec's device, which must
+--     exist now (else the error says why there is no such device);
+--   graph: new nodes of the default graph are placed on spec as written (recorded in the node,
+--     exported in GraphDefs, checked by the session that runs it: a "/gpu:0" graph can be built on
+--     a machine without a GPU and run there with allow_soft_placement).
+-- Scopes nest; leaving one (normally, by an error, or by closing its handle) restores the device
+-- and placement of the scope outside it. A malformed spec is an error at the caller's line.
+local parse_device, set_default_device = core._parse_device, core._set_default_device
+
+function mf.device(spec, fn)
+  local ok, err = pcall(parse_device, spec)
+  if not ok then error(err, 2) end
+  if fn ~= nil and type(fn) ~= "function" then
+    error("device: the second argument must be a function (or nothing, for a <close> handle)", 2)
+  end
+  local graph = G.graph_mode()
+  local prev
+  ok, prev = pcall(set_default_device, spec)
+  if not ok then
+    if not graph then error(prev, 2) end
+    prev = nil -- graph mode, device absent here: only the placement changes
+  end
+  local set = ok
+  local pop = G.push_device(spec)
+  local done = false
+  local function restore()
+    if done then return end
+    done = true
+    pop()
+    if set then set_default_device(prev) end
+  end
+  if fn == nil then return setmetatable({}, { __close = restore, __name = "moonflow.device_scope" }) end
+  local res = table.pack(pcall(fn))
+  restore()
+  if not res[1] then error(res[2], 0) end
+  return table.unpack(res, 2, res.n)
+end
 
 return mf

@@ -8,12 +8,11 @@
 -- returns results that no later run changes.
 --
 -- Config (mf.Session{graph=, config={...}}): intra_op_parallelism_threads (mf.set_num_threads),
--- log_device_placement (prints each node's device when it is first placed),
--- allow_soft_placement (a node asked for a GPU runs on the CPU when no GPU can run it; without it
--- that is an error naming the node), device_count = {GPU = 0} (no GPU), gpu_options and
--- inter_op_parallelism_threads are accepted.
+-- and the device fields (log_device_placement, allow_soft_placement, device_count, gpu_options:
+-- graph/placement.lua, which checks the config and places each node).
 local core = require "moonflow.core"
 local G = require "moonflow.graph"
+local placement = require "moonflow.graph.placement"
 
 local M = {}
 local is_sym = G.is_sym
@@ -33,10 +32,7 @@ function M.get_default_session() return default_sessions[#default_sessions] end
 -- ---- construction -----------------------------------------------------------------------------
 
 local function has_gpu(config)
-  local dc = config.device_count
-  if type(dc) == "table" and (dc.GPU == 0 or dc.gpu == 0) then return false end
-  local cuda = rawget(core, "cuda")
-  return type(cuda) == "table" and cuda.is_available ~= nil and cuda.is_available() == true
+  return placement.configure(config, 3) > 0 -- errors at M.Session's caller
 end
 
 function M.Session(opts)
@@ -277,36 +273,9 @@ end
 
 -- ---- placement --------------------------------------------------------------------------------
 
-local function wants_gpu(spec)
-  if spec == nil then return false end
-  local s = spec:lower()
-  return s:find("gpu", 1, true) ~= nil or s:find("cuda", 1, true) ~= nil
-end
-
-local function gpu_index(spec)
-  return tonumber(spec:match("(%d+)%s*$")) or 0
-end
-
 function Session:_place(node)
-  local p = self._placed[node]
-  if p then return p end
-  local dev = "cpu"
-  if wants_gpu(node.device) then
-    if self._gpu then
-      dev = "cuda:" .. gpu_index(node.device)
-    elseif self.config.allow_soft_placement then
-      dev = "cpu"
-    else
-      fail("Cannot assign a device for operation '%s': it was explicitly assigned to %s but no " ..
-        "GPU device is available (use config = {allow_soft_placement = true} to run it on the CPU)",
-        node.name, node.device)
-    end
-  end
-  self._placed[node] = dev
-  if self.config.log_device_placement then
-    print(("%s: (%s): %s"):format(node.name, node.type, dev == "cpu" and "/cpu:0" or
-      "/gpu:" .. dev:match("%d+")))
-  end
+  local dev, err = placement.place(self, node)
+  if not dev then fail("%s", err) end
   return dev
 end
 

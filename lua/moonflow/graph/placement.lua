@@ -1,0 +1,178 @@
+-- moonflow/graph/placement.lua — where a Session runs each node, and the device part of its config.
+-- graph/session.lua calls configure(config) when a session is made and place(sess, node) for each
+-- node a run needs (once per node; the answer is kept in sess._placed[node]).
+--
+-- A node's device is the spec of the mf.device scope it was built in, as written ("/gpu:0",
+-- "/device:GPU:1", "cuda:0", "cpu", or TensorFlow's full "/job:localhost/replica:0/task:0/
+-- device:GPU:0" from an imported GraphDef); no device means the CPU. The config fields:
+--   device_count = {CPU = n, GPU = k}   GPU = k lets the session use cuda:0 .. cuda:k-1 only
+--                                       (GPU = 0: none); CPU must be at least 1 (one CPU device)
+--   allow_soft_placement = bool         a node asked for a device the session cannot use runs on
+--                                       the CPU instead; without it that is an error naming the
+--                                       node, the device asked for and why it cannot be used
+--   log_device_placement = bool         each node's device is written to stderr when it is first
+--                                       placed: "name: (type): /device:GPU:0", soft placements
+--                                       with the device asked for and why it was not used
+--   gpu_options = {per_process_gpu_memory_fraction = f, allow_growth = bool}
+--                                       f in (0, 1] caps what moonflow holds on each GPU
+--                                       (mf.cuda.set_memory_fraction, process-wide as in
+--                                       TensorFlow); the allocator always grows on demand, which
+--                                       is allow_growth = true; false is accepted (the memory is
+--                                       not reserved up front)
+--   intra_op_parallelism_threads, inter_op_parallelism_threads = n >= 0 (checked here, used by
+--                                       the session)
+-- Other fields, and fields of the wrong type, are errors naming them.
+local core = require "moonflow.core"
+
+local M = {}
+
+local FIELDS = {
+  allow_soft_placement = "boolean", log_device_placement = "boolean", gpu_options = "table",
+  device_count = "table", intra_op_parallelism_threads = "count",
+  inter_op_parallelism_threads = "count",
+}
+local GPU_OPTIONS = { allow_growth = "boolean", per_process_gpu_memory_fraction = "number" }
+
+local function names(t)
+  local r = {}
+  for k in pairs(t) do r[#r + 1] = k end
+  table.sort(r)
+  return table.concat(r, ", ")
+end
+
+local function is_count(v) return math.type(v) == "integer" and v >= 0 end
+
+local function check_fields(where, t, spec)
+  for k, v in pairs(t) do
+    local want = spec[k]
+    if want == nil then
+      error(("Session: unknown field '%s' in %s (fields: %s)"):format(tostring(k), where,
+        names(spec)), 0)
+    end
+    local ok
+    if want == "count" then ok = is_count(v) else ok = type(v) == want end
+    if not ok then
+      error(("Session: %s.%s must be %s, got %s"):format(where, k,
+        want == "count" and "an integer >= 0" or "a " .. want, tostring(v)), 0)
+    end
+  end
+end
+
+local function cuda_count()
+  local cuda = rawget(core, "cuda")
+  return type(cuda) == "table" and cuda.device_count() or 0
+end
+
+local ngpus = setmetatable({}, { __mode = "k" }) -- config table -> GPUs a session may use
+
+local function configure(config)
+  if type(config) ~= "table" then error("Session: config must be a table", 0) end
+  check_fields("config", config, FIELDS)
+  local n = cuda_count()
+  local dc = config.device_count
+  if dc ~= nil then
+    for k, v in pairs(dc) do
+      if k ~= "CPU" and k ~= "GPU" then
+        error(("Session: unknown device type '%s' in config.device_count (CPU, GPU)"):format(
+          tostring(k)), 0)
+      end
+      if not is_count(v) then
+        error(("Session: config.device_count.%s must be an integer >= 0, got %s"):format(k,
+          tostring(v)), 0)
+      end
+    end
+    if dc.CPU == 0 then
+      error("Session: config.device_count.CPU must be at least 1 (the CPU runs what no GPU does)", 0)
+    end
+    if dc.GPU ~= nil and dc.GPU < n then n = dc.GPU end
+  end
+  local go = config.gpu_options
+  if go ~= nil then
+    check_fields("config.gpu_options", go, GPU_OPTIONS)
+    local f = go.per_process_gpu_memory_fraction
+    if f ~= nil then
+      if not (f > 0 and f <= 1) then
+        error(("Session: config.gpu_options.per_process_gpu_memory_fraction must be in (0, 1], " ..
+          "got %s"):format(tostring(f)), 0)
+      end
+      if n > 0 then core.cuda.set_memory_fraction(f) end
+    end
+  end
+  return n
+end
+
+-- configure(config, level) -> the number of GPUs a session with this config may use (0: none).
+-- Checks the config (errors name the bad field, raised at `level` as the session's constructor
+-- counts it) and applies gpu_options.
+function M.configure(config, level)
+  local ok, n = pcall(configure, config)
+  if not ok then error(n, (level or 1) + 2) end
+  ngpus[config] = n
+  return n
+end
+
+-- The device a spec asks for: "cpu", "gpu" (with its index) or another kind (nil for none).
+-- Reads the last "kind:index" of the spec, so TensorFlow's full names work too.
+local function requested(spec)
+  if spec == nil or spec == "" then return nil end
+  local s = spec:lower()
+  local kind, index = s:match("(%a+):(%d+)%s*$")
+  if not kind then kind = s:match("(%a+)%s*$") end
+  if kind == "cuda" then kind = "gpu" end
+  return kind, tonumber(index) or 0
+end
+
+-- The name TensorFlow logs for a device: "/device:CPU:0", "/device:GPU:1".
+local function tf_name(dev)
+  if dev == "cpu" then return "/device:CPU:0" end
+  return "/device:GPU:" .. dev:match("%d+")
+end
+
+local function log(sess, node, dev, note)
+  if not sess.config.log_device_placement then return end
+  io.stderr:write(("%s: (%s): %s%s\n"):format(node.name, node.type, tf_name(dev),
+    note and " (" .. note .. ")" or ""))
+end
+
+-- Why GPU index cannot be used by a session allowed ngpu of them.
+local function why_not(ngpu, index)
+  local real = cuda_count()
+  if index < real and index >= ngpu then
+    return ("the session's config.device_count.GPU = %d hides it"):format(ngpu)
+  end
+  local cuda = rawget(core, "cuda")
+  return cuda and cuda.why_unavailable(index) or "moonflow has no CUDA support"
+end
+
+-- place(sess, node) -> "cpu" | "cuda:N", or nil and the message of the error to raise.
+function M.place(sess, node)
+  local p = sess._placed[node]
+  if p then return p end
+  local kind, index = requested(node.device)
+  local dev, note
+  if kind == nil or kind == "cpu" then
+    dev = "cpu"
+  else
+    local why
+    if kind ~= "gpu" then
+      why = ("moonflow has no %s devices (it has cpu and cuda:N)"):format(kind:upper())
+    elseif index < (ngpus[sess.config] or 0) then
+      dev = "cuda:" .. index
+    else
+      why = why_not(ngpus[sess.config] or 0, index)
+    end
+    if not dev then
+      if not sess.config.allow_soft_placement then
+        return nil, ("Cannot assign a device for operation '%s': it was explicitly assigned to " ..
+          "%s but that device is not available: %s (use config = {allow_soft_placement = true} " ..
+          "to run it on the CPU)"):format(node.name, node.device, why)
+      end
+      dev, note = "cpu", ("soft placement: %s was asked for: %s"):format(node.device, why)
+    end
+  end
+  sess._placed[node] = dev
+  log(sess, node, dev, note)
+  return dev
+end
+
+return M
