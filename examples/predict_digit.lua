@@ -196,25 +196,17 @@ local function die(msg)
   os.exit(2)
 end
 
-local args, model_path, inputs_dir, images = arg or {}, nil, nil, {}
-local i = 1
-while args[i] ~= nil do
-  local a = args[i]
-  if a == "--model" or a == "--inputs" then
-    if args[i + 1] == nil then die(a .. " needs a value") end
-    if a == "--model" then model_path = args[i + 1] else inputs_dir = args[i + 1] end
-    i = i + 2
-  elseif a == "-h" or a == "--help" then
+for _, a in ipairs(arg or {}) do
+  if a == "-h" or a == "--help" then
     print(usage)
     os.exit(0)
-  elseif a:match "^%-%-" then
-    die("unknown flag '" .. a .. "' (flags: --model --inputs)")
-  else
-    images[#images + 1] = a
-    i = i + 1
   end
 end
-if not model_path then die("--model PATH is required (the weights mnist_cnn.lua --save wrote)") end
+local ok, opt = pcall(mf.flags, { model = "", inputs = "" })
+if not ok then die((tostring(opt):gsub("^[^:]*:%d+: ", ""))) end
+local model_path, inputs_dir = opt.model, opt.inputs ~= "" and opt.inputs or nil
+local images = { table.unpack(opt) }
+if model_path == "" then die("--model PATH is required (the weights mnist_cnn.lua --save wrote)") end
 if #images == 0 then die("no image files given") end
 
 local model = M.load_model(model_path)
