@@ -206,7 +206,9 @@ local ok, opt = pcall(mf.flags, { model = "", inputs = "" })
 if not ok then die((tostring(opt):gsub("^[^:]*:%d+: ", ""))) end
 local model_path, inputs_dir = opt.model, opt.inputs ~= "" and opt.inputs or nil
 local images = { table.unpack(opt) }
-if model_path == "" then die("--model PATH is required (the weights mnist_cnn.lua --save wrote)") end
+if model_path == "" then
+  die("--model PATH is required (the weights mnist_cnn.lua --save wrote)")
+end
 if #images == 0 then die("no image files given") end
 
 local model = M.load_model(model_path)
