@@ -1,0 +1,72 @@
+-- bench.lua — the GPU benchmarks that tests/gpu/run.sh compares with PyTorch on the same GPU
+-- (tests/gpu/bench_torch.py measures the same things the same way):
+--   matmul   float32 4096x4096 @ 4096x4096, TF32 on (the default) and off: GFLOP/s
+--   cnn      the tutorial CNN (conv 5x5x32 same + ReLU + pool, conv 5x5x64 + ReLU + pool,
+--            fc 3136->1024 + ReLU + dropout, fc 1024->10), NCHW, batch 50, Adam, cross-entropy:
+--            training images/s over --steps steps after --warmup, inputs already on the device
+-- One JSON line per measurement on stdout: {"bench": "...", "value": ..., "unit": "..."}.
+--
+--   moonflow tests/gpu/bench.lua [--device cuda] [--steps 200] [--warmup 20] [--size 4096]
+-- --device cpu runs the same code on the CPU (a quick check that the script works).
+local mf = require "moonflow"
+local nn, F = mf.nn, mf.nn.functional
+
+local opt = mf.flags { device = "cuda", steps = 200, warmup = 20, size = 4096, reps = 20 }
+local dev = opt.device
+local gpu = dev ~= "cpu"
+local function sync() if gpu then mf.cuda.synchronize() end end
+local function emit(name, value, unit)
+  print(string.format('{"bench": "%s", "value": %.6g, "unit": "%s"}', name, value, unit))
+end
+mf.manual_seed(1)
+
+-- ---- matmul ---------------------------------------------------------------------------------
+local n = opt.size
+local a, b = mf.randn({ n, n }):to(dev), mf.randn({ n, n }):to(dev)
+for _, tf32 in ipairs(gpu and { true, false } or { false }) do
+  if gpu then mf.cuda.set_tf32(tf32) end
+  local c = a:matmul(b) -- warm-up (cuBLAS handle, workspace)
+  sync()
+  local reps = gpu and opt.reps or 1
+  local t0 = mf.clock()
+  for _ = 1, reps do c = a:matmul(b) end
+  sync()
+  local s = (mf.clock() - t0) / reps
+  emit(("matmul%d_%s"):format(n, tf32 and "tf32" or "fp32"), 2 * n ^ 3 / s / 1e9, "GFLOP/s")
+end
+if gpu then mf.cuda.set_tf32(true) end
+
+-- ---- the tutorial CNN, training -----------------------------------------------------------------
+local conv = { padding = "same" }
+local model = nn.Sequential {
+  nn.Conv2d(1, 32, 5, conv), nn.ReLU(), nn.MaxPool2d(2),
+  nn.Conv2d(32, 64, 5, conv), nn.ReLU(), nn.MaxPool2d(2),
+  nn.Flatten(),
+  nn.Linear(7 * 7 * 64, 1024), nn.ReLU(), nn.Dropout(0.5),
+  nn.Linear(1024, 10),
+}
+model:to(dev)
+model:train()
+local adam = mf.optim.Adam(model:parameters(), { lr = 1e-4 })
+local batch = 50
+local xs = mf.rand({ batch, 1, 28, 28 }):to(dev)
+local labels = {}
+for i = 1, batch do labels[i] = (i * 7) % 10 + 1 end -- class indices are 1-based
+local ys = mf.tensor(labels):long():to(dev)
+local function step()
+  local loss = F.cross_entropy(model(xs), ys)
+  adam:zero_grad()
+  loss:backward()
+  adam:step()
+  return loss
+end
+for _ = 1, opt.warmup do step() end
+sync()
+local t0 = mf.clock()
+local loss
+for _ = 1, opt.steps do loss = step() end
+sync()
+local s = mf.clock() - t0
+emit("cnn_train_b50", opt.steps * batch / s, "images/s")
+emit("cnn_train_b50_step_ms", 1000 * s / opt.steps, "ms")
+io.stderr:write(("bench.lua: last loss %.4f on %s\n"):format(loss:item(), dev))
