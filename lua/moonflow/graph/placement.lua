@@ -101,12 +101,21 @@ local function configure(config)
   return n
 end
 
--- configure(config, level) -> the number of GPUs a session with this config may use (0: none).
--- Checks the config (errors name the bad field, raised at `level` as the session's constructor
--- counts it) and applies gpu_options.
-function M.configure(config, level)
+-- The level of the first caller outside moonflow/graph (the user's line), for error().
+local function user_level()
+  local level = 3
+  while true do
+    local info = debug.getinfo(level, "S")
+    if not info or not info.source:find("moonflow/graph/", 1, true) then return level - 1 end
+    level = level + 1
+  end
+end
+
+-- configure(config) -> the number of GPUs a session with this config may use (0: none). Checks
+-- the config (errors name the bad field, at the user's line) and applies gpu_options.
+function M.configure(config)
   local ok, n = pcall(configure, config)
-  if not ok then error(n, (level or 1) + 2) end
+  if not ok then error(n, user_level()) end
   ngpus[config] = n
   return n
 end

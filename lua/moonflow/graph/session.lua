@@ -32,7 +32,7 @@ function M.get_default_session() return default_sessions[#default_sessions] end
 -- ---- construction -----------------------------------------------------------------------------
 
 local function has_gpu(config)
-  return placement.configure(config, 3) > 0 -- errors at M.Session's caller
+  return placement.configure(config) > 0
 end
 
 function M.Session(opts)

@@ -1,0 +1,539 @@
+-- device_spec.lua — devices and placement (DESIGN §3 "Devices", issue 6 point 2): device specs,
+-- mf.device scopes in eager and graph mode, Session placement (log_device_placement,
+-- allow_soft_placement, device_count, gpu_options, config checks), mf.cuda.* and
+-- mf.list_devices, CUDA_VISIBLE_DEVICES in child processes, `moonflow -v`. Everything here runs
+-- without a GPU; the tests that need one are in the "on a GPU" block, which each say they were
+-- skipped (pending) when mf.cuda.is_available() is false. The mixing-devices error is also checked
+-- without a GPU by tests/c/test_devices.c with a second, fake device.
+local H = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "helper.lua")
+local mf = H.mf
+
+local GPU = mf.cuda.is_available()
+local BIN = os.getenv("MOONFLOW_BIN") or "build/moonflow"
+if BIN:sub(1, 1) ~= "/" then BIN = H.root .. "/" .. BIN end
+
+-- Runs the host with a shell prefix (environment) and arguments; returns stdout..stderr, exit code.
+local function host(prefix, args)
+  local out = os.tmpname()
+  local _, _, code = os.execute(("%s timeout 60 %s %s > %s 2>&1"):format(prefix, H.q(BIN), args, out))
+  local s = H.readfile(out)
+  os.remove(out)
+  return s, code
+end
+
+-- Runs fn with io.stderr replaced by a collector; returns the lines written (and fn's error).
+local function capture_stderr(fn)
+  local lines, real = {}, io.stderr
+  io.stderr = { write = function(self, ...)
+    for _, s in ipairs { ... } do
+      for l in tostring(s):gmatch("[^\n]+") do lines[#lines + 1] = l end
+    end
+    return self
+  end }
+  local ok, err = pcall(fn)
+  io.stderr = real
+  return lines, not ok and err or nil
+end
+
+-- The spec the default device of new tensors is set to (nil: the CPU), read without changing it.
+local function default_spec()
+  local prev = mf._set_default_device(nil)
+  mf._set_default_device(prev)
+  return prev
+end
+
+describe("device specs", function()
+  it("are read in every form the design names, case-insensitively", function()
+    local cases = {
+      { "cpu", "cpu", "cpu", 0 }, { "/cpu:0", "cpu", "cpu", 0 }, { "CPU:0", "cpu", "cpu", 0 },
+      { "/device:CPU:0", "cpu", "cpu", 0 }, { "cuda", "cuda:0", "cuda", 0 },
+      { "cuda:0", "cuda:0", "cuda", 0 }, { "cuda:3", "cuda:3", "cuda", 3 },
+      { "/gpu:0", "cuda:0", "cuda", 0 }, { "gpu:2", "cuda:2", "cuda", 2 },
+      { "/device:GPU:1", "cuda:1", "cuda", 1 }, { "/device:gpu:7", "cuda:7", "cuda", 7 },
+    }
+    for _, c in ipairs(cases) do
+      local name, kind, index = mf._parse_device(c[1])
+      assert.are.same({ c[2], c[3], c[4] }, { name, kind, index }, c[1])
+    end
+  end)
+
+  it("that are malformed are errors naming the spec", function()
+    H.err(function() mf._parse_device("/tpu:0") end, "unknown device '/tpu:0'")
+    H.err(function() mf._parse_device("cuda:x") end, "bad device index in 'cuda:x'")
+    H.err(function() mf._parse_device("cuda:-1") end, "bad device index in 'cuda:-1'")
+    H.err(function() mf._parse_device("gpu:") end, "bad device index in 'gpu:'")
+    H.err(function() mf._parse_device("") end, "unknown device ''")
+    H.err(function() mf._parse_device("cpu:1") end, "only one CPU device")
+    H.err(function() mf._parse_device(0) end, "a device spec (a string")
+    H.err(function() mf._parse_device(nil) end, "got nil")
+  end)
+
+  it("in t:to are told apart from dtypes, and an absent GPU says why", function()
+    H.err(function() mf.tensor { 1 }:to("tpu") end, "'tpu' is neither a dtype")
+    assert.equal("cpu", mf.tensor { 1 }:to("/cpu:0"):device())
+    assert.equal("float64", mf.tensor { 1 }:to("cpu", "float64"):dtype())
+    if not GPU then
+      local msg = H.err(function() mf.tensor { 1 }:to("/gpu:0") end, "to: cuda:0: ")
+      assert.truthy(msg:find("no CUDA device is available", 1, true), msg)
+      H.err(function() mf.tensor { 1 }:cuda() end, "no CUDA device is available")
+      H.err(function() mf.zeros({ 2 }, { device = "cuda:1" }) end, "zeros: device 'cuda:1'")
+    end
+  end)
+end)
+
+describe("mf.device in eager mode", function()
+  it("sets the default device of new tensors, nests and restores", function()
+    assert.is_nil(default_spec())
+    local seen = mf.device("/cpu:0", function()
+      assert.equal("/cpu:0", default_spec())
+      local inner = mf.device("cpu", function()
+        assert.equal("cpu", default_spec())
+        return { mf.zeros { 2 }:device(), mf.randn(2):device(), mf.tensor { 1, 2 }:device(),
+          mf.ones { 1 }:device(), mf.arange(1, 3):device(), mf.full({ 2 }, 3):device() }
+      end)
+      assert.equal("/cpu:0", default_spec())
+      return inner
+    end)
+    assert.are.same({ "cpu", "cpu", "cpu", "cpu", "cpu", "cpu" }, seen)
+    assert.is_nil(default_spec())
+    do
+      local _ <close> = mf.device("/device:CPU:0")
+      assert.equal("/device:CPU:0", default_spec())
+      do
+        local _ <close> = mf.device("cpu")
+        assert.equal("cpu", default_spec())
+      end
+      assert.equal("/device:CPU:0", default_spec())
+    end
+    assert.is_nil(default_spec())
+  end)
+
+  it("restores the device when the scope ends by an error", function()
+    local ok, err = pcall(mf.device, "cpu", function()
+      mf.device("/cpu:0", function() error("boom") end)
+    end)
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("boom", 1, true))
+    assert.is_nil(default_spec())
+    ok = pcall(function()
+      local _ <close> = mf.device("/cpu:0")
+      error("boom")
+    end)
+    assert.is_false(ok)
+    assert.is_nil(default_spec())
+    -- and fn's results come back, all of them
+    local a, b, c = mf.device("cpu", function() return 1, nil, 3 end)
+    assert.are.same({ 1, nil, 3 }, { a, b, c })
+  end)
+
+  it("rejects bad specs and arguments at the caller's line, leaving nothing behind", function()
+    local msg = H.err(function() mf.device("/tpu:0", function() end) end, "unknown device '/tpu:0'")
+    assert.truthy(msg:find("device_spec.lua:%d+:"), msg)
+    H.err(function() mf.device(1) end, "a device spec (a string")
+    H.err(function() mf.device("cpu", 5) end, "the second argument must be a function")
+    H.err(function() mf.device("cpu:1") end, "only one CPU device")
+    if not GPU then
+      H.err(function() mf.device("/gpu:0", function() end) end, "no CUDA device is available")
+      H.err(function() local _ <close> = mf.device("cuda:0") end, "no CUDA device is available")
+    end
+    assert.is_nil(default_spec())
+    -- no placement was left on the default graph either
+    local g = mf.Graph()
+    g:as_default(function()
+      local x = mf.placeholder("float32", { 1 }, "x")
+      assert.is_nil((x * 2).op.device)
+    end)
+  end)
+end)
+
+describe("mf.device in graph mode", function()
+  it("records each new node's placement, nested, restored after errors", function()
+    local g = mf.Graph()
+    g:as_default(function()
+      local x = mf.placeholder("float32", { 2 }, "x")
+      local a, b, c, d
+      mf.device("/gpu:0", function()
+        a = x * 2
+        mf.device("/cpu:0", function() b = a + 1 end)
+        c = mf.relu(b)
+      end)
+      pcall(mf.device, "/device:GPU:1", function() error("boom") end)
+      do
+        local _ <close> = mf.device("cuda:1")
+        d = c - 1
+      end
+      local e = d * 3
+      assert.are.same({ "/gpu:0", "/cpu:0", "/gpu:0", "cuda:1" },
+        { a.op.device, b.op.device, c.op.device, d.op.device })
+      assert.is_nil(e.op.device)
+      assert.is_nil(x.op.device)
+      assert.equal("/gpu:0", a:device())
+      assert.equal("cpu", e:device())
+      -- GraphDefs keep them
+      local devs = {}
+      for _, nd in ipairs(g:as_graph_def().node) do devs[nd.name] = nd.device end
+      assert.equal("/gpu:0", devs[a.op.name])
+      assert.equal("/cpu:0", devs[b.op.name])
+      assert.equal("", devs[e.op.name])
+    end)
+  end)
+
+  it("accepts a GPU a machine lacks (the session decides) but not a malformed spec", function()
+    local g = mf.Graph()
+    g:as_default(function()
+      local y = mf.device("/device:GPU:7", function() return mf.placeholder("float32", { 1 }, "y") * 1 end)
+      assert.equal("/device:GPU:7", y.op.device)
+      H.err(function() mf.device("/tpu:0", function() end) end, "unknown device '/tpu:0'")
+      H.err(function() mf.device("gpu:one") end, "bad device index")
+    end)
+  end)
+end)
+
+describe("Session placement", function()
+  local function gpu_graph()
+    local g = mf.Graph()
+    local x, y, z
+    g:as_default(function()
+      x = mf.placeholder("float32", { 2 }, "x")
+      y = mf.device("/gpu:0", function() return x * 2 end)
+      z = mf.device("/cpu:0", function() return y + 1 end)
+    end)
+    assert.are.same({ "mul", "add" }, { y.op.name, z.op.name })
+    return g, x, y, z
+  end
+
+  it("logs each node's device once, TensorFlow's way", function()
+    local g, x, _, z = gpu_graph()
+    local sess <close> = mf.Session { graph = g, config = { log_device_placement = true,
+      allow_soft_placement = true } }
+    local lines = capture_stderr(function()
+      H.equal(sess:run(z, { [x] = { 1, 2 } }), { 3, 5 })
+      H.equal(sess:run(z, { [x] = { 0, 1 } }), { 1, 3 })
+    end)
+    local by_name = {}
+    for _, l in ipairs(lines) do
+      local name = l:match("^([^:]+): ")
+      assert.is_nil(by_name[name], "logged twice: " .. l)
+      by_name[name] = l
+    end
+    assert.truthy(by_name.add, table.concat(lines, "\n"))
+    assert.equal("add: (add): /device:CPU:0", by_name.add)
+    if GPU then
+      assert.equal("mul: (mul): /device:GPU:0", by_name.mul)
+    else
+      assert.truthy(by_name.mul:find("^mul: %(mul%): /device:CPU:0 %(soft placement: /gpu:0 was asked for: "),
+        by_name.mul)
+      assert.truthy(by_name.mul:find("no CUDA device is available", 1, true), by_name.mul)
+    end
+  end)
+
+  it("without log_device_placement writes nothing", function()
+    local g, x, _, z = gpu_graph()
+    local sess <close> = mf.Session { graph = g, config = { allow_soft_placement = true } }
+    local lines = capture_stderr(function() sess:run(z, { [x] = { 1, 2 } }) end)
+    assert.are.same({}, lines)
+  end)
+
+  it("without soft placement, a node on an absent GPU is an error naming it and the device", function()
+    if GPU then return pending("this machine has a GPU: see device_count{GPU = 0} below") end
+    local g, x, _, z = gpu_graph()
+    local sess <close> = mf.Session { graph = g }
+    local msg = H.err(function() sess:run(z, { [x] = { 1, 2 } }) end,
+      "Cannot assign a device for operation 'mul': it was explicitly assigned to /gpu:0")
+    assert.truthy(msg:find("no CUDA device is available", 1, true), msg)
+    assert.truthy(msg:find("allow_soft_placement = true", 1, true), msg)
+    assert.truthy(msg:find("device_spec.lua:%d+:"), msg) -- at the caller's line
+  end)
+
+  it("device_count{GPU = 0} hides the GPUs: an error without soft placement, the CPU with it", function()
+    local g, x, y, z = gpu_graph()
+    local hard <close> = mf.Session { graph = g, config = { device_count = { GPU = 0 } } }
+    local msg = H.err(function() hard:run(z, { [x] = { 1, 2 } }) end,
+      "Cannot assign a device for operation 'mul'")
+    if GPU then
+      assert.truthy(msg:find("device_count.GPU = 0 hides it", 1, true), msg)
+    end
+    local soft <close> = mf.Session { graph = g, config = { device_count = { GPU = 0, CPU = 1 },
+      allow_soft_placement = true, log_device_placement = true } }
+    local out
+    local lines = capture_stderr(function() out = soft:run({ y, z }, { [x] = { 1, 2 } }) end)
+    H.equal(out[1], { 2, 4 })
+    H.equal(out[2], { 3, 5 })
+    assert.equal("cpu", out[1]:device())
+    local text = table.concat(lines, "\n")
+    assert.truthy(text:find("mul: (mul): /device:CPU:0 (soft placement: /gpu:0 was asked for", 1,
+      true), text)
+  end)
+
+  it("a GPU index past the last one is unavailable (soft: CPU; hard: error)", function()
+    local g = mf.Graph()
+    local x, y
+    g:as_default(function()
+      x = mf.placeholder("float32", { 2 }, "x")
+      y = mf.device("/device:GPU:63", function() return x * 2 end)
+    end)
+    local soft <close> = mf.Session { graph = g, config = { allow_soft_placement = true } }
+    H.equal(soft:run(y, { [x] = { 1, 2 } }), { 2, 4 })
+    local hard <close> = mf.Session { graph = g }
+    H.err(function() hard:run(y, { [x] = { 1, 2 } }) end, "assigned to /device:GPU:63")
+  end)
+
+  it("reads TensorFlow's full device names (imported GraphDefs) and refuses other device types", function()
+    local g = mf.Graph()
+    local x, y, t
+    g:as_default(function()
+      x = mf.placeholder("float32", { 2 }, "x")
+      y = mf.device("/cpu:0", function() return x * 2 end)
+      t = x + 1
+    end)
+    y.op._node.device = "/job:localhost/replica:0/task:0/device:CPU:0"
+    t.op._node.device = "/job:localhost/replica:0/task:0/device:TPU:0"
+    local hard <close> = mf.Session { graph = g }
+    H.equal(hard:run(y, { [x] = { 1, 2 } }), { 2, 4 })
+    H.err(function() hard:run(t, { [x] = { 1, 2 } }) end, "moonflow has no TPU devices")
+    local soft <close> = mf.Session { graph = g, config = { allow_soft_placement = true } }
+    H.equal(soft:run(t, { [x] = { 1, 2 } }), { 2, 3 })
+  end)
+
+  it("checks the config: unknown fields, wrong types and bad values are errors naming them", function()
+    H.err(function() mf.Session { config = { allow_soft_placment = true } } end,
+      "unknown field 'allow_soft_placment' in config")
+    H.err(function() mf.Session { config = { log_device_placement = 1 } } end,
+      "config.log_device_placement must be a boolean")
+    H.err(function() mf.Session { config = { device_count = { TPU = 1 } } } end,
+      "unknown device type 'TPU'")
+    H.err(function() mf.Session { config = { device_count = { GPU = -1 } } } end,
+      "config.device_count.GPU must be an integer >= 0")
+    H.err(function() mf.Session { config = { device_count = { CPU = 0 } } } end,
+      "config.device_count.CPU must be at least 1")
+    H.err(function() mf.Session { config = { gpu_options = { allow_growth = "yes" } } } end,
+      "config.gpu_options.allow_growth must be a boolean")
+    H.err(function() mf.Session { config = { gpu_options = { memory_fraction = 0.5 } } } end,
+      "unknown field 'memory_fraction' in config.gpu_options")
+    H.err(function() mf.Session { config = { gpu_options = { per_process_gpu_memory_fraction = 1.5 } } } end,
+      "per_process_gpu_memory_fraction must be in (0, 1], got 1.5")
+    H.err(function() mf.Session { config = { gpu_options = { per_process_gpu_memory_fraction = 0 } } } end,
+      "must be in (0, 1]")
+    H.err(function() mf.Session { config = { inter_op_parallelism_threads = 1.5 } } end,
+      "inter_op_parallelism_threads must be an integer >= 0")
+    local msg = H.err(function() mf.Session { config = { gpu_options = 3 } } end,
+      "config.gpu_options must be a table")
+    assert.truthy(msg:find("device_spec.lua:%d+:"), msg) -- at the caller's line
+    -- every field the design names is accepted
+    local s <close> = mf.Session { config = { allow_soft_placement = false, log_device_placement = false,
+      gpu_options = { allow_growth = true, per_process_gpu_memory_fraction = 1.0 },
+      intra_op_parallelism_threads = 0, inter_op_parallelism_threads = 2,
+      device_count = { CPU = 1, GPU = 1 } } }
+    assert.truthy(s)
+  end)
+end)
+
+describe("mf.cuda and mf.list_devices", function()
+  it("answer consistently", function()
+    local n = mf.cuda.device_count()
+    assert.equal(n > 0, mf.cuda.is_available())
+    local l = mf.list_devices()
+    assert.equal(n + 1, #l)
+    assert.equal("cpu", l[1])
+    for i = 1, n do assert.equal("cuda:" .. (i - 1), l[i + 1]) end
+    assert.equal("number", math.type(mf.cuda.memory_allocated()) and "number")
+    assert.is_true(mf.cuda.max_memory_allocated() >= mf.cuda.memory_allocated())
+    assert.is_true(mf.cuda.memory_reserved() >= mf.cuda.memory_allocated())
+    assert.equal("boolean", type(mf.cuda.set_tf32(true)))
+    H.err(function() mf.cuda.memory_allocated(-1) end, "bad GPU index -1")
+    H.err(function() mf.cuda.memory_allocated("cpu") end, "'cpu' is not a CUDA device")
+    H.err(function() mf.cuda.memory_allocated("tpu:0") end, "unknown device 'tpu:0'")
+    H.err(function() mf.cuda.set_memory_fraction(0) end, "memory fraction 0 is not in (0, 1]")
+    H.err(function() mf.cuda.set_memory_fraction(2) end, "is not in (0, 1]")
+    H.err(function() mf.cuda.set_tf32("on") end, "boolean expected")
+  end)
+
+  it("without a GPU: zeros, nothing to wait for, and why there is none", function()
+    if GPU then return pending("this machine has a GPU") end
+    assert.equal(0, mf.cuda.device_count())
+    assert.is_false(mf.cuda.is_available())
+    assert.are.same({ "cpu" }, mf.list_devices())
+    mf.cuda.synchronize()
+    mf.cuda.synchronize(0)
+    mf.cuda.synchronize("cuda:0")
+    mf.cuda.empty_cache()
+    mf.cuda.set_memory_fraction(0.5) -- changes nothing without a GPU
+    assert.equal(0, mf.cuda.memory_allocated())
+    assert.equal(0, mf.cuda.memory_allocated("cuda:0"))
+    assert.equal(0, mf.cuda.max_memory_allocated(0))
+    assert.equal(0, mf.cuda.memory_reserved(0))
+    local why = mf.cuda.why_unavailable()
+    assert.equal("string", type(why))
+    assert.truthy(why:find("no CUDA device is available", 1, true), why)
+    assert.equal("cpu", mf.get_default_device())
+  end)
+end)
+
+describe("CUDA_VISIBLE_DEVICES", function()
+  for _, v in ipairs { "", "-1" } do
+    it(("'%s' hides every GPU from a child process, which says so"):format(v), function()
+      local out, code = host("CUDA_VISIBLE_DEVICES=" .. H.q(v),
+        "-e " .. H.q("print(mf.cuda.device_count(), #mf.list_devices(), mf.cuda.why_unavailable()) " ..
+          "print(pcall(function() return mf.zeros{1}:cuda() end))"))
+      assert.equal(true, code == 0 or code == true, out)
+      local count, ndev, why = out:match("^(%d+)\t(%d+)\t([^\n]*)\n")
+      assert.equal("0", count, out)
+      assert.equal("1", ndev, out)
+      assert.truthy(why:find("no CUDA device is available", 1, true), out)
+      assert.truthy(why:find(("CUDA_VISIBLE_DEVICES='%s' hides every GPU"):format(v), 1, true), out)
+      assert.truthy(out:find("false\t[^\n]*no CUDA device is available"), out)
+    end)
+  end
+
+  it("unset or naming the GPUs, leaves them to the runtime", function()
+    local out = host("env -u CUDA_VISIBLE_DEVICES", "-e " .. H.q("print(mf.cuda.device_count())"))
+    assert.equal(tostring(mf.cuda.device_count()) .. "\n", out)
+    if GPU then
+      out = host("CUDA_VISIBLE_DEVICES=0", "-e " .. H.q("print(mf.cuda.device_count())"))
+      assert.equal("1\n", out)
+    end
+  end)
+end)
+
+describe("moonflow -v", function()
+  it("lists the devices, each GPU with its memory, or says why there is none", function()
+    local out, code = host("", "-v")
+    assert.equal(true, code == 0 or code == true, out)
+    local devices = out:match("\ndevices: ([^\n]*)\n")
+    assert.truthy(devices, out)
+    assert.equal(table.concat(mf.list_devices(), ", "), devices)
+    if GPU then
+      for i = 0, mf.cuda.device_count() - 1 do
+        assert.truthy(out:match("\n  cuda:" .. i .. ": [^\n]+, %d+%.%d GiB, sm_%d+\n"), out)
+      end
+    else
+      local why = out:match("\nGPUs: none %(([^\n]*)%)\n")
+      assert.truthy(why, out)
+      assert.truthy(why:find("no CUDA device is available", 1, true), out)
+    end
+    out = host("CUDA_VISIBLE_DEVICES=", "-v")
+    assert.truthy(out:find("\nGPUs: none (", 1, true), out)
+    assert.truthy(out:find("CUDA_VISIBLE_DEVICES='' hides every GPU", 1, true), out)
+  end)
+end)
+
+-- ---- on a GPU ---------------------------------------------------------------------------------
+
+describe("on a GPU", function()
+  local function need_gpu()
+    if GPU then return true end
+    pending("skipped: no GPU here (" .. tostring(mf.cuda.why_unavailable()) .. ")")
+    return false
+  end
+
+  it("moves tensors with to/cuda/cpu, keeping values, dtypes and autograd", function()
+    if not need_gpu() then return end
+    local t = mf.tensor { { 1, 2 }, { 3, 4 } }
+    local g = t:cuda()
+    assert.equal("cuda:0", g:device())
+    assert.equal("cuda:0", t:to("/gpu:0"):device())
+    assert.equal("cuda:0", t:to("/device:GPU:0"):device())
+    assert.equal("cuda:0", t:to { device = "cuda:0", dtype = "float64" }:device())
+    assert.equal("float64", t:to("cuda:0", "float64"):dtype())
+    assert.equal(g, g:cuda()) -- already there: the same tensor
+    H.equal(g:cpu(), { { 1, 2 }, { 3, 4 } })
+    assert.equal("cpu", g:cpu():device())
+    local w = mf.tensor { 1, 2 }:cuda():requires_grad()
+    local loss = (w * w):sum()
+    loss:backward()
+    assert.equal("cuda:0", w.grad:device())
+    H.equal(w.grad:cpu(), { 2, 4 })
+  end)
+
+  it("an op mixing devices is an error naming the op and both devices, with no copy", function()
+    if not need_gpu() then return end
+    local c, g = mf.ones { 2 }, mf.ones { 2 }:cuda()
+    H.err(function() return c + g end, "add: tensors are on different devices (cpu and cuda:0)")
+    H.err(function() return g * c end, "mul: tensors are on different devices (cuda:0 and cpu)")
+    H.err(function() return mf.matmul(mf.ones { 2, 2 }, mf.ones { 2, 2 }:cuda()) end,
+      "matmul: tensors are on different devices (cpu and cuda:0)")
+    H.err(function() return mf.cat({ c, g }, 1) end, "cat: tensors are on different devices")
+    H.err(function() return mf.where(mf.ones({ 2 }, { dtype = "bool" }), c, g) end,
+      "different devices")
+    -- scalars follow the tensor; values from Lua are not "devices"
+    assert.equal("cuda:0", (g + 1):device())
+  end)
+
+  it("mf.device makes new tensors on the GPU, nested scopes restore", function()
+    if not need_gpu() then return end
+    mf.device("/gpu:0", function()
+      assert.equal("cuda:0", mf.zeros { 2 }:device())
+      assert.equal("cuda:0", mf.randn(3):device())
+      assert.equal("cuda:0", mf.tensor { 1, 2 }:device())
+      mf.device("/cpu:0", function() assert.equal("cpu", mf.ones { 1 }:device()) end)
+      assert.equal("cuda:0", mf.full({ 2 }, 1):device())
+    end)
+    assert.equal("cpu", mf.zeros { 1 }:device())
+    local n = mf.cuda.device_count()
+    H.err(function() mf.device("cuda:" .. n, function() end) end, "no such device")
+  end)
+
+  it("a session runs /gpu:0 nodes on the GPU and fetches CPU tensors", function()
+    if not need_gpu() then return end
+    local g = mf.Graph()
+    local x, y
+    g:as_default(function()
+      x = mf.placeholder("float32", { 2, 2 }, "x")
+      y = mf.device("/gpu:0", function() return mf.matmul(x, x) + 1 end)
+    end)
+    local sess <close> = mf.Session { graph = g, config = { log_device_placement = true } }
+    local out
+    local lines = capture_stderr(function() out = sess:run(y, { [x] = { { 1, 2 }, { 3, 4 } } }) end)
+    assert.equal("cpu", out:device())
+    H.equal(out, { { 8, 11 }, { 16, 23 } })
+    assert.truthy(table.concat(lines, "\n"):find("/device:GPU:0", 1, true))
+  end)
+
+  it("memory statistics follow the tensors; the fraction cap makes a clear out-of-memory error", function()
+    if not need_gpu() then return end
+    collectgarbage()
+    mf.cuda.synchronize()
+    mf.cuda.empty_cache()
+    local base = mf.cuda.memory_allocated()
+    local t = mf.empty({ 1024, 1024 }, { device = "cuda:0" }) -- 4 MiB
+    assert.is_true(mf.cuda.memory_allocated() >= base + 4 * 1024 * 1024)
+    assert.is_true(mf.cuda.max_memory_allocated() >= mf.cuda.memory_allocated())
+    assert.is_true(mf.cuda.memory_reserved("cuda:0") >= mf.cuda.memory_allocated(0))
+    t = nil
+    collectgarbage()
+    collectgarbage()
+    assert.equal(base, mf.cuda.memory_allocated())
+    local ok, err = pcall(function()
+      local s <close> = mf.Session { config = { gpu_options = { per_process_gpu_memory_fraction = 1e-4 } } }
+      mf.cuda.empty_cache()
+      return mf.empty({ 1024, 1024, 1024 }, { device = "cuda:0" }) -- 4 GiB
+    end)
+    mf.cuda.set_memory_fraction(1)
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("out of memory", 1, true), err)
+  end)
+
+  it("device_count{GPU = 0} in a session leaves other sessions their GPU", function()
+    if not need_gpu() then return end
+    local g = mf.Graph()
+    local x, y
+    g:as_default(function()
+      x = mf.placeholder("float32", { 2 }, "x")
+      y = mf.device("/gpu:0", function() return x * 2 end)
+    end)
+    local cpu_only <close> = mf.Session { graph = g, config = { device_count = { GPU = 0 },
+      allow_soft_placement = true, log_device_placement = true } }
+    local lines = capture_stderr(function() H.equal(cpu_only:run(y, { [x] = { 1, 2 } }), { 2, 4 }) end)
+    assert.truthy(table.concat(lines, "\n"):find("device_count.GPU = 0 hides it", 1, true))
+    local gpu <close> = mf.Session { graph = g, config = { log_device_placement = true } }
+    lines = capture_stderr(function() H.equal(gpu:run(y, { [x] = { 1, 2 } }), { 2, 4 }) end)
+    assert.truthy(table.concat(lines, "\n"):find("(mul): /device:GPU:0", 1, true))
+  end)
+
+  it("a child with CUDA_VISIBLE_DEVICES='' sees none while this process sees them", function()
+    if not need_gpu() then return end
+    local out = host("CUDA_VISIBLE_DEVICES=", "-e " .. H.q("print(mf.cuda.device_count())"))
+    assert.equal("0\n", out)
+    assert.is_true(mf.cuda.device_count() > 0)
+  end)
+end)
