@@ -366,6 +366,11 @@ local NOFOLD = { rand = true, randn = true, dropout = true, randperm = true, ran
   randn_like = true, Dropout = true, random_normal = true, random_uniform = true,
   truncated_normal = true }
 
+-- G.is_probing(): true while shape inference runs an op on dummy values (constants are the real
+-- tensors then: an op that changes state, such as batch_norm's running statistics, leaves it alone)
+local probing = 0
+function G.is_probing() return probing > 0 end
+
 local function infer(opname, inputs, compute)
   local all_const = true
   for _, t in ipairs(inputs) do
@@ -376,12 +381,14 @@ local function infer(opname, inputs, compute)
   local grad_on = raw.is_grad_enabled()
   raw.set_grad_enabled(false)
   local runs, last_err = {}, nil
+  probing = probing + 1
   for probe = 1, all_const and 1 or 2 do
     local vals = {}
     for i, t in ipairs(inputs) do vals[i] = dummy(t, probe) end
     local res = table.pack(pcall(compute, vals))
     if res[1] then runs[#runs + 1] = res else last_err = res[2] end
   end
+  probing = probing - 1
   raw.set_grad_enabled(grad_on)
   raw.set_rng_state(table.unpack(rng, 1, rng.n))
   if #runs == 0 then

@@ -136,6 +136,13 @@ end
 -- flatten(x [, start = 1 [, end = -1]]): dims start..end merged (torch.flatten).
 function F.flatten(x, start, stop) return x:flatten(start or 1, stop or -1) end
 
+-- Whether a graph's shape inference is running an op on dummy values: its constants are the real
+-- tensors then (batch_norm leaves the running stats alone).
+local function probing()
+  local G = package.loaded["moonflow.graph"]
+  return G ~= nil and G.is_probing()
+end
+
 -- batch_norm(x, running_mean, running_var [, weight [, bias [, training = false [, momentum = 0.1
 -- [, eps = 1e-5 [, channel_dim = 2]]]]]]): normalises over every dim but channel_dim. Training:
 -- batch mean and biased variance, and the running stats (when given) updated in place with the
@@ -166,7 +173,7 @@ function F.batch_norm(x, running_mean, running_var, weight, bias, training, mome
     local var = xc * xc
     for d = 1, nd do if d ~= cdim then var = var:mean(d, true) end end
     y = xc / mf.sqrt(var + eps)
-    if running_mean ~= nil then
+    if running_mean ~= nil and not probing() then
       mf.no_grad(function()
         local m = mean:detach():reshape { C }
         local v = var:detach():reshape { C } * (count / (count - 1))

@@ -162,7 +162,9 @@ local function batchnorm_class(name, ndims)
     mf.no_grad(function() self.num_batches_tracked:fill_(0) end)
   end
 
-  function cls:forward(x)
+  -- forward(x [, training]): training (a boolean) overrides the module's mode for this call; on a
+  -- symbolic x it may also be a bool scalar placeholder (see nn/batchnorm_graph.lua).
+  function cls:forward(x, training)
     local nd = x:dim()
     if not ndims[nd] then
       fail(self, "expected a %s input, got shape %s", ndims.text, shape_str(x))
@@ -172,9 +174,14 @@ local function batchnorm_class(name, ndims)
       fail(self, "expected %d channels in dimension %d, got shape %s", self.num_features, cdim,
         shape_str(x))
     end
-    local batch_stats = self.training or not self.track_running_stats
+    if mf.is_symbolic(x) then return require("moonflow.nn.batchnorm_graph").forward(self, x, cdim, training) end
+    if training ~= nil and type(training) ~= "boolean" then
+      fail(self, "training must be a boolean for an eager input, got %s", tostring(training))
+    end
+    if training == nil then training = self.training end
+    local batch_stats = training or not self.track_running_stats
     local momentum = self.momentum
-    if self.training and self.track_running_stats then
+    if training and self.track_running_stats then
       local n = self.num_batches_tracked:item() + 1
       mf.no_grad(function() self.num_batches_tracked:fill_(n) end)
       if not momentum then momentum = 1 / n end
