@@ -5,7 +5,7 @@
 --
 --   moonflow examples/mnist_cnn.lua [--quick] [--steps 20000] [--batch 50] [--lr 1e-4]
 --        [--threads N] [--data DIR] [--seed 1] [--format NCHW|NHWC] [--every 100]
---        [--logdir DIR] [--save model.safetensors]
+--        [--logdir DIR] [--save model.safetensors] [--device cpu|cuda]
 -- NCHW (the default) is the fast layout here; --format NHWC builds the tutorial's NHWC layers and
 -- prints its shape log (1x784 → 1x28x28x1 → 1x28x28x32 → ... → 1x10).
 -- --logdir DIR writes TensorBoard curves every --every steps: DIR/train the batch loss and
@@ -18,7 +18,8 @@ local mf = require "moonflow"
 local nn, F = mf.nn, mf.nn.functional
 
 local opt = mf.flags { quick = false, steps = 20000, batch = 50, lr = 1e-4, threads = 0,
-  data = "MNIST_data", seed = 1, format = "NCHW", every = 100, logdir = "", save = "" }
+  data = "MNIST_data", seed = 1, format = "NCHW", every = 100, logdir = "", save = "",
+  device = "cpu" }
 if opt.quick then
   opt.steps = math.ceil(55000 / opt.batch) -- one epoch
   opt.lr = 1e-3
@@ -27,6 +28,13 @@ if opt.threads > 0 then mf.set_num_threads(opt.threads) end
 mf.manual_seed(opt.seed)
 
 local mnist = mf.data.mnist.read_data_sets(opt.data, { one_hot = false })
+-- --device cpu|cuda|cuda:N: where the model, its optimizer state and the batches live (a GPU the
+-- machine lacks is an error saying why); results come back to the CPU to be printed
+local device = opt.device
+if device ~= "cpu" then
+  local why = mf.cuda.why_unavailable(device)
+  if why then error("--device " .. device .. ": " .. why, 0) end
+end
 
 -- the model, as the tutorial builds it (NHWC: images are 28x28x1)
 local nhwc = opt.format == "NHWC"
@@ -46,6 +54,7 @@ mf.no_grad(function()
   end
 end)
 print(model:summary { 1, 784 })
+model:to(device)
 
 local adam = mf.optim.Adam(model:parameters(), { lr = opt.lr })
 
@@ -56,7 +65,7 @@ local function evaluate(ds)
     local n = 0
     for i = 1, ds.num_examples, 1000 do
       local len = math.min(1000, ds.num_examples - i + 1)
-      local x, y = ds.images:narrow(1, i, len), ds.labels:narrow(1, i, len)
+      local x, y = ds.images:narrow(1, i, len):to(device), ds.labels:narrow(1, i, len):to(device)
       n = n + mf.eq(mf.argmax(model(x), 2), y):sum():item()
     end
     return n
@@ -81,7 +90,7 @@ if opt.logdir ~= "" then
   local n = math.min(1000, val.num_examples)
   log = { train = mf.summary.FileWriter(opt.logdir .. "/train"),
     validation = mf.summary.FileWriter(opt.logdir .. "/validation"),
-    images = val.images:narrow(1, 1, n), labels = val.labels:narrow(1, 1, n) }
+    images = val.images:narrow(1, 1, n):to(device), labels = val.labels:narrow(1, 1, n):to(device) }
 end
 local function write_logs(step, loss, acc)
   log.train:add_scalar("loss", loss, step)
@@ -121,6 +130,7 @@ end
 local t0, window_t, window_n = mf.clock(), mf.clock(), 0
 for step = 1, opt.steps do
   local xs, ys = mnist.train:next_batch(opt.batch)
+  xs, ys = xs:to(device), ys:to(device)
   local logits = model(xs)
   local loss = F.cross_entropy(logits, ys)
   adam:zero_grad()

@@ -4,6 +4,7 @@
 --
 --   moonflow examples/mnist_softmax.lua [--data DIR] [--steps 1000] [--batch 100] [--lr 0.5]
 --                                       [--threads N] [--seed 1] [--logdir DIR] [--every 100]
+--                                       [--device cpu|cuda]
 -- --logdir DIR writes TensorBoard curves every --every steps: DIR/train the batch's loss and
 -- accuracy, DIR/validation those of the 5,000 validation images (the same tags, so TensorBoard
 -- overlays the two runs), and every 10th time histograms of W and b.
@@ -11,15 +12,22 @@ local mf = require "moonflow"
 local F = mf.nn.functional
 
 local opt = mf.flags { data = "MNIST_data", steps = 1000, batch = 100, lr = 0.5, threads = 0,
-  seed = 1, logdir = "", every = 100 }
+  seed = 1, logdir = "", every = 100, device = "cpu" }
 if opt.threads > 0 then mf.set_num_threads(opt.threads) end
 mf.manual_seed(opt.seed)
 
 local mnist = mf.data.mnist.read_data_sets(opt.data, { one_hot = true })
+-- --device cpu|cuda|cuda:N: where the model, its optimizer state and the batches live (a GPU the
+-- machine lacks is an error saying why); results come back to the CPU to be printed
+local device = opt.device
+if device ~= "cpu" then
+  local why = mf.cuda.why_unavailable(device)
+  if why then error("--device " .. device .. ": " .. why, 0) end
+end
 
 -- the model
-local W = mf.zeros({ 784, 10 }):requires_grad()
-local b = mf.zeros({ 10 }):requires_grad()
+local W = mf.zeros({ 784, 10 }, { device = device }):requires_grad()
+local b = mf.zeros({ 10 }, { device = device }):requires_grad()
 local sgd = mf.optim.SGD({ W, b }, { lr = opt.lr })
 
 -- --logdir: loss and accuracy of a batch (its logits y) and of the validation set
@@ -36,9 +44,10 @@ local function write_logs(step, loss, y, ys)
     end
     log.train:add_scalar("loss", loss, step)
     log.train:add_scalar("accuracy", accuracy(y, ys), step)
-    local vy = mf.matmul(mnist.validation.images, W) + b
-    log.validation:add_scalar("loss", F.cross_entropy(vy, mnist.validation.labels), step)
-    log.validation:add_scalar("accuracy", accuracy(vy, mnist.validation.labels), step)
+    local vx, vys = mnist.validation.images:to(device), mnist.validation.labels:to(device)
+    local vy = mf.matmul(vx, W) + b
+    log.validation:add_scalar("loss", F.cross_entropy(vy, vys), step)
+    log.validation:add_scalar("accuracy", accuracy(vy, vys), step)
     if step % (10 * opt.every) == 0 or step == opt.steps then
       log.train:add_histogram("W", W:detach(), step)
       log.train:add_histogram("b", b:detach(), step)
@@ -49,6 +58,7 @@ end
 local t0 = mf.clock()
 for step = 1, opt.steps do
   local xs, ys = mnist.train:next_batch(opt.batch)
+  xs, ys = xs:to(device), ys:to(device)
   local y = mf.matmul(xs, W) + b
   local loss = F.cross_entropy(y, ys) -- softmax cross entropy with one-hot labels, batch mean
   sgd:zero_grad()
@@ -63,8 +73,8 @@ end
 local train_s = mf.clock() - t0
 
 local correct = mf.no_grad(function()
-  local y = mf.matmul(mnist.test.images, W) + b
-  return mf.equal(mf.argmax(y, 2), mf.argmax(mnist.test.labels, 2))
+  local y = mf.matmul(mnist.test.images:to(device), W) + b
+  return mf.equal(mf.argmax(y, 2), mf.argmax(mnist.test.labels:to(device), 2))
 end)
 local accuracy = mf.reduce_mean(mf.cast(correct, "float32")):item()
 io.stderr:write(string.format("training: %d steps in %.3f s\n", opt.steps, train_s))
