@@ -155,9 +155,12 @@ template <class P> static bool pick(const P *perf, int n, bool fma_only, conv_en
   for (int i = 0; i < n; i++) {
     if (perf[i].status != CUDNN_STATUS_SUCCESS) continue;
     if (perf[i].memory > MAX_WORKSPACE) continue;
-    if (fma_only && perf[i].mathType == CUDNN_TENSOR_OP_MATH) continue;
+    if (fma_only && (perf[i].mathType == CUDNN_TENSOR_OP_MATH ||
+                     perf[i].mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION))
+      continue;
     e->algo = (int)perf[i].algo;
-    e->math = perf[i].mathType;
+    /* FMA asked for: keep it (cuDNN's DEFAULT_MATH may use TF32 on sm_80+) */
+    e->math = fma_only ? CUDNN_FMA_MATH : perf[i].mathType;
     e->workspace = perf[i].memory;
     return true;
   }
@@ -237,7 +240,10 @@ static mf_status choose(conv_setup *cs, int kind, const void *xp, void *xw, cons
   if (!ok)
     return mf_fail(MF_ERR_UNSUPPORTED, "cuda:%d: %s: cuDNN offers no algorithm for %s",
                    cs->dev->index, cs->op, cs->what);
-  /* the heuristics' memory figure is an estimate: ask for the exact size */
+  /* the heuristics' memory figure is an estimate: ask for the exact size, in the math mode the
+   * call will run in */
+  MF_TRY(mf_dnn_check(cs->dev, cudnnSetConvolutionMathType(cs->conv.d, e->math), cs->op,
+                      "cudnnSetConvolutionMathType", cs->what));
   size_t need = 0;
   if (kind == K_FWD)
     s = mf_dnn_check(
