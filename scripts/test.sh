@@ -5,7 +5,8 @@
 #   build-asan/  AddressSanitizer + UndefinedBehaviorSanitizer, CPU only, -O1 -g.
 # For each build it runs the C tests (ctest; each test prints `# passed N failed M`, counting its
 # checks) and the Lua specs tests/lua/*_spec.lua (busted, with the module of that build: on the
-# stock lua5.4 for Release, on the sanitized host build-asan/moonflow for ASan). The last line
+# stock lua5.4 for Release, on the sanitized host build-asan/moonflow for ASan), then each file
+# reader's fuzz target for a few seconds (scripts/fuzz.sh, build-fuzz/). The last line
 # it prints is `N passed, N failed, N skipped`, summed over both builds; it exits non-zero when a
 # check or spec failed, a test crashed, or a build step failed.
 #
@@ -223,6 +224,24 @@ if [[ ${MOONFLOW_TEST_ASAN:-1} != 0 ]]; then
   fi
 else
   section "sanitizer build skipped (MOONFLOW_TEST_ASAN=0)"
+fi
+
+# ---- fuzz -------------------------------------------------------------------------------------
+# scripts/fuzz.sh: each file reader's libFuzzer target (tests/fuzz) for a few seconds under ASan +
+# UBSan, built in build-fuzz/; each target is one check (skipped when clang/libFuzzer is missing).
+# MOONFLOW_TEST_FUZZ_SECONDS sets the seconds per target (default 10; 0: the seed corpora only).
+section "fuzz (build-fuzz)"
+mkdir -p build-fuzz
+scripts/fuzz.sh "${MOONFLOW_TEST_FUZZ_SECONDS:-10}" >build-fuzz/fuzz.log 2>&1
+fuzz_rc=$?
+sed 's/^/  /' build-fuzz/fuzz.log
+fuzz_ok=$(grep -c '^ok: ' build-fuzz/fuzz.log)
+fuzz_failed=$(grep -c '^FAILED: ' build-fuzz/fuzz.log)
+total_passed=$((total_passed + fuzz_ok))
+total_skipped=$((total_skipped + $(grep -c '^skipped: ' build-fuzz/fuzz.log)))
+total_failed=$((total_failed + fuzz_failed))
+if ((fuzz_rc != 0 && fuzz_rc != 77 && fuzz_failed == 0)); then
+  step_failed "scripts/fuzz.sh exited with status $fuzz_rc (log: build-fuzz/fuzz.log)"
 fi
 
 section "done"

@@ -286,7 +286,11 @@ typedef T F(vecu) __attribute__((vector_size(VBYTES), aligned(sizeof(T)))); /* u
 typedef CONV_I F(ivec) __attribute__((vector_size(VBYTES))); /* integers of T's width */
 
 static inline F(vec) F(splat)(T s) { /* a broadcast (a loop or {} + s compile to worse) */
+#if defined(__clang__)
+  return (F(vec)){0} + s; /* clang has no __builtin_shuffle; a scalar operand broadcasts */
+#else
   return __builtin_shuffle((F(vec)){s}, (F(ivec)){0});
+#endif
 }
 
 /* P ((OH + KH) rows of Wq) = x (H, W) placed at (pt, pl), zeros elsewhere */

@@ -237,6 +237,10 @@ mf_status mf_save_safetensors(const char *path, int n, const char *const *names,
  * dtype, and data that is covered exactly: no overlaps, no gaps, no bytes left over. */
 mf_status mf_load_safetensors(const char *path, int nsel, const char *const *sel,
                               mf_tensor_list *out);
+/* The same from the file's bytes data[0..n) (borrowed; the tensors are copies); `name` stands for
+ * the file in messages (NULL: "buffer"). The _from_memory readers below do the same. */
+mf_status mf_load_safetensors_from_memory(const char *name, const void *data, size_t n, int nsel,
+                                          const char *const *sel, mf_tensor_list *out);
 
 /* .npy: one tensor (format 1.0, or 2.0 when the header needs it; data 64-byte aligned, C order). */
 mf_status mf_save_npy(const char *path, const mf_tensor *t);
@@ -244,6 +248,7 @@ mf_status mf_save_npy(const char *path, const mf_tensor *t);
  * order); fortran_order True is read transposed and made contiguous. Rejects object and structured
  * dtypes and everything else. */
 mf_status mf_load_npy(const char *path, mf_tensor **out);
+mf_status mf_load_npy_from_memory(const char *name, const void *data, size_t n, mf_tensor **out);
 /* .npz: a ZIP archive of `<name>.npy` members, stored (method 0) with CRC-32, zip64 records when
  * sizes or offsets need them. */
 mf_status mf_save_npz(const char *path, int n, const char *const *names, mf_tensor *const *tensors);
@@ -251,6 +256,8 @@ mf_status mf_save_npz(const char *path, int n, const char *const *names, mf_tens
  * record, members stored or deflated, CRC-32 checked. Names are the members' without ".npy". sel
  * as for mf_load_safetensors. */
 mf_status mf_load_npz(const char *path, int nsel, const char *const *sel, mf_tensor_list *out);
+mf_status mf_load_npz_from_memory(const char *name, const void *data, size_t n, int nsel,
+                                  const char *const *sel, mf_tensor_list *out);
 
 #ifdef __cplusplus
 }

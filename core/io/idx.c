@@ -192,25 +192,26 @@ static mf_status read_body(reader *r, mf_tensor **out) {
                    "(%d dims need %d bytes of sizes, found %lld)",
                    path, ndim, 4 * ndim, (long long)got);
   int64_t shape[MF_MAX_DIMS];
-  int64_t numel = 1;
-  bool overflow = false;
+  int64_t numel = 1; /* of the nonzero sizes: a zero among sizes that overflow is no less corrupt,
+                      * and the tensor's strides would overflow all the same */
+  bool overflow = false, zero = false;
   for (int d = 0; d < ndim; d++) {
     const unsigned char *p = dims + 4 * d;
     shape[d] = (int64_t)((uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]);
-    if (shape[d] == 0) numel = 0, overflow = false;
-    if (numel && !overflow) {
-      if (shape[d] > MAX_BYTES / 8 / numel)
-        overflow = true; /* 8: the widest element */
-      else
-        numel *= shape[d];
-    }
+    if (shape[d] == 0)
+      zero = true;
+    else if (!overflow && shape[d] > MAX_BYTES / 8 / numel) /* 8: the widest element */
+      overflow = true;
+    else if (!overflow)
+      numel *= shape[d];
   }
   char sh[160];
   mf_shape_fmt(ndim, shape, sh, sizeof sh);
-  if (overflow && numel)
+  if (overflow)
     return mf_fail(MF_ERR_IO,
                    "read_idx: %s: sizes %s overflow: more than 2^48 bytes, a corrupt header", path,
                    sh);
+  if (zero) numel = 0;
   mf_dtype dt = mf_idx_dtype(type);
   int64_t nbytes = numel * (int64_t)isz; /* of data in the file */
   int64_t hbytes = 4 + 4 * (int64_t)ndim;

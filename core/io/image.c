@@ -210,13 +210,19 @@ static bool jpeg_dht_ok(const unsigned char *d, size_t n) {
     size_t len = (size_t)d[i + 2] << 8 | d[i + 3];
     if (len < 2) return true; /* stb rejects it itself */
     if (m == 0xC4) {
-      size_t at = i + 4, end = i + 2 + len < n ? i + 2 + len : n;
-      while (at + 17 <= end) {
+      /* the tables as stb reads them: another table while any byte of the segment is left, its
+       * 17 header bytes and its codes even when they run past the segment's end (bytes past the
+       * file's end read as 0), so that a table straddling the end is checked too */
+      int64_t left = (int64_t)len - 2;
+      size_t at = i + 4;
+      while (left > 0) {
         size_t codes = 0;
-        for (int k = 1; k <= 16; k++) codes += d[at + k];
+        for (size_t k = 1; k <= 16; k++) codes += at + k < n ? d[at + k] : 0;
         if (codes > 256) return false;
         at += 17 + codes;
+        left -= 17 + (int64_t)codes;
       }
+      if (left != 0) return true; /* stb rejects the segment itself, and reads no further */
     }
     i += 2 + len;
   }

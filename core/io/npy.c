@@ -257,7 +257,7 @@ static bool parse_dict(const char *h, size_t n, npy_info *info, char *why, size_
       bytes *= v;
   }
   if (zero) bytes = 0;
-  if (overflow && !zero) {
+  if (overflow) { /* even with a zero size: the tensor's strides would overflow */
     snprintf(why, nwhy, "the shape overflows (a corrupt header)");
     return false;
   }
@@ -342,6 +342,15 @@ mf_status mf_load_npy(const char *path, mf_tensor **out) {
                        : mf_fail(MF_ERR_IO, "load_npy: %s: empty file, expected .npy data", path);
   mfio_unmap(&m);
   return s;
+}
+
+mf_status mf_load_npy_from_memory(const char *name, const void *data, size_t n, mf_tensor **out) {
+  if (!out) return mf_fail(MF_ERR_ARG, "load_npy: out is NULL");
+  *out = NULL;
+  if (!data && n) return mf_fail(MF_ERR_ARG, "load_npy: data is NULL");
+  if (!name) name = "buffer";
+  return n ? npy_decode("load_npy", name, data, n, out)
+           : mf_fail(MF_ERR_IO, "load_npy: %s: empty, expected .npy data", name);
 }
 
 /* The header and data bytes of t as .npy. */
@@ -610,8 +619,8 @@ static mf_status find_directory(const char *path, const mfio_map *m, uint64_t *c
   *cd_off = get32(e + 16);
   if (*count == 0xFFFF || *cd_size == U32MAX || *cd_off == U32MAX) {
     if (eocd >= 20 && get32(d + eocd - 20) == 0x07064b50) {
-      uint64_t z = get64(d + eocd - 20 + 8);
-      if (z > n - 56 || get32(d + z) != 0x06064b50)
+      uint64_t z = get64(d + eocd - 20 + 8); /* its 56 bytes lie before the locator */
+      if (eocd < 20 + 56 || z > eocd - 20 - 56 || get32(d + z) != 0x06064b50)
         return mf_fail(MF_ERR_IO, RZ ": %s: bad ZIP: the zip64 end record is missing", path);
       *count = get64(d + z + 32);
       *cd_size = get64(d + z + 40);
@@ -823,6 +832,17 @@ mf_status mf_load_npz(const char *path, int nsel, const char *const *sel, mf_ten
   MF_TRY(mfio_map_file(RZ, path, &m));
   mf_status s = read_members(path, &m, nsel, sel, out);
   mfio_unmap(&m);
+  if (s != MF_OK) mf_tensor_list_free(out);
+  return s;
+}
+
+mf_status mf_load_npz_from_memory(const char *name, const void *data, size_t n, int nsel,
+                                  const char *const *sel, mf_tensor_list *out) {
+  if (!out) return mf_fail(MF_ERR_ARG, RZ ": out is NULL");
+  memset(out, 0, sizeof *out);
+  if (!data && n) return mf_fail(MF_ERR_ARG, RZ ": data is NULL");
+  mfio_map m = {data, n};
+  mf_status s = read_members(name ? name : "buffer", &m, nsel, sel, out);
   if (s != MF_OK) mf_tensor_list_free(out);
   return s;
 }

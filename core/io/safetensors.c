@@ -755,7 +755,7 @@ static mf_status parse_entry(const char *path, const jnode *j, entry *e, uint64_
       bytes *= v->u;
   }
   if (zero) bytes = 0;
-  if (overflow && !zero) /* a zero size anywhere makes it empty after all */
+  if (overflow) /* even with a zero size: the tensor's strides would overflow */
     return mf_fail(MF_ERR_IO, RD ": %s: tensor '%s': its shape overflows (a corrupt header)", path,
                    nm);
   if (of->type != J_ARR || of->n != 2 || of->items[0].type != J_NUM || !of->items[0].is_uint ||
@@ -879,35 +879,32 @@ static mf_status read_tensors(const char *path, const mfio_map *m, const jnode *
   return s;
 }
 
-mf_status mf_load_safetensors(const char *path, int nsel, const char *const *sel,
-                              mf_tensor_list *out) {
-  if (!out) return mf_fail(MF_ERR_ARG, RD ": out is NULL");
-  memset(out, 0, sizeof *out);
-  mfio_map m;
-  MF_TRY(mfio_map_file(RD, path, &m));
+/* The whole file (or buffer) m, named `path` in messages. */
+static mf_status load_bytes(const char *path, const mfio_map *m, int nsel, const char *const *sel,
+                            mf_tensor_list *out) {
   mf_status s = MF_OK;
   uint64_t hlen = 0;
-  if (m.size < 8)
+  if (m->size < 8)
     s = mf_fail(MF_ERR_IO,
                 RD ": %s: truncated: %zu bytes, a safetensors file starts with an "
                    "8-byte header length",
-                path, m.size);
+                path, m->size);
   else {
-    for (int k = 0; k < 8; k++) hlen |= (uint64_t)m.data[k] << (8 * k);
+    for (int k = 0; k < 8; k++) hlen |= (uint64_t)m->data[k] << (8 * k);
     if (hlen > MAX_HEADER)
       s = mf_fail(MF_ERR_IO,
                   RD ": %s: header length %llu is over the 100,000,000-byte limit (not "
                      "a safetensors file?)",
                   path, (unsigned long long)hlen);
-    else if (hlen > m.size - 8)
+    else if (hlen > m->size - 8)
       s = mf_fail(MF_ERR_IO,
                   RD ": %s: header length %llu runs past the end of the file (%zu "
                      "bytes): truncated or not a safetensors file",
-                  path, (unsigned long long)hlen, m.size);
+                  path, (unsigned long long)hlen, m->size);
   }
   jnode root = {0};
   if (s == MF_OK) {
-    const unsigned char *h = m.data + 8;
+    const unsigned char *h = m->data + 8;
     size_t ok = utf8_valid(h, hlen);
     jparser P = {.p = h, .begin = h, .end = h + hlen};
     if (ok != hlen)
@@ -919,11 +916,30 @@ mf_status mf_load_safetensors(const char *path, int nsel, const char *const *sel
                                                      "trailing characters")))
       s = mf_fail(MF_ERR_IO, RD ": %s: %s", path, P.err);
   }
-  if (s == MF_OK) s = read_tensors(path, &m, &root, nsel, sel, out);
+  if (s == MF_OK) s = read_tensors(path, m, &root, nsel, sel, out);
   jfree(&root);
-  mfio_unmap(&m);
   if (s != MF_OK) mf_tensor_list_free(out);
   return s;
+}
+
+mf_status mf_load_safetensors(const char *path, int nsel, const char *const *sel,
+                              mf_tensor_list *out) {
+  if (!out) return mf_fail(MF_ERR_ARG, RD ": out is NULL");
+  memset(out, 0, sizeof *out);
+  mfio_map m;
+  MF_TRY(mfio_map_file(RD, path, &m));
+  mf_status s = load_bytes(path, &m, nsel, sel, out);
+  mfio_unmap(&m);
+  return s;
+}
+
+mf_status mf_load_safetensors_from_memory(const char *name, const void *data, size_t n, int nsel,
+                                          const char *const *sel, mf_tensor_list *out) {
+  if (!out) return mf_fail(MF_ERR_ARG, RD ": out is NULL");
+  memset(out, 0, sizeof *out);
+  if (!data && n) return mf_fail(MF_ERR_ARG, RD ": data is NULL");
+  mfio_map m = {data, n};
+  return load_bytes(name ? name : "buffer", &m, nsel, sel, out);
 }
 
 /* ==== writing ================================================================================ */

@@ -285,6 +285,11 @@ static void test_errors(void) {
     static const unsigned char huge[] = {0,    0,    8,    4,    0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
                                          0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0,    1,    0,    0};
     bad("huge.idx", huge, sizeof huge, gz, "sizes 4294967295x4294967295x4294967295x65536 overflow");
+    /* (found by tests/fuzz/fuzz_idx.c) sizes that overflow with a zero among them: once read as
+     * an empty tensor, whose element count and strides then overflowed */
+    static const unsigned char zhuge[] = {0,    0,    0x0D, 3,    0xff, 0xff, 0xff, 0xff,
+                                          0xff, 0xff, 0xff, 0xff, 0,    0,    0,    0};
+    bad("zhuge.idx", zhuge, sizeof zhuge, gz, "sizes 4294967295x4294967295x0 overflow");
     /* plausible sizes that the file cannot hold: refused before allocating 4 GB */
     static const unsigned char big[] = {0, 0, 0x0D, 2, 0, 1, 0, 0, 0, 0, 0x40, 0, 1, 2, 3, 4};
     bad("big.idx", big, sizeof big, gz,

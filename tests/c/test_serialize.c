@@ -541,6 +541,79 @@ static void test_npz(void) {
   for (int i = 0; i < n; i++) mf_release(ts[i]);
 }
 
+/* ---- readers from memory, and what the fuzzers found (tests/fuzz) ---------------------------- */
+
+static void test_from_memory(void) {
+  /* the _from_memory readers give what the path readers give, naming `name` in messages */
+  static unsigned char buf[1 << 12];
+  double v[6] = {1, 2, 3, 4, 5, 6};
+  mf_tensor *t = tensor_of(MF_F32, 2, (int64_t[]){2, 3}, v), *u = NULL;
+  const char *nm[1] = {"x"};
+  mf_tensor_list l;
+  CHECK_OK(mf_save_safetensors(at("mem.safetensors"), 1, nm, &t, 0, NULL, NULL));
+  long n = slurp(at("mem.safetensors"), buf, sizeof buf);
+  CHECK_OK(mf_load_safetensors_from_memory("m.st", buf, (size_t)n, 1, nm, &l));
+  CHECK(l.n == 1 && same_tensor(l.tensors[0], t));
+  mf_tensor_list_free(&l);
+  CHECK_FAILS(mf_load_safetensors_from_memory("m.st", buf, (size_t)n - 1, 0, NULL, &l), MF_ERR_IO,
+              "load_safetensors: m.st: truncated");
+  CHECK_FAILS(mf_load_safetensors_from_memory(NULL, buf, 3, 0, NULL, &l), MF_ERR_IO,
+              "load_safetensors: buffer: truncated: 3 bytes");
+  CHECK_FAILS(mf_load_safetensors_from_memory(NULL, NULL, 5, 0, NULL, &l), MF_ERR_ARG,
+              "data is NULL");
+  CHECK_OK(mf_save_npy(at("mem.npy"), t));
+  n = slurp(at("mem.npy"), buf, sizeof buf);
+  CHECK_OK(mf_load_npy_from_memory("m.npy", buf, (size_t)n, &u));
+  CHECK(same_tensor(u, t));
+  DROP(u);
+  CHECK_FAILS(mf_load_npy_from_memory("m.npy", buf, (size_t)n + 1, &u), MF_ERR_IO,
+              "load_npy: m.npy: trailing garbage");
+  CHECK_FAILS(mf_load_npy_from_memory(NULL, NULL, 0, &u), MF_ERR_IO, "buffer: empty");
+  CHECK_OK(mf_save_npz(at("mem.npz"), 1, nm, &t));
+  n = slurp(at("mem.npz"), buf, sizeof buf);
+  CHECK_OK(mf_load_npz_from_memory("m.npz", buf, (size_t)n, 0, NULL, &l));
+  CHECK(l.n == 1 && strcmp(l.names[0], "x") == 0 && same_tensor(l.tensors[0], t));
+  mf_tensor_list_free(&l);
+  CHECK_FAILS(mf_load_npz_from_memory("m.npz", buf, (size_t)n - 1, 0, NULL, &l), MF_ERR_IO,
+              "load_npz: m.npz: not a ZIP archive (.npz) or truncated");
+  DROP(t);
+}
+
+static void test_fuzz_found(void) {
+  mf_tensor_list l;
+  /* fuzz_npz: a zip64 end locator in a file shorter than the 56-byte zip64 end record it points
+   * at: the bound (n - 56) wrapped around and the record was read far outside the file */
+  unsigned char z[42] = {0};
+  le32(z, 0x07064b50), le64(z + 8, 0x1000000), le32(z + 16, 1);
+  le32(z + 20, 0x06054b50), le16(z + 28, 0xFFFF), le16(z + 30, 0xFFFF);
+  le32(z + 32, 0xFFFFFFFF), le32(z + 36, 0xFFFFFFFF);
+  CHECK_FAILS(mf_load_npz_from_memory("z.npz", z, sizeof z, 0, NULL, &l), MF_ERR_IO,
+              "the zip64 end record is missing");
+  /* fuzz_idx (the same logic here): sizes that overflow with a zero among them are an error, not
+   * an empty tensor whose strides overflow */
+  const char *zst = "{\"a\":{\"dtype\":\"U8\",\"shape\":[4294967296,4294967296,0],"
+                    "\"data_offsets\":[0,0]}}";
+  unsigned char zb[256];
+  size_t zn = strlen(zst);
+  for (int k = 0; k < 8; k++) zb[k] = (unsigned char)((uint64_t)zn >> (8 * k));
+  memcpy(zb + 8, zst, zn);
+  CHECK_FAILS(mf_load_safetensors_from_memory("z.st", zb, 8 + zn, 0, NULL, &l), MF_ERR_IO,
+              "tensor 'a': its shape overflows");
+  static const char npy[] = "\x93NUMPY\x01\x00\x51\x00{'descr': '|u1', 'fortran_order': False, "
+                            "'shape': (4294967296, 4294967296, 0), }\n";
+  mf_tensor *t = NULL;
+  CHECK_FAILS(mf_load_npy_from_memory("z.npy", npy, sizeof npy - 1, &t), MF_ERR_IO,
+              "z.npy: the shape overflows");
+  /* ... and one whose locator points at bytes overlapping the locator itself */
+  unsigned char z2[98] = {0};
+  le32(z2 + 40, 0x06064b50);
+  le32(z2 + 56, 0x07064b50), le64(z2 + 64, 40), le32(z2 + 72, 1);
+  le32(z2 + 76, 0x06054b50), le16(z2 + 84, 0xFFFF), le16(z2 + 86, 0xFFFF);
+  le32(z2 + 88, 0xFFFFFFFF), le32(z2 + 92, 0xFFFFFFFF);
+  CHECK_FAILS(mf_load_npz_from_memory("z.npz", z2, sizeof z2, 0, NULL, &l), MF_ERR_IO,
+              "the zip64 end record is missing");
+}
+
 /* ---- atomic writes -------------------------------------------------------------------------- */
 
 static void test_atomic(void) {
@@ -580,6 +653,8 @@ int main(void) {
   test_st_corrupt();
   test_npy();
   test_npz();
+  test_from_memory();
+  test_fuzz_found();
   test_atomic();
   cleanup();
   return test_summary();
