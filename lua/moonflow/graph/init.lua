@@ -452,11 +452,28 @@ end
 
 -- Collects the symbolic tensors of an argument list (top level and inside plain tables, two
 -- levels deep), and the eager tensors beside them (which become Const inputs at top level).
+-- The keys of a plain argument table in a fixed order: 1..n, then the other keys sorted (so a keyed
+-- call like softmax_cross_entropy_with_logits{labels=, logits=} always orders its inputs alike).
+local function sorted_keys(t)
+  local keys, n = {}, #t
+  for i = 1, n do keys[i] = i end
+  local named = {}
+  for k in pairs(t) do
+    if not (math.type(k) == "integer" and k >= 1 and k <= n) then named[#named + 1] = k end
+  end
+  table.sort(named, function(a, b)
+    if type(a) ~= type(b) then return type(a) < type(b) end
+    return a < b
+  end)
+  table.move(named, 1, #named, n + 1, keys)
+  return keys
+end
+
 local function scan(v, depth, found)
   if is_sym(v) then
     found[#found + 1] = v
   elseif depth > 0 and type(v) == "table" and getmetatable(v) == nil then
-    for _, x in pairs(v) do scan(x, depth - 1, found) end
+    for _, k in ipairs(sorted_keys(v)) do scan(v[k], depth - 1, found) end
   end
   return found
 end
@@ -503,7 +520,8 @@ local function template(args, n, opts)
   local function walk(v, depth)
     if type(v) ~= "table" or getmetatable(v) ~= nil or depth == 0 then return v end
     local c = {}
-    for k, x in pairs(v) do
+    for _, k in ipairs(sorted_keys(v)) do
+      local x = v[k]
       if is_sym(x) then slot(c, k, x) else c[k] = walk(x, depth - 1) end
     end
     return c
