@@ -341,7 +341,10 @@ local function dummy(t, probe)
     return fill(1)
   end
   if t._dtype == "bool" then return raw.full(shape, true, { dtype = "bool" }) end
-  return raw.full(shape, probe, { dtype = t._dtype })
+  -- integers (possible sizes) differ between the probes; floats are 1/2 and 1/3, values that are
+  -- also valid probabilities (a dropout rate fed through a placeholder)
+  local float = t._dtype:match "^float" or t._dtype:match "^bfloat"
+  return raw.full(shape, float and 1 / (probe + 1) or probe, { dtype = t._dtype })
 end
 
 local function result_info(v)
