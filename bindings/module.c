@@ -66,8 +66,9 @@ static int m_get_default_device(lua_State *L) {
  * the device (graph placement names GPUs a machine may lack); a malformed spec is an error. */
 static int m_parse_device(lua_State *L) {
   if (lua_type(L, 1) != LUA_TSTRING)
-    return luaL_error(L, "device: a device spec (a string such as \"cpu\", \"cuda:0\" or "
-                         "\"/gpu:0\") is needed, got %s",
+    return luaL_error(L,
+                      "device: a device spec (a string such as \"cpu\", \"cuda:0\" or "
+                      "\"/gpu:0\") is needed, got %s",
                       luaL_typename(L, 1));
   mf_device_type kind;
   int index;
