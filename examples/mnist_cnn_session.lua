@@ -7,7 +7,7 @@
 -- (out, in, kh, kw).
 --
 --   moonflow examples/mnist_cnn_session.lua [--quick] [--steps 20000] [--batch 50] [--lr 1e-4]
---        [--threads N] [--data DIR] [--seed 1] [--every 100] [--logdir DIR]
+--        [--threads N] [--data DIR] [--seed 1] [--every 100] [--logdir DIR] [--device cpu|cuda]
 -- --logdir DIR writes TensorBoard curves every --every steps (fetched values): DIR/train the batch
 -- loss and accuracy, DIR/validation those of the first 1,000 validation images (the same tags, so
 -- TensorBoard overlays the two runs), and every 10th time a histogram of each variable; the graph
@@ -16,7 +16,7 @@ local mf = require "moonflow"
 local nn, F = mf.nn, mf.nn.functional
 
 local opt = mf.flags { quick = false, steps = 20000, batch = 50, lr = 1e-4, threads = 0,
-  data = "MNIST_data", seed = 1, every = 100, logdir = "" }
+  data = "MNIST_data", seed = 1, every = 100, logdir = "", device = "cpu" }
 if opt.quick then
   opt.steps = math.ceil(55000 / opt.batch) -- one epoch
   opt.lr = 1e-3
@@ -24,6 +24,15 @@ end
 mf.manual_seed(opt.seed)
 
 local mnist = mf.data.mnist.read_data_sets(opt.data, { one_hot = false })
+-- --device cpu|cuda|cuda:N: the graph's nodes are placed there (variables, optimizer slots and
+-- the fed batches live there; a GPU the machine lacks is an error saying why); fetched results
+-- come back to the CPU
+local device = opt.device
+if device ~= "cpu" then
+  local why = mf.cuda.why_unavailable(device)
+  if why then error("--device " .. device .. ": " .. why, 0) end
+end
+local device_scope <close> = mf.device(device)
 
 local function weight(shape, name)
   return mf.Variable(nn.init.trunc_normal_(mf.empty(shape), 0, 0.1), { name = name })

@@ -5,7 +5,7 @@
 --
 --   moonflow examples/mnist_softmax_session.lua [--data DIR] [--steps 1000] [--batch 100]
 --                                               [--lr 0.5] [--threads N] [--seed 1]
---                                               [--logdir DIR] [--every 100]
+--                                               [--logdir DIR] [--every 100] [--device cpu|cuda]
 -- --logdir DIR writes TensorBoard curves every --every steps (fetched values): DIR/train the
 -- batch's loss and accuracy, DIR/validation those of the 5,000 validation images (the same tags,
 -- so TensorBoard overlays the two runs), and every 10th time a histogram of each variable; the
@@ -13,10 +13,19 @@
 local mf = require "moonflow"
 
 local opt = mf.flags { data = "MNIST_data", steps = 1000, batch = 100, lr = 0.5, threads = 0,
-  seed = 1, logdir = "", every = 100 }
+  seed = 1, logdir = "", every = 100, device = "cpu" }
 mf.manual_seed(opt.seed)
 
 local mnist = mf.data.mnist.read_data_sets(opt.data, { one_hot = true })
+-- --device cpu|cuda|cuda:N: the graph's nodes are placed there (variables, optimizer slots and
+-- the fed batches live there; a GPU the machine lacks is an error saying why); fetched results
+-- come back to the CPU
+local device = opt.device
+if device ~= "cpu" then
+  local why = mf.cuda.why_unavailable(device)
+  if why then error("--device " .. device .. ": " .. why, 0) end
+end
+local device_scope <close> = mf.device(device)
 
 -- the graph
 local x = mf.placeholder(mf.float32, { -1, 784 }, "x")

@@ -265,6 +265,42 @@ describe("Session placement", function()
       true), text)
   end)
 
+  it("variables live on their node's device: placed, initialised and trained there", function()
+    local g = mf.Graph()
+    local x, w, loss, step
+    g:as_default(function()
+      x = mf.placeholder("float32", { 2 }, "x")
+      mf.device("/gpu:0", function()
+        w = mf.Variable(mf.tensor { 1.0, 2.0 }, { name = "w" })
+        loss = mf.reduce_sum(mf.square(w * x))
+        step = mf.train.GradientDescentOptimizer(0.1):minimize(loss)
+      end)
+    end)
+    local feed = { [x] = { 1, 1 } }
+    if not GPU then
+      local hard <close> = mf.Session { graph = g }
+      H.err(function() hard:run(g:as_default(mf.global_variables_initializer)) end,
+        "Cannot assign a device for operation 'w'")
+    end
+    local cfg = { allow_soft_placement = true, device_count = { GPU = 0 } }
+    local soft <close> = mf.Session { graph = g, config = cfg }
+    soft:run(g:as_default(mf.global_variables_initializer))
+    assert.equal("cpu", soft:variable_value(w):device())
+    H.equal(soft:run(loss, feed), 5)
+    soft:run(step, feed)
+    H.equal(soft:run(w), { 0.8, 1.6 }, 1e-6) -- w - 0.1 * 2 w
+    if GPU then
+      local gpu <close> = mf.Session { graph = g }
+      gpu:run(g:as_default(mf.global_variables_initializer))
+      assert.equal("cuda:0", gpu:variable_value(w):device())
+      gpu:run(step, feed)
+      assert.equal("cuda:0", gpu:variable_value(w):device())
+      local got = gpu:run(w)
+      assert.equal("cpu", got:device())
+      H.equal(got, { 0.8, 1.6 }, 1e-6)
+    end
+  end)
+
   it("a GPU index past the last one is unavailable (soft: CPU; hard: error)", function()
     local g = mf.Graph()
     local x, y

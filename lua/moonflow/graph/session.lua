@@ -120,6 +120,10 @@ function Session:_initialize(node)
     v = init
   end
   if not is_eager(v) and type(v) ~= "string" and type(v) ~= "table" then v = core.tensor(v) end
+  if is_eager(v) then -- the value lives on the variable's device, where its optimizer updates it
+    local dev = self:_place(node)
+    if v:device() ~= dev then v = v:to(dev) end
+  end
   v = as_leaf(v, node)
   self._vars[node] = v
   self._owned[v] = true
