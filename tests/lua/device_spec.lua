@@ -555,7 +555,11 @@ describe("on a GPU", function()
     local x, y
     g:as_default(function()
       x = mf.placeholder("float32", { 2 }, "x")
-      y = mf.device("/gpu:0", function() return x * 2 end)
+      y = mf.device("/gpu:0", function()
+        local c = mf.tensor { 2, 2 } -- made on the GPU (the scope's default device)
+        assert.equal("cuda:0", c:device())
+        return x * c
+      end)
     end)
     local cpu_only <close> = mf.Session { graph = g, config = { device_count = { GPU = 0 },
       allow_soft_placement = true, log_device_placement = true } }

@@ -31,8 +31,12 @@ function M.get_default_session() return default_sessions[#default_sessions] end
 
 -- ---- construction -----------------------------------------------------------------------------
 
+-- Checks the config's device fields (placement.lua). True when values may live on a GPU (the
+-- machine has one, whatever device_count allows): runs then move each input to its node's device.
 local function has_gpu(config)
-  return placement.configure(config) > 0
+  placement.configure(config)
+  local cuda = rawget(core, "cuda")
+  return cuda ~= nil and cuda.device_count() > 0
 end
 
 function M.Session(opts)
