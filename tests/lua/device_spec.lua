@@ -331,6 +331,36 @@ describe("Session placement", function()
     H.equal(soft:run(t, { [x] = { 1, 2 } }), { 2, 3 })
   end)
 
+  it("soft placement moves a node to the CPU when the GPU lacks a kernel for it", function()
+    -- graph/placement.lua's wrapper, given a plan step the way the session builds one: the GPU's
+    -- "not supported" error (a NULL kernel) is the trigger; other errors pass through
+    local P = require "moonflow.graph.placement"
+    local calls = 0
+    local node = { name = "pool", type = "max_pool2d", compute = function(iv)
+      calls = calls + 1
+      if calls == 1 then error("max_pool2d: not supported on cuda:0") end
+      return iv[1] + 1
+    end }
+    local sess = { config = { allow_soft_placement = true, log_device_placement = true },
+      _placed = { [node] = "cuda:0" } }
+    local st = { dev = "cuda:0" }
+    st.compute = P.soft_compute(sess, node, st)
+    local out
+    local lines = capture_stderr(function() out = st.compute({ mf.tensor { 1, 2 } }) end)
+    H.equal(out, { 2, 3 })
+    assert.equal(2, calls)
+    assert.equal("cpu", st.dev)
+    assert.equal("cpu", sess._placed[node])
+    assert.equal(node.compute, st.compute) -- later runs call it directly, on the CPU
+    assert.are.same({ "pool: (max_pool2d): /device:CPU:0 (soft placement: cuda:0 has no " ..
+      "max_pool2d kernel)" }, lines)
+    local bad = { name = "mm", type = "matmul", compute = function() error("matmul: sizes 2x3 and 4x5 do not match") end }
+    local st2 = { dev = "cuda:0" }
+    st2.compute = P.soft_compute(sess, bad, st2)
+    H.err(function() st2.compute({}) end, "matmul: sizes 2x3 and 4x5 do not match")
+    assert.equal("cuda:0", st2.dev)
+  end)
+
   it("checks the config: unknown fields, wrong types and bad values are errors naming them", function()
     H.err(function() mf.Session { config = { allow_soft_placment = true } } end,
       "unknown field 'allow_soft_placment' in config")

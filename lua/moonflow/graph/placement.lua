@@ -21,7 +21,9 @@
 --                                       not reserved up front)
 --   intra_op_parallelism_threads, inter_op_parallelism_threads = n >= 0 (checked here, used by
 --                                       the session)
--- Other fields, and fields of the wrong type, are errors naming them.
+-- Other fields, and fields of the wrong type, are errors naming them. With soft placement, a node
+-- placed on a GPU that turns out to lack a kernel for one of its ops moves to the CPU at its first
+-- run (soft_compute below).
 local core = require "moonflow.core"
 
 local M = {}
@@ -182,6 +184,30 @@ function M.place(sess, node)
   sess._placed[node] = dev
   log(sess, node, dev, note)
   return dev
+end
+
+-- soft_compute(sess, node, st) -> a compute function for a plan step st whose node was placed on
+-- a GPU by a session with soft placement: it runs node.compute, and when the GPU lacks a kernel
+-- for one of its ops ("...: not supported on cuda:0", a NULL entry in the device's kernel table)
+-- it moves the inputs to the CPU, places the node there for good (st.dev, sess._placed, logged)
+-- and runs it again. Compute functions have no side effects, so the retry is safe. Other errors
+-- pass through unchanged.
+function M.soft_compute(sess, node, st)
+  local compute = node.compute
+  return function(iv)
+    local res = table.pack(pcall(compute, iv))
+    if res[1] then return table.unpack(res, 2, res.n) end
+    local err = res[2]
+    local op, dev = tostring(err):match("([%w_]+): not supported on (cuda:%d+)")
+    if not op then error(err, 0) end
+    for j = 1, #iv do
+      local v = iv[j]
+      if core.is_tensor(v) and v:device() ~= "cpu" then iv[j] = v:cpu() end
+    end
+    st.dev, st.compute, sess._placed[node] = "cpu", compute, "cpu"
+    log(sess, node, "cpu", ("soft placement: %s has no %s kernel"):format(dev, op))
+    return compute(iv)
+  end
 end
 
 return M

@@ -446,6 +446,9 @@ function Session:_new_plan(leaves, feed)
           st.kind = nout == 0 and ST0 or (nout == 1 and ST1 or STN)
         else
           st.compute = node.compute
+          if st.dev ~= "cpu" and self.config.allow_soft_placement then
+            st.compute = placement.soft_compute(self, node, st) -- CPU when the GPU lacks a kernel
+          end
           st.kind = nout == 1 and ONE or MULTI
         end
         st.out = st.outs[1]
