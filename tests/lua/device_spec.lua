@@ -9,7 +9,8 @@ local H = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "hel
 local mf = H.mf
 
 local GPU = mf.cuda.is_available()
-local BIN = os.getenv("MOONFLOW_BIN") or "build/moonflow"
+local BIN = os.getenv("MOONFLOW_BIN") or ((os.getenv("MOONFLOW_BUILD") or "build") .. "/moonflow")
+local DATA = os.getenv("MOONFLOW_DATA")
 if BIN:sub(1, 1) ~= "/" then BIN = H.root .. "/" .. BIN end
 
 -- Runs the host with a shell prefix (environment) and arguments; returns stdout..stderr, exit code.
@@ -480,6 +481,66 @@ describe("moonflow -v", function()
     out = host("CUDA_VISIBLE_DEVICES=", "-v")
     assert.truthy(out:find("\nGPUs: none (", 1, true), out)
     assert.truthy(out:find("CUDA_VISIBLE_DEVICES='' hides every GPU", 1, true), out)
+  end)
+end)
+
+-- ---- the MNIST examples' --device flag ---------------------------------------------------------
+
+local EXAMPLES = { "mnist_softmax.lua", "mnist_cnn.lua", "mnist_softmax_session.lua",
+  "mnist_cnn_session.lua" }
+
+-- Runs an example from the repository root on $MOONFLOW_DATA; its output (stdout and stderr) and
+-- whether it succeeded.
+local function example(name, args)
+  local out, code = host("cd " .. H.q(H.root) .. " &&", "examples/" .. name .. " --data " ..
+    H.q(DATA) .. " " .. args)
+  return out, code == 0 or code == true
+end
+
+local function accuracy(out) return tonumber(out:match("test accuracy: ([%d.]+)")) end
+
+describe("the MNIST examples' --device", function()
+  for _, name in ipairs(EXAMPLES) do
+    it(name .. ": --device cuda without a GPU is an error saying why; a bad device is refused", function()
+      if not DATA then return pending("MOONFLOW_DATA is not set (the MNIST files' folder)") end
+      if GPU then
+        local out, ok = example(name, "--device cuda:63 --steps 1")
+        assert.is_false(ok)
+        assert.truthy(out:find("--device cuda:63: no such device", 1, true), out)
+        return
+      end
+      local out, ok = example(name, "--device cuda --steps 1")
+      assert.is_false(ok)
+      assert.truthy(out:find("--device cuda: no CUDA device is available", 1, true), out)
+      out, ok = example(name, "--device tpu --steps 1")
+      assert.is_false(ok)
+      assert.truthy(out:find("unknown device 'tpu'", 1, true), out)
+    end)
+  end
+
+  it("on a GPU, the softmax examples reach the CPU's accuracy", function()
+    if not DATA then return pending("MOONFLOW_DATA is not set (the MNIST files' folder)") end
+    if not GPU then return pending("skipped: no GPU here (" .. tostring(mf.cuda.why_unavailable()) .. ")") end
+    for _, name in ipairs { "mnist_softmax.lua", "mnist_softmax_session.lua" } do
+      local cpu_out, ok1 = example(name, "--steps 300 --device cpu")
+      local gpu_out, ok2 = example(name, "--steps 300 --device cuda")
+      assert(ok1, cpu_out)
+      assert(ok2, gpu_out)
+      local a, b = accuracy(cpu_out), accuracy(gpu_out)
+      assert.truthy(a and b, gpu_out)
+      assert.is_true(math.abs(a - b) <= 0.005, name .. ": cpu " .. a .. ", gpu " .. b)
+      assert.is_true(b >= 0.88, name .. ": " .. b)
+    end
+  end)
+
+  it("on a GPU, the CNN examples' --quick epoch reaches 98.5%", function()
+    if not DATA then return pending("MOONFLOW_DATA is not set (the MNIST files' folder)") end
+    if not GPU then return pending("skipped: no GPU here (" .. tostring(mf.cuda.why_unavailable()) .. ")") end
+    for _, name in ipairs { "mnist_cnn.lua", "mnist_cnn_session.lua" } do
+      local out, ok = example(name, "--quick --device cuda")
+      assert(ok, out)
+      assert.is_true((accuracy(out) or 0) >= 0.985, out)
+    end
   end)
 end)
 
