@@ -248,7 +248,10 @@ static void register_kernels(mf_kernel *k) {
   for (int op = MF_OP_SGD_STEP; op <= MF_OP_ADAGRAD_STEP; op++) k[op] = mf_cuda_optim;
 #ifdef MF_HAVE_CUDNN
   for (int op = MF_OP_CONV2D; op <= MF_OP_CONV2D_BACKWARD_WEIGHT; op++) k[op] = mf_cuda_conv2d;
-#endif /* without cuDNN conv2d has no GPU kernel (NULL: soft placement falls back) */
+  k[MF_OP_BATCH_NORM] = mf_cuda_batch_norm;
+  k[MF_OP_BATCH_NORM_BACKWARD] = mf_cuda_batch_norm;
+#endif /* without cuDNN, conv2d and batch_norm have no GPU kernel (NULL: soft placement falls
+        * back) */
   for (int op = MF_OP_MAX_POOL2D; op <= MF_OP_AVG_POOL2D_BACKWARD; op++) k[op] = mf_cuda_pool2d;
   k[MF_OP_GATHER] = mf_cuda_gather;
   k[MF_OP_SCATTER_ADD] = mf_cuda_gather;

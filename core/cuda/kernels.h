@@ -33,6 +33,8 @@ bool mf_cuda_tf32(void);
 
 /* conv.cu (cuDNN builds only): CONV2D, CONV2D_BACKWARD_INPUT, CONV2D_BACKWARD_WEIGHT */
 mf_status mf_cuda_conv2d(mf_device *dev, const mf_call *c);
+/* batchnorm.cu (cuDNN builds only): BATCH_NORM, BATCH_NORM_BACKWARD */
+mf_status mf_cuda_batch_norm(mf_device *dev, const mf_call *c);
 /* pool.cu: MAX_POOL2D, MAX_POOL2D_BACKWARD, AVG_POOL2D, AVG_POOL2D_BACKWARD (average pooling
  * through cuDNN where it can, our kernels otherwise) */
 mf_status mf_cuda_pool2d(mf_device *dev, const mf_call *c);

@@ -274,7 +274,9 @@ mf_status mf_broadcast_shape(const char *op, int na, const int64_t *a, int nb, c
   X(GATHER, "gather") X(SCATTER_ADD, "scatter_add") X(DROPOUT_MASK, "dropout_mask")              \
   /* fused optimizer steps (optim.c) */                                                        \
   X(SGD_STEP, "sgd_step") X(ADAM_STEP, "adam_step") X(RMSPROP_STEP, "rmsprop_step")             \
-  X(ADADELTA_STEP, "adadelta_step") X(ADAGRAD_STEP, "adagrad_step")
+  X(ADADELTA_STEP, "adadelta_step") X(ADAGRAD_STEP, "adagrad_step")                          \
+  /* normalisation (ops_norm.c) */                                                             \
+  X(BATCH_NORM, "batch_norm") X(BATCH_NORM_BACKWARD, "batch_norm_backward")
 // clang-format on
 
 typedef enum mf_op {
@@ -365,6 +367,23 @@ mf_status mf_scatter_add(int ndim, const int64_t *shape, int dim, const mf_tenso
                          const mf_tensor *src, mf_tensor **out);
 /* A mask of x's shape and dtype: 0 with probability p, else 1/(1-p) (Philox, like mf_rand). */
 mf_status mf_dropout_mask(const mf_tensor *x, double p, mf_tensor **mask);
+
+/* Fused batch normalisation over every dim of x (N, C, ...) but the channels (dim 1), with
+ * per-channel weight and bias (C) (NULL: 1 and 0). Training: the batch's mean and biased variance
+ * normalise x; *save_stats (2, C) = {mean, 1 / sqrt(var + eps)} for the backward; running_mean and
+ * running_var (C, contiguous; NULL: none) are updated in place, r = (1 - momentum) r + momentum b
+ * with the unbiased variance (PyTorch's rule). Inference (training false): the running stats
+ * normalise x and *save_stats is NULL (save_stats may be NULL). float32 or float64 on the CPU;
+ * cuDNN's fused kernels on the GPU. Not recorded by autograd: nn.functional.batch_norm composes
+ * differentiable ops; this is the one-kernel path and mf_batch_norm_backward its gradient. */
+mf_status mf_batch_norm(const mf_tensor *x, const mf_tensor *weight, const mf_tensor *bias,
+                        mf_tensor *running_mean, mf_tensor *running_var, bool training,
+                        double momentum, double eps, mf_tensor **out, mf_tensor **save_stats);
+/* The training-mode gradients from dy (x's shape): dx, dweight and dbias (C), given x, weight
+ * (NULL: 1) and the forward's save_stats. */
+mf_status mf_batch_norm_backward(const mf_tensor *dy, const mf_tensor *x, const mf_tensor *weight,
+                                 const mf_tensor *save_stats, mf_tensor **dx, mf_tensor **dweight,
+                                 mf_tensor **dbias);
 
 /* ---- fused optimizer steps (optim.c) ------------------------------------------------------ */
 

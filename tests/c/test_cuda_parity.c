@@ -9,7 +9,8 @@
  * kernel table with channels-last views, NHWC), max/avg pooling (with and without indices, i.e.
  * our kernels and cuDNN's forward; overlapping windows, asymmetric padding, count_include_pad;
  * NaN and ties), gather/scatter_add (every dtype they take, every dim), index_select (routed to
- * gather), the cross-entropy loss as the nn code composes it, finite-difference gradient checks of
+ * gather), the cross-entropy loss as the nn code composes it, the fused batch normalisation
+ * (cuDNN: training with running stats, inference, backward), finite-difference gradient checks of
  * conv2d + pooling on the GPU in float64, and the GPU's error messages (out-of-range indices).
  *
  * Without a GPU (or the CUDA backend) it prints "# skipped: <why>", the usual
@@ -20,8 +21,7 @@
 
 static int cases_run;
 
-/* ---- the generic forward + backward comparison -------------------------------------------------
- */
+/* ---- the generic forward + backward comparison ----------------------------------------------- */
 
 /* An op under test: out = f(in[0..nin-1]) with arguments `arg`. */
 typedef mf_status (*op_fn)(mf_tensor *const *in, const void *arg, mf_tensor **out);
@@ -98,8 +98,7 @@ static tol ftols(mf_dtype dt, double scale) {
   return (tol){2e-5 * scale, 2e-5, 2e-5 * scale, 2e-5};
 }
 
-/* ---- conv2d
- * --------------------------------------------------------------------------------------- */
+/* ---- conv2d ---------------------------------------------------------------------------------- */
 
 typedef struct conv_arg {
   mf_pool2d_params p;
@@ -271,8 +270,7 @@ static void test_conv2d_nhwc(void) {
   mf_cuda_set_tf32(was);
 }
 
-/* ---- pooling ------------------------------------------------------------------------------------
- */
+/* ---- pooling --------------------------------------------------------------------------------- */
 
 typedef struct pool_arg {
   mf_pool2d_params p;
@@ -385,8 +383,7 @@ static void test_pool(void) {
   mf_release(ig);
 }
 
-/* ---- gather, scatter_add, index_select ---------------------------------------------------------
- */
+/* ---- gather, scatter_add, index_select ------------------------------------------------------- */
 
 /* an int64 index of `shape` with entries in [0, n) (or one out of range) */
 static mf_tensor *make_index(int nd, const int64_t *shape, int64_t n, bool one_bad) {
@@ -500,8 +497,7 @@ static void test_index_select(void) {
   mf_release(gx);
 }
 
-/* ---- the cross-entropy loss as nn/loss.lua builds it: -mean(gather(log_softmax(z), labels)) ----
- */
+/* ---- the cross-entropy loss as nn/loss.lua builds it: -mean(gather(log_softmax(z), labels)) -- */
 
 typedef struct xent_arg {
   const mf_tensor *labels, *glabels; /* (N, 1) int64 */
@@ -538,8 +534,66 @@ static void test_losses(void) {
   }
 }
 
-/* ---- finite-difference gradient checks on the GPU (float64) ------------------------------------
- */
+/* ---- batch normalisation (cuDNN) ------------------------------------------------------------ */
+
+static void test_batch_norm(void) {
+  int64_t shapes[3][4] = {{8, 5, 1, 1}, {4, 6, 7, 5}, {50, 32, 14, 14}};
+  int nds[3] = {2, 4, 4};
+  for (int dd = 0; dd < 2; dd++) {
+    mf_dtype dt = dd ? MF_F64 : MF_F32;
+    for (int si = 0; si < 3; si++) {
+      int nd = nds[si];
+      int64_t *xs = shapes[si], cs[1] = {xs[1]};
+      double tol = dd ? 1e-10 : 1e-4;
+      mf_tensor *x = make(nd, xs, dt, V_REAL), *w = make(1, cs, dt, V_POS),
+                *b = make(1, cs, dt, V_REAL), *rm = make(1, cs, dt, V_REAL),
+                *rv = make(1, cs, dt, V_POS);
+      mf_tensor *gx = on_gpu(x), *gw = on_gpu(w), *gb = on_gpu(b), *grm = on_gpu(rm),
+                *grv = on_gpu(rv);
+      char what[160], shape[96];
+      snprintf(what, sizeof what, "batch_norm %s x %s (training)", mf_dtype_name(dt),
+               mf_shape_fmt(nd, xs, shape, sizeof shape));
+      /* training: y, save_stats, and the running stats updated in place */
+      mf_tensor *yc = NULL, *yg = NULL, *sc = NULL, *sg = NULL;
+      CHECK_OK(mf_batch_norm(x, w, b, rm, rv, true, 0.1, 1e-5, &yc, &sc));
+      CHECK_OK(mf_batch_norm(gx, gw, gb, grm, grv, true, 0.1, 1e-5, &yg, &sg));
+      bool ok = same(what, yc, yg, tol, tol) && same("batch_norm save_stats", sc, sg, tol, tol) &&
+                same("batch_norm running_mean", rm, grm, tol, tol) &&
+                same("batch_norm running_var", rv, grv, tol, tol);
+      CHECK(ok);
+      printf("  %-72s %s\n", what, ok ? "ok" : "FAILED");
+      /* inference from the updated running stats */
+      mf_tensor *ic = NULL, *ig = NULL;
+      CHECK_OK(mf_batch_norm(x, w, b, rm, rv, false, 0.1, 1e-5, &ic, NULL));
+      CHECK_OK(mf_batch_norm(gx, gw, gb, grm, grv, false, 0.1, 1e-5, &ig, NULL));
+      snprintf(what, sizeof what, "batch_norm %s x %s (inference)", mf_dtype_name(dt), shape);
+      ok = same(what, ic, ig, tol, tol);
+      CHECK(ok);
+      printf("  %-72s %s\n", what, ok ? "ok" : "FAILED");
+      /* backward */
+      mf_tensor *dy = make(nd, xs, dt, V_REAL), *gdy = on_gpu(dy);
+      mf_tensor *d[2][3] = {{NULL, NULL, NULL}, {NULL, NULL, NULL}};
+      if (sc && sg) {
+        CHECK_OK(mf_batch_norm_backward(dy, x, w, sc, &d[0][0], &d[0][1], &d[0][2]));
+        CHECK_OK(mf_batch_norm_backward(gdy, gx, gw, sg, &d[1][0], &d[1][1], &d[1][2]));
+      }
+      /* dweight and dbias are sums over n values per channel: rounding grows like sqrt(n) */
+      double n = sqrt((double)mf_numel(x) / (double)xs[1]);
+      snprintf(what, sizeof what, "batch_norm_backward %s x %s", mf_dtype_name(dt), shape);
+      ok = same("batch_norm_backward dx", d[0][0], d[1][0], tol, tol) &&
+           same("batch_norm_backward dweight", d[0][1], d[1][1], tol * n, tol) &&
+           same("batch_norm_backward dbias", d[0][2], d[1][2], tol * n, tol);
+      CHECK(ok);
+      printf("  %-72s %s\n", what, ok ? "ok" : "FAILED");
+      cases_run += 3;
+      mf_tensor *all[18] = {x, w, b, rm, rv, gx, gw, gb, grm, grv, yc, yg, sc, sg, ic, ig, dy, gdy};
+      for (int k = 0; k < 18; k++) mf_release(all[k]);
+      for (int k = 0; k < 6; k++) mf_release(d[k / 3][k % 3]);
+    }
+  }
+}
+
+/* ---- finite-difference gradient checks on the GPU (float64) ---------------------------------- */
 
 typedef struct net_arg {
   mf_pool2d_params conv, pool;
@@ -645,7 +699,7 @@ int main(void) {
     CHECK(s == MF_ERR_DEVICE && d == NULL); /* no GPU is a clear error, not a crash */
     printf("# skipped: no CUDA device (%s)\n", mf_error());
     int r = test_summary();
-    printf("# skipped %d\n", 7); /* the case groups in main below */
+    printf("# skipped %d\n", 8); /* the case groups in main below */
     return r;
   }
   printf("# parity on %s (%d CUDA device%s)\n", mf_device_name(gpu), n, n == 1 ? "" : "s");
@@ -655,6 +709,7 @@ int main(void) {
   test_gather();
   test_index_select();
   test_losses();
+  test_batch_norm();
   test_gradcheck();
   CHECK(mf_device_synchronize(gpu) == MF_OK);
   printf("# %d parity cases\n", cases_run);

@@ -1,0 +1,162 @@
+/* ops_norm.c — front ends of the fused batch normalisation ops (moonflow.h: mf_batch_norm,
+ * mf_batch_norm_backward): argument checks with messages naming the op and the shapes, missing
+ * weight/bias made as ones/zeros, inputs made contiguous, outputs allocated on x's device, then
+ * the device's kernel (cpu/batchnorm.c; cuda/batchnorm.cu through cuDNN).
+ *
+ * What the kernels receive (x viewed as (N, C, S), S = the product of the dims after the channels;
+ * every tensor contiguous, one float dtype):
+ * - BATCH_NORM: in[0] = x, in[1] = weight (C), in[2] = bias (C); out = y (x's shape);
+ *   state[0] = running_mean, state[1] = running_var (C, updated in place; NULL: none);
+ *   out2 = save_stats (2, C) {mean, invstd} (training only, else NULL); ip[0] = training,
+ *   ip[1..3] = N, C, S; p[0] = momentum, p[1] = eps. Inference needs both running stats.
+ * - BATCH_NORM_BACKWARD: in[0] = dy, in[1] = x, in[2] = weight, in[3] = save_stats; out = dx,
+ *   out2 = dweight (C), state[0] = dbias (C); ip[1..3] = N, C, S.
+ * Not recorded by autograd (see moonflow.h).
+ */
+#include "internal.h"
+
+static mf_status vec_check(const char *op, const char *what, const mf_tensor *v, const mf_tensor *x,
+                           int64_t C) {
+  char a[96], b[96];
+  if (v->ndim != 1 || v->shape[0] != C)
+    return mf_fail(MF_ERR_SHAPE, "%s: %s has shape %s but the input %s has %lld channels", op, what,
+                   mf_shape_str(v, a, sizeof a), mf_shape_str(x, b, sizeof b), (long long)C);
+  if (v->dtype != x->dtype)
+    return mf_fail(MF_ERR_DTYPE, "%s: %s is %s but the input is %s", op, what,
+                   mf_dtype_name(v->dtype), mf_dtype_name(x->dtype));
+  return mf_same_device(op, x, v);
+}
+
+/* (N, C, S) of x: checks that x is float with a channel dim */
+static mf_status geometry(const char *op, const mf_tensor *x, int64_t *ip) {
+  char a[96];
+  if (x->ndim < 2)
+    return mf_fail(MF_ERR_SHAPE,
+                   "%s: the input needs a channel dimension (N, C, ...), got shape %s", op,
+                   mf_shape_str(x, a, sizeof a));
+  if (x->dtype != MF_F32 && x->dtype != MF_F64)
+    return mf_fail(MF_ERR_DTYPE, "%s: the input must be float32 or float64, got %s", op,
+                   mf_dtype_name(x->dtype));
+  ip[1] = x->shape[0];
+  ip[2] = x->shape[1];
+  ip[3] = 1;
+  for (int d = 2; d < x->ndim; d++) ip[3] *= x->shape[d];
+  return MF_OK;
+}
+
+/* weight/bias as given (contiguous) or made: ones for the weight, zeros for the bias */
+static mf_status param_or(const mf_tensor *v, double fill, const mf_tensor *x, int64_t C,
+                          mf_tensor **out) {
+  if (v) return mf_contiguous(v, out);
+  return mf_full(1, &C, fill, x->dtype, mf_tensor_device(x), out);
+}
+
+mf_status mf_batch_norm(const mf_tensor *x, const mf_tensor *weight, const mf_tensor *bias,
+                        mf_tensor *running_mean, mf_tensor *running_var, bool training,
+                        double momentum, double eps, mf_tensor **out, mf_tensor **save_stats) {
+  const char *op = "batch_norm";
+  *out = NULL;
+  if (save_stats) *save_stats = NULL;
+  mf_call c = {.op = MF_OP_BATCH_NORM};
+  MF_TRY(geometry(op, x, c.ip));
+  int64_t C = c.ip[2], count = c.ip[1] * c.ip[3];
+  if (weight) MF_TRY(vec_check(op, "weight", weight, x, C));
+  if (bias) MF_TRY(vec_check(op, "bias", bias, x, C));
+  mf_tensor *running[2] = {running_mean, running_var};
+  const char *rname[2] = {"running_mean", "running_var"};
+  for (int k = 0; k < 2; k++) {
+    if (!running[k]) continue;
+    MF_TRY(vec_check(op, rname[k], running[k], x, C));
+    if (!mf_is_contiguous(running[k]))
+      return mf_fail(MF_ERR_ARG, "%s: %s must be contiguous (it is updated in place)", op,
+                     rname[k]);
+  }
+  if ((running_mean == NULL) != (running_var == NULL))
+    return mf_fail(MF_ERR_ARG, "%s: give both running_mean and running_var, or neither", op);
+  if (!(eps > 0)) return mf_fail(MF_ERR_ARG, "%s: eps must be positive, got %g", op, eps);
+  if (!(momentum >= 0 && momentum <= 1))
+    return mf_fail(MF_ERR_ARG, "%s: momentum must be in [0, 1], got %g", op, momentum);
+  char a[96];
+  if (training && count <= 1)
+    return mf_fail(MF_ERR_SHAPE,
+                   "%s: expected more than 1 value per channel when training, got input shape %s",
+                   op, mf_shape_str(x, a, sizeof a));
+  if (!training && !running_mean)
+    return mf_fail(MF_ERR_ARG, "%s: evaluation needs the running mean and variance", op);
+  mf_device *dev = mf_tensor_device(x);
+  mf_tensor *xc = NULL, *w = NULL, *b = NULL, *stats = NULL;
+  mf_status s = mf_contiguous(x, &xc);
+  if (!s) s = param_or(weight, 1, x, C, &w);
+  if (!s) s = param_or(bias, 0, x, C, &b);
+  int64_t ss[2] = {2, C};
+  if (!s && training) s = mf_empty(2, ss, x->dtype, dev, &stats);
+  if (!s) s = mf_empty(x->ndim, x->shape, x->dtype, dev, out);
+  if (!s && mf_numel(*out) > 0) {
+    c.out = *out;
+    c.out2 = stats;
+    c.in[0] = xc, c.in[1] = w, c.in[2] = b, c.nin = 3;
+    c.state[0] = running_mean, c.state[1] = running_var;
+    c.ip[0] = training;
+    c.p[0] = momentum, c.p[1] = eps;
+    s = mf_dispatch(dev, &c);
+  }
+  if (s) MF_DROP(*out);
+  if (!s && save_stats) *save_stats = mf_retain(stats);
+  mf_release(xc);
+  mf_release(w);
+  mf_release(b);
+  mf_release(stats);
+  return s;
+}
+
+mf_status mf_batch_norm_backward(const mf_tensor *dy, const mf_tensor *x, const mf_tensor *weight,
+                                 const mf_tensor *save_stats, mf_tensor **dx, mf_tensor **dweight,
+                                 mf_tensor **dbias) {
+  const char *op = "batch_norm_backward";
+  *dx = *dweight = *dbias = NULL;
+  mf_call c = {.op = MF_OP_BATCH_NORM_BACKWARD};
+  MF_TRY(geometry(op, x, c.ip));
+  int64_t C = c.ip[2];
+  char a[96], b[96];
+  if (dy->ndim != x->ndim || dy->dtype != x->dtype)
+    return mf_fail(MF_ERR_SHAPE, "%s: the output gradient %s %s does not match the input %s %s", op,
+                   mf_dtype_name(dy->dtype), mf_shape_str(dy, a, sizeof a), mf_dtype_name(x->dtype),
+                   mf_shape_str(x, b, sizeof b));
+  for (int d = 0; d < x->ndim; d++)
+    if (dy->shape[d] != x->shape[d])
+      return mf_fail(MF_ERR_SHAPE, "%s: the output gradient %s does not match the input %s", op,
+                     mf_shape_str(dy, a, sizeof a), mf_shape_str(x, b, sizeof b));
+  MF_TRY(mf_same_device(op, dy, x));
+  if (weight) MF_TRY(vec_check(op, "weight", weight, x, C));
+  if (!save_stats || save_stats->ndim != 2 || save_stats->shape[0] != 2 ||
+      save_stats->shape[1] != C || save_stats->dtype != x->dtype)
+    return mf_fail(MF_ERR_SHAPE, "%s: save_stats must be the forward's (2, %lld) %s tensor", op,
+                   (long long)C, mf_dtype_name(x->dtype));
+  MF_TRY(mf_same_device(op, x, save_stats));
+  mf_device *dev = mf_tensor_device(x);
+  mf_tensor *dyc = NULL, *xc = NULL, *w = NULL, *st = NULL;
+  mf_status s = mf_contiguous(dy, &dyc);
+  if (!s) s = mf_contiguous(x, &xc);
+  if (!s) s = param_or(weight, 1, x, C, &w);
+  if (!s) s = mf_contiguous(save_stats, &st);
+  if (!s) s = mf_empty(x->ndim, x->shape, x->dtype, dev, dx);
+  if (!s) s = mf_zeros(1, &C, x->dtype, dev, dweight);
+  if (!s) s = mf_zeros(1, &C, x->dtype, dev, dbias);
+  if (!s && mf_numel(*dx) > 0) {
+    c.out = *dx;
+    c.out2 = *dweight;
+    c.state[0] = *dbias;
+    c.in[0] = dyc, c.in[1] = xc, c.in[2] = w, c.in[3] = st, c.nin = 4;
+    s = mf_dispatch(dev, &c);
+  }
+  if (s) {
+    MF_DROP(*dx);
+    MF_DROP(*dweight);
+    MF_DROP(*dbias);
+  }
+  mf_release(dyc);
+  mf_release(xc);
+  mf_release(w);
+  mf_release(st);
+  return s;
+}
