@@ -32,14 +32,14 @@ if device ~= "cpu" then
   local why = mf.cuda.why_unavailable(device)
   if why then error("--device " .. device .. ": " .. why, 0) end
 end
-local device_scope <close> = mf.device(device)
 
 local function weight(shape, name)
   return mf.Variable(nn.init.trunc_normal_(mf.empty(shape), 0, 0.1), { name = name })
 end
 local function bias(n, name) return mf.Variable(mf.full({ n }, 0.1), { name = name }) end
 
--- the graph
+-- the graph, placed on --device
+local device_scope = mf.device(device)
 local x = mf.placeholder(mf.float32, { -1, 784 }, "x")
 local labels = mf.placeholder(mf.int64, { -1 }, "labels") -- 1-based classes
 local drop = mf.placeholder(mf.float32, {}, "drop_prob")
@@ -63,6 +63,7 @@ mf.variable_scope("accuracy", function()
   accuracy, hits = mf.reduce_mean(correct), mf.reduce_sum(correct)
 end)
 local train_step = mf.train.AdamOptimizer(opt.lr):minimize(loss)
+device_scope:close()
 print(logits)
 mf.print_all_variables(true)
 

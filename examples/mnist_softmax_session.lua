@@ -25,9 +25,9 @@ if device ~= "cpu" then
   local why = mf.cuda.why_unavailable(device)
   if why then error("--device " .. device .. ": " .. why, 0) end
 end
-local device_scope <close> = mf.device(device)
 
--- the graph
+-- the graph, placed on --device
+local device_scope = mf.device(device)
 local x = mf.placeholder(mf.float32, { -1, 784 }, "x")
 local y_ = mf.placeholder(mf.float32, { -1, 10 }, "y_")
 local y
@@ -46,6 +46,7 @@ mf.variable_scope("accuracy", function()
   accuracy = mf.reduce_mean(mf.cast(correct, mf.float32))
 end)
 local train_step = mf.train.GradientDescentOptimizer(opt.lr):minimize(cross_entropy)
+device_scope:close()
 print(y)
 mf.print_all_variables(true)
 

@@ -116,8 +116,9 @@ G.install(mf)
 --   graph: new nodes of the default graph are placed on spec as written (recorded in the node,
 --     exported in GraphDefs, checked by the session that runs it: a "/gpu:0" graph can be built on
 --     a machine without a GPU and run there with allow_soft_placement).
--- Scopes nest; leaving one (normally, by an error, or by closing its handle) restores the device
--- and placement of the scope outside it. A malformed spec is an error at the caller's line.
+-- Scopes nest; leaving one (normally, by an error, or by closing its handle: <close> or
+-- handle:close(), once) restores the device and placement of the scope outside it. A malformed
+-- spec is an error at the caller's line.
 local parse_device, set_default_device = core._parse_device, core._set_default_device
 
 function mf.device(spec, fn)
@@ -142,7 +143,9 @@ function mf.device(spec, fn)
     pop()
     if set then set_default_device(prev) end
   end
-  if fn == nil then return setmetatable({}, { __close = restore, __name = "moonflow.device_scope" }) end
+  if fn == nil then -- the handle: closed by <close>, or by handle:close() where a block won't do
+    return setmetatable({ close = restore }, { __close = restore, __name = "moonflow.device_scope" })
+  end
   local res = table.pack(pcall(fn))
   restore()
   if not res[1] then error(res[2], 0) end

@@ -107,6 +107,17 @@ describe("mf.device in eager mode", function()
       assert.equal("/device:CPU:0", default_spec())
     end
     assert.is_nil(default_spec())
+    -- a handle closed by hand (where a block will not do), once; <close> after that does nothing
+    do
+      local outer <close> = mf.device("cpu")
+      local h = mf.device("/cpu:0")
+      assert.equal("/cpu:0", default_spec())
+      h:close()
+      assert.equal("cpu", default_spec())
+      h:close()
+      assert.equal("cpu", default_spec())
+    end
+    assert.is_nil(default_spec())
   end)
 
   it("restores the device when the scope ends by an error", function()
@@ -163,7 +174,11 @@ describe("mf.device in graph mode", function()
         local _ <close> = mf.device("cuda:1")
         d = c - 1
       end
+      local h = mf.device("/gpu:0")
+      local f = d + 2
+      h:close()
       local e = d * 3
+      assert.equal("/gpu:0", f.op.device)
       assert.are.same({ "/gpu:0", "/cpu:0", "/gpu:0", "cuda:1" },
         { a.op.device, b.op.device, c.op.device, d.op.device })
       assert.is_nil(e.op.device)
@@ -659,6 +674,20 @@ describe("on a GPU", function()
     local gpu <close> = mf.Session { graph = g, config = { log_device_placement = true } }
     lines = capture_stderr(function() H.equal(gpu:run(y, { [x] = { 1, 2 } }), { 2, 4 }) end)
     assert.truthy(table.concat(lines, "\n"):find("(mul): /device:GPU:0", 1, true))
+  end)
+
+  it("MNIST batches come from the CPU inside a GPU scope", function()
+    if not need_gpu() then return end
+    if not DATA then return pending("MOONFLOW_DATA is not set (the MNIST files' folder)") end
+    local ds = mf.data.mnist.read_data_sets(DATA, { one_hot = false, validation_size = 0 }).test
+    mf.device("cuda", function()
+      for _ = 1, 3 do -- past the end of an epoch, so it reshuffles
+        local xs, ys = ds:next_batch(4000)
+        assert.equal("cpu", xs:device())
+        assert.equal("cpu", ys:device())
+        assert.equal("cuda:0", xs:to("cuda"):device())
+      end
+    end)
   end)
 
   it("a child with CUDA_VISIBLE_DEVICES='' sees none while this process sees them", function()

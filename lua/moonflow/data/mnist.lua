@@ -233,7 +233,8 @@ function DataSet.new(images, labels, opts)
 end
 
 -- A random permutation of 1..n (int64) from moonflow's generator, so mf.manual_seed governs it.
-local function randperm(n) return mf.randperm(n) end
+-- On the CPU with the images, whatever mf.device scope the caller is in (so are _positions').
+local function randperm(n) return mf.randperm(n, { device = "cpu" }) end
 
 -- The next epoch's permutation: from the data set's own stream when it has a seed (the global
 -- generator's state is put back afterwards), else from the global generator.
@@ -252,7 +253,7 @@ end
 -- 1-based positions of examples start+1 .. start+n of the current epoch.
 function DataSet:_positions(start, n)
   if self._order then return self._order:narrow(1, start + 1, n) end
-  return mf.arange(start + 1, start + n + 1)
+  return mf.arange(start + 1, start + n + 1, { device = "cpu" })
 end
 
 -- ds:next_batch(n [, shuffle=true]) -> images, labels: the next n examples. As in TensorFlow's
