@@ -2,14 +2,16 @@
 -- a session run of a training step costs at most 1.1x the eager step), and the session's fixed
 -- overhead per run (a run that fetches one small constant-like node). Same model, data and batches
 -- on both sides: the tutorial's softmax regression (SGD 0.5, batches of 100), and the tutorial CNN
--- (Adam 1e-4, batch 50, NCHW). Writes the `session` section of bench/RESULTS.md unless --quick.
+-- (Adam 1e-4, batch 50, NCHW). The two sides alternate, round by round (--rounds), and each keeps
+-- its best round, so that a change of load during the run weighs on both alike. Writes the
+-- `session` section of bench/RESULTS.md unless --quick.
 --
---   moonflow bench/session.lua [--steps 300] [--cnn_steps 40] [--threads 0] [--quick]
+--   moonflow bench/session.lua [--steps 300] [--cnn_steps 40] [--rounds 5] [--threads 0] [--quick]
 local mf = require "moonflow"
 local nn, F = mf.nn, mf.nn.functional
 
-local opt = mf.flags { steps = 300, cnn_steps = 40, threads = 0, quick = false }
-if opt.quick then opt.steps, opt.cnn_steps = 20, 3 end
+local opt = mf.flags { steps = 300, cnn_steps = 40, rounds = 5, threads = 0, quick = false }
+if opt.quick then opt.steps, opt.cnn_steps, opt.rounds = 20, 3, 1 end
 if opt.threads > 0 then mf.set_num_threads(opt.threads) end
 local data = mf.data.mnist.read_data_sets(os.getenv("MOONFLOW_DATA") or "MNIST_data",
   { one_hot = true, quiet = true })
@@ -19,14 +21,18 @@ mf.manual_seed(1)
 local batches = {}
 for i = 1, math.max(opt.steps, opt.cnn_steps) do batches[i] = { data.train:next_batch(100) } end
 
-local function best_of(n, fn)
-  local best = math.huge
-  for _ = 1, n do
-    local t0 = mf.clock()
-    fn()
-    best = math.min(best, mf.clock() - t0)
+-- Runs the functions of sides in turn, rounds times; the best time of each side, in seconds.
+local function alternate(rounds, sides)
+  local best = {}
+  for r = 1, rounds do
+    for i, fn in ipairs(sides) do
+      local t0 = mf.clock()
+      fn()
+      local t = mf.clock() - t0
+      best[i] = r == 1 and t or math.min(best[i], t)
+    end
   end
-  return best
+  return table.unpack(best, 1, #sides)
 end
 
 -- ---- softmax regression -------------------------------------------------------------------
@@ -116,23 +122,22 @@ local function session_cnn()
   return run
 end
 
-local reps = opt.quick and 1 or 3
-local e_sm = best_of(reps, eager_softmax()) / opt.steps
+local reps = opt.rounds
 local s_run, s_over = session_softmax()
-local s_sm = best_of(reps, s_run) / opt.steps
-local over = best_of(reps, s_over) / opt.steps
-local ok_cnn, e_cnn_fn = pcall(eager_cnn)
-local e_cnn = best_of(reps, e_cnn_fn) / opt.cnn_steps
+local e_sm, s_sm, over = alternate(reps, { eager_softmax(), s_run, s_over })
+e_sm, s_sm, over = e_sm / opt.steps, s_sm / opt.steps, over / opt.steps
+local e_cnn_fn = eager_cnn()
 local ok, s_cnn_fn = pcall(session_cnn)
-local s_cnn = ok and best_of(reps, s_cnn_fn) / opt.cnn_steps or nil
 if not ok then io.stderr:write("session CNN could not be built: ", tostring(s_cnn_fn), "\n") end
-assert(ok_cnn)
+local e_cnn, s_cnn = alternate(math.min(reps, 3), { e_cnn_fn, ok and s_cnn_fn or nil })
+e_cnn, s_cnn = e_cnn / opt.cnn_steps, s_cnn and s_cnn / opt.cnn_steps
 
 local lines = {
   "## Graphs and sessions: a session training step vs the same eager step (issue 4)",
   "",
-  string.format("- Command: `build/moonflow bench/session.lua --steps %d --cnn_steps %d`, %d threads, best of %d; %s",
-    opt.steps, opt.cnn_steps, mf.get_num_threads(), reps, os.date("!%Y-%m-%d %H:%M UTC")),
+  string.format("- Command: `build/moonflow bench/session.lua --steps %d --cnn_steps %d --rounds %d`, %d threads, " ..
+    "eager and session alternating, best round of each (CNN: of %d); %s", opt.steps, opt.cnn_steps, reps,
+    mf.get_num_threads(), math.min(reps, 3), os.date("!%Y-%m-%d %H:%M UTC")),
   "- Target: session step <= 1.1x the eager step.",
   "",
   "| program | eager step (ms) | session step (ms) | session / eager | target met |",
