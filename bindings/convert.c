@@ -42,8 +42,9 @@ static int t_to(lua_State *L) {
       int index;
       if (mf_device_parse(spec, &kind, &index) != MF_OK)
         return luaL_error(L,
-                          "to: '%s' is neither a dtype (float32, float64, int32, int64, uint8, "
-                          "bool, float16, bfloat16) nor a device (cpu, cuda:N, /gpu:N)",
+                          "to: '%s' is neither a dtype nor a device (dtypes: float32, float64, "
+                          "int32, int64, uint8, bool, float16, bfloat16; devices: cpu, cuda:N, "
+                          "/gpu:N)",
                           spec);
       if (mf_device_get(spec, &dev) != MF_OK) return luaL_error(L, "to: %s", mf_error());
     } else if ((o = lmf_test(L, i)) != NULL) {
