@@ -386,6 +386,10 @@ describe("Session placement", function()
       "unknown device type 'TPU'")
     H.err(function() mf.Session { config = { device_count = { GPU = -1 } } } end,
       "config.device_count.GPU must be an integer >= 0")
+    H.err(function() mf.Session { config = { device_count = { GPU = "1" } } } end,
+      'config.device_count.GPU must be an integer >= 0, got "1"')
+    H.err(function() mf.Session { config = { device_count = { GPU = 0.5 } } } end,
+      "config.device_count.GPU must be an integer >= 0, got 0.5")
     H.err(function() mf.Session { config = { device_count = { CPU = 0 } } } end,
       "config.device_count.CPU must be at least 1")
     H.err(function() mf.Session { config = { gpu_options = { allow_growth = "yes" } } } end,
@@ -407,6 +411,8 @@ describe("Session placement", function()
       intra_op_parallelism_threads = 0, inter_op_parallelism_threads = 2,
       device_count = { CPU = 1, GPU = 1 } } }
     assert.truthy(s)
+    local s2 <close> = mf.Session { config = { device_count = { GPU = 0.0 } } } -- integral floats too
+    assert.truthy(s2)
   end)
 end)
 

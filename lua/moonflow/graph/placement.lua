@@ -42,7 +42,12 @@ local function names(t)
   return table.concat(r, ", ")
 end
 
-local function is_count(v) return math.type(v) == "integer" and v >= 0 end
+local function is_count(v)
+  local i = type(v) == "number" and math.tointeger(v)
+  return i and i >= 0 or false
+end
+
+local function show(v) return type(v) == "string" and ("%q"):format(v) or tostring(v) end
 
 local function check_fields(where, t, spec)
   for k, v in pairs(t) do
@@ -55,7 +60,7 @@ local function check_fields(where, t, spec)
     if want == "count" then ok = is_count(v) else ok = type(v) == want end
     if not ok then
       error(("Session: %s.%s must be %s, got %s"):format(where, k,
-        want == "count" and "an integer >= 0" or "a " .. want, tostring(v)), 0)
+        want == "count" and "an integer >= 0" or "a " .. want, show(v)), 0)
     end
   end
 end
@@ -80,7 +85,7 @@ local function configure(config)
       end
       if not is_count(v) then
         error(("Session: config.device_count.%s must be an integer >= 0, got %s"):format(k,
-          tostring(v)), 0)
+          show(v)), 0)
       end
     end
     if dc.CPU == 0 then
