@@ -473,8 +473,8 @@ describe("CUDA_VISIBLE_DEVICES", function()
     end)
   end
 
-  it("unset or naming the GPUs, leaves them to the runtime", function()
-    local out = host("env -u CUDA_VISIBLE_DEVICES", "-e " .. H.q("print(mf.cuda.device_count())"))
+  it("inherited or naming a GPU, leaves them to the runtime", function()
+    local out = host("", "-e " .. H.q("print(mf.cuda.device_count())"))
     assert.equal(tostring(mf.cuda.device_count()) .. "\n", out)
     if GPU then
       out = host("CUDA_VISIBLE_DEVICES=0", "-e " .. H.q("print(mf.cuda.device_count())"))
