@@ -1,5 +1,7 @@
 /* device.c — the devices: the always-present CPU device (host allocator, memcpy transfers, the CPU
- * kernel table), parsing device specs ("cpu", "cuda:1", "/gpu:0", "/device:GPU:1"), and op dispatch
+ * kernel table), parsing device specs ("cpu", "cuda:1", "/gpu:0", "/device:GPU:1") without opening
+ * the device (mf_device_parse: graphs name GPUs a machine may lack), why a GPU cannot be used
+ * (mf_cuda_unavailable: the backend's reason plus what CUDA_VISIBLE_DEVICES hides), and op dispatch
  * through a device's kernel table. CUDA devices come from cuda_loader.c, which loads the CUDA
  * backend's library on first use. */
 #include <ctype.h>
