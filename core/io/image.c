@@ -229,6 +229,58 @@ static bool jpeg_dht_ok(const unsigned char *d, size_t n) {
   return true;
 }
 
+/* The most pixels a well-formed file of n bytes can describe, by format (whatever the size, 2^20).
+ * stb fills what a corrupt or truncated file lacks with zeros or the background, so a few bytes
+ * claiming 20000x20000 pixels would have it allocate and fill gigabytes for seconds; such a file
+ * is refused before decoding. The ratios are above what each format's densest coding gives: PNG
+ * 1-bit pixels through deflate's 1032:1 (8256 pixels a byte); JPEG one bit at least for each 8x8
+ * block (512); GIF a 12-bit LZW code for at most 4096 pixels (2731); BMP, uncompressed for stb,
+ * 8; TGA RLE packets of 128 one-byte pixels in two bytes (64). */
+static double max_pixels(const unsigned char *b, size_t n) {
+  double per_byte = 128; /* TGA, whose files have no magic */
+  if (n >= 4 && memcmp(b, "\x89PNG", 4) == 0)
+    per_byte = 8448;
+  else if (n >= 2 && b[0] == 0xFF && b[1] == 0xD8)
+    per_byte = 1024;
+  else if (n >= 4 && memcmp(b, "GIF8", 4) == 0)
+    per_byte = 4096;
+  else if (n >= 2 && b[0] == 'B' && b[1] == 'M')
+    per_byte = 16;
+  double m = per_byte * (double)n;
+  return m > (double)(1 << 20) ? m : (double)(1 << 20);
+}
+
+static uint32_t be32(const unsigned char *p) {
+  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* A PNG's damage that would have stb allocate far more than the file could fill, or NULL: an IDAT
+ * chunk whose length runs past the end of the file (stb grows its buffer to the length before
+ * reading), or an IHDR whose rows need more bytes than deflate's 1032:1 can expand the file to
+ * (stb allocates the image before finding the data short). */
+static const char *png_damage(const unsigned char *d, size_t n) {
+  if (n >= 33 && memcmp(d + 12, "IHDR", 4) == 0) {
+    static const int channels[7] = {1, 0, 3, 1, 2, 0, 4}; /* by color type */
+    uint32_t w = be32(d + 16), h = be32(d + 20);
+    int depth = d[24], type = d[25];
+    if (type <= 6 && channels[type]) {
+      double row = 1 + ceil((double)w * channels[type] * depth / 8);
+      if ((double)h * row > 1032.0 * (double)n + 1024)
+        return "Corrupt PNG: its rows need more data than the file can hold";
+    }
+  }
+  for (size_t at = 8; at + 8 <= n;) {
+    uint32_t len = be32(d + at);
+    if (len > n - at - 8) {
+      if (memcmp(d + at + 4, "IDAT", 4) == 0)
+        return "Corrupt PNG: an IDAT chunk runs past the end of the file";
+      break;
+    }
+    at += 12 + (size_t)len;
+  }
+  return NULL;
+}
+
 static mf_status decode(const char *fn, const char *what, const void *data, size_t n, int channels,
                         mf_tensor **out) {
   *out = NULL;
@@ -243,7 +295,14 @@ static mf_status decode(const char *fn, const char *what, const void *data, size
                    "%s: %s: cannot decode the image (Corrupt JPEG: a Huffman table "
                    "with more than 256 codes)",
                    fn, what);
+  const char *damage = n >= 8 && memcmp(b, "\x89PNG", 4) == 0 ? png_damage(b, n) : NULL;
+  if (damage) return mf_fail(MF_ERR_IO, "%s: %s: cannot decode the image (%s)", fn, what, damage);
   int w = 0, h = 0, comp = 0;
+  if (stbi_info_from_memory(data, (int)n, &w, &h, &comp) && (double)w * h > max_pixels(b, n))
+    return mf_fail(MF_ERR_IO,
+                   "%s: %s: cannot decode the image (%dx%d pixels cannot come from %zu bytes: "
+                   "corrupt or truncated)",
+                   fn, what, w, h, n);
   unsigned char *px = stbi_load_from_memory(data, (int)n, &w, &h, &comp, channels);
   if (!px) {
     const char *why = stbi_failure_reason();

@@ -412,6 +412,74 @@ static void test_images(void) {
   mf_release(t);
 }
 
+static void put32be(unsigned char *p, uint32_t v) {
+  p[0] = (unsigned char)(v >> 24), p[1] = (unsigned char)(v >> 16);
+  p[2] = (unsigned char)(v >> 8), p[3] = (unsigned char)v;
+}
+
+/* (found by tests/fuzz/fuzz_image.c) small files claiming huge images: stb allocated (and for
+ * JPEG and GIF filled and decoded) gigabytes before finding the data short. */
+static void test_image_limits(void) {
+  mf_tensor *t = NULL, *back = NULL;
+  int64_t shape[2] = {2048, 2048};
+  CHECK_OK(mf_zeros(2, shape, MF_U8, NULL, &t));
+  /* a PNG whose IHDR says 20000x20000: more rows than deflate could fill from the file */
+  mf_buf png = {0};
+  CHECK_OK(mf_image_encode_png(t, &png, NULL, NULL, NULL));
+  CHECK(png.len > 33 && png.len < 65536 && memcmp(png.data + 12, "IHDR", 4) == 0);
+  if (png.len > 33) {
+    /* the real thing, 4M pixels in a few KB, is fine */
+    CHECK_OK(mf_image_decode(png.data, png.len, 0, &back));
+    CHECK(back && back->shape[0] == 2048 && back->shape[1] == 2048);
+    mf_release(back), back = NULL;
+    unsigned char save[8];
+    memcpy(save, png.data + 16, 8);
+    put32be(png.data + 16, 20000), put32be(png.data + 20, 20000);
+    CHECK_FAILS(mf_image_decode(png.data, png.len, 0, &back), MF_ERR_IO,
+                "rows need more data than the file can hold");
+    memcpy(png.data + 16, save, 8);
+    /* an IDAT chunk 2 GB long in a file of a few KB */
+    size_t at = 8;
+    while (at + 8 <= png.len && memcmp(png.data + at + 4, "IDAT", 4) != 0)
+      at += 12 + ((size_t)png.data[at] << 24 | (size_t)png.data[at + 1] << 16 |
+                  (size_t)png.data[at + 2] << 8 | png.data[at + 3]);
+    CHECK(at + 8 <= png.len);
+    if (at + 8 <= png.len) {
+      put32be(png.data + at, 0x7FFFFFF0u);
+      CHECK_FAILS(mf_image_decode(png.data, png.len, 0, &back), MF_ERR_IO,
+                  "an IDAT chunk runs past the end of the file");
+    }
+  }
+  mf_buf_free(&png);
+  /* a JPEG whose frame header says 20000x20000 */
+  char p[160];
+  snprintf(p, sizeof p, "%s/big.jpg", dir);
+  CHECK_OK(mf_image_save(p, t, 90));
+  static unsigned char jpg[1 << 17];
+  long n = slurp(p, jpg, sizeof jpg);
+  CHECK(n > 0 && n < (long)sizeof jpg);
+  CHECK_OK(mf_image_decode(jpg, (size_t)n, 0, &back)); /* 4M pixels in ~50 KB are fine */
+  mf_release(back), back = NULL;
+  long sof = 0;
+  for (long k = 2; k + 9 < n && !sof; k++)
+    if (jpg[k] == 0xFF && jpg[k + 1] == 0xC0) sof = k;
+  CHECK(sof > 0);
+  if (sof) {
+    jpg[sof + 5] = 20000 >> 8, jpg[sof + 6] = 20000 & 255; /* height */
+    jpg[sof + 7] = 20000 >> 8, jpg[sof + 8] = 20000 & 255; /* width */
+    CHECK_FAILS(mf_image_decode(jpg, (size_t)n, 0, &back), MF_ERR_IO,
+                "20000x20000 pixels cannot come from");
+  }
+  /* a GIF of 20000x20000 in 40 bytes */
+  static const unsigned char gif[] = {
+      'G', 'I',  'F', '8', '9', 'a', 0x20, 0x4E, 0x20, 0x4E, 0x80, 0, 0, 0,    0,    0, 255, 255,
+      255, 0x2C, 0,   0,   0,   0,   0x20, 0x4E, 0x20, 0x4E, 0,    2, 2, 0x44, 0x01, 0, 0x3B};
+  CHECK_FAILS(mf_image_decode(gif, sizeof gif, 0, &back), MF_ERR_IO,
+              "20000x20000 pixels cannot come from 35 bytes");
+  CHECK(back == NULL);
+  mf_release(t);
+}
+
 static void rm_rf(const char *path) {
   char cmd[256];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", path);
@@ -430,6 +498,7 @@ int main(void) {
   test_histogram();
   test_writer();
   test_images();
+  test_image_limits();
   rm_rf(dir);
   return test_summary();
 }
