@@ -342,6 +342,9 @@ describe("Session placement", function()
     t.op._node.device = "/job:localhost/replica:0/task:0/device:TPU:0"
     local hard <close> = mf.Session { graph = g }
     H.equal(hard:run(y, { [x] = { 1, 2 } }), { 2, 4 })
+    local z = g:as_default(function() return mf.relu(x) end)
+    z.op._node.device = "/job:localhost/replica:0/task:0" -- no device named: the CPU
+    H.equal(hard:run(z, { [x] = { -1, 2 } }), { 0, 2 })
     H.err(function() hard:run(t, { [x] = { 1, 2 } }) end, "moonflow has no TPU devices")
     local soft <close> = mf.Session { graph = g, config = { allow_soft_placement = true } }
     H.equal(soft:run(t, { [x] = { 1, 2 } }), { 2, 3 })

@@ -128,10 +128,12 @@ function M.configure(config)
 end
 
 -- The device a spec asks for: "cpu", "gpu" (with its index) or another kind (nil for none).
--- Reads the last "kind:index" of the spec, so TensorFlow's full names work too.
+-- TensorFlow's full names work too: their /job:, /replica: and /task: parts say nothing about the
+-- device and are left out.
 local function requested(spec)
-  if spec == nil or spec == "" then return nil end
-  local s = spec:lower()
+  if spec == nil then return nil end
+  local s = spec:lower():gsub("/job:[^/]*", ""):gsub("/replica:[^/]*", ""):gsub("/task:[^/]*", "")
+  if s:match("^%s*$") then return nil end
   local kind, index = s:match("(%a+):(%d+)%s*$")
   if not kind then kind = s:match("(%a+)%s*$") end
   if kind == "cuda" then kind = "gpu" end
