@@ -14,7 +14,8 @@
 # the input that failed is kept under build-fuzz/crashes/ (replay it: build-fuzz/fuzz_<reader> FILE).
 # A build failure prints `FAILED: build of build-fuzz`. Exit status: 0 when every target ran clean,
 # 1 on any failure, 77 (nothing run, `skipped: ...` lines) when clang or libFuzzer is missing.
-# Environment: CC (default clang-14, else clang); MOONFLOW_FUZZ_JOBS build parallelism (nproc).
+# Environment: MOONFLOW_FUZZ_CC the compiler (default clang-14, else clang; not CC, which may name
+# gcc for the other builds); MOONFLOW_FUZZ_JOBS the build parallelism (default nproc).
 set -uo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -47,7 +48,7 @@ skip_all() {
 }
 
 # ---- clang and libFuzzer ----------------------------------------------------------------------
-cc=${CC:-}
+cc=${MOONFLOW_FUZZ_CC:-}
 if [[ -z $cc ]]; then
   cc=$(command -v clang-14 || command -v clang || true)
 fi
