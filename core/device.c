@@ -56,6 +56,17 @@ mf_status mf_device_synchronize(mf_device *d) { return d->i.synchronize(d); }
 mf_status mf_device_parse(const char *spec, mf_device_type *kind, int *index) {
   if (!spec) return mf_fail(MF_ERR_ARG, "device: no device spec given");
   const char *s = spec;
+  /* TensorFlow's full names: their /job:, /replica: and /task: parts name no device */
+  while (strncasecmp(s, "/job:", 5) == 0 || strncasecmp(s, "/replica:", 9) == 0 ||
+         strncasecmp(s, "/task:", 6) == 0) {
+    const char *next = strchr(s + 1, '/');
+    if (!next) { /* nothing but those: no device asked for, so the CPU */
+      *kind = MF_DEV_CPU;
+      *index = 0;
+      return MF_OK;
+    }
+    s = next;
+  }
   if (*s == '/') s++;
   if (strncasecmp(s, "device:", 7) == 0) s += 7;
   size_t n = strcspn(s, ":");

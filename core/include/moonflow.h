@@ -84,8 +84,9 @@ mf_device *mf_cpu(void);
 /* "cpu", "cpu:0", "/cpu:0", "cuda", "cuda:1", "gpu", "/gpu:0", "/device:GPU:1". */
 mf_status mf_device_get(const char *spec, mf_device **out);
 /* Reads a spec of the forms above without opening the device (a graph may name "/gpu:0" on a
- * machine without one); the kind is case-insensitive, the index defaults to 0. MF_ERR_ARG naming
- * the spec when it is none of them. */
+ * machine without one); the kind is case-insensitive, the index defaults to 0; TensorFlow's
+ * "/job:localhost/replica:0/task:0" parts are skipped (alone, they mean the CPU). MF_ERR_ARG
+ * naming the spec when it is none of them. */
 mf_status mf_device_parse(const char *spec, mf_device_type *kind, int *index);
 /* Why "cuda:index" cannot be opened (no driver, no GPU, CUDA_VISIBLE_DEVICES hiding them, the
  * backend's library missing, an index past the last GPU), written to buf; false when it can be. */

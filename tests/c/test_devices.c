@@ -50,6 +50,9 @@ static void test_specs(void) {
       {"/gpu:0", MF_DEV_CUDA, 0},
       {"GPU:3", MF_DEV_CUDA, 3},
       {"/device:GPU:1", MF_DEV_CUDA, 1},
+      {"/job:localhost/replica:0/task:0/device:GPU:2", MF_DEV_CUDA, 2},
+      {"/job:worker/task:1/cpu:0", MF_DEV_CPU, 0},
+      {"/job:localhost/replica:0/task:0", MF_DEV_CPU, 0},
   };
   for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
     mf_device_type kind = MF_DEV_CPU;
@@ -65,6 +68,8 @@ static void test_specs(void) {
   CHECK_FAILS(mf_device_parse("cuda:1x", &kind, &index), MF_ERR_ARG, "bad device index");
   CHECK_FAILS(mf_device_parse("gpu:99999", &kind, &index), MF_ERR_ARG, "bad device index");
   CHECK_FAILS(mf_device_parse("", &kind, &index), MF_ERR_ARG, "unknown device ''");
+  CHECK_FAILS(mf_device_parse("/job:localhost/device:TPU:0", &kind, &index), MF_ERR_ARG,
+              "unknown device '/job:localhost/device:TPU:0'");
   CHECK_FAILS(mf_device_parse(NULL, &kind, &index), MF_ERR_ARG, "no device spec");
 
   mf_device *d = NULL;

@@ -51,6 +51,9 @@ describe("device specs", function()
       { "cuda:0", "cuda:0", "cuda", 0 }, { "cuda:3", "cuda:3", "cuda", 3 },
       { "/gpu:0", "cuda:0", "cuda", 0 }, { "gpu:2", "cuda:2", "cuda", 2 },
       { "/device:GPU:1", "cuda:1", "cuda", 1 }, { "/device:gpu:7", "cuda:7", "cuda", 7 },
+      { "/job:localhost/replica:0/task:0/device:GPU:1", "cuda:1", "cuda", 1 },
+      { "/job:localhost/replica:0/task:0/device:CPU:0", "cpu", "cpu", 0 },
+      { "/job:localhost/replica:0/task:0", "cpu", "cpu", 0 },
     }
     for _, c in ipairs(cases) do
       local name, kind, index = mf._parse_device(c[1])
