@@ -89,6 +89,12 @@ describe("sessions", function()
       runs = {}
       H.equal(sess:run(b, { [a] = { 5, 5 } }), { 6, 6 }) -- a fed: A and x not needed
       assert.same({ B = 1 }, runs)
+      -- one output of a two-output op fed: the op runs for the other, the fed value stands
+      local p, q = mf.graph_lift("Two", function(v) return v + 10, v + 20 end)(x)
+      local r2 = sess:run({ p, q, p + 0 }, { [x] = { 1, 2 }, [p] = { 0, 0 } })
+      H.equal(r2[1], { 0, 0 })
+      H.equal(r2[2], { 21, 22 })
+      H.equal(r2[3], { 0, 0 })
     end)
   end)
 

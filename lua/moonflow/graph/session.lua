@@ -439,7 +439,14 @@ function Session:_new_plan(leaves, feed)
       else
         st.ins, st.outs = {}, {}
         for j, t in ipairs(node.inputs) do st.ins[j] = slot(t) end
-        for j, t in ipairs(node.outputs) do st.outs[j] = slot(t) end
+        for j, t in ipairs(node.outputs) do
+          if fed[t] then -- the fed value stands: this output goes to a slot of its own, unread
+            nslot = nslot + 1
+            st.outs[j] = nslot
+          else
+            st.outs[j] = slot(t)
+          end
+        end
         local nout = #st.outs
         if kind == "Stateful" then
           st.run = node.run
