@@ -7,8 +7,8 @@
 -- minimize(loss) adds one op whose run (a) takes the loss computed in the same session run (shared
 -- nodes run once) with the variables' values as leaves that require grad, (b) gets the gradients
 -- with autograd (mf.grad), (c) updates the session's variable values in place with the eager
--- optimizers' fused kernels (mf._optim.*_step). Slots (momentum, Adam's moments, ...) live in the
--- session. The variables trained are var_list, by default the graph's trainable variables plus the
+-- optimizers' fused kernels (mf._optim.*_step) where their update is TF1's, with tensor operations
+-- where it is not (RMSProp). Slots (momentum, Adam's moments, ...) live in the session. The variables trained are var_list, by default the graph's trainable variables plus the
 -- eager tensors that require grad held by Const nodes the loss depends on (nn layers' parameters).
 local core = require "moonflow.core"
 local G = require "moonflow.graph"
