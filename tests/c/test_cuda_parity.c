@@ -117,7 +117,7 @@ typedef struct conv_case {
 static const conv_case conv_cases[] = {
     {{2, 3, 9, 8}, {4, 3, 3, 3}, {1, 1}, {1, 1, 1, 1}, true},
     {{2, 3, 9, 8}, {4, 3, 3, 3}, {2, 2}, {1, 1, 1, 1}, false},
-    {{2, 3, 9, 8}, {5, 3, 2, 3}, {2, 1}, {0, 0, 1, 1}, true},   /* asymmetric, cuDNN direct */
+    {{2, 3, 8, 8}, {5, 3, 2, 2}, {2, 2}, {0, 0, 1, 1}, true},   /* asymmetric, unused: direct */
     {{2, 3, 9, 8}, {4, 3, 3, 3}, {1, 1}, {2, 0, 0, 1}, true},   /* asymmetric, explicit padding */
     {{3, 1, 28, 28}, {8, 1, 5, 5}, {1, 1}, {2, 2, 2, 2}, true}, /* MNIST's first layer */
     {{2, 8, 14, 14},
@@ -294,7 +294,7 @@ typedef struct pool_case {
 static const pool_case pool_cases[] = {
     {{2, 3, 8, 8}, {2, 2}, {2, 2}, {0, 0, 0, 0}}, /* MNIST's */
     {{2, 3, 9, 7}, {3, 3}, {2, 2}, {1, 1, 1, 1}}, /* overlapping, padded */
-    {{2, 2, 7, 7}, {2, 2}, {2, 2}, {0, 0, 1, 1}}, /* "same" with an odd total: cuDNN direct */
+    {{2, 2, 8, 8}, {2, 2}, {2, 2}, {0, 0, 1, 1}}, /* asymmetric, extra cells unused: cuDNN */
     {{1, 2, 6, 5}, {3, 2}, {1, 2}, {1, 0, 0, 1}}, /* asymmetric: our kernels */
     {{3, 4, 5, 5}, {5, 5}, {1, 1}, {0, 0, 0, 0}}, /* global */
 };
