@@ -47,6 +47,16 @@ print_summary() {
   local l
   for l in "${summary[@]}"; do say "  $l"; done
   ((failed == 0)) && say "GPU run: OK (${SECONDS}s)" || say "GPU run: FAILED (${SECONDS}s)"
+  # Through the session tool, only what is under $OUT comes back: the summary, the logs, and
+  # results-gpu.md, the section for bench/RESULTS.md
+  #   (python3 bench/section.py bench/RESULTS.md gpu < .../results-gpu.md)
+  if [[ -n ${OUT:-} && -d ${OUT:-} ]]; then
+    mkdir -p "$OUT/gpu-run"
+    for l in "${summary[@]}"; do printf '%s\n' "$l"; done >"$OUT/gpu-run/summary.txt"
+    cp "$dir"/*.log "$dir"/*.jsonl "$dir"/*.err "$dir"/results-gpu.md "$OUT/gpu-run/" 2>/dev/null
+    [[ -d $dir/busted ]] && cp -r "$dir/busted" "$OUT/gpu-run/" 2>/dev/null
+    say "copied the summary and logs to \$OUT/gpu-run"
+  fi
 }
 trap print_summary EXIT
 trap 'fail "interrupted"; exit 130' INT TERM
@@ -209,15 +219,31 @@ def load(p):
         pass
     return out
 m, t = load(sys.argv[1]), load(sys.argv[2])
+def num(v):
+    return "%.0f" % v if v >= 1000 else "%.4g" % v
 for k in m:
     if k in t and t[k]["value"] > 0 and m[k]["value"] > 0:
         r = t[k]["value"] / m[k]["value"] if m[k]["unit"] == "ms" else m[k]["value"] / t[k]["value"]
-        print("%s: moonflow %.4g %s, torch %.4g %s: %.2fx torch" % (k, m[k]["value"], m[k]["unit"],
-              t[k]["value"], t[k]["unit"], r))
+        print("%s: moonflow %s %s, torch %s %s: %.2fx torch" % (k, num(m[k]["value"]), m[k]["unit"],
+              num(t[k]["value"]), t[k]["unit"], r))
 EOF
 )
 if [[ -n $ratios ]]; then
   while read -r l; do record "bench $l"; done <<<"$ratios"
+  {
+    echo "## GPU: moonflow vs PyTorch on the same GPU (issue 6)"
+    echo
+    echo "${gpu_name:-unknown GPU}, $(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -n 1) driver;" \
+      "PyTorch $("${PYTHON:-python3}" -c 'import torch; print(torch.__version__)' 2>/dev/null)." \
+      "Command: \`source .device/on-gpu.sh; tests/gpu/run.sh\` (tests/gpu/bench.lua and" \
+      "tests/gpu/bench_torch.py, $steps timed steps after 20 warm-up steps; $(date -u +%Y-%m-%d))."
+    echo
+    echo "| measurement | moonflow | PyTorch | moonflow / PyTorch |"
+    echo "|---|---|---|---|"
+    sed -E 's/^([^:]+): moonflow ([^,]+), torch ([^:]+): ([0-9.]+)x torch$/| \1 | \2 | \3 | \4 |/' <<<"$ratios"
+    echo
+    echo "(ms rows: PyTorch's time / moonflow's, so above 1 means moonflow is faster.)"
+  } >"$dir/results-gpu.md"
 else
   record "bench: no ratios (see $dir/bench-*.err)"
 fi
