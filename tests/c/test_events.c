@@ -480,6 +480,44 @@ static void test_image_limits(void) {
   mf_release(t);
 }
 
+/* (found by tests/fuzz/fuzz_image.c) a JPEG whose scan uses Huffman tables no DHT defined: stb
+ * read them from memory it never wrote, so the same bytes decoded differently depending on what
+ * the heap held before. Decoded after leaving the heap full of zeros, then of 0xFF bytes, it must
+ * give the same result. The file is in the fuzzer's corpus, found from this file's path. */
+static void test_image_deterministic(void) {
+  char path[600];
+  snprintf(path, sizeof path, "%s", __FILE__);
+  char *slash = strrchr(path, '/');
+  snprintf(slash ? slash + 1 : path, sizeof path - (size_t)(slash ? slash + 1 - path : 0), "%s",
+           "../fuzz/corpus/image/found_undefined_huffman_table.jpg");
+  static unsigned char jpg[4096];
+  long n = slurp(path, jpg, sizeof jpg);
+  CHECK(n > 100);
+  if (n <= 100) {
+    fprintf(stderr, "  cannot read %s\n", path);
+    return;
+  }
+  mf_status st[2];
+  mf_tensor *img[2] = {NULL, NULL};
+  for (int k = 0; k < 2; k++) {
+    void *junk[48];
+    for (int i = 0; i < 48; i++) {
+      size_t sz = (size_t)1024 * (size_t)(i + 1);
+      junk[i] = malloc(sz);
+      if (junk[i]) memset(junk[i], k ? 0xFF : 0x00, sz);
+    }
+    for (int i = 0; i < 48; i++) free(junk[i]);
+    st[k] = mf_image_decode(jpg, (size_t)n, 0, &img[k]);
+  }
+  CHECK(st[0] == st[1]);
+  if (st[0] == MF_OK && st[1] == MF_OK) {
+    int64_t m = mf_numel(img[0]);
+    CHECK(mf_numel(img[1]) == m && memcmp(mf_data(img[0]), mf_data(img[1]), (size_t)m) == 0);
+  }
+  mf_release(img[0]);
+  mf_release(img[1]);
+}
+
 static void rm_rf(const char *path) {
   char cmd[256];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", path);
@@ -499,6 +537,7 @@ int main(void) {
   test_writer();
   test_images();
   test_image_limits();
+  test_image_deterministic();
   rm_rf(dir);
   return test_summary();
 }

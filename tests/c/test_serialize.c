@@ -604,6 +604,38 @@ static void test_fuzz_found(void) {
   mf_tensor *t = NULL;
   CHECK_FAILS(mf_load_npy_from_memory("z.npy", npy, sizeof npy - 1, &t), MF_ERR_IO,
               "z.npy: the shape overflows");
+  /* duplicates are found by sorting, not by checking each name against those before it (hours for
+   * a 100 MB header of small entries): the last of 50,000 keys repeats one, and the message says
+   * which; an archive whose central directory lists one member twice */
+  size_t cap = 50000 * 16 + 64, hn = 8;
+  unsigned char *big = malloc(cap);
+  hn += (size_t)snprintf((char *)big + hn, cap - hn, "{");
+  for (int i = 0; i < 50000; i++)
+    hn += (size_t)snprintf((char *)big + hn, cap - hn, "\"k%d\":0,", i);
+  hn += (size_t)snprintf((char *)big + hn, cap - hn, "\"k4321\":1}");
+  for (int k = 0; k < 8; k++) big[k] = (unsigned char)((uint64_t)(hn - 8) >> (8 * k));
+  CHECK_FAILS(mf_load_safetensors_from_memory("k.st", big, hn, 0, NULL, &l), MF_ERR_IO,
+              "duplicate key \"k4321\"");
+  free(big);
+  double one = 7;
+  mf_tensor *t1 = tensor_of(MF_F64, 0, NULL, &one);
+  mf_save_npy(at("one.npy"), t1);
+  unsigned char member[256];
+  long mn = slurp(at("one.npy"), member, sizeof member);
+  static unsigned char zz[1024], two[1024];
+  size_t n1 = make_zip(zz, "v.npy", member, (size_t)mn, 0, false);
+  size_t cde = 46 + 5, cd = n1 - 22 - cde; /* the one central directory entry */
+  memcpy(two, zz, cd + cde);
+  memcpy(two + cd + cde, zz + cd, cde);
+  memcpy(two + cd + 2 * cde, zz + cd + cde, 22);
+  le16(two + cd + 2 * cde + 8, 2), le16(two + cd + 2 * cde + 10, 2);
+  le32(two + cd + 2 * cde + 12, 2 * cde);
+  CHECK_OK(mf_load_npz_from_memory("one.npz", zz, n1, 0, NULL, &l));
+  CHECK(l.n == 1 && same_tensor(l.tensors[0], t1));
+  mf_tensor_list_free(&l);
+  CHECK_FAILS(mf_load_npz_from_memory("two.npz", two, n1 + cde, 0, NULL, &l), MF_ERR_IO,
+              "two.npz: two members are named 'v'");
+  mf_release(t1);
   /* ... and one whose locator points at bytes overlapping the locator itself */
   unsigned char z2[98] = {0};
   le32(z2 + 40, 0x06064b50);
