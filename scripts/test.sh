@@ -81,10 +81,14 @@ c_tests() {
   fi
   ctest --test-dir "$dir" -V -j "$jobs" --timeout "$timeout" >"$log" 2>&1
   local result p f
-  # awk prints, per test: number name status passed failed
+  # awk prints, per test: number name status passed failed skipped (a test that could not run
+  # some checks here, say without a GPU, prints `# skipped N` after its summary)
   result=$(awk '
     /^[0-9]+: # passed [0-9]+ failed [0-9]+/ {
       n = $1; sub(/:$/, "", n); p[n] = $4; f[n] = $6
+    }
+    /^[0-9]+: # skipped [0-9]+$/ {
+      n = $1; sub(/:$/, "", n); k[n] = $4
     }
     /^ *[0-9]+\/[0-9]+ +Test +#[0-9]+: / {
       n = $3; sub(/^#/, "", n); sub(/:$/, "", n); name[n] = $4
@@ -97,7 +101,7 @@ c_tests() {
         if (n in p) { pp = p[n]; ff = f[n]; if (!ok && ff == 0) ff = 1 }
         else { pp = ok ? 1 : 0; ff = ok ? 0 : 1 }
         gsub(/ /, "_", status[n])
-        print n, name[n], status[n], pp, ff
+        print n, name[n], status[n], pp, ff, (n in k) ? k[n] : 0
       }
     }' "$log" | sort -n)
   if [[ -z $result ]]; then
@@ -105,11 +109,12 @@ c_tests() {
     step_failed "ctest in $dir produced no results (log: $log)"
     return 0
   fi
-  local n name status
-  while read -r n name status p f; do
-    printf '  %-28s %6d passed %4d failed  %s\n' "$name" "$p" "$f" "${status//_/ }"
+  local n name status k
+  while read -r n name status p f k; do
+    printf '  %-28s %6d passed %4d failed %4d skipped  %s\n' "$name" "$p" "$f" "$k" "${status//_/ }"
     total_passed=$((total_passed + p))
     total_failed=$((total_failed + f))
+    total_skipped=$((total_skipped + k))
     if ((f > 0)); then
       note "  ---- output of $name (last 40 lines):"
       grep -E "^$n: " "$log" | sed -E "s/^$n: /    /" |
@@ -219,7 +224,7 @@ if [[ ${MOONFLOW_TEST_ASAN:-1} != 0 ]]; then
     else
       lua_specs build-asan "$root/build-asan/moonflow" \
         ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} \
-        UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+        UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} MOONFLOW_SANITIZED=1
     fi
   fi
 else
