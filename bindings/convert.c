@@ -1,7 +1,7 @@
 /* convert.c — conversions: t:to(dtype | device | tensor | {dtype=, device=}), t:cuda([i]),
  * t:cpu(), t:float() and the other dtype shorthands, t:type([dtype]), mf.cast(t, dtype), and
  * values back to Lua: t:item(), t:totable() and t:tobytes([dtype]) (the raw row-major host bytes,
- * as a Lua string). A conversion that changes nothing returns t. */
+ * as a Lua string), and mf.frombytes(bytes, dtype, shape), its inverse. A conversion that changes nothing returns t. */
 #include <stdio.h>
 #include <string.h>
 
@@ -184,6 +184,32 @@ static int t_tobytes(lua_State *L) {
   return 1;
 }
 
+/* mf.frombytes(bytes, dtype, shape [, {device=}]): a new tensor of that shape whose elements are
+ * the row-major host (little-endian) bytes of `bytes`, the inverse of t:tobytes(); the length must
+ * be exactly numel * element size. */
+static int m_frombytes(lua_State *L) {
+  size_t len;
+  const char *p = luaL_checklstring(L, 1, &len);
+  mf_dtype dt = lmf_checkdtype(L, 2, "frombytes");
+  int64_t shape[MF_MAX_DIMS];
+  int ndim = lmf_checkshape(L, 3, shape, LMF_SHAPE_NOVARGS, NULL, "frombytes");
+  mf_device *dev = lmf_default_device(L, "frombytes");
+  if (lua_istable(L, 4)) {
+    lua_getfield(L, 4, "device");
+    if (!lua_isnil(L, -1)) dev = lmf_checkdevice(L, -1, "frombytes");
+    lua_pop(L, 1);
+  }
+  size_t numel = 1;
+  for (int i = 0; i < ndim; i++) numel *= (size_t)shape[i];
+  size_t want = numel * mf_dtype_size(dt);
+  if (len != want)
+    return luaL_error(L, "frombytes: %I bytes for %I %s elements (%I bytes expected)",
+                      (lua_Integer)len, (lua_Integer)numel, mf_dtype_name(dt), (lua_Integer)want);
+  mf_tensor **slot = lmf_newslot(L);
+  mf_status s = mf_from_host(ndim, shape, dt, p, dev, slot);
+  return s == MF_OK ? 1 : lmf_error(L, s);
+}
+
 static const luaL_Reg methods[] = {
     {"to", t_to},       {"cuda", t_cuda},         {"cpu", t_cpu},
     {"float", t_float}, {"double", t_double},     {"int", t_int},
@@ -196,6 +222,7 @@ static const luaL_Reg methods[] = {
 static const luaL_Reg funcs[] = {
     {"cast", m_cast},
     {"cast_scaled", m_cast_scaled},
+    {"frombytes", m_frombytes},
     {NULL, NULL},
 };
 

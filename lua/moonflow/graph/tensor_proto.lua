@@ -21,6 +21,9 @@ local DT = { float32 = 1, float64 = 2, int32 = 3, uint8 = 4, string = 7, int64 =
   bfloat16 = 14, float16 = 19 }
 local DT_NAME = {}
 for k, v in pairs(DT) do DT_NAME[v] = k end
+-- dtypes whose tensor_content bytes are moonflow's own element bytes (mf.frombytes reads them)
+local BYTES_AS_IS = { float32 = true, float64 = true, int32 = true, int64 = true, uint8 = true }
+
 -- string.unpack codes for tensor_content (float16/bfloat16 as their bits)
 local CODE = { float32 = "f", float64 = "d", int32 = "i4", uint8 = "B", int64 = "i8", bool = "B",
   float16 = "I2", bfloat16 = "I2" }
@@ -204,6 +207,7 @@ local function decode_tensor(bytes)
     if #content ~= n * SIZE[dtype] then
       bad(("tensor_content has %d bytes for %d %s elements"):format(#content, n, dtype))
     end
+    if BYTES_AS_IS[dtype] then return core.frombytes(content, dtype, shape) end
     flat = {}
     local chunk, pos = 4096, 1
     for start = 1, n, chunk do
