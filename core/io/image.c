@@ -193,11 +193,20 @@ mf_status mf_image_to_hwc_u8(const mf_tensor *image, mf_tensor **out) {
 
 /* ---- decoding -------------------------------------------------------------------------------- */
 
+/* Where a JPEG's segments start (just past its SOI marker FF D8), or 0 when d is not a JPEG as
+ * stb sees one: stb skips fill bytes FF before any marker, the SOI included. */
+static size_t jpeg_start(const unsigned char *d, size_t n) {
+  if (n < 2 || d[0] != 0xFF) return 0;
+  size_t i = 1;
+  while (i < n && d[i] == 0xFF) i++;
+  return i < n && d[i] == 0xD8 ? i + 1 : 0;
+}
+
 /* stb_image 2.27 (Debian 12's) writes past a Huffman table when a JPEG's DHT segment declares
  * more than 256 codes (fixed upstream in 2.28). This walks a JPEG's marker segments, skipping the
  * entropy-coded data after each SOS, and rejects such a file before stb sees it. */
 static bool jpeg_dht_ok(const unsigned char *d, size_t n) {
-  size_t i = 2; /* after FF D8 */
+  size_t i = jpeg_start(d, n); /* after FF D8 */
   while (i + 4 <= n) {
     if (d[i] != 0xFF) { /* entropy-coded data: find the next marker that is not RSTn or FF 00 */
       i++;
@@ -246,7 +255,7 @@ static double max_pixels(const unsigned char *b, size_t n) {
   double per_byte = 128; /* TGA, whose files have no magic */
   if (n >= 4 && memcmp(b, "\x89PNG", 4) == 0)
     per_byte = 8448;
-  else if (n >= 2 && b[0] == 0xFF && b[1] == 0xD8)
+  else if (jpeg_start(b, n))
     per_byte = 1024;
   else if (n >= 4 && memcmp(b, "GIF8", 4) == 0)
     per_byte = 4096;
@@ -296,7 +305,7 @@ static mf_status decode(const char *fn, const char *what, const void *data, size
   if (n == 0) return mf_fail(MF_ERR_IO, "%s: %s: empty, not an image", fn, what);
   if (n > INT_MAX) return mf_fail(MF_ERR_IO, "%s: %s: over 2 GiB, too large to decode", fn, what);
   const unsigned char *b = data;
-  if (n >= 2 && b[0] == 0xFF && b[1] == 0xD8 && !jpeg_dht_ok(b, n))
+  if (jpeg_start(b, n) && !jpeg_dht_ok(b, n))
     return mf_fail(MF_ERR_IO,
                    "%s: %s: cannot decode the image (Corrupt JPEG: a Huffman table "
                    "with more than 256 codes)",
