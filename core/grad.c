@@ -589,8 +589,20 @@ static mf_status bw_conv2d(mf_node *n, const mf_tensor *g, mf_tensor **gin) {
   if (NEEDS(1)) MF_TRY(mf_conv2d_backward_weight(g, SAVED(0), n->in[1].shape, &n->pool, &gin[1]));
   if (n->nin > 2 && NEEDS(2)) { /* sum over N, H, W of g (N, O, H, W) */
     mf_tensor *t = NULL, *u = NULL;
+    static const int nhwc[4] = {0, 2, 3, 1};
+    mf_status s = mf_permute(g, nhwc, &u);
+    if (!s && mf_is_contiguous(u)) { /* g stored channels-last: a (N*H*W, O) view, no copy */
+      int64_t rows[2] = {-1, g->shape[1]};
+      s = mf_reshape(u, 2, rows, &t);
+      mf_release(u);
+      if (!s) s = mf_reduce(MF_OP_SUM, t, 0, false, &gin[2]);
+      mf_release(t);
+      return s;
+    }
+    MF_DROP(u);
+    if (s) return s;
     int64_t shape[3] = {g->shape[0], g->shape[1], -1};
-    mf_status s = mf_reshape(g, 3, shape, &t);
+    s = mf_reshape(g, 3, shape, &t);
     if (!s) s = mf_reduce(MF_OP_SUM, t, 2, false, &u);
     mf_release(t);
     if (!s) s = mf_reduce(MF_OP_SUM, u, 0, false, &gin[2]);

@@ -22,6 +22,15 @@
  * Every tensor a kernel sees is contiguous and of one float dtype (float32 or float64), except
  * the int64 indices and gather/scatter_add, which take any dtype but bool (scatter_add) of their
  * data. Empty outputs skip the kernel.
+ *
+ * Channels-last: on the CPU, the conv and pool ops also take their (N, C, H, W) activations
+ * stored as (N, H, W, C) — what a permutation of a contiguous NHWC tensor gives, which is how
+ * data_format = "NHWC" reaches them — without copying. When the input decides so (x; dout for
+ * the input gradients; x or dout for the weight gradient), the activations the kernel sees (x,
+ * dout, indices, and the output y/dx/indices) are all dense channels-last (a differing one is
+ * copied) and ip[0] = 1; the outputs are then channels-last tensors of the (N, C, H, W) shape,
+ * so that permuting them back to NHWC gives contiguous tensors. The weight, the bias and dw are
+ * always contiguous (O, C, KH, KW) / (O). Other devices get contiguous NCHW as before.
  */
 #include <math.h>
 #include <string.h>
@@ -132,6 +141,85 @@ static void release_all(int n, mf_tensor **t) {
   for (int i = 0; i < n; i++) MF_DROP(t[i]);
 }
 
+/* ---- channels-last layouts ---------------------------------------------------------------------
+ */
+
+/* (N, C, H, W) dims from the outermost in memory to the innermost */
+static const int NCHW_ORDER[4] = {0, 1, 2, 3}, NHWC_ORDER[4] = {0, 2, 3, 1};
+
+/* Whether t (4-D) is dense in the memory order `order`; `exact`: every stride is the one that
+ * order gives, size-1 dims included (a permuted NHWC tensor with C = 1 is exactly channels-last
+ * and not exactly NCHW, though both would hold its memory). */
+static bool dense_in(const mf_tensor *t, const int *order, bool exact) {
+  int64_t st = 1;
+  for (int k = 3; k >= 0; k--) {
+    int d = order[k];
+    if (t->shape[d] == 0) return !exact;
+    if ((exact || t->shape[d] != 1) && t->stride[d] != st) return false;
+    st *= t->shape[d];
+  }
+  return true;
+}
+
+/* Whether an op should run channels-last because of t: a CPU tensor stored exactly channels-last
+ * (not also exactly NCHW). */
+static bool wants_cl(const mf_tensor *t) {
+  return t && t->ndim == 4 && mf_device_kind(mf_tensor_device(t)) == MF_DEV_CPU &&
+         dense_in(t, NHWC_ORDER, true) && !dense_in(t, NCHW_ORDER, true);
+}
+
+/* An empty (N, C, H, W) tensor, stored channels-last when cl. */
+static mf_status empty_as(const int64_t *shape, mf_dtype dt, mf_device *dev, bool cl,
+                          mf_tensor **out) {
+  if (!cl) return mf_empty(4, shape, dt, dev, out);
+  int64_t nhwc[4] = {shape[0], shape[2], shape[3], shape[1]}, st[4];
+  mf_tensor *t;
+  MF_TRY(mf_empty(4, nhwc, dt, dev, &t));
+  st[0] = t->stride[0], st[1] = t->stride[3], st[2] = t->stride[1], st[3] = t->stride[2];
+  mf_status s = mf_make_view(t, 4, shape, st, t->offset, out);
+  mf_release(t);
+  return s;
+}
+
+/* t dense in the layout cl picks: itself when it is, else a copy (no autograd record). */
+static mf_status dense_as(const mf_tensor *t, bool cl, mf_tensor **out) {
+  if (!cl) return mf_contiguous(t, out);
+  *out = NULL;
+  if (dense_in(t, NHWC_ORDER, false)) {
+    *out = mf_retain((mf_tensor *)t);
+    return MF_OK;
+  }
+  mf_device *dev = mf_tensor_device(t);
+  MF_TRY(empty_as(t->shape, t->dtype, dev, true, out));
+  mf_call c = {.op = MF_OP_COPY, .out = *out, .in = {t}, .nin = 1};
+  mf_status s = mf_dispatch(dev, &c);
+  if (s) MF_DROP(*out);
+  return s;
+}
+
+/* Like run (below) for the conv and pool ops: with cl, the inputs in the bit mask `acts` are
+ * made dense channels-last and ip[0] = 1; the output (4-D) is channels-last when out_cl. */
+static mf_status run_as(mf_call *c, bool cl, unsigned acts, bool out_cl, int nin,
+                        const mf_tensor *const *in, const int64_t *shape, mf_dtype dt,
+                        mf_device *dev, mf_tensor **out) {
+  *out = NULL;
+  mf_tensor *ci[4] = {NULL, NULL, NULL, NULL};
+  mf_status s = MF_OK;
+  for (int i = 0; i < nin && !s; i++)
+    if (in[i]) s = dense_as(in[i], cl && (acts >> i & 1u), &ci[i]);
+  if (!s) s = empty_as(shape, dt, dev, out_cl, out);
+  if (!s && mf_numel(*out) > 0) {
+    c->out = *out;
+    c->nin = nin;
+    c->ip[0] = cl;
+    for (int i = 0; i < nin; i++) c->in[i] = ci[i];
+    s = mf_dispatch(dev, c);
+  }
+  release_all(nin, ci);
+  if (s) MF_DROP(*out);
+  return s;
+}
+
 /* Allocates *out (ndim, shape, dt on dev), makes the inputs contiguous, dispatches c (whose out
  * and in[] are filled in here) unless *out is empty. */
 static mf_status run(mf_call *c, int nin, const mf_tensor *const *in, int ndim,
@@ -196,7 +284,8 @@ mf_status mf_conv2d(const mf_tensor *x, const mf_tensor *w, const mf_tensor *b,
   int64_t shape[4] = {x->shape[0], w->shape[0], OH, OW};
   mf_call c = {.op = MF_OP_CONV2D, .params = p};
   const mf_tensor *in[3] = {x, w, b};
-  MF_TRY(run(&c, b ? 3 : 2, in, 4, shape, x->dtype, mf_tensor_device(x), out));
+  bool cl = wants_cl(x);
+  MF_TRY(run_as(&c, cl, 1u, cl, b ? 3 : 2, in, shape, x->dtype, mf_tensor_device(x), out));
   return mf_ag_keep(mf_ag_conv2d(x, w, b, p, *out), out);
 }
 
@@ -226,7 +315,8 @@ mf_status mf_conv2d_backward_input(const mf_tensor *dout, const mf_tensor *w,
   }
   mf_call c = {.op = MF_OP_CONV2D_BACKWARD_INPUT, .params = p};
   const mf_tensor *in[2] = {dout, w};
-  return run(&c, 2, in, 4, x_shape, dout->dtype, mf_tensor_device(dout), dx);
+  bool cl = wants_cl(dout);
+  return run_as(&c, cl, 1u, cl, 2, in, x_shape, dout->dtype, mf_tensor_device(dout), dx);
 }
 
 mf_status mf_conv2d_backward_weight(const mf_tensor *dout, const mf_tensor *x,
@@ -255,7 +345,8 @@ mf_status mf_conv2d_backward_weight(const mf_tensor *dout, const mf_tensor *x,
   if (x->shape[0] == 0) return mf_zeros(4, w_shape, x->dtype, dev, dw); /* no images: no gradient */
   mf_call c = {.op = MF_OP_CONV2D_BACKWARD_WEIGHT, .params = p};
   const mf_tensor *in[2] = {dout, x};
-  return run(&c, 2, in, 4, w_shape, x->dtype, dev, dw);
+  bool cl = wants_cl(x) || wants_cl(dout);
+  return run_as(&c, cl, 3u, false, 2, in, w_shape, x->dtype, dev, dw);
 }
 
 /* ---- pooling --------------------------------------------------------------------------------- */
@@ -282,12 +373,13 @@ mf_status mf_max_pool2d(const mf_tensor *x, const mf_pool2d_params *p, mf_tensor
   mf_call c = {.op = MF_OP_MAX_POOL2D, .params = p};
   /* the backward needs the argmax positions even when the caller does not */
   bool record = mf_grad_enabled() && mf_requires_grad(x);
+  bool cl = wants_cl(x);
   mf_tensor *idx = NULL;
   if (indices || record) {
-    MF_TRY(mf_empty(4, shape, MF_I64, dev, &idx));
+    MF_TRY(empty_as(shape, MF_I64, dev, cl, &idx));
     c.out2 = idx;
   }
-  mf_status s = run(&c, 1, &x, 4, shape, x->dtype, dev, out);
+  mf_status s = run_as(&c, cl, 1u, cl, 1, &x, shape, x->dtype, dev, out);
   if (!s && record) s = mf_ag_keep(mf_ag_max_pool2d(x, idx, *out), out);
   if (!s && indices) *indices = mf_retain(idx);
   mf_release(idx);
@@ -320,7 +412,8 @@ mf_status mf_max_pool2d_backward(const mf_tensor *dout, const mf_tensor *indices
                    mf_shape_fmt(4, x_shape, b, sizeof b));
   mf_call c = {.op = MF_OP_MAX_POOL2D_BACKWARD};
   const mf_tensor *in[2] = {dout, indices};
-  return run(&c, 2, in, 4, x_shape, dout->dtype, mf_tensor_device(dout), dx);
+  bool cl = wants_cl(dout) || wants_cl(indices);
+  return run_as(&c, cl, 3u, cl, 2, in, x_shape, dout->dtype, mf_tensor_device(dout), dx);
 }
 
 mf_status mf_avg_pool2d(const mf_tensor *x, const mf_pool2d_params *p, mf_tensor **out) {
@@ -328,7 +421,8 @@ mf_status mf_avg_pool2d(const mf_tensor *x, const mf_pool2d_params *p, mf_tensor
   int64_t shape[4];
   MF_TRY(pool_out_shape("avg_pool2d", x, p, shape));
   mf_call c = {.op = MF_OP_AVG_POOL2D, .params = p};
-  MF_TRY(run(&c, 1, &x, 4, shape, x->dtype, mf_tensor_device(x), out));
+  bool cl = wants_cl(x);
+  MF_TRY(run_as(&c, cl, 1u, cl, 1, &x, shape, x->dtype, mf_tensor_device(x), out));
   return mf_ag_keep(mf_ag_avg_pool2d(x, p, *out), out);
 }
 
@@ -355,7 +449,8 @@ mf_status mf_avg_pool2d_backward(const mf_tensor *dout, const int64_t *x_shape,
                    mf_shape_fmt(4, want, e, sizeof e));
   }
   mf_call c = {.op = MF_OP_AVG_POOL2D_BACKWARD, .params = p};
-  return run(&c, 1, &dout, 4, x_shape, dout->dtype, mf_tensor_device(dout), dx);
+  bool cl = wants_cl(dout);
+  return run_as(&c, cl, 1u, cl, 1, &dout, x_shape, dout->dtype, mf_tensor_device(dout), dx);
 }
 
 /* ---- softmax --------------------------------------------------------------------------------- */

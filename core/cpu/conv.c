@@ -1,6 +1,8 @@
-/* conv.c — the CPU 2-D convolution kernels (NCHW, float32 and float64): forward (with bias),
- * backward-input and backward-weight, as the front end ops_nn.c prepares them (contiguous
- * tensors, geometry in the mf_pool2d_params).
+/* conv.c — the CPU 2-D convolution kernels (float32 and float64): forward (with bias),
+ * backward-input and backward-weight, as the front end ops_nn.c prepares them (dense tensors,
+ * geometry in the mf_pool2d_params, ip[0] = 1 when the activations x/dx and y/dy are stored
+ * channels-last, i.e. each image (H, W, C) rather than (C, H, W); the weight is (O, C, KH, KW)
+ * either way). Also mf_cpu_transpose, the per-image layout change the kernels share.
  *
  * Method: im2col + GEMM per image. With K = C*KH*KW and P = OH*OW:
  *   forward          y[n] (O, P)  = w (O, K) @ col(x[n]) (K, P)  (+ bias per row)
@@ -16,6 +18,10 @@
  * instead. The weight gradient is accumulated per task over a fixed share of the images and the
  * partial sums added in task order, so that the result does not depend on timing.
  *
+ * Channels-last differs only at the edges of the per-image work: an image with C > 1 is
+ * transposed to (C, H, W) in the task's own buffer before im2col (after col2im for the input
+ * gradient: the buffer is transposed back), and the GEMMs read and write y/dy as (P, O) instead
+ * of (O, P) by their transpose flags; the direct one-channel kernels take y/dy's strides.
  * The float and double versions are generated from one definition: this file includes itself
  * twice with CONV_T (the element type), CONV_I (an integer type of its width) and S (the
  * suffix) defined.
@@ -40,10 +46,84 @@ void openblas_set_num_threads(int);
 #define VBYTES 16
 #endif
 
-/* Geometry of one call. x (N, C, H, W), w (O, C, KH, KW), y (N, O, OH, OW). */
+#if defined(__AVX__)
+#include <immintrin.h>
+
+/* b (8 rows, ldb apart) = the 8x8 block of a (rows lda apart) transposed, 4-byte elements */
+static inline void tr8x8_4(const float *a, int64_t lda, float *b, int64_t ldb) {
+  __m256 r[8], t[8];
+  for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(a + i * lda);
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+    r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+    r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+    r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+  }
+  for (int i = 0; i < 4; i++) {
+    _mm256_storeu_ps(b + i * ldb, _mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
+    _mm256_storeu_ps(b + (i + 4) * ldb, _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
+  }
+}
+
+/* the same for a 4x4 block of 8-byte elements */
+static inline void tr4x4_8(const double *a, int64_t lda, double *b, int64_t ldb) {
+  __m256d r0 = _mm256_loadu_pd(a), r1 = _mm256_loadu_pd(a + lda);
+  __m256d r2 = _mm256_loadu_pd(a + 2 * lda), r3 = _mm256_loadu_pd(a + 3 * lda);
+  __m256d t0 = _mm256_unpacklo_pd(r0, r1), t1 = _mm256_unpackhi_pd(r0, r1);
+  __m256d t2 = _mm256_unpacklo_pd(r2, r3), t3 = _mm256_unpackhi_pd(r2, r3);
+  _mm256_storeu_pd(b, _mm256_permute2f128_pd(t0, t2, 0x20));
+  _mm256_storeu_pd(b + ldb, _mm256_permute2f128_pd(t1, t3, 0x20));
+  _mm256_storeu_pd(b + 2 * ldb, _mm256_permute2f128_pd(t0, t2, 0x31));
+  _mm256_storeu_pd(b + 3 * ldb, _mm256_permute2f128_pd(t1, t3, 0x31));
+}
+#endif
+
+/* dst[c][r] = src[r][c] for r in [r0, r1), c in [c0, c1) (dst is (cols, rows), src (rows, cols)) */
+static void tr_scalar(size_t es, int64_t rows, int64_t cols, const void *src, void *dst, int64_t r0,
+                      int64_t r1, int64_t c0, int64_t c1) {
+  for (int64_t r = r0; r < r1; r++)
+    for (int64_t c = c0; c < c1; c++)
+      if (es == 4)
+        ((uint32_t *)dst)[c * rows + r] = ((const uint32_t *)src)[r * cols + c];
+      else
+        ((uint64_t *)dst)[c * rows + r] = ((const uint64_t *)src)[r * cols + c];
+}
+
+void mf_cpu_transpose(size_t es, int64_t rows, int64_t cols, const void *src, void *dst) {
+  enum { B = 32 }; /* blocks of B x B elements, in 8x8 (4x4) vector blocks where whole */
+  for (int64_t r0 = 0; r0 < rows; r0 += B)
+    for (int64_t c0 = 0; c0 < cols; c0 += B) {
+      int64_t r1 = r0 + B < rows ? r0 + B : rows, c1 = c0 + B < cols ? c0 + B : cols;
+#if defined(__AVX__)
+      int64_t v = es == 4 ? 8 : 4;
+      int64_t rv = r0 + (r1 - r0) / v * v, cv = c0 + (c1 - c0) / v * v;
+      for (int64_t r = r0; r < rv; r += v)
+        for (int64_t c = c0; c < cv; c += v) {
+          if (es == 4)
+            tr8x8_4((const float *)src + r * cols + c, cols, (float *)dst + c * rows + r, rows);
+          else
+            tr4x4_8((const double *)src + r * cols + c, cols, (double *)dst + c * rows + r, rows);
+        }
+      tr_scalar(es, rows, cols, src, dst, r0, r1, cv, c1); /* the ragged right columns */
+      tr_scalar(es, rows, cols, src, dst, rv, r1, c0, cv); /* the ragged bottom rows */
+#else
+      tr_scalar(es, rows, cols, src, dst, r0, r1, c0, c1);
+#endif
+    }
+}
+
+/* Geometry of one call. x (N, C, H, W), w (O, C, KH, KW), y (N, O, OH, OW) as logical shapes;
+ * cl: x and y stored channels-last (image n of x at n*C*H*W as (H, W, C), of y as (P, O)). */
 typedef struct geom {
   int64_t N, C, H, W, O, KH, KW, OH, OW;
-  int64_t K, P; /* C*KH*KW, OH*OW */
+  int64_t K, P;   /* C*KH*KW, OH*OW */
+  int64_t so, sp; /* strides of y/dy within an image: channel o, position p (cl: 1, O; else P, 1) */
+  bool cl;        /* channels-last activations */
+  bool xt;        /* cl with C > 1: images of x/dx go through a (C, H, W) buffer */
   int sh, sw, pt, pl;
   bool nocol;  /* 1x1, stride 1, no padding: col(x) = x */
   bool single; /* one input channel, stride 1: the direct kernels (forward, weight gradient) */
@@ -51,13 +131,15 @@ typedef struct geom {
 } geom;
 
 static geom make_geom(const mf_tensor *x_or_dx, const int64_t *wshape, const int64_t *yshape,
-                      const mf_pool2d_params *p) {
+                      const mf_pool2d_params *p, bool cl) {
   geom g;
   g.N = x_or_dx->shape[0], g.C = x_or_dx->shape[1], g.H = x_or_dx->shape[2],
   g.W = x_or_dx->shape[3];
   g.O = wshape[0], g.KH = wshape[2], g.KW = wshape[3];
   g.OH = yshape[2], g.OW = yshape[3];
   g.K = g.C * g.KH * g.KW, g.P = g.OH * g.OW;
+  g.cl = cl, g.xt = cl && g.C > 1;
+  g.so = cl ? 1 : g.P, g.sp = cl ? g.O : 1;
   g.sh = p->stride[0], g.sw = p->stride[1], g.pt = p->pad[0], g.pl = p->pad[1];
   g.nocol = g.KH == 1 && g.KW == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 &&
             g.OH == g.H && g.OW == g.W;
@@ -149,21 +231,22 @@ mf_status mf_cpu_conv2d(mf_device *dev, const mf_call *c) {
   mf_status ws;
   if (mf_cpu_conv2d_winograd(c, &ws)) return ws;
   const mf_pool2d_params *p = c->params;
+  bool cl = c->ip[0] != 0;
   geom g;
   conv_job j = {.dt = dt, .op = c->op, .out = mf_cpu_ptr(c->out)};
   atomic_init(&j.next, 0);
   switch (c->op) {
   case MF_OP_CONV2D: /* in: x, w, bias */
-    g = make_geom(c->in[0], c->in[1]->shape, c->out->shape, p);
+    g = make_geom(c->in[0], c->in[1]->shape, c->out->shape, p, cl);
     j.a = mf_cpu_ptr(c->in[0]), j.b = mf_cpu_ptr(c->in[1]);
     j.bias = c->nin > 2 && c->in[2] ? mf_cpu_ptr(c->in[2]) : NULL;
     break;
   case MF_OP_CONV2D_BACKWARD_INPUT: /* in: dy, w; out: dx */
-    g = make_geom(c->out, c->in[1]->shape, c->in[0]->shape, p);
+    g = make_geom(c->out, c->in[1]->shape, c->in[0]->shape, p, cl);
     j.a = mf_cpu_ptr(c->in[0]), j.b = mf_cpu_ptr(c->in[1]);
     break;
   case MF_OP_CONV2D_BACKWARD_WEIGHT: /* in: dy, x; out: dw */
-    g = make_geom(c->in[1], c->out->shape, c->in[0]->shape, p);
+    g = make_geom(c->in[1], c->out->shape, c->in[0]->shape, p, cl);
     j.a = mf_cpu_ptr(c->in[0]), j.b = mf_cpu_ptr(c->in[1]);
     break;
   default: return mf_fail(MF_ERR_ARG, "%s: not a convolution op", name);
@@ -328,7 +411,7 @@ static inline __attribute__((always_inline)) void F(single_fwd_block)(int R, int
     for (int b = 0; b < NB; b++) STOREV(Y + r * ys + q + b * VL, acc[r][b]);
 }
 
-/* y (O, OH, OW) = w (O, KH*KW) conv P, + bias; Y: scratch (O, OH*Wq) */
+/* y (O, OH, OW) (strides so, sp) = w (O, KH*KW) conv P, + bias; Y: scratch (O, OH*Wq) */
 static void F(single_fwd)(T *y, const T *w, const T *bias, const T *P, T *Y, const geom *g) {
   int64_t taps = g->KH * g->KW, ys = g->OH * g->Wq, nv = ys / VL;
   for (int64_t o0 = 0; o0 < g->O; o0 += 6) { /* 6 rows x 2 vectors: 12 sums in registers */
@@ -355,8 +438,8 @@ static void F(single_fwd)(T *y, const T *w, const T *bias, const T *P, T *Y, con
     T b = bias ? bias[o] : 0;
     for (int64_t oh = 0; oh < g->OH; oh++) {
       const T *s = Y + o * ys + oh * g->Wq;
-      T *d = y + (o * g->OH + oh) * g->OW;
-      for (int64_t ow = 0; ow < g->OW; ow++) d[ow] = s[ow] + b;
+      T *d = y + o * g->so + oh * g->OW * g->sp;
+      for (int64_t ow = 0; ow < g->OW; ow++) d[ow * g->sp] = s[ow] + b;
     }
   }
 }
@@ -394,13 +477,17 @@ static inline __attribute__((always_inline)) void F(single_bwdw_block)(int R, in
     for (int t = 0; t < NT; t++) dw[r * taps + t0 + t] += F(hsum)(acc[r][t]);
 }
 
-/* dw (O, KH*KW) += dy (O, OH, OW) correlated with P; D: scratch (O, OH*Wq) */
+/* dw (O, KH*KW) += dy (O, OH, OW) (strides so, sp) correlated with P; D: scratch (O, OH*Wq) */
 static void F(single_bwdw)(T *dw, const T *dy, const T *P, T *D, const geom *g) {
   int64_t taps = g->KH * g->KW, ds = g->OH * g->Wq;
   for (int64_t o = 0; o < g->O; o++) /* dy with zero junk columns */
     for (int64_t oh = 0; oh < g->OH; oh++) {
       T *d = D + o * ds + oh * g->Wq;
-      memcpy(d, dy + (o * g->OH + oh) * g->OW, (size_t)g->OW * sizeof(T));
+      const T *s = dy + o * g->so + oh * g->OW * g->sp;
+      if (g->sp == 1)
+        memcpy(d, s, (size_t)g->OW * sizeof(T));
+      else
+        for (int64_t ow = 0; ow < g->OW; ow++) d[ow] = s[ow * g->sp];
       memset(d + g->OW, 0, (size_t)(g->Wq - g->OW) * sizeof(T));
     }
   for (int64_t o0 = 0; o0 < g->O; o0 += 3) {
@@ -454,11 +541,15 @@ static void F(conv_task)(conv_job *j, int t) {
     return;
   }
   size_t colbytes = g->nocol ? 0 : (size_t)(K * P) * sizeof(T);
-  T *col = colbytes ? mf_host_alloc(colbytes) : NULL;
-  if (colbytes && !col) {
+  size_t xtbytes = g->xt ? (size_t)xsz * sizeof(T) : 0; /* an image of x/dx as (C, H, W) */
+  T *col = colbytes ? mf_host_alloc(colbytes) : NULL, *xt = xtbytes ? mf_host_alloc(xtbytes) : NULL;
+  if ((colbytes && !col) || (xtbytes && !xt)) {
     j->failed = 1;
-    return;
+    goto done;
   }
+  /* y/dy of an image: (O, P) row-major, or (P, O) = its transpose when channels-last */
+  const CBLAS_TRANSPOSE ytr = g->cl ? CblasTrans : CblasNoTrans;
+  const int ldy = (int)(g->cl ? O : P);
   switch (j->op) {
   case MF_OP_CONV2D: {
     const T *x = j->a, *w = j->b, *bias = j->bias;
@@ -466,6 +557,10 @@ static void F(conv_task)(conv_job *j, int t) {
     for (int64_t n = -1; next_image(j, t, &n);) {
       const T *xn = x + n * xsz;
       T *yn = y + n * ysz;
+      if (g->xt) {
+        mf_cpu_transpose(sizeof(T), g->H * g->W, g->C, xn, xt);
+        xn = xt;
+      }
       const T *B = xn;
       if (!g->nocol) {
         F(im2col)(col, P, xn, g);
@@ -473,9 +568,13 @@ static void F(conv_task)(conv_job *j, int t) {
       }
       if (bias)
         for (int64_t o = 0; o < O; o++)
-          for (int64_t q = 0; q < P; q++) yn[o * P + q] = bias[o];
-      GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)O, (int)P, (int)K, 1, w, (int)K, B,
-           (int)P, bias ? 1 : 0, yn, (int)P);
+          for (int64_t q = 0; q < P; q++) yn[o * g->so + q * g->sp] = bias[o];
+      if (g->cl) /* y (P, O) = col^T (P, K) @ w^T (K, O) */
+        GEMM(CblasRowMajor, CblasTrans, CblasTrans, (int)P, (int)O, (int)K, 1, B, (int)P, w, (int)K,
+             bias ? 1 : 0, yn, (int)O);
+      else
+        GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)O, (int)P, (int)K, 1, w, (int)K, B,
+             (int)P, bias ? 1 : 0, yn, (int)P);
     }
     break;
   }
@@ -483,14 +582,16 @@ static void F(conv_task)(conv_job *j, int t) {
     const T *dy = j->a, *w = j->b;
     T *dx = j->out;
     for (int64_t n = -1; next_image(j, t, &n);) {
-      T *dxn = dx + n * xsz;
-      T *C = g->nocol ? dxn : col;
-      GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, (int)K, (int)P, (int)O, 1, w, (int)K,
-           dy + n * ysz, (int)P, 0, C, (int)P);
+      T *dxn = dx + n * xsz, *dxc = g->xt ? xt : dxn; /* dx of the image as (C, H, W) */
+      T *C = g->nocol ? dxc : col;
+      /* dcol (K, P) = w^T (K, O) @ dy (O, P) */
+      GEMM(CblasRowMajor, CblasTrans, ytr, (int)K, (int)P, (int)O, 1, w, (int)K, dy + n * ysz, ldy,
+           0, C, (int)P);
       if (!g->nocol) {
-        memset(dxn, 0, (size_t)xsz * sizeof(T));
-        F(col2im)(dxn, col, P, g);
+        memset(dxc, 0, (size_t)xsz * sizeof(T));
+        F(col2im)(dxc, col, P, g);
       }
+      if (g->xt) mf_cpu_transpose(sizeof(T), g->C, g->H * g->W, xt, dxn);
     }
     break;
   }
@@ -499,19 +600,27 @@ static void F(conv_task)(conv_job *j, int t) {
     T *dw = j->partial[t];
     memset(dw, 0, (size_t)(O * K) * sizeof(T));
     for (int64_t n = -1; next_image(j, t, &n);) {
-      const T *xn = x + n * xsz, *B = xn;
+      const T *xn = x + n * xsz;
+      if (g->xt) {
+        mf_cpu_transpose(sizeof(T), g->H * g->W, g->C, xn, xt);
+        xn = xt;
+      }
+      const T *B = xn;
       if (!g->nocol) {
         F(im2col)(col, P, xn, g);
         B = col;
       }
-      GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)O, (int)K, (int)P, 1, dy + n * ysz, (int)P,
-           B, (int)P, 1, dw, (int)K);
+      /* dw (O, K) += dy (O, P) @ col^T (P, K) */
+      GEMM(CblasRowMajor, ytr, CblasTrans, (int)O, (int)K, (int)P, 1, dy + n * ysz, ldy, B, (int)P,
+           1, dw, (int)K);
     }
     break;
   }
   default: break;
   }
+done:
   if (col) mf_host_free(col, colbytes);
+  if (xt) mf_host_free(xt, xtbytes);
 }
 
 #undef T

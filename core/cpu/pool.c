@@ -1,4 +1,4 @@
-/* pool.c — the CPU 2-D pooling kernels (NCHW, float32 and float64): max pooling with int64 argmax
+/* pool.c — the CPU 2-D pooling kernels (float32 and float64): max pooling with int64 argmax
  * indices (flat ih*W + iw within each (n, c) plane) and its backward (a scatter of the output
  * gradient to those indices), average pooling and its backward. Padding cells are ignored by max
  * pooling and count as zeros for average pooling only when count_include_pad is set (otherwise
@@ -7,8 +7,11 @@
  * row-major order), as in torch.
  *
  * Work is split over the thread pool by (n, c) planes. The common 2x2 stride-2 unpadded window
- * has its own loop. The float and double versions come from one definition: this file includes
- * itself with T and S (the suffix) defined.
+ * has its own loop. With ip[0] = 1 the tensors (x, y, indices, dx, dy) are stored channels-last
+ * (each image (H, W, C)); the work is then split by images, each transposed to (C, H, W) planes
+ * in the task's buffers, run through the same plane loops and transposed back (the indices stay
+ * positions within a plane). The float and double versions come from one definition: this file
+ * includes itself with T and S (the suffix) defined.
  */
 #ifndef POOL_T /* ---- the type-independent part -------------------------------------------- */
 
@@ -25,7 +28,11 @@ typedef struct pool_job {
   int64_t H, W, OH, OW;
   int kh, kw, sh, sw, pt, pl;
   bool include_pad;
-  int bad; /* backward: an index out of range */
+  int bad; /* backward: an index out of range (1); channels-last: out of memory (2) */
+  /* channels-last: the op, channels, and the plane loop the images go through */
+  mf_op op;
+  int64_t C;
+  mf_range_fn planes;
 } pool_job;
 
 /* Window rows [h0, h1) of output row oh, clipped to the input; likewise columns. */
@@ -85,7 +92,14 @@ mf_status mf_cpu_pool2d(mf_device *dev, const mf_call *c) {
   case MF_OP_AVG_POOL2D_BACKWARD: fn = dt == MF_F32 ? avg_bwd_f32 : avg_bwd_f64; break;
   default: return mf_fail(MF_ERR_ARG, "%s: not a pooling op", name);
   }
+  if (c->ip[0]) { /* channels-last: by images */
+    j.op = c->op, j.C = big->shape[1], j.planes = fn;
+    fn = dt == MF_F32 ? cl_images_f32 : cl_images_f64;
+    grain = (grain + j.C - 1) / (j.C > 0 ? j.C : 1);
+    planes = big->shape[0];
+  }
   mf_parallel_for(planes, grain, fn, &j);
+  if (j.bad == 2) return mf_fail(MF_ERR_MEMORY, "%s: out of memory for the layout buffers", name);
   if (j.bad)
     return mf_fail(MF_ERR_INDEX, "%s: an index is outside the %lldx%lld input plane", name,
                    (long long)j.H, (long long)j.W);
@@ -215,6 +229,47 @@ static void F(avg_bwd)(void *ctx, int64_t b, int64_t e) {
       }
     }
   }
+}
+
+/* channels-last images [b, e): each transposed to (C, H, W) planes, j->planes run on them, and
+ * the results transposed back */
+static void F(cl_images)(void *ctx, int64_t b, int64_t e) {
+  pool_job *j = ctx;
+  const int64_t C = j->C, HW = j->H * j->W, OHW = j->OH * j->OW;
+  bool backward = j->op == MF_OP_MAX_POOL2D_BACKWARD || j->op == MF_OP_AVG_POOL2D_BACKWARD;
+  bool idx = j->op == MF_OP_MAX_POOL2D_BACKWARD || j->out_idx;
+  size_t xb = (size_t)(C * HW) * sizeof(T), yb = (size_t)(C * OHW) * sizeof(T),
+         ib = idx ? (size_t)(C * OHW) * sizeof(int64_t) : 0;
+  T *xs = mf_host_alloc(xb), *ys = mf_host_alloc(yb);
+  int64_t *is = ib ? mf_host_alloc(ib) : NULL;
+  if (!xs || !ys || (ib && !is)) {
+    j->bad = 2;
+    goto done;
+  }
+  for (int64_t n = b; n < e; n++) {
+    pool_job one = *j; /* the plane loops on the buffers */
+    one.bad = 0;
+    if (backward) {
+      mf_cpu_transpose(sizeof(T), OHW, C, (const T *)j->in + n * C * OHW, ys);
+      if (idx) mf_cpu_transpose(8, OHW, C, j->idx + n * C * OHW, is);
+      one.in = ys, one.idx = is, one.out = xs;
+    } else {
+      mf_cpu_transpose(sizeof(T), HW, C, (const T *)j->in + n * C * HW, xs);
+      one.in = xs, one.out = ys, one.out_idx = j->out_idx ? is : NULL;
+    }
+    j->planes(&one, 0, C);
+    if (one.bad) j->bad = one.bad;
+    if (backward) {
+      mf_cpu_transpose(sizeof(T), C, HW, xs, (T *)j->out + n * C * HW);
+    } else {
+      mf_cpu_transpose(sizeof(T), C, OHW, ys, (T *)j->out + n * C * OHW);
+      if (j->out_idx) mf_cpu_transpose(8, C, OHW, is, j->out_idx + n * C * OHW);
+    }
+  }
+done:
+  if (xs) mf_host_free(xs, xb);
+  if (ys) mf_host_free(ys, yb);
+  if (is) mf_host_free(is, ib);
 }
 
 #undef T

@@ -22,6 +22,9 @@
  * (about 32 KiB per transform position), each transformed into the task's own buffers (vectorised
  * over 8 tiles), multiplied by 64 small GEMMs with a register-blocked 6x16 kernel (no BLAS), and
  * transformed back. Weight transforms run in float, 8 (o, c) pairs at a time.
+ * Channels-last activations (ip[0] = 1: images stored (H, W, C)) are transposed image by image
+ * into the task's (C, H, W) / (O, OH, OW) buffers at the start of a block (x, dy) and back at its
+ * end (y, dx); the transforms then read and write those buffers, offset by the block's first image.
  */
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -190,6 +193,7 @@ typedef struct wjob {
   int64_t vs, ms;     /* position strides of the V (C rows) and M (O rows) buffers, in floats */
   const float *a, *b, *bias;
   float *out;
+  bool cl;        /* channels-last activations */
   const float *U; /* (64, O, C) forward; (64, C, O) for backward-input */
   float **dU;     /* backward-weight: per-task (64, O, Cp) sums */
   int tasks;
@@ -302,8 +306,9 @@ static inline void transpose8x4(const __m128 *q, v8 *r) {
   r[2] = _mm256_shuffle_ps(t1, t3, 0x44), r[3] = _mm256_shuffle_ps(t1, t3, 0xEE);
 }
 
-/* V[xi][c][t] (position stride vs) from the input planes x (N, C, H, W) for the block's tiles. */
-static void input_transform(const wjob *j, const tgroup *gs, const float *x, float *V) {
+/* V[xi][c][t] (position stride vs) from the input planes x (N, C, H, W) for the block's tiles;
+ * x holds images n0.. (its image 0 is image n0). */
+static void input_transform(const wjob *j, const tgroup *gs, const float *x, int64_t n0, float *V) {
   const int64_t C = j->C, H = j->H, W = j->W, TP = j->TP, vs = j->vs;
   for (int64_t c = 0; c < C; c++)
     for (int64_t t0 = 0; t0 < TP; t0 += 8) {
@@ -315,7 +320,7 @@ static void input_transform(const wjob *j, const tgroup *gs, const float *x, flo
           for (int p = 0; p < 8; p++) wb[p][k] = _mm256_setzero_ps();
           continue;
         }
-        const float *plane = x + (g->n[k] * C + c) * H * W;
+        const float *plane = x + ((g->n[k] - n0) * C + c) * H * W;
         for (int p = 0; p < 8; p++) {
           int64_t iy = g->y0[k] + p;
           if (iy < 0 || iy >= H)
@@ -344,8 +349,9 @@ static void input_transform(const wjob *j, const tgroup *gs, const float *x, flo
     }
 }
 
-/* out (N, O, OH, OW) tiles of the block from M[xi][o][t], plus bias. */
-static void output_transform(const wjob *j, const tgroup *gs, const float *M, float *y) {
+/* out (N, O, OH, OW) tiles of the block from M[xi][o][t], plus bias; y holds images n0.. */
+static void output_transform(const wjob *j, const tgroup *gs, const float *M, float *y,
+                             int64_t n0) {
   const int64_t O = j->O, OH = j->OH, OW = j->OW, TP = j->TP, ms = j->ms;
   for (int64_t o = 0; o < O; o++)
     for (int64_t t0 = 0; t0 < TP; t0 += 8) {
@@ -370,7 +376,7 @@ static void output_transform(const wjob *j, const tgroup *gs, const float *M, fl
         for (int k = 0; k < 8; k++) {
           int64_t oy = 4 * g->ty[k] + a;
           if (!g->real[k] || oy >= OH) continue;
-          float *d = y + ((g->n[k] * O + o) * OH + oy) * OW + 4 * g->tx[k];
+          float *d = y + (((g->n[k] - n0) * O + o) * OH + oy) * OW + 4 * g->tx[k];
           if (g->out_full[k]) {
             _mm_storeu_ps(d, row[k]);
           } else { /* blend into the last 4 cells of the row (the left ones are written) */
@@ -383,8 +389,10 @@ static void output_transform(const wjob *j, const tgroup *gs, const float *M, fl
     }
 }
 
-/* dM[xi][o][t] = AT^T dy AT for the block's tiles (cells of dy beyond OH, OW are zeros). */
-static void grad_transform(const wjob *j, const tgroup *gs, const float *dy, float *dM) {
+/* dM[xi][o][t] = AT^T dy AT for the block's tiles (cells of dy beyond OH, OW are zeros); dy
+ * holds images n0.. */
+static void grad_transform(const wjob *j, const tgroup *gs, const float *dy, int64_t n0,
+                           float *dM) {
   const int64_t O = j->O, OH = j->OH, OW = j->OW, TP = j->TP, ms = j->ms;
   for (int64_t o = 0; o < O; o++)
     for (int64_t t0 = 0; t0 < TP; t0 += 8) {
@@ -398,7 +406,7 @@ static void grad_transform(const wjob *j, const tgroup *gs, const float *dy, flo
             q[k] = _mm_setzero_ps();
             continue;
           }
-          const float *src = dy + ((g->n[k] * O + o) * OH + oy) * OW + 4 * g->tx[k];
+          const float *src = dy + (((g->n[k] - n0) * O + o) * OH + oy) * OW + 4 * g->tx[k];
           if (g->out_full[k]) {
             q[k] = _mm_loadu_ps(src);
           } else { /* the last 4 cells of the row, moved into place */
@@ -419,8 +427,9 @@ static void grad_transform(const wjob *j, const tgroup *gs, const float *dy, flo
     }
 }
 
-/* dx (N, C, H, W) += BT^T dV BT over the block's tiles (dx zeroed by the caller). */
-static void input_adjoint(const wjob *j, const tgroup *gs, const float *dV, float *dx) {
+/* dx (N, C, H, W) += BT^T dV BT over the block's tiles (dx zeroed by the caller); dx holds
+ * images n0.. */
+static void input_adjoint(const wjob *j, const tgroup *gs, const float *dV, float *dx, int64_t n0) {
   const int64_t C = j->C, H = j->H, W = j->W, TP = j->TP, vs = j->vs;
   for (int64_t c = 0; c < C; c++)
     for (int64_t t0 = 0; t0 < TP; t0 += 8) {
@@ -444,7 +453,7 @@ static void input_adjoint(const wjob *j, const tgroup *gs, const float *dV, floa
         for (int k = 0; k < 8; k++) {
           int64_t iy = g->y0[k] + p;
           if (!g->real[k] || iy < 0 || iy >= H) continue;
-          float *d = fptr(dx, ((g->n[k] * C + c) * H + iy) * W + g->x0[k]);
+          float *d = fptr(dx, (((g->n[k] - n0) * C + c) * H + iy) * W + g->x0[k]);
           if (g->full[k]) {
             _mm256_storeu_ps(d, ADD(_mm256_loadu_ps(d), dd[p][k]));
           } else if (W >= 8) { /* add into the 8 cells of the row nearest the window */
@@ -510,33 +519,55 @@ static void wino_task(wjob *j, int t) {
   float *V = mf_host_alloc(vbytes), *M = mf_host_alloc(mbytes);
   float *VT = tbytes ? mf_host_alloc(tbytes) : NULL;
   tgroup *gs = mf_host_alloc(gbytes);
-  if (!V || !M || (tbytes && !VT) || !gs) {
+  /* channels-last: a block's images of x/dx as (C, H, W) and of y/dy as (O, OH, OW) */
+  const int64_t xsz = C * j->H * j->W, ysz = O * j->OH * j->OW;
+  size_t xbytes = j->cl ? (size_t)(j->nb * xsz) * 4 : 0,
+         ybytes = j->cl ? (size_t)(j->nb * ysz) * 4 : 0;
+  float *XS = xbytes ? mf_host_alloc(xbytes) : NULL, *YS = ybytes ? mf_host_alloc(ybytes) : NULL;
+  if (!V || !M || (tbytes && !VT) || !gs || (xbytes && !XS) || (ybytes && !YS)) {
     j->failed = 1;
     goto done;
   }
+  const float *xin = j->op == MF_OP_CONV2D_BACKWARD_WEIGHT ? j->b : j->a; /* forward, weight */
+  const float *dyin = j->a;                                               /* the backwards */
   bool first = true;
   for (int64_t b0 = -1, b1; next_block(j, t, &b0, &b1);) {
+    /* where the transforms read and write: the tensors themselves (image 0 = image 0), or the
+     * buffers (image 0 = image b0) */
+    int64_t n0 = j->cl ? b0 : 0;
+    const float *xs = xin, *dys = dyin;
+    float *outs = j->out;
+    if (j->cl) {
+      for (int64_t n = b0; n < b1; n++) {
+        if (j->op != MF_OP_CONV2D_BACKWARD_INPUT)
+          mf_cpu_transpose(4, j->H * j->W, C, xin + n * xsz, XS + (n - b0) * xsz);
+        if (j->op != MF_OP_CONV2D)
+          mf_cpu_transpose(4, j->OH * j->OW, O, dyin + n * ysz, YS + (n - b0) * ysz);
+      }
+      xs = XS, dys = YS;
+      outs = j->op == MF_OP_CONV2D ? YS : XS;
+    }
     if (j->op == MF_OP_CONV2D_BACKWARD_INPUT) /* the block's dx, summed over its tiles */
-      memset(j->out + b0 * C * j->H * j->W, 0, (size_t)((b1 - b0) * C * j->H * j->W) * 4);
+      memset(outs + (b0 - n0) * xsz, 0, (size_t)((b1 - b0) * xsz) * 4);
     for (int64_t t0 = 0; t0 < (b1 - b0) * j->TI; t0 += TP, first = false) {
       tile_groups(j, b0, b1, t0, gs);
       switch (j->op) {
       case MF_OP_CONV2D:
-        input_transform(j, gs, j->a, V);
+        input_transform(j, gs, xs, n0, V);
         for (int xi = 0; xi < NPOS; xi++)
           gemm(O, TP, C, j->U + (int64_t)xi * O * C, C, V + xi * vs, TP, M + xi * ms, TP, false);
-        output_transform(j, gs, M, j->out);
+        output_transform(j, gs, M, outs, n0);
         break;
       case MF_OP_CONV2D_BACKWARD_INPUT: /* a = dy, U = (64, C, O) */
-        grad_transform(j, gs, j->a, M);
+        grad_transform(j, gs, dys, n0, M);
         for (int xi = 0; xi < NPOS; xi++)
           gemm(C, TP, O, j->U + (int64_t)xi * C * O, O, M + xi * ms, TP, V + xi * vs, TP, false);
-        input_adjoint(j, gs, V, j->out);
+        input_adjoint(j, gs, V, outs, n0);
         break;
       case MF_OP_CONV2D_BACKWARD_WEIGHT: { /* a = dy, b = x; dU[t] (64, O, Cp) */
         float *dU = j->dU[t];
-        grad_transform(j, gs, j->a, M);
-        input_transform(j, gs, j->b, V);
+        grad_transform(j, gs, dys, n0, M);
+        input_transform(j, gs, xs, n0, V);
         transpose_positions(V, vs, C, TP, VT, Cp);
         for (int xi = 0; xi < NPOS; xi++)
           gemm(O, Cp, TP, M + xi * ms, TP, VT + (int64_t)xi * TP * Cp, Cp,
@@ -546,8 +577,16 @@ static void wino_task(wjob *j, int t) {
       default: break;
       }
     }
+    if (j->cl && j->op == MF_OP_CONV2D)
+      for (int64_t n = b0; n < b1; n++)
+        mf_cpu_transpose(4, O, j->OH * j->OW, YS + (n - b0) * ysz, j->out + n * ysz);
+    if (j->cl && j->op == MF_OP_CONV2D_BACKWARD_INPUT)
+      for (int64_t n = b0; n < b1; n++)
+        mf_cpu_transpose(4, C, j->H * j->W, XS + (n - b0) * xsz, j->out + n * xsz);
   }
 done:
+  if (XS) mf_host_free(XS, xbytes);
+  if (YS) mf_host_free(YS, ybytes);
   if (V) mf_host_free(V, vbytes);
   if (M) mf_host_free(M, mbytes);
   if (VT) mf_host_free(VT, tbytes);
@@ -672,7 +711,8 @@ bool mf_cpu_conv2d_winograd(const mf_call *c, mf_status *status) {
             .OH = y->shape[2],
             .OW = y->shape[3],
             .pt = p->pad[0],
-            .pl = p->pad[1]};
+            .pl = p->pad[1],
+            .cl = c->ip[0] != 0};
   /* 5x5, stride 1, tiles mostly useful, enough channels for the GEMMs to pay */
   if (ws[2] != 5 || ws[3] != 5 || p->stride[0] != 1 || p->stride[1] != 1 || j.OH < 4 || j.OW < 4 ||
       j.C < 8 || j.O < 8 || j.N < 1)

@@ -9,6 +9,9 @@
  *   wide inner blocks, extreme values; finite differences;
  * - gather and scatter_add (dims, smaller index, duplicates, integer dtypes, range errors);
  * - the dropout mask (values, rate, reproducibility, agreement with mf_rand's numbers);
+ * - channels-last activations (an (N, C, H, W) view of an NHWC tensor, what data_format = "NHWC"
+ *   passes): every conv and pool case again with x and dy stored so, their results stored so
+ *   too, a mixed-layout weight gradient and the gradients through autograd (the bias included);
  * - non-contiguous inputs, empty batches, mf_same_padding, error messages;
  * - PyTorch's values for a few cases (nn_reference.h, made by tests/tools/gen_nn_reference.py). */
 #include <stdint.h>
@@ -61,6 +64,33 @@ static mf_tensor *make(int nd, const int64_t *shape, mf_dtype dt, const double *
 
 static mf_tensor *make4(const int64_t *shape, mf_dtype dt, const double *v) {
   return make(4, shape, dt, v);
+}
+
+/* make4, or with cl an (N, C, H, W) view of an (N, H, W, C) tensor holding the same values (the
+ * permutation data_format = "NHWC" makes) */
+static mf_tensor *make4_as(const int64_t *shape, mf_dtype dt, const double *v, bool cl) {
+  if (!cl) return make4(shape, dt, v);
+  int64_t N = shape[0], C = shape[1], H = shape[2], W = shape[3], nhwc[4] = {N, H, W, C};
+  double *u = malloc(sizeof(double) * (size_t)(numel(4, shape) ? numel(4, shape) : 1));
+  for (int64_t n = 0; n < N; n++)
+    for (int64_t c = 0; c < C; c++)
+      for (int64_t h = 0; h < H; h++)
+        for (int64_t w = 0; w < W; w++)
+          u[((n * H + h) * W + w) * C + c] = v[((n * C + c) * H + h) * W + w];
+  mf_tensor *t = make4(nhwc, dt, u), *r = NULL;
+  const int perm[4] = {0, 3, 1, 2};
+  CHECK_OK(mf_permute(t, perm, &r));
+  mf_release(t);
+  free(u);
+  return r;
+}
+
+/* whether t (N, C, H, W) is stored exactly as an (N, H, W, C) tensor */
+static bool stored_cl(const mf_tensor *t) {
+  if (!t || t->ndim != 4) return false;
+  int64_t C = t->shape[1], H = t->shape[2], W = t->shape[3];
+  return t->stride[1] == 1 && t->stride[3] == C && t->stride[2] == W * C &&
+         t->stride[0] == H * W * C;
 }
 
 /* The values of t as doubles (malloc'd). */
@@ -207,29 +237,64 @@ static void test_conv_case(const conv_case *k, mf_dtype dt) {
          *dw = malloc(sizeof(double) * (size_t)nw);
   ref_conv(k, x, w, k->bias ? b : NULL, y);
   ref_conv_backward(k, x, w, dy, dx, dw);
-  mf_tensor *tx = make4(xs, dt, x), *tw = make4(ws, dt, w), *tb = make(1, bs, dt, b),
-            *tdy = make4(ys, dt, dy), *r = NULL;
   mf_pool2d_params p = geometry(0, 0, k->sh, k->sw, k->pt, k->pl, k->pb, k->pr);
   /* float32: a bound on the error relative to the result's scale (Winograd's rounding is about
    * 1e-5 of it); float64: tight */
   double t = tol(dt), sy = dt == MF_F32 ? 2.5 * max_abs(y, ny) : 1,
          sx = dt == MF_F32 ? 2.5 * max_abs(dx, nx) : 1,
          sw = dt == MF_F32 ? 2.5 * max_abs(dw, nw) : 4;
-  char msg[200];
-  CHECK_OK(mf_conv2d(tx, tw, k->bias ? tb : NULL, &p, &r));
-  snprintf(msg, sizeof msg, "%s: forward", what);
-  check_tensor(msg, r, 4, ys, y, t * sy, t);
-  DROP(r);
-  CHECK_OK(mf_conv2d_backward_input(tdy, tw, xs, &p, &r));
-  snprintf(msg, sizeof msg, "%s: backward input", what);
-  check_tensor(msg, r, 4, xs, dx, t * sx, t);
-  DROP(r);
-  CHECK_OK(mf_conv2d_backward_weight(tdy, tx, ws, &p, &r));
-  snprintf(msg, sizeof msg, "%s: backward weight", what);
-  check_tensor(msg, r, 4, ws, dw, t * sw, t);
-  DROP(r);
-  mf_release(tx), mf_release(tw), mf_release(tb), mf_release(tdy);
-  free(x), free(w), free(b), free(dy), free(y), free(dx), free(dw);
+  char msg[240];
+  double *db = calloc((size_t)k->O, sizeof(double)); /* the bias gradient: dy summed over n, h, w */
+  for (int64_t i = 0; i < ny; i++) db[i / (ys[2] * ys[3]) % k->O] += dy[i];
+  /* cl: x and dy stored channels-last (the results must be too, but for dw) */
+  for (int cl = 0; cl < 2; cl++) {
+    const char *lay = cl ? " channels-last" : "";
+    mf_tensor *tx = make4_as(xs, dt, x, cl), *tw = make4(ws, dt, w), *tb = make(1, bs, dt, b),
+              *tdy = make4_as(ys, dt, dy, cl), *r = NULL;
+    CHECK_OK(mf_conv2d(tx, tw, k->bias ? tb : NULL, &p, &r));
+    snprintf(msg, sizeof msg, "%s%s: forward", what, lay);
+    check_tensor(msg, r, 4, ys, y, t * sy, t);
+    if (cl && ny > 0) CHECK(stored_cl(r));
+    DROP(r);
+    CHECK_OK(mf_conv2d_backward_input(tdy, tw, xs, &p, &r));
+    snprintf(msg, sizeof msg, "%s%s: backward input", what, lay);
+    check_tensor(msg, r, 4, xs, dx, t * sx, t);
+    if (cl && nx > 0) CHECK(stored_cl(r));
+    DROP(r);
+    CHECK_OK(mf_conv2d_backward_weight(tdy, tx, ws, &p, &r));
+    snprintf(msg, sizeof msg, "%s%s: backward weight", what, lay);
+    check_tensor(msg, r, 4, ws, dw, t * sw, t);
+    DROP(r);
+    if (cl) { /* the weight gradient of a channels-last x and an NCHW dy, and the reverse */
+      mf_tensor *ndy = make4(ys, dt, dy), *nx_ = make4(xs, dt, x);
+      CHECK_OK(mf_conv2d_backward_weight(ndy, tx, ws, &p, &r));
+      snprintf(msg, sizeof msg, "%s: backward weight, x channels-last, dy NCHW", what);
+      check_tensor(msg, r, 4, ws, dw, t * sw, t);
+      DROP(r);
+      CHECK_OK(mf_conv2d_backward_weight(tdy, nx_, ws, &p, &r));
+      snprintf(msg, sizeof msg, "%s: backward weight, x NCHW, dy channels-last", what);
+      check_tensor(msg, r, 4, ws, dw, t * sw, t);
+      DROP(r);
+      mf_release(ndy), mf_release(nx_);
+    }
+    if (cl && k->bias && nx > 0) { /* through autograd: dx, dw and the bias gradient */
+      mf_tensor *in[3] = {tx, tw, tb}, *g[3] = {NULL, NULL, NULL};
+      for (int i = 0; i < 3; i++) CHECK_OK(mf_set_requires_grad(in[i], true));
+      CHECK_OK(mf_conv2d(tx, tw, tb, &p, &r));
+      if (r) CHECK_OK(mf_grad(1, &r, &tdy, 3, in, false, false, g));
+      snprintf(msg, sizeof msg, "%s: autograd input", what);
+      check_tensor(msg, g[0], 4, xs, dx, t * sx, t);
+      if (g[0]) CHECK(stored_cl(g[0]));
+      snprintf(msg, sizeof msg, "%s: autograd weight", what);
+      check_tensor(msg, g[1], 4, ws, dw, t * sw, t);
+      snprintf(msg, sizeof msg, "%s: autograd bias", what);
+      check_tensor(msg, g[2], 1, bs, db, t * 2.5 * max_abs(db, k->O) + t, t);
+      for (int i = 0; i < 3; i++) mf_release(g[i]);
+      DROP(r);
+    }
+    mf_release(tx), mf_release(tw), mf_release(tb), mf_release(tdy);
+  }
+  free(x), free(w), free(b), free(dy), free(y), free(dx), free(dw), free(db);
 }
 
 static const conv_case CONV_CASES[] = {
@@ -532,32 +597,64 @@ static void test_pool_case(const pool_case *k, bool is_max, bool include_pad, mf
   for (int64_t i = 0; i < ny; i++) fi[i] = (double)idx[i];
   mf_pool2d_params p = geometry(k->kh, k->kw, k->sh, k->sw, k->pt, k->pl, k->pb, k->pr);
   p.count_include_pad = include_pad;
-  mf_tensor *tx = make4(xs, dt, x), *tdy = make4(ys, dt, dy), *r = NULL, *ri = NULL, *rx = NULL;
   double t = tol(dt);
-  char msg[220];
-  if (is_max) {
-    CHECK_OK(mf_max_pool2d(tx, &p, &r, &ri));
-    snprintf(msg, sizeof msg, "%s: forward", what);
-    check_tensor(msg, r, 4, ys, y, 0, 0);
-    snprintf(msg, sizeof msg, "%s: indices", what);
-    CHECK(ri && ri->dtype == MF_I64);
-    check_tensor(msg, ri, 4, ys, fi, 0, 0);
-    if (ri) CHECK_OK(mf_max_pool2d_backward(tdy, ri, xs, &rx));
-    snprintf(msg, sizeof msg, "%s: backward", what);
-    check_tensor(msg, rx, 4, xs, dx, t, t);
-    DROP(r);
-    CHECK_OK(mf_max_pool2d(tx, &p, &r, NULL)); /* without indices */
-    snprintf(msg, sizeof msg, "%s: forward without indices", what);
-    check_tensor(msg, r, 4, ys, y, 0, 0);
-  } else {
-    CHECK_OK(mf_avg_pool2d(tx, &p, &r));
-    snprintf(msg, sizeof msg, "%s: forward", what);
-    check_tensor(msg, r, 4, ys, y, t, t);
-    CHECK_OK(mf_avg_pool2d_backward(tdy, xs, &p, &rx));
-    snprintf(msg, sizeof msg, "%s: backward", what);
-    check_tensor(msg, rx, 4, xs, dx, t, t);
+  char msg[240];
+  /* cl: x and dy stored channels-last, and so the results */
+  for (int cl = 0; cl < 2; cl++) {
+    mf_tensor *tx = make4_as(xs, dt, x, cl), *tdy = make4_as(ys, dt, dy, cl), *r = NULL, *ri = NULL,
+              *rx = NULL;
+    char whatl[200];
+    snprintf(whatl, sizeof whatl, "%s%s", what, cl ? " channels-last" : "");
+    if (is_max) {
+      CHECK_OK(mf_max_pool2d(tx, &p, &r, &ri));
+      snprintf(msg, sizeof msg, "%s: forward", whatl);
+      check_tensor(msg, r, 4, ys, y, 0, 0);
+      snprintf(msg, sizeof msg, "%s: indices", whatl);
+      CHECK(ri && ri->dtype == MF_I64);
+      check_tensor(msg, ri, 4, ys, fi, 0, 0);
+      if (cl) CHECK(stored_cl(r) && stored_cl(ri));
+      if (ri) CHECK_OK(mf_max_pool2d_backward(tdy, ri, xs, &rx));
+      snprintf(msg, sizeof msg, "%s: backward", whatl);
+      check_tensor(msg, rx, 4, xs, dx, t, t);
+      if (cl) CHECK(stored_cl(rx));
+      DROP(rx);
+      if (cl && ri) { /* NCHW dy with channels-last indices */
+        mf_tensor *ndy = make4(ys, dt, dy);
+        CHECK_OK(mf_max_pool2d_backward(ndy, ri, xs, &rx));
+        snprintf(msg, sizeof msg, "%s: backward, dy NCHW", whatl);
+        check_tensor(msg, rx, 4, xs, dx, t, t);
+        DROP(rx);
+        mf_release(ndy);
+      }
+      DROP(r);
+      CHECK_OK(mf_max_pool2d(tx, &p, &r, NULL)); /* without indices */
+      snprintf(msg, sizeof msg, "%s: forward without indices", whatl);
+      check_tensor(msg, r, 4, ys, y, 0, 0);
+    } else {
+      CHECK_OK(mf_avg_pool2d(tx, &p, &r));
+      snprintf(msg, sizeof msg, "%s: forward", whatl);
+      check_tensor(msg, r, 4, ys, y, t, t);
+      if (cl) CHECK(stored_cl(r));
+      CHECK_OK(mf_avg_pool2d_backward(tdy, xs, &p, &rx));
+      snprintf(msg, sizeof msg, "%s: backward", whatl);
+      check_tensor(msg, rx, 4, xs, dx, t, t);
+      if (cl) CHECK(stored_cl(rx));
+    }
+    if (cl) { /* through autograd */
+      mf_tensor *y2 = NULL, *g = NULL;
+      CHECK_OK(mf_set_requires_grad(tx, true));
+      if (is_max)
+        CHECK_OK(mf_max_pool2d(tx, &p, &y2, NULL));
+      else
+        CHECK_OK(mf_avg_pool2d(tx, &p, &y2));
+      if (y2) CHECK_OK(mf_grad(1, &y2, &tdy, 1, &tx, false, false, &g));
+      snprintf(msg, sizeof msg, "%s: autograd", whatl);
+      check_tensor(msg, g, 4, xs, dx, t, t);
+      if (g) CHECK(stored_cl(g));
+      mf_release(y2), mf_release(g);
+    }
+    mf_release(tx), mf_release(tdy), mf_release(r), mf_release(ri), mf_release(rx);
   }
-  mf_release(tx), mf_release(tdy), mf_release(r), mf_release(ri), mf_release(rx);
   free(x), free(dy), free(y), free(dx), free(fi), free(idx);
 }
 
