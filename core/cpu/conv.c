@@ -21,8 +21,8 @@
  * Channels-last differs only at the edges of the per-image work: an image with C > 1 is
  * transposed to (C, H, W) in the task's own buffer before im2col (after col2im for the input
  * gradient: the buffer is transposed back), and the GEMMs read and write y/dy as (P, O) instead
- * of (O, P) by their transpose flags; the direct one-channel kernels take y/dy's strides.
- * The float and double versions are generated from one definition: this file includes itself
+ * of (O, P) by their transpose flags; the direct one-channel kernels transpose y/dy a row at a
+ * time. The float and double versions are generated from one definition: this file includes itself
  * twice with CONV_T (the element type), CONV_I (an integer type of its width) and S (the
  * suffix) defined.
  */
@@ -82,18 +82,19 @@ static inline void tr4x4_8(const double *a, int64_t lda, double *b, int64_t ldb)
 }
 #endif
 
-/* dst[c][r] = src[r][c] for r in [r0, r1), c in [c0, c1) (dst is (cols, rows), src (rows, cols)) */
-static void tr_scalar(size_t es, int64_t rows, int64_t cols, const void *src, void *dst, int64_t r0,
+/* dst[c][r] = src[r][c] for r in [r0, r1), c in [c0, c1) (rows lds / ldd elements apart) */
+static void tr_scalar(size_t es, const void *src, int64_t lds, void *dst, int64_t ldd, int64_t r0,
                       int64_t r1, int64_t c0, int64_t c1) {
   for (int64_t r = r0; r < r1; r++)
     for (int64_t c = c0; c < c1; c++)
       if (es == 4)
-        ((uint32_t *)dst)[c * rows + r] = ((const uint32_t *)src)[r * cols + c];
+        ((uint32_t *)dst)[c * ldd + r] = ((const uint32_t *)src)[r * lds + c];
       else
-        ((uint64_t *)dst)[c * rows + r] = ((const uint64_t *)src)[r * cols + c];
+        ((uint64_t *)dst)[c * ldd + r] = ((const uint64_t *)src)[r * lds + c];
 }
 
-void mf_cpu_transpose(size_t es, int64_t rows, int64_t cols, const void *src, void *dst) {
+void mf_cpu_transpose(size_t es, int64_t rows, int64_t cols, const void *src, int64_t lds,
+                      void *dst, int64_t ldd) {
   enum { B = 32 }; /* blocks of B x B elements, in 8x8 (4x4) vector blocks where whole */
   for (int64_t r0 = 0; r0 < rows; r0 += B)
     for (int64_t c0 = 0; c0 < cols; c0 += B) {
@@ -104,14 +105,14 @@ void mf_cpu_transpose(size_t es, int64_t rows, int64_t cols, const void *src, vo
       for (int64_t r = r0; r < rv; r += v)
         for (int64_t c = c0; c < cv; c += v) {
           if (es == 4)
-            tr8x8_4((const float *)src + r * cols + c, cols, (float *)dst + c * rows + r, rows);
+            tr8x8_4((const float *)src + r * lds + c, lds, (float *)dst + c * ldd + r, ldd);
           else
-            tr4x4_8((const double *)src + r * cols + c, cols, (double *)dst + c * rows + r, rows);
+            tr4x4_8((const double *)src + r * lds + c, lds, (double *)dst + c * ldd + r, ldd);
         }
-      tr_scalar(es, rows, cols, src, dst, r0, r1, cv, c1); /* the ragged right columns */
-      tr_scalar(es, rows, cols, src, dst, rv, r1, c0, cv); /* the ragged bottom rows */
+      tr_scalar(es, src, lds, dst, ldd, r0, r1, cv, c1); /* the ragged right columns */
+      tr_scalar(es, src, lds, dst, ldd, rv, r1, c0, cv); /* the ragged bottom rows */
 #else
-      tr_scalar(es, rows, cols, src, dst, r0, r1, c0, c1);
+      tr_scalar(es, src, lds, dst, ldd, r0, r1, c0, c1);
 #endif
     }
 }
@@ -411,7 +412,7 @@ static inline __attribute__((always_inline)) void F(single_fwd_block)(int R, int
     for (int b = 0; b < NB; b++) STOREV(Y + r * ys + q + b * VL, acc[r][b]);
 }
 
-/* y (O, OH, OW) (strides so, sp) = w (O, KH*KW) conv P, + bias; Y: scratch (O, OH*Wq) */
+/* y (O, OH, OW), or (OH, OW, O) when cl, = w (O, KH*KW) conv P, + bias; Y: scratch (O, OH*Wq) */
 static void F(single_fwd)(T *y, const T *w, const T *bias, const T *P, T *Y, const geom *g) {
   int64_t taps = g->KH * g->KW, ys = g->OH * g->Wq, nv = ys / VL;
   for (int64_t o0 = 0; o0 < g->O; o0 += 6) { /* 6 rows x 2 vectors: 12 sums in registers */
@@ -434,12 +435,20 @@ static void F(single_fwd)(T *y, const T *w, const T *bias, const T *P, T *Y, con
 #undef FB
     }
   }
+  if (g->cl) { /* y (OH, OW, O): the bias added in Y, then each output row transposed */
+    if (bias)
+      for (int64_t o = 0; o < g->O; o++)
+        for (int64_t q = 0; q < ys; q++) Y[o * ys + q] += bias[o];
+    for (int64_t oh = 0; oh < g->OH; oh++)
+      mf_cpu_transpose(sizeof(T), g->O, g->OW, Y + oh * g->Wq, ys, y + oh * g->OW * g->O, g->O);
+    return;
+  }
   for (int64_t o = 0; o < g->O; o++) {
     T b = bias ? bias[o] : 0;
     for (int64_t oh = 0; oh < g->OH; oh++) {
       const T *s = Y + o * ys + oh * g->Wq;
-      T *d = y + o * g->so + oh * g->OW * g->sp;
-      for (int64_t ow = 0; ow < g->OW; ow++) d[ow * g->sp] = s[ow] + b;
+      T *d = y + (o * g->OH + oh) * g->OW;
+      for (int64_t ow = 0; ow < g->OW; ow++) d[ow] = s[ow] + b;
     }
   }
 }
@@ -477,19 +486,18 @@ static inline __attribute__((always_inline)) void F(single_bwdw_block)(int R, in
     for (int t = 0; t < NT; t++) dw[r * taps + t0 + t] += F(hsum)(acc[r][t]);
 }
 
-/* dw (O, KH*KW) += dy (O, OH, OW) (strides so, sp) correlated with P; D: scratch (O, OH*Wq) */
+/* dw (O, KH*KW) += dy (O, OH, OW) (cl: (OH, OW, O)) correlated with P; D: scratch (O, OH*Wq) */
 static void F(single_bwdw)(T *dw, const T *dy, const T *P, T *D, const geom *g) {
   int64_t taps = g->KH * g->KW, ds = g->OH * g->Wq;
-  for (int64_t o = 0; o < g->O; o++) /* dy with zero junk columns */
-    for (int64_t oh = 0; oh < g->OH; oh++) {
+  for (int64_t oh = 0; oh < g->OH; oh++) { /* dy with zero junk columns */
+    if (g->cl)                             /* dy (OH, OW, O): an output row transposed */
+      mf_cpu_transpose(sizeof(T), g->OW, g->O, dy + oh * g->OW * g->O, g->O, D + oh * g->Wq, ds);
+    for (int64_t o = 0; o < g->O; o++) {
       T *d = D + o * ds + oh * g->Wq;
-      const T *s = dy + o * g->so + oh * g->OW * g->sp;
-      if (g->sp == 1)
-        memcpy(d, s, (size_t)g->OW * sizeof(T));
-      else
-        for (int64_t ow = 0; ow < g->OW; ow++) d[ow] = s[ow * g->sp];
+      if (!g->cl) memcpy(d, dy + (o * g->OH + oh) * g->OW, (size_t)g->OW * sizeof(T));
       memset(d + g->OW, 0, (size_t)(g->Wq - g->OW) * sizeof(T));
     }
+  }
   for (int64_t o0 = 0; o0 < g->O; o0 += 3) {
     int R = (int)(g->O - o0 < 3 ? g->O - o0 : 3);
     for (int64_t t0 = 0; t0 < taps; t0 += 3) {
@@ -558,7 +566,7 @@ static void F(conv_task)(conv_job *j, int t) {
       const T *xn = x + n * xsz;
       T *yn = y + n * ysz;
       if (g->xt) {
-        mf_cpu_transpose(sizeof(T), g->H * g->W, g->C, xn, xt);
+        mf_cpu_transpose(sizeof(T), g->H * g->W, g->C, xn, g->C, xt, g->H * g->W);
         xn = xt;
       }
       const T *B = xn;
@@ -591,7 +599,7 @@ static void F(conv_task)(conv_job *j, int t) {
         memset(dxc, 0, (size_t)xsz * sizeof(T));
         F(col2im)(dxc, col, P, g);
       }
-      if (g->xt) mf_cpu_transpose(sizeof(T), g->C, g->H * g->W, xt, dxn);
+      if (g->xt) mf_cpu_transpose(sizeof(T), g->C, g->H * g->W, xt, g->H * g->W, dxn, g->C);
     }
     break;
   }
@@ -602,7 +610,7 @@ static void F(conv_task)(conv_job *j, int t) {
     for (int64_t n = -1; next_image(j, t, &n);) {
       const T *xn = x + n * xsz;
       if (g->xt) {
-        mf_cpu_transpose(sizeof(T), g->H * g->W, g->C, xn, xt);
+        mf_cpu_transpose(sizeof(T), g->H * g->W, g->C, xn, g->C, xt, g->H * g->W);
         xn = xt;
       }
       const T *B = xn;

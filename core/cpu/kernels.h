@@ -36,9 +36,10 @@ mf_status mf_cpu_optim(mf_device *dev, const mf_call *c);
 /* Neural-network ops; the call layouts are described at the top of ops_nn.c. */
 /* conv.c: CONV2D, CONV2D_BACKWARD_INPUT, CONV2D_BACKWARD_WEIGHT */
 mf_status mf_cpu_conv2d(mf_device *dev, const mf_call *c);
-/* conv.c: dst (cols, rows) = src (rows, cols), both dense; es = 4 or 8 bytes per element (the
- * channels-last conv and pool kernels change an image's layout with it) */
-void mf_cpu_transpose(size_t es, int64_t rows, int64_t cols, const void *src, void *dst);
+/* conv.c: dst (cols, rows) = src (rows, cols), their rows ldd / lds elements apart; es = 4 or 8
+ * bytes per element (the channels-last conv and pool kernels change an image's layout with it) */
+void mf_cpu_transpose(size_t es, int64_t rows, int64_t cols, const void *src, int64_t lds,
+                      void *dst, int64_t ldd);
 /* winograd.c: the float32 5x5 stride-1 path of mf_cpu_conv2d. Returns false when the call does
  * not suit it (the caller then uses im2col), else true with the call's status in *status. */
 bool mf_cpu_conv2d_winograd(const mf_call *c, mf_status *status);

@@ -8,10 +8,11 @@
  *
  * Work is split over the thread pool by (n, c) planes. The common 2x2 stride-2 unpadded window
  * has its own loop. With ip[0] = 1 the tensors (x, y, indices, dx, dy) are stored channels-last
- * (each image (H, W, C)); the work is then split by images, each transposed to (C, H, W) planes
- * in the task's buffers, run through the same plane loops and transposed back (the indices stay
- * positions within a plane). The float and double versions come from one definition: this file
- * includes itself with T and S (the suffix) defined.
+ * (each image (H, W, C)): the work is split by images and the loops visit the same windows in the
+ * same order with the channel loop innermost, over contiguous memory (the *_cl functions); the
+ * indices stay positions ih*W + iw within a plane, so both layouts give the same values. The float
+ * and double versions come from one definition: this file includes itself with T and S (the suffix)
+ * defined.
  */
 #ifndef POOL_T /* ---- the type-independent part -------------------------------------------- */
 
@@ -28,11 +29,8 @@ typedef struct pool_job {
   int64_t H, W, OH, OW;
   int kh, kw, sh, sw, pt, pl;
   bool include_pad;
-  int bad; /* backward: an index out of range (1); channels-last: out of memory (2) */
-  /* channels-last: the op, channels, and the plane loop the images go through */
-  mf_op op;
-  int64_t C;
-  mf_range_fn planes;
+  int bad;   /* backward: an index out of range */
+  int64_t C; /* channels-last: the channels */
 } pool_job;
 
 /* Window rows [h0, h1) of output row oh, clipped to the input; likewise columns. */
@@ -84,22 +82,29 @@ mf_status mf_cpu_pool2d(mf_device *dev, const mf_call *c) {
       j.H * j.W +
       j.OH * j.OW * (c->op == MF_OP_AVG_POOL2D || c->op == MF_OP_MAX_POOL2D ? j.kh * j.kw : 1);
   int64_t grain = 32768 / (per_plane > 0 ? per_plane : 1) + 1;
+  bool cl = c->ip[0] != 0, f32 = dt == MF_F32;
   mf_range_fn fn = NULL;
   switch (c->op) {
-  case MF_OP_MAX_POOL2D: fn = dt == MF_F32 ? max_fwd_f32 : max_fwd_f64; break;
-  case MF_OP_MAX_POOL2D_BACKWARD: fn = dt == MF_F32 ? max_bwd_f32 : max_bwd_f64; break;
-  case MF_OP_AVG_POOL2D: fn = dt == MF_F32 ? avg_fwd_f32 : avg_fwd_f64; break;
-  case MF_OP_AVG_POOL2D_BACKWARD: fn = dt == MF_F32 ? avg_bwd_f32 : avg_bwd_f64; break;
+  case MF_OP_MAX_POOL2D:
+    fn = cl ? (f32 ? max_fwd_cl_f32 : max_fwd_cl_f64) : (f32 ? max_fwd_f32 : max_fwd_f64);
+    break;
+  case MF_OP_MAX_POOL2D_BACKWARD:
+    fn = cl ? (f32 ? max_bwd_cl_f32 : max_bwd_cl_f64) : (f32 ? max_bwd_f32 : max_bwd_f64);
+    break;
+  case MF_OP_AVG_POOL2D:
+    fn = cl ? (f32 ? avg_fwd_cl_f32 : avg_fwd_cl_f64) : (f32 ? avg_fwd_f32 : avg_fwd_f64);
+    break;
+  case MF_OP_AVG_POOL2D_BACKWARD:
+    fn = cl ? (f32 ? avg_bwd_cl_f32 : avg_bwd_cl_f64) : (f32 ? avg_bwd_f32 : avg_bwd_f64);
+    break;
   default: return mf_fail(MF_ERR_ARG, "%s: not a pooling op", name);
   }
-  if (c->ip[0]) { /* channels-last: by images */
-    j.op = c->op, j.C = big->shape[1], j.planes = fn;
-    fn = dt == MF_F32 ? cl_images_f32 : cl_images_f64;
+  if (cl) { /* by images: C planes each */
+    j.C = big->shape[1];
     grain = (grain + j.C - 1) / (j.C > 0 ? j.C : 1);
     planes = big->shape[0];
   }
   mf_parallel_for(planes, grain, fn, &j);
-  if (j.bad == 2) return mf_fail(MF_ERR_MEMORY, "%s: out of memory for the layout buffers", name);
   if (j.bad)
     return mf_fail(MF_ERR_INDEX, "%s: an index is outside the %lldx%lld input plane", name,
                    (long long)j.H, (long long)j.W);
@@ -231,46 +236,108 @@ static void F(avg_bwd)(void *ctx, int64_t b, int64_t e) {
   }
 }
 
-/* channels-last images [b, e): each transposed to (C, H, W) planes, j->planes run on them, and
- * the results transposed back */
-static void F(cl_images)(void *ctx, int64_t b, int64_t e) {
+/* ---- channels-last: images [b, e), each (H, W, C); the same windows, the c loop innermost ---- */
+
+/* the window of output (oh, ow): rows [h0, h1), columns [w0, w1) */
+#define CL_WINDOW                                                                                  \
+  int64_t h0, h1, w0, w1;                                                                          \
+  window(oh, j->sh, j->pt, j->kh, H, &h0, &h1);                                                    \
+  window(ow, j->sw, j->pl, j->kw, W, &w0, &w1);
+
+static void F(max_fwd_cl)(void *ctx, int64_t b, int64_t e) {
   pool_job *j = ctx;
-  const int64_t C = j->C, HW = j->H * j->W, OHW = j->OH * j->OW;
-  bool backward = j->op == MF_OP_MAX_POOL2D_BACKWARD || j->op == MF_OP_AVG_POOL2D_BACKWARD;
-  bool idx = j->op == MF_OP_MAX_POOL2D_BACKWARD || j->out_idx;
-  size_t xb = (size_t)(C * HW) * sizeof(T), yb = (size_t)(C * OHW) * sizeof(T),
-         ib = idx ? (size_t)(C * OHW) * sizeof(int64_t) : 0;
-  T *xs = mf_host_alloc(xb), *ys = mf_host_alloc(yb);
-  int64_t *is = ib ? mf_host_alloc(ib) : NULL;
-  if (!xs || !ys || (ib && !is)) {
-    j->bad = 2;
-    goto done;
-  }
+  const int64_t H = j->H, W = j->W, OH = j->OH, OW = j->OW, C = j->C;
   for (int64_t n = b; n < e; n++) {
-    pool_job one = *j; /* the plane loops on the buffers */
-    one.bad = 0;
-    if (backward) {
-      mf_cpu_transpose(sizeof(T), OHW, C, (const T *)j->in + n * C * OHW, ys);
-      if (idx) mf_cpu_transpose(8, OHW, C, j->idx + n * C * OHW, is);
-      one.in = ys, one.idx = is, one.out = xs;
-    } else {
-      mf_cpu_transpose(sizeof(T), HW, C, (const T *)j->in + n * C * HW, xs);
-      one.in = xs, one.out = ys, one.out_idx = j->out_idx ? is : NULL;
-    }
-    j->planes(&one, 0, C);
-    if (one.bad) j->bad = one.bad;
-    if (backward) {
-      mf_cpu_transpose(sizeof(T), C, HW, xs, (T *)j->out + n * C * HW);
-    } else {
-      mf_cpu_transpose(sizeof(T), C, OHW, ys, (T *)j->out + n * C * OHW);
-      if (j->out_idx) mf_cpu_transpose(8, C, OHW, is, j->out_idx + n * C * OHW);
-    }
+    const T *x = (const T *)j->in + n * H * W * C;
+    for (int64_t oh = 0; oh < OH; oh++)
+      for (int64_t ow = 0; ow < OW; ow++) {
+        CL_WINDOW
+        int64_t q = (n * OH + oh) * OW + ow;
+        T *y = (T *)j->out + q * C;
+        int64_t *ix = j->out_idx ? j->out_idx + q * C : NULL, first = h0 * W + w0;
+        memcpy(y, x + first * C, (size_t)C * sizeof(T));
+        if (ix)
+          for (int64_t c = 0; c < C; c++) ix[c] = first;
+        for (int64_t ih = h0; ih < h1; ih++)
+          for (int64_t iw = ih == h0 ? w0 + 1 : w0; iw < w1; iw++) {
+            const T *v = x + (ih * W + iw) * C;
+            /* a later cell wins when larger, or when it is the first NaN (as in max_fwd) */
+            if (ix) {
+              for (int64_t c = 0; c < C; c++)
+                if (v[c] > y[c] || (v[c] != v[c] && y[c] == y[c])) y[c] = v[c], ix[c] = ih * W + iw;
+            } else {
+              for (int64_t c = 0; c < C; c++) {
+                bool take = v[c] > y[c] || (v[c] != v[c] && y[c] == y[c]);
+                y[c] = take ? v[c] : y[c];
+              }
+            }
+          }
+      }
   }
-done:
-  if (xs) mf_host_free(xs, xb);
-  if (ys) mf_host_free(ys, yb);
-  if (is) mf_host_free(is, ib);
 }
+
+static void F(max_bwd_cl)(void *ctx, int64_t b, int64_t e) {
+  pool_job *j = ctx;
+  const int64_t HW = j->H * j->W, OHW = j->OH * j->OW, C = j->C;
+  for (int64_t n = b; n < e; n++) {
+    const T *dy = (const T *)j->in + n * OHW * C;
+    const int64_t *ix = j->idx + n * OHW * C;
+    T *dx = (T *)j->out + n * HW * C;
+    memset(dx, 0, (size_t)(HW * C) * sizeof(T));
+    for (int64_t q = 0; q < OHW * C; q += C)
+      for (int64_t c = 0; c < C; c++) {
+        int64_t i = ix[q + c];
+        if (i < 0 || i >= HW) {
+          j->bad = 1;
+          continue;
+        }
+        dx[i * C + c] += dy[q + c];
+      }
+  }
+}
+
+static void F(avg_fwd_cl)(void *ctx, int64_t b, int64_t e) {
+  pool_job *j = ctx;
+  const int64_t H = j->H, W = j->W, OH = j->OH, OW = j->OW, C = j->C;
+  for (int64_t n = b; n < e; n++) {
+    const T *x = (const T *)j->in + n * H * W * C;
+    for (int64_t oh = 0; oh < OH; oh++)
+      for (int64_t ow = 0; ow < OW; ow++) {
+        CL_WINDOW
+        T *y = (T *)j->out + ((n * OH + oh) * OW + ow) * C;
+        memset(y, 0, (size_t)C * sizeof(T));
+        for (int64_t ih = h0; ih < h1; ih++)
+          for (int64_t iw = w0; iw < w1; iw++) {
+            const T *v = x + (ih * W + iw) * C;
+            for (int64_t c = 0; c < C; c++) y[c] += v[c];
+          }
+        T div = F(avg_div)(j, h0, h1, w0, w1);
+        for (int64_t c = 0; c < C; c++) y[c] /= div;
+      }
+  }
+}
+
+static void F(avg_bwd_cl)(void *ctx, int64_t b, int64_t e) {
+  pool_job *j = ctx;
+  const int64_t H = j->H, W = j->W, OH = j->OH, OW = j->OW, C = j->C;
+  for (int64_t n = b; n < e; n++) {
+    T *dx = (T *)j->out + n * H * W * C;
+    memset(dx, 0, (size_t)(H * W * C) * sizeof(T));
+    for (int64_t oh = 0; oh < OH; oh++)
+      for (int64_t ow = 0; ow < OW; ow++) {
+        CL_WINDOW
+        const T *dy = (const T *)j->in + ((n * OH + oh) * OW + ow) * C;
+        T div = F(avg_div)(j, h0, h1, w0, w1);
+        for (int64_t ih = h0; ih < h1; ih++)
+          for (int64_t iw = w0; iw < w1; iw++) {
+            T *d = dx + (ih * W + iw) * C;
+            for (int64_t c = 0; c < C; c++) d[c] += dy[c] / div;
+          }
+      }
+  }
+}
+
+#undef CL_WINDOW
 
 #undef T
 #undef F

@@ -540,9 +540,10 @@ static void wino_task(wjob *j, int t) {
     if (j->cl) {
       for (int64_t n = b0; n < b1; n++) {
         if (j->op != MF_OP_CONV2D_BACKWARD_INPUT)
-          mf_cpu_transpose(4, j->H * j->W, C, xin + n * xsz, XS + (n - b0) * xsz);
+          mf_cpu_transpose(4, j->H * j->W, C, xin + n * xsz, C, XS + (n - b0) * xsz, j->H * j->W);
         if (j->op != MF_OP_CONV2D)
-          mf_cpu_transpose(4, j->OH * j->OW, O, dyin + n * ysz, YS + (n - b0) * ysz);
+          mf_cpu_transpose(4, j->OH * j->OW, O, dyin + n * ysz, O, YS + (n - b0) * ysz,
+                           j->OH * j->OW);
       }
       xs = XS, dys = YS;
       outs = j->op == MF_OP_CONV2D ? YS : XS;
@@ -579,10 +580,11 @@ static void wino_task(wjob *j, int t) {
     }
     if (j->cl && j->op == MF_OP_CONV2D)
       for (int64_t n = b0; n < b1; n++)
-        mf_cpu_transpose(4, O, j->OH * j->OW, YS + (n - b0) * ysz, j->out + n * ysz);
+        mf_cpu_transpose(4, O, j->OH * j->OW, YS + (n - b0) * ysz, j->OH * j->OW, j->out + n * ysz,
+                         O);
     if (j->cl && j->op == MF_OP_CONV2D_BACKWARD_INPUT)
       for (int64_t n = b0; n < b1; n++)
-        mf_cpu_transpose(4, C, j->H * j->W, XS + (n - b0) * xsz, j->out + n * xsz);
+        mf_cpu_transpose(4, C, j->H * j->W, XS + (n - b0) * xsz, j->H * j->W, j->out + n * xsz, C);
   }
 done:
   if (XS) mf_host_free(XS, xbytes);

@@ -319,21 +319,22 @@ static const conv_case CONV_CASES[] = {
     {2, 8, 36, 33, 9, 5, 5, 1, 1, 2, 2, 2, 2, false},  /* many tiles an image */
 };
 
-/* Central finite differences of L = sum(conv(x, w) * dy) in float64 against the backwards. */
-static void test_conv_gradcheck(void) {
-  conv_case k = {2, 2, 5, 4, 3, 3, 2, 2, 1, 1, 0, 0, 1, true};
+/* Central finite differences of L = sum(conv(x, w) * dy) in float64 against the backwards; cl:
+ * x and dy stored channels-last (here C = 3 and stride 2, odd sizes, asymmetric padding). */
+static void test_conv_gradcheck(bool cl) {
+  conv_case k = {2, 3, 5, 7, 3, 3, 2, 2, 2, 1, 0, 0, 1, true};
   int64_t xs[4] = {k.N, k.C, k.H, k.W}, ws[4] = {k.O, k.C, k.KH, k.KW}, bs[1] = {k.O};
   int64_t ys[4] = {k.N, k.O, out_dim(k.H, k.KH, k.sh, k.pt, k.pb),
                    out_dim(k.W, k.KW, k.sw, k.pl, k.pr)};
   int64_t nx = numel(4, xs), nw = numel(4, ws), ny = numel(4, ys);
   double *x = randv(nx), *w = randv(nw), *b = randv(k.O), *dy = randv(ny);
   mf_pool2d_params p = geometry(0, 0, k.sh, k.sw, k.pt, k.pl, k.pb, k.pr);
-  mf_tensor *tb = make(1, bs, MF_F64, b), *tdy = make4(ys, MF_F64, dy);
+  mf_tensor *tb = make(1, bs, MF_F64, b), *tdy = make4_as(ys, MF_F64, dy, cl);
   const double h = 1e-6;
   /* L at (x, w) */
 #define LOSS(xv, wv, out)                                                                          \
   do {                                                                                             \
-    mf_tensor *tx_ = make4(xs, MF_F64, xv), *tw_ = make4(ws, MF_F64, wv), *y_ = NULL;              \
+    mf_tensor *tx_ = make4_as(xs, MF_F64, xv, cl), *tw_ = make4(ws, MF_F64, wv), *y_ = NULL;       \
     CHECK_OK(mf_conv2d(tx_, tw_, tb, &p, &y_));                                                    \
     double *yv_ = values(y_), s_ = 0;                                                              \
     for (int64_t q = 0; q < ny; q++) s_ += yv_[q] * dy[q];                                         \
@@ -350,9 +351,10 @@ static void test_conv_gradcheck(void) {
     x[i] = keep;
     num[i] = (lp - lm) / (2 * h);
   }
-  mf_tensor *tx = make4(xs, MF_F64, x), *tw = make4(ws, MF_F64, w), *r = NULL;
+  mf_tensor *tx = make4_as(xs, MF_F64, x, cl), *tw = make4(ws, MF_F64, w), *r = NULL;
   CHECK_OK(mf_conv2d_backward_input(tdy, tw, xs, &p, &r));
-  check_tensor("conv gradcheck: input", r, 4, xs, num, 1e-6, 1e-6);
+  check_tensor(cl ? "conv gradcheck channels-last: input" : "conv gradcheck: input", r, 4, xs, num,
+               1e-6, 1e-6);
   DROP(r);
   for (int64_t i = 0; i < nw; i++) {
     double keep = w[i], lp, lm;
@@ -365,7 +367,8 @@ static void test_conv_gradcheck(void) {
   }
 #undef LOSS
   CHECK_OK(mf_conv2d_backward_weight(tdy, tx, ws, &p, &r));
-  check_tensor("conv gradcheck: weight", r, 4, ws, num, 1e-6, 1e-6);
+  check_tensor(cl ? "conv gradcheck channels-last: weight" : "conv gradcheck: weight", r, 4, ws,
+               num, 1e-6, 1e-6);
   DROP(r);
   mf_release(tx), mf_release(tw), mf_release(tb), mf_release(tdy);
   free(x), free(w), free(b), free(dy), free(num);
@@ -383,7 +386,8 @@ static void test_conv(void) {
     }
   }
   mf_set_num_threads(saved);
-  test_conv_gradcheck();
+  test_conv_gradcheck(false);
+  test_conv_gradcheck(true);
   /* many output channels: Winograd does an image's tiles in chunks (16 of its 36 at a time) */
   conv_case many = {2, 8, 22, 22, 520, 5, 5, 1, 1, 2, 2, 2, 2, true};
   test_conv_case(&many, MF_F32);
@@ -669,8 +673,9 @@ static const pool_case POOL_CASES[] = {
     {4, 16, 12, 12, 2, 2, 2, 2, 0, 0, 0, 0}, /* enough planes for the threads */
 };
 
-/* Finite differences of sum(pool(x) * dy) in float64 (x without ties). */
-static void test_pool_gradcheck(bool is_max, bool include_pad) {
+/* Finite differences of sum(pool(x) * dy) in float64 (x without ties); cl: x and dy stored
+ * channels-last. */
+static void test_pool_gradcheck(bool is_max, bool include_pad, bool cl) {
   pool_case k = {2, 2, 5, 6, 3, 2, 2, 2, 1, 0, 1, 1};
   int64_t xs[4] = {k.N, k.C, k.H, k.W};
   int64_t ys[4] = {k.N, k.C, out_dim(k.H, k.kh, k.sh, k.pt, k.pb),
@@ -684,7 +689,7 @@ static void test_pool_gradcheck(bool is_max, bool include_pad) {
     double keep = x[i], l[2];
     for (int sgn = 0; sgn < 2; sgn++) {
       x[i] = keep + (sgn ? -h : h);
-      mf_tensor *tx = make4(xs, MF_F64, x), *y = NULL;
+      mf_tensor *tx = make4_as(xs, MF_F64, x, cl), *y = NULL;
       if (is_max)
         CHECK_OK(mf_max_pool2d(tx, &p, &y, NULL));
       else
@@ -697,15 +702,18 @@ static void test_pool_gradcheck(bool is_max, bool include_pad) {
     x[i] = keep;
     num[i] = (l[0] - l[1]) / (2 * h);
   }
-  mf_tensor *tx = make4(xs, MF_F64, x), *tdy = make4(ys, MF_F64, dy), *y = NULL, *ix = NULL,
-            *dx = NULL;
+  mf_tensor *tx = make4_as(xs, MF_F64, x, cl), *tdy = make4_as(ys, MF_F64, dy, cl), *y = NULL,
+            *ix = NULL, *dx = NULL;
   if (is_max) {
     CHECK_OK(mf_max_pool2d(tx, &p, &y, &ix));
     if (ix) CHECK_OK(mf_max_pool2d_backward(tdy, ix, xs, &dx));
   } else {
     CHECK_OK(mf_avg_pool2d_backward(tdy, xs, &p, &dx));
   }
-  check_tensor(is_max ? "max pool gradcheck" : "avg pool gradcheck", dx, 4, xs, num, 1e-6, 1e-6);
+  char what[64];
+  snprintf(what, sizeof what, "%s pool gradcheck%s", is_max ? "max" : "avg",
+           cl ? " channels-last" : "");
+  check_tensor(what, dx, 4, xs, num, 1e-6, 1e-6);
   mf_release(tx), mf_release(tdy), mf_release(y), mf_release(ix), mf_release(dx);
   free(x), free(dy), free(num);
 }
@@ -732,6 +740,25 @@ static void test_pool_nan_and_errors(void) {
     free(v), free(iv);
   }
   DROP(y), DROP(ix);
+  { /* channels-last, two channels: the first NaN of each channel's window wins there too */
+    int64_t xs2[4] = {1, 2, 2, 4};
+    double x2[16];
+    for (int i = 0; i < 8; i++) x2[i] = x[i], x2[8 + i] = -x[(i + 4) % 8];
+    mf_tensor *tc = make4_as(xs2, MF_F32, x2, true);
+    const mf_pool2d_params *ps[2] = {&p2, &p3};
+    const double want[2][4] = {{1, 7, 5, 3}, {1, 1, 5, 3}}; /* indices: channel 0, channel 1 */
+    for (int k = 0; k < 2; k++) {
+      CHECK_OK(mf_max_pool2d(tc, ps[k], &y, &ix));
+      if (y && ix) {
+        double *v = values(y), *iv = values(ix);
+        CHECK(isnan(v[0]) && isnan(v[1]) && isnan(v[2]) && isnan(v[3]));
+        check_values("max pool NaN, channels-last: indices", iv, want[k], 4, 0, 0);
+        free(v), free(iv);
+      }
+      DROP(y), DROP(ix);
+    }
+    mf_release(tc);
+  }
 
   /* errors */
   mf_pool2d_params bad = geometry(2, 2, 2, 2, 2, 0, 0, 0);
@@ -771,9 +798,11 @@ static void test_pool(void) {
       test_pool_case(&POOL_CASES[i], false, true, dt);
       test_pool_case(&POOL_CASES[i], false, false, dt);
     }
-  test_pool_gradcheck(true, false);
-  test_pool_gradcheck(false, true);
-  test_pool_gradcheck(false, false);
+  for (int cl = 0; cl < 2; cl++) {
+    test_pool_gradcheck(true, false, cl);
+    test_pool_gradcheck(false, true, cl);
+    test_pool_gradcheck(false, false, cl);
+  }
   test_pool_nan_and_errors();
 }
 
