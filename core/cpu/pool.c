@@ -262,9 +262,13 @@ static void F(max_fwd_cl)(void *ctx, int64_t b, int64_t e) {
           for (int64_t iw = ih == h0 ? w0 + 1 : w0; iw < w1; iw++) {
             const T *v = x + (ih * W + iw) * C;
             /* a later cell wins when larger, or when it is the first NaN (as in max_fwd) */
-            if (ix) {
-              for (int64_t c = 0; c < C; c++)
-                if (v[c] > y[c] || (v[c] != v[c] && y[c] == y[c])) y[c] = v[c], ix[c] = ih * W + iw;
+            if (ix) { /* branch-free, so that it vectorises */
+              int64_t at = ih * W + iw;
+              for (int64_t c = 0; c < C; c++) {
+                bool take = v[c] > y[c] || (v[c] != v[c] && y[c] == y[c]);
+                y[c] = take ? v[c] : y[c];
+                ix[c] = take ? at : ix[c];
+              }
             } else {
               for (int64_t c = 0; c < C; c++) {
                 bool take = v[c] > y[c] || (v[c] != v[c] && y[c] == y[c]);

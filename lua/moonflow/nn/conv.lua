@@ -1,6 +1,7 @@
 -- moonflow/nn/conv.lua — the spatial layers: Conv2d, MaxPool2d, AvgPool2d, for NCHW inputs or,
--- with data_format = "NHWC", (N, H, W, C) inputs as in TensorFlow (permuted to NCHW for the core
--- op and back). Padding: a number, {ph, pw}, {top, left, bottom, right}, "valid" or "same"
+-- with data_format = "NHWC", (N, H, W, C) inputs as in TensorFlow (viewed as NCHW by a permutation,
+-- no copy: the CPU kernels take channels-last memory directly and return it, so NHWC runs about as
+-- fast as NCHW). Padding: a number, {ph, pw}, {top, left, bottom, right}, "valid" or "same"
 -- (TensorFlow's: out = ceil(in / stride), the odd cell after).
 local mf = require "moonflow"
 local module = require "moonflow.nn.module"
