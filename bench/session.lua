@@ -6,11 +6,11 @@
 -- its best round, so that a change of load during the run weighs on both alike. Writes the
 -- `session` section of bench/RESULTS.md unless --quick.
 --
---   moonflow bench/session.lua [--steps 300] [--cnn_steps 40] [--rounds 5] [--threads 0] [--quick]
+--   moonflow bench/session.lua [--steps 100] [--cnn_steps 40] [--rounds 15] [--threads 0] [--quick]
 local mf = require "moonflow"
 local nn, F = mf.nn, mf.nn.functional
 
-local opt = mf.flags { steps = 300, cnn_steps = 40, rounds = 5, threads = 0, quick = false }
+local opt = mf.flags { steps = 100, cnn_steps = 40, rounds = 15, threads = 0, quick = false }
 if opt.quick then opt.steps, opt.cnn_steps, opt.rounds = 20, 3, 1 end
 if opt.threads > 0 then mf.set_num_threads(opt.threads) end
 local data = mf.data.mnist.read_data_sets(os.getenv("MOONFLOW_DATA") or "MNIST_data",
