@@ -93,11 +93,13 @@ end
 local THIS = debug.getinfo(1, "S").source
 local GRAPH_SRC = debug.getinfo(G.apply, "S").source
 
+-- Raises at the first caller outside this file and graph/init.lua (and past the pcall a run
+-- executes in), so that the message names the user's line.
 local function fail(fmt, ...)
   local level = 2
   while true do
     local info = debug.getinfo(level, "S")
-    if not info or (info.source ~= THIS and info.source ~= GRAPH_SRC) then break end
+    if not info or (info.source ~= THIS and info.source ~= GRAPH_SRC and info.what ~= "C") then break end
     level = level + 1
   end
   error(string.format(fmt, ...), level)
