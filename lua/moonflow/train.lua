@@ -64,7 +64,10 @@ local Optimizer = {}
 Optimizer.__index = Optimizer
 train.Optimizer = Optimizer
 
-function Optimizer:__tostring() return ("mf.train.%s(lr=%g)"):format(self.name, self.lr) end
+function Optimizer:__tostring()
+  local lr = is_sym(self.lr) and self.lr.name or ("%g"):format(self.lr)
+  return ("mf.train.%s(lr=%s)"):format(self.name, lr)
+end
 
 -- compute_gradients(loss [, var_list]) -> { {grad, var}, ... }: grad is a symbolic tensor (nil when
 -- the loss does not depend on var).
@@ -98,8 +101,16 @@ function Optimizer:apply_gradients(grads_and_vars, opts)
   local g = inputs[1].graph
   local step_var = opts.global_step
   local name = opts.name or self.name
+  -- a symbolic learning rate (a placeholder fed per run, say) is one more input of the op
+  local nvars, lr_sym = #vars, is_sym(self.lr) and self.lr or nil
+  if lr_sym then
+    if lr_sym.graph ~= g then
+      error(("%s: the learning rate %s is not in the gradients' graph"):format(name, lr_sym.name), 2)
+    end
+    inputs[nvars + 1] = lr_sym
+  end
   -- each variable's update in place, with autograd off (no closure or table made per run)
-  local function apply(sess, vals, slots)
+  local function apply(sess, vals, slots, lr)
     for i = 1, #vars do
       local grad = vals[i]
       if grad ~= nil then
@@ -110,7 +121,7 @@ function Optimizer:apply_gradients(grads_and_vars, opts)
           st = {}
           slots[p] = st
         end
-        local ok, err = pcall(self.update, self, p, grad, st)
+        local ok, err = pcall(self.update, self, p, grad, st, lr)
         if not ok then error(("%s: updating %s: %s"):format(name, var_name(v), tostring(err)), 0) end
       end
     end
@@ -125,9 +136,18 @@ function Optimizer:apply_gradients(grads_and_vars, opts)
       slots = setmetatable({}, { __mode = "k" })
       sess._slots[self] = slots
     end
+    local lr = self.lr
+    if lr_sym then
+      lr = vals[nvars + 1]
+      if core.is_tensor(lr) then lr = lr:item() end
+      if type(lr) ~= "number" or lr < 0 then
+        error(("%s: the learning rate %s must be a number >= 0, got %s"):format(name, lr_sym.name,
+          tostring(lr)), 0)
+      end
+    end
     local prev = is_grad_enabled()
     set_grad_enabled(false)
-    local ok, err = pcall(apply, sess, vals, slots)
+    local ok, err = pcall(apply, sess, vals, slots, lr)
     set_grad_enabled(prev)
     if not ok then error(err, 0) end
   end, { optimizer = self, var_list = vars }) -- the node names them for mf.train.Saver's slots
@@ -147,8 +167,15 @@ local function class(name, op_type, init, update)
   train[name] = function(...)
     local self = setmetatable({ name = name:gsub("Optimizer$", ""), op_type = op_type }, cls)
     init(self, ...)
-    if type(self.lr) ~= "number" or self.lr < 0 then
-      error(("%s: learning_rate must be a number >= 0, got %s"):format(name, tostring(self.lr)), 2)
+    local lr = self.lr
+    if is_sym(lr) then
+      local shape = lr:shape()
+      if not lr:is_floating_point() or shape == nil or #shape ~= 0 then
+        error(("%s: a symbolic learning_rate must be a float scalar, got %s"):format(name, tostring(lr)), 2)
+      end
+    elseif type(lr) ~= "number" or lr < 0 then
+      error(("%s: learning_rate must be a number >= 0 or a float scalar tensor, got %s"):format(name,
+        tostring(lr)), 2)
     end
     return self
   end
@@ -175,9 +202,9 @@ end
 class("GradientDescentOptimizer", "ApplyGradientDescent", function(self, lr)
   self.lr = lr
   self.h = { step = 1 }
-end, function(self, p, grad)
+end, function(self, p, grad, _, lr)
   local h = self.h
-  h.lr = self.lr
+  h.lr = lr
   C.sgd_step(p, grad, nil, h)
 end)
 
@@ -188,9 +215,9 @@ class("MomentumOptimizer", "ApplyMomentum", function(self, lr, momentum, ...)
   self.nesterov = options({ "use_locking", "name", "use_nesterov" }, ...).use_nesterov or false
   if type(momentum) ~= "number" then error("MomentumOptimizer: momentum must be a number", 3) end
   self.h = { step = 2 } -- never the kernel's first step: accum is a real zero-initialised slot
-end, function(self, p, grad, st)
+end, function(self, p, grad, st, lr)
   local h = self.h
-  h.lr, h.momentum, h.nesterov = self.lr, self.momentum, self.nesterov
+  h.lr, h.momentum, h.nesterov = lr, self.momentum, self.nesterov
   if st.accum == nil then st.accum = zeros_like(p) end
   C.sgd_step(p, grad, st.accum, h)
 end)
@@ -204,11 +231,11 @@ class("AdamOptimizer", "ApplyAdam", function(self, lr, ...)
   self.lr = lr or 0.001
   self.beta1, self.beta2, self.epsilon = o.beta1 or 0.9, o.beta2 or 0.999, o.epsilon or 1e-8
   self.h = {}
-end, function(self, p, grad, st)
+end, function(self, p, grad, st, lr)
   if st.m == nil then st.m, st.v, st.t = zeros_like(p), zeros_like(p), 0 end
   st.t = st.t + 1
   local h = self.h
-  h.lr, h.beta1, h.beta2, h.step = self.lr, self.beta1, self.beta2, st.t
+  h.lr, h.beta1, h.beta2, h.step = lr, self.beta1, self.beta2, st.t
   h.eps = self.epsilon / math.sqrt(1 - self.beta2 ^ st.t)
   C.adam_step(p, grad, st.m, st.v, h)
 end)
@@ -224,7 +251,7 @@ class("RMSPropOptimizer", "ApplyRMSProp", function(self, lr, ...)
   self.lr = lr
   self.decay, self.momentum = o.decay or 0.9, o.momentum or 0
   self.epsilon, self.centered = o.epsilon or 1e-10, o.centered or false
-end, function(self, p, grad, st)
+end, function(self, p, grad, st, lr)
   if st.ms == nil then
     st.ms = core.ones(p:shape(), { dtype = p:dtype(), device = p:device() })
     st.t = 0
@@ -242,7 +269,7 @@ end, function(self, p, grad, st)
   else
     denom = core.sqrt(ms + self.epsilon)
   end
-  local step = grad * self.lr / denom
+  local step = grad * lr / denom
   if self.momentum > 0 then
     local mom = st.mom
     mom:copy_(mom * self.momentum + step)
@@ -259,11 +286,11 @@ class("AdadeltaOptimizer", "ApplyAdadelta", function(self, lr, ...)
   self.lr = lr or 0.001
   self.rho, self.epsilon = o.rho or 0.95, o.epsilon or 1e-8
   self.h = {}
-end, function(self, p, grad, st)
+end, function(self, p, grad, st, lr)
   if st.accum == nil then st.accum, st.delta, st.t = zeros_like(p), zeros_like(p), 0 end
   st.t = st.t + 1
   local h = self.h
-  h.lr, h.rho, h.eps, h.step = self.lr, self.rho, self.epsilon, st.t
+  h.lr, h.rho, h.eps, h.step = lr, self.rho, self.epsilon, st.t
   C.adadelta_step(p, grad, st.accum, st.delta, h)
 end)
 
@@ -277,14 +304,14 @@ class("AdagradOptimizer", "ApplyAdagrad", function(self, lr, ...)
     error("AdagradOptimizer: initial_accumulator_value must be a number > 0", 3)
   end
   self.h = { eps = 0 }
-end, function(self, p, grad, st)
+end, function(self, p, grad, st, lr)
   if st.sum == nil then
     st.sum = core.full(p:shape(), self.initial_accumulator_value, { dtype = p:dtype(), device = p:device() })
     st.t = 0
   end
   st.t = st.t + 1
   local h = self.h
-  h.lr, h.initial_accumulator_value, h.step = self.lr, self.initial_accumulator_value, st.t
+  h.lr, h.initial_accumulator_value, h.step = lr, self.initial_accumulator_value, st.t
   C.adagrad_step(p, grad, st.sum, h)
 end)
 

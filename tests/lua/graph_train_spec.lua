@@ -173,6 +173,31 @@ describe("mf.train in graphs", function()
     end)
   end
 
+  it("take a learning rate fed per run (a float scalar placeholder)", function()
+    mf.Graph():as_default(function()
+      local w = mf.Variable(mf.tensor { 1.0, 2.0 })
+      local lr = mf.placeholder("float32", {}, "learning_rate")
+      local opt = mf.train.GradientDescentOptimizer(lr)
+      assert.equal("mf.train.GradientDescent(lr=learning_rate:0)", tostring(opt))
+      local step = opt:minimize(mf.reduce_sum(w * w)) -- gradient 2w
+      local sess <close> = mf.Session()
+      sess:run(mf.global_variables_initializer())
+      sess:run(step, { [lr] = 0.25 }) -- w - 0.5 w
+      H.equal(sess:run(w), { 0.5, 1.0 })
+      sess:run(step, { [lr] = 0 })
+      H.equal(sess:run(w), { 0.5, 1.0 })
+      sess:run(step, { [lr] = 0.125 }) -- w - 0.25 w
+      H.equal(sess:run(w), { 0.375, 0.75 })
+      H.err(function() sess:run(step) end, "placeholder tensor 'learning_rate'")
+      H.err(function() sess:run(step, { [lr] = -1 }) end, "must be a number >= 0")
+      local adam = mf.train.AdamOptimizer(lr):minimize(mf.reduce_sum(w * 3))
+      sess:run(adam, { [lr] = 0.1 }) -- first Adam step: lr_t * m / sqrt(v) = 0.1 * sqrt(0.001)/0.1 * 0.3/sqrt(0.009)
+      H.equal(sess:run(w), { 0.375 - 0.1, 0.75 - 0.1 }, 1e-5)
+      H.err(function() mf.train.AdamOptimizer(mf.placeholder("float32", { 2 })) end, "float scalar")
+      H.err(function() mf.train.AdamOptimizer(mf.placeholder("int64", {})) end, "float scalar")
+    end)
+  end)
+
   it("have TensorFlow 1's defaults", function()
     local rms = mf.train.RMSPropOptimizer(0.1)
     assert.same({ 0.9, 0, 1e-10, false }, { rms.decay, rms.momentum, rms.epsilon, rms.centered })
