@@ -59,6 +59,7 @@ out=build/bench/results.txt
   done
   echo "# load average after: $(load)"
 } | tee "$out"
+((${#quick[@]})) && lua5.4 bench/layout.lua --quick # NCHW vs NHWC CNN: same results, both run
 
 if ((${#quick[@]})); then
   /usr/bin/python3 bench/report.py "$out" --threads "$threads" --command "bench/run.sh --quick" \
