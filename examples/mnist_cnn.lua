@@ -7,8 +7,8 @@
 --   moonflow examples/mnist_cnn.lua [--quick] [--steps 20000] [--batch 50] [--lr 1e-4] [--anneal 0]
 --        [--threads N] [--data DIR] [--seed 1] [--format NCHW|NHWC] [--every 100]
 --        [--logdir DIR] [--save model.safetensors] [--device cpu|cuda]
--- NCHW (the default) is the fast layout here; --format NHWC builds the tutorial's NHWC layers and
--- prints its shape log (1x784 → 1x28x28x1 → 1x28x28x32 → ... → 1x10).
+-- NCHW is the default (on the CPU both layouts run at the same speed); --format NHWC builds the
+-- tutorial's NHWC layers and prints its shape log (1x784 → 1x28x28x1 → 1x28x28x32 → ... → 1x10).
 -- --logdir DIR writes TensorBoard curves every --every steps: DIR/train the batch loss and
 -- accuracy, DIR/validation the loss and accuracy on the first 1,000 validation images (the same
 -- tags, so TensorBoard overlays the two runs), and every 10th time a histogram of each weight.
