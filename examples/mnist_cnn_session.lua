@@ -3,11 +3,15 @@
 -- scopes, a session and feeds. conv 5x5x32 "same" + ReLU + 2x2 max pool, conv 5x5x64 + ReLU + pool,
 -- fc 3136 -> 1024 + ReLU + dropout 0.5, fc 1024 -> 10; weights truncated normal (stddev 0.1),
 -- biases 0.1; Adam, batch 50. 20,000 steps at lr 1e-4 is the tutorial's run (99.2%); `--quick`
--- is one epoch at lr 1e-3 (98.5%+). Images are NHWC (28x28x1); conv weights are moonflow's
--- (out, in, kh, kw).
+-- is one epoch at lr 1e-3 (98.5%+), the rate held for the first half and annealed to 0 over the
+-- second (`--anneal 0.5`), as examples/mnist_cnn.lua --quick. Images are NHWC (28x28x1); conv
+-- weights are moonflow's (out, in, kh, kw).
 --
 --   moonflow examples/mnist_cnn_session.lua [--quick] [--steps 20000] [--batch 50] [--lr 1e-4]
---        [--threads N] [--data DIR] [--seed 1] [--every 100] [--logdir DIR] [--device cpu|cuda]
+--        [--anneal 0] [--threads N] [--data DIR] [--seed 1] [--every 100] [--logdir DIR]
+--        [--device cpu|cuda]
+-- --anneal F: over the last fraction F of the steps the learning rate falls from --lr to 0 along a
+-- half cosine (0: a constant rate, as in the tutorial); the rate is a placeholder fed at each step.
 -- --logdir DIR writes TensorBoard curves every --every steps (fetched values): DIR/train the batch
 -- loss and accuracy, DIR/validation those of the first 1,000 validation images (the same tags, so
 -- TensorBoard overlays the two runs), and every 10th time a histogram of each variable; the graph
@@ -16,10 +20,18 @@ local mf = require "moonflow"
 local nn, F = mf.nn, mf.nn.functional
 
 local opt = mf.flags { quick = false, steps = 20000, batch = 50, lr = 1e-4, threads = 0,
-  data = "MNIST_data", seed = 1, every = 100, logdir = "", device = "cpu" }
+  data = "MNIST_data", seed = 1, every = 100, logdir = "", device = "cpu", anneal = 0 }
 if opt.quick then
   opt.steps = math.ceil(55000 / opt.batch) -- one epoch
-  opt.lr = 1e-3
+  opt.lr, opt.anneal = 1e-3, 0.5
+end
+if opt.anneal < 0 or opt.anneal > 1 then error("--anneal wants a fraction in [0, 1]", 0) end
+
+-- the learning rate of a step (1-based): --lr, then a half cosine to 0 over the annealed steps
+local function rate(step)
+  local first = opt.steps * (1 - opt.anneal) -- steps before the annealing starts
+  if step <= first then return opt.lr end
+  return opt.lr * 0.5 * (1 + math.cos(math.pi * (step - 1 - first) / (opt.steps - first)))
 end
 mf.manual_seed(opt.seed)
 
@@ -62,7 +74,8 @@ mf.variable_scope("accuracy", function()
   local correct = mf.cast(mf.equal(mf.argmax(logits, 2), labels), mf.float32)
   accuracy, hits = mf.reduce_mean(correct), mf.reduce_sum(correct)
 end)
-local train_step = mf.train.AdamOptimizer(opt.lr):minimize(loss)
+local learning_rate = mf.placeholder(mf.float32, {}, "learning_rate")
+local train_step = mf.train.AdamOptimizer(learning_rate):minimize(loss)
 device_scope:close()
 print(logits)
 mf.print_all_variables(true)
@@ -109,7 +122,8 @@ end
 local t0 = mf.clock()
 for step = 1, opt.steps do
   local xs, ys = mnist.train:next_batch(opt.batch)
-  local r = sess:run({ train_step, loss, accuracy }, { [x] = xs, [labels] = ys, [drop] = 0.5 })
+  local r = sess:run({ train_step, loss, accuracy }, { [x] = xs, [labels] = ys, [drop] = 0.5,
+    [learning_rate] = rate(step) })
   if step % opt.every == 0 or step == opt.steps then
     print(string.format("step %d/%d  loss %.4f  batch accuracy %.3f", step, opt.steps, r[2]:item(),
       r[3]:item()))
