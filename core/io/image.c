@@ -296,8 +296,33 @@ static const char *png_damage(const unsigned char *d, size_t n) {
   return NULL;
 }
 
-static mf_status decode(const char *fn, const char *what, const void *data, size_t n, int channels,
-                        mf_tensor **out) {
+/* A PNG whose first IDAT chunk is empty (legal, if odd): stb would compute NULL + 0, undefined
+ * behaviour, for its data. Returns a copy without the empty IDAT chunks (they hold no data) in
+ * *copy and its size in *m, or leaves *copy NULL when the file has none first. */
+static mf_status png_without_empty_idat(const unsigned char *d, size_t n, unsigned char **copy,
+                                        size_t *m) {
+  *copy = NULL;
+  size_t at = 8;
+  while (at + 8 <= n && be32(d + at) <= n - at - 8 && memcmp(d + at + 4, "IDAT", 4) != 0)
+    at += 12 + (size_t)be32(d + at);
+  if (!(at + 8 <= n && be32(d + at) == 0 && memcmp(d + at + 4, "IDAT", 4) == 0)) return MF_OK;
+  unsigned char *c = malloc(n);
+  if (!c) return mf_fail(MF_ERR_MEMORY, "image_decode: out of memory (%zu bytes)", n);
+  size_t k = 8;
+  memcpy(c, d, 8);
+  for (at = 8; at + 8 <= n && be32(d + at) <= n - at - 8;) {
+    size_t len = be32(d + at), whole = 12 + len <= n - at ? 12 + len : n - at;
+    if (len != 0 || memcmp(d + at + 4, "IDAT", 4) != 0) memcpy(c + k, d + at, whole), k += whole;
+    at += whole;
+  }
+  memcpy(c + k, d + at, n - at); /* whatever follows, as it is */
+  *copy = c;
+  *m = k + (n - at);
+  return MF_OK;
+}
+
+static mf_status decode_bytes(const char *fn, const char *what, const void *data, size_t n,
+                              int channels, mf_tensor **out) {
   *out = NULL;
   if (channels < 0 || channels > 4)
     return mf_fail(MF_ERR_ARG, "%s: channels must be 0 (as in the file) or 1..4, got %d", fn,
@@ -328,6 +353,18 @@ static mf_status decode(const char *fn, const char *what, const void *data, size
   int64_t shape[3] = {h, w, c};
   mf_status s = mf_from_host(3, shape, MF_U8, px, mf_cpu(), out);
   stbi_image_free(px);
+  return s;
+}
+
+/* decode_bytes, on a copy without empty IDAT chunks when a PNG's first IDAT is one. */
+static mf_status decode(const char *fn, const char *what, const void *data, size_t n, int channels,
+                        mf_tensor **out) {
+  *out = NULL;
+  unsigned char *copy = NULL;
+  size_t m = 0;
+  if (n >= 8 && memcmp(data, "\x89PNG", 4) == 0) MF_TRY(png_without_empty_idat(data, n, &copy, &m));
+  mf_status s = decode_bytes(fn, what, copy ? copy : data, copy ? m : n, channels, out);
+  free(copy);
   return s;
 }
 

@@ -10,12 +10,13 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n) {
   mf_tensor *t = NULL;
   if (mf_image_decode(data, n, 0, &t) != MF_OK) return 0;
+  int64_t h = t->shape[0], w = t->shape[1];
+  mf_release(t); /* before the second decode: one image in memory at a time */
   mf_tensor *u = NULL;
   int channels = 1 + data[n - 1] % 4;
-  if (mf_image_decode(data, n, channels, &u) != MF_OK || u->ndim != 3 ||
-      u->shape[0] != t->shape[0] || u->shape[1] != t->shape[1] || u->shape[2] != channels)
+  if (mf_image_decode(data, n, channels, &u) != MF_OK || u->ndim != 3 || u->shape[0] != h ||
+      u->shape[1] != w || u->shape[2] != channels)
     abort(); /* the same bytes must decode again, to the requested channels */
   mf_release(u);
-  mf_release(t);
   return 0;
 }
