@@ -9,9 +9,7 @@ local H = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "hel
 local mf = H.mf
 
 local GPU = mf.cuda.is_available()
-local BIN = os.getenv("MOONFLOW_BIN") or ((os.getenv("MOONFLOW_BUILD") or "build") .. "/moonflow")
-local DATA = os.getenv("MOONFLOW_DATA")
-if BIN:sub(1, 1) ~= "/" then BIN = H.root .. "/" .. BIN end
+local BIN, DATA = H.BIN, H.DATA
 
 -- Runs the host with a shell prefix (environment) and arguments; returns stdout..stderr, exit code.
 local function host(prefix, args)

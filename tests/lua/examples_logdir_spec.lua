@@ -8,66 +8,22 @@
 local H = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "helper.lua")
 local q = H.q
 
-local function abspath(p)
-  if p:sub(1, 1) ~= "/" then p = H.root .. "/" .. p end
-  return p
-end
-local BIN = abspath(os.getenv("MOONFLOW_BIN")
-  or ((os.getenv("MOONFLOW_BUILD") or "build") .. "/moonflow"))
-local DATA = os.getenv("MOONFLOW_DATA")
-local PY = "/usr/bin/python3"
-local have_tb = os.execute(PY .. " -c 'from tensorboard.backend.event_processing." ..
-  "event_accumulator import EventAccumulator' >/dev/null 2>&1") == true
+local DATA = H.DATA
+local have_tb = H.can_import(H.TB_IMPORT)
+local example = H.mnist_example
+local tensorboard = H.tensorboard
 
 local dirs = {}
 teardown(function()
   for _, d in ipairs(dirs) do os.execute("rm -rf " .. q(d)) end
 end)
 
--- Runs an example from the repository root with --data DATA and more flags (a string); returns
--- its output (stdout then stderr) and whether it succeeded.
-local function example(name, flags)
-  local p = io.popen("cd " .. q(H.root) .. " && " .. q(BIN) .. " examples/" .. name .. " --data " ..
-    q(DATA) .. " " .. flags .. " 2>&1")
-  local out = p:read("a")
-  return out, p:close() == true
-end
-
--- TensorBoard's reader on dir: {scalars = {tag = {[step] = value}}, histograms = {tag = {[step] =
--- number of values}}, graph = number of nodes of its graph (0 without one)}.
-local function tensorboard(dir)
-  local script = os.tmpname()
-  H.writefile(script, [[
-import sys
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-ea = EventAccumulator(sys.argv[1], size_guidance={'scalars': 0, 'histograms': 0})
-ea.Reload()
-for tag in ea.Tags()['scalars']:
-    for e in ea.Scalars(tag): print('S', tag, e.step, repr(e.value))
-for tag in ea.Tags()['histograms']:
-    for e in ea.Histograms(tag): print('H', tag, e.step, int(e.histogram_value.num))
-print('G', len(ea.Graph().node) if ea.Tags()['graph'] else 0)
-]])
-  local p = io.popen(PY .. " " .. script .. " " .. q(dir) .. " 2>&1")
-  local out = p:read("a")
-  local ok = p:close()
-  os.remove(script)
-  assert(ok, out)
-  local r = { scalars = {}, histograms = {}, graph = tonumber(out:match "G (%d+)\n?$") }
-  for kind, tag, step, v in out:gmatch "([SH]) (%S+) (%d+) (%S+)" do
-    local t = kind == "S" and r.scalars or r.histograms
-    t[tag] = t[tag] or {}
-    t[tag][tonumber(step)] = tonumber(v)
-  end
-  return r
-end
-
 -- Runs an example with and without --logdir and checks the logs: curves at `steps`, histograms
 -- (name -> number of values) at the last one, validation accuracy above min_acc at the end, a
 -- graph in the train run when with_graph.
 local function check(name, flags, steps, histograms, min_acc, with_graph)
   if not DATA then return pending("MOONFLOW_DATA is not set (the MNIST files' folder)") end
-  if not have_tb then return pending("tensorboard is not importable by " .. PY) end
+  if not have_tb then return pending("tensorboard is not importable by " .. H.PY) end
   local dir = H.tmpdir("mf_examples_logdir_spec")
   dirs[#dirs + 1] = dir
   local plain, ok = example(name, flags)

@@ -5,23 +5,10 @@
 -- The one-epoch CNN takes about a minute on 2 cores; under the sanitizers (MOONFLOW_SANITIZED=1,
 -- set by scripts/test.sh for the ASan pass) it is left to the Release pass.
 local H = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "helper.lua")
-local q = H.q
 
-local function abspath(p)
-  if p:sub(1, 1) ~= "/" then p = H.root .. "/" .. p end
-  return p
-end
-local BIN = abspath(os.getenv("MOONFLOW_BIN") or ((os.getenv("MOONFLOW_BUILD") or "build") .. "/moonflow"))
-local DATA = os.getenv("MOONFLOW_DATA")
+local DATA = H.DATA
 local SANITIZED = os.getenv("MOONFLOW_SANITIZED") == "1"
-
--- Runs an example from the repository root: its output (stdout and stderr) and exit status.
-local function example(name, args)
-  local p = io.popen("cd " .. q(H.root) .. " && " .. q(BIN) .. " examples/" .. name .. " --data " ..
-    q(DATA) .. " " .. args .. " 2>&1")
-  local out = p:read("a")
-  return out, p:close() == true
-end
+local example = H.mnist_example
 
 -- The number on the program's last line, which must be `test accuracy: 0.xxxx`.
 local function final_accuracy(out)

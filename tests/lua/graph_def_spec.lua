@@ -10,22 +10,8 @@ local F = mf.nn.functional
 local root = H.tmpdir("mf_graphdef")
 teardown(function() os.execute("rm -rf " .. H.q(root)) end)
 
-local PY = "/usr/bin/python3"
-local have_tb = os.execute(PY .. " -c 'from tensorboard.backend.event_processing." ..
-  "event_accumulator import EventAccumulator' >/dev/null 2>&1") == true
-
--- Runs a Python snippet with argv[1] = arg; returns its stdout lines.
-local function py(arg, code)
-  local script = root .. "/check.py"
-  H.writefile(script, "import sys\nfrom tensorboard.compat.proto import graph_pb2\n" ..
-    "from tensorboard.util import tensor_util\n" .. code .. "\n")
-  local p = io.popen(PY .. " " .. H.q(script) .. " " .. H.q(arg) .. " 2>&1")
-  local out = {}
-  for l in p:lines() do out[#out + 1] = l end
-  local ok = p:close()
-  assert(ok, "python failed:\n" .. table.concat(out, "\n"))
-  return out
-end
+local have_tb = H.can_import(H.TB_IMPORT)
+local py = H.graph_def_py -- (arg, code): Python with graph_pb2 and tensor_util; its output lines
 
 local PRINT_NODES = [[
 for n in g.node:

@@ -8,27 +8,12 @@
 local H = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "helper.lua")
 local q = H.q
 
-local function abspath(p)
-  if p:sub(1, 1) ~= "/" then p = H.root .. "/" .. p end
-  return p
-end
-local BIN = abspath(os.getenv("MOONFLOW_BIN") or ((os.getenv("MOONFLOW_BUILD") or "build") .. "/moonflow"))
-local DATA = os.getenv("MOONFLOW_DATA")
+local DATA = H.DATA
 local SANITIZED = os.getenv("MOONFLOW_SANITIZED") == "1"
+local lines = H.lines
 
 -- Runs an example from the repository root; its stdout, and whether it succeeded.
-local function example(name, args)
-  local p = io.popen("cd " .. q(H.root) .. " && " .. q(BIN) .. " examples/" .. name .. " " ..
-    (args or "") .. " 2>/dev/null")
-  local out = p:read("a")
-  return out, p:close() == true
-end
-
-local function lines(s)
-  local r = {}
-  for l in s:gmatch("([^\n]*)\n") do r[#r + 1] = l end
-  return r
-end
+local function example(name, args) return H.example(name, args, { stderr = false }) end
 
 describe("graph examples", function()
   it("tf_basics.lua prints the tutorial's values", function()

@@ -10,21 +10,12 @@ local F = mf.nn.functional
 local root = H.tmpdir("mf_freeze")
 teardown(function() os.execute("rm -rf " .. H.q(root)) end)
 
-local PY = "/usr/bin/python3"
-local have_tb = os.execute(PY .. " -c 'from tensorboard.compat.proto import graph_pb2' " ..
-  ">/dev/null 2>&1") == true
+local have_tb = H.can_import("from tensorboard.compat.proto import graph_pb2")
 
 -- Runs Python with the GraphDef of file `path` parsed as `g`; returns stdout lines.
 local function py(path, code)
-  local script = root .. "/check.py"
-  H.writefile(script, "import sys\nfrom tensorboard.compat.proto import graph_pb2\n" ..
-    "g = graph_pb2.GraphDef()\ng.ParseFromString(open(sys.argv[1], 'rb').read())\n" .. code .. "\n")
-  local p = io.popen(PY .. " " .. H.q(script) .. " " .. H.q(path) .. " 2>&1")
-  local out = {}
-  for l in p:lines() do out[#out + 1] = l end
-  local ok = p:close()
-  assert(ok, "python failed:\n" .. table.concat(out, "\n"))
-  return out
+  return H.graph_def_py(path, "g = graph_pb2.GraphDef()\ng.ParseFromString(open(sys.argv[1], 'rb').read())\n" ..
+    code)
 end
 
 -- the softmax regression of the tutorial, trained 5 steps on random data

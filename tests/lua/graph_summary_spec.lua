@@ -7,23 +7,8 @@ local H = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "hel
 local mf = H.mf
 local q = H.q
 
-local PY = "/usr/bin/python3"
-local have_tb = os.execute(PY .. " -c 'from tensorboard.backend.event_processing." ..
-  "event_accumulator import EventAccumulator' >/dev/null 2>&1") == true
-
--- Runs a Python snippet with TensorBoard's EventAccumulator loaded for dir as `ea`; its stdout.
-local function tb(dir, code)
-  local script = os.tmpname()
-  H.writefile(script, "import sys\nfrom tensorboard.backend.event_processing.event_accumulator " ..
-    "import EventAccumulator\nea = EventAccumulator(sys.argv[1], size_guidance={'scalars': 0, " ..
-    "'histograms': 0, 'images': 0, 'tensors': 0})\nea.Reload()\n" .. code .. "\n")
-  local p = io.popen(PY .. " " .. script .. " " .. q(dir) .. " 2>&1")
-  local out = p:read("a")
-  local ok = p:close()
-  os.remove(script)
-  assert(ok, "python failed:\n" .. out)
-  return out
-end
+local have_tb = H.can_import(H.TB_IMPORT)
+local tb = H.tb -- (dir, code): TensorBoard's EventAccumulator on dir as `ea` runs code
 
 local root = H.tmpdir("mf_graph_summary_spec")
 teardown(function() os.execute("rm -rf " .. q(root)) end)

@@ -13,15 +13,8 @@ local q = H.q
 package.path = H.root .. "/examples/?.lua;" .. package.path
 local P = require "predict_digit"
 
-local function abspath(p)
-  if p:sub(1, 1) ~= "/" then p = H.root .. "/" .. p end
-  return p
-end
-local BIN = abspath(os.getenv("MOONFLOW_BIN")
-  or ((os.getenv("MOONFLOW_BUILD") or "build") .. "/moonflow"))
-local DATA = os.getenv("MOONFLOW_DATA")
+local DATA = H.DATA
 local FIXTURES = H.root .. "/tests/fixtures/digits"
-local PY = "/usr/bin/python3"
 
 local dirs = {}
 local function newdir()
@@ -33,23 +26,7 @@ teardown(function()
   for _, d in ipairs(dirs) do os.execute("rm -rf " .. q(d)) end
 end)
 
--- Runs a shell command from the repository root; returns its output (stdout and stderr) and
--- whether it exited with status 0, and the status.
-local function sh(cmd)
-  local p = io.popen("cd " .. q(H.root) .. " && " .. cmd .. " 2>&1")
-  local out = p:read("a")
-  local ok, _, code = p:close()
-  return out, ok == true, code
-end
-
-local function ls(dir, pattern)
-  local out = {}
-  local p = io.popen("ls -1 " .. q(dir) .. " 2>/dev/null")
-  for l in p:lines() do if l:match(pattern) then out[#out + 1] = l end end
-  p:close()
-  table.sort(out)
-  return out
-end
+local ls = H.ls
 
 -- ---- synthetic digits ---------------------------------------------------------------------------
 
@@ -154,7 +131,7 @@ end)
 -- ---- the command --------------------------------------------------------------------------------
 
 -- Runs predict_digit with the given arguments (a string); returns its output, success, status.
-local function predict(args) return sh(q(BIN) .. " examples/predict_digit.lua " .. args) end
+local function predict(args) return H.example("predict_digit.lua", args) end
 
 -- The lines "path: digit  (0: p0 ... 9: p9)" of predict_digit's output, as
 -- {path = {digit = d, probs = {p0, ..., p9}}}.
@@ -267,39 +244,15 @@ end)
 
 -- ---- trained on MNIST ---------------------------------------------------------------------------
 
--- TensorBoard's reader on dir: {scalars = {tag = {[step] = value}}, histograms = {tag = {steps}}}.
-local have_tb = os.execute(PY .. " -c 'from tensorboard.backend.event_processing." ..
-  "event_accumulator import EventAccumulator' >/dev/null 2>&1") == true
-local function tensorboard(dir)
-  local script = os.tmpname()
-  H.writefile(script, [[
-import sys
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-ea = EventAccumulator(sys.argv[1], size_guidance={'scalars': 0, 'histograms': 0})
-ea.Reload()
-for tag in ea.Tags()['scalars']:
-    for e in ea.Scalars(tag): print('S', tag, e.step, repr(e.value))
-for tag in ea.Tags()['histograms']:
-    for e in ea.Histograms(tag): print('H', tag, e.step, int(e.histogram_value.num))
-]])
-  local out, ok = sh(PY .. " " .. script .. " " .. q(dir))
-  os.remove(script)
-  assert(ok, out)
-  local r = { scalars = {}, histograms = {} }
-  for kind, tag, step, v in out:gmatch "([SH]) (%S+) (%d+) (%S+)" do
-    local t = kind == "S" and r.scalars or r.histograms
-    t[tag] = t[tag] or {}
-    t[tag][tonumber(step)] = tonumber(v)
-  end
-  return r
-end
+local have_tb = H.can_import(H.TB_IMPORT)
+local tensorboard = H.tensorboard
 
 describe("examples/mnist_cnn.lua --save --logdir, then predict_digit", function()
   local dir, train_out, train_ok
   setup(function()
     if not DATA then return end
     dir = newdir()
-    train_out, train_ok = sh(table.concat({ q(BIN), "examples/mnist_cnn.lua", "--data", q(DATA),
+    train_out, train_ok = H.mnist_example("mnist_cnn.lua", table.concat({
       "--steps 300 --lr 1e-3 --batch 50 --every 100 --seed 1",
       "--save", q(dir .. "/cnn.safetensors"),
       "--logdir", q(dir .. "/logs") }, " "))
@@ -321,8 +274,7 @@ describe("examples/mnist_cnn.lua --save --logdir, then predict_digit", function(
 
   it("fails before training when --save cannot be written", function()
     if not DATA then return pending("MOONFLOW_DATA is not set (the MNIST files' folder)") end
-    local out, ok = sh(table.concat({ q(BIN), "examples/mnist_cnn.lua", "--data", q(DATA),
-      "--steps 100000 --save /nonexistent/cnn.safetensors" }, " "))
+    local out, ok = H.mnist_example("mnist_cnn.lua", "--steps 100000 --save /nonexistent/cnn.safetensors")
     assert.is_false(ok)
     assert.truthy(out:find("--save /nonexistent/cnn.safetensors: cannot write there", 1, true), out)
     assert.falsy(out:find("step 1", 1, true), out)
@@ -351,7 +303,7 @@ describe("examples/mnist_cnn.lua --save --logdir, then predict_digit", function(
 
   it("logs train and validation curves and weight histograms for TensorBoard", function()
     if not DATA then return pending("MOONFLOW_DATA is not set (the MNIST files' folder)") end
-    if not have_tb then return pending("tensorboard is not importable by " .. PY) end
+    if not have_tb then return pending("tensorboard is not importable by " .. H.PY) end
     assert.is_true(train_ok, train_out)
     assert.are.equal(1, #ls(dir .. "/logs/train", "^events%.out%.tfevents%."))
     assert.are.equal(1, #ls(dir .. "/logs/validation", "^events%.out%.tfevents%."))

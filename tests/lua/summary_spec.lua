@@ -8,13 +8,7 @@ local q, readfile = H.q, H.readfile
 
 local function tmpdir() return H.tmpdir("mf_summary_spec") end
 
-local function ls(dir)
-  local out = {}
-  local p = io.popen("ls -1 " .. q(dir) .. " 2>/dev/null")
-  for l in p:lines() do out[#out + 1] = l end
-  p:close()
-  return out
-end
+local ls = H.ls
 
 local function hex(s)
   return (s:gsub(".", function(c) return string.format("%02x ", c:byte()) end)):gsub(" $", "")
@@ -117,26 +111,8 @@ end
 
 -- ---- TensorBoard's reader --------------------------------------------------------------------
 
-local PY = "/usr/bin/python3"
-local have_tb = os.execute(PY .. " -c 'from tensorboard.backend.event_processing." ..
-  "event_accumulator import EventAccumulator' >/dev/null 2>&1") == true
-
--- Runs a Python snippet with the EventAccumulator loaded for dir as `ea`; returns its stdout lines.
-local function tb(dir, code)
-  local script = os.tmpname()
-  local f = assert(io.open(script, "w"))
-  f:write("import sys\nfrom tensorboard.backend.event_processing.event_accumulator import " ..
-    "EventAccumulator\nea = EventAccumulator(sys.argv[1], size_guidance={'scalars': 0, " ..
-    "'histograms': 0, 'images': 0, 'tensors': 0})\nea.Reload()\n" .. code .. "\n")
-  f:close()
-  local p = io.popen(PY .. " " .. script .. " " .. q(dir) .. " 2>&1")
-  local out = {}
-  for l in p:lines() do out[#out + 1] = l end
-  local ok = p:close()
-  os.remove(script)
-  assert(ok, "python failed:\n" .. table.concat(out, "\n"))
-  return out
-end
+local have_tb = H.can_import(H.TB_IMPORT)
+local tb = H.tb -- (dir, code): TensorBoard's EventAccumulator on dir as `ea` runs code
 
 local root = tmpdir()
 teardown(function() os.execute("rm -rf " .. q(root)) end)
@@ -234,7 +210,7 @@ describe("FileWriter", function()
       w:add_text("notes", "hello", 3)
       w:add_summary(mf.summary.merge { mf.summary.scalar("a", 1), mf.summary.scalar("b", 2) }, 11)
     end -- <close> flushes and closes
-    local out = tb(dir, [[
+    local text = tb(dir, [[
 print('scalars', sorted(ea.Tags()['scalars']))
 for e in ea.Scalars('train/loss'): print('loss', e.step, repr(e.value))
 print('ab', ea.Scalars('a')[0].step, ea.Scalars('a')[0].value, ea.Scalars('b')[0].value)
@@ -246,7 +222,6 @@ for tag in ('gray', 'rgb'):
 t = ea.Tensors('notes')[0]
 print('text', t.step, t.tensor_proto.string_val[0].decode(), ea.SummaryMetadata('notes').plugin_data.plugin_name)
 ]])
-    local text = table.concat(out, "\n")
     assert.truthy(text:find("scalars ['a', 'b', 'train/loss']", 1, true), text)
     for step = 0, 9 do
       local line = text:match("\nloss " .. step * 10 .. " ([^\n]+)")
