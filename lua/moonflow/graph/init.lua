@@ -984,26 +984,8 @@ end]]):format(name), mm, { [name] = f }, Sym, symf)
     return constant(v, opts)
   end
 
-  -- mf.device: also the placement of the nodes built in its scope
-  local device = raw.device
-  mf.device = function(spec, fn)
-    local pop = G.push_device(spec)
-    local ok, prev = pcall(core._set_default_device, spec)
-    if not ok and not G.graph_mode() then
-      pop()
-      error(prev, 2)
-    end
-    local function restore()
-      pop()
-      if ok then core._set_default_device(prev) end
-    end
-    if fn == nil then return setmetatable({}, { __close = restore }) end
-    local res = table.pack(pcall(fn))
-    restore()
-    if not res[1] then error(res[2], 0) end
-    return table.unpack(res, 2, res.n)
-  end
-  local _ = device
+  -- (mf.device, which also places the nodes built in its scope (G.push_device), is
+  -- moonflow/init.lua's, defined after this install)
 
   -- mf.nn, when it loads: the functional forms and TensorFlow's tf.nn names build nodes whole
   local mt = getmetatable(mf)
