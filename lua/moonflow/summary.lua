@@ -128,23 +128,21 @@ local function text_bytes(tag, s)
   return C.text(tag, tostring(s))
 end
 
--- scalar(name, v [, collections]): v a number or a one-element tensor.
-function summary.scalar(tag, v, collections)
-  check_tag("scalar", tag)
-  if is_sym(v) then
-    return graph_summary("scalar", "ScalarSummary", tag, v, collections, scalar_bytes)
+-- The summary function fname(name, value [, collections]): the Summary bytes make(name, value),
+-- or, for a symbolic value, a graph node of op_type that makes them when run.
+local function summary_fn(fname, op_type, make)
+  return function(tag, v, collections)
+    check_tag(fname, tag)
+    if is_sym(v) then return graph_summary(fname, op_type, tag, v, collections, make) end
+    return make(tag, v)
   end
-  return scalar_bytes(tag, v)
 end
 
+-- scalar(name, v [, collections]): v a number or a one-element tensor.
+summary.scalar = summary_fn("scalar", "ScalarSummary", scalar_bytes)
+
 -- histogram(name, values [, collections]): a tensor or a table of numbers.
-function summary.histogram(tag, t, collections)
-  check_tag("histogram", tag)
-  if is_sym(t) then
-    return graph_summary("histogram", "HistogramSummary", tag, t, collections, histogram_bytes)
-  end
-  return histogram_bytes(tag, t)
-end
+summary.histogram = summary_fn("histogram", "HistogramSummary", histogram_bytes)
 
 -- image(name, t [, max_outputs = 3 [, collections]]): see the top of this file.
 function summary.image(tag, t, max_outputs, collections)
@@ -160,13 +158,7 @@ function summary.image(tag, t, max_outputs, collections)
 end
 
 -- text(name, s [, collections]): a string (a scalar string tensor in graphs).
-function summary.text(tag, s, collections)
-  check_tag("text", tag)
-  if is_sym(s) then
-    return graph_summary("text", "TensorSummaryV2", tag, s, collections, text_bytes)
-  end
-  return text_bytes(tag, s)
-end
+summary.text = summary_fn("text", "TensorSummaryV2", text_bytes)
 
 -- merge{s1, s2, ...}: one Summary with every value (a Summary is a run of values). With a symbolic
 -- entry, a MergeSummary node (named name, default "Merge/MergeSummary") added to collections.
