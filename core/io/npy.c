@@ -843,23 +843,10 @@ static mf_status read_members(const char *path, const mfio_map *m, int nsel, con
 }
 
 mf_status mf_load_npz(const char *path, int nsel, const char *const *sel, mf_tensor_list *out) {
-  if (!out) return mf_fail(MF_ERR_ARG, RZ ": out is NULL");
-  memset(out, 0, sizeof *out);
-  mfio_map m;
-  MF_TRY(mfio_map_file(RZ, path, &m));
-  mf_status s = read_members(path, &m, nsel, sel, out);
-  mfio_unmap(&m);
-  if (s != MF_OK) mf_tensor_list_free(out);
-  return s;
+  return mfio_load_list_file(RZ, read_members, path, nsel, sel, out);
 }
 
 mf_status mf_load_npz_from_memory(const char *name, const void *data, size_t n, int nsel,
                                   const char *const *sel, mf_tensor_list *out) {
-  if (!out) return mf_fail(MF_ERR_ARG, RZ ": out is NULL");
-  memset(out, 0, sizeof *out);
-  if (!data && n) return mf_fail(MF_ERR_ARG, RZ ": data is NULL");
-  mfio_map m = {data, n};
-  mf_status s = read_members(name ? name : "buffer", &m, nsel, sel, out);
-  if (s != MF_OK) mf_tensor_list_free(out);
-  return s;
+  return mfio_load_list_memory(RZ, read_members, name, data, n, nsel, sel, out);
 }

@@ -158,6 +158,30 @@ void mfio_unmap(mfio_map *m) {
   m->size = 0;
 }
 
+mf_status mfio_load_list_file(const char *op, mfio_list_reader read, const char *path, int nsel,
+                              const char *const *sel, mf_tensor_list *out) {
+  if (!out) return mf_fail(MF_ERR_ARG, "%s: out is NULL", op);
+  memset(out, 0, sizeof *out);
+  mfio_map m;
+  MF_TRY(mfio_map_file(op, path, &m));
+  mf_status s = read(path, &m, nsel, sel, out);
+  mfio_unmap(&m);
+  if (s != MF_OK) mf_tensor_list_free(out);
+  return s;
+}
+
+mf_status mfio_load_list_memory(const char *op, mfio_list_reader read, const char *name,
+                                const void *data, size_t n, int nsel, const char *const *sel,
+                                mf_tensor_list *out) {
+  if (!out) return mf_fail(MF_ERR_ARG, "%s: out is NULL", op);
+  memset(out, 0, sizeof *out);
+  if (!data && n) return mf_fail(MF_ERR_ARG, "%s: data is NULL", op);
+  mfio_map m = {data, n};
+  mf_status s = read(name ? name : "buffer", &m, nsel, sel, out);
+  if (s != MF_OK) mf_tensor_list_free(out);
+  return s;
+}
+
 /* ---- element types ------------------------------------------------------------------------- */
 
 static const struct {
@@ -940,28 +964,17 @@ static mf_status load_bytes(const char *path, const mfio_map *m, int nsel, const
   }
   if (s == MF_OK) s = read_tensors(path, m, &root, nsel, sel, out);
   jfree(&root);
-  if (s != MF_OK) mf_tensor_list_free(out);
-  return s;
+  return s; /* out is freed on failure by mfio_load_list_* */
 }
 
 mf_status mf_load_safetensors(const char *path, int nsel, const char *const *sel,
                               mf_tensor_list *out) {
-  if (!out) return mf_fail(MF_ERR_ARG, RD ": out is NULL");
-  memset(out, 0, sizeof *out);
-  mfio_map m;
-  MF_TRY(mfio_map_file(RD, path, &m));
-  mf_status s = load_bytes(path, &m, nsel, sel, out);
-  mfio_unmap(&m);
-  return s;
+  return mfio_load_list_file(RD, load_bytes, path, nsel, sel, out);
 }
 
 mf_status mf_load_safetensors_from_memory(const char *name, const void *data, size_t n, int nsel,
                                           const char *const *sel, mf_tensor_list *out) {
-  if (!out) return mf_fail(MF_ERR_ARG, RD ": out is NULL");
-  memset(out, 0, sizeof *out);
-  if (!data && n) return mf_fail(MF_ERR_ARG, RD ": data is NULL");
-  mfio_map m = {data, n};
-  return load_bytes(name ? name : "buffer", &m, nsel, sel, out);
+  return mfio_load_list_memory(RD, load_bytes, name, data, n, nsel, sel, out);
 }
 
 /* ==== writing ================================================================================ */

@@ -1,6 +1,6 @@
 /* serial.h — private helpers shared by the tensor file formats of io/safetensors.c and io/npy.c
  * (implemented in safetensors.c): atomic file writing (temporary file, fsync, rename), reading a
- * whole file into memory (mmap), the element types of the files and their conversion to moonflow
+ * whole file into memory (mmap) and loading a tensor list from a file or a buffer, the element types of the files and their conversion to moonflow
  * dtypes, and growing an mf_tensor_list. Not installed; nothing outside core/io includes it.
  */
 #ifndef MF_IO_SERIAL_H
@@ -34,6 +34,19 @@ typedef struct mfio_map {
 
 mf_status mfio_map_file(const char *op, const char *path, mfio_map *m);
 void mfio_unmap(mfio_map *m);
+
+/* A reader of a whole tensor-list file (or buffer) m, named `path` in its messages, into out. */
+typedef mf_status (*mfio_list_reader)(const char *path, const mfio_map *m, int nsel,
+                                      const char *const *sel, mf_tensor_list *out);
+/* The loads of a tensor-list format: check out (MF_ERR_ARG "<op>: out is NULL") and zero it, run
+ * read on the file at path mapped (mfio_load_list_file) or on data[0..n) named `name`, "buffer"
+ * when NULL (mfio_load_list_memory: data NULL with n > 0 is MF_ERR_ARG), and free out when read
+ * fails. */
+mf_status mfio_load_list_file(const char *op, mfio_list_reader read, const char *path, int nsel,
+                              const char *const *sel, mf_tensor_list *out);
+mf_status mfio_load_list_memory(const char *op, mfio_list_reader read, const char *name,
+                                const void *data, size_t n, int nsel, const char *const *sel,
+                                mf_tensor_list *out);
 
 /* ---- element types of the files ---------------------------------------------------------------
  * What safetensors and npy can hold. Reading converts to a moonflow dtype: i8/i16/u16 -> int32,
