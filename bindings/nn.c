@@ -5,6 +5,7 @@
  *                                pad = p | {ph, pw} | {top, left, bottom, right}}])
  *   _nn.max_pool2d(x, {kernel = k | {kh, kw}, stride =, pad =, return_indices = false})
  *   _nn.avg_pool2d(x, {kernel =, stride =, pad =, count_include_pad = true})
+ *   _nn.batch_norm(x, rm, rv, w, b, training, momentum, eps)  -- fused; channels in dim 2
  *   _nn.softmax(x, dim), _nn.log_softmax(x, dim)          -- dims 1-based, negative from the end
  *   _nn.gather(x, dim, index)                             -- index holds 1-based positions
  *   _nn.scatter_add(shape, dim, index, src)               -- likewise
@@ -150,6 +151,25 @@ static int n_same_padding(lua_State *L) {
   return 2;
 }
 
+/* ---- batch normalisation --------------------------------------------------------------------- */
+
+/* batch_norm(x, running_mean | nil, running_var | nil, weight | nil, bias | nil, training,
+ * momentum, eps) -> y: the fused op over x (N, C, ...) with channels in dim 2 (Lua's numbering);
+ * the running stats are updated in place when training. Recorded by autograd. */
+static mf_tensor *opt_tensor(lua_State *L, int arg) {
+  return lua_isnoneornil(L, arg) ? NULL : lmf_check(L, arg);
+}
+
+static int n_batch_norm(lua_State *L) {
+  mf_tensor *x = lmf_check(L, 1), *rm = opt_tensor(L, 2), *rv = opt_tensor(L, 3);
+  mf_tensor *w = opt_tensor(L, 4), *b = opt_tensor(L, 5);
+  bool training = lua_toboolean(L, 6);
+  double momentum = luaL_checknumber(L, 7), eps = luaL_checknumber(L, 8);
+  mf_tensor **slot = lmf_newslot(L);
+  mf_status s = mf_batch_norm(x, w, b, rm, rv, training, momentum, eps, slot, NULL);
+  return s ? lmf_error(L, s) : 1;
+}
+
 /* ---- softmax --------------------------------------------------------------------------------- */
 
 static int softmax(lua_State *L, bool log, const char *fname) {
@@ -244,6 +264,7 @@ static const luaL_Reg nn_funcs[] = {
     {"conv2d", n_conv2d},
     {"max_pool2d", n_max_pool2d},
     {"avg_pool2d", n_avg_pool2d},
+    {"batch_norm", n_batch_norm},
     {"softmax", n_softmax},
     {"log_softmax", n_log_softmax},
     {"gather", n_gather},

@@ -87,6 +87,12 @@ mf_status mf_ag_conv2d(const mf_tensor *x, const mf_tensor *w, const mf_tensor *
 mf_status mf_ag_max_pool2d(const mf_tensor *x, const mf_tensor *indices, mf_tensor *out);
 mf_status mf_ag_avg_pool2d(const mf_tensor *x, const mf_pool2d_params *p, mf_tensor *out);
 mf_status mf_ag_softmax(bool log, const mf_tensor *x, int dim, mf_tensor *out);
+/* Training: stats = the forward's save_stats (2, C) {mean, invstd}, running_var NULL. Inference:
+ * stats = running_mean and running_var (C), of which the node keeps copies (later training steps
+ * overwrite the running tensors in place). */
+mf_status mf_ag_batch_norm(const mf_tensor *x, const mf_tensor *weight, const mf_tensor *bias,
+                           bool training, const mf_tensor *stats, const mf_tensor *running_var,
+                           double eps, mf_tensor *out);
 mf_status mf_ag_gather(const mf_tensor *x, int dim, const mf_tensor *index, mf_tensor *out);
 
 /* The sum of g over the dims that were broadcast to reach g's shape from (ndim, shape). */

@@ -675,3 +675,103 @@ mf_status mf_ag_gather(const mf_tensor *x, int dim, const mf_tensor *index, mf_t
   mf_ag_attach(n, out);
   return MF_OK;
 }
+
+/* ---- batch normalisation ----------------------------------------------------------------- */
+
+/* Training: saved 0 = x (contiguous), 1 = weight (or NULL), 2 = save_stats (2, C); the gradients
+ * of x, weight and bias in one call of the fused backward. That op is not recorded, so under
+ * create_graph this rule fails rather than return gradients that cannot be differentiated. */
+static mf_status bw_batch_norm_train(mf_node *n, const mf_tensor *g, mf_tensor **gin) {
+  if (mf_grad_enabled())
+    return mf_fail(MF_ERR_UNSUPPORTED,
+                   "batch_norm: no double backward (create_graph) through the fused op in "
+                   "training mode (its backward is one unrecorded kernel)");
+  mf_tensor *dx = NULL, *dw = NULL, *db = NULL;
+  MF_TRY(mf_batch_norm_backward(g, SAVED(0), SAVED(1), SAVED(2), &dx, &dw, &db));
+  if (NEEDS(0)) gin[0] = dx, dx = NULL;
+  if (NEEDS(1)) gin[1] = dw, dw = NULL;
+  if (NEEDS(2)) gin[2] = db, db = NULL;
+  mf_release(dx);
+  mf_release(dw);
+  mf_release(db);
+  return MF_OK;
+}
+
+/* Inference, y = (x - mean) invstd w + b with the running stats' mean and invstd fixed: saved
+ * 0 = x, 1 = weight (or NULL), 2 = mean (C), 3 = invstd (C). Written with ops (differentiable
+ * again): gx = g invstd w, gw = sum g (x - mean) invstd, gb = sum g, sums over all but dim 1. */
+static mf_status bw_batch_norm_eval(mf_node *n, const mf_tensor *g, mf_tensor **gin) {
+  const mf_edge *e = &n->in[0];
+  int64_t C = e->shape[1], vshape[MF_MAX_DIMS];
+  for (int d = 0; d < e->ndim; d++) vshape[d] = d == 1 ? C : 1;
+  mf_tensor *inv = NULL, *t = NULL, *u = NULL, *v = NULL;
+  mf_status s = mf_reshape(SAVED(3), e->ndim, vshape, &inv);
+  if (!s && NEEDS(0)) {
+    s = mf_mul(g, inv, &t);
+    if (!s && SAVED(1)) {
+      s = mf_reshape(SAVED(1), e->ndim, vshape, &u);
+      if (!s) s = mf_mul(t, u, &v);
+      MF_DROP(u);
+      MF_DROP(t);
+      t = v, v = NULL;
+    }
+    if (!s) gin[0] = t, t = NULL;
+  }
+  if (!s && NEEDS(1)) { /* sum g (x - mean) invstd */
+    s = mf_reshape(SAVED(2), e->ndim, vshape, &u);
+    if (!s) s = mf_sub(SAVED(0), u, &t);
+    MF_DROP(u);
+    if (!s) s = mf_mul(t, inv, &u);
+    MF_DROP(t);
+    if (!s) s = mf_mul(g, u, &t);
+    MF_DROP(u);
+    if (!s) s = mf_sum_to_shape(t, e->ndim, vshape, &u);
+    MF_DROP(t);
+    if (!s) s = mf_reshape(u, 1, &C, &gin[1]);
+    MF_DROP(u);
+  }
+  if (!s && NEEDS(2)) {
+    s = mf_sum_to_shape(g, e->ndim, vshape, &u);
+    if (!s) s = mf_reshape(u, 1, &C, &gin[2]);
+    MF_DROP(u);
+  }
+  mf_release(inv);
+  mf_release(t);
+  return s;
+}
+
+mf_status mf_ag_batch_norm(const mf_tensor *x, const mf_tensor *weight, const mf_tensor *bias,
+                           bool training, const mf_tensor *stats, const mf_tensor *running_var,
+                           double eps, mf_tensor *out) {
+  BEGIN("batch_norm", training ? bw_batch_norm_train : bw_batch_norm_eval, 3, x, weight, bias);
+  mf_status s = MF_OK;
+  if (training) {
+    mf_tensor *xc = NULL;
+    bool prev = mf_set_grad_enabled(false);
+    s = mf_contiguous(x, &xc);
+    mf_set_grad_enabled(prev);
+    if (!s) s = mf_ag_save(n, 0, xc);
+    mf_release(xc);
+    if (!s) s = mf_ag_save(n, 2, stats);
+  } else { /* copies of the running mean and 1 / sqrt(running_var + eps), recorded by nothing */
+    mf_tensor *m = NULL, *t = NULL, *inv = NULL;
+    bool prev = mf_set_grad_enabled(false);
+    s = binary_num(MF_OP_MUL, stats, 1, &m);
+    if (!s) s = binary_num(MF_OP_ADD, running_var, eps, &t);
+    if (!s) s = binary_num(MF_OP_POW, t, -0.5, &inv);
+    mf_set_grad_enabled(prev);
+    if (!s) s = mf_ag_save(n, 0, x);
+    if (!s) s = mf_ag_save(n, 2, m);
+    if (!s) s = mf_ag_save(n, 3, inv);
+    mf_release(m);
+    mf_release(t);
+    mf_release(inv);
+  }
+  if (!s && weight) s = mf_ag_save(n, 1, weight);
+  if (s) {
+    mf_ag_abort(n);
+    return s;
+  }
+  mf_ag_attach(n, out);
+  return MF_OK;
+}

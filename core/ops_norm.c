@@ -11,9 +11,10 @@
  *   ip[1..3] = N, C, S; p[0] = momentum, p[1] = eps. Inference needs both running stats.
  * - BATCH_NORM_BACKWARD: in[0] = dy, in[1] = x, in[2] = weight, in[3] = save_stats; out = dx,
  *   out2 = dweight (C), state[0] = dbias (C); ip[1..3] = N, C, S.
- * Not recorded by autograd (see moonflow.h).
+ * mf_batch_norm records its autograd node (grad.c: mf_ag_batch_norm); the backward op is not
+ * recorded (the training rule calls it and has no double backward).
  */
-#include "internal.h"
+#include "autograd.h"
 
 static mf_status vec_check(const char *op, const char *what, const mf_tensor *v, const mf_tensor *x,
                            int64_t C) {
@@ -100,6 +101,10 @@ mf_status mf_batch_norm(const mf_tensor *x, const mf_tensor *weight, const mf_te
     c.p[0] = momentum, c.p[1] = eps;
     s = mf_dispatch(dev, &c);
   }
+  if (!s)
+    s = mf_ag_keep(mf_ag_batch_norm(x, weight, bias, training, training ? stats : running_mean,
+                                    training ? NULL : running_var, eps, *out),
+                   out);
   if (s) MF_DROP(*out);
   if (!s && save_stats) *save_stats = mf_retain(stats);
   mf_release(xc);

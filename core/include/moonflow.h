@@ -375,8 +375,10 @@ mf_status mf_dropout_mask(const mf_tensor *x, double p, mf_tensor **mask);
  * running_var (C, contiguous; NULL: none) are updated in place, r = (1 - momentum) r + momentum b
  * with the unbiased variance (PyTorch's rule). Inference (training false): the running stats
  * normalise x and *save_stats is NULL (save_stats may be NULL). float32 or float64 on the CPU;
- * cuDNN's fused kernels on the GPU. Not recorded by autograd: nn.functional.batch_norm composes
- * differentiable ops; this is the one-kernel path and mf_batch_norm_backward its gradient. */
+ * cuDNN's fused kernels on the GPU. Recorded by autograd (grad.c) for x, weight and bias:
+ * training backs through mf_batch_norm_backward (no double backward: under create_graph the
+ * backward fails, saying so); inference's rule is made of ops (twice differentiable). The running
+ * stats get no gradient. nn.functional.batch_norm calls this. */
 mf_status mf_batch_norm(const mf_tensor *x, const mf_tensor *weight, const mf_tensor *bias,
                         mf_tensor *running_mean, mf_tensor *running_var, bool training,
                         double momentum, double eps, mf_tensor **out, mf_tensor **save_stats);

@@ -1,6 +1,6 @@
 -- moonflow/nn/functional.lua — `mf.nn.functional` (also `mf.nn.F`): the layers' operations as
 -- functions of tensors (linear, conv2d, max_pool2d, avg_pool2d, relu, sigmoid, tanh, softmax,
--- log_softmax, dropout, batch_norm, flatten). The losses are added by nn/loss.lua.
+-- log_softmax, dropout, batch_norm (and batch_norm_composed), flatten). The losses are added by nn/loss.lua.
 --
 -- Geometry options, shared by conv2d and the pools:
 --   stride  = n | {sh, sw}
@@ -143,30 +143,79 @@ local function probing()
   return G ~= nil and G.is_probing()
 end
 
--- batch_norm(x, running_mean, running_var [, weight [, bias [, training = false [, momentum = 0.1
--- [, eps = 1e-5 [, channel_dim = 2]]]]]]): normalises over every dim but channel_dim. Training:
--- batch mean and biased variance, and the running stats (when given) updated in place with the
--- unbiased variance: r = (1 - momentum) * r + momentum * batch. Otherwise the running stats.
-function F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps, cdim)
-  eps = eps or 1e-5
-  if momentum == nil then momentum = 0.1 end
+-- Checks batch_norm's x and channel dim (negative from the end); returns the positive dim.
+local function bn_channel_dim(x, cdim, fname)
   local nd = x:dim()
   cdim = cdim or 2
   if cdim < 0 then cdim = nd + cdim + 1 end
   if nd < 2 or cdim < 1 or cdim > nd then
-    error(("batch_norm: expected an input with a channel dimension %d, got shape %s"):format(
-      cdim, shape_str(x)), 2)
+    error(("%s: expected an input with a channel dimension %d, got shape %s"):format(fname,
+      cdim, shape_str(x)), 3)
   end
+  return cdim
+end
+
+local function bn_count_check(x, C, fname)
+  if x:numel() // C <= 1 then
+    error(("%s: expected more than 1 value per channel when training, got input " ..
+      "shape %s"):format(fname, shape_str(x)), 3)
+  end
+end
+
+-- batch_norm(x, running_mean, running_var [, weight [, bias [, training = false [, momentum = 0.1
+-- [, eps = 1e-5 [, channel_dim = 2]]]]]]): normalises over every dim but channel_dim. Training:
+-- batch mean and biased variance, and the running stats (when given) updated in place with the
+-- unbiased variance: r = (1 - momentum) * r + momentum * batch. Otherwise the running stats.
+-- One fused op (the core's batch_norm, with its own autograd rule): x is viewed as (A, C, B), A
+-- the product of the dims before channel_dim and B of those after (the statistics run over A and
+-- B alike, so NHWC is (N*H*W, C, 1), no transpose). Gradients reach x, weight and bias; in
+-- evaluation mode they are differentiable again (create_graph), in training mode a backward with
+-- create_graph fails, saying so. Running stats that need gradients (evaluation) make it call
+-- batch_norm_composed, the same function made of small ops.
+function F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps, cdim)
+  eps = eps or 1e-5
+  if momentum == nil then momentum = 0.1 end
+  cdim = bn_channel_dim(x, cdim, "batch_norm")
+  local C = x:size(cdim)
+  if training then
+    bn_count_check(x, C, "batch_norm")
+    -- a graph's shape inference runs on dummy values: the running stats stay as they are
+    if probing() then running_mean, running_var = nil, nil end
+  else
+    if running_mean == nil or running_var == nil then
+      error("batch_norm: evaluation needs the running mean and variance", 2)
+    end
+    -- gradients of the running stats (never the layers' case): the composed form has them
+    if running_mean:needs_grad() or running_var:needs_grad() then
+      return F.batch_norm_composed(x, running_mean, running_var, weight, bias, training, momentum,
+        eps, cdim)
+    end
+  end
+  local shape, A, B = x:shape(), 1, 1
+  for d = 1, cdim - 1 do A = A * shape[d] end
+  for d = cdim + 1, #shape do B = B * shape[d] end
+  local y = nnc.batch_norm(x:reshape { A, C, B }, running_mean, running_var, weight, bias,
+    training and true or false, momentum, eps)
+  return y:reshape(shape)
+end
+
+-- batch_norm_composed(...): batch_norm's arguments and values, made of small differentiable ops
+-- (mean, sub, mul, div, sqrt) rather than the fused op: slower; gradients also reach the running
+-- stats in evaluation mode. (Its create_graph gradients are not exact second derivatives either:
+-- the core's div and sqrt rules use their saved, detached outputs.)
+function F.batch_norm_composed(x, running_mean, running_var, weight, bias, training, momentum, eps,
+                               cdim)
+  eps = eps or 1e-5
+  if momentum == nil then momentum = 0.1 end
+  local nd = x:dim()
+  cdim = bn_channel_dim(x, cdim, "batch_norm_composed")
   local C = x:size(cdim)
   local view = {}
   for d = 1, nd do view[d] = d == cdim and C or 1 end
   local y
   if training then
+    bn_count_check(x, C, "batch_norm_composed")
     local count = x:numel() // C
-    if count <= 1 then
-      error(("batch_norm: expected more than 1 value per channel when training, got input " ..
-        "shape %s"):format(shape_str(x)), 2)
-    end
     local mean = x
     for d = 1, nd do if d ~= cdim then mean = mean:mean(d, true) end end
     local xc = x - mean
@@ -183,7 +232,7 @@ function F.batch_norm(x, running_mean, running_var, weight, bias, training, mome
     end
   else
     if running_mean == nil or running_var == nil then
-      error("batch_norm: evaluation needs the running mean and variance", 2)
+      error("batch_norm_composed: evaluation needs the running mean and variance", 2)
     end
     y = (x - running_mean:view(view)) / mf.sqrt(running_var:view(view) + eps)
   end
