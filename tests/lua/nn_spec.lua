@@ -387,6 +387,33 @@ describe("nn.functional.batch_norm, the fused op", function()
       end
     end)
 
+  it("agrees with the composed form on large inputs (the CPU kernel's blocked walks), float32 and 64",
+    function()
+      mf.manual_seed(12)
+      for _, case in ipairs { { { 64, 16, 16, 8 }, 4 }, { { 8, 6, 20, 20 }, 2 }, { { 40000, 3 }, 2 } } do
+        for _, dtype in ipairs { "float64", "float32" } do
+          local o = { dtype = dtype }
+          local shape, cdim = case[1], case[2]
+          local C = shape[cdim]
+          local x, gy = mf.randn(shape, o) * 3 + 1, mf.randn(shape, o)
+          local w, b = mf.randn({ C }, o), mf.randn({ C }, o)
+          local tol = dtype == "float64" and 1e-10 or 2e-4
+          for _, training in ipairs { true, false } do
+            local rm1, rv1 = mf.randn({ C }, o), mf.rand({ C }, o) + 0.5
+            local rm2, rv2 = rm1:clone(), rv1:clone()
+            local y1, gx1, gw1, gb1 = run(F.batch_norm, x, rm1, rv1, w, b, training, gy, cdim)
+            local y2, gx2, gw2, gb2 = run(F.batch_norm_composed, x, rm2, rv2, w, b, training, gy, cdim)
+            assert.is_true((y1 - y2):abs():max():item() < tol)
+            assert.is_true((gx1 - gx2):abs():max():item() < tol)
+            assert.is_true(((gw1 - gw2):abs() / (gw2:abs() + 1)):max():item() < tol)
+            assert.is_true(((gb1 - gb2):abs() / (gb2:abs() + 1)):max():item() < tol)
+            assert.is_true((rm1 - rm2):abs():max():item() < tol)
+            assert.is_true((rv1 - rv2):abs():max():item() < tol)
+          end
+        end
+      end
+    end)
+
   it("finite differences in float64: training and evaluation, 2-D to 4-D, NHWC, weight or bias alone",
     function()
       local rm, rv = randn { 3 }, mf.rand({ 3 }, f64) + 0.5
