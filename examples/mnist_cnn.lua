@@ -18,52 +18,27 @@
 -- --anneal F: over the last fraction F of the steps the learning rate falls from --lr to 0 along a
 -- half cosine (0: a constant rate, as in the tutorial).
 local mf = require "moonflow"
-local nn, F = mf.nn, mf.nn.functional
+local F = mf.nn.functional
+-- the model's definition, shared with predict_digit.lua (next to this file)
+local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
+local CNN = dofile(here .. "mnist_model.lua")
+local options = dofile(here .. "mnist_options.lua") -- --quick, --anneal, --device
 
 local opt = mf.flags { quick = false, steps = 20000, batch = 50, lr = 1e-4, threads = 0,
   data = "MNIST_data", seed = 1, format = "NCHW", every = 100, logdir = "", save = "",
   device = "cpu", anneal = 0 }
-if opt.quick then
-  opt.steps = math.ceil(55000 / opt.batch) -- one epoch
-  opt.lr, opt.anneal = 1e-3, 0.5
-end
-if opt.anneal < 0 or opt.anneal > 1 then error("--anneal wants a fraction in [0, 1]", 0) end
-
 -- the learning rate of a step (1-based): --lr, then a half cosine to 0 over the annealed steps
-local function rate(step)
-  local first = opt.steps * (1 - opt.anneal) -- steps before the annealing starts
-  if step <= first then return opt.lr end
-  return opt.lr * 0.5 * (1 + math.cos(math.pi * (step - 1 - first) / (opt.steps - first)))
-end
+local rate = options.schedule(opt)
 if opt.threads > 0 then mf.set_num_threads(opt.threads) end
 mf.manual_seed(opt.seed)
 
 local mnist = mf.data.mnist.read_data_sets(opt.data, { one_hot = false })
 -- --device cpu|cuda|cuda:N: where the model, its optimizer state and the batches live (a GPU the
 -- machine lacks is an error saying why); results come back to the CPU to be printed
-local device = opt.device
-if device ~= "cpu" then
-  local why = mf.cuda.why_unavailable(device)
-  if why then error("--device " .. device .. ": " .. why, 0) end
-end
+local device = options.device(opt.device)
 
--- the model, as the tutorial builds it (NHWC: images are 28x28x1)
-local nhwc = opt.format == "NHWC"
-local conv = { padding = "same", data_format = opt.format }
-local pool = { data_format = opt.format }
-local model = nn.Sequential {
-  nn.Reshape(nhwc and { 28, 28, 1 } or { 1, 28, 28 }),
-  nn.Conv2d(1, 32, 5, conv), nn.ReLU(), nn.MaxPool2d(2, pool),
-  nn.Conv2d(32, 64, 5, conv), nn.ReLU(), nn.MaxPool2d(2, pool),
-  nn.Flatten(),
-  nn.Linear(7 * 7 * 64, 1024), nn.ReLU(), nn.Dropout(0.5),
-  nn.Linear(1024, 10),
-}
-mf.no_grad(function()
-  for _, p in ipairs(model:parameters()) do
-    if p:dim() > 1 then nn.init.trunc_normal_(p, 0, 0.1) else nn.init.constant_(p, 0.1) end
-  end
-end)
+-- the model, as the tutorial builds it (NHWC: images are 28x28x1), with its initial values
+local model = CNN.init(CNN.build(opt.format))
 print(model:summary { 1, 784 })
 model:to(device)
 

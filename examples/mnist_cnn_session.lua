@@ -17,56 +17,31 @@
 -- TensorBoard overlays the two runs), and every 10th time a histogram of each variable; the graph
 -- goes to DIR/train too (TensorBoard's graph tab).
 local mf = require "moonflow"
-local nn, F = mf.nn, mf.nn.functional
+local F = mf.nn.functional
+-- the network (shared with mnist_cnn.lua) and the shared flags, next to this file
+local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
+local CNN = dofile(here .. "mnist_model.lua")
+local options = dofile(here .. "mnist_options.lua") -- --quick, --anneal, --device
+local session_logs = dofile(here .. "session_logs.lua") -- --logdir
 
 local opt = mf.flags { quick = false, steps = 20000, batch = 50, lr = 1e-4, threads = 0,
   data = "MNIST_data", seed = 1, every = 100, logdir = "", device = "cpu", anneal = 0 }
-if opt.quick then
-  opt.steps = math.ceil(55000 / opt.batch) -- one epoch
-  opt.lr, opt.anneal = 1e-3, 0.5
-end
-if opt.anneal < 0 or opt.anneal > 1 then error("--anneal wants a fraction in [0, 1]", 0) end
-
 -- the learning rate of a step (1-based): --lr, then a half cosine to 0 over the annealed steps
-local function rate(step)
-  local first = opt.steps * (1 - opt.anneal) -- steps before the annealing starts
-  if step <= first then return opt.lr end
-  return opt.lr * 0.5 * (1 + math.cos(math.pi * (step - 1 - first) / (opt.steps - first)))
-end
+local rate = options.schedule(opt)
 mf.manual_seed(opt.seed)
 
 local mnist = mf.data.mnist.read_data_sets(opt.data, { one_hot = false })
 -- --device cpu|cuda|cuda:N: the graph's nodes are placed there (variables, optimizer slots and
 -- the fed batches live there; a GPU the machine lacks is an error saying why); fetched results
 -- come back to the CPU
-local device = opt.device
-if device ~= "cpu" then
-  local why = mf.cuda.why_unavailable(device)
-  if why then error("--device " .. device .. ": " .. why, 0) end
-end
-
-local function weight(shape, name)
-  return mf.Variable(nn.init.trunc_normal_(mf.empty(shape), 0, 0.1), { name = name })
-end
-local function bias(n, name) return mf.Variable(mf.full({ n }, 0.1), { name = name }) end
+local device = options.device(opt.device)
 
 -- the graph, placed on --device
 local device_scope = mf.device(device)
 local x = mf.placeholder(mf.float32, { -1, 784 }, "x")
 local labels = mf.placeholder(mf.int64, { -1 }, "labels") -- 1-based classes
 local drop = mf.placeholder(mf.float32, {}, "drop_prob")
-local logits
-mf.variable_scope("inference", function()
-  local conv = { padding = "same", data_format = "NHWC" }
-  local pool = { data_format = "NHWC" }
-  local h = mf.reshape(x, { -1, 28, 28, 1 })
-  h = F.max_pool2d(mf.relu(F.conv2d(h, weight({ 32, 1, 5, 5 }, "W_conv1"), bias(32, "b_conv1"), conv)), 2, pool)
-  h = F.max_pool2d(mf.relu(F.conv2d(h, weight({ 64, 32, 5, 5 }, "W_conv2"), bias(64, "b_conv2"), conv)), 2, pool)
-  h = mf.reshape(h, { -1, 7 * 7 * 64 })
-  h = mf.relu(mf.matmul(h, weight({ 7 * 7 * 64, 1024 }, "W_fc1")) + bias(1024, "b_fc1"))
-  h = F.dropout(h, drop)
-  logits = mf.matmul(h, weight({ 1024, 10 }, "W_fc2")) + bias(10, "b_fc2")
-end)
+local logits = CNN.inference(x, drop) -- in variable scope "inference"
 local loss
 mf.variable_scope("loss", function() loss = F.cross_entropy(logits, labels) end)
 local accuracy, hits
@@ -100,23 +75,8 @@ local log
 if opt.logdir ~= "" then
   local val = mnist.validation
   local n = math.min(1000, val.num_examples)
-  log = { train = mf.summary.FileWriter(opt.logdir .. "/train", sess.graph),
-    validation = mf.summary.FileWriter(opt.logdir .. "/validation"),
-    feed = { [x] = val.images:narrow(1, 1, n), [labels] = val.labels:narrow(1, 1, n), [drop] = 0 } }
-end
-local function write_logs(step, batch_loss, batch_acc)
-  log.train:add_scalar("loss", batch_loss, step)
-  log.train:add_scalar("accuracy", batch_acc, step)
-  local v = sess:run({ loss, accuracy }, log.feed)
-  log.validation:add_scalar("loss", v[1], step)
-  log.validation:add_scalar("accuracy", v[2], step)
-  if step % (10 * opt.every) == 0 or step == opt.steps then
-    for _, var in ipairs(mf.trainable_variables()) do
-      log.train:add_histogram((var.name:gsub(":%d+$", "")), sess:run(var), step)
-    end
-  end
-  log.train:flush()
-  log.validation:flush()
+  log = session_logs.open(opt, sess, { loss = loss, accuracy = accuracy,
+    feed = { [x] = val.images:narrow(1, 1, n), [labels] = val.labels:narrow(1, 1, n), [drop] = 0 } })
 end
 
 local t0 = mf.clock()
@@ -127,13 +87,10 @@ for step = 1, opt.steps do
   if step % opt.every == 0 or step == opt.steps then
     print(string.format("step %d/%d  loss %.4f  batch accuracy %.3f", step, opt.steps, r[2]:item(),
       r[3]:item()))
-    if log then write_logs(step, r[2], r[3]) end
+    if log then log:write(step, r[2], r[3]) end
   end
 end
-if log then
-  log.train:close()
-  log.validation:close()
-end
+if log then log:close() end
 local train_s = mf.clock() - t0
 print(string.format("trained %d steps in %.1f s (%.0f images/s)", opt.steps, train_s,
   opt.steps * opt.batch / train_s))

@@ -9,6 +9,8 @@
 -- accuracy, DIR/validation those of the 5,000 validation images (the same tags, so TensorBoard
 -- overlays the two runs), and every 10th time histograms of W and b.
 local mf = require "moonflow"
+-- --device's check, shared with the other MNIST examples (next to this file)
+local options = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "mnist_options.lua")
 local F = mf.nn.functional
 
 local opt = mf.flags { data = "MNIST_data", steps = 1000, batch = 100, lr = 0.5, threads = 0,
@@ -19,11 +21,7 @@ mf.manual_seed(opt.seed)
 local mnist = mf.data.mnist.read_data_sets(opt.data, { one_hot = true })
 -- --device cpu|cuda|cuda:N: where the model, its optimizer state and the batches live (a GPU the
 -- machine lacks is an error saying why); results come back to the CPU to be printed
-local device = opt.device
-if device ~= "cpu" then
-  local why = mf.cuda.why_unavailable(device)
-  if why then error("--device " .. device .. ": " .. why, 0) end
-end
+local device = options.device(opt.device)
 
 -- the model
 local W = mf.zeros({ 784, 10 }, { device = device }):requires_grad()

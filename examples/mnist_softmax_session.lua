@@ -11,6 +11,10 @@
 -- so TensorBoard overlays the two runs), and every 10th time a histogram of each variable; the
 -- graph goes to DIR/train too (TensorBoard's graph tab).
 local mf = require "moonflow"
+-- --device's check and --logdir's writers, shared with the other MNIST examples (next to this file)
+local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
+local options = dofile(here .. "mnist_options.lua")
+local session_logs = dofile(here .. "session_logs.lua")
 
 local opt = mf.flags { data = "MNIST_data", steps = 1000, batch = 100, lr = 0.5, threads = 0,
   seed = 1, logdir = "", every = 100, device = "cpu" }
@@ -20,11 +24,7 @@ local mnist = mf.data.mnist.read_data_sets(opt.data, { one_hot = true })
 -- --device cpu|cuda|cuda:N: the graph's nodes are placed there (variables, optimizer slots and
 -- the fed batches live there; a GPU the machine lacks is an error saying why); fetched results
 -- come back to the CPU
-local device = opt.device
-if device ~= "cpu" then
-  local why = mf.cuda.why_unavailable(device)
-  if why then error("--device " .. device .. ": " .. why, 0) end
-end
+local device = options.device(opt.device)
 
 -- the graph, placed on --device
 local device_scope = mf.device(device)
@@ -54,39 +54,20 @@ local sess <close> = mf.Session { config = { intra_op_parallelism_threads = opt.
 sess:run(mf.global_variables_initializer())
 
 -- --logdir: the batch's loss and accuracy (fetched with its step), the validation set's
-local log
-if opt.logdir ~= "" then
-  log = { train = mf.summary.FileWriter(opt.logdir .. "/train", sess.graph),
-    validation = mf.summary.FileWriter(opt.logdir .. "/validation") }
-end
-local function write_logs(step, loss, acc)
-  log.train:add_scalar("loss", loss, step)
-  log.train:add_scalar("accuracy", acc, step)
-  local v = sess:run({ cross_entropy, accuracy },
-    { [x] = mnist.validation.images, [y_] = mnist.validation.labels })
-  log.validation:add_scalar("loss", v[1], step)
-  log.validation:add_scalar("accuracy", v[2], step)
-  if step % (10 * opt.every) == 0 or step == opt.steps then
-    for _, var in ipairs(mf.trainable_variables()) do
-      log.train:add_histogram((var.name:gsub(":%d+$", "")), sess:run(var), step)
-    end
-  end
-end
+local log = session_logs.open(opt, sess, { loss = cross_entropy, accuracy = accuracy,
+  feed = { [x] = mnist.validation.images, [y_] = mnist.validation.labels } })
 
 local t0 = mf.clock()
 for step = 1, opt.steps do
   local xs, ys = mnist.train:next_batch(opt.batch)
   if log and (step % opt.every == 0 or step == opt.steps) then
     local r = sess:run({ train_step, cross_entropy, accuracy }, { [x] = xs, [y_] = ys })
-    write_logs(step, r[2], r[3])
+    log:write(step, r[2], r[3])
   else
     sess:run(train_step, { [x] = xs, [y_] = ys })
   end
 end
-if log then
-  log.train:close()
-  log.validation:close()
-end
+if log then log:close() end
 local train_s = mf.clock() - t0
 io.stderr:write(string.format("training: %d steps in %.3f s\n", opt.steps, train_s))
 local acc = sess:run(accuracy, { [x] = mnist.test.images, [y_] = mnist.test.labels })

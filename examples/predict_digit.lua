@@ -18,7 +18,9 @@
 -- predict(model, field) -> probabilities {p0, ..., p9}, digit; predict_file(model, path);
 -- build(format) -> an untrained network; format(digit, probabilities) -> the printed line.
 local mf = require "moonflow"
-local nn, F = mf.nn, mf.nn.functional
+local F = mf.nn.functional
+-- the network's definition, shared with mnist_cnn.lua (next to this file)
+local CNN = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "mnist_model.lua")
 
 local M = {}
 
@@ -118,21 +120,9 @@ function M.preprocess(img)
   return field
 end
 
--- build(format) -> the network of examples/mnist_cnn.lua (keep the two in step), in its NCHW or
--- NHWC layout, untrained.
-function M.build(format)
-  local nhwc = format == "NHWC"
-  local conv = { padding = "same", data_format = format }
-  local pool = { data_format = format }
-  return nn.Sequential {
-    nn.Reshape(nhwc and { 28, 28, 1 } or { 1, 28, 28 }),
-    nn.Conv2d(1, 32, 5, conv), nn.ReLU(), nn.MaxPool2d(2, pool),
-    nn.Conv2d(32, 64, 5, conv), nn.ReLU(), nn.MaxPool2d(2, pool),
-    nn.Flatten(),
-    nn.Linear(7 * 7 * 64, 1024), nn.ReLU(), nn.Dropout(0.5),
-    nn.Linear(1024, 10),
-  }
-end
+-- build(format) -> the network of examples/mnist_cnn.lua (examples/mnist_model.lua), in its NCHW
+-- or NHWC layout, untrained.
+M.build = CNN.build
 
 -- load_model(path) -> model (in evaluation mode), metadata: the weights mnist_cnn.lua --save
 -- wrote; __metadata__ format (NCHW, the default, or NHWC) says which layout they are for.

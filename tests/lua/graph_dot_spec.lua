@@ -36,31 +36,18 @@ end
 local root = H.tmpdir("mf_graph_dot_spec")
 teardown(function() os.execute("rm -rf " .. q(root)) end)
 
--- The tutorial's deep CNN (examples/mnist_cnn_session.lua) as a graph, in NHWC.
+-- The tutorial's deep CNN (examples/mnist_cnn_session.lua; its network is examples/mnist_model.lua's
+-- inference) as a graph, in NHWC.
+local CNN = dofile(H.root .. "/examples/mnist_model.lua")
 local function tutorial_cnn()
-  local nn, F = mf.nn, mf.nn.functional
+  local F = mf.nn.functional
   local g = mf.Graph()
   local t = { g = g }
   g:as_default(function()
-    local function weight(shape, name)
-      return mf.Variable(nn.init.trunc_normal_(mf.empty(shape), 0, 0.1), { name = name })
-    end
-    local function bias(n, name) return mf.Variable(mf.full({ n }, 0.1), { name = name }) end
     local x = mf.placeholder(mf.float32, { -1, 784 }, "x")
     local labels = mf.placeholder(mf.int64, { -1 }, "labels")
     local drop = mf.placeholder(mf.float32, {}, "drop_prob")
-    local logits
-    mf.variable_scope("inference", function()
-      local conv = { padding = "same", data_format = "NHWC" }
-      local pool = { data_format = "NHWC" }
-      local h = mf.reshape(x, { -1, 28, 28, 1 })
-      h = F.max_pool2d(mf.relu(F.conv2d(h, weight({ 32, 1, 5, 5 }, "W_conv1"), bias(32, "b_conv1"), conv)), 2, pool)
-      h = F.max_pool2d(mf.relu(F.conv2d(h, weight({ 64, 32, 5, 5 }, "W_conv2"), bias(64, "b_conv2"), conv)), 2, pool)
-      h = mf.reshape(h, { -1, 7 * 7 * 64 })
-      h = mf.relu(mf.matmul(h, weight({ 7 * 7 * 64, 1024 }, "W_fc1")) + bias(1024, "b_fc1"))
-      h = F.dropout(h, drop)
-      logits = mf.matmul(h, weight({ 1024, 10 }, "W_fc2")) + bias(10, "b_fc2")
-    end)
+    local logits = CNN.inference(x, drop)
     mf.variable_scope("loss", function() t.loss = F.cross_entropy(logits, labels) end)
     mf.variable_scope("accuracy", function()
       local correct = mf.cast(mf.equal(mf.argmax(logits, 2), labels), mf.float32)

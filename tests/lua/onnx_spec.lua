@@ -129,22 +129,9 @@ local function module_roundtrip(name, model, shape, dims)
   return m
 end
 
-local function tutorial_cnn(nhwc)
-  local conv = { padding = "same", data_format = nhwc and "NHWC" or "NCHW" }
-  local pool = { data_format = conv.data_format }
-  local model = nn.Sequential {
-    nn.Reshape(nhwc and { 28, 28, 1 } or { 1, 28, 28 }),
-    nn.Conv2d(1, 32, 5, conv), nn.ReLU(), nn.MaxPool2d(2, pool),
-    nn.Conv2d(32, 64, 5, conv), nn.ReLU(), nn.MaxPool2d(2, pool),
-    nn.Flatten(),
-    nn.Linear(7 * 7 * 64, 1024), nn.ReLU(), nn.Dropout(0.5),
-    nn.Linear(1024, 10),
-  }
-  for _, p in ipairs(model:parameters()) do
-    if p:dim() > 1 then nn.init.trunc_normal_(p, 0, 0.1) else nn.init.constant_(p, 0.1) end
-  end
-  return model
-end
+-- the tutorial's CNN of examples/mnist_cnn.lua (examples/mnist_model.lua), with its initial values
+local CNN = dofile(H.root .. "/examples/mnist_model.lua")
+local function tutorial_cnn(nhwc) return CNN.init(CNN.build(nhwc and "NHWC" or "NCHW")) end
 
 describe("mf.onnx.export of nn modules", function()
   it("t:tobytes gives the row-major little-endian bytes of any view", function()
