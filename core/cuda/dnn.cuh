@@ -41,31 +41,19 @@ struct mf_dnn_scalars {
   const void *zero() const { return dbl ? (const void *)&d[1] : (const void *)&f[1]; }
 };
 
-/* Owning holders for descriptors, so every early return frees them. */
-struct mf_dnn_tensor_desc {
-  cudnnTensorDescriptor_t d = nullptr;
-  ~mf_dnn_tensor_desc() {
-    if (d) cudnnDestroyTensorDescriptor(d);
+/* Owning holders for descriptors, so every early return frees them: D the descriptor type, destroy
+ * its cudnnDestroy* function. */
+template <class D, cudnnStatus_t (*destroy)(D)> struct mf_dnn_desc {
+  D d = nullptr;
+  ~mf_dnn_desc() {
+    if (d) destroy(d);
   }
 };
-struct mf_dnn_filter_desc {
-  cudnnFilterDescriptor_t d = nullptr;
-  ~mf_dnn_filter_desc() {
-    if (d) cudnnDestroyFilterDescriptor(d);
-  }
-};
-struct mf_dnn_conv_desc {
-  cudnnConvolutionDescriptor_t d = nullptr;
-  ~mf_dnn_conv_desc() {
-    if (d) cudnnDestroyConvolutionDescriptor(d);
-  }
-};
-struct mf_dnn_pool_desc {
-  cudnnPoolingDescriptor_t d = nullptr;
-  ~mf_dnn_pool_desc() {
-    if (d) cudnnDestroyPoolingDescriptor(d);
-  }
-};
+typedef mf_dnn_desc<cudnnTensorDescriptor_t, cudnnDestroyTensorDescriptor> mf_dnn_tensor_desc;
+typedef mf_dnn_desc<cudnnFilterDescriptor_t, cudnnDestroyFilterDescriptor> mf_dnn_filter_desc;
+typedef mf_dnn_desc<cudnnConvolutionDescriptor_t, cudnnDestroyConvolutionDescriptor>
+    mf_dnn_conv_desc;
+typedef mf_dnn_desc<cudnnPoolingDescriptor_t, cudnnDestroyPoolingDescriptor> mf_dnn_pool_desc;
 
 /* A 4-D (N, C, H, W) descriptor with the given sizes and element strides. */
 mf_status mf_dnn_tensor4d(mf_device *dev, const char *op, mf_dtype dt, const int64_t *shape,

@@ -54,15 +54,22 @@ __device__ __forceinline__ void covering(int64_t i, int s, int p, int k, int64_t
   *b = o1 < nout ? o1 : nout;
 }
 
+/* output i (of planes x OH x OW): its plane's offset in x (returned) and its input window
+ * [h0, h1) x [w0, w1) */
+__device__ __forceinline__ int64_t out_window(const pool_geom &g, int64_t i, int64_t *h0,
+                                              int64_t *h1, int64_t *w0, int64_t *w1) {
+  int64_t ow = i % g.OW, q = i / g.OW, oh = q % g.OH, pl = q / g.OH;
+  window(oh, g.sh, g.pt, g.kh, g.H, h0, h1);
+  window(ow, g.sw, g.pl, g.kw, g.W, w0, w1);
+  return pl * g.H * g.W;
+}
+
 template <class T> __global__ void max_fwd_kernel(T *y, int64_t *idx, const T *x, pool_geom g) {
   using A = typename mf_acc<T>::type;
   int64_t total = g.planes * g.OH * g.OW;
   MF_GRID_LOOP(i, total) {
-    int64_t ow = i % g.OW, q = i / g.OW, oh = q % g.OH, pl = q / g.OH;
-    const T *xp = x + pl * g.H * g.W;
     int64_t h0, h1, w0, w1;
-    window(oh, g.sh, g.pt, g.kh, g.H, &h0, &h1);
-    window(ow, g.sw, g.pl, g.kw, g.W, &w0, &w1);
+    const T *xp = x + out_window(g, i, &h0, &h1, &w0, &w1);
     A m = (A)xp[h0 * g.W + w0];
     int64_t at = h0 * g.W + w0;
     for (int64_t ih = h0; ih < h1 && m == m; ih++)
@@ -99,11 +106,8 @@ template <class T> __global__ void avg_fwd_kernel(T *y, const T *x, pool_geom g)
   using A = typename mf_acc<T>::type;
   int64_t total = g.planes * g.OH * g.OW;
   MF_GRID_LOOP(i, total) {
-    int64_t ow = i % g.OW, q = i / g.OW, oh = q % g.OH, pl = q / g.OH;
-    const T *xp = x + pl * g.H * g.W;
     int64_t h0, h1, w0, w1;
-    window(oh, g.sh, g.pt, g.kh, g.H, &h0, &h1);
-    window(ow, g.sw, g.pl, g.kw, g.W, &w0, &w1);
+    const T *xp = x + out_window(g, i, &h0, &h1, &w0, &w1);
     A s = 0;
     for (int64_t ih = h0; ih < h1; ih++)
       for (int64_t iw = w0; iw < w1; iw++) s += (A)xp[ih * g.W + iw];
