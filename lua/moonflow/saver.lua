@@ -10,7 +10,8 @@
 --
 -- Files: the checkpoint "<prefix>-<step>" is ONE safetensors file "<prefix>-<step>.safetensors",
 -- written atomically by mf.save (temporary file, fsync, rename). Its tensors: the variables by
--- name (a Session's Variable names, e.g. "W_conv1"; a module's state_dict names, e.g.
+-- name (a Session's Variable names, e.g. "W_conv1", and the module buffers its graph's nodes update
+-- as "<node>/<buffer>", e.g. "BatchNorm/running_mean"; a module's state_dict names, e.g.
 -- "1.weight"); a Session optimizer's slots as "<variable>/<optimizer op>/<slot>" ("W/Adam/m");
 -- an eager optimizer's state as "optimizer/state/<i>/<key>" (parameters numbered as in
 -- opt:state_dict()); extra state as "extra/<name>/<key>". Its __metadata__: format =
@@ -89,7 +90,8 @@ end
 
 -- The variables of a session as { names = {...}, [name] = {node=, sym=|tensor=} } in the saving
 -- order: var_list (a list of Variables, or a table name -> Variable/eager parameter), by default
--- the graph's global variables and the eager parameters (requiring grad) held by its Const nodes.
+-- the graph's global variables, the eager parameters (requiring grad) held by its Const nodes and
+-- the module buffers its nodes update (node.buffers: BatchNorm's running statistics).
 local function session_vars(sess, var_list, what)
   local g = sess.graph
   local vars = { names = {} }
@@ -120,6 +122,20 @@ local function session_vars(sess, var_list, what)
       local t = node.value
       if node.kind == "Const" and is_tensor(t) and t:needs_grad() and const_name[t] == node.name then
         add(node.name, { tensor = t })
+      end
+    end
+    -- module buffers that nodes update (a graph BatchNorm's running statistics), by the first
+    -- node holding each: "<node>/<buffer>"
+    local seen = {}
+    for _, node in ipairs(g._nodes) do
+      if type(node.buffers) == "table" then
+        for _, k in ipairs(sorted_keys(node.buffers)) do
+          local t = node.buffers[k]
+          if is_tensor(t) and not seen[t] then
+            seen[t] = true
+            add(node.name .. "/" .. k, { tensor = t })
+          end
+        end
       end
     end
   elseif #var_list > 0 then

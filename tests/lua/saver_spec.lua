@@ -1,6 +1,6 @@
 -- saver_spec.lua — mf.train.Saver and mf.train.latest_checkpoint: round trips of a module with
 -- mf.optim.Adam and of a Session with mf.train.AdamOptimizer (variables, optimizer state, step,
--- random generator), the index file and max_to_keep, errors (missing, mismatched, corrupt files),
+-- random generator), a graph BatchNorm's running statistics, the index file and max_to_keep, errors (missing, mismatched, corrupt files),
 -- a child process killed with SIGKILL while it saves (fixtures/saver_kill.lua), and bit-exact
 -- resume of training with dropout, Adam and DataSet.next_batch in fresh processes
 -- (fixtures/saver_resume.lua).
@@ -136,6 +136,66 @@ describe("mf.train.Saver", function()
     assert.is_true(same(s1:run(a.w), s2:run(b.w)))
     assert.is_true(same(s1:run(a.b), s2:run(b.b)))
     H.equal(s2:run(b.gs), 4)
+  end)
+
+  it("saves a graph BatchNorm's running statistics with a Session; a rebuilt graph restores them", function()
+    local dir = H.tmpdir("mf_saver_bn")
+    local X, X2 = mf.randn { 16, 4 } * 2 + 1, mf.randn { 5, 4 } * 2 + 1
+    -- x -> W -> BatchNorm1d(6) (mode fed per run) -> relu -> sum of squares, trained with Adam
+    local function build(seed)
+      mf.manual_seed(seed)
+      local m = { graph = mf.Graph(), bn = nn.BatchNorm1d(6) }
+      m.graph:as_default(function()
+        m.x = mf.placeholder("float32", { -1, 4 }, "x")
+        m.is_training = mf.placeholder("bool", {}, "is_training")
+        m.w = mf.Variable(mf.randn { 4, 6 }, { name = "W" })
+        m.y = m.bn(mf.matmul(m.x, m.w), m.is_training)
+        m.step = mf.train.AdamOptimizer(0.05):minimize(mf.reduce_mean(mf.relu(m.y - 0.5) * m.y))
+        m.init = mf.global_variables_initializer()
+      end)
+      return m
+    end
+    local a = build(1)
+    local s1 <close> = mf.Session { graph = a.graph }
+    s1:run(a.init)
+    for i = 1, 4 do s1:run(a.step, { [a.x] = X + i * 0.1, [a.is_training] = true }) end
+    H.equal(a.bn.num_batches_tracked, 4)
+    local want = s1:run(a.y, { [a.x] = X2, [a.is_training] = false })
+    mf.train.Saver():save(s1, dir .. "/bn.ckpt")
+    local tensors = mf.load(dir .. "/bn.ckpt.safetensors")
+    assert.is_true(same(tensors["BatchNorm/running_mean"], a.bn.running_mean))
+    assert.is_true(same(tensors["BatchNorm/running_var"], a.bn.running_var))
+    H.equal(tensors["BatchNorm/num_batches_tracked"], 4)
+
+    -- the same graph built again with fresh modules: other outputs until restored
+    local b = build(2)
+    local s2 <close> = mf.Session { graph = b.graph }
+    s2:run(b.init)
+    local before = s2:run(b.y, { [b.x] = X2, [b.is_training] = false })
+    assert.is_false(mf.allclose(before, want, 1e-3, 1e-3))
+    mf.train.Saver():restore(s2, dir .. "/bn.ckpt")
+    assert.is_true(same(b.bn.running_mean, a.bn.running_mean))
+    assert.is_true(same(b.bn.running_var, a.bn.running_var))
+    H.equal(b.bn.num_batches_tracked, 4)
+    assert.is_true(same(s2:run(b.y, { [b.x] = X2, [b.is_training] = false }), want))
+    -- and training goes on alike (statistics, weights and Adam's moments all came back)
+    s1:run(a.step, { [a.x] = X, [a.is_training] = true })
+    s2:run(b.step, { [b.x] = X, [b.is_training] = true })
+    assert.is_true(same(b.bn.running_var, a.bn.running_var))
+    assert.is_true(same(s2:run(b.y, { [b.x] = X2, [b.is_training] = false }),
+      s1:run(a.y, { [a.x] = X2, [a.is_training] = false })))
+    H.equal(b.bn.num_batches_tracked, 5)
+
+    -- a checkpoint without the statistics (a graph without BatchNorm) is an error naming them
+    local c, init = mf.Graph(), nil
+    c:as_default(function()
+      mf.Variable(mf.randn { 4, 6 }, { name = "W" })
+      init = mf.global_variables_initializer()
+    end)
+    local s3 <close> = mf.Session { graph = c }
+    s3:run(init)
+    mf.train.Saver():save(s3, dir .. "/plain.ckpt")
+    H.err(function() mf.train.Saver():restore(s2, dir .. "/plain.ckpt") end, "BatchNorm/running_mean")
   end)
 
   it("keeps max_to_keep checkpoints and lists them in the index", function()

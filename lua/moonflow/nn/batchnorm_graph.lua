@@ -16,6 +16,9 @@
 --   average, 1 / num_batches_tracked), and counts the batch, as the eager layer's forward does;
 --   in inference mode it normalises with the running statistics and changes nothing.
 -- * Building runs the op on dummy values to infer shapes; that never touches the statistics.
+-- * Checkpoints: the node lists the statistics as `node.buffers`; mf.train.Saver saves and restores
+--   them with a session's variables as "<node name>/running_mean" and so on ("BatchNorm/running_var"),
+--   so a graph built again in the same order restores them.
 -- The node has F.batch_norm's arguments (x, running_mean, running_var, weight, bias, training,
 -- momentum, eps, channel_dim), so exporters read it as they read F.batch_norm's nodes.
 local core = require "moonflow.core"
@@ -56,8 +59,15 @@ function M.forward(bn, x, cdim, training)
   -- a node F.batch_norm itself would build again from its arguments (graph export and import),
   -- except for the cumulative average, which F.batch_norm does not keep
   local opts = { type = "BatchNorm", id = bn.momentum and "F.batch_norm" or nil }
-  return G.apply("BatchNorm", norm, opts, x, rm, rv, bn.weight, bn.bias, training, bn.momentum,
+  local y = G.apply("BatchNorm", norm, opts, x, rm, rv, bn.weight, bn.bias, training, bn.momentum,
     bn.eps, cdim)
+  -- the module buffers the node updates, which mf.train.Saver saves with a session's variables
+  -- as "<node name>/<buffer>" (the first node of a module names them)
+  if bn.track_running_stats then
+    y._node.buffers = { running_mean = bn.running_mean, running_var = bn.running_var,
+      num_batches_tracked = bn.num_batches_tracked }
+  end
+  return y
 end
 
 return M
