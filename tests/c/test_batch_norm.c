@@ -2,10 +2,12 @@
  * mf_batch_norm_backward): the forward against double loops of the definition (training and
  * inference, 2-D and 4-D inputs, with and without weight/bias/running stats), the running-stat
  * update (PyTorch's rule, unbiased variance), the backward against finite differences of
- * sum(y * r) in float64, and the error messages for bad arguments. (The GPU's cuDNN kernels are
+ * sum(y * r) in float64, the autograd rule (mf_grad equals the backward op in training, the formula
+ * in inference; no create_graph in training), and the error messages for bad arguments. (The GPU's cuDNN kernels are
  * compared with these in test_cuda_parity.c.)
  */
 #include <stdlib.h>
+#include <string.h>
 
 #include "internal.h" /* mf_shape_numel */
 #include "test.h"
@@ -193,6 +195,71 @@ static void check_backward(int nd, const int64_t *shape) {
   free(r);
 }
 
+/* Largest |a - b| over the elements (NAN on a missing tensor). */
+static double max_diff(const mf_tensor *a, const mf_tensor *b) {
+  if (!a || !b || mf_numel(a) != mf_numel(b)) return NAN;
+  double *ah = host(a), *bh = host(b), m = 0;
+  for (int64_t i = 0; i < mf_numel(a); i++) m = fmax(m, fabs(ah[i] - bh[i]));
+  free(ah);
+  free(bh);
+  return m;
+}
+
+/* The autograd rule (grad.c): mf_grad of y for x, weight, bias with output gradient r equals
+ * mf_batch_norm_backward in training; in inference it is r invstd w, sum r xhat, sum r with the
+ * running stats; training has no create_graph backward (an error naming it). */
+static void check_autograd(int nd, const int64_t *shape) {
+  int64_t C = shape[1], cs[1] = {C};
+  mf_tensor *p[3] = {rnd(nd, shape, MF_F64, -2, 3), rnd(1, cs, MF_F64, 0.5, 1.5),
+                     rnd(1, cs, MF_F64, -1, 1)};
+  mf_tensor *rm = rnd(1, cs, MF_F64, -0.5, 0.5), *rv = rnd(1, cs, MF_F64, 0.5, 2);
+  mf_tensor *r = rnd(nd, shape, MF_F64, -1, 1), *y = NULL, *stats = NULL;
+  for (int k = 0; k < 3; k++) CHECK_OK(mf_set_requires_grad(p[k], true));
+  /* training */
+  CHECK_OK(mf_batch_norm(p[0], p[1], p[2], rm, rv, true, 0.1, 1e-5, &y, &stats));
+  CHECK(y && mf_grad_fn_name(y) && strcmp(mf_grad_fn_name(y), "batch_norm") == 0);
+  mf_tensor *g[3] = {NULL, NULL, NULL}, *want[3] = {NULL, NULL, NULL};
+  CHECK_FAILS(mf_grad(1, &y, &r, 3, p, true, true, g), MF_ERR_UNSUPPORTED,
+              "batch_norm: no double backward (create_graph)");
+  CHECK_OK(mf_grad(1, &y, &r, 3, p, false, false, g));
+  CHECK_OK(mf_batch_norm_backward(r, p[0], p[1], stats, &want[0], &want[1], &want[2]));
+  for (int k = 0; k < 3; k++) {
+    CHECK(max_diff(g[k], want[k]) == 0);
+    MF_DROP(g[k]);
+    MF_DROP(want[k]);
+  }
+  MF_DROP(y);
+  /* inference: the running stats as they are now (a later change of them must not matter) */
+  double *x = host(p[0]), *w = host(p[1]), *rmh = host(rm), *rvh = host(rv), *rh = host(r);
+  CHECK_OK(mf_batch_norm(p[0], p[1], p[2], rm, rv, false, 0.1, 1e-5, &y, NULL));
+  CHECK_OK(mf_fill_(rv, 7.0));
+  CHECK_OK(mf_grad(1, &y, &r, 3, p, false, false, g));
+  int64_t N = shape[0], S = mf_numel(p[0]) / (N * C);
+  double *gx = g[0] ? host(g[0]) : NULL, *gw = g[1] ? host(g[1]) : NULL, *gb = g[2] ? host(g[2]) : NULL;
+  for (int64_t c = 0; gx && gw && gb && c < C; c++) {
+    double inv = 1 / sqrt(rvh[c] + 1e-5), sw = 0, sb = 0;
+    for (int64_t n = 0; n < N; n++)
+      for (int64_t k = 0; k < S; k++) {
+        int64_t i = (n * C + c) * S + k;
+        CHECK_CLOSE(gx[i], rh[i] * inv * w[c], 1e-14, 1e-12);
+        sw += rh[i] * (x[i] - rmh[c]) * inv;
+        sb += rh[i];
+      }
+    CHECK_CLOSE(gw[c], sw, 1e-12, 1e-12);
+    CHECK_CLOSE(gb[c], sb, 1e-12, 1e-12);
+  }
+  free(gx), free(gw), free(gb), free(x), free(w), free(rmh), free(rvh), free(rh);
+  for (int k = 0; k < 3; k++) {
+    mf_release(g[k]);
+    mf_release(p[k]);
+  }
+  mf_release(y);
+  mf_release(stats);
+  mf_release(rm);
+  mf_release(rv);
+  mf_release(r);
+}
+
 static void check_errors(void) {
   int64_t s4[4] = {2, 3, 4, 4}, s1[1] = {3}, s1b[1] = {4}, s0[1] = {5}, one[4] = {1, 3, 1, 1};
   mf_tensor *x = rnd(4, s4, MF_F32, 0, 1), *w = rnd(1, s1, MF_F32, 0, 1),
@@ -242,6 +309,16 @@ int main(void) {
   int64_t b2[2] = {5, 3}, b4[4] = {2, 3, 3, 2};
   check_backward(2, b2);
   check_backward(4, b4);
+  /* the kernel's blocked walks: rows in blocks (S == 1, N C >= 32768), long channel rows */
+  int64_t l2[2] = {20000, 3}, l3[3] = {8, 5, 3001};
+  for (int dd = 0; dd < 2; dd++) {
+    check_forward(2, l2, dd ? MF_F64 : MF_F32, true, true);
+    check_forward(3, l3, dd ? MF_F64 : MF_F32, true, true);
+  }
+  int64_t a2[2] = {6, 3}, a4[4] = {3, 4, 2, 5}, a2big[2] = {16384, 4};
+  check_autograd(2, a2);
+  check_autograd(4, a4);
+  check_autograd(2, a2big);
   check_errors();
   return test_summary();
 }
