@@ -194,9 +194,17 @@ function F.batch_norm(x, running_mean, running_var, weight, bias, training, mome
   local shape, A, B = x:shape(), 1, 1
   for d = 1, cdim - 1 do A = A * shape[d] end
   for d = cdim + 1, #shape do B = B * shape[d] end
-  local y = nnc.batch_norm(x:reshape { A, C, B }, running_mean, running_var, weight, bias,
-    training and true or false, momentum, eps)
-  return y:reshape(shape)
+  local xv, tr = x:reshape { A, C, B }, training and true or false
+  if x:device() == "cpu" then
+    return nnc.batch_norm(xv, running_mean, running_var, weight, bias, tr, momentum, eps):reshape(shape)
+  end
+  -- a GPU without the fused kernel (a build without cuDNN) fails before touching anything: the
+  -- composed form runs there instead
+  local ok, y = pcall(nnc.batch_norm, xv, running_mean, running_var, weight, bias, tr, momentum, eps)
+  if ok then return y:reshape(shape) end
+  if not tostring(y):find("batch_norm: not supported on", 1, true) then error(y, 0) end
+  return F.batch_norm_composed(x, running_mean, running_var, weight, bias, training, momentum, eps,
+    cdim)
 end
 
 -- batch_norm_composed(...): batch_norm's arguments and values, made of small differentiable ops
