@@ -760,7 +760,7 @@ mf_status mf_ag_batch_norm(const mf_tensor *x, const mf_tensor *weight, const mf
     if (!s) s = binary_num(MF_OP_ADD, running_var, eps, &t);
     if (!s) s = binary_num(MF_OP_POW, t, -0.5, &inv);
     mf_set_grad_enabled(prev);
-    if (!s) s = mf_ag_save(n, 0, x);
+    if (!s && n->in[1].needs) s = mf_ag_save(n, 0, x); /* only the weight's gradient reads x */
     if (!s) s = mf_ag_save(n, 2, m);
     if (!s) s = mf_ag_save(n, 3, inv);
     mf_release(m);
