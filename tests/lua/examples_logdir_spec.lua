@@ -13,10 +13,8 @@ local have_tb = H.can_import(H.TB_IMPORT)
 local example = H.mnist_example
 local tensorboard = H.tensorboard
 
-local dirs = {}
-teardown(function()
-  for _, d in ipairs(dirs) do os.execute("rm -rf " .. q(d)) end
-end)
+local newdir, rmdirs = H.tmpdirs("mf_examples_logdir_spec") -- new temporary folders, removed at the end
+teardown(rmdirs)
 
 -- Runs an example with and without --logdir and checks the logs: curves at `steps`, histograms
 -- (name -> number of values) at the last one, validation accuracy above min_acc at the end, a
@@ -24,8 +22,7 @@ end)
 local function check(name, flags, steps, histograms, min_acc, with_graph)
   if not DATA then return pending("MOONFLOW_DATA is not set (the MNIST files' folder)") end
   if not have_tb then return pending("tensorboard is not importable by " .. H.PY) end
-  local dir = H.tmpdir("mf_examples_logdir_spec")
-  dirs[#dirs + 1] = dir
+  local dir = newdir()
   local plain, ok = example(name, flags)
   assert.is_true(ok, plain)
   local out

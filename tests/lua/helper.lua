@@ -88,6 +88,23 @@ function H.tmpdir(prefix)
   return d
 end
 
+-- H.tmpdirs(prefix) -> newdir, remove: newdir() makes a new empty folder (H.tmpdir(prefix)),
+-- remove() removes all those it made. A spec file: local newdir, rm = H.tmpdirs(...); teardown(rm)
+-- (busted's teardown is a global of the spec file only).
+function H.tmpdirs(prefix)
+  local dirs = {}
+  local function newdir()
+    local d = H.tmpdir(prefix)
+    dirs[#dirs + 1] = d
+    return d
+  end
+  local function remove()
+    for _, d in ipairs(dirs) do os.execute("rm -rf " .. H.q(d)) end
+    dirs = {}
+  end
+  return newdir, remove
+end
+
 -- The names in a folder (sorted), those matching the Lua pattern `pattern` when it is given; {}
 -- for a missing folder.
 function H.ls(dir, pattern)

@@ -11,7 +11,6 @@ local q, readfile, writefile = H.q, H.readfile, H.writefile
 
 local function exists(p) return readfile(p) ~= nil end
 
-local function tmpdir() return H.tmpdir("mf_mnist_spec") end
 
 local function ls(dir)
   local p = io.popen("ls -A " .. q(dir))
@@ -22,16 +21,8 @@ local function ls(dir)
   return names
 end
 
-local dirs = {}
-local function newdir()
-  local d = tmpdir()
-  dirs[#dirs + 1] = d
-  return d
-end
-
-teardown(function()
-  for _, d in ipairs(dirs) do os.execute("rm -rf " .. q(d)) end
-end)
+local newdir, rmdirs = H.tmpdirs("mf_mnist_spec") -- new temporary folders, removed at the end
+teardown(rmdirs)
 
 -- ---- a fake MNIST ------------------------------------------------------------------------------
 -- Image i (1-based, in file order) has its first pixel = i, so a batch row tells which example it

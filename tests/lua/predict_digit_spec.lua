@@ -16,15 +16,8 @@ local P = require "predict_digit"
 local DATA = H.DATA
 local FIXTURES = H.root .. "/tests/fixtures/digits"
 
-local dirs = {}
-local function newdir()
-  local d = H.tmpdir("mf_predict_digit_spec")
-  dirs[#dirs + 1] = d
-  return d
-end
-teardown(function()
-  for _, d in ipairs(dirs) do os.execute("rm -rf " .. q(d)) end
-end)
+local newdir, rmdirs = H.tmpdirs("mf_predict_digit_spec") -- new temporary folders, removed at the end
+teardown(rmdirs)
 
 local ls = H.ls
 
