@@ -9,10 +9,11 @@
 -- ReLU + pool, flatten (3136), fc 3136 -> 1024 + ReLU + dropout 0.5, fc 1024 -> 10 (logits Nx10).
 -- init(model) -> model: the tutorial's initial values in place, weights truncated normal
 -- (stddev 0.1), biases 0.1.
--- inference(x, drop) -> logits: the same network as graph nodes in the default graph, in variable
--- scope "inference": x a float32 Nx784 tensor, drop the dropout probability (a scalar tensor);
--- images NHWC (28x28x1), conv weights moonflow's (out, in, kh, kw), variables W_conv1, b_conv1,
--- W_conv2, b_conv2, W_fc1, b_fc1, W_fc2, b_fc2 with the initial values of init; logits Nx10.
+-- inference(x, drop [, widths]) -> logits: the same network as graph nodes in the default graph,
+-- in variable scope "inference": x a float32 Nx784 tensor, drop the dropout probability (a scalar
+-- tensor); images NHWC (28x28x1), conv weights moonflow's (out, in, kh, kw), variables W_conv1,
+-- b_conv1, W_conv2, b_conv2, W_fc1, b_fc1, W_fc2, b_fc2 with the initial values of init; logits
+-- Nx10. widths {conv1, conv2, fc} (default the tutorial's {32, 64, 1024}) makes a smaller one.
 local mf = require "moonflow"
 local nn, F = mf.nn, mf.nn.functional
 
@@ -47,18 +48,19 @@ local function weight(shape, name)
 end
 local function bias(n, name) return mf.Variable(mf.full({ n }, 0.1), { name = name }) end
 
-function M.inference(x, drop)
+function M.inference(x, drop, widths)
+  local c1, c2, fc = table.unpack(widths or { 32, 64, 1024 })
   local logits
   mf.variable_scope("inference", function()
     local conv = { padding = "same", data_format = "NHWC" }
     local pool = { data_format = "NHWC" }
     local h = mf.reshape(x, { -1, 28, 28, 1 })
-    h = F.max_pool2d(mf.relu(F.conv2d(h, weight({ 32, 1, 5, 5 }, "W_conv1"), bias(32, "b_conv1"), conv)), 2, pool)
-    h = F.max_pool2d(mf.relu(F.conv2d(h, weight({ 64, 32, 5, 5 }, "W_conv2"), bias(64, "b_conv2"), conv)), 2, pool)
-    h = mf.reshape(h, { -1, 7 * 7 * 64 })
-    h = mf.relu(mf.matmul(h, weight({ 7 * 7 * 64, 1024 }, "W_fc1")) + bias(1024, "b_fc1"))
+    h = F.max_pool2d(mf.relu(F.conv2d(h, weight({ c1, 1, 5, 5 }, "W_conv1"), bias(c1, "b_conv1"), conv)), 2, pool)
+    h = F.max_pool2d(mf.relu(F.conv2d(h, weight({ c2, c1, 5, 5 }, "W_conv2"), bias(c2, "b_conv2"), conv)), 2, pool)
+    h = mf.reshape(h, { -1, 7 * 7 * c2 })
+    h = mf.relu(mf.matmul(h, weight({ 7 * 7 * c2, fc }, "W_fc1")) + bias(fc, "b_fc1"))
     h = F.dropout(h, drop)
-    logits = mf.matmul(h, weight({ 1024, 10 }, "W_fc2")) + bias(10, "b_fc2")
+    logits = mf.matmul(h, weight({ fc, 10 }, "W_fc2")) + bias(10, "b_fc2")
   end)
   return logits
 end

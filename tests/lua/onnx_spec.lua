@@ -367,21 +367,9 @@ describe("mf.onnx.export of graphs", function()
     local g = mf.Graph()
     local x, drop, logits
     g:as_default(function()
-      local function weight(shape, name) return mf.Variable(nn.init.trunc_normal_(mf.empty(shape), 0, 0.1), { name = name }) end
-      local function bias(n, name) return mf.Variable(mf.full({ n }, 0.1), { name = name }) end
       x = mf.placeholder(mf.float32, { -1, 784 }, "x")
       drop = mf.placeholder(mf.float32, {}, "drop_prob")
-      mf.variable_scope("inference", function()
-        local conv = { padding = "same", data_format = "NHWC" }
-        local pool = { data_format = "NHWC" }
-        local h = mf.reshape(x, { -1, 28, 28, 1 })
-        h = F.max_pool2d(mf.relu(F.conv2d(h, weight({ 8, 1, 5, 5 }, "W_conv1"), bias(8, "b_conv1"), conv)), 2, pool)
-        h = F.max_pool2d(mf.relu(F.conv2d(h, weight({ 16, 8, 5, 5 }, "W_conv2"), bias(16, "b_conv2"), conv)), 2, pool)
-        h = mf.reshape(h, { -1, 7 * 7 * 16 })
-        h = mf.relu(mf.matmul(h, weight({ 7 * 7 * 16, 64 }, "W_fc1")) + bias(64, "b_fc1"))
-        h = F.dropout(h, drop)
-        logits = mf.matmul(h, weight({ 64, 10 }, "W_fc2")) + bias(10, "b_fc2")
-      end)
+      logits = CNN.inference(x, drop, { 8, 16, 64 }) -- the tutorial's graph, narrower
     end)
     local sess <close> = mf.Session { graph = g }
     sess:run(g:as_default(function() return mf.global_variables_initializer() end))
