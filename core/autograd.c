@@ -120,6 +120,20 @@ mf_status mf_ag_save_output(mf_node *n, int i, const mf_tensor *out) {
   return mf_detach(out, &n->saved[i]);
 }
 
+mf_status mf_ag_saved_output(mf_node *n, int i, mf_tensor **out) {
+  const mf_tensor *y = n->saved[i];
+  if (grad_disabled) {
+    *out = mf_retain((mf_tensor *)y);
+    return MF_OK;
+  }
+  /* The new tensor holds the node (no cycle: the node holds only the detached alias); nodes
+   * recorded from it point back at n, as nodes recorded from the op's output would. */
+  MF_TRY(mf_detach(y, out));
+  (*out)->grad_fn = n;
+  n->refcount++;
+  return MF_OK;
+}
+
 void mf_ag_attach(mf_node *n, mf_tensor *out) { out->grad_fn = n; }
 
 void mf_ag_abort(mf_node *n) {

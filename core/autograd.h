@@ -59,6 +59,11 @@ mf_node *mf_ag_begin(const char *name, mf_backward_fn fn, int nin, const mf_tens
  * mf_ag_save_output, which keeps a detached alias so that no reference cycle forms. */
 mf_status mf_ag_save(mf_node *n, int i, const mf_tensor *t);
 mf_status mf_ag_save_output(mf_node *n, int i, const mf_tensor *out);
+/* The output saved in slot i, for a rule to use (release it after). While the backward records
+ * (create_graph: grad mode is on inside a rule only then) it is the op's output connected to the
+ * graph: a tensor on the same storage whose grad_fn is n itself, so that the gradient's graph
+ * depends on the inputs through the output. Otherwise it is the detached alias (no extra work). */
+mf_status mf_ag_saved_output(mf_node *n, int i, mf_tensor **out);
 /* Makes n the out's grad_fn (taking over the reference from mf_ag_begin). out must be fresh. */
 void mf_ag_attach(mf_node *n, mf_tensor *out);
 /* Drops a node that was begun but not attached (an op failed after mf_ag_begin). */

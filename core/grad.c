@@ -1,7 +1,14 @@
 /* grad.c — the gradient rules: for each differentiable primitive, what its node saves and its
  * vector-Jacobian product, written with ops so that it runs on any device (and records itself
  * under create_graph). g is the gradient of the op's output; gin[i] that of input i, in the
- * input's shape (broadcast dims summed away). The record functions are called by the front ends. */
+ * input's shape (broadcast dims summed away). The record functions are called by the front ends.
+ *
+ * Second derivatives: grad mode is on inside a rule only when the backward records (create_graph).
+ * Then a rule that reads the op's output takes it connected to the graph (mf_ag_saved_output),
+ * and the backward ops that their front ends do not record (conv2d's, the pools', scatter_add, the
+ * padding of a slice's gradient) are recorded here as ops of their own whose rules are their
+ * adjoints, so that gradients of gradients (of any order) are right. Not recording, rules run as
+ * before: the detached output, the fused kernels, nothing more. */
 #include <math.h>
 #include <string.h>
 
@@ -69,6 +76,24 @@ static mf_status to_input(mf_node *n, int i, mf_tensor *g, mf_tensor **gin) {
   mf_node *n = mf_ag_begin(name, fn, nin, in_, &st_);                                              \
   if (!n) return st_
 
+/* Under create_graph, records *res (the fresh result of a backward op that its front end does not
+ * record) as an op of `in` with rule fn and from's parameters; *rec is the new node (for saving
+ * tensors), or NULL when nothing is recorded. On failure drops *res. */
+static mf_status record_as(const char *name, mf_backward_fn fn, int nin, const mf_tensor *const *in,
+                           const mf_node *from, mf_tensor **res, mf_node **rec) {
+  mf_status st;
+  mf_node *r = mf_ag_begin(name, fn, nin, in, &st);
+  if (rec) *rec = r;
+  if (!r) return mf_ag_keep(st, res);
+  if (from) {
+    memcpy(r->ip, from->ip, sizeof r->ip);
+    memcpy(r->p, from->p, sizeof r->p);
+    r->pool = from->pool;
+  }
+  mf_ag_attach(r, *res);
+  return MF_OK;
+}
+
 /* ---- binary ---------------------------------------------------------------------------- */
 
 static mf_status bw_add(mf_node *n, const mf_tensor *g, mf_tensor **gin) {
@@ -102,11 +127,13 @@ static mf_status bw_mul(mf_node *n, const mf_tensor *g, mf_tensor **gin) {
 
 /* out = a / b: ga = g / b; gb = -ga * out */
 static mf_status bw_div(mf_node *n, const mf_tensor *g, mf_tensor **gin) {
-  mf_tensor *ga = NULL, *t = NULL, *u = NULL;
+  mf_tensor *ga = NULL, *t = NULL, *u = NULL, *y = NULL;
   MF_TRY(mf_div(g, SAVED(1), &ga));
   mf_status s = MF_OK;
   if (NEEDS(1)) {
-    s = mf_mul(ga, SAVED(2), &t);
+    s = mf_ag_saved_output(n, 2, &y);
+    if (!s) s = mf_mul(ga, y, &t);
+    mf_release(y);
     if (!s) s = mf_unary(MF_OP_NEG, t, &u);
     mf_release(t);
     if (!s) s = to_input(n, 1, u, gin);
@@ -118,7 +145,7 @@ static mf_status bw_div(mf_node *n, const mf_tensor *g, mf_tensor **gin) {
 
 /* out = a ^ b: ga = g * b * a^(b-1); gb = g * out * log(a), 0 where a <= 0 */
 static mf_status bw_pow(mf_node *n, const mf_tensor *g, mf_tensor **gin) {
-  const mf_tensor *a = SAVED(0), *b = SAVED(1), *out = SAVED(2);
+  const mf_tensor *a = SAVED(0), *b = SAVED(1);
   mf_tensor *t = NULL, *u = NULL, *v = NULL;
   mf_status s = MF_OK;
   if (NEEDS(0)) {
@@ -139,7 +166,10 @@ static mf_status bw_pow(mf_node *n, const mf_tensor *g, mf_tensor **gin) {
     if (!s) s = masked(pos, t, &u);
     MF_DROP(t);
     MF_DROP(pos);
+    mf_tensor *out = NULL;
+    if (!s) s = mf_ag_saved_output(n, 2, &out);
     if (!s) s = mf_mul(u, out, &v);
+    mf_release(out);
     MF_DROP(u);
     if (!s) s = mf_mul(v, g, &t);
     MF_DROP(v);
@@ -215,10 +245,11 @@ mf_status mf_ag_binary(mf_op op, const mf_tensor *a, const mf_tensor *b, mf_tens
 
 /* ---- unary ---------------------------------------------------------------------------- */
 
-/* saved: 0 = x, 1 = the output (a detached alias) */
+/* saved: 0 = x, 1 = the output (a detached alias; y is it connected under create_graph) */
 static mf_status bw_unary(mf_node *n, const mf_tensor *g, mf_tensor **gin) {
-  const mf_tensor *x = SAVED(0), *y = SAVED(1);
-  mf_tensor *t = NULL, *u = NULL, *r = NULL;
+  const mf_tensor *x = SAVED(0);
+  mf_tensor *t = NULL, *u = NULL, *r = NULL, *y = NULL;
+  if (n->saved[1]) MF_TRY(mf_ag_saved_output(n, 1, &y));
   mf_status s = MF_OK;
   switch ((mf_op)n->ip[0]) {
   case MF_OP_NEG: s = mf_unary(MF_OP_NEG, g, &r); break;
@@ -263,6 +294,7 @@ static mf_status bw_unary(mf_node *n, const mf_tensor *g, mf_tensor **gin) {
   }
   mf_release(t);
   mf_release(u);
+  mf_release(y);
   gin[0] = r;
   return s;
 }
@@ -352,6 +384,14 @@ mf_status mf_ag_permute(const mf_tensor *x, const int *perm, mf_tensor *out) {
   return MF_OK;
 }
 
+/* The slice's backward recorded (create_graph): z = zeros with g in the window; its rule takes the
+ * same window of gz. ip as bw_slice's. */
+static mf_status bw_slice_backward(mf_node *n, const mf_tensor *gz, mf_tensor **gin) {
+  int dim = (int)n->ip[0];
+  return n->ip[4] ? mf_select(gz, dim, n->ip[1], &gin[0])
+                  : mf_slice(gz, dim, n->ip[1], n->ip[2], n->ip[3], &gin[0]);
+}
+
 /* ip: dim, start, stop, step, select */
 static mf_status bw_slice(mf_node *n, const mf_tensor *g, mf_tensor **gin) {
   const mf_edge *e = &n->in[0];
@@ -364,6 +404,7 @@ static mf_status bw_slice(mf_node *n, const mf_tensor *g, mf_tensor **gin) {
   if (!s) s = mf_copy_(v, g);
   mf_set_grad_enabled(prev);
   mf_release(v);
+  if (!s) s = record_as("slice_backward", bw_slice_backward, 1, &g, n, &z, NULL);
   if (s)
     mf_release(z);
   else
@@ -440,8 +481,10 @@ static mf_status bw_reduce(mf_node *n, const mf_tensor *g, mf_tensor **gin) {
     if (!s) s = mf_expand(t, e->ndim, e->shape, &r);
     break;
   case MF_OP_PROD: { /* g * out / x */
-    mf_tensor *yk = NULL;
-    s = keep_dims(n, SAVED(1), &yk);
+    mf_tensor *y = NULL, *yk = NULL;
+    s = mf_ag_saved_output(n, 1, &y);
+    if (!s) s = keep_dims(n, y, &yk);
+    mf_release(y);
     if (!s) s = mf_mul(gk, yk, &t);
     if (!s) s = mf_div(t, SAVED(0), &r);
     mf_release(yk);
@@ -583,10 +626,59 @@ mf_status mf_ag_matmul(const mf_tensor *a, const mf_tensor *b, mf_tensor *out) {
 
 /* ---- neural-network ops ------------------------------------------------------------------ */
 
+static mf_status conv_dx(const mf_tensor *g, const mf_tensor *w, const int64_t *x_shape,
+                         const mf_pool2d_params *p, mf_tensor **dx);
+static mf_status conv_dw(const mf_tensor *g, const mf_tensor *x, const int64_t *w_shape,
+                         const mf_pool2d_params *p, mf_tensor **dw);
+
+/* dx = conv2d_backward_input(g, w), recorded (create_graph): inputs g, w; saved 0 = g, 1 = w.
+ * It is linear in each: the gradient of g is conv2d(gx, w), that of w conv_dw(g, gx). */
+static mf_status bw_conv_dx(mf_node *n, const mf_tensor *gx, mf_tensor **gin) {
+  if (NEEDS(0)) MF_TRY(mf_conv2d(gx, SAVED(1), NULL, &n->pool, &gin[0]));
+  if (NEEDS(1)) MF_TRY(conv_dw(SAVED(0), gx, n->in[1].shape, &n->pool, &gin[1]));
+  return MF_OK;
+}
+
+/* dw = conv2d_backward_weight(g, x), recorded: inputs g, x; saved 0 = g, 1 = x. The gradient of g
+ * is conv2d(x, gw), that of x conv_dx(g, gw). */
+static mf_status bw_conv_dw(mf_node *n, const mf_tensor *gw, mf_tensor **gin) {
+  if (NEEDS(0)) MF_TRY(mf_conv2d(SAVED(1), gw, NULL, &n->pool, &gin[0]));
+  if (NEEDS(1)) MF_TRY(conv_dx(SAVED(0), gw, n->in[1].shape, &n->pool, &gin[1]));
+  return MF_OK;
+}
+
+static mf_status conv_dx(const mf_tensor *g, const mf_tensor *w, const int64_t *x_shape,
+                         const mf_pool2d_params *p, mf_tensor **dx) {
+  MF_TRY(mf_conv2d_backward_input(g, w, x_shape, p, dx));
+  const mf_tensor *in[2] = {g, w};
+  mf_node *r;
+  MF_TRY(record_as("conv2d_backward_input", bw_conv_dx, 2, in, NULL, dx, &r));
+  if (r) {
+    r->pool = *p;
+    mf_ag_save(r, 0, g);
+    mf_ag_save(r, 1, w);
+  }
+  return MF_OK;
+}
+
+static mf_status conv_dw(const mf_tensor *g, const mf_tensor *x, const int64_t *w_shape,
+                         const mf_pool2d_params *p, mf_tensor **dw) {
+  MF_TRY(mf_conv2d_backward_weight(g, x, w_shape, p, dw));
+  const mf_tensor *in[2] = {g, x};
+  mf_node *r;
+  MF_TRY(record_as("conv2d_backward_weight", bw_conv_dw, 2, in, NULL, dw, &r));
+  if (r) {
+    r->pool = *p;
+    mf_ag_save(r, 0, g);
+    mf_ag_save(r, 1, x);
+  }
+  return MF_OK;
+}
+
 /* saved: 0 = x, 1 = w */
 static mf_status bw_conv2d(mf_node *n, const mf_tensor *g, mf_tensor **gin) {
-  if (NEEDS(0)) MF_TRY(mf_conv2d_backward_input(g, SAVED(1), n->in[0].shape, &n->pool, &gin[0]));
-  if (NEEDS(1)) MF_TRY(mf_conv2d_backward_weight(g, SAVED(0), n->in[1].shape, &n->pool, &gin[1]));
+  if (NEEDS(0)) MF_TRY(conv_dx(g, SAVED(1), n->in[0].shape, &n->pool, &gin[0]));
+  if (NEEDS(1)) MF_TRY(conv_dw(g, SAVED(0), n->in[1].shape, &n->pool, &gin[1]));
   if (n->nin > 2 && NEEDS(2)) { /* sum over N, H, W of g (N, O, H, W) */
     mf_tensor *t = NULL, *u = NULL;
     static const int nhwc[4] = {0, 2, 3, 1};
@@ -622,8 +714,31 @@ mf_status mf_ag_conv2d(const mf_tensor *x, const mf_tensor *w, const mf_tensor *
   return MF_OK;
 }
 
+/* dx = max_pool2d_backward(g, indices), recorded: input g; saved 0 = indices (N, C, OH, OW), flat
+ * positions in each (H, W) plane. Its gradient picks gx at those positions: a gather over the
+ * planes viewed as (N, C, H*W). */
+static mf_status bw_max_pool2d_backward(mf_node *n, const mf_tensor *gx, mf_tensor **gin) {
+  const mf_tensor *idx = SAVED(0);
+  int64_t planes[3] = {gx->shape[0], gx->shape[1], -1};
+  int64_t iflat[3] = {idx->shape[0], idx->shape[1], -1};
+  mf_tensor *xf = NULL, *ix = NULL, *t = NULL;
+  mf_status s = mf_reshape(gx, 3, planes, &xf);
+  if (!s) s = mf_reshape(idx, 3, iflat, &ix);
+  if (!s) s = mf_gather(xf, 2, ix, &t);
+  if (!s) s = mf_reshape(t, 4, idx->shape, &gin[0]);
+  mf_release(xf);
+  mf_release(ix);
+  mf_release(t);
+  (void)n;
+  return s;
+}
+
 static mf_status bw_max_pool2d(mf_node *n, const mf_tensor *g, mf_tensor **gin) {
-  return mf_max_pool2d_backward(g, SAVED(0), n->in[0].shape, &gin[0]);
+  MF_TRY(mf_max_pool2d_backward(g, SAVED(0), n->in[0].shape, &gin[0]));
+  mf_node *r;
+  MF_TRY(record_as("max_pool2d_backward", bw_max_pool2d_backward, 1, &g, NULL, &gin[0], &r));
+  if (r) mf_ag_save(r, 0, SAVED(0));
+  return MF_OK;
 }
 
 mf_status mf_ag_max_pool2d(const mf_tensor *x, const mf_tensor *indices, mf_tensor *out) {
@@ -633,8 +748,14 @@ mf_status mf_ag_max_pool2d(const mf_tensor *x, const mf_tensor *indices, mf_tens
   return MF_OK;
 }
 
+/* dx = avg_pool2d_backward(g), recorded: input g. Its adjoint is the pooling itself. */
+static mf_status bw_avg_pool2d_backward(mf_node *n, const mf_tensor *gx, mf_tensor **gin) {
+  return mf_avg_pool2d(gx, &n->pool, &gin[0]);
+}
+
 static mf_status bw_avg_pool2d(mf_node *n, const mf_tensor *g, mf_tensor **gin) {
-  return mf_avg_pool2d_backward(g, n->in[0].shape, &n->pool, &gin[0]);
+  MF_TRY(mf_avg_pool2d_backward(g, n->in[0].shape, &n->pool, &gin[0]));
+  return record_as("avg_pool2d_backward", bw_avg_pool2d_backward, 1, &g, n, &gin[0], NULL);
 }
 
 mf_status mf_ag_avg_pool2d(const mf_tensor *x, const mf_pool2d_params *p, mf_tensor *out) {
@@ -644,11 +765,33 @@ mf_status mf_ag_avg_pool2d(const mf_tensor *x, const mf_pool2d_params *p, mf_ten
   return MF_OK;
 }
 
-/* saved 0 = the output; ip: dim, log */
+/* saved 0 = the output; ip: dim, log. Not recording: the fused backward. Recording (create_graph):
+ * the same formula with ops on the connected output, softmax gx = y g - y sum(y g), log_softmax
+ * gx = g - exp(y) sum(g) (sums along dim, kept). */
 static mf_status bw_softmax(mf_node *n, const mf_tensor *g, mf_tensor **gin) {
   int dim = (int)n->ip[0];
-  return n->ip[1] ? mf_log_softmax_backward(SAVED(0), g, dim, &gin[0])
-                  : mf_softmax_backward(SAVED(0), g, dim, &gin[0]);
+  if (!mf_grad_enabled())
+    return n->ip[1] ? mf_log_softmax_backward(SAVED(0), g, dim, &gin[0])
+                    : mf_softmax_backward(SAVED(0), g, dim, &gin[0]);
+  if (SAVED(0)->ndim == 0) dim = MF_ALL_DIMS;
+  mf_tensor *y = NULL, *t = NULL, *u = NULL, *v = NULL;
+  mf_status s = mf_ag_saved_output(n, 0, &y);
+  if (!s && n->ip[1]) {
+    s = mf_reduce(MF_OP_SUM, g, dim, true, &t);
+    if (!s) s = mf_unary(MF_OP_EXP, y, &u);
+    if (!s) s = mf_mul(u, t, &v);
+    if (!s) s = mf_sub(g, v, &gin[0]);
+  } else if (!s) {
+    s = mf_mul(y, g, &t);
+    if (!s) s = mf_reduce(MF_OP_SUM, t, dim, true, &u);
+    if (!s) s = mf_mul(y, u, &v);
+    if (!s) s = mf_sub(t, v, &gin[0]);
+  }
+  mf_release(y);
+  mf_release(t);
+  mf_release(u);
+  mf_release(v);
+  return s;
 }
 
 mf_status mf_ag_softmax(bool log, const mf_tensor *x, int dim, mf_tensor *out) {
@@ -663,9 +806,19 @@ mf_status mf_ag_softmax(bool log, const mf_tensor *x, int dim, mf_tensor *out) {
   return MF_OK;
 }
 
+/* gx = scatter_add(g) into x's shape, recorded: input g; saved 0 = index; ip: dim. Its adjoint
+ * gathers gx at the same index. */
+static mf_status bw_scatter_add(mf_node *n, const mf_tensor *gx, mf_tensor **gin) {
+  return mf_gather(gx, (int)n->ip[0], SAVED(0), &gin[0]);
+}
+
 /* saved 0 = index; ip: dim */
 static mf_status bw_gather(mf_node *n, const mf_tensor *g, mf_tensor **gin) {
-  return mf_scatter_add(n->in[0].ndim, n->in[0].shape, (int)n->ip[0], SAVED(0), g, &gin[0]);
+  MF_TRY(mf_scatter_add(n->in[0].ndim, n->in[0].shape, (int)n->ip[0], SAVED(0), g, &gin[0]));
+  mf_node *r;
+  MF_TRY(record_as("scatter_add", bw_scatter_add, 1, &g, n, &gin[0], &r));
+  if (r) mf_ag_save(r, 0, SAVED(0));
+  return MF_OK;
 }
 
 mf_status mf_ag_gather(const mf_tensor *x, int dim, const mf_tensor *index, mf_tensor *out) {

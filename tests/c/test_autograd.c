@@ -1,7 +1,10 @@
 /* test_autograd.c — the autograd engine and every gradient rule: each differentiable op is
  * checked against central finite differences in float64 (loss = sum(f(x) * r) with a fixed random
  * r), with broadcasting, views, reductions along each dim, matmul shapes and the nn ops; plus
- * accumulation, retain_graph, mf_grad, no-grad mode, in-place errors and a long chain. */
+ * accumulation, retain_graph, mf_grad, no-grad mode, in-place errors and a long chain. Second
+ * order: every rule again, and conv2d, the pools, softmax, log_softmax, gather and inference
+ * batch_norm, through mf_grad with create_graph (gradgradcheck: the derivatives of the first
+ * gradients with respect to the inputs and to the output gradient against finite differences). */
 #include <stdlib.h>
 
 #include "internal.h"
@@ -434,6 +437,303 @@ static void test_engine(void) {
   mf_release(x);
 }
 
+/* ---- second order ---------------------------------------------------------------------------- */
+
+/* sum_i sum(G_i * v_i) where G = the gradients of sum(f(in) * r) with respect to in, computed with
+ * create_graph when `create` (so that the result can be differentiated again). */
+static mf_status grad_dot(fn_t f, int nin, mf_tensor **in, const void *ctx, mf_tensor *r,
+                          mf_tensor *const *v, bool create, mf_tensor **out) {
+  mf_tensor *l, *g[4] = {NULL}, *acc = NULL;
+  *out = NULL;
+  MF_TRY(loss(f, in, ctx, r, &l));
+  mf_status s = mf_grad(1, &l, NULL, nin, in, false, create, g);
+  mf_release(l);
+  for (int i = 0; i < nin && !s; i++) {
+    if (!g[i]) continue;
+    mf_tensor *p, *q, *a;
+    s = mf_mul(g[i], v[i], &p);
+    if (s) break;
+    s = mf_reduce(MF_OP_SUM, p, MF_ALL_DIMS, false, &q);
+    mf_release(p);
+    if (s) break;
+    if (!acc) {
+      acc = q;
+      continue;
+    }
+    s = mf_add(acc, q, &a);
+    mf_release(acc);
+    mf_release(q);
+    acc = s ? NULL : a;
+  }
+  for (int i = 0; i < nin; i++) mf_release(g[i]);
+  if (!s && !acc) s = mf_scalar(0, MF_F64, false, NULL, &acc);
+  if (s) {
+    mf_release(acc);
+    return s;
+  }
+  *out = acc;
+  return MF_OK;
+}
+
+/* Like torch.autograd.gradgradcheck: the derivatives of sum(G * v) (G the first derivatives of
+ * sum(f(in) * r), from mf_grad with create_graph) with respect to every input and to r (the output
+ * gradient) against central differences. */
+static void gradgradcheck(const char *name, fn_t f, int nin, mf_tensor **in, const void *ctx) {
+  mf_tensor *y;
+  if (f(in, &y, ctx)) {
+    fprintf(stderr, "%s (second order): forward failed: %s\n", name, mf_error());
+    t_failed++;
+    return;
+  }
+  mf_tensor *all[5], *v[4], *h[5] = {NULL}, *l2 = NULL;
+  for (int i = 0; i < nin; i++) {
+    v[i] = rnd(in[i]->ndim, in[i]->shape, -1, 1);
+    all[i] = in[i];
+  }
+  all[nin] = rnd(y->ndim, y->shape, -1, 1); /* r */
+  mf_release(y);
+  for (int i = 0; i <= nin; i++) mf_set_requires_grad(all[i], true);
+  int bad = 0;
+  if (grad_dot(f, nin, in, ctx, all[nin], v, true, &l2)) {
+    fprintf(stderr, "%s (second order): create_graph failed: %s\n", name, mf_error());
+    bad++;
+  } else if (mf_requires_grad(l2) && mf_grad(1, &l2, NULL, nin + 1, all, false, false, h)) {
+    fprintf(stderr, "%s (second order): the second backward failed: %s\n", name, mf_error());
+    bad++;
+  }
+  for (int i = 0; i <= nin; i++) /* a gradient may be a strided view (a transpose's) */
+    if (h[i] && !mf_is_contiguous(h[i])) {
+      mf_tensor *c = NULL;
+      mf_contiguous(h[i], &c);
+      mf_release(h[i]);
+      h[i] = c;
+    }
+  mf_release(l2);
+  for (int i = 0; i <= nin && !bad; i++) {
+    mf_tensor *x = all[i];
+    double *xd = mf_data(x);
+    const double *hd = h[i] ? mf_data(h[i]) : NULL;
+    for (int64_t k = 0; k < mf_numel(x); k++) {
+      double keep = xd[k], step = 1e-6, lp = NAN, lm = NAN;
+      mf_tensor *t;
+      xd[k] = keep + step;
+      if (!grad_dot(f, nin, in, ctx, all[nin], v, false, &t)) mf_item(t, &lp), mf_release(t);
+      xd[k] = keep - step;
+      if (!grad_dot(f, nin, in, ctx, all[nin], v, false, &t)) mf_item(t, &lm), mf_release(t);
+      xd[k] = keep;
+      double num = (lp - lm) / (2 * step), ana = hd ? hd[k] : 0;
+      if (!(fabs(num - ana) <= 1e-5 + 1e-4 * fabs(num))) {
+        if (bad++ < 3)
+          fprintf(stderr, "%s (second order): %s %d element %lld: analytic %.10g, numeric %.10g\n",
+                  name, i < nin ? "input" : "output gradient", i < nin ? i + 1 : 1, (long long)k,
+                  ana, num);
+      }
+    }
+  }
+  if (bad)
+    t_failed++;
+  else
+    t_passed++;
+  for (int i = 0; i <= nin; i++) {
+    mf_release(h[i]);
+    mf_set_requires_grad(all[i], false);
+  }
+  for (int i = 0; i < nin; i++) mf_release(v[i]);
+  mf_release(all[nin]);
+}
+
+/* x / (x * x + 1): the output of div reaches the divisor's gradient */
+static mf_status f_ratio(mf_tensor *const *in, mf_tensor **out, const void *ctx) {
+  (void)ctx;
+  mf_tensor *sq, *den, *one;
+  MF_TRY(mf_mul(in[0], in[0], &sq));
+  MF_TRY(mf_scalar(1, MF_F64, true, NULL, &one));
+  mf_status s = mf_add(sq, one, &den);
+  mf_release(sq);
+  mf_release(one);
+  if (s) return s;
+  s = mf_div(in[0], den, out);
+  mf_release(den);
+  return s;
+}
+
+typedef struct nn_ctx {
+  int kind; /* 0 conv2d, 1 conv2d without bias, 2 max_pool2d, 3 avg_pool2d, 4 softmax,
+               5 log_softmax, 6 gather, 7 batch_norm (inference) */
+  mf_pool2d_params p;
+  int dim;
+  bool pad_counts;
+} nn_ctx;
+
+static mf_status f_nn(mf_tensor *const *in, mf_tensor **out, const void *ctx) {
+  const nn_ctx *c = ctx;
+  switch (c->kind) {
+  case 0: return mf_conv2d(in[0], in[1], in[2], &c->p, out);
+  case 1: return mf_conv2d(in[0], in[1], NULL, &c->p, out);
+  case 2: return mf_max_pool2d(in[0], &c->p, out, NULL);
+  case 3: return mf_avg_pool2d(in[0], &c->p, out);
+  case 4: return mf_softmax(in[0], c->dim, out);
+  case 5: return mf_log_softmax(in[0], c->dim, out);
+  case 6: {
+    int64_t s[2] = {3, 4}, iv[12] = {0, 2, 1, 1, 2, 0, 0, 0, 1, 2, 2, 1};
+    mf_tensor *idx, *t;
+    MF_TRY(mf_zeros(2, s, MF_I64, NULL, &idx));
+    for (int k = 0; k < 12; k++) ((int64_t *)mf_data(idx))[k] = iv[k];
+    if (c->dim == 1) { /* index (3, 4) into x (3, 3) along dim 1 */
+      mf_status st = mf_gather(in[0], 1, idx, &t);
+      mf_release(idx);
+      if (st) return st;
+    } else { /* index (3, 3) into x (3, 3) along dim 0 */
+      mf_tensor *n3;
+      MF_TRY(mf_narrow(idx, 1, 0, 3, &n3));
+      mf_status st = mf_gather(in[0], 0, n3, &t);
+      mf_release(n3);
+      mf_release(idx);
+      if (st) return st;
+    }
+    mf_status st = mf_mul(t, t, out); /* non-linear: each gathered element's gradient differs */
+    mf_release(t);
+    return st;
+  }
+  default: {
+    int64_t C = in[0]->shape[1];
+    mf_tensor *m, *var;
+    MF_TRY(mf_full(1, &C, 0.1, MF_F64, NULL, &m));
+    MF_TRY(mf_full(1, &C, 0.7, MF_F64, NULL, &var));
+    mf_status s = mf_batch_norm(in[0], in[1], in[2], m, var, false, 0.1, 1e-5, out, NULL);
+    mf_release(m);
+    mf_release(var);
+    return s;
+  }
+  }
+}
+
+static void test_second_order(void) {
+  int64_t s23[2] = {2, 3}, s3[1] = {3}, s21[2] = {2, 1};
+  mf_op ops[] = {MF_OP_ADD, MF_OP_SUB,     MF_OP_MUL,    MF_OP_DIV,
+                 MF_OP_POW, MF_OP_MAXIMUM, MF_OP_MINIMUM};
+  for (size_t k = 0; k < sizeof ops / sizeof ops[0]; k++) {
+    mf_tensor *in[2] = {rnd(2, s23, 0.5, 2), rnd(1, s3, 0.5, 2)};
+    gradgradcheck(mf_op_name(ops[k]), f_binary, 2, in, &ops[k]);
+    mf_release(in[1]);
+    in[1] = rnd(2, s21, 0.5, 2);
+    gradgradcheck(mf_op_name(ops[k]), f_binary, 2, in, &ops[k]);
+    mf_release(in[0]);
+    mf_release(in[1]);
+  }
+  mf_op un[] = {MF_OP_NEG,  MF_OP_ABS,  MF_OP_EXP,     MF_OP_LOG,
+                MF_OP_SQRT, MF_OP_TANH, MF_OP_SIGMOID, MF_OP_RELU};
+  for (size_t k = 0; k < sizeof un / sizeof un[0]; k++) {
+    bool pos = un[k] == MF_OP_LOG || un[k] == MF_OP_SQRT;
+    mf_tensor *in[1] = {rnd(2, s23, pos ? 0.5 : -1, 2)};
+    gradgradcheck(mf_op_name(un[k]), f_unary, 1, in, &un[k]);
+    mf_release(in[0]);
+  }
+  mf_tensor *in[3] = {rnd(2, s23, -1, 1), rnd(2, s23, -1, 1), NULL};
+  gradgradcheck("clamp", f_clamp, 1, in, NULL);
+  gradgradcheck("where", f_where, 2, in, NULL);
+  gradgradcheck("cast", f_cast, 1, in, NULL);
+  gradgradcheck("x / (x * x + 1)", f_ratio, 1, in, NULL);
+  gradgradcheck("cat", f_cat, 2, in, &(int){0});
+  gradgradcheck("stack", f_cat, 2, in, &(int){1});
+  mf_release(in[0]);
+  mf_release(in[1]);
+
+  int64_t s234[3] = {2, 3, 4};
+  view_ctx cases[] = {{0, 0, 0}, {1, 0, 2},  {1, -1, 1}, {2, 0, 0}, {3, 1, 2}, {3, 2, 3},
+                      {4, 1, 2}, {4, -1, 0}, {5, 2, 0},  {7, 1, 0}, {8, 0, 0}, {9, 0, 0}};
+  for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+    char name[32];
+    snprintf(name, sizeof name, "view kind %d", cases[k].kind);
+    in[0] = rnd(3, s234, -1, 1);
+    gradgradcheck(name, f_view, 1, in, &cases[k]);
+    mf_release(in[0]);
+  }
+  int64_t s34[2] = {3, 4};
+  in[0] = rnd(2, s34, -1, 1);
+  gradgradcheck("expand", f_view, 1, in, &(view_ctx){6, 0, 0});
+  mf_release(in[0]);
+
+  mf_op rops[] = {MF_OP_SUM, MF_OP_MEAN, MF_OP_PROD, MF_OP_MAX, MF_OP_MIN, MF_OP_VAR, MF_OP_VAR};
+  int dims[] = {0, 1, -1, MF_ALL_DIMS};
+  for (size_t k = 0; k < sizeof rops / sizeof rops[0]; k++)
+    for (size_t d = 0; d < 4; d++) {
+      bool std = k == 6;
+      red_ctx r = {rops[k], dims[d], d % 2 == 0, (int)(d % 2), std};
+      char name[64];
+      if (dims[d] == MF_ALL_DIMS)
+        snprintf(name, sizeof name, "%s of all", std ? "std" : mf_op_name(rops[k]));
+      else
+        snprintf(name, sizeof name, "%s dim %d", std ? "std" : mf_op_name(rops[k]), dims[d]);
+      in[0] = rnd(3, s234, 0.5, 2);
+      gradgradcheck(name, f_reduce, 1, in, &r);
+      mf_release(in[0]);
+    }
+
+  struct {
+    int na, nb;
+    int64_t a[3], b[3];
+  } mm[] = {{2, 2, {3, 4}, {4, 5}},
+            {1, 2, {4}, {4, 5}},
+            {2, 1, {3, 4}, {4}},
+            {1, 1, {4}, {4}},
+            {3, 3, {2, 3, 4}, {1, 4, 2}}};
+  for (size_t k = 0; k < sizeof mm / sizeof mm[0]; k++) {
+    char name[32];
+    snprintf(name, sizeof name, "matmul case %zu", k + 1);
+    in[0] = rnd(mm[k].na, mm[k].a, -1, 1);
+    in[1] = rnd(mm[k].nb, mm[k].b, -1, 1);
+    gradgradcheck(name, f_matmul, 2, in, NULL);
+    mf_release(in[0]);
+    mf_release(in[1]);
+  }
+  int64_t sx[2] = {3, 4}, sw[2] = {5, 4};
+  in[0] = rnd(2, sx, -1, 1);
+  in[1] = rnd(2, sw, -1, 1);
+  gradgradcheck("matmul of transposed views", f_matmul_t, 2, in, NULL);
+  mf_release(in[0]);
+  mf_release(in[1]);
+
+  /* nn ops */
+  int64_t xs[4] = {2, 2, 5, 5}, ws[4] = {3, 2, 3, 3}, bs[1] = {3};
+  nn_ctx conv = {.kind = 0, .p = {.stride = {2, 1}, .pad = {1, 0, 1, 2}}};
+  in[0] = rnd(4, xs, -1, 1), in[1] = rnd(4, ws, -1, 1), in[2] = rnd(1, bs, -1, 1);
+  gradgradcheck("conv2d", f_nn, 3, in, &conv);
+  conv.kind = 1, conv.p = (mf_pool2d_params){.stride = {1, 1}};
+  gradgradcheck("conv2d without bias", f_nn, 2, in, &conv);
+  mf_release(in[1]);
+  mf_release(in[2]);
+  nn_ctx pool = {.kind = 2, .p = {.kernel = {2, 2}, .stride = {2, 2}}};
+  gradgradcheck("max_pool2d", f_nn, 1, in, &pool);
+  pool.p = (mf_pool2d_params){.kernel = {3, 2}, .stride = {2, 1}, .pad = {1, 1, 1, 0}};
+  gradgradcheck("max_pool2d padded", f_nn, 1, in, &pool);
+  pool.kind = 3;
+  gradgradcheck("avg_pool2d", f_nn, 1, in, &pool);
+  pool.p.count_include_pad = true;
+  gradgradcheck("avg_pool2d counting padding", f_nn, 1, in, &pool);
+  int64_t c2[1] = {2};
+  in[1] = rnd(1, c2, 0.5, 1.5), in[2] = rnd(1, c2, -1, 1);
+  gradgradcheck("batch_norm inference", f_nn, 3, in, &(nn_ctx){.kind = 7});
+  mf_release(in[0]);
+  mf_release(in[1]);
+  mf_release(in[2]);
+  for (int kind = 4; kind <= 5; kind++)
+    for (int dim = -1; dim <= 1; dim++) {
+      char name[48];
+      snprintf(name, sizeof name, "%s dim %d", kind == 4 ? "softmax" : "log_softmax", dim);
+      in[0] = rnd(3, s234, -2, 2);
+      gradgradcheck(name, f_nn, 1, in, &(nn_ctx){.kind = kind, .dim = dim});
+      mf_release(in[0]);
+    }
+  int64_t s33[2] = {3, 3};
+  for (int dim = 0; dim <= 1; dim++) {
+    in[0] = rnd(2, s33, -1, 1);
+    gradgradcheck(dim ? "gather dim 1" : "gather dim 0", f_nn, 1, in,
+                  &(nn_ctx){.kind = 6, .dim = dim});
+    mf_release(in[0]);
+  }
+}
+
 int main(void) {
   mf_manual_seed(7);
   test_engine();
@@ -441,5 +741,6 @@ int main(void) {
   test_views();
   test_reductions();
   test_matmul();
+  test_second_order();
   return test_summary();
 }
