@@ -12,6 +12,14 @@
 --   raise = true: raise an error describing the first mismatch; false: return false, message
 -- Returns true when every entry of every Jacobian matches. The Jacobians are built entry by
 -- entry (one backward per output element, two forwards per input element): keep inputs small.
+--
+-- `mf.gradgradcheck(fn, inputs [, opts])` (moonflow/gradgradcheck.lua loads it from here) checks
+-- second derivatives, like torch.autograd.gradgradcheck: the function
+--   (inputs..., grad_outputs...) -> mf.grad(fn(inputs...), inputs, grad_outputs, {create_graph=true})
+-- goes through gradcheck, with respect to the inputs and the grad_outputs (the first derivatives
+-- are linear in them, so this checks the recorded graph of every rule's both paths).
+-- opts.grad_outputs: a tensor or a list, one per output of fn (default: float64 randn); the other
+-- opts are gradcheck's. A failure names "grad_output k" for the k-th of them.
 local mf = require "moonflow"
 
 local function flat_values(t) return t:detach():reshape({ -1 }):to("float64"):totable() end
@@ -29,15 +37,17 @@ local function outputs_of(fn, inputs)
   return list
 end
 
-local function gradcheck(fn, inputs, opts)
-  opts = opts or {}
+-- label: the name in messages, and how input i is named in them (gradgradcheck's own)
+local function check(fn, inputs, opts, label)
+  local who = label and label.who or "gradcheck"
+  local input_name = label and label.input_name or function(i) return "input " .. i end
   local eps, atol, rtol = opts.eps or 1e-6, opts.atol or 1e-5, opts.rtol or 1e-3
   local raise = opts.raise ~= false
   if type(fn) ~= "function" and not (getmetatable(fn) or {}).__call then
-    error("gradcheck: expected a function", 2)
+    error(who .. ": expected a function", 3)
   end
   if mf.is_tensor(inputs) then inputs = { inputs } end
-  if type(inputs) ~= "table" then error("gradcheck: inputs must be a tensor or a list", 2) end
+  if type(inputs) ~= "table" then error(who .. ": inputs must be a tensor or a list", 3) end
   inputs = table.pack(table.unpack(inputs))
   inputs.n = #inputs
 
@@ -56,17 +66,17 @@ local function gradcheck(fn, inputs, opts)
       end
     end
   end
-  if #checked == 0 then error("gradcheck: no input is a float tensor", 2) end
+  if #checked == 0 then error(who .. ": no input is a float tensor", 3) end
   for _, i in ipairs(checked) do
     if inputs[i]:dtype() ~= "float64" then
-      error(("gradcheck: input %d is %s; finite differences need float64 inputs"):format(
-        i, inputs[i]:dtype()), 2)
+      error(("%s: %s is %s; finite differences need float64 inputs"):format(
+        who, input_name(i), inputs[i]:dtype()), 3)
     end
     if not inputs[i]:is_contiguous() then inputs[i] = inputs[i]:contiguous() end
   end
 
   local fail = function(msg)
-    if raise then error("gradcheck: " .. msg, 0) end
+    if raise then error(who .. ": " .. msg, 0) end
     return false, msg
   end
 
@@ -121,8 +131,8 @@ local function gradcheck(fn, inputs, opts)
           local ana = row and row[e] or 0
           if not (math.abs(ana - num) <= atol + rtol * math.abs(num)) then
             local why = row and "" or " (no gradient reached this input)"
-            return fail(("d(output %d)[%d] / d(input %d)[%d]: analytical %.10g, numerical %.10g%s")
-              :format(o, j, i, e, ana, num, why))
+            return fail(("d(output %d)[%d] / d(%s)[%d]: analytical %.10g, numerical %.10g%s")
+              :format(o, j, input_name(i), e, ana, num, why))
           end
         end
       end
@@ -131,6 +141,101 @@ local function gradcheck(fn, inputs, opts)
   return true
 end
 
-return setmetatable({ check = gradcheck }, {
+local function gradcheck(fn, inputs, opts) return check(fn, inputs, opts or {}) end
+
+local function gradgradcheck(fn, inputs, opts)
+  opts = opts or {}
+  local who = "gradgradcheck"
+  if type(fn) ~= "function" and not (getmetatable(fn) or {}).__call then
+    error(who .. ": expected a function", 2)
+  end
+  if mf.is_tensor(inputs) then inputs = { inputs } end
+  if type(inputs) ~= "table" then error(who .. ": inputs must be a tensor or a list", 2) end
+  local n = #inputs
+  local args = table.pack(table.unpack(inputs, 1, n))
+  -- the inputs differentiated: those marked, else every float tensor (marked now)
+  local targets = {}
+  for i = 1, n do
+    local x = args[i]
+    if mf.is_tensor(x) and x:is_floating_point() and x:needs_grad() then targets[#targets + 1] = i end
+  end
+  if #targets == 0 then
+    for i = 1, n do
+      if mf.is_tensor(args[i]) and args[i]:is_floating_point() then targets[#targets + 1] = i end
+    end
+  end
+  if #targets == 0 then error(who .. ": no input is a float tensor", 2) end
+  for _, i in ipairs(targets) do
+    if args[i]:dtype() ~= "float64" then
+      error(("%s: input %d is %s; finite differences need float64 inputs"):format(
+        who, i, args[i]:dtype()), 2)
+    end
+    if not args[i]:is_contiguous() then args[i] = args[i]:contiguous() end
+    args[i]:requires_grad()
+  end
+  -- the differentiable outputs: float tensors (max's indices are not)
+  local function float_outputs(a)
+    local r = {}
+    for _, y in ipairs(outputs_of(fn, a)) do
+      if y:is_floating_point() then r[#r + 1] = y end
+    end
+    return r
+  end
+  local outs = float_outputs(args)
+  if #outs == 0 then error(who .. ": the function returned no float tensor", 2) end
+  local gos = opts.grad_outputs
+  if mf.is_tensor(gos) then gos = { gos } end
+  if gos == nil then
+    gos = {}
+    for o, y in ipairs(outs) do gos[o] = mf.randn(y:shape(), { dtype = "float64", device = y:device() }) end
+  elseif type(gos) ~= "table" or #gos ~= #outs then
+    error(("%s: grad_outputs must be %d tensor(s), one per float output of the function"):format(
+      who, #outs), 2)
+  end
+  for o, go in ipairs(gos) do
+    if not mf.is_tensor(go) or go:dtype() ~= "float64" then
+      error(("%s: grad_output %d must be a float64 tensor"):format(who, o), 2)
+    end
+    if go:numel() ~= outs[o]:numel() then
+      error(("%s: grad_output %d has %d elements but output %d has %d"):format(
+        who, o, go:numel(), o, outs[o]:numel()), 2)
+    end
+    gos[o] = go:detach():contiguous():view(outs[o]:shape()):requires_grad()
+  end
+
+  -- (inputs..., grad_outputs...) -> the first derivatives, recorded when grad mode is on (the
+  -- analytical pass) and plain values under gradcheck's no_grad (the numerical one)
+  local all = table.pack(table.unpack(args, 1, n))
+  for o, go in ipairs(gos) do all[n + o] = go end
+  all.n = n + #gos
+  local function first(...)
+    local a = table.pack(...)
+    local create = mf.is_grad_enabled()
+    return mf.enable_grad(function()
+      local ys, gs = {}, {}
+      for o, y in ipairs(float_outputs(a)) do
+        if y:needs_grad() then ys[#ys + 1], gs[#gs + 1] = y, a[n + o] end
+      end
+      if #ys == 0 then
+        error(who .. ": no output of the function depends on the inputs through recorded ops", 0)
+      end
+      local xs = {}
+      for k, i in ipairs(targets) do xs[k] = a[i] end
+      local g = mf.grad(ys, xs, gs, { create_graph = create, retain_graph = true })
+      local r = {}
+      for k = 1, #xs do
+        if g[k] then r[#r + 1] = g[k] end
+      end
+      if #r == 0 then error(who .. ": no input reaches the function's outputs", 0) end
+      return table.unpack(r)
+    end)
+  end
+  return check(first, all, opts, {
+    who = who,
+    input_name = function(i) return i <= n and "input " .. i or "grad_output " .. (i - n) end,
+  })
+end
+
+return setmetatable({ check = gradcheck, gradgradcheck = gradgradcheck }, {
   __call = function(_, ...) return gradcheck(...) end,
 })

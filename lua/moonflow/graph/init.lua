@@ -869,6 +869,7 @@ local SKIP = {
   set_rng_state = true, set_num_threads = true, get_num_threads = true, blas_info = true,
   list_devices = true, get_default_device = true, _set_default_device = true, allclose = true,
   numel = true, grad = true, same_padding = true, constant = true, flags = true, gradcheck = true,
+  gradgradcheck = true,
 }
 
 -- The wrapper calls the original as a field with a constant key, compiled without debug
