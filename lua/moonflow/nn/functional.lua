@@ -209,8 +209,7 @@ end
 
 -- batch_norm_composed(...): batch_norm's arguments and values, made of small differentiable ops
 -- (mean, sub, mul, div, sqrt) rather than the fused op: slower; gradients also reach the running
--- stats in evaluation mode. (Its create_graph gradients are not exact second derivatives either:
--- the core's div and sqrt rules use their saved, detached outputs.)
+-- stats in evaluation mode, and differentiable again (create_graph) in training mode too.
 function F.batch_norm_composed(x, running_mean, running_var, weight, bias, training, momentum, eps,
                                cdim)
   eps = eps or 1e-5
