@@ -174,9 +174,9 @@ local function gradgradcheck(fn, inputs, opts)
     args[i]:requires_grad()
   end
   -- the differentiable outputs: float tensors (max's indices are not)
-  local function float_outputs(a)
+  local function float_outputs(a) -- fn gets a's first n values (a may hold the grad_outputs too)
     local r = {}
-    for _, y in ipairs(outputs_of(fn, a)) do
+    for _, y in ipairs(outputs_of(fn, table.pack(table.unpack(a, 1, n)))) do
       if y:is_floating_point() then r[#r + 1] = y end
     end
     return r

@@ -1,8 +1,8 @@
 -- gradgrad_spec.lua — second derivatives: mf.grad with create_graph through every differentiable
 -- op checked by mf.gradgradcheck (float64 finite differences of the first derivatives, with
--- respect to the inputs and to the output gradients), closed forms of d2/dx2, a gradient penalty
--- through a small conv net against PyTorch, and mf.gradgradcheck itself (it reports wrong second
--- derivatives and bad arguments).
+-- respect to the inputs and to the output gradients), third derivatives the same way, closed
+-- forms of d2/dx2, a gradient penalty through a small conv net against PyTorch, and
+-- mf.gradgradcheck itself (it reports wrong second derivatives and bad arguments).
 local H = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "helper.lua")
 local mf = H.mf
 local F = mf.nn.functional
@@ -123,6 +123,9 @@ describe("second derivatives (create_graph)", function()
       { x:clone(), randn { 3, 2, 3, 3 }, randn { 3 } }, opts))
     assert.is_true(mf.gradgradcheck(function(a, w) return F.conv2d(a, w):tanh() end,
       { x:clone(), randn { 2, 2, 2, 2 } }, opts))
+    assert.is_true(mf.gradgradcheck(function(a, w)
+      return F.conv2d(a, w, nil, { padding = 1, data_format = "NHWC" }):tanh()
+    end, { randn { 2, 4, 4, 2 }, randn { 3, 2, 3, 3 } }, opts))
     assert.is_true(mf.gradgradcheck(function(a) return F.max_pool2d(a * a, 3, { stride = 2, padding = 1 }) end,
       { x:clone() }, opts))
     assert.is_true(mf.gradgradcheck(function(a) return F.avg_pool2d(a * a, 3, { stride = 2, padding = 1 }) end,
@@ -196,6 +199,26 @@ print("R", " ".join(repr(a) for a in gv.flatten().tolist()))
     H.equal(gv:reshape { -1 }, nums(lines[3]), 1e-10)
   end)
 
+  it("third derivatives: gradgradcheck of first derivatives taken with create_graph", function()
+    local function d1(f)
+      return function(...)
+        local n = select("#", ...)
+        return table.unpack(mf.grad(f(...):sum(), { ... }, nil, { create_graph = true }), 1, n)
+      end
+    end
+    assert.is_true(mf.gradgradcheck(d1(function(x) return x / (x * x + 1) end), { randn { 4 } }, opts))
+    assert.is_true(mf.gradgradcheck(d1(function(x) return F.log_softmax(x, 2) * x:sigmoid() end),
+      { randn { 2, 3 } }, opts))
+    assert.is_true(mf.gradgradcheck(d1(function(x, w) return F.conv2d(x, w, nil, { padding = 1 }):tanh() end),
+      { randn { 1, 2, 4, 4 }, randn { 2, 2, 3, 3 } }, opts))
+    assert.is_true(mf.gradgradcheck(d1(function(x)
+      return F.max_pool2d(x * x * x, 2) + F.avg_pool2d(x:exp(), 2) + x[{ {}, {}, { 1, 2 }, 3 }]:sqrt()
+    end), { rand({ 1, 1, 4, 4 }, 0.5, 2) }, opts))
+    assert.is_true(mf.gradgradcheck(d1(function(x)
+      return F.cross_entropy(x, mf.tensor({ 1, 3 }, { dtype = "int64" }))
+    end), { randn { 2, 3 } }, opts))
+  end)
+
   it("training batch_norm: the fused op refuses create_graph, the composed form is right", function()
     local x = randn { 4, 2 }:requires_grad()
     local y = F.batch_norm(x, mf.zeros({ 2 }, f64), mf.ones({ 2 }, f64), nil, nil, true)
@@ -213,8 +236,12 @@ describe("mf.gradgradcheck", function()
       { randn { 3, 4 }, randn { 4, 2 } }))
     assert.is_true(mf.gradgradcheck(function(x) return x:exp() end, { randn { 3 } },
       { grad_outputs = mf.tensor({ 1, -2, 0.5 }, f64) }))
-    -- integer and number arguments pass through
-    assert.is_true(mf.gradgradcheck(function(x, k) return x * x * k end, { randn { 3 }, 3 }))
+    -- integer and number arguments pass through; fn gets its own arguments only
+    assert.is_true(mf.gradgradcheck(function(...)
+      assert.equal(2, select("#", ...))
+      local x, k = ...
+      return x * x * k
+    end, { randn { 3 }, 3 }))
   end)
 
   it("reports a second derivative autograd cannot see", function()
