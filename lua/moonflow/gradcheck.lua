@@ -200,7 +200,7 @@ local function gradgradcheck(fn, inputs, opts)
       error(("%s: grad_output %d has %d elements but output %d has %d"):format(
         who, o, go:numel(), o, outs[o]:numel()), 2)
     end
-    gos[o] = go:detach():contiguous():view(outs[o]:shape()):requires_grad()
+    gos[o] = go:detach():clone():reshape(outs[o]:shape()):requires_grad() -- ours to perturb
   end
 
   -- (inputs..., grad_outputs...) -> the first derivatives, recorded when grad mode is on (the
