@@ -59,10 +59,11 @@ if ! /usr/bin/python3 -c 'import safetensors' >/dev/null 2>&1; then
     echo "setup: could not install safetensors: the safetensors reader checks will be pending"
 fi
 
-# onnx (checker, reference evaluator) and onnxruntime run the files mf.onnx.export writes.
+# onnx (checker, reference evaluator) and onnxruntime run the files mf.onnx.export writes. "numpy<2"
+# keeps Debian's numpy 1.x: without it pip pulls numpy 2, which Debian's torch 1.13 cannot import.
 if ! /usr/bin/python3 -c 'import onnx, onnxruntime' >/dev/null 2>&1; then
   echo "setup: installing onnx and onnxruntime with pip"
   "${sudo[@]}" /usr/bin/python3 -m pip install --quiet --disable-pip-version-check --timeout 30 \
-    --retries 1 --break-system-packages onnx onnxruntime ||
+    --retries 1 --break-system-packages onnx onnxruntime "numpy<2" ||
     echo "setup: could not install onnx/onnxruntime: the ONNX reader checks will be pending"
 fi
