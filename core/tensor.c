@@ -146,14 +146,18 @@ mf_status mf_same_device(const char *op, const mf_tensor *a, const mf_tensor *b)
 static mf_status check_shape(const char *op, int ndim, const int64_t *shape) {
   if (ndim < 0 || ndim > MF_MAX_DIMS)
     return mf_fail(MF_ERR_SHAPE, "%s: %d dimensions (at most %d)", op, ndim, MF_MAX_DIMS);
-  double n = 1;
+  double n = 1, nonzero = 1; /* nonzero: the product strides and partial numels reach */
   for (int d = 0; d < ndim; d++) {
     if (shape[d] < 0)
       return mf_fail(MF_ERR_SHAPE, "%s: size %lld of dimension %d is negative", op,
                      (long long)shape[d], d + 1);
     n *= (double)shape[d];
+    if (shape[d] > 0) nonzero *= (double)shape[d];
   }
   if (n > 9e15) return mf_fail(MF_ERR_SHAPE, "%s: %.0f elements is too many", op, n);
+  if (nonzero > 9e15)
+    return mf_fail(MF_ERR_SHAPE, "%s: the nonzero sizes multiply to %.0f, too many for strides", op,
+                   nonzero);
   return MF_OK;
 }
 

@@ -48,6 +48,14 @@ static void test_creation(void) {
   CHECK_FAILS(mf_zeros(2, bad, MF_F32, NULL, &t), MF_ERR_SHAPE, "negative");
   CHECK(t == NULL);
   CHECK_FAILS(mf_zeros(1, shape, MF_F16, NULL, &t), MF_ERR_DTYPE, "GPU");
+  /* an empty tensor whose other sizes multiply past int64: its strides would overflow */
+  int64_t huge_empty[3] = {(int64_t)1 << 40, (int64_t)1 << 40, 0};
+  CHECK_FAILS(mf_zeros(3, huge_empty, MF_F32, NULL, &t), MF_ERR_SHAPE, "too many for strides");
+  CHECK(t == NULL);
+  int64_t big_empty[3] = {(int64_t)1 << 20, (int64_t)1 << 20, 0}; /* fine: strides fit */
+  CHECK_OK(mf_zeros(3, big_empty, MF_F32, NULL, &t));
+  CHECK(t && mf_numel(t) == 0 && t->stride[0] == (int64_t)1 << 20);
+  mf_release(t);
 
   float host[6] = {1, 2, 3, 4, 5, 6};
   CHECK_OK(mf_from_host(2, shape, MF_F32, host, NULL, &t));
