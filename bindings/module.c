@@ -138,6 +138,18 @@ static int c_set_memory_fraction(lua_State *L) {
   return s == MF_OK ? 0 : lmf_error(L, s);
 }
 
+/* mf.cuda.reserve_memory([i]) -> bytes: takes GPU i's memory fraction up front (every GPU when i
+ * is omitted; TensorFlow's allow_growth = false, which a Session config asks for); 0 without a
+ * GPU. */
+static int c_reserve_memory(lua_State *L) {
+  int i = lua_isnoneornil(L, 1) ? -1 : gpu_arg(L, 1, "reserve_memory");
+  size_t bytes = 0;
+  mf_status s = mf_cuda_reserve_memory(i, &bytes);
+  if (s != MF_OK) return lmf_error(L, s);
+  lua_pushinteger(L, (lua_Integer)bytes);
+  return 1;
+}
+
 /* mf.cuda.set_tf32(on) -> the previous setting. */
 static int c_set_tf32(lua_State *L) {
   luaL_checktype(L, 1, LUA_TBOOLEAN);
@@ -195,6 +207,7 @@ static const luaL_Reg cuda[] = {
     {"memory_reserved", c_memory_reserved},
     {"empty_cache", c_empty_cache},
     {"set_memory_fraction", c_set_memory_fraction},
+    {"reserve_memory", c_reserve_memory},
     {"set_tf32", c_set_tf32},
     {"why_unavailable", c_why_unavailable},
     {NULL, NULL},

@@ -24,6 +24,11 @@
  * - Missing or failing: CUDA is unavailable, not an error at start-up: the device count is 0, the
  *   knobs do nothing and report 0, and "cuda:N" fails with "the CUDA backend library could not be
  *   loaded: <why>".
+ * - CUDA_VISIBLE_DEVICES="" or "-1" (any list whose first entry is empty or negative: the runtime
+ *   stops there and sees no GPU) hides every GPU: the library is then not even opened (no cudart,
+ *   cuBLAS or cuDNN start-up for nothing), and CUDA is unavailable with "CUDA_VISIBLE_DEVICES='-1'
+ *   hides every GPU (the CUDA backend library was not loaded)" as the reason, which `moonflow -v`
+ *   prints. The variable is read once, at the first CUDA call, as the runtime does.
  * In a build without the CUDA backend (MOONFLOW_CUDA=OFF, or no nvcc) nothing is loaded and the
  * answers are those of a missing library, with "moonflow was built without the CUDA backend".
  *
@@ -42,6 +47,16 @@
 #include "cuda/api.h"
 
 static char why[768]; /* why the library could not be loaded */
+
+/* Whether CUDA_VISIBLE_DEVICES hides every GPU: set, and its first entry (before a ',') empty or
+ * negative ("", "-1", " -1,0"). The CUDA runtime stops at the first entry it cannot use, so such a
+ * list shows it no GPU at all. */
+bool mf_cuda_env_hides_all(void) {
+  const char *v = getenv("CUDA_VISIBLE_DEVICES");
+  if (!v) return false;
+  while (*v == ' ' || *v == '\t') v++;
+  return *v == '\0' || *v == ',' || *v == '-';
+}
 
 #ifdef MF_HAVE_CUDA
 
@@ -106,6 +121,13 @@ static void load(void) {
       MF_CUDA_LAYOUT, core_failv,       mf_dtype_size, mf_dtype_name, mf_dtype_is_float,
       mf_numel,       mf_is_contiguous, mf_op_name,    mf_shape_fmt,
   };
+  if (mf_cuda_env_hides_all()) {
+    snprintf(why, sizeof why,
+             "CUDA_VISIBLE_DEVICES='%.64s' hides every GPU (the CUDA backend library was not "
+             "loaded)",
+             getenv("CUDA_VISIBLE_DEVICES"));
+    return;
+  }
   void *h = open_library();
   if (!h) return;
   mf_cuda_open_fn entry = (mf_cuda_open_fn)(uintptr_t)dlsym(h, MF_CUDA_ENTRY);
@@ -137,6 +159,8 @@ static mf_status unavailable(const char *what) {
 #ifndef MF_HAVE_CUDA
   return mf_fail(MF_ERR_DEVICE, "%s: moonflow was built without the CUDA backend", what);
 #endif
+  if (strncmp(why, "CUDA_VISIBLE_DEVICES", 20) == 0) /* not loaded on purpose: why says so */
+    return mf_fail(MF_ERR_DEVICE, "%s: %s", what, why);
   return mf_fail(MF_ERR_DEVICE, "%s: the CUDA backend library could not be loaded: %s", what, why);
 }
 
@@ -162,6 +186,19 @@ mf_status mf_cuda_set_memory_fraction(int device, double fraction) {
     return mf_fail(MF_ERR_ARG, "cuda: memory fraction %g is not in (0, 1]", fraction);
   const mf_cuda_api *c = cuda();
   return c ? c->set_memory_fraction(device, fraction) : MF_OK;
+}
+
+mf_status mf_cuda_reserve_memory(int device, size_t *bytes) {
+  *bytes = 0;
+  if (device < -1)
+    return mf_fail(MF_ERR_ARG, "cuda: reserve_memory: bad GPU index %d (expected 0, 1, ... or -1 "
+                   "for every GPU)", device);
+  const mf_cuda_api *c = cuda();
+  if (c) return c->reserve_memory(device, bytes);
+  if (device == -1) return MF_OK; /* no GPU: nothing to reserve */
+  char what[32];
+  snprintf(what, sizeof what, "cuda:%d", device);
+  return unavailable(what);
 }
 
 size_t mf_cuda_memory_allocated(int device) {

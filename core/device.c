@@ -99,9 +99,7 @@ static void visible_note(char *buf, size_t n) {
   const char *v = getenv("CUDA_VISIBLE_DEVICES");
   buf[0] = '\0';
   if (!v) return;
-  const char *p = v;
-  while (isspace((unsigned char)*p)) p++;
-  if (*p == '\0' || *p == '-') /* the runtime stops at the first bad entry */
+  if (mf_cuda_env_hides_all()) /* cuda_loader.c: the runtime stops at the first bad entry */
     snprintf(buf, n, "; CUDA_VISIBLE_DEVICES='%.64s' hides every GPU", v);
   else
     snprintf(buf, n, "; CUDA_VISIBLE_DEVICES='%.64s' limits the GPUs seen", v);
@@ -116,7 +114,10 @@ bool mf_cuda_unavailable(int index, char *buf, size_t n) {
   char what[32];
   snprintf(what, sizeof what, "cuda:%d: ", index);
   if (strncmp(e, what, strlen(what)) == 0) e += strlen(what); /* the backend's "cuda:N: " */
-  visible_note(note, sizeof note);
+  if (strstr(e, "CUDA_VISIBLE_DEVICES")) /* the loader's own reason already says it */
+    note[0] = '\0';
+  else
+    visible_note(note, sizeof note);
   const char *lead = mf_cuda_device_count() == 0 && !strstr(e, "no CUDA device is available")
                          ? "no CUDA device is available: "
                          : "";

@@ -23,14 +23,16 @@
  * the int64 indices and gather/scatter_add, which take any dtype but bool (scatter_add) of their
  * data. Empty outputs skip the kernel.
  *
- * Channels-last: on the CPU, the conv and pool ops also take their (N, C, H, W) activations
- * stored as (N, H, W, C) — what a permutation of a contiguous NHWC tensor gives, which is how
- * data_format = "NHWC" reaches them — without copying. When the input decides so (x; dout for
+ * Channels-last: on the CPU and CUDA devices, the conv and pool ops also take their (N, C, H, W)
+ * activations stored as (N, H, W, C) — what a permutation of a contiguous NHWC tensor gives, which
+ * is how data_format = "NHWC" reaches them — without copying. When the input decides so (x; dout for
  * the input gradients; x or dout for the weight gradient), the activations the kernel sees (x,
  * dout, indices, and the output y/dx/indices) are all dense channels-last (a differing one is
  * copied) and ip[0] = 1; the outputs are then channels-last tensors of the (N, C, H, W) shape,
  * so that permuting them back to NHWC gives contiguous tensors. The weight, the bias and dw are
- * always contiguous (O, C, KH, KW) / (O). Other devices get contiguous NCHW as before.
+ * always contiguous (O, C, KH, KW) / (O). The CUDA kernels (cuDNN, which describes tensors by
+ * their strides, and pool.cu's own kernels) take these layouts as the CPU's do, so a channels-last
+ * tensor on the GPU is not copied to NCHW either.
  */
 #include <math.h>
 #include <string.h>
@@ -161,11 +163,13 @@ static bool dense_in(const mf_tensor *t, const int *order, bool exact) {
   return true;
 }
 
-/* Whether an op should run channels-last because of t: a CPU tensor stored exactly channels-last
- * (not also exactly NCHW). */
+/* Whether an op should run channels-last because of t: a CPU or CUDA tensor stored exactly
+ * channels-last (not also exactly NCHW); both devices' conv and pool kernels take ip[0] = 1. */
 static bool wants_cl(const mf_tensor *t) {
-  return t && t->ndim == 4 && mf_device_kind(mf_tensor_device(t)) == MF_DEV_CPU &&
-         dense_in(t, NHWC_ORDER, true) && !dense_in(t, NCHW_ORDER, true);
+  if (!t || t->ndim != 4) return false;
+  mf_device_type k = mf_device_kind(mf_tensor_device(t));
+  return (k == MF_DEV_CPU || k == MF_DEV_CUDA) && dense_in(t, NHWC_ORDER, true) &&
+         !dense_in(t, NCHW_ORDER, true);
 }
 
 /* An empty (N, C, H, W) tensor, stored channels-last when cl. */

@@ -18,7 +18,7 @@
 
 #include "internal.h"
 
-#define MF_CUDA_ABI_VERSION 1
+#define MF_CUDA_ABI_VERSION 2
 #define MF_CUDA_LIBRARY "libmoonflow_cuda.so"
 #define MF_CUDA_ENTRY "mf_cuda_open"
 /* what both sides compare: the ABI version, then the sizes of the structs they share */
@@ -51,6 +51,8 @@ typedef struct mf_cuda_api {
   int (*device_count)(void);
   mf_status (*device)(int index, mf_device **out); /* "cuda:index", made on first use */
   mf_status (*set_memory_fraction)(int device, double fraction);
+  /* allow_growth = false: reserve the fraction's memory up front (-1: every GPU); the bytes */
+  mf_status (*reserve_memory)(int device, size_t *bytes);
   size_t (*memory_allocated)(int device);
   size_t (*max_memory_allocated)(int device);
   size_t (*memory_reserved)(int device);
@@ -70,6 +72,9 @@ typedef const mf_cuda_api *(*mf_cuda_open_fn)(const mf_cuda_core *core);
 /* cuda_loader.c: the device for "cuda:index", loading the backend on first use; device.c calls it
  * for mf_device_get. */
 mf_status mf_cuda_device(int index, mf_device **out);
+/* cuda_loader.c: whether CUDA_VISIBLE_DEVICES hides every GPU ("", "-1": the library is then not
+ * loaded at all); device.c words why_unavailable with it. */
+bool mf_cuda_env_hides_all(void);
 
 #ifdef __cplusplus
 }

@@ -4,15 +4,19 @@
  * Calls (ops_nn.c): CONV2D in[0] = x (N, C, H, W), in[1] = w (O, C, KH, KW), in[2] = bias (O) or
  * absent, out = y (N, O, OH, OW); BACKWARD_INPUT in[0] = dy, in[1] = w, out = dx; BACKWARD_WEIGHT
  * in[0] = dy, in[1] = x, out = dw; params = mf_pool2d_params (stride, pad {top, left, bottom,
- * right}); groups = 1, dilation 1. The front end hands over contiguous NCHW tensors; the kernel
- * describes each tensor by its own strides, so channels-last (NHWC) views of the same shapes work
- * too (all of x, y and w in one layout is what cuDNN's fast kernels want).
+ * right}); groups = 1, dilation 1. The front end hands over contiguous NCHW tensors, or, for a
+ * channels-last input (ip[0] = 1, ops_nn.c), x, y/dy and dx dense channels-last with w and dw
+ * contiguous (O, C, KH, KW); the kernel describes each tensor by its own strides, so either works
+ * without a copy. The weight is described NCHW (KCRS), which cuDNN takes with NHWC activations in
+ * every data type; a weight packed both ways (C = 1, or 1x1) is described in the activations'
+ * layout for the float types (cuDNN's NHWC filter kernels), NCHW for float64 (cuDNN has no NHWC
+ * filter support for doubles).
  *
  * Padding: cuDNN pads symmetrically. When the padding is asymmetric (TensorFlow's "same" with an
  * odd total) but cuDNN's output size with the top/left padding on both sides is the wanted one,
  * the extra bottom/right cells are never read and cuDNN runs as is; otherwise the input is copied
- * into a zero-padded NCHW buffer and cuDNN runs with no padding (the backward-input result is
- * cropped back).
+ * into a zero-padded buffer laid out as the output side is (NCHW or NHWC) and cuDNN runs with no
+ * padding (the backward-input result is cropped back).
  *
  * Algorithms: per shape (device, op, dtype, layouts, sizes, geometry, math mode), the first chosen
  * is cached. By default cuDNN's heuristics (cudnnGet*Algorithm_v7) pick; with
@@ -272,36 +276,48 @@ static mf_status choose(conv_setup *cs, int kind, const void *xp, void *xw, cons
 /* ---- explicit padding
  * ----------------------------------------------------------------------------- */
 
-/* dst (N, C, Hp, Wp) contiguous = src (N, C, H, W) (any strides) shifted by (pt, pl), zeros
- * around; or, crop, the reverse: dst (any strides) = src padded window. */
+/* The offset of (n, c, h, w) in the padded buffer (N, C, Hp, Wp), dense NCHW or NHWC. */
+__device__ __forceinline__ int64_t padded_at(bool nhwc, int64_t n, int64_t c, int64_t h, int64_t w,
+                                             int64_t C, int64_t Hp, int64_t Wp) {
+  return nhwc ? ((n * Hp + h) * Wp + w) * C + c : ((n * C + c) * Hp + h) * Wp + w;
+}
+
+/* dst (N, C, Hp, Wp), dense NCHW or (nhwc) NHWC, = src (N, C, H, W) (any strides s0..s3) shifted
+ * by (pt, pl), zeros around; or, crop, the reverse: dst (any strides) = src's padded window. The
+ * threads walk the written tensor in the buffer's memory order. */
 template <class T>
 __global__ void pad_kernel(T *dst, const T *src, int64_t N, int64_t C, int64_t H, int64_t W,
                            int64_t Hp, int64_t Wp, int pt, int pl, int64_t s0, int64_t s1,
-                           int64_t s2, int64_t s3, bool crop) {
-  int64_t total = crop ? N * C * H * W : N * C * Hp * Wp;
+                           int64_t s2, int64_t s3, bool crop, bool nhwc) {
+  int64_t hn = crop ? H : Hp, wn = crop ? W : Wp, total = N * C * hn * wn;
   MF_GRID_LOOP(i, total) {
-    if (!crop) {
-      int64_t w = i % Wp, q = i / Wp, h = q % Hp, nc = q / Hp, c = nc % C, n = nc / C;
-      int64_t ih = h - pt, iw = w - pl;
-      dst[i] = ih >= 0 && ih < H && iw >= 0 && iw < W ? src[n * s0 + c * s1 + ih * s2 + iw * s3]
-                                                      : T(0.0f);
+    int64_t n, c, h, w, q;
+    if (nhwc) {
+      c = i % C, q = i / C, w = q % wn, q /= wn, h = q % hn, n = q / hn;
     } else {
-      int64_t w = i % W, q = i / W, h = q % H, nc = q / H, c = nc % C, n = nc / C;
-      dst[n * s0 + c * s1 + h * s2 + w * s3] = src[((nc * Hp) + h + pt) * Wp + w + pl];
+      w = i % wn, q = i / wn, h = q % hn, q /= hn, c = q % C, n = q / C;
+    }
+    if (!crop) {
+      int64_t ih = h - pt, iw = w - pl;
+      dst[padded_at(nhwc, n, c, h, w, C, Hp, Wp)] =
+          ih >= 0 && ih < H && iw >= 0 && iw < W ? src[n * s0 + c * s1 + ih * s2 + iw * s3]
+                                                 : T(0.0f);
+    } else {
+      dst[n * s0 + c * s1 + h * s2 + w * s3] = src[padded_at(nhwc, n, c, h + pt, w + pl, C, Hp, Wp)];
     }
   }
 }
 
 static mf_status launch_pad(mf_device *dev, const char *op, mf_dtype dt, void *dst, const void *src,
                             const int64_t *shape, const int64_t *stride, int64_t Hp, int64_t Wp,
-                            int pt, int pl, bool crop) {
+                            int pt, int pl, bool crop, bool nhwc) {
   int64_t total = shape[0] * shape[1] * (crop ? shape[2] * shape[3] : Hp * Wp);
   cudaStream_t s = mf_cuda_stream(dev);
   bool ok = mf_cuda_visit_float<true>(dt, [&](auto tag) {
     using T = typename decltype(tag)::type;
     pad_kernel<T><<<mf_cuda_blocks(total), MF_CUDA_THREADS, 0, s>>>(
         (T *)dst, (const T *)src, shape[0], shape[1], shape[2], shape[3], Hp, Wp, pt, pl, stride[0],
-        stride[1], stride[2], stride[3], crop);
+        stride[1], stride[2], stride[3], crop, nhwc);
   });
   if (!ok) return mf_fail(MF_ERR_DTYPE, "%s: bad dtype %s", op, mf_dtype_name(dt));
   return mf_cuda_launched(dev, op);
@@ -366,7 +382,8 @@ mf_status mf_cuda_conv2d(mf_device *dev, const mf_call *c) {
   MF_TRY(mf_cuda_enter(dev));
   MF_TRY(mf_dnn_handle(dev, op, &cs.h));
   MF_TRY(mf_dnn_tensor(dev, op, y, &cs.y, fy));
-  MF_TRY(make_filter(&cs, w, fy));
+  /* a weight packed both ways: the activations' layout, but NCHW for float64 (see the top) */
+  MF_TRY(make_filter(&cs, w, dt == MF_F64 ? CUDNN_TENSOR_NCHW : fy));
 
   /* direct when cuDNN's symmetric padding gives the wanted output size, else explicit padding */
   int64_t H = x->shape[2], W = x->shape[3], KH = w->shape[2], KW = w->shape[3];
@@ -377,22 +394,26 @@ mf_status mf_cuda_conv2d(mf_device *dev, const mf_call *c) {
   scratch_buf xpad;
   const void *xptr = mf_cuda_ptr(x);
   int64_t Hp = H + p->pad[0] + p->pad[2], Wp = W + p->pad[1] + p->pad[3];
+  bool nhwc = fy == CUDNN_TENSOR_NHWC;
   if (direct) {
     MF_TRY(mf_dnn_tensor(dev, op, x, &cs.x, fy));
     MF_TRY(make_conv(&cs, dt, pt, pl, p));
-  } else {
-    int64_t ps[4] = {x->shape[0], x->shape[1], Hp, Wp},
-            pst[4] = {x->shape[1] * Hp * Wp, Hp * Wp, Wp, 1};
+  } else { /* the padded input, laid out as the output side */
+    int64_t C = x->shape[1];
+    int64_t ps[4] = {x->shape[0], C, Hp, Wp};
+    int64_t pst[4] = {C * Hp * Wp, Hp * Wp, Wp, 1};
+    if (nhwc) pst[1] = 1, pst[2] = Wp * C, pst[3] = C;
     xpad.dev = dev;
     xpad.n = (size_t)(ps[0] * ps[1] * Hp * Wp) * mf_dtype_size(dt);
     xpad.p = mf_cuda_scratch(dev, xpad.n);
     if (!xpad.p) return MF_ERR_MEMORY;
     if (kind != K_BWD_DATA) /* the input, padded; backward-input writes it instead */
-      MF_TRY(launch_pad(dev, op, dt, xpad.p, xptr, x->shape, x->stride, Hp, Wp, pt, pl, false));
+      MF_TRY(
+          launch_pad(dev, op, dt, xpad.p, xptr, x->shape, x->stride, Hp, Wp, pt, pl, false, nhwc));
     xptr = xpad.p;
     cs.key.xs[2] = Hp;
     cs.key.xs[3] = Wp;
-    cs.key.fx = (int)CUDNN_TENSOR_NCHW;
+    cs.key.fx = (int)fy;
     MF_TRY(mf_dnn_tensor4d(dev, op, dt, ps, pst, &cs.x));
     mf_pool2d_params p0 = *p;
     MF_TRY(make_conv(&cs, dt, 0, 0, &p0));
@@ -431,7 +452,7 @@ mf_status mf_cuda_conv2d(mf_device *dev, const mf_call *c) {
                         op, "cudnnConvolutionBackwardData", cs.what));
     if (!direct)
       MF_TRY(launch_pad(dev, op, dt, mf_cuda_ptr(c->out), xpad.p, x->shape, x->stride, Hp, Wp, pt,
-                        pl, true));
+                        pl, true, nhwc));
   } else {
     MF_TRY(mf_dnn_check(
         dev,

@@ -14,6 +14,17 @@
  * tried once more; then it fails with MF_ERR_MEMORY saying what was asked for and what is free.
  * Managed memory is never used.
  *
+ * Reservation (TensorFlow's allow_growth = false; mf_cuda_reserve_memory, which a Session whose
+ * config says gpu_options.allow_growth = false calls): one cudaMalloc of the fraction's bytes
+ * (fraction x the GPU's memory, less what is already held, and at most the free memory less
+ * max(300 MiB, 5% of it), which the CUDA libraries' own allocations and kernel images need), the
+ * arena. From then on a request that misses the bucket lists is carved from the arena (best fit,
+ * 256-byte aligned; freed pieces are merged with their neighbours when the bucket lists are
+ * flushed), never from cudaMalloc: when the arena has no piece large enough even after the flush,
+ * the request fails with MF_ERR_MEMORY naming the reservation. memory_reserved counts the arena
+ * whole. The arena is kept until the process ends (TensorFlow never returns it either);
+ * empty_cache returns cached arena blocks to the arena, not to the driver.
+ *
  * This file also holds the library's one exported function, mf_cuda_open (api.h), which checks the
  * core's layout and returns the table of the functions below.
  */
@@ -40,6 +51,12 @@ typedef struct mf_cuda_block {
   struct mf_cuda_block *next;
 } mf_cuda_block;
 
+/* a free piece of the arena: [off, off + size) */
+typedef struct mf_cuda_piece {
+  size_t off, size;
+  struct mf_cuda_piece *next;
+} mf_cuda_piece;
+
 typedef struct cuda_dev {
   mf_device dev;
   mf_cuda_ctx ctx;
@@ -47,6 +64,9 @@ typedef struct cuda_dev {
   mf_cuda_block *cache[NBUCKETS];
   size_t allocated, max_allocated, reserved, total, limit;
   double fraction;
+  char *arena;          /* the reservation (allow_growth = false), or NULL */
+  size_t arena_size;
+  mf_cuda_piece *free_pieces; /* the arena's free pieces, by address, never adjacent */
 } cuda_dev;
 
 static pthread_mutex_t devices_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -104,7 +124,75 @@ static int bucket_of(size_t n, size_t *rounded) {
   return 1 + (k - 9) * 4 + (int)(q - 5);
 }
 
-/* Gives every cached block back to the driver. Called with the lock held. */
+/* ---- the arena (the reservation) --------------------------------------------------------------- */
+
+/* The bytes a block of `rounded` bytes takes in the arena: 256-byte aligned, as from cudaMalloc. */
+static size_t arena_bytes(size_t rounded) { return (rounded + 255) & ~(size_t)255; }
+
+static bool in_arena(const cuda_dev *g, const void *p) {
+  return g->arena && (const char *)p >= g->arena && (const char *)p < g->arena + g->arena_size;
+}
+
+/* The smallest free piece of at least n bytes, cut from its front; NULL when none is that large. */
+static void *arena_take(cuda_dev *g, size_t n) {
+  mf_cuda_piece **best = NULL;
+  for (mf_cuda_piece **pp = &g->free_pieces; *pp; pp = &(*pp)->next)
+    if ((*pp)->size >= n && (!best || (*pp)->size < (*best)->size)) best = pp;
+  if (!best) return NULL;
+  mf_cuda_piece *pc = *best;
+  void *p = g->arena + pc->off;
+  pc->off += n;
+  pc->size -= n;
+  if (pc->size == 0) {
+    *best = pc->next;
+    free(pc);
+  }
+  return p;
+}
+
+/* Returns [p, p + n) to the free pieces, merged with the pieces it touches. When no node can be
+ * allocated for a piece that touches none, the piece stays unused until the process ends. */
+static void arena_give(cuda_dev *g, void *p, size_t n) {
+  size_t off = (size_t)((char *)p - g->arena);
+  mf_cuda_piece **pp = &g->free_pieces, *prev = NULL;
+  while (*pp && (*pp)->off < off) {
+    prev = *pp;
+    pp = &(*pp)->next;
+  }
+  mf_cuda_piece *next = *pp;
+  if (prev && prev->off + prev->size == off) { /* grows the piece before */
+    prev->size += n;
+    if (next && prev->off + prev->size == next->off) { /* and joins the one after */
+      prev->size += next->size;
+      prev->next = next->next;
+      free(next);
+    }
+    return;
+  }
+  if (next && off + n == next->off) { /* grows the piece after, downwards */
+    next->off = off;
+    next->size += n;
+    return;
+  }
+  mf_cuda_piece *pc = (mf_cuda_piece *)malloc(sizeof *pc);
+  if (!pc) return;
+  pc->off = off;
+  pc->size = n;
+  pc->next = next;
+  *pp = pc;
+}
+
+/* The arena's free bytes and its largest free piece. */
+static void arena_free_bytes(const cuda_dev *g, size_t *total, size_t *largest) {
+  *total = *largest = 0;
+  for (const mf_cuda_piece *pc = g->free_pieces; pc; pc = pc->next) {
+    *total += pc->size;
+    if (pc->size > *largest) *largest = pc->size;
+  }
+}
+
+/* Gives every cached block back: to the driver, or to the arena for blocks carved from it. Called
+ * with the lock held. */
 static void release_cache(cuda_dev *g) {
   for (int b = 0; b < NBUCKETS; b++) {
     size_t sz = 0;
@@ -116,8 +204,12 @@ static void release_cache(cuda_dev *g) {
     while (g->cache[b]) {
       mf_cuda_block *blk = g->cache[b];
       g->cache[b] = blk->next;
-      cudaFree(blk->ptr);
-      g->reserved -= sz;
+      if (in_arena(g, blk->ptr)) {
+        arena_give(g, blk->ptr, arena_bytes(sz));
+      } else {
+        cudaFree(blk->ptr);
+        g->reserved -= sz;
+      }
       free(blk);
     }
   }
@@ -145,6 +237,30 @@ static void *cuda_alloc(mf_device *dev, size_t nbytes) {
     g->cache[b] = blk->next;
     p = blk->ptr;
     free(blk);
+  } else if (g->arena) { /* reserved up front: carved from the arena only */
+    p = arena_take(g, arena_bytes(rounded));
+    if (!p && mf_cuda_enter(dev) == MF_OK) { /* the cached blocks back into it, merged */
+      release_cache(g);
+      p = arena_take(g, arena_bytes(rounded));
+    }
+    if (!p) {
+      size_t fr = 0, tot = 0, afree, largest;
+      cudaMemGetInfo(&fr, &tot);
+      (void)cudaGetLastError();
+      arena_free_bytes(g, &afree, &largest);
+      char a[32], r[32], f[32], l[32], h[32], o[32];
+      fmt_bytes(rounded, a, sizeof a);
+      fmt_bytes(g->arena_size, r, sizeof r);
+      fmt_bytes(afree, f, sizeof f);
+      fmt_bytes(largest, l, sizeof l);
+      fmt_bytes(g->allocated, h, sizeof h);
+      fmt_bytes(fr, o, sizeof o);
+      mf_fail(MF_ERR_MEMORY,
+              "cuda:%d: out of memory: tried to allocate %s; the %s reserved up front "
+              "(allow_growth = false) has %s free, the largest piece %s; %s held by moonflow's "
+              "tensors; %s free on the GPU outside the reservation",
+              dev->index, a, r, f, l, h, o);
+    }
   } else if (mf_cuda_enter(dev) == MF_OK) {
     for (int attempt = 0; attempt < 2 && !p; attempt++) {
       if (attempt) release_cache(g);
@@ -194,6 +310,8 @@ static void cuda_free(mf_device *dev, void *ptr, size_t nbytes) {
     blk->ptr = ptr;
     blk->next = g->cache[b];
     g->cache[b] = blk;
+  } else if (in_arena(g, ptr)) { /* no room to remember it: back into the arena */
+    arena_give(g, ptr, arena_bytes(rounded));
   } else { /* no room to remember it: give it back */
     cudaSetDevice(g->ctx.ordinal);
     cudaFree(ptr);
@@ -357,6 +475,75 @@ static mf_status set_memory_fraction(int device, double fraction) {
   return MF_OK;
 }
 
+/* The reservation of one GPU (see the top of the file); *bytes: the arena's size. */
+static mf_status reserve_one(int index, size_t *bytes) {
+  mf_device *d;
+  MF_TRY(get_device(index, &d));
+  cuda_dev *g = (cuda_dev *)d;
+  pthread_mutex_lock(&g->lock);
+  mf_status s = g->arena ? MF_OK : mf_cuda_enter(d);
+  if (!s && !g->arena) {
+    release_cache(g); /* cached blocks: free again, for the arena */
+    size_t fr = 0, tot = 0;
+    s = mf_cuda_check(d, cudaMemGetInfo(&fr, &tot), "cudaMemGetInfo");
+    size_t keep = fr / 20 > ((size_t)300 << 20) ? fr / 20 : ((size_t)300 << 20);
+    size_t room = fr > keep ? fr - keep : 0;
+    size_t want = g->limit > g->reserved ? g->limit - g->reserved : 0;
+    if (want > room) want = room;
+    want &= ~(((size_t)2 << 20) - 1); /* whole 2 MiB pages */
+    char w[32], f[32], k[32], l[32], h[32];
+    fmt_bytes(want, w, sizeof w);
+    fmt_bytes(fr, f, sizeof f);
+    fmt_bytes(keep, k, sizeof k);
+    fmt_bytes(g->limit, l, sizeof l);
+    fmt_bytes(g->reserved, h, sizeof h);
+    void *p = NULL;
+    mf_cuda_piece *pc = NULL;
+    if (!s && want == 0)
+      s = mf_fail(MF_ERR_MEMORY,
+                  "cuda:%d: out of memory: nothing left to reserve up front (allow_growth = "
+                  "false): limit %s (memory fraction %.2f), %s already held, %s free on the GPU of "
+                  "which %s is left to the CUDA libraries",
+                  index, l, g->fraction, h, f, k);
+    if (!s && !(pc = (mf_cuda_piece *)malloc(sizeof *pc)))
+      s = mf_fail(MF_ERR_MEMORY, "cuda:%d: out of host memory reserving GPU memory", index);
+    if (!s) {
+      cudaError_t e = cudaMalloc(&p, want);
+      if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        free(pc);
+        s = mf_fail(MF_ERR_MEMORY,
+                    "cuda:%d: out of memory: reserving %s up front (allow_growth = false) failed "
+                    "(%s); %s free on the GPU, limit %s (memory fraction %.2f)",
+                    index, w, cudaGetErrorString(e), f, l, g->fraction);
+      }
+    }
+    if (!s) {
+      pc->off = 0;
+      pc->size = want;
+      pc->next = NULL;
+      g->arena = (char *)p;
+      g->arena_size = want;
+      g->free_pieces = pc;
+      g->reserved += want;
+    }
+  }
+  if (!s) *bytes = g->arena_size;
+  pthread_mutex_unlock(&g->lock);
+  return s;
+}
+
+static mf_status reserve_memory(int device, size_t *bytes) {
+  *bytes = 0;
+  if (device != -1) return reserve_one(device, bytes); /* get_device says why one cannot be used */
+  for (int i = 0; i < device_count(); i++) {
+    size_t b = 0;
+    MF_TRY(reserve_one(i, &b));
+    *bytes += b;
+  }
+  return MF_OK;
+}
+
 static size_t memory_allocated(int device) {
   cuda_dev *g = existing(device);
   if (!g) return 0;
@@ -423,9 +610,10 @@ static mf_status device_info(int device, char *name, size_t name_len, size_t *to
 /* ---- the library's entry point (api.h) ------------------------------------------------------  */
 
 static const mf_cuda_api api = {
-    device_count,         get_device,   set_memory_fraction, memory_allocated,
-    max_memory_allocated, memory_reserved, empty_cache,      mf_cuda_matmul_set_tf32,
-    versions,             device_info,
+    device_count,     get_device,           set_memory_fraction,
+    reserve_memory,   memory_allocated,     max_memory_allocated,
+    memory_reserved,  empty_cache,          mf_cuda_matmul_set_tf32,
+    versions,         device_info,
 };
 
 extern "C" __attribute__((visibility("default"))) const mf_cuda_api *

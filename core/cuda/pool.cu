@@ -6,7 +6,11 @@
  *
  * Calls (ops_nn.c): MAX_POOL2D in[0] = x, out = y, out2 = indices or NULL; MAX_POOL2D_BACKWARD
  * in[0] = dy, in[1] = indices, out = dx (no params); AVG_POOL2D in[0] = x, out = y;
- * AVG_POOL2D_BACKWARD in[0] = dy, out = dx; params = mf_pool2d_params. All contiguous NCHW.
+ * AVG_POOL2D_BACKWARD in[0] = dy, out = dx; params = mf_pool2d_params. All contiguous NCHW, or,
+ * with ip[0] = 1, all dense channels-last (each image (H, W, C); ops_nn.c's channels-last
+ * convention, as for the CPU kernels): the kernels then walk the tensors in that memory order
+ * (channel fastest, so neighbouring threads read neighbouring channels) and an index stays
+ * ih * W + iw within its (n, c) plane, so both layouts give the same values.
  *
  * Which code runs:
  * - cuDNN (cudnnPoolingForward) for the forwards it can do exactly: average pooling, and max
@@ -31,10 +35,39 @@
 #endif
 
 typedef struct pool_geom {
-  int64_t planes, H, W, OH, OW;
+  int64_t N, C, H, W, OH, OW;
   int kh, kw, sh, sw, pt, pl;
   bool include_pad;
+  bool cl; /* channels-last: every tensor stored (N, H, W, C) */
 } pool_geom;
+
+/* element i, in memory order, of an (N, C, h, w) tensor laid out as g says: its image n, channel
+ * c, row r and column q */
+__device__ __forceinline__ void decode(const pool_geom &g, int64_t i, int64_t h, int64_t w,
+                                       int64_t *n, int64_t *c, int64_t *r, int64_t *q) {
+  if (g.cl) {
+    *c = i % g.C;
+    int64_t t = i / g.C;
+    *q = t % w;
+    t /= w;
+    *r = t % h;
+    *n = t / h;
+  } else {
+    *q = i % w;
+    int64_t t = i / w;
+    *r = t % h;
+    t /= h;
+    *c = t % g.C;
+    *n = t / g.C;
+  }
+}
+
+/* the offset of plane (n, c)'s first cell in an (N, C, h, w) tensor of hw = h * w cells per
+ * plane; cells of a plane are step() apart */
+__device__ __forceinline__ int64_t plane_at(const pool_geom &g, int64_t n, int64_t c, int64_t hw) {
+  return g.cl ? n * hw * g.C + c : (n * g.C + c) * hw;
+}
+__device__ __forceinline__ int64_t step(const pool_geom &g) { return g.cl ? g.C : 1; }
 
 /* the input rows [a, b) of window o, clipped to the input (cpu/pool.c's window) */
 __device__ __forceinline__ void window(int64_t o, int s, int p, int k, int64_t n, int64_t *a,
@@ -54,27 +87,28 @@ __device__ __forceinline__ void covering(int64_t i, int s, int p, int k, int64_t
   *b = o1 < nout ? o1 : nout;
 }
 
-/* output i (of planes x OH x OW): its plane's offset in x (returned) and its input window
+/* output i (in memory order): its plane's offset in x (returned) and its input window
  * [h0, h1) x [w0, w1) */
 __device__ __forceinline__ int64_t out_window(const pool_geom &g, int64_t i, int64_t *h0,
                                               int64_t *h1, int64_t *w0, int64_t *w1) {
-  int64_t ow = i % g.OW, q = i / g.OW, oh = q % g.OH, pl = q / g.OH;
+  int64_t n, c, oh, ow;
+  decode(g, i, g.OH, g.OW, &n, &c, &oh, &ow);
   window(oh, g.sh, g.pt, g.kh, g.H, h0, h1);
   window(ow, g.sw, g.pl, g.kw, g.W, w0, w1);
-  return pl * g.H * g.W;
+  return plane_at(g, n, c, g.H * g.W);
 }
 
 template <class T> __global__ void max_fwd_kernel(T *y, int64_t *idx, const T *x, pool_geom g) {
   using A = typename mf_acc<T>::type;
-  int64_t total = g.planes * g.OH * g.OW;
+  int64_t total = g.N * g.C * g.OH * g.OW, st = step(g);
   MF_GRID_LOOP(i, total) {
     int64_t h0, h1, w0, w1;
     const T *xp = x + out_window(g, i, &h0, &h1, &w0, &w1);
-    A m = (A)xp[h0 * g.W + w0];
+    A m = (A)xp[(h0 * g.W + w0) * st];
     int64_t at = h0 * g.W + w0;
     for (int64_t ih = h0; ih < h1 && m == m; ih++)
       for (int64_t iw = w0; iw < w1; iw++) {
-        A v = (A)xp[ih * g.W + iw];
+        A v = (A)xp[(ih * g.W + iw) * st];
         if (v > m || v != v) {
           m = v, at = ih * g.W + iw;
           if (v != v) break;
@@ -88,11 +122,12 @@ template <class T> __global__ void max_fwd_kernel(T *y, int64_t *idx, const T *x
 /* dx (zeroed first) += dy at each output's index; one thread per output */
 template <class T>
 __global__ void max_bwd_kernel(T *dx, const T *dy, const int64_t *idx, pool_geom g) {
-  int64_t total = g.planes * g.OH * g.OW, plane = g.H * g.W;
+  int64_t total = g.N * g.C * g.OH * g.OW, plane = g.H * g.W;
   MF_GRID_LOOP(i, total) {
-    int64_t at = idx[i], pl = i / (g.OH * g.OW);
+    int64_t at = idx[i], n, c, oh, ow;
     if (at < 0 || at >= plane) continue; /* not from this plane: nothing to add */
-    atomicAdd(dx + pl * plane + at, dy[i]);
+    decode(g, i, g.OH, g.OW, &n, &c, &oh, &ow);
+    atomicAdd(dx + plane_at(g, n, c, plane) + at * step(g), dy[i]);
   }
 }
 
@@ -104,23 +139,24 @@ __device__ __forceinline__ A avg_div(const pool_geom &g, int64_t h0, int64_t h1,
 
 template <class T> __global__ void avg_fwd_kernel(T *y, const T *x, pool_geom g) {
   using A = typename mf_acc<T>::type;
-  int64_t total = g.planes * g.OH * g.OW;
+  int64_t total = g.N * g.C * g.OH * g.OW, st = step(g);
   MF_GRID_LOOP(i, total) {
     int64_t h0, h1, w0, w1;
     const T *xp = x + out_window(g, i, &h0, &h1, &w0, &w1);
     A s = 0;
     for (int64_t ih = h0; ih < h1; ih++)
-      for (int64_t iw = w0; iw < w1; iw++) s += (A)xp[ih * g.W + iw];
+      for (int64_t iw = w0; iw < w1; iw++) s += (A)xp[(ih * g.W + iw) * st];
     y[i] = (T)(s / avg_div<A>(g, h0, h1, w0, w1));
   }
 }
 
 template <class T> __global__ void avg_bwd_kernel(T *dx, const T *dy, pool_geom g) {
   using A = typename mf_acc<T>::type;
-  int64_t total = g.planes * g.H * g.W;
+  int64_t total = g.N * g.C * g.H * g.W, st = step(g);
   MF_GRID_LOOP(i, total) {
-    int64_t iw = i % g.W, q = i / g.W, ih = q % g.H, pl = q / g.H;
-    const T *dyp = dy + pl * g.OH * g.OW;
+    int64_t n, c, ih, iw;
+    decode(g, i, g.H, g.W, &n, &c, &ih, &iw);
+    const T *dyp = dy + plane_at(g, n, c, g.OH * g.OW);
     int64_t oh0, oh1, ow0, ow1;
     covering(ih, g.sh, g.pt, g.kh, g.OH, &oh0, &oh1);
     covering(iw, g.sw, g.pl, g.kw, g.OW, &ow0, &ow1);
@@ -131,7 +167,7 @@ template <class T> __global__ void avg_bwd_kernel(T *dx, const T *dy, pool_geom 
       for (int64_t ow = ow0; ow < ow1; ow++) {
         int64_t w0, w1;
         window(ow, g.sw, g.pl, g.kw, g.W, &w0, &w1);
-        s += (A)dyp[oh * g.OW + ow] / avg_div<A>(g, h0, h1, w0, w1);
+        s += (A)dyp[(oh * g.OW + ow) * st] / avg_div<A>(g, h0, h1, w0, w1);
       }
     }
     dx[i] = (T)s;
@@ -163,8 +199,9 @@ static mf_status dnn_forward(mf_device *dev, const mf_call *c, const pool_geom &
                       cudnnSetPooling2dDescriptor(pd.d, mode, CUDNN_PROPAGATE_NAN, g.kh, g.kw, g.pt,
                                                   g.pl, g.sh, g.sw),
                       op, "cudnnSetPooling2dDescriptor", what));
-  MF_TRY(mf_dnn_tensor(dev, op, x, &xd));
-  MF_TRY(mf_dnn_tensor(dev, op, y, &yd));
+  cudnnTensorFormat_t fmt = g.cl ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW;
+  MF_TRY(mf_dnn_tensor(dev, op, x, &xd, fmt));
+  MF_TRY(mf_dnn_tensor(dev, op, y, &yd, fmt));
   mf_dnn_scalars k(y->dtype);
   MF_TRY(mf_dnn_check(dev,
                       cudnnPoolingForward(h, pd.d, k.one(), xd.d, mf_cuda_ptr(x), k.zero(), yd.d,
@@ -174,6 +211,21 @@ static mf_status dnn_forward(mf_device *dev, const mf_call *c, const pool_geom &
   return MF_OK;
 }
 #endif
+
+/* Whether a 4-D (N, C, H, W) tensor is dense: contiguous NCHW, or with cl stored (N, H, W, C)
+ * (size-1 dims take any stride, as ops_nn.c's dense_as lets them). */
+static bool dense(const mf_tensor *t, bool cl) {
+  if (!cl) return mf_is_contiguous(t);
+  static const int order[4] = {1, 3, 2, 0}; /* innermost first */
+  int64_t st = 1;
+  for (int k = 0; k < 4; k++) {
+    int d = order[k];
+    if (t->shape[d] == 0) return true;
+    if (t->shape[d] != 1 && t->stride[d] != st) return false;
+    st *= t->shape[d];
+  }
+  return true;
+}
 
 mf_status mf_cuda_pool2d(mf_device *dev, const mf_call *c) {
   const char *name = mf_op_name(c->op);
@@ -185,12 +237,16 @@ mf_status mf_cuda_pool2d(mf_device *dev, const mf_call *c) {
   const mf_tensor *big = backward ? c->out : c->in[0], *small = backward ? c->in[0] : c->out;
   if (big->ndim != 4 || small->ndim != 4 || c->in[0]->dtype != dt)
     return mf_fail(MF_ERR_ARG, "%s: malformed kernel call", name);
-  if (!mf_is_contiguous(c->out) || !mf_is_contiguous(c->in[0]) ||
-      (c->op == MF_OP_MAX_POOL2D_BACKWARD && !mf_is_contiguous(c->in[1])) ||
-      (c->out2 && !mf_is_contiguous(c->out2)))
-    return mf_fail(MF_ERR_ARG, "%s: the GPU kernel takes contiguous NCHW tensors", name);
+  bool cl = c->ip[0] != 0;
+  if (!dense(c->out, cl) || !dense(c->in[0], cl) ||
+      (c->op == MF_OP_MAX_POOL2D_BACKWARD && !dense(c->in[1], cl)) ||
+      (c->out2 && !dense(c->out2, cl)))
+    return mf_fail(MF_ERR_ARG, "%s: the GPU kernel takes dense %s tensors", name,
+                   cl ? "channels-last (ip[0] = 1)" : "NCHW");
   pool_geom g = {};
-  g.planes = big->shape[0] * big->shape[1];
+  g.cl = cl;
+  g.N = big->shape[0];
+  g.C = big->shape[1];
   g.H = big->shape[2];
   g.W = big->shape[3];
   g.OH = small->shape[2];
@@ -201,7 +257,7 @@ mf_status mf_cuda_pool2d(mf_device *dev, const mf_call *c) {
     g.pt = p->pad[0], g.pl = p->pad[1], g.include_pad = p->count_include_pad;
   }
   /* threads: one per output cell, or per input cell for average pooling's backward */
-  int64_t total = g.planes * (c->op == MF_OP_AVG_POOL2D_BACKWARD ? g.H * g.W : g.OH * g.OW);
+  int64_t total = g.N * g.C * (c->op == MF_OP_AVG_POOL2D_BACKWARD ? g.H * g.W : g.OH * g.OW);
   MF_TRY(mf_cuda_enter(dev));
   cudaStream_t s = mf_cuda_stream(dev);
   if (c->op == MF_OP_MAX_POOL2D_BACKWARD)

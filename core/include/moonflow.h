@@ -105,6 +105,12 @@ int mf_cuda_device_count(void); /* 0 when built without CUDA, the backend is mis
 /* Caps the memory moonflow holds from cudaMalloc at fraction (0, 1] of the GPU's memory
  * (TensorFlow's per_process_gpu_memory_fraction); growth is on demand (allow_growth). */
 mf_status mf_cuda_set_memory_fraction(int device, double fraction);
+/* allow_growth = false (a Session's gpu_options): takes the memory fraction's bytes of `device`
+ * (-1: every visible GPU) in one cudaMalloc now, leaving max(300 MiB, 5%) of the free memory to
+ * the CUDA libraries; tensors are then carved from it and nothing more is taken (out of memory
+ * says so). Held until the process ends; a second call keeps the first reservation. *bytes: the
+ * bytes reserved (summed over the GPUs). Without a GPU, device -1 reserves nothing (MF_OK, 0). */
+mf_status mf_cuda_reserve_memory(int device, size_t *bytes);
 size_t mf_cuda_memory_allocated(int device);     /* bytes of live tensors (bucket-rounded) */
 size_t mf_cuda_max_memory_allocated(int device); /* the peak of mf_cuda_memory_allocated */
 size_t mf_cuda_memory_reserved(int device);      /* bytes held from cudaMalloc, cache included */

@@ -8,9 +8,15 @@
  * that the CUDA knobs are harmless, prints "# skipped: no CUDA device" and, after the usual
  * `# passed N failed M`, a line `# skipped N` with the number of parity groups not run.
  *
- * Either way it first checks that the CUDA backend is loaded lazily: no CUDA library is mapped
- * until CUDA is asked for; then, in a CUDA build, that its library was found and loaded.
+ * Either way it first checks, in child processes, that CUDA_VISIBLE_DEVICES="" or "-1" keeps the
+ * backend's library from being loaded at all (and that CUDA is then unavailable, saying why), and
+ * that the CUDA backend is loaded lazily: no CUDA library is mapped until CUDA is asked for; then,
+ * in a CUDA build, that its library was found and loaded. Last, on a GPU, the reservation that a
+ * Session's allow_growth = false makes.
  */
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include "test_cuda.h"
 
 static const mf_dtype cpu_dtypes[] = {MF_F32, MF_F64, MF_I32, MF_I64, MF_U8, MF_BOOL};
@@ -29,6 +35,51 @@ static bool mapped(const char *name) {
   while (!found && fgets(line, sizeof line, f)) found = strstr(line, name) != NULL;
   fclose(f);
   return found;
+}
+
+/* In a child process with CUDA_VISIBLE_DEVICES = v: no GPU, every CUDA call answers without the
+ * backend's library (nor cudart) ever being mapped, and the reasons name the variable. Returns the
+ * child's failures. */
+static int hidden_child(const char *v) {
+  setenv("CUDA_VISIBLE_DEVICES", v, 1);
+  int before = t_failed;
+  CHECK(mf_cuda_device_count() == 0);
+  mf_device *d = NULL;
+  CHECK_FAILS(mf_device_get("cuda:0", &d), MF_ERR_DEVICE, "hides every GPU");
+#ifdef MF_HAVE_CUDA /* (without the backend: "built without the CUDA backend" instead) */
+  CHECK(strstr(mf_error(), "no CUDA device is available") != NULL);
+  CHECK(strstr(mf_error(), "the CUDA backend library was not loaded") != NULL);
+#endif
+  char why[1024];
+  CHECK(mf_cuda_unavailable(0, why, sizeof why));
+  char want[96];
+  snprintf(want, sizeof want, "CUDA_VISIBLE_DEVICES='%s' hides every GPU", v);
+  const char *at = strstr(why, want);
+  CHECK(at != NULL);
+  CHECK(at && strstr(at + 1, "CUDA_VISIBLE_DEVICES") == NULL &&
+        strstr(why, "CUDA_VISIBLE_DEVICES") == at); /* said once */
+  int rt = -1, drv = -1, dnn = -1;
+#ifdef MF_HAVE_CUDA
+  CHECK_FAILS(mf_cuda_versions(&rt, &drv, &dnn), MF_ERR_DEVICE, "hides every GPU");
+#endif
+  size_t bytes = 1;
+  CHECK_OK(mf_cuda_reserve_memory(-1, &bytes));
+  CHECK(bytes == 0 && mf_cuda_memory_reserved(0) == 0);
+  CHECK(!mapped("libmoonflow_cuda") && !mapped("libcudart") && !mapped("libcublas"));
+  if (t_failed > before) fprintf(stderr, "CUDA_VISIBLE_DEVICES='%s': %s | %s\n", v, why, mf_error());
+  return t_failed - before;
+}
+
+static void test_hidden(void) {
+  static const char *values[] = {"", "-1", "-1,0"};
+  for (int i = 0; i < 3; i++) {
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) _exit(hidden_child(values[i]) ? 1 : 0);
+    int status = 0;
+    CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  }
 }
 
 /* Called first: nothing of CUDA is loaded until the first mf_cuda_* call. */
@@ -69,6 +120,15 @@ static void test_no_device(void) {
   CHECK(mf_cuda_memory_allocated(0) == 0 && mf_cuda_max_memory_allocated(0) == 0);
   CHECK(mf_cuda_memory_reserved(-1) == 0);
   CHECK_FAILS(mf_cuda_set_memory_fraction(-1, 1.5), MF_ERR_ARG, "fraction");
+  /* allow_growth = false without a GPU: nothing to reserve for every GPU; one GPU is an error */
+  size_t bytes = 123;
+  CHECK_OK(mf_cuda_reserve_memory(-1, &bytes));
+  CHECK(bytes == 0);
+  bytes = 123;
+  CHECK_FAILS(mf_cuda_reserve_memory(0, &bytes), MF_ERR_DEVICE, "cuda:0");
+  CHECK(bytes == 0);
+  CHECK_FAILS(mf_cuda_reserve_memory(-2, &bytes), MF_ERR_ARG, "bad GPU index -2");
+  CHECK(mf_cuda_memory_reserved(0) == 0);
   mf_cuda_empty_cache();
   bool was = mf_cuda_set_tf32(false);
   mf_cuda_set_tf32(was);
@@ -699,14 +759,61 @@ static void test_device(void) {
   CHECK(mf_cuda_memory_reserved(0) == 0 || mf_cuda_memory_allocated(0) > 0);
 }
 
+/* allow_growth = false: the reservation (one cudaMalloc carved by the allocator). Run last: it
+ * stays until the process ends. */
+static void test_reserve(void) {
+  char name[256];
+  size_t total = 0;
+  int major, minor;
+  CHECK_OK(mf_cuda_device_info(0, name, sizeof name, &total, &major, &minor));
+  mf_cuda_empty_cache();
+  CHECK_OK(mf_cuda_set_memory_fraction(0, 0.25));
+  size_t before = mf_cuda_memory_reserved(0), bytes = 0;
+  CHECK_OK(mf_cuda_reserve_memory(0, &bytes));
+  printf("  reserved %.1f MiB of %.1f MiB (fraction 0.25)\n", (double)bytes / 1048576.0,
+         (double)total / 1048576.0);
+  CHECK(bytes > ((size_t)64 << 20) && bytes <= total / 4);
+  size_t held = mf_cuda_memory_reserved(0);
+  CHECK(held >= bytes && held <= before + bytes);
+  size_t again = 0;
+  CHECK_OK(mf_cuda_reserve_memory(0, &again)); /* a second call keeps the first */
+  CHECK(again == bytes && mf_cuda_memory_reserved(0) == held);
+  /* 64 MiB blocks (a bucket size exactly) until the arena is full: no cudaMalloc, then a clear
+   * error naming the reservation */
+  enum { MAXB = 4096 };
+  static mf_tensor *blocks[MAXB];
+  int64_t s64[1] = {(int64_t)1 << 24}; /* 64 MiB of float32 */
+  int m = 0;
+  mf_status st = MF_OK;
+  while (m < MAXB && (st = mf_empty(1, s64, MF_F32, gpu, &blocks[m])) == MF_OK) m++;
+  CHECK(st == MF_ERR_MEMORY);
+  CHECK(strstr(mf_error(), "reserved up front (allow_growth = false)") != NULL);
+  CHECK(strstr(mf_error(), "free on the GPU") != NULL);
+  if (st != MF_ERR_MEMORY) fprintf(stderr, "reserve: %s\n", mf_error());
+  CHECK(m >= 1 && (size_t)m * ((size_t)64 << 20) <= bytes);
+  CHECK(mf_cuda_memory_reserved(0) == held); /* all carved from the arena */
+  for (int i = 0; i < m; i++) mf_release(blocks[i]);
+  /* one block of 3/4 of what they took: only the freed blocks merged back give a piece that large */
+  mf_tensor *one = NULL;
+  int64_t s3[1] = {(int64_t)m * 3 * ((int64_t)1 << 22)};
+  CHECK_OK(mf_empty(1, s3, MF_F32, gpu, &one));
+  mf_release(one);
+  int64_t huge[1] = {(int64_t)(bytes / 4) + 1}; /* more than the arena */
+  CHECK_FAILS(mf_empty(1, huge, MF_F32, gpu, &one), MF_ERR_MEMORY, "out of memory");
+  mf_cuda_empty_cache(); /* cached arena blocks go back to the arena, not to the driver */
+  CHECK(mf_cuda_memory_reserved(0) == held);
+  CHECK_OK(mf_cuda_set_memory_fraction(0, 1.0));
+}
+
 int main(void) {
+  test_hidden(); /* before anything loads CUDA here: children inherit nothing of it */
   test_lazy();
   int n = mf_cuda_device_count();
   if (n == 0) {
     test_no_device();
     printf("# skipped: no CUDA device\n");
     int r = test_summary();
-    printf("# skipped %d\n", 12);
+    printf("# skipped %d\n", 13);
     return r;
   }
   if (mf_device_get("cuda:0", &gpu) != MF_OK) {
@@ -727,5 +834,6 @@ int main(void) {
   test_softmax();
   test_optim();
   test_autograd();
+  test_reserve();
   return test_summary();
 }

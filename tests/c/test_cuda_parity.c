@@ -14,17 +14,38 @@
  * index_select (routed to gather), the cross-entropy loss as the nn code composes it, the fused
  * batch normalisation (cuDNN: training with running stats, inference, backward), finite-difference
  * gradient checks of conv2d + pooling on the GPU in float64, and the GPU's error messages
- * (out-of-range indices).
+ * (out-of-range indices). Channels-last through the front ends: conv2d and the pools given an
+ * (N, C, H, W) input stored NHWC on the device side (the CPU reference stays NCHW), forward with
+ * autograd, and the backward ops called directly with channels-last gradients; the device's
+ * results must be channels-last too (ops_nn.c routes such tensors to the kernels without a copy).
  *
  * Without a GPU (or the CUDA backend) it prints "# skipped: <why>", runs the same cases the CPU
  * against itself (checking the cases' own code: shapes, front-end checks, finite differences,
- * releases), then the usual `# passed N failed M` and `# skipped 9` (the GPU case groups), as
+ * releases), then the usual `# passed N failed M` and `# skipped 10` (the GPU case groups), as
  * test_cuda does.
  */
 #include "moonflow_io.h" /* mf_index_select */
 #include "test_cuda.h"
 
 static int cases_run;
+
+/* parity(): the inputs whose bit is set go to the device side as channels-last views, and a 4-D
+ * output there must come back channels-last */
+static unsigned gpu_cl;
+static mf_tensor *channels_last(const mf_tensor *t);
+
+/* Whether t (4-D) is stored dense channels-last, (N, H, W, C) in memory (size-1 dims aside). */
+static bool is_cl(const mf_tensor *t) {
+  if (!t || t->ndim != 4) return false;
+  static const int order[4] = {1, 3, 2, 0}; /* innermost first */
+  int64_t st = 1;
+  for (int k = 0; k < 4; k++) {
+    int d = order[k];
+    if (t->shape[d] != 1 && t->stride[d] != st) return false;
+    st *= t->shape[d];
+  }
+  return true;
+}
 
 /* ---- the generic forward + backward comparison ----------------------------------------------- */
 
@@ -46,6 +67,12 @@ static void parity(const char *what, op_fn f, const void *arg, int nin, mf_tenso
   for (int i = 0; i < nin; i++) {
     if (!cin[i]) continue;
     gin[i] = on_gpu(cin[i]);
+    if (gpu_cl >> i & 1u) {
+      mf_tensor *v = channels_last(gin[i]);
+      CHECK(v && is_cl(v));
+      mf_release(gin[i]);
+      gin[i] = v;
+    }
     /* fresh leaves on both sides so the caller's tensors keep no grad */
     CHECK_OK(mf_detach(cin[i], &cl[i]));
     CHECK_OK(mf_detach(gin[i], &gl[i]));
@@ -63,6 +90,11 @@ static void parity(const char *what, op_fn f, const void *arg, int nin, mf_tenso
   } else {
     bool ok = same(what, oc, og, t.atol, t.rtol);
     CHECK(ok);
+    if (gpu_cl && og->ndim == 4 && !is_cl(og)) {
+      fprintf(stderr, "%s: the output is not channels-last\n", what);
+      ok = false;
+      t_failed++;
+    }
     if (any) {
       mf_tensor *r = make(oc->ndim, oc->shape, oc->dtype, V_REAL), *gr = on_gpu(r);
       mf_tensor *pc = NULL, *pg = NULL, *lc = NULL, *lg = NULL;
@@ -339,13 +371,17 @@ static void test_conv2d(void) {
   mf_cuda_set_tf32(was);
 }
 
-/* (N, C, H, W) GPU tensor t as a channels-last view: same shape, NHWC strides */
+/* (N, C, H, W) tensor t as a channels-last copy on its device: same shape, exactly the NHWC
+ * strides (size-1 dims too, so a C = 1 tensor is channels-last and not NCHW, as a permuted NHWC
+ * tensor is) */
 static mf_tensor *channels_last(const mf_tensor *t) {
-  int to[4] = {0, 2, 3, 1}, back[4] = {0, 3, 1, 2};
-  mf_tensor *p = NULL, *c = NULL, *v = NULL;
-  if (mf_permute(t, to, &p) == MF_OK && mf_contiguous(p, &c) == MF_OK) mf_permute(c, back, &v);
-  mf_release(p);
-  mf_release(c);
+  int64_t nhwc[4] = {t->shape[0], t->shape[2], t->shape[3], t->shape[1]};
+  int back[4] = {0, 3, 1, 2};
+  mf_tensor *e = NULL, *v = NULL;
+  if (mf_empty(4, nhwc, t->dtype, mf_tensor_device(t), &e) == MF_OK &&
+      mf_permute(e, back, &v) == MF_OK && mf_copy_(v, t) != MF_OK)
+    MF_DROP(v);
+  mf_release(e);
   return v;
 }
 
@@ -519,6 +555,115 @@ static void test_pool(void) {
   mf_release(ic);
   mf_release(yg);
   mf_release(ig);
+}
+
+/* ---- channels-last through the front ends ---------------------------------------------------- */
+
+/* conv2d and the pools on device-side inputs stored NHWC against the CPU's NCHW results: forward
+ * and autograd through parity(), the backward ops called directly with channels-last gradients. */
+static void test_channels_last(void) {
+  bool was = mf_cuda_set_tf32(false);
+  char what[200];
+  for (int dd = 0; dd < 2; dd++) {
+    mf_dtype dt = dd ? MF_F64 : MF_F32;
+    for (int i = 0; i < NCONV; i++) {
+      const conv_case *k = &conv_cases[i];
+      conv_arg a = {{.stride = {k->stride[0], k->stride[1]},
+                     .pad = {k->pad[0], k->pad[1], k->pad[2], k->pad[3]}}};
+      mf_tensor *in[3] = {make(4, k->x, dt, V_REAL), make(4, k->w, dt, V_REAL),
+                          k->bias ? make(1, k->w, dt, V_REAL) : NULL};
+      bool diff[3] = {true, true, k->bias};
+      conv_desc(what, sizeof what, "conv2d channels-last", dt, k);
+      double scale = (double)(k->w[1] * k->w[2] * k->w[3]);
+      tol t = ftols(dt, scale);
+      t.gatol = ftols(dt, scale + (double)(k->x[0] * k->x[2] * k->x[3])).gatol;
+      gpu_cl = 1u;
+      parity(what, conv_fn, &a, 3, in, diff, t);
+      gpu_cl = 0;
+      /* the backward ops with a channels-last output gradient (and input, for the weight's) */
+      mf_tensor *y = NULL;
+      CHECK_OK(mf_conv2d(in[0], in[1], NULL, &a.p, &y));
+      if (y) {
+        mf_tensor *dy = make(4, y->shape, dt, V_REAL), *gdy0 = on_gpu(dy), *gx0 = on_gpu(in[0]);
+        mf_tensor *gdy = channels_last(gdy0), *gx = channels_last(gx0), *gw = on_gpu(in[1]);
+        mf_tensor *dxc = NULL, *dxg = NULL, *dwc = NULL, *dwg = NULL;
+        CHECK_OK(mf_conv2d_backward_input(dy, in[1], k->x, &a.p, &dxc));
+        CHECK_OK(mf_conv2d_backward_input(gdy, gw, k->x, &a.p, &dxg));
+        CHECK_OK(mf_conv2d_backward_weight(dy, in[0], k->w, &a.p, &dwc));
+        CHECK_OK(mf_conv2d_backward_weight(gdy, gx, k->w, &a.p, &dwg));
+        conv_desc(what, sizeof what, "conv2d_backward_input channels-last", dt, k);
+        SAME(what, dxc, dxg, t.atol, t.rtol);
+        CHECK(is_cl(dxg));
+        conv_desc(what, sizeof what, "conv2d_backward_weight channels-last", dt, k);
+        SAME(what, dwc, dwg, t.gatol, t.grtol);
+        CHECK(dwg && mf_is_contiguous(dwg)); /* dw stays (O, C, KH, KW) */
+        cases_run += 2;
+        mf_tensor *all[11] = {y, dy, gdy0, gx0, gdy, gx, gw, dxc, dxg, dwc, dwg};
+        for (int j = 0; j < 11; j++) mf_release(all[j]);
+      }
+      for (int j = 0; j < 3; j++) mf_release(in[j]);
+    }
+    for (int i = 0; i < NPOOL; i++) {
+      const pool_case *k = &pool_cases[i];
+      for (int mode = 0; mode < 4; mode++) {
+        pool_arg a = {{.kernel = {k->k[0], k->k[1]},
+                       .stride = {k->stride[0], k->stride[1]},
+                       .pad = {k->pad[0], k->pad[1], k->pad[2], k->pad[3]},
+                       .count_include_pad = mode == 2},
+                      mode < 2,
+                      mode == 0};
+        static const char *names[4] = {"max_pool2d +indices", "max_pool2d", "avg_pool2d incl",
+                                       "avg_pool2d excl"};
+        snprintf(what, sizeof what,
+                 "%s channels-last %s x %lldx%lldx%lldx%lld k%dx%d s%dx%d p%d,%d,%d,%d",
+                 names[mode], mf_dtype_name(dt), (long long)k->x[0], (long long)k->x[1],
+                 (long long)k->x[2], (long long)k->x[3], k->k[0], k->k[1], k->stride[0],
+                 k->stride[1], k->pad[0], k->pad[1], k->pad[2], k->pad[3]);
+        mf_tensor *x = make(4, k->x, dt, V_REAL);
+        bool diff[1] = {true};
+        tol t = ftols(dt, (double)(k->k[0] * k->k[1]));
+        if (mode < 2) t.atol = t.rtol = 0;
+        gpu_cl = 1u;
+        parity(what, pool_fn, &a, 1, &x, mode == 1 ? NULL : diff, t);
+        gpu_cl = 0;
+        if (mode == 1) { /* the backward ops directly: max with the forward's indices, avg */
+          mf_release(x);
+          continue;
+        }
+        mf_tensor *gx0 = on_gpu(x), *gx = channels_last(gx0), *yc = NULL, *ic = NULL, *yg = NULL,
+                  *ig = NULL;
+        if (mode == 0) {
+          CHECK_OK(mf_max_pool2d(x, &a.p, &yc, &ic));
+          CHECK_OK(mf_max_pool2d(gx, &a.p, &yg, &ig));
+          SAME("max_pool2d channels-last indices", ic, ig, 0, 0);
+          CHECK(is_cl(ig));
+        } else {
+          CHECK_OK(mf_avg_pool2d(x, &a.p, &yc));
+        }
+        if (yc) {
+          mf_tensor *dy = make(4, yc->shape, dt, V_REAL), *gdy0 = on_gpu(dy);
+          mf_tensor *gdy = channels_last(gdy0), *dc = NULL, *dg = NULL;
+          if (mode == 0) {
+            CHECK_OK(mf_max_pool2d_backward(dy, ic, k->x, &dc));
+            CHECK_OK(mf_max_pool2d_backward(gdy, ig, k->x, &dg));
+          } else {
+            CHECK_OK(mf_avg_pool2d_backward(dy, k->x, &a.p, &dc));
+            CHECK_OK(mf_avg_pool2d_backward(gdy, k->x, &a.p, &dg));
+          }
+          char bw[240];
+          snprintf(bw, sizeof bw, "%s (backward)", what);
+          SAME(bw, dc, dg, mode == 0 ? ftols(dt, 4).atol : t.gatol, t.grtol);
+          CHECK(is_cl(dg));
+          cases_run++;
+          mf_tensor *all[5] = {dy, gdy0, gdy, dc, dg};
+          for (int j = 0; j < 5; j++) mf_release(all[j]);
+        }
+        mf_tensor *all[7] = {x, gx0, gx, yc, ic, yg, ig};
+        for (int j = 0; j < 7; j++) mf_release(all[j]);
+      }
+    }
+  }
+  mf_cuda_set_tf32(was);
 }
 
 /* ---- gather, scatter_add, index_select ------------------------------------------------------- */
@@ -847,6 +992,7 @@ int main(void) {
   test_conv2d();
   if (test_kind == MF_DEV_CUDA) test_conv2d_nhwc(); /* CPU kernels take NCHW only */
   test_pool();
+  test_channels_last(); /* without a GPU: the CPU's channels-last kernels against its NCHW ones */
   test_gather();
   test_index_select();
   test_losses();
@@ -856,6 +1002,6 @@ int main(void) {
   printf("# %d parity cases\n", cases_run);
   CHECK(mf_storage_bytes() == 0); /* every tensor released */
   int r = test_summary();
-  if (test_kind != MF_DEV_CUDA) printf("# skipped %d\n", 9); /* the GPU groups above */
+  if (test_kind != MF_DEV_CUDA) printf("# skipped %d\n", 10); /* the GPU groups above */
   return r;
 }

@@ -1,7 +1,8 @@
 -- device_spec.lua — devices and placement (DESIGN §3 "Devices", issue 6 point 2): device specs,
 -- mf.device scopes in eager and graph mode, Session placement (log_device_placement,
--- allow_soft_placement, device_count, gpu_options, config checks), mf.cuda.* and
--- mf.list_devices, CUDA_VISIBLE_DEVICES in child processes, `moonflow -v`. Everything here runs
+-- allow_soft_placement, device_count, gpu_options (allow_growth = false: the reservation), config
+-- checks), mf.cuda.* and mf.list_devices, CUDA_VISIBLE_DEVICES in child processes (the CUDA
+-- library not even loaded when it hides every GPU), `moonflow -v`. Everything here runs
 -- without a GPU; the tests that need one are in the "on a GPU" block, which each say they were
 -- skipped (pending) when mf.cuda.is_available() is false. The mixing-devices error is also checked
 -- without a GPU by tests/c/test_devices.c with a second, fake device.
@@ -461,6 +462,79 @@ describe("mf.cuda and mf.list_devices", function()
   end)
 end)
 
+describe("gpu_options.allow_growth", function()
+  it("mf.cuda.reserve_memory checks its GPU argument; without a GPU it reserves nothing", function()
+    H.err(function() mf.cuda.reserve_memory(-1) end, "bad GPU index -1")
+    H.err(function() mf.cuda.reserve_memory("cpu") end, "'cpu' is not a CUDA device")
+    H.err(function() mf.cuda.reserve_memory("tpu:0") end, "unknown device 'tpu:0'")
+    H.err(function() mf.cuda.reserve_memory(mf.cuda.device_count()) end,
+      "cuda:" .. mf.cuda.device_count() .. ": ")
+    if GPU then return pending("this machine has a GPU (the reservation is tested in a child below)") end
+    assert.equal(0, mf.cuda.reserve_memory())
+    assert.equal(0, mf.cuda.memory_reserved(0))
+    H.err(function() mf.cuda.reserve_memory(0) end, "no CUDA device is available")
+    H.err(function() mf.cuda.reserve_memory("cuda:0") end, "no CUDA device is available")
+    -- a session asking for it on a machine without a GPU has nothing to reserve
+    local s <close> = mf.Session { config = { gpu_options = { allow_growth = false } } }
+    assert.truthy(s)
+    assert.equal(0, mf.cuda.memory_reserved(0))
+  end)
+
+  -- Runs fn with mf.cuda's device_count and reserve_memory replaced: n GPUs, and reserve_memory
+  -- recording its argument (or failing with fail); returns the GPUs asked for, fn's error.
+  local function with_fake_gpus(n, fail, fn)
+    local cuda = mf.cuda
+    local real_count, real_reserve = cuda.device_count, cuda.reserve_memory
+    local asked = {}
+    cuda.device_count = function() return n end
+    cuda.reserve_memory = function(i)
+      asked[#asked + 1] = i
+      if fail then error(fail, 0) end
+      return 1024
+    end
+    local ok, err = pcall(fn)
+    cuda.device_count, cuda.reserve_memory = real_count, real_reserve
+    return asked, not ok and err or nil
+  end
+
+  it("false reserves each GPU the session may use when it is made; true or left out grows on demand", function()
+    local function session(config)
+      local s <close> = mf.Session { config = config }
+    end
+    local asked, err = with_fake_gpus(2, nil, function() session { gpu_options = { allow_growth = false } } end)
+    assert.is_nil(err)
+    assert.are.same({ 0, 1 }, asked)
+    asked, err = with_fake_gpus(2, nil, function()
+      session { gpu_options = { allow_growth = false }, device_count = { GPU = 1 } }
+    end)
+    assert.is_nil(err)
+    assert.are.same({ 0 }, asked)
+    asked = with_fake_gpus(2, nil, function()
+      session { gpu_options = { allow_growth = false }, device_count = { GPU = 0 } }
+    end)
+    assert.are.same({}, asked)
+    asked = with_fake_gpus(2, nil, function() session { gpu_options = { allow_growth = true } } end)
+    assert.are.same({}, asked)
+    asked = with_fake_gpus(2, nil, function() session { gpu_options = {} } end)
+    assert.are.same({}, asked) -- moonflow's default: growth (TensorFlow 1 would reserve)
+    asked = with_fake_gpus(2, nil, function() session {} end)
+    assert.are.same({}, asked)
+  end)
+
+  it("a reservation that fails is an error at the Session line saying why", function()
+    local line
+    local asked, err = with_fake_gpus(1, "cuda:0: out of memory: reserving 70.00 GiB up front failed", function()
+      line = debug.getinfo(1, "l").currentline + 1
+      local s <close> = mf.Session { config = { gpu_options = { allow_growth = false } } }
+    end)
+    assert.are.same({ 0 }, asked)
+    assert.truthy(err)
+    assert.truthy(err:find("Session: config.gpu_options.allow_growth = false: cuda:0: out of memory: " ..
+      "reserving 70.00 GiB up front failed", 1, true), err)
+    assert.truthy(err:find("device_spec.lua:" .. line .. ":", 1, true), err)
+  end)
+end)
+
 describe("CUDA_VISIBLE_DEVICES", function()
   for _, v in ipairs { "", "-1" } do
     it(("'%s' hides every GPU from a child process, which says so"):format(v), function()
@@ -476,6 +550,34 @@ describe("CUDA_VISIBLE_DEVICES", function()
       assert.truthy(out:find("false\t[^\n]*no CUDA device is available"), out)
     end)
   end
+
+  it("'' or '-1' keeps the CUDA backend library from being loaded at all; `moonflow -v` says why", function()
+    local probe = "-e " .. H.q("local n = mf.cuda.device_count() " ..
+      "local f = assert(io.open('/proc/self/maps')) local m = f:read('a') f:close() " ..
+      "print(n, m:find('libmoonflow_cuda', 1, true) and 'mapped' or 'not mapped', " ..
+      "m:find('libcudart', 1, true) and 'cudart' or 'no cudart')")
+    for _, v in ipairs { "", "-1", "-1,0" } do
+      local out = host("CUDA_VISIBLE_DEVICES=" .. H.q(v), probe)
+      assert.equal("0\tnot mapped\tno cudart\n", out)
+      out = host("CUDA_VISIBLE_DEVICES=" .. H.q(v), "-v")
+      local cuda_line = out:match("\nCUDA: ([^\n]*)\n")
+      assert.truthy(cuda_line, out)
+      if not (mf.cuda.why_unavailable() or ""):find("built without the CUDA backend", 1, true) then
+        assert.equal(("CUDA_VISIBLE_DEVICES='%s' hides every GPU (the CUDA backend library was " ..
+          "not loaded)"):format(v), cuda_line)
+      end
+      local why = out:match("\nGPUs: none %(([^\n]*)%)\n")
+      assert.truthy(why, out)
+      local _, times = why:gsub("CUDA_VISIBLE_DEVICES", "")
+      assert.equal(1, times, why) -- said once
+    end
+    -- without the variable the library is loaded on the first CUDA call (a CUDA build)
+    local built = not (mf.cuda.why_unavailable() or ""):find("built without the CUDA backend", 1, true)
+    if built and not os.getenv("CUDA_VISIBLE_DEVICES") then
+      local out = host("", probe)
+      assert.truthy(out:find("\tmapped\t", 1, true), out)
+    end
+  end)
 
   it("inherited or naming a GPU, leaves them to the runtime", function()
     local out = host("", "-e " .. H.q("print(mf.cuda.device_count())"))
@@ -698,6 +800,36 @@ describe("on a GPU", function()
         assert.equal("cuda:0", xs:to("cuda"):device())
       end
     end)
+  end)
+
+  it("a Session with allow_growth = false reserves its fraction up front; tensors are carved from it", function()
+    if not need_gpu() then return end
+    -- in a child: the reservation lasts until the process ends
+    local out = host("", "-e " .. H.q(
+      "local before = mf.cuda.memory_reserved(0) " ..
+      "local s = mf.Session { config = { gpu_options = { allow_growth = false, " ..
+      "  per_process_gpu_memory_fraction = 0.2 } } } " ..
+      "local r = mf.cuda.memory_reserved(0) " ..
+      "local t = mf.empty({ 64, 1024, 1024 }, { device = 'cuda:0' }) " ..
+      "local r2, a = mf.cuda.memory_reserved(0), mf.cuda.memory_allocated(0) " ..
+      "local ok, err = pcall(mf.empty, { 64 * 1024, 1024, 1024 }, { device = 'cuda:0' }) " ..
+      "print(before, r, r2, a, ok, err)"))
+    local before, r, r2, a, ok, err = out:match("^(%d+)\t(%d+)\t(%d+)\t(%d+)\t(%a+)\t([^\n]*)\n")
+    assert.truthy(before, out)
+    before, r, r2, a = tonumber(before), tonumber(r), tonumber(r2), tonumber(a)
+    assert.is_true(r > before + 256 * 1024 * 1024, out) -- a fifth of the GPU, at once
+    assert.equal(r, r2, out)                            -- the 256 MiB tensor came from it
+    assert.is_true(a >= 256 * 1024 * 1024, out)
+    assert.equal("false", ok, out)
+    assert.truthy(err:find("out of memory", 1, true), out)
+    assert.truthy(err:find("reserved up front (allow_growth = false)", 1, true), out)
+    assert.truthy(err:find("free on the GPU", 1, true), out)
+    -- growth (the default): nothing is taken before a tensor needs it
+    out = host("", "-e " .. H.q(
+      "local s = mf.Session { config = { gpu_options = { allow_growth = true } } } " ..
+      "local s2 = mf.Session { config = { gpu_options = { per_process_gpu_memory_fraction = 0.2 } } } " ..
+      "print(mf.cuda.memory_reserved(0))"))
+    assert.equal("0\n", out)
   end)
 
   it("a child with CUDA_VISIBLE_DEVICES='' sees none while this process sees them", function()

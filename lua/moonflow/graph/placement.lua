@@ -16,9 +16,15 @@
 --   gpu_options = {per_process_gpu_memory_fraction = f, allow_growth = bool}
 --                                       f in (0, 1] caps what moonflow holds on each GPU
 --                                       (mf.cuda.set_memory_fraction, process-wide as in
---                                       TensorFlow); the allocator always grows on demand, which
---                                       is allow_growth = true; false is accepted (the memory is
---                                       not reserved up front)
+--                                       TensorFlow). allow_growth = false reserves that much of
+--                                       each GPU the session may use up front, when the session
+--                                       is made (mf.cuda.reserve_memory: one cudaMalloc that the
+--                                       caching allocator carves; at most the free memory less
+--                                       max(300 MiB, 5%); kept until the process ends, as in
+--                                       TensorFlow; a failure is an error at the Session line).
+--                                       Moonflow's default differs from TensorFlow 1's: left out
+--                                       (or true), memory grows on demand, which suits eager code
+--                                       sharing the GPU; only an explicit false reserves.
 --   intra_op_parallelism_threads, inter_op_parallelism_threads = n >= 0 (checked here, used by
 --                                       the session)
 -- Other fields, and fields of the wrong type, are errors naming them. With soft placement, a node
@@ -103,6 +109,14 @@ local function configure(config)
           "got %s"):format(tostring(f)), 0)
       end
       if n > 0 then core.cuda.set_memory_fraction(f) end
+    end
+    if go.allow_growth == false then
+      for i = 0, n - 1 do
+        local ok, err = pcall(core.cuda.reserve_memory, i)
+        if not ok then
+          error("Session: config.gpu_options.allow_growth = false: " .. tostring(err), 0)
+        end
+      end
     end
   end
   return n
