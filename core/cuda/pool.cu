@@ -15,7 +15,8 @@
  * Which code runs:
  * - cuDNN (cudnnPoolingForward) for the forwards it can do exactly: average pooling, and max
  *   pooling when no indices are asked for (inference), with symmetric padding (or asymmetric
- *   padding whose extra bottom/right cells no window reaches).
+ *   padding whose extra bottom/right cells no window reaches); a layout or dtype it answers
+ *   CUDNN_STATUS_NOT_SUPPORTED for runs on our kernels instead.
  * - Our kernels otherwise: max pooling with indices (cuDNN does not return them), asymmetric
  *   padding, and both backwards. cuDNN's backward wants x and y, which these calls do not carry
  *   (max pooling's backward is defined by the indices alone). Average pooling's backward computes
@@ -270,8 +271,9 @@ mf_status mf_cuda_pool2d(mf_device *dev, const mf_call *c) {
   if ((c->op == MF_OP_AVG_POOL2D || (c->op == MF_OP_MAX_POOL2D && !c->out2)) && dt != MF_F16 &&
       dt != MF_BF16) {
     bool done = false;
-    MF_TRY(dnn_forward(dev, c, g, &done));
-    if (done) return mf_cuda_launched(dev, name);
+    mf_status ds = dnn_forward(dev, c, g, &done);
+    if (ds != MF_OK && ds != MF_ERR_UNSUPPORTED) return ds; /* not supported: our kernels */
+    if (ds == MF_OK && done) return mf_cuda_launched(dev, name);
   }
 #endif
   unsigned blocks = mf_cuda_blocks(total);
