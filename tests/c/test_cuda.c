@@ -14,6 +14,7 @@
  * in a CUDA build, that its library was found and loaded. Last, on a GPU, the reservation that a
  * Session's allow_growth = false makes.
  */
+#define _POSIX_C_SOURCE 200809L /* setenv, fork */
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -58,8 +59,8 @@ static int hidden_child(const char *v) {
   CHECK(at != NULL);
   CHECK(at && strstr(at + 1, "CUDA_VISIBLE_DEVICES") == NULL &&
         strstr(why, "CUDA_VISIBLE_DEVICES") == at); /* said once */
-  int rt = -1, drv = -1, dnn = -1;
 #ifdef MF_HAVE_CUDA
+  int rt = -1, drv = -1, dnn = -1;
   CHECK_FAILS(mf_cuda_versions(&rt, &drv, &dnn), MF_ERR_DEVICE, "hides every GPU");
 #endif
   size_t bytes = 1;
