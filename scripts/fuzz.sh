@@ -6,7 +6,9 @@
 #
 # Usage: scripts/fuzz.sh [seconds-per-target] [reader ...]
 #   seconds  default 20; 0 runs each target once over its seed corpus only (a quick regression check)
-#   reader   safetensors npy npz idx events image (default: every tests/fuzz/fuzz_*.c)
+#   reader   safetensors npy npz idx events image graphdef (default: every tests/fuzz/fuzz_*.c and
+#            fuzz_*.lua; the Lua ones run on the moonflow host, MOONFLOW_FUZZ_LUA_HOST or the
+#            sanitized build-asan/moonflow, else build/moonflow)
 #
 # Prints one line per target, `ok: fuzz_<reader> (R runs in S s, C corpus inputs)` or
 # `FAILED: fuzz_<reader> (crash|leak|timeout|out of memory|...; input: build-fuzz/crashes/...)`,
@@ -29,22 +31,62 @@ if ! [[ $secs =~ ^[0-9]+$ ]]; then
 fi
 readers=("$@")
 if ((${#readers[@]} == 0)); then
-  for f in tests/fuzz/fuzz_*.c; do
+  for f in tests/fuzz/fuzz_*.c tests/fuzz/fuzz_*.lua; do
     f=${f##*/fuzz_}
-    readers+=("${f%.c}")
+    readers+=("${f%.*}")
   done
 fi
+# C targets (libFuzzer) and Lua targets (tests/fuzz/fuzz_<reader>.lua: mutation fuzzers of the readers
+# written in Lua, run by the moonflow host: the sanitized build-asan/moonflow when it exists)
+c_readers=() lua_readers=()
 for r in "${readers[@]}"; do
-  if [[ ! -f tests/fuzz/fuzz_$r.c ]]; then
-    echo "fuzz.sh: no target tests/fuzz/fuzz_$r.c" >&2
+  if [[ -f tests/fuzz/fuzz_$r.c ]]; then
+    c_readers+=("$r")
+  elif [[ -f tests/fuzz/fuzz_$r.lua ]]; then
+    lua_readers+=("$r")
+  else
+    echo "fuzz.sh: no target tests/fuzz/fuzz_$r.c or .lua" >&2
     exit 2
   fi
 done
 
 dir=build-fuzz
+mkdir -p "$dir/logs" "$dir/crashes"
+lua_failed=0
+if ((${#lua_readers[@]} > 0)); then
+  host=${MOONFLOW_FUZZ_LUA_HOST:-}
+  [[ -z $host && -x build-asan/moonflow ]] && host=build-asan/moonflow
+  [[ -z $host && -x build/moonflow ]] && host=build/moonflow
+  for r in "${lua_readers[@]}"; do
+    if [[ -z $host ]]; then
+      echo "skipped: fuzz_$r (no moonflow host built: build/moonflow or build-asan/moonflow)"
+      continue
+    fi
+    log=$dir/logs/$r.log
+    ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0} "$host" tests/fuzz/fuzz_"$r".lua \
+      "$((secs > 0 ? secs : 1))" tests/fuzz/corpus/"$r" "$dir/crashes" >"$log" 2>&1
+    rc=$?
+    if ((rc == 0)) && grep -q '^ok: ' "$log"; then
+      grep '^ok: ' "$log"
+    else
+      lua_failed=$((lua_failed + 1))
+      if grep -q '^FAILED: ' "$log"; then
+        grep '^FAILED: ' "$log"
+      else # the host died: a crash or a sanitizer report
+        echo "FAILED: fuzz_$r (exit status $rc, a crash; log: $log)"
+        tail -n 20 "$log" | sed 's/^/    /'
+      fi
+    fi
+  done
+fi
+readers=("${c_readers[@]}")
+if ((${#readers[@]} == 0)); then
+  ((lua_failed == 0))
+  exit
+fi
 skip_all() {
   for r in "${readers[@]}"; do echo "skipped: fuzz_$r ($*)"; done
-  exit 77
+  exit $((lua_failed > 0 ? 1 : 77))
 }
 
 # ---- clang and libFuzzer ----------------------------------------------------------------------
@@ -53,7 +95,6 @@ if [[ -z $cc ]]; then
   cc=$(command -v clang-14 || command -v clang || true)
 fi
 [[ -n $cc ]] && command -v "$cc" >/dev/null || skip_all "no clang: apt-get install clang libclang-rt-14-dev"
-mkdir -p "$dir/logs" "$dir/crashes"
 probe=$dir/logs/probe
 if ! printf 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n) { return 0; }\n' |
   "$cc" -fsanitize=fuzzer,address,undefined -x c - -o "$probe" >"$probe.log" 2>&1; then
@@ -109,4 +150,4 @@ for r in "${readers[@]}"; do
   at=$(grep -n -m1 -E '==[0-9]+==ERROR|runtime error:|ERROR: libFuzzer' "$log" | cut -d: -f1)
   sed -n "${at:-1},$((${at:-1} + 24))p" "$log" | sed 's/^/    /'
 done
-((failed == 0))
+((failed + lua_failed == 0))

@@ -73,6 +73,10 @@ function Message:bytes() return concat(self, "", 1, self.n) end
 
 -- decode(bytes) -> fields: { [field] = {v1, v2, ...} } (see the top of the file)
 function pb.decode(s)
+  if type(s) ~= "string" then -- a field that should hold a message came with another wire type
+    error(("protobuf: expected a sub-message (length-delimited), got a %s field"):format(
+      math.type(s) and "numeric" or type(s)), 0)
+  end
   local fields, i, n = {}, 1, #s
   local function read_varint()
     local v, shift = 0, 0
@@ -131,6 +135,10 @@ end
 
 -- packed varints (a length-delimited value) -> list of integers
 function pb.unpack_varints(s)
+  if type(s) ~= "string" then
+    error(("protobuf: expected packed values (length-delimited), got a %s field"):format(
+      math.type(s) and "numeric" or type(s)), 0)
+  end
   local out = {}
   local i, n = 1, #s
   while i <= n do

@@ -28,6 +28,10 @@ local function dim(axis, r)
 end
 
 local function axes_of(t)
+  if not (mf.is_tensor(t) and not t:dtype():match "^float") then
+    error(("expected an integer tensor of sizes or axes as an input, got %s"):format(
+      mf.is_tensor(t) and t:dtype() .. " values" or type(t)), 0)
+  end
   if t:dim() == 0 then return { t:item() } end
   return t:totable()
 end
@@ -56,8 +60,16 @@ local UNARY = {
 }
 for op, f in pairs(UNARY) do TF[op] = function() return f end end
 
+-- a string (or a table of them: a string tensor) is TensorFlow's tf.string: Add concatenates
+local function stringy(v) return type(v) == "string" or (type(v) == "table" and getmetatable(v) == nil) end
+
 local BINARY = {
-  Add = function(a, b) return a + b end,
+  Add = function(a, b)
+    if stringy(a) or stringy(b) then
+      return require("moonflow.graph").concat_strings(a, b)
+    end
+    return a + b
+  end,
   Sub = function(a, b) return a - b end,
   Mul = function(a, b) return a * b end,
   RealDiv = function(a, b) return a / b end,
