@@ -82,6 +82,21 @@ static inline int count_files_in(const char *dir) {
   return n;
 }
 
+/* A tensor of dtype dt holding the float64 values h (numel of shape), made in float64 and cast:
+ * NULL when that fails. */
+static inline mf_tensor *tensor_of_doubles(int nd, const int64_t *shape, mf_dtype dt,
+                                           const double *h) {
+  mf_tensor *t64 = NULL, *t = NULL;
+  if (mf_from_host(nd, shape, MF_F64, h, NULL, &t64) == MF_OK) {
+    if (dt == MF_F64)
+      t = mf_retain(t64);
+    else if (mf_cast(t64, dt, &t) != MF_OK)
+      t = NULL;
+  }
+  mf_release(t64);
+  return t;
+}
+
 static inline int test_summary(void) {
   printf("# passed %d failed %d\n", t_passed, t_failed);
   return t_failed ? 1 : 0;

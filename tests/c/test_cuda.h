@@ -48,14 +48,7 @@ static mf_tensor *make(int nd, const int64_t *shape, mf_dtype dt, int kind) {
       v = 6 * u - 3;
     h[i] = v;
   }
-  mf_tensor *t64 = NULL, *t = NULL;
-  if (mf_from_host(nd, shape, MF_F64, h, NULL, &t64) == MF_OK) {
-    if (dt == MF_F64)
-      t = mf_retain(t64);
-    else if (mf_cast(t64, dt, &t) != MF_OK)
-      t = NULL;
-  }
-  mf_release(t64);
+  mf_tensor *t = tensor_of_doubles(nd, shape, dt, h);
   free(h);
   return t;
 }
