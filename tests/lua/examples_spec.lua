@@ -7,7 +7,6 @@
 local H = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "helper.lua")
 
 local DATA = H.DATA
-local SANITIZED = os.getenv("MOONFLOW_SANITIZED") == "1"
 local example = H.mnist_example
 
 -- The number on the program's last line, which must be `test accuracy: 0.xxxx`.
@@ -28,7 +27,7 @@ describe("MNIST examples", function()
 
   it("mnist_cnn.lua --quick (one epoch, Adam 1e-3) reaches >= 0.985 test accuracy", function()
     if not DATA then return pending("MOONFLOW_DATA is not set (the MNIST files' folder)") end
-    if SANITIZED then return pending("the one-epoch CNN runs in the Release pass, not under ASan") end
+    if H.SANITIZED then return pending("the one-epoch CNN runs in the Release pass, not under ASan") end
     local out, ok = example("mnist_cnn.lua", "--quick --every 275")
     assert(ok, out)
     assert.truthy(out:find("step 1100/1100", 1, true), out)

@@ -9,7 +9,6 @@ local H = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "hel
 local q = H.q
 
 local DATA = H.DATA
-local SANITIZED = os.getenv("MOONFLOW_SANITIZED") == "1"
 local lines = H.lines
 
 -- Runs an example from the repository root; its stdout, and whether it succeeded.
@@ -57,7 +56,7 @@ describe("graph examples", function()
 
   it("mnist_cnn_session.lua --quick reaches >= 0.985 test accuracy", function()
     if DATA == nil then return pending("MOONFLOW_DATA does not name a folder with the MNIST files") end
-    if SANITIZED then return pending("the one-epoch CNN runs in the Release pass, not under ASan") end
+    if H.SANITIZED then return pending("the one-epoch CNN runs in the Release pass, not under ASan") end
     local out, ok = example("mnist_cnn_session.lua", "--quick --every 275 --data " .. q(DATA))
     assert(ok, out)
     assert.truthy(out:find("step 1100/1100", 1, true), out)

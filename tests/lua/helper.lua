@@ -133,6 +133,9 @@ end
 H.BIN = os.getenv("MOONFLOW_BIN") or ((os.getenv("MOONFLOW_BUILD") or "build") .. "/moonflow")
 if H.BIN:sub(1, 1) ~= "/" then H.BIN = root .. "/" .. H.BIN end
 H.DATA = os.getenv("MOONFLOW_DATA")
+-- H.SANITIZED: true in the ASan + UBSan pass (scripts/test.sh sets MOONFLOW_SANITIZED=1), where
+-- training a CNN for real is too slow: such cases are left to the Release pass.
+H.SANITIZED = os.getenv("MOONFLOW_SANITIZED") == "1"
 
 -- H.sh(cmd [, opts]): runs the shell command cmd from the repository root; returns its output
 -- (stdout and stderr; stdout alone with opts.stderr == false), whether it exited with status 0,
