@@ -232,6 +232,20 @@ static void test_cast_scaled(void) {
   CHECK_OK(mf_cast_scaled(t, MF_F64, 2, &ft));
   CHECK_CLOSE(at(ft, 3, 5, 0), 2.0 * (5 * 16 + 3), 0, 0);
   CHECK_FAILS(mf_cast_scaled(u, MF_I32, 2, &f), MF_ERR_DTYPE, "floating");
+  /* a large contiguous batch (the one-pass bytes -> floats path, split over the threads) */
+  enum { BIG = 200003 };
+  static uint8_t big[BIG];
+  for (int i = 0; i < BIG; i++) big[i] = (uint8_t)(i * 7 + i / 256);
+  int64_t sbig[1] = {BIG};
+  mf_tensor *ub, *fb;
+  CHECK_OK(mf_from_host(1, sbig, MF_U8, big, NULL, &ub));
+  CHECK_OK(mf_cast_scaled(ub, MF_F32, 1.0 / 255, &fb));
+  const float *fbd = mf_data(fb);
+  exact = 1;
+  for (int i = 0; i < BIG; i++) exact &= fbd[i] == (float)big[i] * (float)(1.0 / 255);
+  CHECK(exact);
+  mf_release(fb);
+  mf_release(ub);
   mf_release(ft);
   mf_release(t);
   mf_release(sq);
