@@ -51,6 +51,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--steps", type=int, default=200, help="CNN training steps timed")
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--repeats", type=int, default=5, help="softmax runs per side (the quickest counts)")
     a = p.parse_args()
     env = dict(os.environ)
     env.setdefault("MOONFLOW_DATA", os.path.join(ROOT, "..", "shared", "data", "mnist"))
@@ -63,8 +64,14 @@ def main():
     res = {}
     for t in (1, 2):
         th = ["--threads", str(t)]
-        res[("mf", "softmax", t)] = run(mf + ["softmax"] + th + sm_steps, env)
-        res[("pt", "softmax", t)] = run(pt + ["softmax"] + th + sm_steps, env)
+        # the softmax program takes a fraction of a second: a hiccup of the machine decides a single
+        # run, so each side runs it a.repeats times, alternating, and keeps its quickest run
+        for _ in range(1 if a.quick else a.repeats):
+            for who, cmd in (("mf", mf), ("pt", pt)):
+                r = run(cmd + ["softmax"] + th + sm_steps, env)
+                old = res.get((who, "softmax", t))
+                if old is None or r["train_s"] < old["train_s"]:
+                    res[(who, "softmax", t)] = r
         res[("mf", "cnn", t)] = run(mf + ["cnn"] + th + steps, env)
         res[("pt", "cnn", t)] = run(pt + ["cnn"] + th + steps, env)
         res[("mf", "infer", t)] = run(mf + ["infer"] + th, env)
@@ -108,7 +115,8 @@ def main():
            f"- Command: `/usr/bin/python3 bench/mnist.py --steps {a.steps}` (moonflow: "
            f"`build/moonflow bench/mnist.lua`, PyTorch {res[('pt', 'cnn', 1)]['peer']}: "
            "`bench/torch_mnist.py`), each run in its own process, at 1 and 2 threads; the best of "
-           "each side is compared",
+           f"each side is compared (the softmax program: the quickest of {a.repeats} alternating runs "
+           "per side and thread count)",
            f"- Softmax: 1000 steps of 100, SGD 0.5. CNN: the tutorial's network (NCHW), "
            f"{a.steps} timed steps after 5 warm-up steps, batch 50, Adam 1e-4. Inference: the "
            "10,000 test images in batches of 1000, evaluation mode.", "",
