@@ -29,6 +29,17 @@ mf_tensor **lmf_newslot(lua_State *L) {
   return p;
 }
 
+void *lmf_newgcdata(lua_State *L, size_t size, const char *mt, lua_CFunction gc) {
+  void *p = lua_newuserdatauv(L, size, 0);
+  memset(p, 0, size);
+  if (luaL_newmetatable(L, mt)) {
+    lua_pushcfunction(L, gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  return p;
+}
+
 void lmf_push(lua_State *L, mf_tensor *t) {
   mf_tensor **p = lmf_newslot(L);
   *p = t;

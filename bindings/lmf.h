@@ -38,6 +38,9 @@ LMF_API mf_tensor **lmf_newslot(lua_State *L);
 /* Pushes a userdata owning t (one reference, taken over). For code that already holds a tensor;
  * prefer lmf_newslot, which cannot leak if the allocation of the userdata fails. */
 LMF_API void lmf_push(lua_State *L, mf_tensor *t);
+/* Pushes a zeroed userdata of `size` bytes with the metatable `mt` (made on first use with gc as
+ * its __gc) and returns it: a C object that Lua frees, such as a buffer or a tensor list. */
+LMF_API void *lmf_newgcdata(lua_State *L, size_t size, const char *mt, lua_CFunction gc);
 /* The open tensor at idx; raises a type error, or "tensor is closed". */
 LMF_API mf_tensor *lmf_check(lua_State *L, int idx);
 /* The open tensor at idx, or NULL when the value is not a tensor userdata. */

@@ -132,14 +132,7 @@ static int list_gc(lua_State *L) {
 
 /* A zeroed list in a userdata with __gc, pushed. */
 static mf_tensor_list *new_list(lua_State *L) {
-  mf_tensor_list *l = lua_newuserdatauv(L, sizeof *l, 0);
-  memset(l, 0, sizeof *l);
-  if (luaL_newmetatable(L, LIST_MT)) {
-    lua_pushcfunction(L, list_gc);
-    lua_setfield(L, -2, "__gc");
-  }
-  lua_setmetatable(L, -2);
-  return l;
+  return lmf_newgcdata(L, sizeof(mf_tensor_list), LIST_MT, list_gc);
 }
 
 /* Pushes the table name -> tensor, taking the tensors out of l one by one. */

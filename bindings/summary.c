@@ -39,16 +39,7 @@ static int buf_gc(lua_State *L) {
 }
 
 /* Pushes a userdata holding an empty mf_buf that __gc frees. */
-static mf_buf *newbuf(lua_State *L) {
-  mf_buf *b = lua_newuserdatauv(L, sizeof *b, 0);
-  memset(b, 0, sizeof *b);
-  if (luaL_newmetatable(L, BUF)) {
-    lua_pushcfunction(L, buf_gc);
-    lua_setfield(L, -2, "__gc");
-  }
-  lua_setmetatable(L, -2);
-  return b;
-}
+static mf_buf *newbuf(lua_State *L) { return lmf_newgcdata(L, sizeof(mf_buf), BUF, buf_gc); }
 
 /* Pushes b's bytes as a string (b stays owned by its userdata). */
 static void pushbuf(lua_State *L, const mf_buf *b) {
