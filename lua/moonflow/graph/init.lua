@@ -297,6 +297,7 @@ local function value_shape(v)
   end
   return nil
 end
+G.value_shape = value_shape
 
 local const_nodes = setmetatable({}, { __mode = "k" }) -- eager tensor -> Const per graph
 

@@ -52,21 +52,13 @@ local function shape_msg(shape)
   return m
 end
 
-local function value_shape(v)
-  local s, x = {}, v
-  while type(x) == "table" do
-    s[#s + 1] = #x
-    x = x[1]
-  end
-  return s
-end
-
 -- tensor_bytes(v) -> TensorProto bytes of an eager tensor, a number, a boolean, a string or a
 -- nested table of strings
 local function tensor_bytes(v)
   local m = pb.message()
   if type(v) == "string" or type(v) == "table" then
-    m:varint(1, DT.string):message(2, shape_msg(value_shape(v)))
+    -- (the graph code is loaded whenever a GraphDef is written: its value_shape serves here)
+    m:varint(1, DT.string):message(2, shape_msg(require("moonflow.graph").value_shape(v)))
     local function put(x)
       if type(x) == "table" then for _, y in ipairs(x) do put(y) end
       elseif type(x) ~= "string" then error("a string tensor holds a " .. type(x), 0)
