@@ -16,16 +16,8 @@ local opt = mf.flags({ quick = false, repeats = 5, steps = 10, infer = 2, thread
 if opt.quick then opt.repeats, opt.steps, opt.infer = 1, 2, 1 end
 if opt.threads > 0 then mf.set_num_threads(opt.threads) end
 
-local function cnn(format)
-  local nhwc = format == "NHWC"
-  local conv, pool = { padding = "same", data_format = format }, { data_format = format }
-  return nn.Sequential {
-    nn.Reshape(nhwc and { 28, 28, 1 } or { 1, 28, 28 }),
-    nn.Conv2d(1, 32, 5, conv), nn.ReLU(), nn.MaxPool2d(2, pool),
-    nn.Conv2d(32, 64, 5, conv), nn.ReLU(), nn.MaxPool2d(2, pool),
-    nn.Flatten(), nn.Linear(7 * 7 * 64, 1024), nn.ReLU(), nn.Dropout(0.5), nn.Linear(1024, 10),
-  }
-end
+-- the tutorial's network, defined once in examples/mnist_model.lua
+local cnn = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "../examples/mnist_model.lua").build
 
 mf.manual_seed(1)
 local models = { NCHW = cnn("NCHW"), NHWC = cnn("NHWC") }

@@ -7,7 +7,7 @@
 --   moonflow bench/mnist.lua softmax|cnn|infer [--threads N] [--steps S] [--batch B]
 --                                                [--warmup W] [--format NCHW|NHWC] [--accuracy]
 local mf = require "moonflow"
-local nn, F = mf.nn, mf.nn.functional
+local F = mf.nn.functional
 
 local what = arg[1]
 assert(what == "softmax" or what == "cnn" or what == "infer", "usage: mnist.lua softmax|cnn|infer [flags]")
@@ -21,22 +21,9 @@ mf.manual_seed(1)
 local data = mf.data.mnist.read_data_sets(os.getenv("MOONFLOW_DATA") or "MNIST_data",
   { one_hot = false, quiet = true })
 
-local function cnn()
-  local nhwc = opt.format == "NHWC"
-  local conv, pool = { padding = "same", data_format = opt.format }, { data_format = opt.format }
-  local m = nn.Sequential {
-    nn.Reshape(nhwc and { 28, 28, 1 } or { 1, 28, 28 }),
-    nn.Conv2d(1, 32, 5, conv), nn.ReLU(), nn.MaxPool2d(2, pool),
-    nn.Conv2d(32, 64, 5, conv), nn.ReLU(), nn.MaxPool2d(2, pool),
-    nn.Flatten(), nn.Linear(7 * 7 * 64, 1024), nn.ReLU(), nn.Dropout(0.5), nn.Linear(1024, 10),
-  }
-  mf.no_grad(function()
-    for _, p in ipairs(m:parameters()) do
-      if p:dim() > 1 then nn.init.trunc_normal_(p, 0, 0.1) else nn.init.constant_(p, 0.1) end
-    end
-  end)
-  return m
-end
+-- the tutorial's network and initial values, defined once in examples/mnist_model.lua
+local CNN = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "../examples/mnist_model.lua")
+local function cnn() return CNN.init(CNN.build(opt.format)) end
 
 local function accuracy(model, ds)
   model:evaluate()
