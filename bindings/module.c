@@ -166,6 +166,45 @@ static int c_why_unavailable(lua_State *L) {
   return 1;
 }
 
+/* mf.cuda.versions() -> {runtime =, driver =, cudnn =} (1000 major + 10 minor; driver 0: none;
+ * cudnn as cudnnGetVersion(), 0: built without cuDNN), or nil and why without the backend. */
+static int c_versions(lua_State *L) {
+  int rt = 0, drv = 0, dnn = 0;
+  if (mf_cuda_versions(&rt, &drv, &dnn) != MF_OK) {
+    lua_pushnil(L);
+    lua_pushstring(L, mf_error());
+    return 2;
+  }
+  lua_createtable(L, 0, 3);
+  lua_pushinteger(L, rt);
+  lua_setfield(L, -2, "runtime");
+  lua_pushinteger(L, drv);
+  lua_setfield(L, -2, "driver");
+  lua_pushinteger(L, dnn);
+  lua_setfield(L, -2, "cudnn");
+  return 1;
+}
+
+/* mf.cuda.get_device_properties([i]) -> {name =, total_memory =, major =, minor =}, as PyTorch's */
+static int c_get_device_properties(lua_State *L) {
+  int i = gpu_arg(L, 1, "get_device_properties");
+  char name[256];
+  size_t bytes = 0;
+  int major = 0, minor = 0;
+  mf_status s = mf_cuda_device_info(i, name, sizeof name, &bytes, &major, &minor);
+  if (s != MF_OK) return lmf_error(L, s);
+  lua_createtable(L, 0, 4);
+  lua_pushstring(L, name);
+  lua_setfield(L, -2, "name");
+  lua_pushinteger(L, (lua_Integer)bytes);
+  lua_setfield(L, -2, "total_memory");
+  lua_pushinteger(L, major);
+  lua_setfield(L, -2, "major");
+  lua_pushinteger(L, minor);
+  lua_setfield(L, -2, "minor");
+  return 1;
+}
+
 static int c_is_available(lua_State *L) {
   lua_pushboolean(L, mf_cuda_device_count() > 0);
   return 1;
@@ -210,6 +249,8 @@ static const luaL_Reg cuda[] = {
     {"reserve_memory", c_reserve_memory},
     {"set_tf32", c_set_tf32},
     {"why_unavailable", c_why_unavailable},
+    {"versions", c_versions},
+    {"get_device_properties", c_get_device_properties},
     {NULL, NULL},
 };
 

@@ -17,7 +17,7 @@ bool mf_set_grad_enabled(bool on) {
 }
 
 bool mf_requires_grad(const mf_tensor *t) {
-  return t->grad_fn || (t->flags & MF_TENSOR_REQUIRES_GRAD);
+  return t && (t->grad_fn || (t->flags & MF_TENSOR_REQUIRES_GRAD));
 }
 
 bool mf_is_leaf(const mf_tensor *t) { return t->grad_fn == NULL; }
@@ -386,6 +386,7 @@ static mf_status seed_grad(const char *op, mf_tensor *root, const mf_tensor *gra
 }
 
 mf_status mf_backward(mf_tensor *root, const mf_tensor *grad, bool retain_graph) {
+  if (!root) return mf_fail(MF_ERR_ARG, "backward: no tensor (NULL)");
   if (!mf_requires_grad(root))
     return mf_fail(MF_ERR_ARG, "backward: the tensor does not require grad and has no grad_fn");
   mf_tensor *g;

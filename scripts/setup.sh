@@ -6,11 +6,12 @@
 # Debian and are used through /usr/bin/python3; TensorBoard, which Debian does not package, is then
 # installed with pip when /usr/bin/python3 cannot import it (its reader checks our event files; if
 # pip fails, say offline, that check is pending rather than failed); so are safetensors, onnx and
-# onnxruntime. clang + libclang-rt-14-dev build the libFuzzer targets; graphviz renders graphs.
+# onnxruntime. clang + libclang-rt-14-dev build the libFuzzer targets; graphviz renders graphs;
+# g++ builds the CUDA emulator (tests/cuda_emu) of the sanitizer build.
 set -euo pipefail
 
 packages=(
-  cmake ninja-build pkg-config gcc libc6-dev
+  cmake ninja-build pkg-config gcc g++ libc6-dev
   lua5.4 liblua5.4-dev lua-busted
   libopenblas-pthread-dev libopenblas-dev libstb-dev zlib1g-dev libreadline-dev
   python3-numpy python3-torch python3-pil python3-pip

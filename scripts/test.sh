@@ -2,7 +2,8 @@
 # test.sh — the test command: installs what is missing (setup.sh), builds moonflow twice and runs
 # every test against each build:
 #   build/       Release (the build users get), CUDA backend compiled when the toolkit is found;
-#   build-asan/  AddressSanitizer + UndefinedBehaviorSanitizer, CPU only, -O1 -g.
+#   build-asan/  AddressSanitizer + UndefinedBehaviorSanitizer, -O1 -g, with the CUDA backend
+#                emulated on the CPU (tests/cuda_emu): the GPU tests run there.
 # For each build it runs the C tests (ctest; each test prints `# passed N failed M`, counting its
 # checks) and the Lua specs tests/lua/*_spec.lua (busted, with the module of that build: on the
 # stock lua5.4 for Release, on the sanitized host build-asan/moonflow for ASan), then each file
@@ -202,11 +203,16 @@ if build build -DCMAKE_BUILD_TYPE=Release; then
 fi
 
 # ---- ASan + UBSan -----------------------------------------------------------------------------
-# CPU only: sanitizer flags are not for nvcc, and there is no GPU to run CUDA code on here anyway.
+# With the CUDA backend emulated (MOONFLOW_CUDA=EMU, tests/cuda_emu): its .cu files compiled for
+# the CPU, sanitized like the rest, so the tests that need a GPU run our own kernels, allocator,
+# transfers and cuBLAS calls here (not cuDNN's ops: that build has none).
 # -O1 keeps the tests reasonably fast while stack traces stay readable; asserts stay on.
+# Without the CUDA toolkit's headers the build is CPU only.
 if [[ ${MOONFLOW_TEST_ASAN:-1} != 0 ]]; then
+  asan_cuda=OFF
+  [[ -e ${CUDA_HOME:-/usr/local/cuda}/include/cuda_runtime.h ]] && asan_cuda=EMU
   if build build-asan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_FLAGS_DEBUG="-g -O1" \
-    -DMOONFLOW_SANITIZE=ON -DMOONFLOW_CUDA=OFF; then
+    -DCMAKE_CXX_FLAGS_DEBUG="-g -O1" -DMOONFLOW_SANITIZE=ON -DMOONFLOW_CUDA=$asan_cuda; then
     # C tests: leak detection on; any report makes the test exit non-zero.
     ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} \
       UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \

@@ -37,6 +37,11 @@ end
 if gpu then mf.cuda.set_tf32(true) end
 
 -- ---- the tutorial CNN, training -----------------------------------------------------------------
+local v = mf.cuda.versions()
+if gpu and not (v and v.cudnn > 0) then
+  io.stderr:write("bench.lua: cnn not run: this build has no cuDNN (conv2d stays on the CPU)\n")
+  return
+end
 local conv = { padding = "same" }
 local model = nn.Sequential {
   nn.Conv2d(1, 32, 5, conv), nn.ReLU(), nn.MaxPool2d(2),

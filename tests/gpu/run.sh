@@ -24,6 +24,9 @@
 # MOONFLOW_GPU_BUDGET (480: seconds after which the remaining Lua specs are skipped, said so),
 # MOONFLOW_GPU_SKIP_BUILD=1 (use $dir as it is: a rerun on a warm machine, or a check here).
 # Without a GPU it still builds and runs; the GPU tests then report their skips.
+# MOONFLOW_GPU_EMU=1: a rehearsal on a machine without a GPU: the same parts with the CUDA backend
+# emulated on the CPU (-DMOONFLOW_CUDA=EMU, tests/cuda_emu; no cuDNN, so the CNN parts are left
+# out), small benchmarks, PyTorch on the CPU, longer time limits — a check of this script.
 set -uo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -33,6 +36,15 @@ dir=${MOONFLOW_GPU_BUILD:-build-gpu}
 steps=${MOONFLOW_GPU_BENCH_STEPS:-200}
 budget=${MOONFLOW_GPU_BUDGET:-480}
 data=${MOONFLOW_DATA:-$root/../shared/data/mnist}
+emu=${MOONFLOW_GPU_EMU:-0}
+slow=1 # time limits are multiplied by it
+bench_args=(--steps "$steps")
+torch_args=(--steps "$steps")
+if [[ $emu == 1 ]]; then
+  slow=4
+  bench_args=(--steps 2 --warmup 1 --size 256 --reps 2)
+  torch_args=(--steps 2 --warmup 1 --size 256 --reps 2 --device cpu)
+fi
 failed=0
 summary=()
 say() { printf '%s\n' "$*"; }
@@ -83,6 +95,7 @@ else
 section "configure $dir"
 mkdir -p "$dir"
 args=(-DCMAKE_BUILD_TYPE=Release -DMOONFLOW_CUDA=ON)
+[[ $emu == 1 ]] && args=(-DCMAKE_BUILD_TYPE=Release -DMOONFLOW_CUDA=EMU)
 command -v ninja >/dev/null && [[ ! -f $dir/CMakeCache.txt || -f $dir/build.ninja ]] && args+=(-G Ninja)
 # The packed dependencies (on-gpu.sh unpacks them into /opt/mfdeps): OpenBLAS and stb live where
 # the top-level CMakeLists.txt does not look by default.
@@ -93,7 +106,7 @@ if [[ -d $deps/include/x86_64-linux-gnu/openblas-pthread ]]; then
 fi
 [[ -f $deps/include/stb/stb_image.h ]] && args+=(-DSTB_INCLUDE="$deps/include/stb")
 # cuDNN: the toolkit's, else the one PyTorch's pip packages bring.
-if [[ ! -f /usr/local/cuda/include/cudnn.h && -z ${CUDNN_ROOT:-} ]]; then
+if [[ $emu != 1 && ! -f /usr/local/cuda/include/cudnn.h && -z ${CUDNN_ROOT:-} ]]; then
   cudnn=$(python3 -c 'import os, nvidia.cudnn as c; print(os.path.dirname(c.__file__) if c.__file__ else list(c.__path__)[0])' 2>/dev/null)
   [[ -n $cudnn ]] && args+=(-DCUDNN_ROOT="$cudnn")
 fi
@@ -105,7 +118,7 @@ fi
 grep -E 'moonflow:' "$dir/configure.log"
 grep -q 'cuDNN not found' "$dir/configure.log" && fail "cuDNN not found: conv2d would stay on the CPU"
 section "build"
-if ! timeout 360 cmake --build "$dir" -j "$jobs" >"$dir/build.log" 2>&1; then
+if ! timeout $((360 * slow)) cmake --build "$dir" -j "$jobs" >"$dir/build.log" 2>&1; then
   grep -E -B2 -A12 'error|FAILED' "$dir/build.log" | head -n 80
   fail "build (log: $dir/build.log)"
   exit 1
@@ -135,7 +148,7 @@ for t in test_cuda test_cuda_parity; do
     fail "$t: not built"
     continue
   fi
-  timeout 180 "$dir/$t" >"$dir/$t.log" 2>&1
+  timeout $((180 * slow)) "$dir/$t" >"$dir/$t.log" 2>&1
   rc=$?
   grep -E '^  |^#' "$dir/$t.log" | grep -v ' ok$' | tail -n 40 # cases that failed, and the totals
   grep -v -E '^  |^#' "$dir/$t.log" | head -n 40             # the first differences printed
@@ -166,6 +179,7 @@ run_example() {
   name=$(basename "$ex" .lua)
   log="$dir/example-$name.log"
   section "example $name --device cuda $*"
+  limit=$((limit * slow))
   timeout "$limit" "$dir/moonflow" "$ex" --device cuda --data "$data" "$@" >"$log" 2>&1
   rc=$?
   tail -n 4 "$log" | sed 's/^/  /'
@@ -186,7 +200,11 @@ if ! [[ ${ngpu:-0} =~ ^[1-9] ]]; then
   :
 elif [[ -d $data ]]; then
   run_example examples/mnist_softmax.lua 0.90 90
-  run_example examples/mnist_cnn.lua 0.985 200 --quick
+  if [[ $emu == 1 ]]; then
+    record "mnist_cnn: not run (the emulated build has no cuDNN)"
+  else
+    run_example examples/mnist_cnn.lua 0.985 200 --quick
+  fi
 else
   fail "examples: not run (no MNIST files at $data: set MOONFLOW_DATA)"
 fi
@@ -194,10 +212,10 @@ fi
 # ---- 4. benchmarks against PyTorch ---------------------------------------------------------------------
 if [[ ${ngpu:-0} =~ ^[1-9] ]]; then
 section "benchmarks (moonflow vs PyTorch on ${gpu_name:-this machine})"
-timeout 150 "$dir/moonflow" tests/gpu/bench.lua --steps "$steps" >"$dir/bench-moonflow.jsonl" \
+timeout 150 "$dir/moonflow" tests/gpu/bench.lua "${bench_args[@]}" >"$dir/bench-moonflow.jsonl" \
   2>"$dir/bench-moonflow.err"
 rc_m=$?
-timeout 150 "${PYTHON:-python3}" tests/gpu/bench_torch.py --steps "$steps" >"$dir/bench-torch.jsonl" \
+timeout 150 "${PYTHON:-python3}" tests/gpu/bench_torch.py "${torch_args[@]}" >"$dir/bench-torch.jsonl" \
   2>"$dir/bench-torch.err"
 rc_t=$?
 tail -n 3 "$dir/bench-moonflow.err" "$dir/bench-torch.err" 2>/dev/null | sed 's/^/  /'
@@ -231,6 +249,7 @@ EOF
 if [[ -n $ratios ]]; then
   while read -r l; do record "bench $l"; done <<<"$ratios"
   {
+    [[ $emu == 1 ]] && echo "REHEARSAL with the CUDA emulator (MOONFLOW_GPU_EMU=1): not GPU numbers"
     echo "## GPU: moonflow vs PyTorch on the same GPU (issue 6)"
     echo
     echo "${gpu_name:-unknown GPU}, $(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -n 1) driver;" \
@@ -261,7 +280,7 @@ if command -v busted >/dev/null && command -v lua5.4 >/dev/null; then
   skipped_specs=()
   for spec in "${specs[@]}"; do
     name=$(basename "$spec" .lua)
-    if ((SECONDS > budget)); then
+    if ((SECONDS > budget * slow)); then
       skipped_specs+=("$name")
       continue
     fi
@@ -270,7 +289,7 @@ if command -v busted >/dev/null && command -v lua5.4 >/dev/null; then
       LUA_CPATH="$root/$dir/lua/?.so;${LUA_CPATH:-;}" \
       MOONFLOW_BUILD="$root/$dir" MOONFLOW_BIN="$root/$dir/moonflow" \
       MOONFLOW_EMBED_BIN="$root/$dir/embed_example" \
-      timeout 180 busted --lua=lua5.4 -o plainTerminal "$spec" >"$log" 2>&1
+      timeout $((180 * slow)) busted --lua=lua5.4 -o plainTerminal "$spec" >"$log" 2>&1
     res=$(grep -E -m1 '^[0-9]+ success(es)? / [0-9]+ failures? / [0-9]+ errors? / [0-9]+ pending' "$log")
     if [[ -z $res ]]; then
       printf '  %-24s no summary\n' "$name"

@@ -1,0 +1,112 @@
+/* emu.h — the CUDA emulator's view of device code: force-included (-include) into every
+ * core/cuda .cu file when the backend is built with MOONFLOW_CUDA=EMU, which compiles those files
+ * as plain C++ for the CPU (after unchevron.py has turned each `k<<<grid, block, smem, stream>>>`
+ * into `mf_emu::launch(k, grid, block, smem, stream)`).
+ *
+ * The toolkit's own headers give the types (dim3, __half, cudaError_t, ...); this file then makes
+ * the CUDA keywords plain C++ (__global__/__device__ vanish, __shared__ becomes static: the blocks
+ * of a launch run one after another), gives threadIdx/blockIdx/blockDim/gridDim as the running
+ * thread's, __syncthreads (a switch between the block's threads, runtime.cc) and the atomics the
+ * kernels use (one CPU thread runs a launch, so plain read-modify-writes are atomic).
+ */
+#ifndef MF_CUDA_EMU_H
+#define MF_CUDA_EMU_H
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <stddef.h>
+#include <stdint.h>
+#include <tuple>
+#include <utility>
+
+#undef __global__
+#undef __device__
+#undef __host__
+#undef __forceinline__
+#undef __shared__
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __shared__ static
+
+namespace mf_emu {
+
+struct thread_state {
+  uint3 thread, block;
+  dim3 block_dim, grid_dim;
+};
+extern thread_state cur; /* the emulated thread now running (one launch at a time) */
+
+/* runtime.cc: runs body once per thread of the launch; key names the kernel (its address). */
+struct body {
+  void (*run)(void *);
+  void *arg;
+};
+void run_grid(const void *key, dim3 grid, dim3 block, size_t smem, cudaStream_t s, body b);
+void syncthreads();
+
+template <class... P> struct launcher {
+  void (*kernel)(P...);
+  dim3 grid, block;
+  size_t smem;
+  cudaStream_t stream;
+  /* the arguments are converted to the parameters' types once, as a launch does, and each thread
+   * gets its own copies of them */
+  void operator()(P... args) const {
+    struct call {
+      void (*kernel)(P...);
+      std::tuple<P...> args;
+      static void go(void *p) {
+        call *c = (call *)p;
+        std::apply(c->kernel, c->args); /* by value: copies */
+      }
+    } c{kernel, std::tuple<P...>(args...)};
+    run_grid((const void *)kernel, grid, block, smem, stream, body{&call::go, &c});
+  }
+};
+
+template <class... P>
+launcher<P...> launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem = 0,
+                      cudaStream_t stream = 0) {
+  return launcher<P...>{kernel, grid, block, smem, stream};
+}
+
+} /* namespace mf_emu */
+
+#define threadIdx (mf_emu::cur.thread)
+#define blockIdx (mf_emu::cur.block)
+#define blockDim (mf_emu::cur.block_dim)
+#define gridDim (mf_emu::cur.grid_dim)
+#define __syncthreads() mf_emu::syncthreads()
+
+/* ---- atomics (old value returned) -------------------------------------------------------- */
+template <class T> static inline T atomicAdd(T *p, T v) {
+  T old = *p;
+  *p = (T)(old + v);
+  return old;
+}
+static inline __half atomicAdd(__half *p, __half v) {
+  __half old = *p;
+  *p = __float2half(__half2float(old) + __half2float(v));
+  return old;
+}
+static inline __nv_bfloat16 atomicAdd(__nv_bfloat16 *p, __nv_bfloat16 v) {
+  __nv_bfloat16 old = *p;
+  *p = __float2bfloat16(__bfloat162float(old) + __bfloat162float(v));
+  return old;
+}
+template <class T> static inline T atomicCAS(T *p, T compare, T v) {
+  T old = *p;
+  if (old == compare) *p = v;
+  return old;
+}
+template <class T> static inline T atomicMax(T *p, T v) {
+  T old = *p;
+  if (v > old) *p = v;
+  return old;
+}
+
+#endif
