@@ -204,8 +204,8 @@ fi
 
 # ---- ASan + UBSan -----------------------------------------------------------------------------
 # With the CUDA backend emulated (MOONFLOW_CUDA=EMU, tests/cuda_emu): its .cu files compiled for
-# the CPU, sanitized like the rest, so the tests that need a GPU run our own kernels, allocator,
-# transfers and cuBLAS calls here (not cuDNN's ops: that build has none).
+# the CPU, sanitized like the rest, with cudart, cuBLAS and cuDNN emulated, so the tests that need
+# a GPU run our own kernels, allocator, transfers and library calls here.
 # -O1 keeps the tests reasonably fast while stack traces stay readable; asserts stay on.
 # Without the CUDA toolkit's headers the build is CPU only.
 if [[ ${MOONFLOW_TEST_ASAN:-1} != 0 ]]; then

@@ -297,6 +297,7 @@ static const conv_case conv_cases[] = {
      true}, /* its second (Winograd on the CPU) */
     {{1, 2, 4, 4}, {3, 2, 4, 4}, {1, 1}, {0, 0, 0, 0}, false}, /* one output pixel */
     {{2, 4, 7, 7}, {3, 4, 1, 1}, {2, 2}, {0, 0, 0, 0}, true},  /* 1x1, strided */
+    {{2, 3, 9, 8}, {2, 3, 3, 2}, {2, 1}, {1, 0, 1, 0}, true},  /* unequal strides and padding */
 };
 #define NCONV ((int)(sizeof conv_cases / sizeof conv_cases[0]))
 

@@ -47,6 +47,20 @@ struct body {
 };
 void run_grid(const void *key, dim3 grid, dim3 block, size_t smem, cudaStream_t s, body b);
 void syncthreads();
+/* Whether [p, p + n) lies in one live device allocation; if not, says so on stderr (call, which).
+ * For the emulated libraries (cudnn.cc). */
+bool check_device(const char *call, const char *which, const void *p, size_t n);
+/* Whether s is 0 or a stream cudaStreamCreate made. */
+bool check_stream(cudaStream_t s);
+
+/* float32 rounded to TF32 (10 mantissa bits, to nearest even), as tensor cores take it */
+inline float tf32(float x) {
+  uint32_t u;
+  __builtin_memcpy(&u, &x, 4);
+  if ((u & 0x7f800000u) != 0x7f800000u) u = (u + 0xfffu + ((u >> 13) & 1)) & ~0x1fffu;
+  __builtin_memcpy(&x, &u, 4);
+  return x;
+}
 
 template <class... P> struct launcher {
   void (*kernel)(P...);

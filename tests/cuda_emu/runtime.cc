@@ -3,9 +3,9 @@
  * the backend's .cu files are compiled as C++ and linked with this file instead of cudart and
  * cuBLAS, so that libmoonflow_cuda.so runs its own kernels, its allocator, its transfers and its
  * cuBLAS calls on a machine without a GPU. It is a test tool: the parity tests then compare our
- * kernels' results with the CPU's for real, under ASan and UBSan. What it cannot check: cuDNN (the
- * emulated build has none), timing, races between threads of a launch (they run one at a time),
- * and warp-level behaviour.
+ * kernels' results with the CPU's for real, under ASan and UBSan (cudnn.cc does the same for
+ * cuDNN). What it cannot check: timing, races between threads of a launch (they run one at a
+ * time), and warp-level behaviour.
  *
  * Devices: MOONFLOW_CUDA_EMU_DEVICES of them (default 1), each with MOONFLOW_CUDA_EMU_MEMORY MiB
  * (default 4096), named "moonflow CUDA emulator". Device memory is host memory from the heap,
@@ -528,6 +528,13 @@ void run_grid(const void *key, dim3 grid, dim3 block, size_t smem, cudaStream_t 
 
 } // namespace mf_emu
 
+namespace mf_emu {
+bool check_device(const char *call, const char *which, const void *p, size_t n) {
+  return check_ptr(call, which, p, n, true);
+}
+bool check_stream(cudaStream_t s) { return known_stream(s); }
+} // namespace mf_emu
+
 /* ---- cuBLAS: the one GEMM the backend calls, done plainly ----------------------------------- */
 
 struct cublasContext {
@@ -562,20 +569,11 @@ EXPORT const char *cublasGetStatusString(cublasStatus_t st) {
 
 namespace {
 
-/* float32 rounded to TF32 (10 mantissa bits, to nearest even), as the tensor cores take it */
-float tf32(float x) {
-  uint32_t u;
-  memcpy(&u, &x, 4);
-  if ((u & 0x7f800000u) != 0x7f800000u) u = (u + 0xfffu + ((u >> 13) & 1)) & ~0x1fffu;
-  memcpy(&x, &u, 4);
-  return x;
-}
-
 double load(const void *p, int64_t i, cudaDataType_t t, bool round_tf32) {
   switch (t) {
   case CUDA_R_32F: {
     float x = ((const float *)p)[i];
-    return round_tf32 ? tf32(x) : x;
+    return round_tf32 ? mf_emu::tf32(x) : x;
   }
   case CUDA_R_64F: return ((const double *)p)[i];
   case CUDA_R_16F: return __half2float(((const __half *)p)[i]);

@@ -25,8 +25,8 @@
 # MOONFLOW_GPU_SKIP_BUILD=1 (use $dir as it is: a rerun on a warm machine, or a check here).
 # Without a GPU it still builds and runs; the GPU tests then report their skips.
 # MOONFLOW_GPU_EMU=1: a rehearsal on a machine without a GPU: the same parts with the CUDA backend
-# emulated on the CPU (-DMOONFLOW_CUDA=EMU, tests/cuda_emu; no cuDNN, so the CNN parts are left
-# out), small benchmarks, PyTorch on the CPU, longer time limits — a check of this script.
+# emulated on the CPU (-DMOONFLOW_CUDA=EMU, tests/cuda_emu), the CNN example left out (hours
+# there), tiny benchmarks, PyTorch on the CPU, longer time limits — a check of this script.
 set -uo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -201,7 +201,7 @@ if ! [[ ${ngpu:-0} =~ ^[1-9] ]]; then
 elif [[ -d $data ]]; then
   run_example examples/mnist_softmax.lua 0.90 90
   if [[ $emu == 1 ]]; then
-    record "mnist_cnn: not run (the emulated build has no cuDNN)"
+    record "mnist_cnn: not run (hours on the emulator)"
   else
     run_example examples/mnist_cnn.lua 0.985 200 --quick
   fi

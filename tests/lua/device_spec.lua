@@ -14,7 +14,7 @@ local BIN, DATA = H.BIN, H.DATA
 
 -- Runs the host with a shell prefix (environment) and arguments; returns stdout..stderr, exit code.
 -- The CUDA emulator (a build with MOONFLOW_CUDA=EMU, tests/cuda_emu) runs kernels on the CPU,
--- many times slower: its children get longer to finish, and cuDNN's ops are not there.
+-- many times slower: its children get longer to finish.
 local EMULATED = GPU and mf.cuda.get_device_properties(0).name:find("emulator") ~= nil
 local CUDNN = GPU and mf.cuda.versions().cudnn > 0
 
@@ -689,6 +689,7 @@ describe("the MNIST examples' --device", function()
     if not DATA then return pending("MOONFLOW_DATA is not set (the MNIST files' folder)") end
     if not GPU then return pending("skipped: no GPU here (" .. tostring(mf.cuda.why_unavailable()) .. ")") end
     if not CUDNN then return pending("skipped: this build has no cuDNN (conv2d stays on the CPU)") end
+    if EMULATED then return pending("skipped: an epoch of the CNN takes hours on the CUDA emulator") end
     for _, name in ipairs { "mnist_cnn.lua", "mnist_cnn_session.lua" } do
       local out, ok = example(name, "--quick --device cuda")
       assert(ok, out)

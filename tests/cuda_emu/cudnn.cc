@@ -1,0 +1,814 @@
+/* cudnn.cc — the CUDA emulator's cuDNN (see runtime.cc): the part of cuDNN 9's legacy API that
+ * core/cuda calls (conv.cu, pool.cu, batchnorm.cu, dnn.cu), written plainly from cuDNN's
+ * documented definitions, so that the emulated backend runs its cuDNN code paths: descriptors,
+ * algorithm choice and workspaces, convolution forward / backward-data / backward-filter
+ * (cross-correlation, padding, strides, dilation, any strides per tensor, KCRS or KRSC filters,
+ * TF32 rounding of float32 inputs unless FMA math), cudnnAddTensor with broadcasting, pooling
+ * forward (max with NaN propagation, averages with or without padding) and spatial batch norm
+ * (training with running statistics and saved mean / inverse std, inference, backward).
+ *
+ * What cuDNN checks, this checks too, returning CUDNN_STATUS_BAD_PARAM (or NOT_SUPPORTED) with a
+ * message for cudnnGetLastErrorString: data types that differ, an output descriptor whose sizes
+ * are not the ones the convolution or pooling gives, channels that do not match the filter, a
+ * workspace smaller than the algorithm asked for, and every data pointer lying in a live device
+ * allocation for the whole span its descriptor covers. Algorithms: two per direction, the first
+ * asking for a workspace (which is then scribbled on), ranked first.
+ *
+ * Accumulation is in double; the results are rounded to the tensors' type once.
+ */
+#include <cudnn.h>
+
+#include "emu.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <initializer_list>
+
+#define EXPORT extern "C"
+
+struct cudnnContext {
+  cudaStream_t stream;
+};
+struct cudnnTensorStruct {
+  cudnnDataType_t dt;
+  int nd;
+  int dims[8], strides[8];
+};
+struct cudnnFilterStruct {
+  cudnnDataType_t dt;
+  cudnnTensorFormat_t fmt;
+  int k, c, h, w;
+};
+struct cudnnConvolutionStruct {
+  int pad[2], stride[2], dilation[2];
+  cudnnConvolutionMode_t mode;
+  cudnnDataType_t compute;
+  cudnnMathType_t math;
+};
+struct cudnnPoolingStruct {
+  cudnnPoolingMode_t mode;
+  cudnnNanPropagation_t nan;
+  int window[2], pad[2], stride[2];
+};
+
+namespace {
+
+thread_local char last_error[512];
+
+cudnnStatus_t bad(cudnnStatus_t st, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(last_error, sizeof last_error, fmt, ap);
+  va_end(ap);
+  fprintf(stderr, "cuda emulator: cuDNN: %s\n", last_error);
+  return st;
+}
+
+size_t type_size(cudnnDataType_t t) {
+  switch (t) {
+  case CUDNN_DATA_DOUBLE: return 8;
+  case CUDNN_DATA_FLOAT: return 4;
+  case CUDNN_DATA_HALF:
+  case CUDNN_DATA_BFLOAT16: return 2;
+  default: return 0;
+  }
+}
+
+double load(const void *p, int64_t i, cudnnDataType_t t) {
+  switch (t) {
+  case CUDNN_DATA_DOUBLE: return ((const double *)p)[i];
+  case CUDNN_DATA_FLOAT: return ((const float *)p)[i];
+  case CUDNN_DATA_HALF: return __half2float(((const __half *)p)[i]);
+  default: return __bfloat162float(((const __nv_bfloat16 *)p)[i]);
+  }
+}
+
+void store(void *p, int64_t i, cudnnDataType_t t, double v) {
+  switch (t) {
+  case CUDNN_DATA_DOUBLE: ((double *)p)[i] = v; break;
+  case CUDNN_DATA_FLOAT: ((float *)p)[i] = (float)v; break;
+  case CUDNN_DATA_HALF: ((__half *)p)[i] = __float2half((float)v); break;
+  default: ((__nv_bfloat16 *)p)[i] = __float2bfloat16((float)v); break;
+  }
+}
+
+/* alpha/beta: double for double data, float otherwise */
+double scalar(const void *p, cudnnDataType_t t) {
+  return t == CUDNN_DATA_DOUBLE ? *(const double *)p : *(const float *)p;
+}
+
+/* out = alpha * v + beta * out (out not read when beta is 0, as cuDNN) */
+void blend(void *p, int64_t i, cudnnDataType_t t, double alpha, double beta, double v) {
+  double r = alpha * v;
+  if (beta != 0) r += beta * load(p, i, t);
+  store(p, i, t, r);
+}
+
+/* a 4-D tensor descriptor's view */
+struct view {
+  cudnnDataType_t dt;
+  int64_t n, c, h, w, sn, sc, sh, sw;
+  int64_t at(int64_t a, int64_t b, int64_t y, int64_t x) const {
+    return a * sn + b * sc + y * sh + x * sw;
+  }
+  size_t span() const { /* bytes from element 0 to the last element, inclusive */
+    if (!n || !c || !h || !w) return 0;
+    return (size_t)(at(n - 1, c - 1, h - 1, w - 1) + 1) * type_size(dt);
+  }
+};
+
+bool view4(const cudnnTensorStruct *d, view *v, const char *call, const char *which) {
+  if (!d || d->nd != 4) {
+    bad(CUDNN_STATUS_BAD_PARAM, "%s: %s is not a 4-D tensor descriptor", call, which);
+    return false;
+  }
+  *v = view{d->dt,         d->dims[0],    d->dims[1],    d->dims[2],   d->dims[3],
+            d->strides[0], d->strides[1], d->strides[2], d->strides[3]};
+  return true;
+}
+
+bool on_device(const char *call, const char *which, const void *p, size_t n) {
+  if (mf_emu::check_device(call, which, p, n)) return true;
+  bad(CUDNN_STATUS_BAD_PARAM, "%s: %s (%zu bytes) is not device memory", call, which, n);
+  return false;
+}
+
+/* a filter's view as (K, C, R, S) with its format's strides */
+view filter_view(const cudnnFilterStruct *f) {
+  view v{f->dt, f->k, f->c, f->h, f->w, 0, 0, 0, 0};
+  if (f->fmt == CUDNN_TENSOR_NHWC) { /* KRSC */
+    v.sc = 1, v.sw = f->c, v.sh = (int64_t)f->w * f->c, v.sn = (int64_t)f->h * f->w * f->c;
+  } else { /* KCRS */
+    v.sw = 1, v.sh = f->w, v.sc = (int64_t)f->h * f->w, v.sn = (int64_t)f->c * f->h * f->w;
+  }
+  return v;
+}
+
+/* the checks every convolution call shares; x, w, y: views of the three tensors */
+cudnnStatus_t conv_check(const char *call, const cudnnTensorStruct *xd, const cudnnFilterStruct *wd,
+                         const cudnnConvolutionStruct *cd, const cudnnTensorStruct *yd, view *x,
+                         view *w, view *y) {
+  if (!xd || !wd || !cd || !yd) return bad(CUDNN_STATUS_BAD_PARAM, "%s: a NULL descriptor", call);
+  if (!view4(xd, x, call, "x") || !view4(yd, y, call, "y")) return CUDNN_STATUS_BAD_PARAM;
+  *w = filter_view(wd);
+  if (xd->dt != yd->dt || xd->dt != wd->dt)
+    return bad(CUDNN_STATUS_BAD_PARAM, "%s: x, w and y have different data types", call);
+  bool dbl = xd->dt == CUDNN_DATA_DOUBLE;
+  if (dbl != (cd->compute == CUDNN_DATA_DOUBLE))
+    return bad(CUDNN_STATUS_NOT_SUPPORTED, "%s: compute type %d for data type %d", call,
+               (int)cd->compute, (int)xd->dt);
+  if (dbl && wd->fmt == CUDNN_TENSOR_NHWC)
+    return bad(CUDNN_STATUS_NOT_SUPPORTED, "%s: NHWC filters are not supported for double", call);
+  if (cd->mode != CUDNN_CROSS_CORRELATION)
+    return bad(CUDNN_STATUS_NOT_SUPPORTED, "%s: only cross-correlation is emulated", call);
+  if (x->c != w->c)
+    return bad(CUDNN_STATUS_BAD_PARAM, "%s: x has %lld channels, the filter %d", call,
+               (long long)x->c, wd->c);
+  int64_t oh = (x->h + 2 * cd->pad[0] - ((w->h - 1) * cd->dilation[0] + 1)) / cd->stride[0] + 1;
+  int64_t ow = (x->w + 2 * cd->pad[1] - ((w->w - 1) * cd->dilation[1] + 1)) / cd->stride[1] + 1;
+  if (y->n != x->n || y->c != w->n || y->h != oh || y->w != ow)
+    return bad(CUDNN_STATUS_BAD_PARAM,
+               "%s: y is %lldx%lldx%lldx%lld, the convolution of x %lldx%lldx%lldx%lld by the "
+               "filter %dx%dx%dx%d (padding %d,%d, stride %d,%d) gives %lldx%dx%lldx%lld",
+               call, (long long)y->n, (long long)y->c, (long long)y->h, (long long)y->w,
+               (long long)x->n, (long long)x->c, (long long)x->h, (long long)x->w, wd->k, wd->c,
+               wd->h, wd->w, cd->pad[0], cd->pad[1], cd->stride[0], cd->stride[1], (long long)x->n,
+               wd->k, (long long)oh, (long long)ow);
+  return CUDNN_STATUS_SUCCESS;
+}
+
+/* float32 inputs go through TF32 unless FMA math was asked for */
+bool rounds_tf32(const cudnnConvolutionStruct *cd, cudnnDataType_t dt) {
+  return dt == CUDNN_DATA_FLOAT && cd->math != CUDNN_FMA_MATH;
+}
+double in(const void *p, int64_t i, cudnnDataType_t t, bool tf) {
+  double v = load(p, i, t);
+  return tf ? mf_emu::tf32((float)v) : v;
+}
+
+/* the workspace algorithm 0 asks for: one element per input value (an im2col stand-in) */
+size_t workspace_for(int algo, const view &x) {
+  return algo == 0 ? (size_t)(x.n * x.c * x.h * x.w) * type_size(x.dt) : 0;
+}
+
+cudnnStatus_t check_workspace(const char *call, int algo, const view &x, void *ws, size_t bytes) {
+  if (algo < 0 || algo > 1) return bad(CUDNN_STATUS_BAD_PARAM, "%s: algorithm %d", call, algo);
+  size_t need = workspace_for(algo, x);
+  if (bytes < need)
+    return bad(CUDNN_STATUS_BAD_PARAM, "%s: algorithm %d needs %zu bytes of workspace, got %zu",
+               call, algo, need, bytes);
+  if (need && !on_device(call, "the workspace", ws, need)) return CUDNN_STATUS_BAD_PARAM;
+  if (need) memset(ws, 0xab, need); /* as if the algorithm used it */
+  return CUDNN_STATUS_SUCCESS;
+}
+
+/* the input cell a filter tap reads for output (oy, ox), or false when it is padding */
+bool tap(const cudnnConvolutionStruct *cd, const view &x, int64_t oy, int64_t ox, int64_t r,
+         int64_t s, int64_t *iy, int64_t *ix) {
+  *iy = oy * cd->stride[0] - cd->pad[0] + r * cd->dilation[0];
+  *ix = ox * cd->stride[1] - cd->pad[1] + s * cd->dilation[1];
+  return *iy >= 0 && *iy < x.h && *ix >= 0 && *ix < x.w;
+}
+
+/* two algorithms, ranked: 0 (wants a workspace, so the caller's workspace handling runs), 1 */
+template <class P>
+void fill_perf(const cudnnConvolutionStruct *cd, const view &x, int requested, int *returned,
+               P *perf) {
+  int n = requested < 2 ? requested : 2;
+  for (int i = 0; i < n; i++) {
+    memset(&perf[i], 0, sizeof perf[i]);
+    perf[i].algo = (decltype(perf[i].algo))i;
+    perf[i].status = CUDNN_STATUS_SUCCESS;
+    perf[i].time = 1.0f + (float)i;
+    perf[i].memory = workspace_for(i, x);
+    perf[i].determinism = CUDNN_DETERMINISTIC;
+    perf[i].mathType = cd->math;
+  }
+  *returned = n;
+}
+
+} // namespace
+
+/* ---- handles, versions, errors --------------------------------------------------------------- */
+
+EXPORT cudnnStatus_t cudnnCreate(cudnnHandle_t *h) {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) return CUDNN_STATUS_NOT_INITIALIZED;
+  *h = new cudnnContext{nullptr};
+  return CUDNN_STATUS_SUCCESS;
+}
+EXPORT cudnnStatus_t cudnnDestroy(cudnnHandle_t h) {
+  delete h;
+  return CUDNN_STATUS_SUCCESS;
+}
+EXPORT cudnnStatus_t cudnnSetStream(cudnnHandle_t h, cudaStream_t s) {
+  if (!h) return CUDNN_STATUS_BAD_PARAM;
+  if (!mf_emu::check_stream(s)) return bad(CUDNN_STATUS_BAD_PARAM, "cudnnSetStream: bad stream");
+  h->stream = s;
+  return CUDNN_STATUS_SUCCESS;
+}
+EXPORT size_t cudnnGetVersion(void) { return CUDNN_VERSION; }
+EXPORT const char *cudnnGetErrorString(cudnnStatus_t st) {
+  switch (st) {
+  case CUDNN_STATUS_SUCCESS: return "CUDNN_STATUS_SUCCESS";
+  case CUDNN_STATUS_NOT_INITIALIZED: return "CUDNN_STATUS_NOT_INITIALIZED";
+  case CUDNN_STATUS_BAD_PARAM: return "CUDNN_STATUS_BAD_PARAM";
+  case CUDNN_STATUS_NOT_SUPPORTED: return "CUDNN_STATUS_NOT_SUPPORTED";
+  case CUDNN_STATUS_ALLOC_FAILED: return "CUDNN_STATUS_ALLOC_FAILED";
+  default: return "CUDNN_STATUS_INTERNAL_ERROR";
+  }
+}
+EXPORT void cudnnGetLastErrorString(char *message, size_t max_size) {
+  if (!message || !max_size) return;
+  snprintf(message, max_size, "%s", last_error);
+  last_error[0] = 0;
+}
+
+/* ---- descriptors ----------------------------------------------------------------------------- */
+
+EXPORT cudnnStatus_t cudnnCreateTensorDescriptor(cudnnTensorDescriptor_t *d) {
+  *d = new cudnnTensorStruct{};
+  return CUDNN_STATUS_SUCCESS;
+}
+EXPORT cudnnStatus_t cudnnDestroyTensorDescriptor(cudnnTensorDescriptor_t d) {
+  delete d;
+  return CUDNN_STATUS_SUCCESS;
+}
+EXPORT cudnnStatus_t cudnnSetTensorNdDescriptor(cudnnTensorDescriptor_t d, cudnnDataType_t dt,
+                                                int nd, const int *dims, const int *strides) {
+  if (!d || nd < 3 || nd > 8 || !type_size(dt))
+    return bad(CUDNN_STATUS_BAD_PARAM, "cudnnSetTensorNdDescriptor: %d dims, type %d", nd, (int)dt);
+  for (int i = 0; i < nd; i++)
+    if (dims[i] <= 0 || strides[i] <= 0)
+      return bad(CUDNN_STATUS_BAD_PARAM,
+                 "cudnnSetTensorNdDescriptor: dim %d is %d with stride %d (both must be > 0)", i,
+                 dims[i], strides[i]);
+  d->dt = dt;
+  d->nd = nd;
+  for (int i = 0; i < nd; i++) d->dims[i] = dims[i], d->strides[i] = strides[i];
+  return CUDNN_STATUS_SUCCESS;
+}
+
+EXPORT cudnnStatus_t cudnnCreateFilterDescriptor(cudnnFilterDescriptor_t *d) {
+  *d = new cudnnFilterStruct{};
+  return CUDNN_STATUS_SUCCESS;
+}
+EXPORT cudnnStatus_t cudnnDestroyFilterDescriptor(cudnnFilterDescriptor_t d) {
+  delete d;
+  return CUDNN_STATUS_SUCCESS;
+}
+EXPORT cudnnStatus_t cudnnSetFilter4dDescriptor(cudnnFilterDescriptor_t d, cudnnDataType_t dt,
+                                                cudnnTensorFormat_t fmt, int k, int c, int h,
+                                                int w) {
+  if (!d || !type_size(dt) || k <= 0 || c <= 0 || h <= 0 || w <= 0 ||
+      (fmt != CUDNN_TENSOR_NCHW && fmt != CUDNN_TENSOR_NHWC))
+    return bad(CUDNN_STATUS_BAD_PARAM, "cudnnSetFilter4dDescriptor: %dx%dx%dx%d, format %d", k, c,
+               h, w, (int)fmt);
+  *d = cudnnFilterStruct{dt, fmt, k, c, h, w};
+  return CUDNN_STATUS_SUCCESS;
+}
+
+EXPORT cudnnStatus_t cudnnCreateConvolutionDescriptor(cudnnConvolutionDescriptor_t *d) {
+  *d = new cudnnConvolutionStruct{};
+  (*d)->math = CUDNN_DEFAULT_MATH;
+  return CUDNN_STATUS_SUCCESS;
+}
+EXPORT cudnnStatus_t cudnnDestroyConvolutionDescriptor(cudnnConvolutionDescriptor_t d) {
+  delete d;
+  return CUDNN_STATUS_SUCCESS;
+}
+EXPORT cudnnStatus_t cudnnSetConvolution2dDescriptor(cudnnConvolutionDescriptor_t d, int pad_h,
+                                                     int pad_w, int u, int v, int dil_h, int dil_w,
+                                                     cudnnConvolutionMode_t mode,
+                                                     cudnnDataType_t compute) {
+  if (!d || pad_h < 0 || pad_w < 0 || u <= 0 || v <= 0 || dil_h <= 0 || dil_w <= 0)
+    return bad(CUDNN_STATUS_BAD_PARAM,
+               "cudnnSetConvolution2dDescriptor: padding %d,%d, stride %d,%d, dilation %d,%d",
+               pad_h, pad_w, u, v, dil_h, dil_w);
+  d->pad[0] = pad_h, d->pad[1] = pad_w, d->stride[0] = u, d->stride[1] = v;
+  d->dilation[0] = dil_h, d->dilation[1] = dil_w;
+  d->mode = mode;
+  d->compute = compute;
+  return CUDNN_STATUS_SUCCESS;
+}
+EXPORT cudnnStatus_t cudnnSetConvolutionMathType(cudnnConvolutionDescriptor_t d,
+                                                 cudnnMathType_t math) {
+  if (!d) return CUDNN_STATUS_BAD_PARAM;
+  d->math = math;
+  return CUDNN_STATUS_SUCCESS;
+}
+
+EXPORT cudnnStatus_t cudnnCreatePoolingDescriptor(cudnnPoolingDescriptor_t *d) {
+  *d = new cudnnPoolingStruct{};
+  return CUDNN_STATUS_SUCCESS;
+}
+EXPORT cudnnStatus_t cudnnDestroyPoolingDescriptor(cudnnPoolingDescriptor_t d) {
+  delete d;
+  return CUDNN_STATUS_SUCCESS;
+}
+EXPORT cudnnStatus_t cudnnSetPooling2dDescriptor(cudnnPoolingDescriptor_t d,
+                                                 cudnnPoolingMode_t mode, cudnnNanPropagation_t nan,
+                                                 int wh, int ww, int ph, int pw, int sh, int sw) {
+  if (!d || wh <= 0 || ww <= 0 || ph < 0 || pw < 0 || sh <= 0 || sw <= 0)
+    return bad(CUDNN_STATUS_BAD_PARAM,
+               "cudnnSetPooling2dDescriptor: window %dx%d, padding %d,%d, stride %d,%d", wh, ww, ph,
+               pw, sh, sw);
+  *d = cudnnPoolingStruct{mode, nan, {wh, ww}, {ph, pw}, {sh, sw}};
+  return CUDNN_STATUS_SUCCESS;
+}
+
+/* ---- convolution: algorithms and workspaces ------------------------------------------------- */
+
+#define CONV_QUERY(fn, Perf, XD, WD, CD, YD)                                                       \
+  view x, w, y;                                                                                    \
+  cudnnStatus_t st = conv_check(fn, XD, WD, CD, YD, &x, &w, &y);                                   \
+  if (st) return st;                                                                               \
+  fill_perf<Perf>(CD, x, requested, returned, perf);                                               \
+  return CUDNN_STATUS_SUCCESS;
+
+EXPORT cudnnStatus_t cudnnGetConvolutionForwardAlgorithm_v7(
+    cudnnHandle_t, const cudnnTensorDescriptor_t xd, const cudnnFilterDescriptor_t wd,
+    const cudnnConvolutionDescriptor_t cd, const cudnnTensorDescriptor_t yd, const int requested,
+    int *returned, cudnnConvolutionFwdAlgoPerf_t *perf){
+    CONV_QUERY("cudnnGetConvolutionForwardAlgorithm_v7", cudnnConvolutionFwdAlgoPerf_t, xd, wd, cd,
+               yd)} EXPORT cudnnStatus_t
+    cudnnGetConvolutionBackwardDataAlgorithm_v7(cudnnHandle_t, const cudnnFilterDescriptor_t wd,
+                                                const cudnnTensorDescriptor_t yd,
+                                                const cudnnConvolutionDescriptor_t cd,
+                                                const cudnnTensorDescriptor_t xd,
+                                                const int requested, int *returned,
+                                                cudnnConvolutionBwdDataAlgoPerf_t *perf){
+        CONV_QUERY("cudnnGetConvolutionBackwardDataAlgorithm_v7", cudnnConvolutionBwdDataAlgoPerf_t,
+                   xd, wd, cd, yd)} EXPORT cudnnStatus_t
+    cudnnGetConvolutionBackwardFilterAlgorithm_v7(cudnnHandle_t, const cudnnTensorDescriptor_t xd,
+                                                  const cudnnTensorDescriptor_t yd,
+                                                  const cudnnConvolutionDescriptor_t cd,
+                                                  const cudnnFilterDescriptor_t wd,
+                                                  const int requested, int *returned,
+                                                  cudnnConvolutionBwdFilterAlgoPerf_t *perf){
+        CONV_QUERY("cudnnGetConvolutionBackwardFilterAlgorithm_v7",
+                   cudnnConvolutionBwdFilterAlgoPerf_t, xd, wd, cd, yd)} EXPORT cudnnStatus_t
+    cudnnFindConvolutionForwardAlgorithmEx(cudnnHandle_t, const cudnnTensorDescriptor_t xd,
+                                           const void *, const cudnnFilterDescriptor_t wd,
+                                           const void *, const cudnnConvolutionDescriptor_t cd,
+                                           const cudnnTensorDescriptor_t yd, void *,
+                                           const int requested, int *returned,
+                                           cudnnConvolutionFwdAlgoPerf_t *perf, void *, size_t){
+        CONV_QUERY("cudnnFindConvolutionForwardAlgorithmEx", cudnnConvolutionFwdAlgoPerf_t, xd, wd,
+                   cd, yd)} EXPORT cudnnStatus_t
+    cudnnFindConvolutionBackwardDataAlgorithmEx(
+        cudnnHandle_t, const cudnnFilterDescriptor_t wd, const void *,
+        const cudnnTensorDescriptor_t yd, const void *, const cudnnConvolutionDescriptor_t cd,
+        const cudnnTensorDescriptor_t xd, void *, const int requested, int *returned,
+        cudnnConvolutionBwdDataAlgoPerf_t *perf, void *,
+        size_t){CONV_QUERY("cudnnFindConvolutionBackwardDataAlgorithmEx",
+                           cudnnConvolutionBwdDataAlgoPerf_t, xd, wd, cd, yd)} EXPORT cudnnStatus_t
+    cudnnFindConvolutionBackwardFilterAlgorithmEx(
+        cudnnHandle_t, const cudnnTensorDescriptor_t xd, const void *,
+        const cudnnTensorDescriptor_t yd, const void *, const cudnnConvolutionDescriptor_t cd,
+        const cudnnFilterDescriptor_t wd, void *, const int requested, int *returned,
+        cudnnConvolutionBwdFilterAlgoPerf_t *perf, void *,
+        size_t){CONV_QUERY("cudnnFindConvolutionBackwardFilterAlgorithmEx",
+                           cudnnConvolutionBwdFilterAlgoPerf_t, xd, wd, cd, yd)}
+
+#define CONV_WORKSPACE(fn, XD, WD, CD, YD)                                                         \
+  view x, w, y;                                                                                    \
+  cudnnStatus_t st = conv_check(fn, XD, WD, CD, YD, &x, &w, &y);                                   \
+  if (st) return st;                                                                               \
+  if ((int)algo < 0 || (int)algo > 1)                                                              \
+    return bad(CUDNN_STATUS_NOT_SUPPORTED, "%s: algorithm %d", fn, (int)algo);                     \
+  *bytes = workspace_for((int)algo, x);                                                            \
+  return CUDNN_STATUS_SUCCESS;
+
+EXPORT cudnnStatus_t cudnnGetConvolutionForwardWorkspaceSize(
+    cudnnHandle_t, const cudnnTensorDescriptor_t xd, const cudnnFilterDescriptor_t wd,
+    const cudnnConvolutionDescriptor_t cd, const cudnnTensorDescriptor_t yd,
+    cudnnConvolutionFwdAlgo_t algo, size_t *bytes){
+    CONV_WORKSPACE("cudnnGetConvolutionForwardWorkspaceSize", xd, wd, cd, yd)} EXPORT cudnnStatus_t
+    cudnnGetConvolutionBackwardDataWorkspaceSize(cudnnHandle_t, const cudnnFilterDescriptor_t wd,
+                                                 const cudnnTensorDescriptor_t yd,
+                                                 const cudnnConvolutionDescriptor_t cd,
+                                                 const cudnnTensorDescriptor_t xd,
+                                                 cudnnConvolutionBwdDataAlgo_t algo, size_t *bytes){
+        CONV_WORKSPACE("cudnnGetConvolutionBackwardDataWorkspaceSize", xd, wd, cd,
+                       yd)} EXPORT cudnnStatus_t
+    cudnnGetConvolutionBackwardFilterWorkspaceSize(cudnnHandle_t, const cudnnTensorDescriptor_t xd,
+                                                   const cudnnTensorDescriptor_t yd,
+                                                   const cudnnConvolutionDescriptor_t cd,
+                                                   const cudnnFilterDescriptor_t wd,
+                                                   cudnnConvolutionBwdFilterAlgo_t algo,
+                                                   size_t *bytes){
+        CONV_WORKSPACE("cudnnGetConvolutionBackwardFilterWorkspaceSize", xd, wd, cd, yd)}
+
+/* ---- convolution: the three directions ------------------------------------------------------ */
+
+/* the checks of a convolution call with its data: descriptors, workspace, pointers */
+#define CONV_CALL(fn, XD, WD, CD, YD)                                                              \
+  if (!h) return CUDNN_STATUS_BAD_PARAM;                                                           \
+  view x, w, y;                                                                                    \
+  cudnnStatus_t st = conv_check(fn, XD, WD, CD, YD, &x, &w, &y);                                   \
+  if (st) return st;                                                                               \
+  st = check_workspace(fn, (int)algo, x, ws, ws_bytes);                                            \
+  if (st) return st;                                                                               \
+  if (!on_device(fn, "x", xp, x.span()) || !on_device(fn, "w", wp, w.span()) ||                    \
+      !on_device(fn, "y", yp, y.span()))                                                           \
+    return CUDNN_STATUS_BAD_PARAM;                                                                 \
+  double a = scalar(alpha, x.dt), b = scalar(beta, x.dt);                                          \
+  bool tf = rounds_tf32(CD, x.dt);
+
+EXPORT cudnnStatus_t
+    cudnnConvolutionForward(cudnnHandle_t h, const void *alpha, const cudnnTensorDescriptor_t xd,
+                            const void *xp, const cudnnFilterDescriptor_t wd, const void *wp,
+                            const cudnnConvolutionDescriptor_t cd, cudnnConvolutionFwdAlgo_t algo,
+                            void *ws, size_t ws_bytes, const void *beta,
+                            const cudnnTensorDescriptor_t yd, void *yp) {
+  CONV_CALL("cudnnConvolutionForward", xd, wd, cd, yd)
+  for (int64_t n = 0; n < y.n; n++)
+    for (int64_t k = 0; k < y.c; k++)
+      for (int64_t oy = 0; oy < y.h; oy++)
+        for (int64_t ox = 0; ox < y.w; ox++) {
+          double acc = 0;
+          for (int64_t c = 0; c < x.c; c++)
+            for (int64_t r = 0; r < w.h; r++)
+              for (int64_t s = 0; s < w.w; s++) {
+                int64_t iy, ix;
+                if (tap(cd, x, oy, ox, r, s, &iy, &ix))
+                  acc += in(xp, x.at(n, c, iy, ix), x.dt, tf) * in(wp, w.at(k, c, r, s), w.dt, tf);
+              }
+          blend(yp, y.at(n, k, oy, ox), y.dt, a, b, acc);
+        }
+  return CUDNN_STATUS_SUCCESS;
+}
+
+EXPORT cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t h, const void *alpha,
+                                                  const cudnnFilterDescriptor_t wd, const void *wp,
+                                                  const cudnnTensorDescriptor_t yd, const void *yp,
+                                                  const cudnnConvolutionDescriptor_t cd,
+                                                  cudnnConvolutionBwdDataAlgo_t algo, void *ws,
+                                                  size_t ws_bytes, const void *beta,
+                                                  const cudnnTensorDescriptor_t xd, void *xp) {
+  CONV_CALL("cudnnConvolutionBackwardData", xd, wd, cd, yd)
+  /* dx[n, c, iy, ix] = sum over the (k, oy, ox, r, s) whose tap reads (iy, ix) of dy * w */
+  int64_t cells = x.n * x.c * x.h * x.w;
+  double *acc = new double[cells > 0 ? cells : 1]();
+  auto at = [&](int64_t n, int64_t c, int64_t iy, int64_t ix) {
+    return ((n * x.c + c) * x.h + iy) * x.w + ix;
+  };
+  for (int64_t n = 0; n < y.n; n++)
+    for (int64_t k = 0; k < y.c; k++)
+      for (int64_t oy = 0; oy < y.h; oy++)
+        for (int64_t ox = 0; ox < y.w; ox++) {
+          double g = in(yp, y.at(n, k, oy, ox), y.dt, tf);
+          for (int64_t c = 0; c < x.c; c++)
+            for (int64_t r = 0; r < w.h; r++)
+              for (int64_t s = 0; s < w.w; s++) {
+                int64_t iy, ix;
+                if (tap(cd, x, oy, ox, r, s, &iy, &ix))
+                  acc[at(n, c, iy, ix)] += g * in(wp, w.at(k, c, r, s), w.dt, tf);
+              }
+        }
+  for (int64_t n = 0; n < x.n; n++)
+    for (int64_t c = 0; c < x.c; c++)
+      for (int64_t iy = 0; iy < x.h; iy++)
+        for (int64_t ix = 0; ix < x.w; ix++)
+          blend(xp, x.at(n, c, iy, ix), x.dt, a, b, acc[at(n, c, iy, ix)]);
+  delete[] acc;
+  return CUDNN_STATUS_SUCCESS;
+}
+
+EXPORT cudnnStatus_t cudnnConvolutionBackwardFilter(
+    cudnnHandle_t h, const void *alpha, const cudnnTensorDescriptor_t xd, const void *xp,
+    const cudnnTensorDescriptor_t yd, const void *yp, const cudnnConvolutionDescriptor_t cd,
+    cudnnConvolutionBwdFilterAlgo_t algo, void *ws, size_t ws_bytes, const void *beta,
+    const cudnnFilterDescriptor_t wd, void *wp) {
+  CONV_CALL("cudnnConvolutionBackwardFilter", xd, wd, cd, yd)
+  for (int64_t k = 0; k < w.n; k++)
+    for (int64_t c = 0; c < w.c; c++)
+      for (int64_t r = 0; r < w.h; r++)
+        for (int64_t s = 0; s < w.w; s++) {
+          double acc = 0;
+          for (int64_t n = 0; n < y.n; n++)
+            for (int64_t oy = 0; oy < y.h; oy++)
+              for (int64_t ox = 0; ox < y.w; ox++) {
+                int64_t iy, ix;
+                if (tap(cd, x, oy, ox, r, s, &iy, &ix))
+                  acc +=
+                      in(yp, y.at(n, k, oy, ox), y.dt, tf) * in(xp, x.at(n, c, iy, ix), x.dt, tf);
+              }
+          blend(wp, w.at(k, c, r, s), w.dt, a, b, acc);
+        }
+  return CUDNN_STATUS_SUCCESS;
+}
+
+/* C = alpha A + beta C, A broadcast along its size-1 dims */
+EXPORT cudnnStatus_t cudnnAddTensor(cudnnHandle_t h, const void *alpha,
+                                    const cudnnTensorDescriptor_t ad, const void *ap,
+                                    const void *beta, const cudnnTensorDescriptor_t cd, void *cp) {
+  const char *fn = "cudnnAddTensor";
+  view A, C;
+  if (!h || !view4(ad, &A, fn, "A") || !view4(cd, &C, fn, "C")) return CUDNN_STATUS_BAD_PARAM;
+  if (A.dt != C.dt) return bad(CUDNN_STATUS_BAD_PARAM, "%s: A and C have different types", fn);
+  int64_t ad4[4] = {A.n, A.c, A.h, A.w}, cd4[4] = {C.n, C.c, C.h, C.w};
+  for (int d = 0; d < 4; d++)
+    if (ad4[d] != 1 && ad4[d] != cd4[d])
+      return bad(CUDNN_STATUS_BAD_PARAM, "%s: A's dim %d is %lld, C's %lld", fn, d,
+                 (long long)ad4[d], (long long)cd4[d]);
+  if (!on_device(fn, "A", ap, A.span()) || !on_device(fn, "C", cp, C.span()))
+    return CUDNN_STATUS_BAD_PARAM;
+  double a = scalar(alpha, A.dt), b = scalar(beta, A.dt);
+  for (int64_t n = 0; n < C.n; n++)
+    for (int64_t c = 0; c < C.c; c++)
+      for (int64_t y = 0; y < C.h; y++)
+        for (int64_t x = 0; x < C.w; x++) {
+          double v = load(
+              ap, A.at(A.n > 1 ? n : 0, A.c > 1 ? c : 0, A.h > 1 ? y : 0, A.w > 1 ? x : 0), A.dt);
+          blend(cp, C.at(n, c, y, x), C.dt, a, b, v);
+        }
+  return CUDNN_STATUS_SUCCESS;
+}
+
+/* ---- pooling --------------------------------------------------------------------------------- */
+
+EXPORT cudnnStatus_t cudnnPoolingForward(cudnnHandle_t h, const cudnnPoolingDescriptor_t pd,
+                                         const void *alpha, const cudnnTensorDescriptor_t xd,
+                                         const void *xp, const void *beta,
+                                         const cudnnTensorDescriptor_t yd, void *yp) {
+  const char *fn = "cudnnPoolingForward";
+  view x, y;
+  if (!h || !pd || !view4(xd, &x, fn, "x") || !view4(yd, &y, fn, "y"))
+    return CUDNN_STATUS_BAD_PARAM;
+  if (x.dt != y.dt) return bad(CUDNN_STATUS_BAD_PARAM, "%s: x and y have different types", fn);
+  int64_t oh = (x.h + 2 * pd->pad[0] - pd->window[0]) / pd->stride[0] + 1;
+  int64_t ow = (x.w + 2 * pd->pad[1] - pd->window[1]) / pd->stride[1] + 1;
+  if (y.n != x.n || y.c != x.c || y.h != oh || y.w != ow)
+    return bad(CUDNN_STATUS_BAD_PARAM,
+               "%s: y is %lldx%lldx%lldx%lld, the pooling gives %lldx%lldx%lldx%lld", fn,
+               (long long)y.n, (long long)y.c, (long long)y.h, (long long)y.w, (long long)x.n,
+               (long long)x.c, (long long)oh, (long long)ow);
+  if (!on_device(fn, "x", xp, x.span()) || !on_device(fn, "y", yp, y.span()))
+    return CUDNN_STATUS_BAD_PARAM;
+  double a = scalar(alpha, x.dt), b = scalar(beta, x.dt);
+  bool is_max = pd->mode == CUDNN_POOLING_MAX || pd->mode == CUDNN_POOLING_MAX_DETERMINISTIC;
+  for (int64_t n = 0; n < y.n; n++)
+    for (int64_t c = 0; c < y.c; c++)
+      for (int64_t oy = 0; oy < y.h; oy++)
+        for (int64_t ox = 0; ox < y.w; ox++) {
+          double m = -INFINITY, sum = 0;
+          int64_t count = 0;
+          bool nan = false;
+          for (int r = 0; r < pd->window[0]; r++)
+            for (int s = 0; s < pd->window[1]; s++) {
+              int64_t iy = oy * pd->stride[0] - pd->pad[0] + r;
+              int64_t ix = ox * pd->stride[1] - pd->pad[1] + s;
+              if (iy < 0 || iy >= x.h || ix < 0 || ix >= x.w) continue; /* padding */
+              double v = load(xp, x.at(n, c, iy, ix), x.dt);
+              if (v != v) nan = true;
+              if (v > m) m = v;
+              sum += v;
+              count++;
+            }
+          double v;
+          if (is_max)
+            v = nan && pd->nan == CUDNN_PROPAGATE_NAN ? NAN : m;
+          else if (pd->mode == CUDNN_POOLING_AVERAGE_COUNT_INCLUDE_PADDING)
+            v = sum / (pd->window[0] * pd->window[1]);
+          else
+            v = count ? sum / (double)count : 0;
+          blend(yp, y.at(n, c, oy, ox), y.dt, a, b, v);
+        }
+  return CUDNN_STATUS_SUCCESS;
+}
+
+/* ---- batch normalisation (spatial: per channel over N, H, W) --------------------------------- */
+
+namespace {
+
+/* the parameter tensors' type for data of type t */
+cudnnDataType_t bn_type(cudnnDataType_t t) {
+  return t == CUDNN_DATA_DOUBLE ? CUDNN_DATA_DOUBLE : CUDNN_DATA_FLOAT;
+}
+
+cudnnStatus_t bn_check(const char *fn, cudnnBatchNormMode_t mode, const cudnnTensorStruct *xd,
+                       const cudnnTensorStruct *yd, const cudnnTensorStruct *pd, view *x, view *y) {
+  if (mode != CUDNN_BATCHNORM_SPATIAL)
+    return bad(CUDNN_STATUS_NOT_SUPPORTED, "%s: only the spatial mode is emulated", fn);
+  view p;
+  if (!view4(xd, x, fn, "x") || !view4(yd, y, fn, "y") || !view4(pd, &p, fn, "the parameters"))
+    return CUDNN_STATUS_BAD_PARAM;
+  if (x->n != y->n || x->c != y->c || x->h != y->h || x->w != y->w || x->dt != y->dt)
+    return bad(CUDNN_STATUS_BAD_PARAM, "%s: x and y differ in shape or type", fn);
+  if (p.n != 1 || p.c != x->c || p.h != 1 || p.w != 1 || p.dt != bn_type(x->dt))
+    return bad(CUDNN_STATUS_BAD_PARAM,
+               "%s: the parameter descriptor is %lldx%lldx%lldx%lld of type %d, not 1x%lldx1x1 "
+               "of type %d",
+               fn, (long long)p.n, (long long)p.c, (long long)p.h, (long long)p.w, (int)p.dt,
+               (long long)x->c, (int)bn_type(x->dt));
+  return CUDNN_STATUS_SUCCESS;
+}
+
+/* the parameter vectors: C packed values of the parameter type */
+bool bn_params(const char *fn, const view &x, std::initializer_list<const void *> ps) {
+  size_t bytes = (size_t)x.c * type_size(bn_type(x.dt));
+  for (const void *p : ps)
+    if (p && !on_device(fn, "a parameter vector", p, bytes)) return false;
+  return true;
+}
+
+/* per channel: mean and biased variance over (n, h, w) */
+void moments(const void *xp, const view &x, int64_t c, double *mean, double *var) {
+  double s = 0, ss = 0;
+  int64_t m = x.n * x.h * x.w;
+  for (int64_t n = 0; n < x.n; n++)
+    for (int64_t i = 0; i < x.h; i++)
+      for (int64_t j = 0; j < x.w; j++) s += load(xp, x.at(n, c, i, j), x.dt);
+  *mean = s / (double)m;
+  for (int64_t n = 0; n < x.n; n++)
+    for (int64_t i = 0; i < x.h; i++)
+      for (int64_t j = 0; j < x.w; j++) {
+        double d = load(xp, x.at(n, c, i, j), x.dt) - *mean;
+        ss += d * d;
+      }
+  *var = ss / (double)m;
+}
+
+} // namespace
+
+EXPORT cudnnStatus_t cudnnDeriveBNTensorDescriptor(cudnnTensorDescriptor_t out,
+                                                   const cudnnTensorDescriptor_t xd,
+                                                   cudnnBatchNormMode_t mode) {
+  view x;
+  if (!out || !view4(xd, &x, "cudnnDeriveBNTensorDescriptor", "x")) return CUDNN_STATUS_BAD_PARAM;
+  if (mode != CUDNN_BATCHNORM_SPATIAL)
+    return bad(CUDNN_STATUS_NOT_SUPPORTED, "cudnnDeriveBNTensorDescriptor: mode %d", (int)mode);
+  int dims[4] = {1, (int)x.c, 1, 1}, strides[4] = {(int)x.c, 1, 1, 1};
+  return cudnnSetTensorNdDescriptor(out, bn_type(x.dt), 4, dims, strides);
+}
+
+EXPORT cudnnStatus_t cudnnBatchNormalizationForwardTraining(
+    cudnnHandle_t h, cudnnBatchNormMode_t mode, const void *alpha, const void *beta,
+    const cudnnTensorDescriptor_t xd, const void *xp, const cudnnTensorDescriptor_t yd, void *yp,
+    const cudnnTensorDescriptor_t pd, const void *scale, const void *bias, double factor,
+    void *running_mean, void *running_var, double eps, void *save_mean, void *save_invstd) {
+  const char *fn = "cudnnBatchNormalizationForwardTraining";
+  view x, y;
+  if (!h) return CUDNN_STATUS_BAD_PARAM;
+  cudnnStatus_t st = bn_check(fn, mode, xd, yd, pd, &x, &y);
+  if (st) return st;
+  if (eps < CUDNN_BN_MIN_EPSILON || (!running_mean) != (!running_var) || !scale || !bias ||
+      (!save_mean) != (!save_invstd))
+    return bad(CUDNN_STATUS_BAD_PARAM, "%s: epsilon %g, or a missing pointer", fn, eps);
+  if (!on_device(fn, "x", xp, x.span()) || !on_device(fn, "y", yp, y.span()) ||
+      !bn_params(fn, x, {scale, bias, running_mean, running_var, save_mean, save_invstd}))
+    return CUDNN_STATUS_BAD_PARAM;
+  cudnnDataType_t pt = bn_type(x.dt);
+  double a = scalar(alpha, x.dt), b = scalar(beta, x.dt);
+  int64_t m = x.n * x.h * x.w;
+  for (int64_t c = 0; c < x.c; c++) {
+    double mean, var;
+    moments(xp, x, c, &mean, &var);
+    double invstd = 1 / sqrt(var + eps), g = load(scale, c, pt), be = load(bias, c, pt);
+    for (int64_t n = 0; n < x.n; n++)
+      for (int64_t i = 0; i < x.h; i++)
+        for (int64_t j = 0; j < x.w; j++)
+          blend(yp, y.at(n, c, i, j), y.dt, a, b,
+                g * (load(xp, x.at(n, c, i, j), x.dt) - mean) * invstd + be);
+    if (running_mean) {
+      double unbiased = m > 1 ? var * (double)m / (double)(m - 1) : var;
+      store(running_mean, c, pt, (1 - factor) * load(running_mean, c, pt) + factor * mean);
+      store(running_var, c, pt, (1 - factor) * load(running_var, c, pt) + factor * unbiased);
+    }
+    if (save_mean) {
+      store(save_mean, c, pt, mean);
+      store(save_invstd, c, pt, invstd);
+    }
+  }
+  return CUDNN_STATUS_SUCCESS;
+}
+
+EXPORT cudnnStatus_t cudnnBatchNormalizationForwardInference(
+    cudnnHandle_t h, cudnnBatchNormMode_t mode, const void *alpha, const void *beta,
+    const cudnnTensorDescriptor_t xd, const void *xp, const cudnnTensorDescriptor_t yd, void *yp,
+    const cudnnTensorDescriptor_t pd, const void *scale, const void *bias, const void *mean,
+    const void *var, double eps) {
+  const char *fn = "cudnnBatchNormalizationForwardInference";
+  view x, y;
+  if (!h) return CUDNN_STATUS_BAD_PARAM;
+  cudnnStatus_t st = bn_check(fn, mode, xd, yd, pd, &x, &y);
+  if (st) return st;
+  if (eps < CUDNN_BN_MIN_EPSILON || !scale || !bias || !mean || !var)
+    return bad(CUDNN_STATUS_BAD_PARAM, "%s: epsilon %g, or a missing pointer", fn, eps);
+  if (!on_device(fn, "x", xp, x.span()) || !on_device(fn, "y", yp, y.span()) ||
+      !bn_params(fn, x, {scale, bias, mean, var}))
+    return CUDNN_STATUS_BAD_PARAM;
+  cudnnDataType_t pt = bn_type(x.dt);
+  double a = scalar(alpha, x.dt), b = scalar(beta, x.dt);
+  for (int64_t c = 0; c < x.c; c++) {
+    double mu = load(mean, c, pt), invstd = 1 / sqrt(load(var, c, pt) + eps);
+    double g = load(scale, c, pt), be = load(bias, c, pt);
+    for (int64_t n = 0; n < x.n; n++)
+      for (int64_t i = 0; i < x.h; i++)
+        for (int64_t j = 0; j < x.w; j++)
+          blend(yp, y.at(n, c, i, j), y.dt, a, b,
+                g * (load(xp, x.at(n, c, i, j), x.dt) - mu) * invstd + be);
+  }
+  return CUDNN_STATUS_SUCCESS;
+}
+
+EXPORT cudnnStatus_t cudnnBatchNormalizationBackward(
+    cudnnHandle_t h, cudnnBatchNormMode_t mode, const void *alpha_data, const void *beta_data,
+    const void *alpha_param, const void *beta_param, const cudnnTensorDescriptor_t xd,
+    const void *xp, const cudnnTensorDescriptor_t dyd, const void *dyp,
+    const cudnnTensorDescriptor_t dxd, void *dxp, const cudnnTensorDescriptor_t pd,
+    const void *scale, void *dscale, void *dbias, double eps, const void *saved_mean,
+    const void *saved_invstd) {
+  const char *fn = "cudnnBatchNormalizationBackward";
+  view x, dy, dx;
+  if (!h) return CUDNN_STATUS_BAD_PARAM;
+  cudnnStatus_t st = bn_check(fn, mode, xd, dyd, pd, &x, &dy);
+  if (!st) st = bn_check(fn, mode, xd, dxd, pd, &x, &dx);
+  if (st) return st;
+  if (eps < CUDNN_BN_MIN_EPSILON || !scale || !dscale || !dbias || (!saved_mean) != (!saved_invstd))
+    return bad(CUDNN_STATUS_BAD_PARAM, "%s: epsilon %g, or a missing pointer", fn, eps);
+  if (!on_device(fn, "x", xp, x.span()) || !on_device(fn, "dy", dyp, dy.span()) ||
+      !on_device(fn, "dx", dxp, dx.span()) ||
+      !bn_params(fn, x, {scale, dscale, dbias, saved_mean, saved_invstd}))
+    return CUDNN_STATUS_BAD_PARAM;
+  cudnnDataType_t pt = bn_type(x.dt);
+  double ad = scalar(alpha_data, x.dt), bd = scalar(beta_data, x.dt);
+  double ap = scalar(alpha_param, x.dt), bp = scalar(beta_param, x.dt);
+  double m = (double)(x.n * x.h * x.w);
+  for (int64_t c = 0; c < x.c; c++) {
+    double mean, invstd;
+    if (saved_mean) {
+      mean = load(saved_mean, c, pt);
+      invstd = load(saved_invstd, c, pt);
+    } else {
+      double var;
+      moments(xp, x, c, &mean, &var);
+      invstd = 1 / sqrt(var + eps);
+    }
+    double sdy = 0, sdyx = 0;
+    for (int64_t n = 0; n < x.n; n++)
+      for (int64_t i = 0; i < x.h; i++)
+        for (int64_t j = 0; j < x.w; j++) {
+          double g = load(dyp, dy.at(n, c, i, j), dy.dt);
+          sdy += g;
+          sdyx += g * (load(xp, x.at(n, c, i, j), x.dt) - mean) * invstd;
+        }
+    double gamma = load(scale, c, pt);
+    for (int64_t n = 0; n < x.n; n++)
+      for (int64_t i = 0; i < x.h; i++)
+        for (int64_t j = 0; j < x.w; j++) {
+          double xhat = (load(xp, x.at(n, c, i, j), x.dt) - mean) * invstd;
+          double g = load(dyp, dy.at(n, c, i, j), dy.dt);
+          blend(dxp, dx.at(n, c, i, j), dx.dt, ad, bd,
+                gamma * invstd / m * (m * g - sdy - xhat * sdyx));
+        }
+    blend(dscale, c, pt, ap, bp, sdyx);
+    blend(dbias, c, pt, ap, bp, sdy);
+  }
+  return CUDNN_STATUS_SUCCESS;
+}
