@@ -92,7 +92,7 @@ static int t_index_select(lua_State *L) {
   mf_tensor *t = lmf_check(L, 1);
   int dim = lmf_checkdim(L, 2, t->ndim, "index_select");
   if (lua_isnoneornil(L, 3)) return luaL_argerror(L, 3, "index tensor or table expected");
-  mf_tensor *idx = lmf_totensor(L, 3, NULL);
+  mf_tensor *idx = lmf_totensor(L, 3, t); /* a table: on t's device */
   if (!mf_dtype_is_float(idx->dtype) && idx->dtype != MF_BOOL) idx = lmf_shift(L, idx, -1);
   mf_tensor **slot = lmf_newslot(L);
   mf_status s = mf_index_select(t, dim, idx, slot);

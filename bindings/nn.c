@@ -186,25 +186,21 @@ static int n_log_softmax(lua_State *L) { return softmax(L, true, "log_softmax");
 /* ---- gather, scatter_add, dropout ------------------------------------------------------------ */
 
 /* The 1-based integer index at arg as a 0-based int64 tensor, pushed on the stack. */
-static mf_tensor *zero_based(lua_State *L, int arg, const char *fname) {
+static mf_tensor *zero_based(lua_State *L, int arg, const mf_tensor *like, const char *fname) {
   mf_tensor *idx = lmf_test(L, arg);
-  if (!idx) idx = lmf_totensor(L, arg, NULL); /* a nested table of integers */
+  if (!idx) idx = lmf_totensor(L, arg, like); /* a nested table of integers, on like's device */
   if (idx->dtype != MF_I64 && idx->dtype != MF_I32 && idx->dtype != MF_U8)
     luaL_error(L, "%s: index must be an integer tensor (int64), got %s", fname,
                mf_dtype_name(idx->dtype));
-  lua_pushinteger(L, 1);
-  mf_tensor *one = lmf_totensor(L, -1, NULL); /* int64 */
-  mf_tensor **slot = lmf_newslot(L);
-  mf_status s = mf_binary(MF_OP_SUB, idx, one, slot); /* int32 - int64 promotes to int64 */
-  if (s) lmf_error(L, s);
-  if ((*slot)->dtype != MF_I64) {
+  mf_tensor *z = lmf_shift(L, idx, -1); /* on idx's device; keeps its dtype */
+  if (z->dtype != MF_I64) {
     mf_tensor **c = lmf_newslot(L);
-    s = mf_cast(*slot, MF_I64, c);
+    mf_status s = mf_cast(z, MF_I64, c);
     if (s) lmf_error(L, s);
     lua_remove(L, -2);
+    z = *c;
   }
-  lua_remove(L, -2); /* the 1 */
-  return lmf_check(L, -1);
+  return z;
 }
 
 /* After a failed gather/scatter_add: the first 1-based index outside 1..n, for the message. */
@@ -232,7 +228,7 @@ static int n_gather(lua_State *L) {
   int dim = lmf_checkdim(L, 2, x->ndim, "gather");
   luaL_checkany(L, 3);
   lua_settop(L, 3);
-  mf_tensor *idx0 = zero_based(L, 3, "gather");
+  mf_tensor *idx0 = zero_based(L, 3, x, "gather");
   mf_tensor **slot = lmf_newslot(L);
   mf_status s = mf_gather(x, dim, idx0, slot);
   return s ? index_error(L, s, idx0, dim, x->shape[dim], "gather") : 1;
@@ -246,7 +242,7 @@ static int n_scatter_add(lua_State *L) {
   luaL_checkany(L, 3);
   mf_tensor *src = lmf_check(L, 4);
   lua_settop(L, 4);
-  mf_tensor *idx0 = zero_based(L, 3, "scatter_add");
+  mf_tensor *idx0 = zero_based(L, 3, src, "scatter_add");
   mf_tensor **slot = lmf_newslot(L);
   mf_status s = mf_scatter_add(nd, shape, dim, idx0, src, slot);
   return s ? index_error(L, s, idx0, dim, shape[dim], "scatter_add") : 1;

@@ -1,0 +1,119 @@
+-- gpu_training_spec.lua — training on the GPU follows the CPU step for step: the same model,
+-- data, seeds and optimizer on "cpu" and on "cuda:0" give the same losses, parameters and batch
+-- norm running statistics, within float32 rounding (TF32 off). It goes through what a training
+-- loop uses on a GPU: modules and buffers moved with :to("cuda"), optimizer state made on the
+-- device, dropout's Philox masks (the same for the same seed), batch norm (cuDNN), convolutions
+-- and pooling in NCHW and in NHWC (channels-last views), cross-entropy, autograd, SGD with
+-- momentum and Adam. Pending without a GPU; CI runs it on the CUDA emulator (the sanitizer
+-- build, tests/cuda_emu), a GPU machine through tests/gpu/run.sh.
+local H = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "helper.lua")
+local mf = H.mf
+local nn, F = mf.nn, mf.nn.functional
+
+local GPU = mf.cuda.is_available()
+
+-- Trains build() for `steps` steps on `device` from the same start; returns the losses and the
+-- trained model (moved back to the CPU).
+local function train(device, build, make_opt, x, y, steps)
+  mf.manual_seed(7)
+  local model = build() -- made on the CPU, so both devices start from the same values
+  model:to(device)
+  model:train()
+  local opt = make_opt(model:parameters())
+  local xs, ys = x:to(device), y:to(device)
+  local losses = {}
+  for i = 1, steps do
+    mf.manual_seed(100 + i) -- the dropout masks: the same draws on both devices
+    local loss = F.cross_entropy(model(xs), ys)
+    opt:zero_grad()
+    loss:backward()
+    opt:step()
+    losses[i] = loss:item()
+  end
+  model:to("cpu")
+  return losses, model
+end
+
+local function close(a, b, tol, what)
+  for i = 1, #a do
+    assert.is_true(math.abs(a[i] - b[i]) <= tol * (1 + math.abs(a[i])),
+      ("%s %d: cpu %.9g, gpu %.9g"):format(what, i, a[i], b[i]))
+  end
+end
+
+-- the largest |a - b| / (1 + |a|) over two tensors' elements
+local function worst(a, b) return ((a - b):abs() / (a:abs() + 1)):max():item() end
+
+describe("training on the GPU", function()
+  local was
+  setup(function() if GPU then was = mf.cuda.set_tf32(false) end end)
+  teardown(function() if GPU then mf.cuda.set_tf32(was) end end)
+
+  local function data(n, shape, classes)
+    mf.manual_seed(3)
+    local x = mf.randn(shape)
+    local labels = {}
+    for i = 1, n do labels[i] = (i * 5) % classes + 1 end -- class indices are 1-based
+    return x, mf.tensor(labels):long()
+  end
+
+  it("takes 1-based indices from Lua tables and tensors on the GPU (losses, gather, index_select)", function()
+    if not GPU then return pending("skipped: no GPU here (" .. tostring(mf.cuda.why_unavailable()) .. ")") end
+    local x = mf.tensor { { 0.5, 1.5, -1 }, { 2, 0, 1 } }
+    local g = x:cuda()
+    local labels = mf.tensor { 2, 1 }:long()
+    local want = F.cross_entropy(x, labels):item()
+    assert.near(want, F.cross_entropy(g, labels:cuda()):item(), 1e-6)
+    H.equal(g:index_select(2, { 3, 1 }):cpu(), { { -1, 0.5 }, { 1, 2 } })
+    H.equal(g:index_select(2, mf.tensor { 2 }:cuda()):cpu(), { { 1.5 }, { 0 } })
+    H.err(function() return F.cross_entropy(g, labels) end, "different devices (cuda:0 and cpu)")
+    H.err(function() return F.cross_entropy(g, mf.tensor { 2, 4 }:long():cuda()) end,
+      "class index 4 is out of range 1..3")
+  end)
+
+  it("a CNN with batch norm and dropout (NCHW, SGD with momentum) matches the CPU", function()
+    if not GPU then return pending("skipped: no GPU here (" .. tostring(mf.cuda.why_unavailable()) .. ")") end
+    local function build()
+      return nn.Sequential {
+        nn.Conv2d(2, 4, 3, { padding = "same" }), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(4, 6, 3, { stride = 2, padding = 1 }), nn.ReLU(), nn.AvgPool2d(2),
+        nn.Flatten(), nn.Dropout(0.5), nn.Linear(6, 3),
+      }
+    end
+    local x, y = data(6, { 6, 2, 8, 8 }, 3)
+    local sgd = function(p) return mf.optim.SGD(p, { lr = 0.05, momentum = 0.9 }) end
+    local lc, mc = train("cpu", build, sgd, x, y, 5)
+    local lg, mg = train("cuda:0", build, sgd, x, y, 5)
+    close(lc, lg, 1e-4, "loss at step")
+    assert.is_true(math.abs(lc[5] - lc[1]) > 1e-3, "the loss moved: " .. lc[1] .. " -> " .. lc[5])
+    local pc, pg = mc:parameters(), mg:parameters()
+    assert.equal(#pc, #pg)
+    for i = 1, #pc do
+      assert.equal("cpu", pg[i]:device())
+      local d = worst(pc[i], pg[i])
+      assert.is_true(d <= 1e-4, "parameter " .. i .. " differs by " .. d)
+    end
+    local bc, bg = mc[2], mg[2] -- the BatchNorm2d
+    assert.is_true(worst(bc.running_mean, bg.running_mean) <= 1e-5, "running_mean")
+    assert.is_true(worst(bc.running_var, bg.running_var) <= 1e-5, "running_var")
+  end)
+
+  it("the tutorial's layers in NHWC (channels-last convolutions, Adam) match the CPU", function()
+    if not GPU then return pending("skipped: no GPU here (" .. tostring(mf.cuda.why_unavailable()) .. ")") end
+    local function build()
+      local conv = { padding = "same", data_format = "NHWC" }
+      local pool = { data_format = "NHWC" }
+      return nn.Sequential {
+        nn.Reshape { 12, 12, 1 },
+        nn.Conv2d(1, 4, 5, conv), nn.ReLU(), nn.MaxPool2d(2, pool),
+        nn.Conv2d(4, 8, 5, conv), nn.ReLU(), nn.MaxPool2d(2, pool),
+        nn.Flatten(), nn.Linear(3 * 3 * 8, 16), nn.ReLU(), nn.Dropout(0.5), nn.Linear(16, 10),
+      }
+    end
+    local x, y = data(4, { 4, 144 }, 10)
+    local adam = function(p) return mf.optim.Adam(p, { lr = 1e-3 }) end
+    local lc = train("cpu", build, adam, x, y, 4)
+    local lg = train("cuda:0", build, adam, x, y, 4)
+    close(lc, lg, 1e-4, "loss at step")
+  end)
+end)
