@@ -457,7 +457,8 @@ EXPORT cudnnStatus_t cudnnGetConvolutionForwardWorkspaceSize(
       !on_device(fn, "y", yp, y.span()))                                                           \
     return CUDNN_STATUS_BAD_PARAM;                                                                 \
   double a = scalar(alpha, x.dt), b = scalar(beta, x.dt);                                          \
-  bool tf = rounds_tf32(CD, x.dt);
+  bool tf = rounds_tf32(CD, x.dt);                                                                 \
+  mf_emu::count(mf_emu::C_LIBRARY);
 
 EXPORT cudnnStatus_t
     cudnnConvolutionForward(cudnnHandle_t h, const void *alpha, const cudnnTensorDescriptor_t xd,
@@ -548,6 +549,7 @@ EXPORT cudnnStatus_t cudnnAddTensor(cudnnHandle_t h, const void *alpha,
                                     const cudnnTensorDescriptor_t ad, const void *ap,
                                     const void *beta, const cudnnTensorDescriptor_t cd, void *cp) {
   const char *fn = "cudnnAddTensor";
+  mf_emu::count(mf_emu::C_LIBRARY);
   view A, C;
   if (!h || !view4(ad, &A, fn, "A") || !view4(cd, &C, fn, "C")) return CUDNN_STATUS_BAD_PARAM;
   if (A.dt != C.dt) return bad(CUDNN_STATUS_BAD_PARAM, "%s: A and C have different types", fn);
@@ -577,6 +579,7 @@ EXPORT cudnnStatus_t cudnnPoolingForward(cudnnHandle_t h, const cudnnPoolingDesc
                                          const void *xp, const void *beta,
                                          const cudnnTensorDescriptor_t yd, void *yp) {
   const char *fn = "cudnnPoolingForward";
+  mf_emu::count(mf_emu::C_LIBRARY);
   view x, y;
   if (!h || !pd || !view4(xd, &x, fn, "x") || !view4(yd, &y, fn, "y"))
     return CUDNN_STATUS_BAD_PARAM;
@@ -693,6 +696,7 @@ EXPORT cudnnStatus_t cudnnBatchNormalizationForwardTraining(
     const cudnnTensorDescriptor_t pd, const void *scale, const void *bias, double factor,
     void *running_mean, void *running_var, double eps, void *save_mean, void *save_invstd) {
   const char *fn = "cudnnBatchNormalizationForwardTraining";
+  mf_emu::count(mf_emu::C_LIBRARY);
   view x, y;
   if (!h) return CUDNN_STATUS_BAD_PARAM;
   cudnnStatus_t st = bn_check(fn, mode, xd, yd, pd, &x, &y);
@@ -734,6 +738,7 @@ EXPORT cudnnStatus_t cudnnBatchNormalizationForwardInference(
     const cudnnTensorDescriptor_t pd, const void *scale, const void *bias, const void *mean,
     const void *var, double eps) {
   const char *fn = "cudnnBatchNormalizationForwardInference";
+  mf_emu::count(mf_emu::C_LIBRARY);
   view x, y;
   if (!h) return CUDNN_STATUS_BAD_PARAM;
   cudnnStatus_t st = bn_check(fn, mode, xd, yd, pd, &x, &y);
@@ -765,6 +770,7 @@ EXPORT cudnnStatus_t cudnnBatchNormalizationBackward(
     const void *scale, void *dscale, void *dbias, double eps, const void *saved_mean,
     const void *saved_invstd) {
   const char *fn = "cudnnBatchNormalizationBackward";
+  mf_emu::count(mf_emu::C_LIBRARY);
   view x, dy, dx;
   if (!h) return CUDNN_STATUS_BAD_PARAM;
   cudnnStatus_t st = bn_check(fn, mode, xd, dyd, pd, &x, &dy);

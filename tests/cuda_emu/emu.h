@@ -53,6 +53,12 @@ bool check_device(const char *call, const char *which, const void *p, size_t n);
 /* Whether s is 0 or a stream cudaStreamCreate made. */
 bool check_stream(cudaStream_t s);
 
+/* What a program asked of the "GPU", counted; MOONFLOW_CUDA_EMU_STATS=1 prints the totals to
+ * stderr at exit (kernel launches and host synchronisations per training step are the same as
+ * on a GPU, less what cuBLAS and cuDNN launch inside their calls). */
+enum counter { C_LAUNCH, C_LIBRARY, C_SYNC, C_H2D, C_D2H, C_D2D, C_MEMSET, C_MALLOC, C_FREE, C_N };
+void count(counter c);
+
 /* float32 rounded to TF32 (10 mantissa bits, to nearest even), as tensor cores take it */
 inline float tf32(float x) {
   uint32_t u;

@@ -34,6 +34,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include <atomic>
 #include <map>
 #include <mutex>
 #include <unordered_map>
@@ -124,6 +125,30 @@ bool check_ptr(const char *call, const char *which, const void *p, size_t n, boo
 }
 
 } // namespace
+
+namespace mf_emu {
+namespace {
+std::atomic<long> counters[C_N];
+void print_counts() {
+  fprintf(stderr,
+          "cuda emulator: %ld kernel launches, %ld cuBLAS/cuDNN calls, %ld synchronisations, "
+          "copies %ld host-to-device %ld device-to-host %ld device-to-device, %ld memsets, "
+          "%ld cudaMalloc, %ld cudaFree\n",
+          counters[C_LAUNCH].load(), counters[C_LIBRARY].load(), counters[C_SYNC].load(),
+          counters[C_H2D].load(), counters[C_D2H].load(), counters[C_D2D].load(),
+          counters[C_MEMSET].load(), counters[C_MALLOC].load(), counters[C_FREE].load());
+}
+} // namespace
+void count(counter c) {
+  static bool on = [] {
+    const char *v = getenv("MOONFLOW_CUDA_EMU_STATS");
+    bool yes = v && *v && strcmp(v, "0") != 0;
+    if (yes) atexit(print_counts);
+    return yes;
+  }();
+  if (on) counters[c]++;
+}
+} // namespace mf_emu
 
 EXPORT cudaError_t cudaGetDeviceCount(int *count) {
   *count = ndevices();
@@ -223,6 +248,7 @@ EXPORT cudaError_t cudaMalloc(void **p, size_t bytes) {
   allocations[(uintptr_t)q] = allocation{bytes, d};
   used[d] += bytes;
   *p = q;
+  mf_emu::count(mf_emu::C_MALLOC);
   return cudaSuccess;
 }
 
@@ -239,6 +265,7 @@ EXPORT cudaError_t cudaFree(void *p) {
     allocations.erase(it);
   }
   free(p);
+  mf_emu::count(mf_emu::C_FREE);
   return cudaSuccess;
 }
 
@@ -267,6 +294,7 @@ cudaError_t copy(const char *call, void *dst, const void *src, size_t n, cudaMem
   if (!check_ptr(call, "destination", dst, n, dd) || !check_ptr(call, "source", src, n, sd))
     return cudaErrorInvalidValue;
   if (n) memmove(dst, src, n);
+  mf_emu::count(dd && sd ? mf_emu::C_D2D : dd ? mf_emu::C_H2D : mf_emu::C_D2H);
   return cudaSuccess;
 }
 } // namespace
@@ -283,6 +311,7 @@ EXPORT cudaError_t cudaMemsetAsync(void *p, int value, size_t n, cudaStream_t s)
   if (!known_stream(s)) return fail(cudaErrorInvalidResourceHandle);
   if (!check_ptr("cudaMemsetAsync", "pointer", p, n, true)) return cudaErrorInvalidValue;
   if (n) memset(p, value, n);
+  mf_emu::count(mf_emu::C_MEMSET);
   return cudaSuccess;
 }
 
@@ -315,9 +344,13 @@ EXPORT cudaError_t cudaStreamDestroy(cudaStream_t s) {
   return cudaSuccess;
 }
 EXPORT cudaError_t cudaStreamSynchronize(cudaStream_t s) {
+  mf_emu::count(mf_emu::C_SYNC);
   return known_stream(s) ? cudaSuccess : fail(cudaErrorInvalidResourceHandle);
 }
-EXPORT cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+EXPORT cudaError_t cudaDeviceSynchronize(void) {
+  mf_emu::count(mf_emu::C_SYNC);
+  return cudaSuccess;
+}
 
 /* ---- the grid executor ---------------------------------------------------------------------- */
 
@@ -496,6 +529,7 @@ void run_grid(const void *key, dim3 grid, dim3 block, size_t smem, cudaStream_t 
     fail(cudaErrorInvalidResourceHandle);
     return;
   }
+  count(C_LAUNCH);
   std::lock_guard<std::mutex> g(launch_lock);
   thread_state saved = cur;
   int &quiet = quiet_launches[key];
@@ -626,6 +660,7 @@ EXPORT cublasStatus_t cublasGemmStridedBatchedEx(
                  span(nb ? k : n, nb ? n : k, ldb, sb, batches, es), true) ||
       !check_ptr("cublasGemmStridedBatchedEx", "C", C, span(m, n, ldc, sc, batches, es), true))
     return CUBLAS_STATUS_INVALID_VALUE;
+  mf_emu::count(mf_emu::C_LIBRARY);
   double al = f64 ? *(const double *)alpha : *(const float *)alpha;
   double be = f64 ? *(const double *)beta : *(const float *)beta;
   for (int b = 0; b < batches; b++) {

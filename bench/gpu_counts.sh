@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# gpu_counts.sh — what one training step of the tutorial CNN (tests/gpu/bench.lua: batch 50, Adam,
+# cross-entropy, inputs on the device) asks of the GPU: kernel launches, cuBLAS/cuDNN calls, host
+# synchronisations, copies, memsets and cudaMalloc calls, counted by the CUDA emulator
+# (tests/cuda_emu, MOONFLOW_CUDA_EMU_STATS=1) as the difference between runs of A and B steps
+# after the same warm-up, divided by B - A. The counts are what a GPU run issues (cuBLAS and cuDNN
+# launch more inside their calls); timings are not measured here. Prints the bench/RESULTS.md
+# section "gpu-counts":
+#   bench/gpu_counts.sh [EMU_BUILD_DIR] | python3 bench/section.py bench/RESULTS.md gpu-counts
+# EMU_BUILD_DIR (default build-emu) is configured and built with -DMOONFLOW_CUDA=EMU if needed.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+dir=${1:-build-emu}
+if [[ ! -x $dir/moonflow || ! -f $dir/libmoonflow_cuda.so ]]; then
+  cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMOONFLOW_CUDA=EMU >/dev/null
+  ninja -C "$dir" moonflow moonflow_cuda >/dev/null
+fi
+a=2 b=6
+counts() { # steps -> the emulator's totals line, as numbers
+  MOONFLOW_CUDA_EMU_STATS=1 "$dir/moonflow" tests/gpu/bench.lua --size 64 --reps 1 --warmup 2 \
+    --steps "$1" 2>&1 >/dev/null | grep '^cuda emulator:' | tr -c '0-9\n' ' '
+}
+read -r -a ca <<<"$(counts $a)"
+read -r -a cb <<<"$(counts $b)"
+names=("kernel launches (our kernels)" "cuBLAS / cuDNN calls" "host synchronisations"
+  "copies host to device" "copies device to host" "copies device to device" "memsets"
+  "cudaMalloc" "cudaFree")
+echo "## The tutorial CNN's training step on a GPU: what it issues (issue 6)"
+echo
+echo "Counted by the CUDA emulator (\`bench/gpu_counts.sh\`, $(date -u +%Y-%m-%d)): tests/gpu/bench.lua's"
+echo "step (batch 50, Adam, cross-entropy, inputs on the device), the difference between $b and $a"
+echo "timed steps after 2 warm-up steps, per step. A GPU run issues the same (cuBLAS and cuDNN"
+echo "launch more kernels inside their calls)."
+echo
+echo "| per training step | count |"
+echo "|---|---|"
+for i in "${!names[@]}"; do
+  awk -v n="${names[$i]}" -v x="${ca[$i]}" -v y="${cb[$i]}" -v d=$((b - a)) \
+    'BEGIN { printf "| %s | %g |\n", n, (y - x) / d }'
+done
+echo
+echo "The two synchronisations are the index checks of gather (the loss picking each row's class)"
+echo "and scatter_add (its backward): each reads back a flag, so the CPU waits for the queue to"
+echo "drain instead of running ahead (PyTorch reports such errors later, as device-side asserts)."
+echo "The memsets: those two flags, scatter_add's zeroed output and max pooling's two zeroed input"
+echo "gradients. The caching allocator makes no cudaMalloc once the shapes repeat (a stray one in"
+echo "a later step: a first use of a bucket)."
