@@ -26,6 +26,7 @@
 #include <string.h>
 
 #include <initializer_list>
+#include <vector>
 
 #define EXPORT extern "C"
 
@@ -114,10 +115,10 @@ struct view {
   int64_t at(int64_t a, int64_t b, int64_t y, int64_t x) const {
     return a * sn + b * sc + y * sh + x * sw;
   }
-  size_t span() const { /* bytes from element 0 to the last element, inclusive */
-    if (!n || !c || !h || !w) return 0;
-    return (size_t)(at(n - 1, c - 1, h - 1, w - 1) + 1) * type_size(dt);
+  int64_t elements() const { /* element slots from element 0 to the last, inclusive */
+    return n && c && h && w ? at(n - 1, c - 1, h - 1, w - 1) + 1 : 0;
   }
+  size_t span() const { return (size_t)elements() * type_size(dt); } /* in bytes */
 };
 
 bool view4(const cudnnTensorStruct *d, view *v, const char *call, const char *which) {
@@ -214,6 +215,35 @@ bool tap(const cudnnConvolutionStruct *cd, const view &x, int64_t oy, int64_t ox
 }
 
 /* two algorithms, ranked: 0 (wants a workspace, so the caller's workspace handling runs), 1 */
+/* f(y offset, x offset, w offset) for every tap of the convolution that reads an input cell (not
+ * padding): the one loop nest the three directions share */
+template <class F>
+void for_each_tap(const cudnnConvolutionStruct *cd, const view &x, const view &w, const view &y,
+                  F f) {
+  for (int64_t n = 0; n < y.n; n++)
+    for (int64_t k = 0; k < y.c; k++)
+      for (int64_t oy = 0; oy < y.h; oy++)
+        for (int64_t ox = 0; ox < y.w; ox++)
+          for (int64_t c = 0; c < x.c; c++)
+            for (int64_t r = 0; r < w.h; r++)
+              for (int64_t s = 0; s < w.w; s++) {
+                int64_t iy, ix;
+                if (tap(cd, x, oy, ox, r, s, &iy, &ix))
+                  f(y.at(n, k, oy, ox), x.at(n, c, iy, ix), w.at(k, c, r, s));
+              }
+}
+
+/* every element of v: alpha * sum[its offset] + beta * itself */
+void blend_all(void *p, const view &v, double alpha, double beta, const std::vector<double> &sum) {
+  for (int64_t n = 0; n < v.n; n++)
+    for (int64_t c = 0; c < v.c; c++)
+      for (int64_t i = 0; i < v.h; i++)
+        for (int64_t j = 0; j < v.w; j++) {
+          int64_t o = v.at(n, c, i, j);
+          blend(p, o, v.dt, alpha, beta, sum[o]);
+        }
+}
+
 template <class P>
 void fill_perf(const cudnnConvolutionStruct *cd, const view &x, int requested, int *returned,
                P *perf) {
@@ -467,20 +497,11 @@ EXPORT cudnnStatus_t
                             void *ws, size_t ws_bytes, const void *beta,
                             const cudnnTensorDescriptor_t yd, void *yp) {
   CONV_CALL("cudnnConvolutionForward", xd, wd, cd, yd)
-  for (int64_t n = 0; n < y.n; n++)
-    for (int64_t k = 0; k < y.c; k++)
-      for (int64_t oy = 0; oy < y.h; oy++)
-        for (int64_t ox = 0; ox < y.w; ox++) {
-          double acc = 0;
-          for (int64_t c = 0; c < x.c; c++)
-            for (int64_t r = 0; r < w.h; r++)
-              for (int64_t s = 0; s < w.w; s++) {
-                int64_t iy, ix;
-                if (tap(cd, x, oy, ox, r, s, &iy, &ix))
-                  acc += in(xp, x.at(n, c, iy, ix), x.dt, tf) * in(wp, w.at(k, c, r, s), w.dt, tf);
-              }
-          blend(yp, y.at(n, k, oy, ox), y.dt, a, b, acc);
-        }
+  std::vector<double> sum(y.elements());
+  for_each_tap(cd, x, w, y, [&](int64_t yo, int64_t xo, int64_t wo) {
+    sum[yo] += in(xp, xo, x.dt, tf) * in(wp, wo, w.dt, tf);
+  });
+  blend_all(yp, y, a, b, sum);
   return CUDNN_STATUS_SUCCESS;
 }
 
@@ -492,31 +513,11 @@ EXPORT cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t h, const void *a
                                                   size_t ws_bytes, const void *beta,
                                                   const cudnnTensorDescriptor_t xd, void *xp) {
   CONV_CALL("cudnnConvolutionBackwardData", xd, wd, cd, yd)
-  /* dx[n, c, iy, ix] = sum over the (k, oy, ox, r, s) whose tap reads (iy, ix) of dy * w */
-  int64_t cells = x.n * x.c * x.h * x.w;
-  double *acc = new double[cells > 0 ? cells : 1]();
-  auto at = [&](int64_t n, int64_t c, int64_t iy, int64_t ix) {
-    return ((n * x.c + c) * x.h + iy) * x.w + ix;
-  };
-  for (int64_t n = 0; n < y.n; n++)
-    for (int64_t k = 0; k < y.c; k++)
-      for (int64_t oy = 0; oy < y.h; oy++)
-        for (int64_t ox = 0; ox < y.w; ox++) {
-          double g = in(yp, y.at(n, k, oy, ox), y.dt, tf);
-          for (int64_t c = 0; c < x.c; c++)
-            for (int64_t r = 0; r < w.h; r++)
-              for (int64_t s = 0; s < w.w; s++) {
-                int64_t iy, ix;
-                if (tap(cd, x, oy, ox, r, s, &iy, &ix))
-                  acc[at(n, c, iy, ix)] += g * in(wp, w.at(k, c, r, s), w.dt, tf);
-              }
-        }
-  for (int64_t n = 0; n < x.n; n++)
-    for (int64_t c = 0; c < x.c; c++)
-      for (int64_t iy = 0; iy < x.h; iy++)
-        for (int64_t ix = 0; ix < x.w; ix++)
-          blend(xp, x.at(n, c, iy, ix), x.dt, a, b, acc[at(n, c, iy, ix)]);
-  delete[] acc;
+  std::vector<double> sum(x.elements());
+  for_each_tap(cd, x, w, y, [&](int64_t yo, int64_t xo, int64_t wo) {
+    sum[xo] += in(yp, yo, y.dt, tf) * in(wp, wo, w.dt, tf);
+  });
+  blend_all(xp, x, a, b, sum);
   return CUDNN_STATUS_SUCCESS;
 }
 
@@ -526,21 +527,11 @@ EXPORT cudnnStatus_t cudnnConvolutionBackwardFilter(
     cudnnConvolutionBwdFilterAlgo_t algo, void *ws, size_t ws_bytes, const void *beta,
     const cudnnFilterDescriptor_t wd, void *wp) {
   CONV_CALL("cudnnConvolutionBackwardFilter", xd, wd, cd, yd)
-  for (int64_t k = 0; k < w.n; k++)
-    for (int64_t c = 0; c < w.c; c++)
-      for (int64_t r = 0; r < w.h; r++)
-        for (int64_t s = 0; s < w.w; s++) {
-          double acc = 0;
-          for (int64_t n = 0; n < y.n; n++)
-            for (int64_t oy = 0; oy < y.h; oy++)
-              for (int64_t ox = 0; ox < y.w; ox++) {
-                int64_t iy, ix;
-                if (tap(cd, x, oy, ox, r, s, &iy, &ix))
-                  acc +=
-                      in(yp, y.at(n, k, oy, ox), y.dt, tf) * in(xp, x.at(n, c, iy, ix), x.dt, tf);
-              }
-          blend(wp, w.at(k, c, r, s), w.dt, a, b, acc);
-        }
+  std::vector<double> sum(w.elements());
+  for_each_tap(cd, x, w, y, [&](int64_t yo, int64_t xo, int64_t wo) {
+    sum[wo] += in(yp, yo, y.dt, tf) * in(xp, xo, x.dt, tf);
+  });
+  blend_all(wp, w, a, b, sum);
   return CUDNN_STATUS_SUCCESS;
 }
 
@@ -771,7 +762,7 @@ EXPORT cudnnStatus_t cudnnBatchNormalizationBackward(
     const void *saved_invstd) {
   const char *fn = "cudnnBatchNormalizationBackward";
   mf_emu::count(mf_emu::C_LIBRARY);
-  view x, dy, dx;
+  view x{}, dy{}, dx{};
   if (!h) return CUDNN_STATUS_BAD_PARAM;
   cudnnStatus_t st = bn_check(fn, mode, xd, dyd, pd, &x, &dy);
   if (!st) st = bn_check(fn, mode, xd, dxd, pd, &x, &dx);
