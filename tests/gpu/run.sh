@@ -191,7 +191,7 @@ run_example() {
   if ((rc != 0)) || [[ -z $acc ]]; then
     fail "$name --device cuda: exit $rc$( ((rc == 124)) && echo " (timed out after ${limit}s)"), no accuracy (log: $log)"
   elif awk -v a="$acc" -v w="$want" 'BEGIN { exit !(a >= w) }'; then
-    record "$name --device cuda $*: test accuracy $acc (>= $want) in $(grep -E -o 'trained [0-9]+ steps in [0-9.]+ s' "$log" | tail -n 1)"
+    record "$name --device cuda $*: test accuracy $acc (>= $want) in $(grep -E -o '[0-9]+ steps in [0-9.]+ s' "$log" | tail -n 1)"
   else
     fail "$name --device cuda: test accuracy $acc < $want (log: $log)"
   fi
