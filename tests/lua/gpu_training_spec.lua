@@ -4,7 +4,7 @@
 -- loop uses on a GPU: modules and buffers moved with :to("cuda"), optimizer state made on the
 -- device, dropout's Philox masks (the same for the same seed), batch norm (cuDNN), convolutions
 -- and pooling in NCHW and in NHWC (channels-last views), cross-entropy, autograd, SGD with
--- momentum and Adam. Pending without a GPU; CI runs it on the CUDA emulator (the sanitizer
+-- momentum and Adam, and a Session running a graph placed on the GPU. Pending without a GPU; CI runs it on the CUDA emulator (the sanitizer
 -- build, tests/cuda_emu), a GPU machine through tests/gpu/run.sh.
 local H = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "helper.lua")
 local mf = H.mf
@@ -115,5 +115,40 @@ describe("training on the GPU", function()
     local lc = train("cpu", build, adam, x, y, 4)
     local lg = train("cuda:0", build, adam, x, y, 4)
     close(lc, lg, 1e-4, "loss at step")
+  end)
+
+  it("a Session runs the tutorial's graph (narrower) on the GPU as on the CPU", function()
+    if not GPU then return pending("skipped: no GPU here (" .. tostring(mf.cuda.why_unavailable()) .. ")") end
+    local CNN = dofile(H.root .. "/examples/mnist_model.lua")
+    local x, y = data(4, { 4, 784 }, 10)
+    local function run(device)
+      local losses, placed = {}, {}
+      mf.Graph():as_default(function()
+        mf.manual_seed(11) -- the variables' initial values
+        local scope = mf.device(device)
+        local xs = mf.placeholder(mf.float32, { -1, 784 }, "x")
+        local labels = mf.placeholder(mf.int64, { -1 }, "labels")
+        local drop = mf.placeholder(mf.float32, {}, "drop_prob")
+        local logits = CNN.inference(xs, drop, { 4, 8, 16 })
+        local loss = F.cross_entropy(logits, labels)
+        local train_step = mf.train.AdamOptimizer(1e-3):minimize(loss)
+        scope:close()
+        local sess <close> = mf.Session()
+        sess:run(mf.global_variables_initializer())
+        for i = 1, 3 do
+          mf.manual_seed(200 + i) -- the dropout masks
+          losses[i] = sess:run({ train_step, loss }, { [xs] = x, [labels] = y, [drop] = 0.5 })[2]:item()
+        end
+        for _, v in ipairs(mf.global_variables()) do
+          placed[#placed + 1] = sess:variable_value(v):device()
+        end
+      end)
+      return losses, placed
+    end
+    local lc = run("/cpu:0")
+    local lg, placed = run("/gpu:0")
+    close(lc, lg, 1e-4, "loss at step")
+    assert.is_true(#placed >= 8) -- the weights and biases, and Adam's slots
+    for _, d in ipairs(placed) do assert.equal("cuda:0", d) end
   end)
 end)
