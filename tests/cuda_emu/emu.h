@@ -123,10 +123,5 @@ template <class T> static inline T atomicCAS(T *p, T compare, T v) {
   if (old == compare) *p = v;
   return old;
 }
-template <class T> static inline T atomicMax(T *p, T v) {
-  T old = *p;
-  if (v > old) *p = v;
-  return old;
-}
 
 #endif

@@ -27,7 +27,6 @@
 
 #include "emu.h"
 
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -109,18 +108,13 @@ bool is_device(const void *p, size_t n) {
   return a >= it->first && a + (n ? n : 1) <= it->first + it->second.bytes;
 }
 
-cudaError_t bad_pointer(const char *call, const char *which, const void *p, size_t n,
-                        bool want_device) {
+/* Whether [p, p + n) is (want_device) or is not device memory; if not, says so on stderr and
+ * sets the runtime's last error. */
+bool check_ptr(const char *call, const char *which, const void *p, size_t n, bool want_device) {
+  if (n == 0 || is_device(p, n) == want_device) return true;
   fprintf(stderr, "cuda emulator: %s: %s %p (%zu bytes) is %s\n", call, which, p, n,
           want_device ? "not inside a live device allocation" : "device memory, not host memory");
-  return fail(cudaErrorInvalidValue);
-}
-
-/* checks that [p, p+n) is (want_device) or is not device memory */
-bool check_ptr(const char *call, const char *which, const void *p, size_t n, bool want_device) {
-  if (n == 0) return true;
-  if (is_device(p, n) == want_device) return true;
-  bad_pointer(call, which, p, n, want_device);
+  fail(cudaErrorInvalidValue);
   return false;
 }
 
