@@ -213,6 +213,8 @@ if [[ ${MOONFLOW_TEST_ASAN:-1} != 0 ]]; then
   [[ -e ${CUDA_HOME:-/usr/local/cuda}/include/cuda_runtime.h ]] && asan_cuda=EMU
   if build build-asan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_FLAGS_DEBUG="-g -O1" \
     -DCMAKE_CXX_FLAGS_DEBUG="-g -O1" -DMOONFLOW_SANITIZE=ON -DMOONFLOW_CUDA=$asan_cuda; then
+    # The emulator shows two GPUs, so that the tests of a second one run too.
+    export MOONFLOW_CUDA_EMU_DEVICES=2
     # C tests: leak detection on; any report makes the test exit non-zero.
     ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} \
       UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \

@@ -7,12 +7,13 @@
  * cuDNN). What it cannot check: timing, races between threads of a launch (they run one at a
  * time), and warp-level behaviour.
  *
- * Devices: MOONFLOW_CUDA_EMU_DEVICES of them (default 1), each with MOONFLOW_CUDA_EMU_MEMORY MiB
- * (default 4096), named "moonflow CUDA emulator". Device memory is host memory from the heap,
- * filled with 0xff bytes when allocated (NaN for floats, so a kernel reading memory nobody wrote
- * shows in results); a table of the live allocations lets copies, memsets and cuBLAS check that
- * each pointer they are given is device or host memory as the call says, and cudaFree that it was
- * allocated. A failed check prints why to stderr and returns the error the runtime would.
+ * Devices: MOONFLOW_CUDA_EMU_DEVICES of them (default 1; CUDA_VISIBLE_DEVICES is honoured as the
+ * runtime does), each with MOONFLOW_CUDA_EMU_MEMORY MiB (default 4096), named "moonflow CUDA
+ * emulator". Device memory is host memory from the heap, filled with 0xff bytes when allocated (NaN
+ * for floats, so a kernel reading memory nobody wrote shows in results); a table of the live
+ * allocations lets copies, memsets and cuBLAS check that each pointer they are given is device or
+ * host memory as the call says, and cudaFree that it was allocated. A failed check prints why to
+ * stderr and returns the error the runtime would.
  *
  * Launches: the blocks of a grid run one after another on the calling thread, the threads of a
  * block as fibers (x86-64: a small assembly switch) that switch at __syncthreads, in rounds: each
@@ -72,8 +73,23 @@ int env_int(const char *name, int def, int lo, int hi) {
   return (int)x;
 }
 
+/* The emulated GPUs, as CUDA_VISIBLE_DEVICES leaves them visible: its comma-separated indices up to
+ * the first that is not one of the machine's (the runtime's rule; UUIDs are not emulated). */
 int ndevices() {
-  static int n = env_int("MOONFLOW_CUDA_EMU_DEVICES", 1, 0, 16);
+  static int n = [] {
+    int machine = env_int("MOONFLOW_CUDA_EMU_DEVICES", 1, 0, 16);
+    const char *v = getenv("CUDA_VISIBLE_DEVICES");
+    if (!v) return machine;
+    int seen = 0;
+    for (const char *p = v; *p;) {
+      char *end;
+      long i = strtol(p, &end, 10);
+      if (end == p || i < 0 || i >= machine || (*end && *end != ',')) break;
+      seen++;
+      p = *end ? end + 1 : end;
+    }
+    return seen;
+  }();
   return n;
 }
 size_t device_memory() {

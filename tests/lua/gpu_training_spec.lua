@@ -151,4 +151,29 @@ describe("training on the GPU", function()
     assert.is_true(#placed >= 8) -- the weights and biases, and Adam's slots
     for _, d in ipairs(placed) do assert.equal("cuda:0", d) end
   end)
+
+  it("with two GPUs: tensors move between them, mixing them is an error, cuda:1 trains too", function()
+    if mf.cuda.device_count() < 2 then
+      return pending("skipped: fewer than two GPUs here (the emulator shows two with MOONFLOW_CUDA_EMU_DEVICES=2)")
+    end
+    local t = mf.tensor { { 1.5, -2 }, { 0.25, 4 } }
+    local a, b = t:to("cuda:1"), t:to("/gpu:0")
+    assert.equal("cuda:1", a:device())
+    H.equal(a:to("cuda:0"):cpu(), t:totable())
+    assert.equal("cuda:0", a:to("cuda:0"):device())
+    H.err(function() return a + b end, "add: tensors are on different devices (cuda:1 and cuda:0)")
+    H.err(function() return mf.matmul(b, a) end, "different devices (cuda:0 and cuda:1)")
+    local before = mf.cuda.memory_allocated(1)
+    local big = mf.zeros({ 1000 }, { device = "cuda:1" })
+    assert.is_true(mf.cuda.memory_allocated(1) >= before + 4000, tostring(big))
+    local x, y = data(6, { 6, 2, 8, 8 }, 3)
+    local function build()
+      return nn.Sequential { nn.Conv2d(2, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 6 * 6, 3) }
+    end
+    local sgd = function(p) return mf.optim.SGD(p, { lr = 0.05 }) end
+    close(train("cpu", build, sgd, x, y, 3), train("cuda:1", build, sgd, x, y, 3), 1e-4,
+      "loss at step")
+    local _ <close> = mf.device("cuda:1")
+    assert.equal("cuda:1", mf.ones { 2 }:device())
+  end)
 end)
