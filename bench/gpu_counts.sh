@@ -4,8 +4,8 @@
 # synchronisations, copies, memsets and cudaMalloc calls, counted by the CUDA emulator
 # (tests/cuda_emu, MOONFLOW_CUDA_EMU_STATS=1) as the difference between runs of A and B steps
 # after the same warm-up, divided by B - A. The counts are what a GPU run issues (cuBLAS and cuDNN
-# launch more inside their calls); timings are not measured here. Prints the bench/RESULTS.md
-# section "gpu-counts":
+# launch more inside their calls). Also moonflow's own host time per step, with the emulator doing
+# no device work (MOONFLOW_CUDA_EMU_NOEXEC=1). Prints the bench/RESULTS.md section "gpu-counts":
 #   bench/gpu_counts.sh [EMU_BUILD_DIR] | python3 bench/section.py bench/RESULTS.md gpu-counts
 # EMU_BUILD_DIR (default build-emu) is configured and built with -DMOONFLOW_CUDA=EMU if needed.
 set -euo pipefail
@@ -26,6 +26,11 @@ read -r -a cb <<<"$(counts $b)"
 names=("kernel launches (our kernels)" "cuBLAS / cuDNN calls" "host synchronisations"
   "copies host to device" "copies device to host" "copies device to device" "memsets"
   "cudaMalloc" "cudaFree")
+# moonflow's own host time per step: the emulator running no device work (NOEXEC), best of 3
+host_ms=$(for _ in 1 2 3; do
+  MOONFLOW_CUDA_EMU_NOEXEC=1 "$dir/moonflow" tests/gpu/bench.lua --size 64 --reps 1 --warmup 20 \
+    --steps 300 2>/dev/null | sed -n 's/.*"cnn_train_b50_step_ms", "value": \([0-9.e+-]*\).*/\1/p'
+done | sort -g | head -n 1 | xargs printf '%.2f')
 echo "## The tutorial CNN's training step on a GPU: what it issues (issue 6)"
 echo
 echo "Counted by the CUDA emulator (\`bench/gpu_counts.sh\`, $(date -u +%Y-%m-%d)): tests/gpu/bench.lua's"
@@ -39,6 +44,12 @@ for i in "${!names[@]}"; do
   awk -v n="${names[$i]}" -v x="${ca[$i]}" -v y="${cb[$i]}" -v d=$((b - a)) \
     'BEGIN { printf "| %s | %g |\n", n, (y - x) / d }'
 done
+echo
+echo "moonflow's own time on the host per step, the emulator doing no device work"
+echo "(MOONFLOW_CUDA_EMU_NOEXEC=1; Lua, autograd, the allocator, the calls' checks; best of 3 runs"
+echo "of 300 steps, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores): **${host_ms} ms**."
+echo "On a GPU the driver's launch cost adds to it (a few microseconds per call): the host side"
+echo "bounds the step from below at roughly that, whatever the GPU's speed."
 echo
 echo "The two synchronisations are the index checks of gather (the loss picking each row's class)"
 echo "and scatter_add (its backward): each reads back a flag, so the CPU waits for the queue to"

@@ -58,6 +58,12 @@ bool check_stream(cudaStream_t s);
  * on a GPU, less what cuBLAS and cuDNN launch inside their calls). */
 enum counter { C_LAUNCH, C_LIBRARY, C_SYNC, C_H2D, C_D2H, C_D2D, C_MEMSET, C_MALLOC, C_FREE, C_N };
 void count(counter c);
+/* A cuBLAS/cuDNN call that passed its checks: counts it; false when MOONFLOW_CUDA_EMU_NOEXEC=1
+ * asks for no work, as run_grid then runs no kernel: results are garbage, and what time is left
+ * is moonflow's own per-op cost on the host (bench/gpu_counts.sh). */
+bool library_work();
+/* MOONFLOW_CUDA_EMU_NOEXEC=1: no kernel, device-to-device copy or memset over 4 KiB runs */
+bool no_work();
 
 /* float32 rounded to TF32 (10 mantissa bits, to nearest even), as tensor cores take it */
 inline float tf32(float x) {
