@@ -4,8 +4,9 @@
 -- loop uses on a GPU: modules and buffers moved with :to("cuda"), optimizer state made on the
 -- device, dropout's Philox masks (the same for the same seed), batch norm (cuDNN), convolutions
 -- and pooling in NCHW and in NHWC (channels-last views), cross-entropy, autograd, SGD with
--- momentum and Adam, and a Session running a graph placed on the GPU. Pending without a GPU; CI runs it on the CUDA emulator (the sanitizer
--- build, tests/cuda_emu), a GPU machine through tests/gpu/run.sh.
+-- momentum and Adam, a Session running a graph placed on the GPU, and a second GPU. Pending
+-- without a GPU; CI runs it on the CUDA emulator (the sanitizer build, tests/cuda_emu, two GPUs),
+-- a GPU machine through tests/gpu/run.sh.
 local H = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "helper.lua")
 local mf = H.mf
 local nn, F = mf.nn, mf.nn.functional
