@@ -647,32 +647,32 @@ static mf_status bw_conv_dw(mf_node *n, const mf_tensor *gw, mf_tensor **gin) {
   return MF_OK;
 }
 
-static mf_status conv_dx(const mf_tensor *g, const mf_tensor *w, const int64_t *x_shape,
-                         const mf_pool2d_params *p, mf_tensor **dx) {
-  MF_TRY(mf_conv2d_backward_input(g, w, x_shape, p, dx));
-  const mf_tensor *in[2] = {g, w};
+/* Records *out, a convolution backward op of g and a (with p), for higher derivatives: inputs
+ * g, a; saved 0 = g, 1 = a. */
+static mf_status record_conv_backward(const char *name, mf_backward_fn bw, const mf_tensor *g,
+                                      const mf_tensor *a, const mf_pool2d_params *p,
+                                      mf_tensor **out) {
+  const mf_tensor *in[2] = {g, a};
   mf_node *r;
-  MF_TRY(record_as("conv2d_backward_input", bw_conv_dx, 2, in, NULL, dx, &r));
+  MF_TRY(record_as(name, bw, 2, in, NULL, out, &r));
   if (r) {
     r->pool = *p;
     mf_ag_save(r, 0, g);
-    mf_ag_save(r, 1, w);
+    mf_ag_save(r, 1, a);
   }
   return MF_OK;
+}
+
+static mf_status conv_dx(const mf_tensor *g, const mf_tensor *w, const int64_t *x_shape,
+                         const mf_pool2d_params *p, mf_tensor **dx) {
+  MF_TRY(mf_conv2d_backward_input(g, w, x_shape, p, dx));
+  return record_conv_backward("conv2d_backward_input", bw_conv_dx, g, w, p, dx);
 }
 
 static mf_status conv_dw(const mf_tensor *g, const mf_tensor *x, const int64_t *w_shape,
                          const mf_pool2d_params *p, mf_tensor **dw) {
   MF_TRY(mf_conv2d_backward_weight(g, x, w_shape, p, dw));
-  const mf_tensor *in[2] = {g, x};
-  mf_node *r;
-  MF_TRY(record_as("conv2d_backward_weight", bw_conv_dw, 2, in, NULL, dw, &r));
-  if (r) {
-    r->pool = *p;
-    mf_ag_save(r, 0, g);
-    mf_ag_save(r, 1, x);
-  }
-  return MF_OK;
+  return record_conv_backward("conv2d_backward_weight", bw_conv_dw, g, x, p, dw);
 }
 
 /* saved: 0 = x, 1 = w */

@@ -39,6 +39,46 @@ static mf_status loss(fn_t f, mf_tensor *const *in, const void *ctx, mf_tensor *
   return s;
 }
 
+/* Compares ana (d eval / d x, element by element; NULL for zeros) with central differences of
+ * eval, a scalar of the inputs as they are now (NAN when it cannot be computed); an element
+ * fails unless |numeric - analytic| <= atol + rtol |numeric|. Returns how many failed, printing
+ * the first three as "<name>: <what> <which> element <k>: ...". */
+static int central_differences(const char *name, const char *what, int which, mf_tensor *x,
+                               const double *ana, double atol, double rtol, double (*eval)(void *),
+                               void *arg) {
+  double *xd = mf_data(x);
+  int bad = 0;
+  for (int64_t k = 0; k < mf_numel(x); k++) {
+    const double keep = xd[k], step = 1e-6;
+    xd[k] = keep + step;
+    double lp = eval(arg);
+    xd[k] = keep - step;
+    double lm = eval(arg);
+    xd[k] = keep;
+    double num = (lp - lm) / (2 * step), a = ana ? ana[k] : 0;
+    if (!(fabs(num - a) <= atol + rtol * fabs(num)) && bad++ < 3)
+      fprintf(stderr, "%s: %s %d element %lld: analytic %.10g, numeric %.10g\n", name, what, which,
+              (long long)k, a, num);
+  }
+  return bad;
+}
+
+/* the scalar gradcheck differentiates: sum(f(in) * r) */
+typedef struct loss_args {
+  fn_t f;
+  mf_tensor **in;
+  const void *ctx;
+  mf_tensor *r;
+} loss_args;
+
+static double loss_value(void *arg) {
+  loss_args *a = arg;
+  mf_tensor *t;
+  double v = NAN;
+  if (!loss(a->f, a->in, a->ctx, a->r, &t)) mf_item(t, &v), mf_release(t);
+  return v;
+}
+
 /* Compares the analytic gradient of every input with central differences. */
 static void gradcheck(const char *name, fn_t f, int nin, mf_tensor **in, const void *ctx) {
   mf_tensor *y;
@@ -59,30 +99,11 @@ static void gradcheck(const char *name, fn_t f, int nin, mf_tensor **in, const v
   mf_release(l);
   bool prev = mf_set_grad_enabled(false);
   int bad = 0;
-  for (int i = 0; i < nin; i++) {
-    mf_tensor *x = in[i];
-    double *xd = mf_data(x);
-    const double *gd = x->grad ? mf_data(x->grad) : NULL;
-    for (int64_t k = 0; k < mf_numel(x); k++) {
-      double keep = xd[k], h = 1e-6, lp, lm;
-      mf_tensor *t;
-      xd[k] = keep + h;
-      loss(f, in, ctx, r, &t);
-      mf_item(t, &lp);
-      mf_release(t);
-      xd[k] = keep - h;
-      loss(f, in, ctx, r, &t);
-      mf_item(t, &lm);
-      mf_release(t);
-      xd[k] = keep;
-      double num = (lp - lm) / (2 * h), ana = gd ? gd[k] : 0;
-      if (fabs(num - ana) > 1e-6 + 1e-5 * fabs(num)) {
-        if (bad++ < 3)
-          fprintf(stderr, "%s: input %d element %lld: analytic %.10g, numeric %.10g\n", name, i + 1,
-                  (long long)k, ana, num);
-      }
-    }
-  }
+  loss_args la = {f, in, ctx, r};
+  for (int i = 0; i < nin; i++)
+    bad +=
+        central_differences(name, "input", i + 1, in[i], in[i]->grad ? mf_data(in[i]->grad) : NULL,
+                            1e-6, 1e-5, loss_value, &la);
   mf_set_grad_enabled(prev);
   if (bad)
     t_failed++;
@@ -475,6 +496,23 @@ static mf_status grad_dot(fn_t f, int nin, mf_tensor **in, const void *ctx, mf_t
   return MF_OK;
 }
 
+/* the scalar gradgradcheck differentiates: grad_dot without a graph */
+typedef struct grad_dot_args {
+  fn_t f;
+  int nin;
+  mf_tensor **in;
+  const void *ctx;
+  mf_tensor *r, **v;
+} grad_dot_args;
+
+static double grad_dot_value(void *arg) {
+  grad_dot_args *a = arg;
+  mf_tensor *t;
+  double x = NAN;
+  if (!grad_dot(a->f, a->nin, a->in, a->ctx, a->r, a->v, false, &t)) mf_item(t, &x), mf_release(t);
+  return x;
+}
+
 /* Like torch.autograd.gradgradcheck: the derivatives of sum(G * v) (G the first derivatives of
  * sum(f(in) * r), from mf_grad with create_graph) with respect to every input and to r (the output
  * gradient) against central differences. */
@@ -509,27 +547,13 @@ static void gradgradcheck(const char *name, fn_t f, int nin, mf_tensor **in, con
       h[i] = c;
     }
   mf_release(l2);
-  for (int i = 0; i <= nin && !bad; i++) {
-    mf_tensor *x = all[i];
-    double *xd = mf_data(x);
-    const double *hd = h[i] ? mf_data(h[i]) : NULL;
-    for (int64_t k = 0; k < mf_numel(x); k++) {
-      double keep = xd[k], step = 1e-6, lp = NAN, lm = NAN;
-      mf_tensor *t;
-      xd[k] = keep + step;
-      if (!grad_dot(f, nin, in, ctx, all[nin], v, false, &t)) mf_item(t, &lp), mf_release(t);
-      xd[k] = keep - step;
-      if (!grad_dot(f, nin, in, ctx, all[nin], v, false, &t)) mf_item(t, &lm), mf_release(t);
-      xd[k] = keep;
-      double num = (lp - lm) / (2 * step), ana = hd ? hd[k] : 0;
-      if (!(fabs(num - ana) <= 1e-5 + 1e-4 * fabs(num))) {
-        if (bad++ < 3)
-          fprintf(stderr, "%s (second order): %s %d element %lld: analytic %.10g, numeric %.10g\n",
-                  name, i < nin ? "input" : "output gradient", i < nin ? i + 1 : 1, (long long)k,
-                  ana, num);
-      }
-    }
-  }
+  char second[160];
+  snprintf(second, sizeof second, "%s (second order)", name);
+  grad_dot_args ga = {f, nin, in, ctx, all[nin], v};
+  for (int i = 0; i <= nin && !bad; i++)
+    bad +=
+        central_differences(second, i < nin ? "input" : "output gradient", i < nin ? i + 1 : 1,
+                            all[i], h[i] ? mf_data(h[i]) : NULL, 1e-5, 1e-4, grad_dot_value, &ga);
   if (bad)
     t_failed++;
   else

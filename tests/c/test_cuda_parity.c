@@ -309,24 +309,39 @@ static void conv_desc(char *buf, size_t n, const char *pre, mf_dtype dt, const c
            k->pad[3], k->bias ? " +b" : "");
 }
 
+/* case k's arguments, and its inputs (x, w, and the bias or NULL) in dtype dt */
+static conv_arg conv_case_arg(const conv_case *k) {
+  return (conv_arg){{.stride = {k->stride[0], k->stride[1]},
+                     .pad = {k->pad[0], k->pad[1], k->pad[2], k->pad[3]}}};
+}
+static void conv_case_inputs(const conv_case *k, mf_dtype dt, mf_tensor **in) {
+  in[0] = make(4, k->x, dt, V_REAL);
+  in[1] = make(4, k->w, dt, V_REAL);
+  in[2] = k->bias ? make(1, k->w, dt, V_REAL) : NULL;
+}
+/* terms summed per output */
+static double conv_case_terms(const conv_case *k) { return (double)(k->w[1] * k->w[2] * k->w[3]); }
+/* dt's tolerances for case k: a weight gradient sums over N x OH x OW positions more */
+static tol conv_case_tols(const conv_case *k, mf_dtype dt) {
+  double scale = conv_case_terms(k);
+  tol t = ftols(dt, scale);
+  t.gatol = ftols(dt, scale + (double)(k->x[0] * k->x[2] * k->x[3])).gatol;
+  return t;
+}
+
 static void test_conv2d(void) {
   bool was = mf_cuda_set_tf32(false);
   for (int dd = 0; dd < 2; dd++) {
     mf_dtype dt = dd ? MF_F64 : MF_F32;
     for (int i = 0; i < NCONV; i++) {
       const conv_case *k = &conv_cases[i];
-      conv_arg a = {{.stride = {k->stride[0], k->stride[1]},
-                     .pad = {k->pad[0], k->pad[1], k->pad[2], k->pad[3]}}};
-      mf_tensor *in[3] = {make(4, k->x, dt, V_REAL), make(4, k->w, dt, V_REAL),
-                          k->bias ? make(1, k->w, dt, V_REAL) : NULL};
+      conv_arg a = conv_case_arg(k);
+      mf_tensor *in[3];
+      conv_case_inputs(k, dt, in);
       bool diff[3] = {true, true, k->bias};
       char what[200];
       conv_desc(what, sizeof what, "conv2d", dt, k);
-      double scale = (double)(k->w[1] * k->w[2] * k->w[3]); /* terms per output */
-      tol t = ftols(dt, scale);
-      /* a weight gradient sums over N x OH x OW positions */
-      t.gatol = ftols(dt, scale + (double)(k->x[0] * k->x[2] * k->x[3])).gatol;
-      parity(what, conv_fn, &a, 3, in, diff, t);
+      parity(what, conv_fn, &a, 3, in, diff, conv_case_tols(k, dt));
       for (int j = 0; j < 3; j++) mf_release(in[j]);
     }
   }
@@ -334,14 +349,13 @@ static void test_conv2d(void) {
   mf_cuda_set_tf32(true);
   for (int i = 0; i < NCONV; i += 3) {
     const conv_case *k = &conv_cases[i];
-    conv_arg a = {{.stride = {k->stride[0], k->stride[1]},
-                   .pad = {k->pad[0], k->pad[1], k->pad[2], k->pad[3]}}};
-    mf_tensor *in[3] = {make(4, k->x, MF_F32, V_REAL), make(4, k->w, MF_F32, V_REAL),
-                        k->bias ? make(1, k->w, MF_F32, V_REAL) : NULL};
+    conv_arg a = conv_case_arg(k);
+    mf_tensor *in[3];
+    conv_case_inputs(k, MF_F32, in);
     bool diff[3] = {true, true, k->bias};
     char what[200];
     conv_desc(what, sizeof what, "conv2d tf32", MF_F32, k);
-    double scale = (double)(k->w[1] * k->w[2] * k->w[3]);
+    double scale = conv_case_terms(k);
     parity(what, conv_fn, &a, 3, in, diff, (tol){3e-3 * scale, 1e-2, 3e-3 * scale, 1e-2});
     for (int j = 0; j < 3; j++) mf_release(in[j]);
   }
@@ -572,15 +586,12 @@ static void test_channels_last(void) {
     mf_dtype dt = dd ? MF_F64 : MF_F32;
     for (int i = 0; have_cudnn && i < NCONV; i++) {
       const conv_case *k = &conv_cases[i];
-      conv_arg a = {{.stride = {k->stride[0], k->stride[1]},
-                     .pad = {k->pad[0], k->pad[1], k->pad[2], k->pad[3]}}};
-      mf_tensor *in[3] = {make(4, k->x, dt, V_REAL), make(4, k->w, dt, V_REAL),
-                          k->bias ? make(1, k->w, dt, V_REAL) : NULL};
+      conv_arg a = conv_case_arg(k);
+      mf_tensor *in[3];
+      conv_case_inputs(k, dt, in);
       bool diff[3] = {true, true, k->bias};
       conv_desc(what, sizeof what, "conv2d channels-last", dt, k);
-      double scale = (double)(k->w[1] * k->w[2] * k->w[3]);
-      tol t = ftols(dt, scale);
-      t.gatol = ftols(dt, scale + (double)(k->x[0] * k->x[2] * k->x[3])).gatol;
+      tol t = conv_case_tols(k, dt);
       gpu_cl = 1u;
       parity(what, conv_fn, &a, 3, in, diff, t);
       gpu_cl = 0;
