@@ -1,6 +1,7 @@
-/* softmax.cu — the CUDA softmax and log_softmax kernels and their backwards (float32, float64),
- * along one dim of a contiguous tensor viewed as (outer, n, inner) = ip[0..2] (see ops_nn.c):
- *   softmax       y = exp(x - max) / sum exp(x - max)
+/* softmax.cu — the CUDA softmax and log_softmax kernels and their backwards (float32, float64,
+ * float16, bfloat16: one template each; the halves are loaded as float, computed in float and
+ * stored rounded once, as PyTorch's kernels do), along one dim of a contiguous tensor viewed as
+ * (outer, n, inner) = ip[0..2] (see ops_nn.c): softmax       y = exp(x - max) / sum exp(x - max)
  *   log_softmax   y = x - max - log(sum exp(x - max))
  *   softmax backward       dx = y * (dy - sum(dy * y))
  *   log_softmax backward   dx = dy - exp(y) * sum(dy)
@@ -14,10 +15,12 @@
 
 #define STHREADS 256
 
-template <class T> __device__ __forceinline__ T nanmax(T a, T b) { return (b > a || b != b) ? b : a; }
+template <class A> __device__ __forceinline__ A nanmax(A a, A b) {
+  return (b > a || b != b) ? b : a;
+}
 
 /* reduce v over the block: max (is_max) or sum */
-template <class T> __device__ T block_all(T v, bool is_max, T *sh) {
+template <class A> __device__ A block_all(A v, bool is_max, A *sh) {
   int t = threadIdx.x;
   sh[t] = v;
   __syncthreads();
@@ -25,44 +28,48 @@ template <class T> __device__ T block_all(T v, bool is_max, T *sh) {
     if (t < h) sh[t] = is_max ? nanmax(sh[t], sh[t + h]) : sh[t] + sh[t + h];
     __syncthreads();
   }
-  T r = sh[0];
+  A r = sh[0];
   __syncthreads();
   return r;
 }
 
+/* T: the storage type; A (mf_acc): the type everything is computed in, float for the halves */
 template <class T>
 __global__ void softmax_rows_kernel(int op, T *out, const T *a, const T *b, int64_t outer,
                                     int64_t n) {
-  __shared__ T sh[STHREADS];
+  using A = typename mf_acc<T>::type;
+  __shared__ A sh[STHREADS];
   for (int64_t r = blockIdx.x; r < outer; r += gridDim.x) {
     const T *x = a + r * n, *dy = b ? b + r * n : nullptr;
     T *o = out + r * n;
     if (op == MF_OP_SOFTMAX || op == MF_OP_LOG_SOFTMAX) {
-      T m = -INFINITY;
-      for (int64_t k = threadIdx.x; k < n; k += blockDim.x) m = nanmax(m, x[k]);
+      A m = -INFINITY;
+      for (int64_t k = threadIdx.x; k < n; k += blockDim.x) m = nanmax(m, (A)x[k]);
       m = block_all(m, true, sh);
-      T sum = 0;
-      for (int64_t k = threadIdx.x; k < n; k += blockDim.x) sum += exp(x[k] - m);
+      A sum = 0;
+      for (int64_t k = threadIdx.x; k < n; k += blockDim.x) sum += exp((A)x[k] - m);
       sum = block_all(sum, false, sh);
       if (op == MF_OP_SOFTMAX) {
-        T inv = (T)1 / sum;
-        for (int64_t k = threadIdx.x; k < n; k += blockDim.x) o[k] = exp(x[k] - m) * inv;
+        A inv = (A)1 / sum;
+        for (int64_t k = threadIdx.x; k < n; k += blockDim.x) o[k] = (T)(exp((A)x[k] - m) * inv);
       } else {
-        T lse = m + log(sum);
-        for (int64_t k = threadIdx.x; k < n; k += blockDim.x) o[k] = x[k] - lse;
+        A lse = m + log(sum);
+        for (int64_t k = threadIdx.x; k < n; k += blockDim.x) o[k] = (T)((A)x[k] - lse);
       }
     } else {
       const T *y = x;
-      T sum = 0;
+      A sum = 0;
       if (op == MF_OP_SOFTMAX_BACKWARD)
-        for (int64_t k = threadIdx.x; k < n; k += blockDim.x) sum += dy[k] * y[k];
+        for (int64_t k = threadIdx.x; k < n; k += blockDim.x) sum += (A)dy[k] * (A)y[k];
       else
-        for (int64_t k = threadIdx.x; k < n; k += blockDim.x) sum += dy[k];
+        for (int64_t k = threadIdx.x; k < n; k += blockDim.x) sum += (A)dy[k];
       sum = block_all(sum, false, sh);
       if (op == MF_OP_SOFTMAX_BACKWARD)
-        for (int64_t k = threadIdx.x; k < n; k += blockDim.x) o[k] = y[k] * (dy[k] - sum);
+        for (int64_t k = threadIdx.x; k < n; k += blockDim.x)
+          o[k] = (T)((A)y[k] * ((A)dy[k] - sum));
       else
-        for (int64_t k = threadIdx.x; k < n; k += blockDim.x) o[k] = dy[k] - exp(y[k]) * sum;
+        for (int64_t k = threadIdx.x; k < n; k += blockDim.x)
+          o[k] = (T)((A)dy[k] - exp((A)y[k]) * sum);
     }
   }
 }
@@ -70,29 +77,32 @@ __global__ void softmax_rows_kernel(int op, T *out, const T *a, const T *b, int6
 template <class T>
 __global__ void softmax_cols_kernel(int op, T *out, const T *a, const T *b, int64_t outer,
                                     int64_t n, int64_t inner) {
+  using A = typename mf_acc<T>::type;
   MF_GRID_LOOP(j, outer * inner) {
     int64_t o = j / inner, i = j - o * inner, base = o * n * inner + i;
     const T *x = a + base, *dy = b ? b + base : nullptr;
     T *y = out + base;
     if (op == MF_OP_SOFTMAX || op == MF_OP_LOG_SOFTMAX) {
-      T m = -INFINITY, sum = 0;
-      for (int64_t k = 0; k < n; k++) m = nanmax(m, x[k * inner]);
-      for (int64_t k = 0; k < n; k++) sum += exp(x[k * inner] - m);
+      A m = -INFINITY, sum = 0;
+      for (int64_t k = 0; k < n; k++) m = nanmax(m, (A)x[k * inner]);
+      for (int64_t k = 0; k < n; k++) sum += exp((A)x[k * inner] - m);
       if (op == MF_OP_SOFTMAX) {
-        T inv = (T)1 / sum;
-        for (int64_t k = 0; k < n; k++) y[k * inner] = exp(x[k * inner] - m) * inv;
+        A inv = (A)1 / sum;
+        for (int64_t k = 0; k < n; k++) y[k * inner] = (T)(exp((A)x[k * inner] - m) * inv);
       } else {
-        T lse = m + log(sum);
-        for (int64_t k = 0; k < n; k++) y[k * inner] = x[k * inner] - lse;
+        A lse = m + log(sum);
+        for (int64_t k = 0; k < n; k++) y[k * inner] = (T)((A)x[k * inner] - lse);
       }
     } else {
-      T sum = 0;
+      A sum = 0;
       if (op == MF_OP_SOFTMAX_BACKWARD) {
-        for (int64_t k = 0; k < n; k++) sum += dy[k * inner] * x[k * inner];
-        for (int64_t k = 0; k < n; k++) y[k * inner] = x[k * inner] * (dy[k * inner] - sum);
+        for (int64_t k = 0; k < n; k++) sum += (A)dy[k * inner] * (A)x[k * inner];
+        for (int64_t k = 0; k < n; k++)
+          y[k * inner] = (T)((A)x[k * inner] * ((A)dy[k * inner] - sum));
       } else {
-        for (int64_t k = 0; k < n; k++) sum += dy[k * inner];
-        for (int64_t k = 0; k < n; k++) y[k * inner] = dy[k * inner] - exp(x[k * inner]) * sum;
+        for (int64_t k = 0; k < n; k++) sum += (A)dy[k * inner];
+        for (int64_t k = 0; k < n; k++)
+          y[k * inner] = (T)((A)dy[k * inner] - exp((A)x[k * inner]) * sum);
       }
     }
   }
@@ -106,13 +116,15 @@ mf_status mf_cuda_softmax(mf_device *dev, const mf_call *c) {
       (backward && !c->in[1]))
     return mf_fail(MF_ERR_ARG, "%s: malformed kernel call", name);
   mf_dtype dt = c->out->dtype;
-  if ((dt != MF_F32 && dt != MF_F64) || c->in[0]->dtype != dt || (backward && c->in[1]->dtype != dt))
-    return mf_fail(MF_ERR_DTYPE, "%s: takes float32 or float64 tensors of one dtype", name);
+  bool flt = dt == MF_F32 || dt == MF_F64 || dt == MF_F16 || dt == MF_BF16;
+  if (!flt || c->in[0]->dtype != dt || (backward && c->in[1]->dtype != dt))
+    return mf_fail(MF_ERR_DTYPE,
+                   "%s: takes float32, float64, float16 or bfloat16 tensors of one dtype", name);
   int64_t outer = c->ip[0], n = c->ip[1], inner = c->ip[2];
   if (outer * n * inner == 0) return MF_OK;
   MF_TRY(mf_cuda_enter(dev));
   cudaStream_t s = mf_cuda_stream(dev);
-  mf_cuda_visit_float<false>(dt, [&](auto tag) {
+  mf_cuda_visit_float<true>(dt, [&](auto tag) {
     using T = typename decltype(tag)::type;
     const T *a = mf_cuda_ptr<T>(c->in[0]), *b = backward ? mf_cuda_ptr<T>(c->in[1]) : nullptr;
     T *o = mf_cuda_ptr<T>(c->out);
