@@ -14,6 +14,14 @@
  * allocation for the whole span its descriptor covers. Algorithms: two per direction, the first
  * asking for a workspace (which is then scribbled on), ranked first.
  *
+ * Data types: DOUBLE, FLOAT, HALF and BFLOAT16 tensors (halves read and written as such, computed
+ * in double), with cuDNN's rules on their combinations: a convolution's x, w and y share one type
+ * and its compute type must make one of the documented configurations (conv_config below: no
+ * FLOAT data with a HALF compute type, BFLOAT16 only with FLOAT compute, DOUBLE only with
+ * DOUBLE); batch norm's scale, bias, mean and variance are FLOAT for HALF and BFLOAT16 data
+ * (cudnnDeriveBNTensorDescriptor derives that type, as cuDNN does) and DOUBLE for DOUBLE; alpha
+ * and beta are float for all but DOUBLE data.
+ *
  * Accumulation is in double; the results are rounded to the tensors' type once.
  */
 #include <cudnn.h>
@@ -148,6 +156,34 @@ view filter_view(const cudnnFilterStruct *f) {
   return v;
 }
 
+const char *type_name(cudnnDataType_t t) {
+  switch (t) {
+  case CUDNN_DATA_DOUBLE: return "DOUBLE";
+  case CUDNN_DATA_FLOAT: return "FLOAT";
+  case CUDNN_DATA_HALF: return "HALF";
+  case CUDNN_DATA_BFLOAT16: return "BFLOAT16";
+  default: return "another type";
+  }
+}
+
+/* Whether x/w/y data of type `data` with the convolution descriptor's compute type `compute` is
+ * one of the configurations cuDNN's convolution functions support (the "Supported
+ * configurations" tables of cudnnConvolutionForward, BackwardData and BackwardFilter, cuDNN 9 API
+ * reference, cudnn_cnn library): DOUBLE_CONFIG (DOUBLE, DOUBLE), FLOAT_CONFIG (FLOAT, FLOAT),
+ * TRUE_HALF_CONFIG (HALF, HALF), PSEUDO_HALF_CONFIG (HALF, FLOAT) and PSEUDO_BFLOAT16_CONFIG
+ * (BFLOAT16, FLOAT). FLOAT data with a HALF compute type, BFLOAT16 with a BFLOAT16 or HALF one,
+ * and any mix with DOUBLE are not among them. (TRUE_HALF_CONFIG is computed here like the pseudo
+ * one, in double rounded once; moonflow does not use it.) */
+bool conv_config(cudnnDataType_t data, cudnnDataType_t compute) {
+  switch (data) {
+  case CUDNN_DATA_DOUBLE: return compute == CUDNN_DATA_DOUBLE;
+  case CUDNN_DATA_FLOAT: return compute == CUDNN_DATA_FLOAT;
+  case CUDNN_DATA_HALF: return compute == CUDNN_DATA_HALF || compute == CUDNN_DATA_FLOAT;
+  case CUDNN_DATA_BFLOAT16: return compute == CUDNN_DATA_FLOAT;
+  default: return false;
+  }
+}
+
 /* the checks every convolution call shares; x, w, y: views of the three tensors */
 cudnnStatus_t conv_check(const char *call, const cudnnTensorStruct *xd, const cudnnFilterStruct *wd,
                          const cudnnConvolutionStruct *cd, const cudnnTensorStruct *yd, view *x,
@@ -158,9 +194,10 @@ cudnnStatus_t conv_check(const char *call, const cudnnTensorStruct *xd, const cu
   if (xd->dt != yd->dt || xd->dt != wd->dt)
     return bad(CUDNN_STATUS_BAD_PARAM, "%s: x, w and y have different data types", call);
   bool dbl = xd->dt == CUDNN_DATA_DOUBLE;
-  if (dbl != (cd->compute == CUDNN_DATA_DOUBLE))
-    return bad(CUDNN_STATUS_NOT_SUPPORTED, "%s: compute type %d for data type %d", call,
-               (int)cd->compute, (int)xd->dt);
+  if (!conv_config(xd->dt, cd->compute))
+    return bad(CUDNN_STATUS_NOT_SUPPORTED,
+               "%s: no supported configuration has %s data with a %s compute type", call,
+               type_name(xd->dt), type_name(cd->compute));
   if (dbl && wd->fmt == CUDNN_TENSOR_NHWC)
     return bad(CUDNN_STATUS_NOT_SUPPORTED, "%s: NHWC filters are not supported for double", call);
   if (cd->mode != CUDNN_CROSS_CORRELATION)
