@@ -19,14 +19,17 @@
  * - SCATTER_ADD: in[0] = index, in[1] = src (index's shape); out (zeroed by the kernel);
  *   ip[0] = dim.
  * - DROPOUT_MASK: out (x's shape and dtype); p[0] = drop probability; seed, offset (Philox).
- * Every tensor a kernel sees is contiguous and of one float dtype (float32 or float64), except
- * the int64 indices and gather/scatter_add, which take any dtype but bool (scatter_add) of their
- * data. Empty outputs skip the kernel.
+ * Every tensor a kernel sees is contiguous and of one float dtype (float32 or float64; on a CUDA
+ * device also float16 or bfloat16, which the GPU kernels read and write as such and compute in
+ * float32, cuDNN's convolutions with a float32 compute type), except the int64 indices and
+ * gather/scatter_add, which take any dtype but bool (scatter_add) of their data. The CPU refuses
+ * the half dtypes for these ops with a message saying they run on a GPU only (dropout's mask:
+ * float32 or float64 on both). Empty outputs skip the kernel.
  *
  * Channels-last: on the CPU and CUDA devices, the conv and pool ops also take their (N, C, H, W)
  * activations stored as (N, H, W, C) — what a permutation of a contiguous NHWC tensor gives, which
- * is how data_format = "NHWC" reaches them — without copying. When the input decides so (x; dout for
- * the input gradients; x or dout for the weight gradient), the activations the kernel sees (x,
+ * is how data_format = "NHWC" reaches them — without copying. When the input decides so (x; dout
+ * for the input gradients; x or dout for the weight gradient), the activations the kernel sees (x,
  * dout, indices, and the output y/dx/indices) are all dense channels-last (a differing one is
  * copied) and ip[0] = 1; the outputs are then channels-last tensors of the (N, C, H, W) shape,
  * so that permuting them back to NHWC gives contiguous tensors. The weight, the bias and dw are
@@ -42,11 +45,22 @@
 /* ---- helpers --------------------------------------------------------------------------------- */
 
 static bool is_f(mf_dtype t) { return t == MF_F32 || t == MF_F64; }
+static bool is_half(mf_dtype t) { return t == MF_F16 || t == MF_BF16; }
 
+/* float32 or float64 on any device; float16 or bfloat16 on a CUDA device only (the GPU kernels
+ * keep them in memory and compute in float32, as PyTorch does; the CPU has no kernels for them). */
 static mf_status need_float(const char *op, const char *what, const mf_tensor *t) {
   if (is_f(t->dtype)) return MF_OK;
-  return mf_fail(MF_ERR_DTYPE, "%s: %s must be float32 or float64, got %s", op, what,
-                 mf_dtype_name(t->dtype));
+  if (is_half(t->dtype)) {
+    if (mf_device_kind(mf_tensor_device(t)) == MF_DEV_CUDA) return MF_OK;
+    return mf_fail(MF_ERR_DTYPE,
+                   "%s: %s needs a GPU tensor (%s is %s on the CPU); on the CPU use float32 or "
+                   "float64",
+                   op, mf_dtype_name(t->dtype), what, mf_dtype_name(t->dtype));
+  }
+  return mf_fail(MF_ERR_DTYPE,
+                 "%s: %s must be float32 or float64 (or float16/bfloat16 on a GPU), got %s", op,
+                 what, mf_dtype_name(t->dtype));
 }
 
 static mf_status same_dtype(const char *op, const char *wa, const mf_tensor *a, const char *wb,
@@ -603,7 +617,9 @@ mf_status mf_scatter_add(int ndim, const int64_t *shape, int dim, const mf_tenso
 mf_status mf_dropout_mask(const mf_tensor *x, double p, mf_tensor **mask) {
   const char *op = "dropout";
   *mask = NULL;
-  MF_TRY(need_float(op, "input", x));
+  if (!is_f(x->dtype)) /* no float16/bfloat16 mask kernel on either device */
+    return mf_fail(MF_ERR_DTYPE, "%s: input must be float32 or float64, got %s", op,
+                   mf_dtype_name(x->dtype));
   if (!(p >= 0.0 && p <= 1.0))
     return mf_fail(MF_ERR_ARG, "%s: drop probability %g must be in [0, 1]", op, p);
   mf_device *dev = mf_tensor_device(x);

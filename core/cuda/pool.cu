@@ -23,7 +23,8 @@
  *   each input cell's gradient by visiting the windows that contain it, in the CPU's order
  *   (deterministic, the CPU's sums); max pooling's backward has no window geometry in its call, so
  *   it zeroes dx and adds each output's gradient at its index atomically (exact when windows do
- *   not overlap; otherwise the order of a cell's few additions may differ from the CPU's). An
+ *   not overlap; otherwise the order of a cell's few additions may differ from the CPU's; for
+ *   float16/bfloat16 the additions go to a float32 scratch, rounded to the half dtype once). An
  *   index outside its plane contributes nothing (the CPU reports it; checking here would need a
  *   host synchronisation per call).
  * One template per kernel covers float32, float64, float16 and bfloat16 (accumulating in float
@@ -120,16 +121,22 @@ template <class T> __global__ void max_fwd_kernel(T *y, int64_t *idx, const T *x
   }
 }
 
-/* dx (zeroed first) += dy at each output's index; one thread per output */
-template <class T>
-__global__ void max_bwd_kernel(T *dx, const T *dy, const int64_t *idx, pool_geom g) {
+/* dx (zeroed first) += dy at each output's index; one thread per output. D: the type dx is
+ * accumulated in (T, or float for the halves: a float scratch then rounded once by to_half_kernel,
+ * so that a cell several windows pick is not rounded at each addition) */
+template <class T, class D>
+__global__ void max_bwd_kernel(D *dx, const T *dy, const int64_t *idx, pool_geom g) {
   int64_t total = g.N * g.C * g.OH * g.OW, plane = g.H * g.W;
   MF_GRID_LOOP(i, total) {
     int64_t at = idx[i], n, c, oh, ow;
     if (at < 0 || at >= plane) continue; /* not from this plane: nothing to add */
     decode(g, i, g.OH, g.OW, &n, &c, &oh, &ow);
-    atomicAdd(dx + plane_at(g, n, c, plane) + at * step(g), dy[i]);
+    atomicAdd(dx + plane_at(g, n, c, plane) + at * step(g), (D)dy[i]);
   }
+}
+
+template <class T> __global__ void to_half_kernel(T *out, const float *in, int64_t n) {
+  MF_GRID_LOOP(i, n) out[i] = (T)in[i];
 }
 
 template <class A>
@@ -277,6 +284,19 @@ mf_status mf_cuda_pool2d(mf_device *dev, const mf_call *c) {
   }
 #endif
   unsigned blocks = mf_cuda_blocks(total);
+  /* max pooling's backward in a half dtype accumulates in a zeroed float32 scratch */
+  float *scratch = nullptr;
+  size_t scratch_bytes = 0;
+  if (c->op == MF_OP_MAX_POOL2D_BACKWARD && (dt == MF_F16 || dt == MF_BF16)) {
+    scratch_bytes = (size_t)mf_numel(c->out) * sizeof(float);
+    scratch = (float *)mf_cuda_scratch(dev, scratch_bytes);
+    if (!scratch) return MF_ERR_MEMORY; /* the allocator's message says how much */
+    mf_status ms = mf_cuda_check(dev, cudaMemsetAsync(scratch, 0, scratch_bytes, s), name);
+    if (ms) {
+      mf_cuda_scratch_free(dev, scratch, scratch_bytes);
+      return ms;
+    }
+  }
   bool ok = mf_cuda_visit_float<true>(dt, [&](auto tag) {
     using T = typename decltype(tag)::type;
     T *out = mf_cuda_ptr<T>(c->out);
@@ -287,13 +307,22 @@ mf_status mf_cuda_pool2d(mf_device *dev, const mf_call *c) {
           out, c->out2 ? mf_cuda_ptr<int64_t>(c->out2) : nullptr, in, g);
       break;
     case MF_OP_MAX_POOL2D_BACKWARD:
-      max_bwd_kernel<T>
-          <<<blocks, MF_CUDA_THREADS, 0, s>>>(out, in, mf_cuda_ptr<int64_t>(c->in[1]), g);
+      if constexpr (decltype(tag)::kind == MF_K_HALF) {
+        max_bwd_kernel<T, float>
+            <<<blocks, MF_CUDA_THREADS, 0, s>>>(scratch, in, mf_cuda_ptr<int64_t>(c->in[1]), g);
+        to_half_kernel<T><<<mf_cuda_blocks(mf_numel(c->out)), MF_CUDA_THREADS, 0, s>>>(
+            out, scratch, mf_numel(c->out));
+      } else {
+        max_bwd_kernel<T, T>
+            <<<blocks, MF_CUDA_THREADS, 0, s>>>(out, in, mf_cuda_ptr<int64_t>(c->in[1]), g);
+      }
       break;
     case MF_OP_AVG_POOL2D: avg_fwd_kernel<T><<<blocks, MF_CUDA_THREADS, 0, s>>>(out, in, g); break;
     default: avg_bwd_kernel<T><<<blocks, MF_CUDA_THREADS, 0, s>>>(out, in, g); break;
     }
   });
+  /* the stream orders the scratch's later reuse after these kernels */
+  if (scratch) mf_cuda_scratch_free(dev, scratch, scratch_bytes);
   if (!ok)
     return mf_fail(MF_ERR_DTYPE, "%s: the GPU kernel takes float dtypes, got %s", name,
                    mf_dtype_name(dt));
