@@ -6,6 +6,14 @@
  * unbiased one for the running variance, running = (1 - momentum) running + momentum batch, and
  * the saved "inverse variance" is 1 / sqrt(var + eps). save_stats (2, C) holds the mean then the
  * invstd, so cuDNN writes and reads them at offsets 0 and C.
+ *
+ * Dtypes: x, y, dy, dx float32, float64, float16 or bfloat16; the per-channel tensors (weight,
+ * bias, running stats, save_stats, dweight, dbias) float64 for float64 data and float32 for every
+ * other, which is what cuDNN takes: the descriptor cudnnDeriveBNTensorDescriptor derives for them
+ * is CUDNN_DATA_FLOAT for half data (cuDNN 9 API reference, cudnn_ops library,
+ * cudnnDeriveBNTensorDescriptor and cudnnBatchNormalizationForwardTraining's
+ * bnScaleBiasMeanVarDesc; PyTorch's "mixed" cuDNN batch norm). ops_norm.c converts float16/bfloat16
+ * parameters to float32 around the call.
  */
 #ifdef MF_HAVE_CUDNN
 
@@ -20,11 +28,23 @@ mf_status mf_cuda_batch_norm(mf_device *dev, const mf_call *c) {
       (!backward && training && !c->out2) || (!training && (!c->state[0] || !c->state[1])))
     return mf_fail(MF_ERR_ARG, "%s: malformed kernel call", op);
   mf_dtype dt = c->out->dtype;
-  if (dt != MF_F32 && dt != MF_F64)
-    return mf_fail(MF_ERR_DTYPE, "%s: the GPU kernel takes float32 or float64, got %s", op,
+  if (dt != MF_F32 && dt != MF_F64 && dt != MF_F16 && dt != MF_BF16)
+    return mf_fail(MF_ERR_DTYPE,
+                   "%s: the GPU kernel takes float32, float64, float16 or bfloat16, got %s", op,
                    mf_dtype_name(dt));
+  /* the per-channel tensors' dtype (see the top) */
+  mf_dtype pdt = dt == MF_F64 ? MF_F64 : MF_F32;
+  const mf_tensor *vecs[6] = {c->in[2], backward ? c->in[3] : c->in[1], c->state[0], c->state[1],
+                              c->out2,  backward ? nullptr : c->in[2]};
+  for (int k = 0; k < 6; k++)
+    if (vecs[k] && vecs[k]->dtype != pdt)
+      return mf_fail(MF_ERR_DTYPE, "%s: %s data takes %s weight, bias and statistics, got %s", op,
+                     mf_dtype_name(dt), mf_dtype_name(pdt), mf_dtype_name(vecs[k]->dtype));
   int64_t N = c->ip[1], C = c->ip[2], S = c->ip[3];
   const mf_tensor *x = backward ? c->in[1] : c->in[0];
+  if (x->dtype != dt || (backward && c->in[0]->dtype != dt))
+    return mf_fail(MF_ERR_DTYPE, "%s: the input, its gradient and the output must all be %s", op,
+                   mf_dtype_name(dt));
   char what[200];
   mf_dnn_describe(what, sizeof what, "input", x, NULL, NULL, NULL);
 
@@ -40,7 +60,7 @@ mf_status mf_cuda_batch_norm(mf_device *dev, const mf_call *c) {
   MF_TRY(mf_dnn_check(dev, cudnnDeriveBNTensorDescriptor(bnd.d, xd.d, mode), op,
                       "cudnnDeriveBNTensorDescriptor", what));
   mf_dnn_scalars k(dt);
-  size_t es = mf_dtype_size(dt);
+  size_t es = mf_dtype_size(pdt);
   if (backward) {
     const mf_tensor *dy = c->in[0], *w = c->in[2], *stats = c->in[3];
     char *sp = mf_cuda_ptr(stats);
