@@ -1,9 +1,11 @@
 /* optim.c — front ends of the fused optimizer steps: mf_sgd_step, mf_adam_step (Adam and AdamW),
  * mf_rmsprop_step, mf_adadelta_step and mf_adagrad_step. They check the hyper-parameters (PyTorch's
  * rules: "adam_step: invalid beta1 1.5 (expected 0 <= beta1 < 1)"), the parameter (float32 or
- * float64, contiguous: it is updated in place), the gradient and the state tensors (the
- * parameter's shape, dtype and device; state tensors contiguous, present where the options need
- * them), make the gradient contiguous when it is a view, and dispatch one kernel per parameter.
+ * float64, or float16/bfloat16 on a CUDA device, whose kernels compute them in float32 and keep
+ * the state in the parameter's dtype as PyTorch does; contiguous: it is updated in place), the
+ * gradient and the state tensors (the parameter's shape, dtype and device; state tensors
+ * contiguous, present where the options need them), make the gradient contiguous when it is a view,
+ * and dispatch one kernel per parameter.
  *
  * The kernel call (see internal.h): out = param, in[0] = grad, state[] = the state tensors in
  * argument order (NULL where unused), params = the mf_optim_hparams.
@@ -45,10 +47,16 @@ static mf_status check_param(const char *op, const mf_tensor *param, const mf_te
                              const mf_optim_hparams *h) {
   if (!param) return mf_fail(MF_ERR_ARG, "%s: the parameter is missing", op);
   if (!h) return mf_fail(MF_ERR_ARG, "%s: the hyper-parameters are missing", op);
-  if (param->dtype != MF_F32 && param->dtype != MF_F64)
+  bool half = param->dtype == MF_F16 || param->dtype == MF_BF16;
+  if (half && mf_device_kind(mf_tensor_device(param)) != MF_DEV_CUDA)
+    return mf_fail(MF_ERR_DTYPE,
+                   "%s: %s needs a GPU tensor (the parameter is %s on the CPU); on the CPU "
+                   "optimizers update float32 or float64 tensors",
+                   op, mf_dtype_name(param->dtype), mf_dtype_name(param->dtype));
+  if (param->dtype != MF_F32 && param->dtype != MF_F64 && !half)
     return mf_fail(MF_ERR_DTYPE,
                    "%s: the parameter is %s; optimizers update float32 or float64 "
-                   "tensors",
+                   "tensors (float16 and bfloat16 too on a GPU)",
                    op, mf_dtype_name(param->dtype));
   if (!mf_is_contiguous(param)) {
     char a[96];

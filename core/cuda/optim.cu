@@ -1,9 +1,11 @@
-/* optim.cu — the CUDA kernels of the fused optimizer steps (float32, float64): SGD (momentum,
+/* optim.cu — the CUDA kernels of the fused optimizer steps (float32, float64; float16 and
+ * bfloat16 parameters, gradients and state computed in float, stored rounded): SGD (momentum,
  * dampening, Nesterov), Adam/AdamW, RMSProp (momentum, centered), Adadelta, Adagrad. One thread
  * per element, one kernel per parameter, with cpu/optim.c's formulas (PyTorch 1.13's single-tensor
- * updates) operation by operation, in the parameter's dtype; the scalars (bias corrections, step
- * sizes) are computed in double on the host. At step 1 the state tensors' contents are ignored
- * (PyTorch's initial state), so they may come from mf_empty. Call layout: see cpu/kernels.h.
+ * updates) operation by operation, in the parameter's dtype (float for the halves); the scalars
+ * (bias corrections, step sizes) are computed in double on the host. At step 1 the state tensors'
+ * contents are ignored (PyTorch's initial state), so they may come from mf_empty. Call layout: see
+ * cpu/kernels.h.
  */
 #include <math.h>
 
@@ -17,96 +19,102 @@ typedef struct hp {
 } hp;
 
 /* the gradient as the update sees it: negated for maximize, plus the coupled weight decay */
-template <class T> __device__ __forceinline__ T grad_in(const hp &h, T g, T p, bool wd_on) {
-  T d = h.maximize ? -g : g;
-  return wd_on ? d + (T)h.weight_decay * p : d;
+template <class A> __device__ __forceinline__ A grad_in(const hp &h, A g, A p, bool wd_on) {
+  A d = h.maximize ? -g : g;
+  return wd_on ? d + (A)h.weight_decay * p : d;
 }
 
-template <class T>
-__global__ void sgd_kernel(T *p, const T *g, T *buf, int64_t n, hp h) {
-  const T lr = (T)h.lr, mom = (T)h.momentum, damp1 = (T)(1 - h.dampening);
+/* In each kernel T is the storage type of the parameter, its gradient and its state, A (mf_acc)
+ * the type the update is computed in: T itself for float32 and float64, float for float16 and
+ * bfloat16 (each value read once into A, written back rounded once). */
+
+template <class T> __global__ void sgd_kernel(T *p, const T *g, T *buf, int64_t n, hp h) {
+  using A = typename mf_acc<T>::type;
+  const A lr = (A)h.lr, mom = (A)h.momentum, damp1 = (A)(1 - h.dampening);
   const bool wd_on = h.weight_decay != 0;
   MF_GRID_LOOP(i, n) {
-    T d = grad_in(h, g[i], p[i], wd_on);
+    A pi = (A)p[i], d = grad_in(h, (A)g[i], pi, wd_on);
     if (buf) {
-      T m = h.fresh ? d : mom * buf[i] + damp1 * d;
-      buf[i] = m;
+      A m = h.fresh ? d : mom * (A)buf[i] + damp1 * d;
+      buf[i] = (T)m;
       d = h.nesterov ? d + mom * m : m;
     }
-    p[i] = p[i] - lr * d;
+    p[i] = (T)(pi - lr * d);
   }
 }
 
 /* k0 = step_size, k1 = sqrt(bias_correction2), k2 = 1 - lr * weight_decay */
-template <class T>
-__global__ void adam_kernel(T *p, const T *g, T *m, T *v, int64_t n, hp h) {
-  const T b1 = (T)h.beta1, b2 = (T)h.beta2, c1 = (T)(1 - h.beta1), c2 = (T)(1 - h.beta2);
-  const T eps = (T)h.eps, step_size = (T)h.k0, bc2_sqrt = (T)h.k1, decay = (T)h.k2;
+template <class T> __global__ void adam_kernel(T *p, const T *g, T *m, T *v, int64_t n, hp h) {
+  using A = typename mf_acc<T>::type;
+  const A b1 = (A)h.beta1, b2 = (A)h.beta2, c1 = (A)(1 - h.beta1), c2 = (A)(1 - h.beta2);
+  const A eps = (A)h.eps, step_size = (A)h.k0, bc2_sqrt = (A)h.k1, decay = (A)h.k2;
   const bool wd_on = !h.decoupled && h.weight_decay != 0;
   MF_GRID_LOOP(i, n) {
-    T d = grad_in(h, g[i], p[i], wd_on);
-    T m0 = h.fresh ? (T)0 : m[i], v0 = h.fresh ? (T)0 : v[i];
-    T mi = b1 * m0 + c1 * d, vi = b2 * v0 + c2 * d * d;
-    m[i] = mi;
-    v[i] = vi;
-    T pi = h.decoupled ? p[i] * decay : p[i];
-    p[i] = pi - step_size * (mi / (sqrt(vi) / bc2_sqrt + eps));
+    A p0 = (A)p[i], d = grad_in(h, (A)g[i], p0, wd_on);
+    A m0 = h.fresh ? (A)0 : (A)m[i], v0 = h.fresh ? (A)0 : (A)v[i];
+    A mi = b1 * m0 + c1 * d, vi = b2 * v0 + c2 * d * d;
+    m[i] = (T)mi;
+    v[i] = (T)vi;
+    A pi = h.decoupled ? p0 * decay : p0;
+    p[i] = (T)(pi - step_size * (mi / (sqrt(vi) / bc2_sqrt + eps)));
   }
 }
 
 template <class T>
 __global__ void rmsprop_kernel(T *p, const T *g, T *sq, T *buf, T *ga, int64_t n, hp h) {
-  const T a = (T)h.alpha, c = (T)(1 - h.alpha), eps = (T)h.eps, lr = (T)h.lr,
-          mom = (T)h.momentum;
+  using A = typename mf_acc<T>::type;
+  const A a = (A)h.alpha, c = (A)(1 - h.alpha), eps = (A)h.eps, lr = (A)h.lr, mom = (A)h.momentum;
   const bool wd_on = h.weight_decay != 0;
   MF_GRID_LOOP(i, n) {
-    T d = grad_in(h, g[i], p[i], wd_on);
-    T s0 = h.fresh ? (T)0 : sq[i];
-    T si = a * s0 + c * d * d;
-    sq[i] = si;
-    T avg = si;
+    A p0 = (A)p[i], d = grad_in(h, (A)g[i], p0, wd_on);
+    A s0 = h.fresh ? (A)0 : (A)sq[i];
+    A si = a * s0 + c * d * d;
+    sq[i] = (T)si;
+    A avg = si;
     if (h.centered) {
-      T a0 = h.fresh ? (T)0 : ga[i];
-      T gi = a * a0 + c * d;
-      ga[i] = gi;
+      A a0 = h.fresh ? (A)0 : (A)ga[i];
+      A gi = a * a0 + c * d;
+      ga[i] = (T)gi;
       avg = si - gi * gi;
     }
     avg = sqrt(avg);
     if (buf) {
-      T b0 = h.fresh ? (T)0 : buf[i];
-      T bi = mom * b0 + d / (avg + eps);
-      buf[i] = bi;
-      p[i] = p[i] - lr * bi;
+      A b0 = h.fresh ? (A)0 : (A)buf[i];
+      A bi = mom * b0 + d / (avg + eps);
+      buf[i] = (T)bi;
+      p[i] = (T)(p0 - lr * bi);
     } else {
-      p[i] = p[i] - lr * (d / (avg + eps));
+      p[i] = (T)(p0 - lr * (d / (avg + eps)));
     }
   }
 }
 
 template <class T>
 __global__ void adadelta_kernel(T *p, const T *g, T *sq, T *acc, int64_t n, hp h) {
-  const T rho = (T)h.alpha, c = (T)(1 - h.alpha), eps = (T)h.eps, lr = (T)h.lr;
+  using A = typename mf_acc<T>::type;
+  const A rho = (A)h.alpha, c = (A)(1 - h.alpha), eps = (A)h.eps, lr = (A)h.lr;
   const bool wd_on = h.weight_decay != 0;
   MF_GRID_LOOP(i, n) {
-    T d = grad_in(h, g[i], p[i], wd_on);
-    T s0 = h.fresh ? (T)0 : sq[i], a0 = h.fresh ? (T)0 : acc[i];
-    T si = rho * s0 + c * d * d;
-    sq[i] = si;
-    T delta = sqrt(a0 + eps) / sqrt(si + eps) * d;
-    acc[i] = rho * a0 + c * delta * delta;
-    p[i] = p[i] - lr * delta;
+    A p0 = (A)p[i], d = grad_in(h, (A)g[i], p0, wd_on);
+    A s0 = h.fresh ? (A)0 : (A)sq[i], a0 = h.fresh ? (A)0 : (A)acc[i];
+    A si = rho * s0 + c * d * d;
+    sq[i] = (T)si;
+    A delta = sqrt(a0 + eps) / sqrt(si + eps) * d;
+    acc[i] = (T)(rho * a0 + c * delta * delta);
+    p[i] = (T)(p0 - lr * delta);
   }
 }
 
 /* k0 = lr / (1 + (step - 1) * lr_decay) */
 template <class T> __global__ void adagrad_kernel(T *p, const T *g, T *sum, int64_t n, hp h) {
-  const T clr = (T)h.k0, eps = (T)h.eps, init = (T)h.init;
+  using A = typename mf_acc<T>::type;
+  const A clr = (A)h.k0, eps = (A)h.eps, init = (A)h.init;
   const bool wd_on = h.weight_decay != 0;
   MF_GRID_LOOP(i, n) {
-    T d = grad_in(h, g[i], p[i], wd_on);
-    T si = (h.fresh ? init : sum[i]) + d * d;
-    sum[i] = si;
-    p[i] = p[i] - clr * (d / (sqrt(si) + eps));
+    A p0 = (A)p[i], d = grad_in(h, (A)g[i], p0, wd_on);
+    A si = (h.fresh ? init : (A)sum[i]) + d * d;
+    sum[i] = (T)si;
+    p[i] = (T)(p0 - clr * (d / (sqrt(si) + eps)));
   }
 }
 
@@ -116,14 +124,28 @@ mf_status mf_cuda_optim(mf_device *dev, const mf_call *c) {
   if (!c->out || c->nin < 1 || !c->in[0] || !h)
     return mf_fail(MF_ERR_ARG, "%s: missing operand", name);
   mf_dtype dt = c->out->dtype;
-  if (dt != MF_F32 && dt != MF_F64)
-    return mf_fail(MF_ERR_DTYPE, "%s: takes float32 or float64, not %s", name, mf_dtype_name(dt));
+  if (dt != MF_F32 && dt != MF_F64 && dt != MF_F16 && dt != MF_BF16)
+    return mf_fail(MF_ERR_DTYPE, "%s: takes float32, float64, float16 or bfloat16, not %s", name,
+                   mf_dtype_name(dt));
   int64_t n = mf_numel(c->out);
   if (n == 0) return MF_OK;
-  hp k = {h->lr,    h->momentum, h->dampening, h->weight_decay, h->beta1,
-          h->beta2, h->eps,      h->alpha,     h->initial_accumulator_value,
-          0,        0,           0,            h->nesterov,     h->decoupled_weight_decay,
-          h->centered, h->maximize, h->step <= 1};
+  hp k = {h->lr,
+          h->momentum,
+          h->dampening,
+          h->weight_decay,
+          h->beta1,
+          h->beta2,
+          h->eps,
+          h->alpha,
+          h->initial_accumulator_value,
+          0,
+          0,
+          0,
+          h->nesterov,
+          h->decoupled_weight_decay,
+          h->centered,
+          h->maximize,
+          h->step <= 1};
   switch (c->op) {
   case MF_OP_ADAM_STEP: {
     double step = (double)h->step;
@@ -141,7 +163,7 @@ mf_status mf_cuda_optim(mf_device *dev, const mf_call *c) {
   MF_TRY(mf_cuda_enter(dev));
   cudaStream_t s = mf_cuda_stream(dev);
   unsigned blocks = mf_cuda_blocks(n);
-  mf_cuda_visit_float<false>(dt, [&](auto tag) {
+  mf_cuda_visit_float<true>(dt, [&](auto tag) {
     using T = typename decltype(tag)::type;
     T *p = mf_cuda_ptr<T>(c->out);
     const T *g = mf_cuda_ptr<T>(c->in[0]);
@@ -149,10 +171,12 @@ mf_status mf_cuda_optim(mf_device *dev, const mf_call *c) {
       *s2 = mf_cuda_ptr<T>(c->state[2]);
     switch (c->op) {
     case MF_OP_SGD_STEP: sgd_kernel<T><<<blocks, MF_CUDA_THREADS, 0, s>>>(p, g, s0, n, k); break;
-    case MF_OP_ADAM_STEP: adam_kernel<T><<<blocks, MF_CUDA_THREADS, 0, s>>>(p, g, s0, s1, n, k); break;
+    case MF_OP_ADAM_STEP:
+      adam_kernel<T><<<blocks, MF_CUDA_THREADS, 0, s>>>(p, g, s0, s1, n, k);
+      break;
     case MF_OP_RMSPROP_STEP:
       rmsprop_kernel<T><<<blocks, MF_CUDA_THREADS, 0, s>>>(p, g, s0, h->momentum > 0 ? s1 : nullptr,
-                                                          h->centered ? s2 : nullptr, n, k);
+                                                           h->centered ? s2 : nullptr, n, k);
       break;
     case MF_OP_ADADELTA_STEP:
       adadelta_kernel<T><<<blocks, MF_CUDA_THREADS, 0, s>>>(p, g, s0, s1, n, k);
