@@ -582,9 +582,12 @@ static void test_gpu_errors(void) {
 
 int main(void) {
   int n = mf_cuda_device_count();
-  test_cpu_refuses(); /* needs no GPU */
   if (n == 0 || mf_device_get("cuda:0", &gpu) != MF_OK) {
+    mf_device *d = NULL;
+    mf_status s = mf_device_get("cuda:0", &d);
+    CHECK(s == MF_ERR_DEVICE && d == NULL); /* no GPU is a clear error, not a crash */
     printf("# skipped: no CUDA device (%s)\n", mf_error());
+    test_cpu_refuses(); /* needs no GPU */
     int r = test_summary();
     printf("# skipped 8\n"); /* the GPU groups */
     return r;
@@ -594,6 +597,7 @@ int main(void) {
   printf("# float16 and bfloat16 on %s%s\n", mf_device_name(gpu),
          have_cudnn ? "" : " (no cuDNN: conv2d and batch_norm skipped)");
   int skipped = 0;
+  test_cpu_refuses();
   if (have_cudnn) {
     test_conv2d();
     test_conv2d_backward_ops();
