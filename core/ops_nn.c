@@ -59,8 +59,8 @@ static mf_status need_float(const char *op, const char *what, const mf_tensor *t
                    op, mf_dtype_name(t->dtype), what, mf_dtype_name(t->dtype));
   }
   return mf_fail(MF_ERR_DTYPE,
-                 "%s: %s must be float32 or float64 (or float16/bfloat16 on a GPU), got %s", op,
-                 what, mf_dtype_name(t->dtype));
+                 "%s: %s must be float32 or float64, got %s (float16 and bfloat16 too on a GPU)",
+                 op, what, mf_dtype_name(t->dtype));
 }
 
 static mf_status same_dtype(const char *op, const char *wa, const mf_tensor *a, const char *wb,

@@ -57,7 +57,7 @@ static mf_status geometry(const char *op, const mf_tensor *x, int64_t *ip) {
   if (x->dtype != MF_F32 && x->dtype != MF_F64 && !is_half(x->dtype))
     return mf_fail(
         MF_ERR_DTYPE,
-        "%s: the input must be float32 or float64 (or float16/bfloat16 on a GPU), got %s", op,
+        "%s: the input must be float32 or float64, got %s (float16 and bfloat16 too on a GPU)", op,
         mf_dtype_name(x->dtype));
   ip[1] = x->shape[0];
   ip[2] = x->shape[1];

@@ -56,7 +56,7 @@ static mf_status check_param(const char *op, const mf_tensor *param, const mf_te
   if (param->dtype != MF_F32 && param->dtype != MF_F64 && !half)
     return mf_fail(MF_ERR_DTYPE,
                    "%s: the parameter is %s; optimizers update float32 or float64 "
-                   "tensors (float16 and bfloat16 too on a GPU)",
+                   "tensors (and float16 or bfloat16 ones on a GPU)",
                    op, mf_dtype_name(param->dtype));
   if (!mf_is_contiguous(param)) {
     char a[96];
