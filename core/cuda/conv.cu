@@ -24,6 +24,14 @@
  * cudnn.benchmark). Workspace comes from the device's cuDNN workspace (dnn.cuh), at most
  * MAX_WORKSPACE per call. float32 uses TF32 tensor cores while mf_cuda_set_tf32 is on (default),
  * FMA only when off.
+ *
+ * Data and compute types (the "Supported configurations" of cudnnConvolutionForward,
+ * BackwardData and BackwardFilter, cuDNN 9 API reference, cudnn_cnn library): float64 runs as
+ * DOUBLE_CONFIG, float32 as FLOAT_CONFIG, float16 as PSEUDO_HALF_CONFIG (HALF x, w, y; FLOAT
+ * compute type) and bfloat16 as PSEUDO_BFLOAT16_CONFIG (BFLOAT16 x, w, y; FLOAT compute), both
+ * with CUDNN_TENSOR_OP_MATH: half storage, float32 accumulation, as PyTorch's cuDNN convolutions.
+ * The bias is added by cudnnAddTensor in the data type (alpha and beta float for all but
+ * float64). tests/cuda_emu/cudnn.cc refuses the combinations cuDNN does not list.
  */
 #include <pthread.h>
 #include <stdio.h>
