@@ -6,8 +6,10 @@
  * sum(out * r) for a random half r through autograd; the reference is the CPU's float32 op on the
  * same half-rounded values. Outputs and gradients must keep the half dtype and be within
  * |gpu - ref| <= tol (|ref| + mean |ref|): tol 2e-3 for float16 (11-bit significand: 4.9e-4 per
- * rounding), 1.6e-2 for bfloat16 (8 bits: 3.9e-3), a few roundings each. The CPU's refusal of
- * the half dtypes for these ops (with a message saying they need a GPU) is checked too.
+ * rounding), 1.6e-2 for bfloat16 (8 bits: 3.9e-3), a few roundings each. The CPU's refusal is
+ * checked too: a half tensor cannot be made there ("float16 tensors live only on GPUs"), and the
+ * front ends, handed one anyway, say the op needs a GPU tensor; so are the GPU's messages for a
+ * half input with partners of another dtype.
  *
  * Without a GPU it prints "# skipped: <why>", runs the CPU checks, and ends with `# skipped N`
  * (the GPU groups), as test_cuda_parity does; CI runs it on the CUDA emulator (tests/cuda_emu)
