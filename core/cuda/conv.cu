@@ -307,11 +307,12 @@ __global__ void pad_kernel(T *dst, const T *src, int64_t N, int64_t C, int64_t H
     }
     if (!crop) {
       int64_t ih = h - pt, iw = w - pl;
-      dst[padded_at(nhwc, n, c, h, w, C, Hp, Wp)] =
-          ih >= 0 && ih < H && iw >= 0 && iw < W ? src[n * s0 + c * s1 + ih * s2 + iw * s3]
-                                                 : T(0.0f);
+      dst[padded_at(nhwc, n, c, h, w, C, Hp, Wp)] = ih >= 0 && ih < H && iw >= 0 && iw < W
+                                                        ? src[n * s0 + c * s1 + ih * s2 + iw * s3]
+                                                        : T(0.0f);
     } else {
-      dst[n * s0 + c * s1 + h * s2 + w * s3] = src[padded_at(nhwc, n, c, h + pt, w + pl, C, Hp, Wp)];
+      dst[n * s0 + c * s1 + h * s2 + w * s3] =
+          src[padded_at(nhwc, n, c, h + pt, w + pl, C, Hp, Wp)];
     }
   }
 }
