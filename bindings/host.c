@@ -189,6 +189,7 @@ static void setpath(lua_State *L, int noenv) {
 static int pinit(lua_State *L) {
   int noenv = lua_toboolean(L, 1);
   luaL_openlibs(L);
+  lua_gc(L, LUA_GCGEN, 0, 0); /* generational, as lua.c: a step's dead tensors die young */
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
   lua_pushcfunction(L, luaopen_moonflow_core);
   lua_setfield(L, -2, "moonflow.core");
