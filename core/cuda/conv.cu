@@ -100,7 +100,7 @@ static bool benchmark_mode(void) {
 typedef struct conv_setup {
   mf_device *dev;
   const char *op;
-  char what[320];
+  mf_dnn_what what; /* the operands, for messages */
   cudnnHandle_t h;
   mf_dnn_tensor_desc x, y; /* x: the (possibly padded) input side, y: the output side */
   mf_dnn_filter_desc w;
@@ -121,28 +121,31 @@ static mf_status make_filter(conv_setup *cs, const mf_tensor *w, cudnnTensorForm
                    mf_cuda_shape(w, a, sizeof a));
   }
   for (int d = 0; d < 4; d++)
-    if (w->shape[d] > INT32_MAX)
-      return mf_fail(MF_ERR_SHAPE, "%s: weight too large for cuDNN (%s)", cs->op, cs->what);
+    if (w->shape[d] > INT32_MAX) {
+      char what[320];
+      return mf_fail(MF_ERR_SHAPE, "%s: weight too large for cuDNN (%s)", cs->op,
+                     mf_dnn_what_str(&cs->what, what, sizeof what));
+    }
   cs->key.fw = (int)fmt;
   MF_TRY(mf_dnn_check(cs->dev, cudnnCreateFilterDescriptor(&cs->w.d), cs->op,
-                      "cudnnCreateFilterDescriptor", cs->what));
+                      "cudnnCreateFilterDescriptor", &cs->what));
   return mf_dnn_check(cs->dev,
                       cudnnSetFilter4dDescriptor(cs->w.d, ct, fmt, (int)w->shape[0],
                                                  (int)w->shape[1], (int)w->shape[2],
                                                  (int)w->shape[3]),
-                      cs->op, "cudnnSetFilter4dDescriptor", cs->what);
+                      cs->op, "cudnnSetFilter4dDescriptor", &cs->what);
 }
 
 static mf_status make_conv(conv_setup *cs, mf_dtype dt, int pad_h, int pad_w,
                            const mf_pool2d_params *p) {
   cudnnDataType_t compute = dt == MF_F64 ? CUDNN_DATA_DOUBLE : CUDNN_DATA_FLOAT;
   MF_TRY(mf_dnn_check(cs->dev, cudnnCreateConvolutionDescriptor(&cs->conv.d), cs->op,
-                      "cudnnCreateConvolutionDescriptor", cs->what));
+                      "cudnnCreateConvolutionDescriptor", &cs->what));
   MF_TRY(mf_dnn_check(cs->dev,
                       cudnnSetConvolution2dDescriptor(cs->conv.d, pad_h, pad_w, p->stride[0],
                                                       p->stride[1], 1, 1, CUDNN_CROSS_CORRELATION,
                                                       compute),
-                      cs->op, "cudnnSetConvolution2dDescriptor", cs->what));
+                      cs->op, "cudnnSetConvolution2dDescriptor", &cs->what));
   /* float32: TF32 tensor cores when allowed, else plain FMA; other dtypes: cuDNN's default */
   cudnnMathType_t math = CUDNN_DEFAULT_MATH;
   if (dt == MF_F32)
@@ -155,7 +158,7 @@ static mf_status make_conv(conv_setup *cs, mf_dtype dt, int pad_h, int pad_w,
   cs->key.stride[0] = p->stride[0];
   cs->key.stride[1] = p->stride[1];
   return mf_dnn_check(cs->dev, cudnnSetConvolutionMathType(cs->conv.d, math), cs->op,
-                      "cudnnSetConvolutionMathType", cs->what);
+                      "cudnnSetConvolutionMathType", &cs->what);
 }
 
 /* ---- choosing an algorithm ----------------------------------------------------------------------
@@ -204,7 +207,7 @@ static mf_status choose(conv_setup *cs, int kind, const void *xp, void *xw, cons
                        cudnnFindConvolutionForwardAlgorithmEx(cs->h, cs->x.d, xp, cs->w.d, wp,
                                                               cs->conv.d, cs->y.d, yw, MAX_ALGOS,
                                                               &n, perf, ws, wbytes),
-                       cs->op, "cudnnFindConvolutionForwardAlgorithmEx", cs->what);
+                       cs->op, "cudnnFindConvolutionForwardAlgorithmEx", &cs->what);
       ok = !s && pick(perf, n, fma_only, e);
     } else if (kind == K_BWD_DATA) {
       cudnnConvolutionBwdDataAlgoPerf_t perf[MAX_ALGOS];
@@ -212,7 +215,7 @@ static mf_status choose(conv_setup *cs, int kind, const void *xp, void *xw, cons
                        cudnnFindConvolutionBackwardDataAlgorithmEx(cs->h, cs->w.d, wp, cs->y.d, yp,
                                                                    cs->conv.d, cs->x.d, xw,
                                                                    MAX_ALGOS, &n, perf, ws, wbytes),
-                       cs->op, "cudnnFindConvolutionBackwardDataAlgorithmEx", cs->what);
+                       cs->op, "cudnnFindConvolutionBackwardDataAlgorithmEx", &cs->what);
       ok = !s && pick(perf, n, fma_only, e);
     } else {
       cudnnConvolutionBwdFilterAlgoPerf_t perf[MAX_ALGOS];
@@ -220,7 +223,7 @@ static mf_status choose(conv_setup *cs, int kind, const void *xp, void *xw, cons
                        cudnnFindConvolutionBackwardFilterAlgorithmEx(
                            cs->h, cs->x.d, xp, cs->y.d, yp, cs->conv.d, cs->w.d, ww, MAX_ALGOS, &n,
                            perf, ws, wbytes),
-                       cs->op, "cudnnFindConvolutionBackwardFilterAlgorithmEx", cs->what);
+                       cs->op, "cudnnFindConvolutionBackwardFilterAlgorithmEx", &cs->what);
       ok = !s && pick(perf, n, fma_only, e);
     }
   }
@@ -230,51 +233,52 @@ static mf_status choose(conv_setup *cs, int kind, const void *xp, void *xw, cons
       s = mf_dnn_check(cs->dev,
                        cudnnGetConvolutionForwardAlgorithm_v7(cs->h, cs->x.d, cs->w.d, cs->conv.d,
                                                               cs->y.d, MAX_ALGOS, &n, perf),
-                       cs->op, "cudnnGetConvolutionForwardAlgorithm_v7", cs->what);
+                       cs->op, "cudnnGetConvolutionForwardAlgorithm_v7", &cs->what);
       ok = !s && pick(perf, n, fma_only, e);
     } else if (kind == K_BWD_DATA) {
       cudnnConvolutionBwdDataAlgoPerf_t perf[MAX_ALGOS];
       s = mf_dnn_check(cs->dev,
                        cudnnGetConvolutionBackwardDataAlgorithm_v7(
                            cs->h, cs->w.d, cs->y.d, cs->conv.d, cs->x.d, MAX_ALGOS, &n, perf),
-                       cs->op, "cudnnGetConvolutionBackwardDataAlgorithm_v7", cs->what);
+                       cs->op, "cudnnGetConvolutionBackwardDataAlgorithm_v7", &cs->what);
       ok = !s && pick(perf, n, fma_only, e);
     } else {
       cudnnConvolutionBwdFilterAlgoPerf_t perf[MAX_ALGOS];
       s = mf_dnn_check(cs->dev,
                        cudnnGetConvolutionBackwardFilterAlgorithm_v7(
                            cs->h, cs->x.d, cs->y.d, cs->conv.d, cs->w.d, MAX_ALGOS, &n, perf),
-                       cs->op, "cudnnGetConvolutionBackwardFilterAlgorithm_v7", cs->what);
+                       cs->op, "cudnnGetConvolutionBackwardFilterAlgorithm_v7", &cs->what);
       ok = !s && pick(perf, n, fma_only, e);
     }
     MF_TRY(s);
   }
+  char what[320];
   if (!ok)
     return mf_fail(MF_ERR_UNSUPPORTED, "cuda:%d: %s: cuDNN offers no algorithm for %s",
-                   cs->dev->index, cs->op, cs->what);
+                   cs->dev->index, cs->op, mf_dnn_what_str(&cs->what, what, sizeof what));
   /* the heuristics' memory figure is an estimate: ask for the exact size, in the math mode the
    * call will run in */
   MF_TRY(mf_dnn_check(cs->dev, cudnnSetConvolutionMathType(cs->conv.d, e->math), cs->op,
-                      "cudnnSetConvolutionMathType", cs->what));
+                      "cudnnSetConvolutionMathType", &cs->what));
   size_t need = 0;
   if (kind == K_FWD)
     s = mf_dnn_check(
         cs->dev,
         cudnnGetConvolutionForwardWorkspaceSize(cs->h, cs->x.d, cs->w.d, cs->conv.d, cs->y.d,
                                                 (cudnnConvolutionFwdAlgo_t)e->algo, &need),
-        cs->op, "cudnnGetConvolutionForwardWorkspaceSize", cs->what);
+        cs->op, "cudnnGetConvolutionForwardWorkspaceSize", &cs->what);
   else if (kind == K_BWD_DATA)
     s = mf_dnn_check(
         cs->dev,
         cudnnGetConvolutionBackwardDataWorkspaceSize(cs->h, cs->w.d, cs->y.d, cs->conv.d, cs->x.d,
                                                      (cudnnConvolutionBwdDataAlgo_t)e->algo, &need),
-        cs->op, "cudnnGetConvolutionBackwardDataWorkspaceSize", cs->what);
+        cs->op, "cudnnGetConvolutionBackwardDataWorkspaceSize", &cs->what);
   else
     s = mf_dnn_check(cs->dev,
                      cudnnGetConvolutionBackwardFilterWorkspaceSize(
                          cs->h, cs->x.d, cs->y.d, cs->conv.d, cs->w.d,
                          (cudnnConvolutionBwdFilterAlgo_t)e->algo, &need),
-                     cs->op, "cudnnGetConvolutionBackwardFilterWorkspaceSize", cs->what);
+                     cs->op, "cudnnGetConvolutionBackwardFilterWorkspaceSize", &cs->what);
   MF_TRY(s);
   if (need > e->workspace) e->workspace = need;
   cache_put(e);
@@ -371,8 +375,11 @@ mf_status mf_cuda_conv2d(mf_device *dev, const mf_call *c) {
   cs.dev = dev;
   cs.op = op;
   cs.tf32 = mf_cuda_tf32();
-  mf_dnn_describe(cs.what, sizeof cs.what, kind == K_BWD_DATA ? "output gradient" : "input",
-                  kind == K_BWD_DATA ? y : x, "weight", w, p);
+  cs.what.na = kind == K_BWD_DATA ? "output gradient" : "input";
+  cs.what.a = kind == K_BWD_DATA ? y : x;
+  cs.what.nb = "weight";
+  cs.what.b = w;
+  cs.what.p = p;
   cs.key.device = dev->index;
   cs.key.dtype = (int)dt;
   for (int d = 0; d < 4; d++) {
@@ -383,9 +390,11 @@ mf_status mf_cuda_conv2d(mf_device *dev, const mf_call *c) {
   /* y has the most channels (usually): its layout settles those of x and w where ambiguous */
   cudnnTensorFormat_t fx, fy;
   if (!mf_dnn_layout(y, &fy, mf_dnn_layout(x, &fx) ? fx : CUDNN_TENSOR_NCHW) ||
-      !mf_dnn_layout(x, &fx, fy))
+      !mf_dnn_layout(x, &fx, fy)) {
+    char what[320];
     return mf_fail(MF_ERR_ARG, "%s: operands must be packed NCHW or NHWC on the GPU (%s)", op,
-                   cs.what);
+                   mf_dnn_what_str(&cs.what, what, sizeof what));
+  }
   cs.key.fx = (int)fx;
   cs.key.fy = (int)fy;
   MF_TRY(mf_cuda_enter(dev));
@@ -433,7 +442,7 @@ mf_status mf_cuda_conv2d(mf_device *dev, const mf_call *c) {
   MF_TRY(choose(&cs, kind, xptr, xw, mf_cuda_ptr(y), kind == K_FWD ? mf_cuda_ptr(c->out) : NULL,
                 mf_cuda_ptr(w), kind == K_BWD_FILTER ? mf_cuda_ptr(c->out) : NULL, &e));
   MF_TRY(mf_dnn_check(dev, cudnnSetConvolutionMathType(cs.conv.d, e.math), op,
-                      "cudnnSetConvolutionMathType", cs.what));
+                      "cudnnSetConvolutionMathType", &cs.what));
   void *ws = NULL;
   MF_TRY(mf_dnn_workspace(dev, op, e.workspace, &ws));
   mf_dnn_scalars k(dt);
@@ -442,14 +451,14 @@ mf_status mf_cuda_conv2d(mf_device *dev, const mf_call *c) {
                         cudnnConvolutionForward(cs.h, k.one(), cs.x.d, xptr, cs.w.d, mf_cuda_ptr(w),
                                                 cs.conv.d, (cudnnConvolutionFwdAlgo_t)e.algo, ws,
                                                 e.workspace, k.zero(), cs.y.d, mf_cuda_ptr(c->out)),
-                        op, "cudnnConvolutionForward", cs.what));
+                        op, "cudnnConvolutionForward", &cs.what));
     if (bias) {
       mf_dnn_tensor_desc bd;
       MF_TRY(mf_dnn_tensor(dev, op, bias, &bd));
       MF_TRY(mf_dnn_check(dev,
                           cudnnAddTensor(cs.h, k.one(), bd.d, mf_cuda_ptr(bias), k.one(), cs.y.d,
                                          mf_cuda_ptr(c->out)),
-                          op, "cudnnAddTensor (bias)", cs.what));
+                          op, "cudnnAddTensor (bias)", &cs.what));
     }
   } else if (kind == K_BWD_DATA) {
     void *dxp = direct ? mf_cuda_ptr(c->out) : xpad.p;
@@ -458,7 +467,7 @@ mf_status mf_cuda_conv2d(mf_device *dev, const mf_call *c) {
                                                      mf_cuda_ptr(y), cs.conv.d,
                                                      (cudnnConvolutionBwdDataAlgo_t)e.algo, ws,
                                                      e.workspace, k.zero(), cs.x.d, dxp),
-                        op, "cudnnConvolutionBackwardData", cs.what));
+                        op, "cudnnConvolutionBackwardData", &cs.what));
     if (!direct)
       MF_TRY(launch_pad(dev, op, dt, mf_cuda_ptr(c->out), xpad.p, x->shape, x->stride, Hp, Wp, pt,
                         pl, true, nhwc));
@@ -468,7 +477,7 @@ mf_status mf_cuda_conv2d(mf_device *dev, const mf_call *c) {
         cudnnConvolutionBackwardFilter(cs.h, k.one(), cs.x.d, xptr, cs.y.d, mf_cuda_ptr(y),
                                        cs.conv.d, (cudnnConvolutionBwdFilterAlgo_t)e.algo, ws,
                                        e.workspace, k.zero(), cs.w.d, mf_cuda_ptr(c->out)),
-        op, "cudnnConvolutionBackwardFilter", cs.what));
+        op, "cudnnConvolutionBackwardFilter", &cs.what));
   }
   return mf_cuda_launched(dev, op);
 }

@@ -11,7 +11,7 @@
 static pthread_mutex_t dnn_lock = PTHREAD_MUTEX_INITIALIZER; /* handle creation */
 
 mf_status mf_dnn_check(mf_device *dev, cudnnStatus_t st, const char *op, const char *call,
-                       const char *what) {
+                       const mf_dnn_what *w) {
   if (st == CUDNN_STATUS_SUCCESS) return MF_OK;
   mf_status s = MF_ERR_DEVICE;
   if (st == CUDNN_STATUS_ALLOC_FAILED)
@@ -22,6 +22,8 @@ mf_status mf_dnn_check(mf_device *dev, cudnnStatus_t st, const char *op, const c
   detail[0] = 0;
   cudnnGetLastErrorString(detail, sizeof detail);
   (void)cudaGetLastError(); /* a failed launch inside cuDNN leaves the runtime's error set */
+  char buf[320];
+  const char *what = w ? mf_dnn_what_str(w, buf, sizeof buf) : NULL;
   return mf_fail(s, "cuda:%d: %s: %s failed: %s%s%s%s%s%s", dev ? dev->index : -1, op, call,
                  cudnnGetErrorString(st), what ? " (" : "", what ? what : "", what ? ")" : "",
                  detail[0] ? ": " : "", detail);
@@ -91,9 +93,10 @@ mf_status mf_dnn_tensor4d(mf_device *dev, const char *op, mf_dtype dt, const int
   }
   MF_TRY(mf_dnn_check(dev, cudnnCreateTensorDescriptor(&out->d), op, "cudnnCreateTensorDescriptor",
                       NULL));
-  char a[96];
+  mf_dnn_what what;
+  what.shape = shape;
   return mf_dnn_check(dev, cudnnSetTensorNdDescriptor(out->d, ct, 4, dims, strides), op,
-                      "cudnnSetTensorNdDescriptor", mf_shape_fmt(4, shape, a, sizeof a));
+                      "cudnnSetTensorNdDescriptor", &what);
 }
 
 /* Strides with those of size-1 dims replaced by what a packed tensor of the same layout has, so
@@ -160,25 +163,29 @@ bool mf_dnn_layout(const mf_tensor *t, cudnnTensorFormat_t *fmt, cudnnTensorForm
   return false;
 }
 
-void mf_dnn_describe(char *buf, size_t n, const char *na, const mf_tensor *a, const char *nb,
-                     const mf_tensor *b, const mf_pool2d_params *p) {
-  char sa[96] = "", sb[96] = "";
-  cudnnTensorFormat_t fa = CUDNN_TENSOR_NCHW, fb = CUDNN_TENSOR_NCHW;
-  bool ka = a && mf_dnn_layout(a, &fa), kb = b && mf_dnn_layout(b, &fb);
-  if (a) mf_cuda_shape(a, sa, sizeof sa);
-  if (b) mf_cuda_shape(b, sb, sizeof sb);
-  int k = snprintf(buf, n, "%s %s%s", na, sa,
-                   !ka                       ? " (strided)"
-                   : fa == CUDNN_TENSOR_NHWC ? " (NHWC)"
-                                             : " (NCHW)");
-  if (b && k >= 0 && (size_t)k < n)
-    k += snprintf(buf + k, n - (size_t)k, ", %s %s%s", nb, sb,
-                  !kb                       ? " (strided)"
-                  : fb == CUDNN_TENSOR_NHWC ? " (NHWC)"
-                                            : " (NCHW)");
-  if (p && k >= 0 && (size_t)k < n)
-    snprintf(buf + k, n - (size_t)k, ", stride %dx%d, padding %d,%d,%d,%d", p->stride[0],
-             p->stride[1], p->pad[0], p->pad[1], p->pad[2], p->pad[3]);
+/* "8x1x28x28 (NCHW)" */
+static int operand(char *buf, size_t n, const char *sep, const char *name, const mf_tensor *t) {
+  char sh[96];
+  cudnnTensorFormat_t f = CUDNN_TENSOR_NCHW;
+  bool packed = mf_dnn_layout(t, &f);
+  return snprintf(buf, n, "%s%s %s%s", sep, name, mf_cuda_shape(t, sh, sizeof sh),
+                  !packed                  ? " (strided)"
+                  : f == CUDNN_TENSOR_NHWC ? " (NHWC)"
+                                           : " (NCHW)");
+}
+
+const char *mf_dnn_what_str(const mf_dnn_what *w, char *buf, size_t n) {
+  int k = 0;
+  buf[0] = 0;
+  if (w->a)
+    k = operand(buf, n, "", w->na, w->a);
+  else if (w->shape)
+    k = (int)strlen(mf_shape_fmt(4, w->shape, buf, n));
+  if (w->b && k >= 0 && (size_t)k < n) k += operand(buf + k, n - (size_t)k, ", ", w->nb, w->b);
+  if (w->p && k >= 0 && (size_t)k < n)
+    snprintf(buf + k, n - (size_t)k, ", stride %dx%d, padding %d,%d,%d,%d", w->p->stride[0],
+             w->p->stride[1], w->p->pad[0], w->p->pad[1], w->p->pad[2], w->p->pad[3]);
+  return buf;
 }
 
 #endif

@@ -16,11 +16,24 @@
 
 #include "cuda/common.cuh"
 
+/* What an op's messages say about its operands: "input 8x1x28x28 (NCHW), weight 32x1x5x5 (NCHW),
+ * stride 1x1, padding 2,2,2,2" (tensors a and b, pooling/convolution parameters p, each optional),
+ * or a bare 4-D shape. Kept as pointers and written out only when a message needs it: formatting
+ * it for every call cost more host time than the call's cuDNN work. */
+struct mf_dnn_what {
+  const char *na = nullptr, *nb = nullptr;
+  const mf_tensor *a = nullptr, *b = nullptr;
+  const mf_pool2d_params *p = nullptr;
+  const int64_t *shape = nullptr; /* 4 sizes, when a is NULL */
+};
+/* w written into buf (n bytes); returns buf */
+const char *mf_dnn_what_str(const mf_dnn_what *w, char *buf, size_t n);
+
 /* MF_OK, or a failure "cuda:N: <op>: <call>: <CUDNN_STATUS_...> (<what>)[: <cuDNN's detail>]";
  * MF_ERR_MEMORY for allocation failures, MF_ERR_UNSUPPORTED for NOT_SUPPORTED, MF_ERR_DEVICE else.
- * `what` describes the shapes (may be NULL). */
+ * `what` describes the operands (may be NULL). */
 mf_status mf_dnn_check(mf_device *dev, cudnnStatus_t st, const char *op, const char *call,
-                       const char *what);
+                       const mf_dnn_what *what);
 /* The device's handle, bound to its stream (made on first use). dev must be entered. */
 mf_status mf_dnn_handle(mf_device *dev, const char *op, cudnnHandle_t *out);
 /* At least `bytes` of scratch kept by the device for cuDNN (grown on demand, never shrunk; all
@@ -69,10 +82,6 @@ mf_status mf_dnn_tensor(mf_device *dev, const char *op, const mf_tensor *t, mf_d
  * then `prefer` (the layout of the op's other tensors) is the answer. */
 bool mf_dnn_layout(const mf_tensor *t, cudnnTensorFormat_t *fmt,
                    cudnnTensorFormat_t prefer = CUDNN_TENSOR_NCHW);
-
-/* "input 8x1x28x28 (NCHW), weight 32x1x5x5 (NCHW), stride 1x1, padding 2,2,2,2" style text. */
-void mf_dnn_describe(char *buf, size_t n, const char *na, const mf_tensor *a, const char *nb,
-                     const mf_tensor *b, const mf_pool2d_params *p);
 
 #endif
 #endif

@@ -195,18 +195,22 @@ static mf_status dnn_forward(mf_device *dev, const mf_call *c, const pool_geom &
   cudnnPoolingMode_t mode = c->op == MF_OP_MAX_POOL2D ? CUDNN_POOLING_MAX_DETERMINISTIC
                             : p->count_include_pad    ? CUDNN_POOLING_AVERAGE_COUNT_INCLUDE_PADDING
                                                       : CUDNN_POOLING_AVERAGE_COUNT_EXCLUDE_PADDING;
-  char what[320];
-  mf_dnn_describe(what, sizeof what, "input", x, "output", y, p);
+  mf_dnn_what what; /* the operands, for messages */
+  what.na = "input";
+  what.a = x;
+  what.nb = "output";
+  what.b = y;
+  what.p = p;
   cudnnHandle_t h;
   MF_TRY(mf_dnn_handle(dev, op, &h));
   mf_dnn_pool_desc pd;
   mf_dnn_tensor_desc xd, yd;
   MF_TRY(mf_dnn_check(dev, cudnnCreatePoolingDescriptor(&pd.d), op, "cudnnCreatePoolingDescriptor",
-                      what));
+                      &what));
   MF_TRY(mf_dnn_check(dev,
                       cudnnSetPooling2dDescriptor(pd.d, mode, CUDNN_PROPAGATE_NAN, g.kh, g.kw, g.pt,
                                                   g.pl, g.sh, g.sw),
-                      op, "cudnnSetPooling2dDescriptor", what));
+                      op, "cudnnSetPooling2dDescriptor", &what));
   cudnnTensorFormat_t fmt = g.cl ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW;
   MF_TRY(mf_dnn_tensor(dev, op, x, &xd, fmt));
   MF_TRY(mf_dnn_tensor(dev, op, y, &yd, fmt));
@@ -214,7 +218,7 @@ static mf_status dnn_forward(mf_device *dev, const mf_call *c, const pool_geom &
   MF_TRY(mf_dnn_check(dev,
                       cudnnPoolingForward(h, pd.d, k.one(), xd.d, mf_cuda_ptr(x), k.zero(), yd.d,
                                           mf_cuda_ptr(c->out)),
-                      op, "cudnnPoolingForward", what));
+                      op, "cudnnPoolingForward", &what));
   *done = true;
   return MF_OK;
 }
