@@ -18,8 +18,10 @@
  * in double), with cuDNN's rules on their combinations: a convolution's x, w and y share one type
  * and its compute type must make one of the documented configurations (conv_config below: no
  * FLOAT data with a HALF compute type, BFLOAT16 only with FLOAT compute, DOUBLE only with
- * DOUBLE); batch norm's scale, bias, mean and variance are FLOAT for HALF and BFLOAT16 data
- * (cudnnDeriveBNTensorDescriptor derives that type, as cuDNN does) and DOUBLE for DOUBLE; alpha
+ * DOUBLE); batch norm's scale, bias, mean and variance are FLOAT for HALF data
+ * (cudnnDeriveBNTensorDescriptor derives that type, as cuDNN does) and DOUBLE for DOUBLE, and
+ * its data is DOUBLE, FLOAT or HALF: BFLOAT16 batch norm is refused (NOT_SUPPORTED), as nothing
+ * shows that cuDNN takes it (PyTorch never gives it one), so moonflow must not depend on it; alpha
  * and beta are float for all but DOUBLE data.
  *
  * Accumulation is in double; the results are rounded to the tensors' type once.
@@ -671,6 +673,8 @@ cudnnStatus_t bn_check(const char *fn, cudnnBatchNormMode_t mode, const cudnnTen
     return CUDNN_STATUS_BAD_PARAM;
   if (x->n != y->n || x->c != y->c || x->h != y->h || x->w != y->w || x->dt != y->dt)
     return bad(CUDNN_STATUS_BAD_PARAM, "%s: x and y differ in shape or type", fn);
+  if (x->dt == CUDNN_DATA_BFLOAT16)
+    return bad(CUDNN_STATUS_NOT_SUPPORTED, "%s: BFLOAT16 data is not relied on (see the top)", fn);
   if (p.n != 1 || p.c != x->c || p.h != 1 || p.w != 1 || p.dt != bn_type(x->dt))
     return bad(CUDNN_STATUS_BAD_PARAM,
                "%s: the parameter descriptor is %lldx%lldx%lldx%lld of type %d, not 1x%lldx1x1 "
