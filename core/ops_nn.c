@@ -23,8 +23,8 @@
  * device also float16 or bfloat16, which the GPU kernels read and write as such and compute in
  * float32, cuDNN's convolutions with a float32 compute type), except the int64 indices and
  * gather/scatter_add, which take any dtype but bool (scatter_add) of their data. The CPU refuses
- * the half dtypes for these ops with a message saying they run on a GPU only (dropout's mask:
- * float32 or float64 on both). Empty outputs skip the kernel.
+ * the half dtypes for these ops with a message saying they run on a GPU only. Empty outputs skip
+ * the kernel.
  *
  * Channels-last: on the CPU and CUDA devices, the conv and pool ops also take their (N, C, H, W)
  * activations stored as (N, H, W, C) — what a permutation of a contiguous NHWC tensor gives, which
@@ -617,9 +617,7 @@ mf_status mf_scatter_add(int ndim, const int64_t *shape, int dim, const mf_tenso
 mf_status mf_dropout_mask(const mf_tensor *x, double p, mf_tensor **mask) {
   const char *op = "dropout";
   *mask = NULL;
-  if (!is_f(x->dtype)) /* no float16/bfloat16 mask kernel on either device */
-    return mf_fail(MF_ERR_DTYPE, "%s: input must be float32 or float64, got %s", op,
-                   mf_dtype_name(x->dtype));
+  MF_TRY(need_float(op, "input", x));
   if (!(p >= 0.0 && p <= 1.0))
     return mf_fail(MF_ERR_ARG, "%s: drop probability %g must be in [0, 1]", op, p);
   mf_device *dev = mf_tensor_device(x);

@@ -83,7 +83,8 @@ mf_status mf_cuda_copy(mf_device *dev, const mf_call *c) {
 
 /* ---- fill and arange ------------------------------------------------------------------------- */
 
-template <class T, int K> __global__ void fill_kernel(T *out, double v, mf_offsets<1> oc, int64_t n) {
+template <class T, int K>
+__global__ void fill_kernel(T *out, double v, mf_offsets<1> oc, int64_t n) {
   T x = mf_cvt<T, K, double, MF_K_FLT>(v);
   MF_GRID_LOOP(i, n) {
     int64_t off[1];
@@ -105,7 +106,8 @@ mf_status mf_cuda_fill(mf_device *dev, const mf_call *c) {
   bool ok = mf_cuda_visit(c->out->dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
     constexpr int K = decltype(tag)::kind;
-    fill_kernel<T, K><<<mf_cuda_blocks(n), MF_CUDA_THREADS, 0, s>>>(mf_cuda_ptr<T>(c->out), v, oc, n);
+    fill_kernel<T, K>
+        <<<mf_cuda_blocks(n), MF_CUDA_THREADS, 0, s>>>(mf_cuda_ptr<T>(c->out), v, oc, n);
   });
   if (!ok) return mf_fail(MF_ERR_DTYPE, "fill: bad dtype %d", (int)c->out->dtype);
   return mf_cuda_launched(dev, "fill");
@@ -127,14 +129,15 @@ mf_status mf_cuda_arange(mf_device *dev, const mf_call *c) {
   bool ok = mf_cuda_visit(c->out->dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
     constexpr int K = decltype(tag)::kind;
-    arange_kernel<T, K><<<mf_cuda_blocks(n), MF_CUDA_THREADS, 0, s>>>(mf_cuda_ptr<T>(c->out),
-                                                                     c->p[0], c->p[1], n);
+    arange_kernel<T, K>
+        <<<mf_cuda_blocks(n), MF_CUDA_THREADS, 0, s>>>(mf_cuda_ptr<T>(c->out), c->p[0], c->p[1], n);
   });
   if (!ok) return mf_fail(MF_ERR_DTYPE, "arange: bad dtype %d", (int)c->out->dtype);
   return mf_cuda_launched(dev, "arange");
 }
 
-/* ---- Philox and the random kernels ------------------------------------------------------------ */
+/* ---- Philox and the random kernels ------------------------------------------------------------
+ */
 
 /* mf_philox(seed, counter, 0) of random.c, and its uniforms (philox_math.h, shared with the CPU) */
 __device__ __forceinline__ uint4 philox(uint64_t seed, uint64_t counter) {
@@ -216,8 +219,10 @@ mf_status mf_cuda_random(mf_device *dev, const mf_call *c) {
   return mf_cuda_launched(dev, name);
 }
 
-/* mask[i] = 0 when u_i < p, else 1 / (1 - p); u_i as rand draws it (cpu/gather.c) */
-__global__ void dropout_f32_kernel(float *out, int64_t n, uint64_t seed, uint64_t offset, double p,
+/* mask[i] = 0 when u_i < p, else 1 / (1 - p); u_i as rand draws it (cpu/gather.c): float32 and
+ * the halves (drawn as float32, so a float16 mask drops what a float32 one of the seed drops) */
+template <class T>
+__global__ void dropout_f32_kernel(T *out, int64_t n, uint64_t seed, uint64_t offset, double p,
                                    float scale) {
   int64_t nblocks = (n + 3) / 4;
   MF_GRID_LOOP(b, nblocks) {
@@ -226,12 +231,12 @@ __global__ void dropout_f32_kernel(float *out, int64_t n, uint64_t seed, uint64_
     int64_t i0 = 4 * b;
 #pragma unroll
     for (int q = 0; q < 4; q++)
-      if (i0 + q < n) out[i0 + q] = (double)u24(ws[q]) < p ? 0.0f : scale;
+      if (i0 + q < n) out[i0 + q] = (T)((double)u24(ws[q]) < p ? 0.0f : scale);
   }
 }
 
-__global__ void dropout_f64_kernel(double *out, int64_t n, uint64_t seed, uint64_t offset,
-                                   double p, double scale) {
+__global__ void dropout_f64_kernel(double *out, int64_t n, uint64_t seed, uint64_t offset, double p,
+                                   double scale) {
   int64_t nblocks = (n + 1) / 2;
   MF_GRID_LOOP(b, nblocks) {
     uint4 w = philox(seed, offset + (uint64_t)b);
@@ -245,24 +250,29 @@ mf_status mf_cuda_dropout_mask(mf_device *dev, const mf_call *c) {
   if (!c->out || c->op != MF_OP_DROPOUT_MASK)
     return mf_fail(MF_ERR_ARG, "dropout: malformed kernel call");
   mf_dtype dt = c->out->dtype;
-  if (dt != MF_F32 && dt != MF_F64)
-    return mf_fail(MF_ERR_DTYPE, "dropout: takes float32 or float64, got %s", mf_dtype_name(dt));
+  if (!mf_dtype_is_float(dt))
+    return mf_fail(MF_ERR_DTYPE, "dropout: takes a float dtype, got %s", mf_dtype_name(dt));
   if (!mf_is_contiguous(c->out)) return mf_fail(MF_ERR_ARG, "dropout: the mask must be contiguous");
   int64_t n = mf_numel(c->out);
   if (n == 0) return MF_OK;
   MF_TRY(mf_cuda_enter(dev));
   cudaStream_t s = mf_cuda_stream(dev);
   double p = c->p[0], scale = p < 1 ? 1 / (1 - p) : 0;
-  if (dt == MF_F32)
-    dropout_f32_kernel<<<mf_cuda_blocks((n + 3) / 4), MF_CUDA_THREADS, 0, s>>>(
-        mf_cuda_ptr<float>(c->out), n, c->seed, c->offset, p, (float)scale);
-  else
+  if (dt == MF_F64) {
     dropout_f64_kernel<<<mf_cuda_blocks((n + 1) / 2), MF_CUDA_THREADS, 0, s>>>(
         mf_cuda_ptr<double>(c->out), n, c->seed, c->offset, p, scale);
+  } else {
+    mf_cuda_visit_float<true>(dt, [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      dropout_f32_kernel<T><<<mf_cuda_blocks((n + 3) / 4), MF_CUDA_THREADS, 0, s>>>(
+          mf_cuda_ptr<T>(c->out), n, c->seed, c->offset, p, (float)scale);
+    });
+  }
   return mf_cuda_launched(dev, "dropout");
 }
 
-/* ---- where ------------------------------------------------------------------------------------ */
+/* ---- where ------------------------------------------------------------------------------------
+ */
 
 template <class W>
 __global__ void where_kernel(W *out, const uint8_t *m, const W *a, const W *b, mf_offsets<4> oc,

@@ -1,10 +1,10 @@
 /* test_cuda_half.c — float16 and bfloat16 for the neural-network ops on the GPU: conv2d (NCHW and
  * channels-last, forward and both backwards), max/avg pooling, softmax/log_softmax, batch norm
  * (training and evaluation, with float32 "mixed" or half parameters), cross-entropy through
- * log_softmax, and the fused optimizer steps on half parameters. Each case makes its inputs in the
- * half dtype on the GPU, runs the op there (half storage, float32 compute), then backward of
- * sum(out * r) for a random half r through autograd; the reference is the CPU's float32 op on the
- * same half-rounded values. Outputs and gradients must keep the half dtype and be within
+ * log_softmax, the fused optimizer steps on half parameters, and dropout's mask. Each case makes
+ * its inputs in the half dtype on the GPU, runs the op there (half storage, float32 compute), then
+ * backward of sum(out * r) for a random half r through autograd; the reference is the CPU's float32
+ * op on the same half-rounded values. Outputs and gradients must keep the half dtype and be within
  * |gpu - ref| <= tol (|ref| + mean |ref|): tol 2e-3 for float16 (11-bit significand: 4.9e-4 per
  * rounding), 1.6e-2 for bfloat16 (8 bits: 3.9e-3), a few roundings each. The CPU's refusal is
  * checked too: a half tensor cannot be made there ("float16 tensors live only on GPUs"), and the
@@ -505,6 +505,53 @@ static void test_optim(void) {
     }
 }
 
+/* ---- dropout ------------------------------------------------------------------------------- */
+
+/* A half mask drops exactly what the float32 mask of the same seed drops (both draw float32
+ * uniforms), and keeps 1 / (1 - p) rounded to the half dtype. */
+static void test_dropout(void) {
+  int64_t shape[2] = {37, 29}; /* odd: the last Philox block is partly used */
+  const double probs[3] = {0.0, 0.3, 0.5};
+  for (int d = 0; d < 2; d++)
+    for (int k = 0; k < 3; k++) {
+      mf_dtype dt = halves[d];
+      double p = probs[k];
+      mf_tensor *x32 = NULL, *xh = NULL, *m32 = NULL, *mh = NULL, *c32 = NULL, *ch = NULL,
+                *hf = NULL;
+      CHECK_OK(mf_zeros(2, shape, MF_F32, gpu, &x32));
+      CHECK_OK(mf_zeros(2, shape, dt, gpu, &xh));
+      mf_manual_seed(1234 + (uint64_t)k);
+      CHECK_OK(mf_dropout_mask(x32, p, &m32));
+      mf_manual_seed(1234 + (uint64_t)k);
+      CHECK_OK(mf_dropout_mask(xh, p, &mh));
+      CHECK(mh && mh->dtype == dt);
+      bool ok = false;
+      int64_t dropped = 0;
+      if (m32 && mh && mf_to_device(m32, mf_cpu(), &c32) == MF_OK &&
+          mf_cast(mh, MF_F32, &hf) == MF_OK && mf_to_device(hf, mf_cpu(), &ch) == MF_OK) {
+        const float *a = mf_data(c32), *b = mf_data(ch);
+        float keep = p < 1 ? (float)(1 / (1 - p)) : 0.0f;
+        ok = true;
+        for (int64_t i = 0; i < mf_numel(c32); i++) {
+          dropped += a[i] == 0;
+          if ((a[i] == 0) != (b[i] == 0) ||
+              fabsf(b[i] - (a[i] == 0 ? 0 : keep)) > tol_of(dt) * keep)
+            ok = false;
+        }
+        if (p > 0 && (dropped < mf_numel(c32) * p / 2 || dropped > mf_numel(c32) * p * 1.5))
+          ok = false; /* the float32 mask itself drops about p of the entries */
+      }
+      char what[96];
+      snprintf(what, sizeof what, "dropout mask %s p = %g (%lld of %lld dropped)",
+               mf_dtype_name(dt), p, (long long)dropped, (long long)(shape[0] * shape[1]));
+      CHECK(ok);
+      printf("  %-72s %s\n", what, ok ? "ok" : "FAILED");
+      cases_run++;
+      mf_tensor *all[7] = {x32, xh, m32, mh, c32, ch, hf};
+      for (int j = 0; j < 7; j++) mf_release(all[j]);
+    }
+}
+
 /* ---- the CPU refuses the halves for these ops, saying why ------------------------------------ */
 
 /* A CPU tensor header of a half dtype over float32 storage: what the front ends would see if a
@@ -555,8 +602,8 @@ static void test_cpu_refuses(void) {
     snprintf(want, sizeof want, "sgd_step: %s needs a GPU tensor", n);
     CHECK_FAILS(mf_sgd_step(gv, gv, NULL, &h), MF_ERR_DTYPE, want);
     CHECK(y == NULL && i == NULL);
-    /* dropout has no half kernel on either device */
-    CHECK_FAILS(mf_dropout_mask(x, 0.5, &y), MF_ERR_DTYPE, "dropout: input must be float32");
+    snprintf(want, sizeof want, "dropout: %s needs a GPU tensor", n);
+    CHECK_FAILS(mf_dropout_mask(x, 0.5, &y), MF_ERR_DTYPE, want);
     mf_release(x);
     mf_release(w);
     mf_release(v);
@@ -591,7 +638,7 @@ int main(void) {
     printf("# skipped: no CUDA device (%s)\n", mf_error());
     test_cpu_refuses(); /* needs no GPU */
     int r = test_summary();
-    printf("# skipped 8\n"); /* the GPU groups */
+    printf("# skipped 9\n"); /* the GPU groups */
     return r;
   }
   int rt = 0, drv = 0, dnn = 0;
@@ -611,6 +658,7 @@ int main(void) {
   test_softmax();
   test_cross_entropy();
   test_optim();
+  test_dropout();
   test_gpu_errors();
   CHECK(mf_device_synchronize(gpu) == MF_OK);
   printf("# %d half cases\n", cases_run);

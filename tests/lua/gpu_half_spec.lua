@@ -1,5 +1,5 @@
 -- gpu_half_spec.lua — training in float16 and bfloat16 on the GPU: a small CNN (conv, ReLU, max
--- pooling, linear; log_softmax + nll_loss, or F.cross_entropy; with batch norm too) converted with
+-- pooling, dropout, linear; log_softmax + nll_loss, or F.cross_entropy; with batch norm too) converted with
 -- :to("float16") / :to("bfloat16") on cuda:0 trains a few SGD steps, its parameters, gradients and
 -- activations stay in the half dtype, and its losses follow the float32 run on the same GPU from
 -- the same start within the half dtype's precision. The CPU refuses half tensors with a clear
@@ -71,12 +71,13 @@ describe("training in half precision on the GPU", function()
   setup(function() if GPU then was = mf.cuda.set_tf32(false) end end)
   teardown(function() if GPU then mf.cuda.set_tf32(was) end end)
 
-  -- 10x10 -> pool 5x5 -> conv 3x3 (no padding) -> pool 1x1: 6 features
+  -- 10x10 -> pool 5x5 -> conv 3x3 (no padding) -> pool 1x1: 6 features; dropout's half mask
+  -- drops what float32's does for the same seed, so the runs stay together
   local function cnn()
     return nn.Sequential {
       nn.Conv2d(2, 4, 3, { padding = 1 }), nn.ReLU(), nn.MaxPool2d(2),
       nn.Conv2d(4, 6, 3), nn.ReLU(), nn.MaxPool2d(2),
-      nn.Flatten(), nn.Linear(6, 4), nn.LogSoftmax(2),
+      nn.Flatten(), nn.Dropout(0.25), nn.Linear(6, 4), nn.LogSoftmax(2),
     }
   end
 
