@@ -3,8 +3,10 @@
 # cross-entropy, inputs on the device) asks of the GPU: kernel launches, cuBLAS/cuDNN calls, host
 # synchronisations, copies, memsets and cudaMalloc calls, counted by the CUDA emulator
 # (tests/cuda_emu, MOONFLOW_CUDA_EMU_STATS=1) as the difference between runs of A and B steps
-# after the same warm-up, divided by B - A. The counts are what a GPU run issues (cuBLAS and cuDNN
-# launch more inside their calls). Also moonflow's own host time per step, with the emulator doing
+# after the same warm-up, divided by B - A. The emulator does no device work while counting
+# (MOONFLOW_CUDA_EMU_NOEXEC=1: the calls, checks and counts are the same, and the flags the host
+# reads are still cleared), so the warm-up can be long enough for the caching allocator to settle.
+# The counts are what a GPU run issues (cuBLAS and cuDNN launch more inside their calls). Also moonflow's own host time per step, with the emulator doing
 # no device work (MOONFLOW_CUDA_EMU_NOEXEC=1). Prints the bench/RESULTS.md section "gpu-counts":
 #   bench/gpu_counts.sh [EMU_BUILD_DIR] | python3 bench/section.py bench/RESULTS.md gpu-counts
 # EMU_BUILD_DIR (default build-emu) is configured and built with -DMOONFLOW_CUDA=EMU if needed.
@@ -16,9 +18,10 @@ if [[ ! -x $dir/moonflow || ! -f $dir/libmoonflow_cuda.so ]]; then
   cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMOONFLOW_CUDA=EMU >/dev/null
   ninja -C "$dir" moonflow moonflow_cuda >/dev/null
 fi
-a=2 b=6
+a=10 b=40 warm=30
 counts() { # steps -> the emulator's totals line, as numbers
-  MOONFLOW_CUDA_EMU_STATS=1 "$dir/moonflow" tests/gpu/bench.lua --size 64 --reps 1 --warmup 2 \
+  MOONFLOW_CUDA_EMU_NOEXEC=1 MOONFLOW_CUDA_EMU_STATS=1 "$dir/moonflow" tests/gpu/bench.lua \
+    --size 64 --reps 1 --warmup $warm \
     --steps "$1" 2>&1 >/dev/null | grep '^cuda emulator:' | tr -c '0-9\n' ' '
 }
 read -r -a ca <<<"$(counts $a)"
@@ -35,7 +38,7 @@ echo "## The tutorial CNN's training step on a GPU: what it issues (issue 6)"
 echo
 echo "Counted by the CUDA emulator (\`bench/gpu_counts.sh\`, $(date -u +%Y-%m-%d)): tests/gpu/bench.lua's"
 echo "step (batch 50, Adam, cross-entropy, inputs on the device), the difference between $b and $a"
-echo "timed steps after 2 warm-up steps, per step. A GPU run issues the same (cuBLAS and cuDNN"
+echo "timed steps after $warm warm-up steps, per step. A GPU run issues the same (cuBLAS and cuDNN"
 echo "launch more kernels inside their calls)."
 echo
 echo "| per training step | count |"
@@ -49,11 +52,15 @@ echo "moonflow's own time on the host per step, the emulator doing no device wor
 echo "(MOONFLOW_CUDA_EMU_NOEXEC=1; Lua, autograd, the allocator, the calls' checks; best of 3 runs"
 echo "of 300 steps, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores): **${host_ms} ms**."
 echo "On a GPU the driver's launch cost adds to it (a few microseconds per call): the host side"
-echo "bounds the step from below at roughly that, whatever the GPU's speed."
+echo "bounds the step from below at roughly that, whatever the GPU's speed. (It was 0.25 ms before"
+echo "the Lua bindings collected dead tensors with young collections in generational mode instead of"
+echo "full ones, and before cuDNN calls stopped formatting their error descriptions up front.)"
 echo
 echo "The two synchronisations are the index checks of gather (the loss picking each row's class)"
 echo "and scatter_add (its backward): each reads back a flag, so the CPU waits for the queue to"
 echo "drain instead of running ahead (PyTorch reports such errors later, as device-side asserts)."
 echo "The memsets: those two flags, scatter_add's zeroed output and max pooling's two zeroed input"
-echo "gradients. The caching allocator makes no cudaMalloc once the shapes repeat (a stray one in"
-echo "a later step: a first use of a bucket)."
+echo "gradients. The caching allocator reuses every block once the shapes repeat, but for one"
+echo "512-byte block every other step: the loss the benchmark keeps from one step to the next can"
+echo "outlive two young collections, grow old, and then wait for a full collection (which comes"
+echo "when such old garbage passes 16 MiB), so its block is not back in the cache meanwhile."
