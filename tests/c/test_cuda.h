@@ -105,4 +105,25 @@ static bool same(const char *what, const mf_tensor *c, const mf_tensor *g, doubl
 
 #define SAME(what, c, g, atol, rtol) CHECK(same(what, c, g, atol, rtol))
 
+/* ---- the cross-entropy loss as nn/loss.lua builds it: -mean(gather(log_softmax(z), labels)) -- */
+
+typedef struct xent_arg {
+  const mf_tensor *labels, *glabels; /* (N, 1) int64 on the CPU and on the GPU */
+} xent_arg;
+
+/* an op_fn of the parity tests: the labels of in[0]'s side */
+static inline mf_status xent_fn(mf_tensor *const *in, const void *arg, mf_tensor **out) {
+  const xent_arg *a = arg;
+  bool g = mf_device_kind(mf_tensor_device(in[0])) == MF_DEV_CUDA;
+  mf_tensor *ls = NULL, *picked = NULL, *m = NULL;
+  mf_status s = mf_log_softmax(in[0], 1, &ls);
+  if (!s) s = mf_gather(ls, 1, g ? a->glabels : a->labels, &picked);
+  if (!s) s = mf_reduce(MF_OP_MEAN, picked, MF_ALL_DIMS, false, &m);
+  if (!s) s = mf_unary(MF_OP_NEG, m, out);
+  mf_release(ls);
+  mf_release(picked);
+  mf_release(m);
+  return s;
+}
+
 #endif

@@ -335,25 +335,6 @@ static void test_softmax(void) {
       }
 }
 
-typedef struct xent_arg {
-  const mf_tensor *labels, *glabels; /* (N, 1) int64 on the CPU and the GPU */
-} xent_arg;
-
-/* -mean(gather(log_softmax(z), labels)): the cross-entropy as nn/loss.lua composes it */
-static mf_status xent_fn(mf_tensor *const *in, const void *arg, mf_tensor **out) {
-  const xent_arg *a = arg;
-  bool g = mf_device_kind(mf_tensor_device(in[0])) == MF_DEV_CUDA;
-  mf_tensor *ls = NULL, *picked = NULL, *m = NULL;
-  mf_status s = mf_log_softmax(in[0], 1, &ls);
-  if (!s) s = mf_gather(ls, 1, g ? a->glabels : a->labels, &picked);
-  if (!s) s = mf_reduce(MF_OP_MEAN, picked, MF_ALL_DIMS, false, &m);
-  if (!s) s = mf_unary(MF_OP_NEG, m, out);
-  mf_release(ls);
-  mf_release(picked);
-  mf_release(m);
-  return s;
-}
-
 static void test_cross_entropy(void) {
   int64_t zs[2] = {40, 10}, ls[2] = {40, 1};
   int64_t *lab = malloc(40 * sizeof *lab);
