@@ -105,6 +105,35 @@ static bool same(const char *what, const mf_tensor *c, const mf_tensor *g, doubl
 
 #define SAME(what, c, g, atol, rtol) CHECK(same(what, c, g, atol, rtol))
 
+/* ---- channels-last ----------------------------------------------------------------------------
+ */
+
+/* An (N, C, H, W) view of t's values stored (N, H, W, C) on t's device: exactly the NHWC strides,
+ * size-1 dims too (so a C = 1 tensor is channels-last and not NCHW, as a permuted NHWC tensor is);
+ * NULL on failure. */
+static inline mf_tensor *channels_last(const mf_tensor *t) {
+  int64_t nhwc[4] = {t->shape[0], t->shape[2], t->shape[3], t->shape[1]};
+  int back[4] = {0, 3, 1, 2};
+  mf_tensor *e = NULL, *v = NULL;
+  if (mf_empty(4, nhwc, t->dtype, mf_tensor_device(t), &e) == MF_OK &&
+      mf_permute(e, back, &v) == MF_OK && mf_copy_(v, t) != MF_OK)
+    MF_DROP(v);
+  mf_release(e);
+  return v;
+}
+
+/* Whether t (4-D) is stored dense channels-last, (N, H, W, C) in memory (size-1 dims aside). */
+static inline bool is_cl(const mf_tensor *t) {
+  if (!t || t->ndim != 4) return false;
+  static const int order[4] = {1, 3, 2, 0}; /* innermost first */
+  int64_t st = 1;
+  for (int k = 0; k < 4; k++) {
+    int d = order[k];
+    if (t->shape[d] != 1 && t->stride[d] != st) return false;
+    st *= t->shape[d];
+  }
+  return true;
+}
 /* ---- the cross-entropy loss as nn/loss.lua builds it: -mean(gather(log_softmax(z), labels)) -- */
 
 typedef struct xent_arg {

@@ -35,21 +35,6 @@ static bool have_cudnn = true;
 /* parity(): the inputs whose bit is set go to the device side as channels-last views, and a 4-D
  * output there must come back channels-last */
 static unsigned gpu_cl;
-static mf_tensor *channels_last(const mf_tensor *t);
-
-/* Whether t (4-D) is stored dense channels-last, (N, H, W, C) in memory (size-1 dims aside). */
-static bool is_cl(const mf_tensor *t) {
-  if (!t || t->ndim != 4) return false;
-  static const int order[4] = {1, 3, 2, 0}; /* innermost first */
-  int64_t st = 1;
-  for (int k = 0; k < 4; k++) {
-    int d = order[k];
-    if (t->shape[d] != 1 && t->stride[d] != st) return false;
-    st *= t->shape[d];
-  }
-  return true;
-}
-
 /* ---- the generic forward + backward comparison ----------------------------------------------- */
 
 /* An op under test: out = f(in[0..nin-1]) with arguments `arg`. */
@@ -387,20 +372,6 @@ static void test_conv2d(void) {
     mf_release(dwg);
   }
   mf_cuda_set_tf32(was);
-}
-
-/* (N, C, H, W) tensor t as a channels-last copy on its device: same shape, exactly the NHWC
- * strides (size-1 dims too, so a C = 1 tensor is channels-last and not NCHW, as a permuted NHWC
- * tensor is) */
-static mf_tensor *channels_last(const mf_tensor *t) {
-  int64_t nhwc[4] = {t->shape[0], t->shape[2], t->shape[3], t->shape[1]};
-  int back[4] = {0, 3, 1, 2};
-  mf_tensor *e = NULL, *v = NULL;
-  if (mf_empty(4, nhwc, t->dtype, mf_tensor_device(t), &e) == MF_OK &&
-      mf_permute(e, back, &v) == MF_OK && mf_copy_(v, t) != MF_OK)
-    MF_DROP(v);
-  mf_release(e);
-  return v;
 }
 
 /* an empty (N, C, H, W) GPU tensor laid out NHWC */
