@@ -9,45 +9,31 @@
 
 /* Lua sees only the small userdata, not the storage behind it, so left alone its collector would
  * let dead tensors pile up (and every new tensor would take fresh pages from the system). So
- * moonflow collects when live storage has grown by a share of what the last collection left (and
+ * moonflow collects when live storage has grown by a quarter of what the last collection left (and
  * by at least 16 MiB): the freed blocks go back to the caching allocator and the next tensors
  * reuse them.
  *
  * A full collection traverses the whole Lua heap (about 150 us with moonflow's modules loaded),
- * which a training loop would pay every step or two. In generational mode (lua.c's, and the
- * moonflow host's) a young collection does instead, after a quarter's growth: it visits only what
- * was made since the last one, and a step's dead tensors are young. A full collection follows when
- * the young one leaves live storage more than a quarter above what the last full one left (dead
- * tensors that had grown old). In incremental mode (an embedder's choice): a full collection after
- * half's growth, as ever. */
+ * which a training loop would pay every step or two. So first a collector step: in generational
+ * mode (lua.c's, and the moonflow host's) that is a young collection, which visits only what was
+ * made since the last one, and a step's dead tensors are young. A full collection follows when
+ * live storage is still more than a quarter above what the last full one left: in generational
+ * mode dead tensors that had grown old, in incremental mode (an embedder's choice, where one step
+ * frees little) nearly always. */
 #define MIB16 ((size_t)16 << 20)
 
-static size_t grown(size_t base, size_t share) {
-  return base + (base / share > MIB16 ? base / share : MIB16);
-}
-
-/* Whether L's collector is in generational mode. Asking switches it there; switched back at once
- * when it was incremental. */
-static bool generational(lua_State *L) {
-  if (lua_gc(L, LUA_GCGEN, 0, 0) == LUA_GCGEN) return true;
-  lua_gc(L, LUA_GCINC, 0, 0, 0);
-  return false;
-}
+static size_t grown(size_t base) { return base + (base / 4 > MIB16 ? base / 4 : MIB16); }
 
 static void collect_if_needed(lua_State *L) {
   static size_t threshold = MIB16, after_full = 0;
+  if (mf_storage_bytes() < threshold) return;
+  lua_gc(L, LUA_GCSTEP, 0);
   size_t live = mf_storage_bytes();
-  if (live < threshold) return;
-  bool young = generational(L);
-  if (young) {
-    lua_gc(L, LUA_GCSTEP, 0); /* in generational mode: a young collection */
-    live = mf_storage_bytes();
-  }
-  if (!young || live > grown(after_full, 4)) {
+  if (live > grown(after_full)) {
     lua_gc(L, LUA_GCCOLLECT);
     live = after_full = mf_storage_bytes();
   }
-  threshold = grown(live, young ? 4 : 2);
+  threshold = grown(live);
 }
 
 mf_tensor **lmf_newslot(lua_State *L) {

@@ -20,6 +20,13 @@ static int m_get_num_threads(lua_State *L) {
   return 1;
 }
 
+/* mf.storage_bytes(): bytes held by live tensor storages on every device (tensors Lua has not
+ * collected yet included). */
+static int m_storage_bytes(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)mf_storage_bytes());
+  return 1;
+}
+
 /* mf.clock(): monotonic wall time in seconds (for timing, not dates). */
 static int m_clock(lua_State *L) {
   struct timespec ts;
@@ -229,6 +236,7 @@ static const luaL_Reg funcs[] = {
     {"set_num_threads", m_set_num_threads},
     {"get_num_threads", m_get_num_threads},
     {"clock", m_clock},
+    {"storage_bytes", m_storage_bytes},
     {"blas_info", m_blas_info},
     {"list_devices", m_list_devices},
     {"_set_default_device", m_set_default_device},
