@@ -179,6 +179,15 @@ static mf_status bw_pow(mf_node *n, const mf_tensor *g, mf_tensor **gin) {
 }
 
 /* maximum/minimum: the gradient goes to the chosen input, split evenly on ties. */
+/* relu_backward(g, y) is linear in g with y's mask; y gets none (its gradient is 0 almost
+ * everywhere): what double backward through ReLU needs */
+static mf_status bw_relu_backward(mf_node *n, const mf_tensor *g, mf_tensor **gin) {
+  if (!NEEDS(0)) return MF_OK;
+  mf_tensor *t = NULL;
+  mf_status s = mf_binary(MF_OP_RELU_BACKWARD, g, SAVED(1), &t);
+  return s ? s : to_input(n, 0, t, gin);
+}
+
 static mf_status bw_minmax(mf_node *n, const mf_tensor *g, mf_tensor **gin) {
   const mf_tensor *a = SAVED(0), *b = SAVED(1);
   mf_op pick = n->ip[0] == MF_OP_MAXIMUM ? MF_OP_GT : MF_OP_LT;
@@ -220,6 +229,7 @@ mf_status mf_ag_binary(mf_op op, const mf_tensor *a, const mf_tensor *b, mf_tens
   case MF_OP_POW: fn = bw_pow; break;
   case MF_OP_MAXIMUM:
   case MF_OP_MINIMUM: fn = bw_minmax; break;
+  case MF_OP_RELU_BACKWARD: fn = bw_relu_backward; break;
   default: return MF_OK; /* comparisons, logic, remainder, floor_divide: no gradient */
   }
   if (!mf_dtype_is_float(out->dtype)) return MF_OK;
@@ -229,6 +239,7 @@ mf_status mf_ag_binary(mf_op op, const mf_tensor *a, const mf_tensor *b, mf_tens
     mf_ag_save(n, 0, a);
     mf_ag_save(n, 1, b);
   }
+  if (op == MF_OP_RELU_BACKWARD) mf_ag_save(n, 1, b);
   mf_status s = MF_OK;
   if (op == MF_OP_DIV) {
     mf_ag_save(n, 1, b);
@@ -275,10 +286,7 @@ static mf_status bw_unary(mf_node *n, const mf_tensor *g, mf_tensor **gin) {
     if (!s) s = mf_sub(y, t, &u);
     if (!s) s = mf_mul(g, u, &r);
     break;
-  case MF_OP_RELU:
-    s = binary_num(MF_OP_GT, y, 0, &t);
-    if (!s) s = masked(t, g, &r);
-    break;
+  case MF_OP_RELU: s = mf_binary(MF_OP_RELU_BACKWARD, g, y, &r); break; /* one pass */
   case MF_OP_SIGN: s = binary_num(MF_OP_MUL, g, 0, &r); break;
   case MF_OP_CLAMP: { /* g where lo <= x <= hi */
     mf_tensor *lo = NULL, *hi = NULL;

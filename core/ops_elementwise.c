@@ -65,6 +65,8 @@ mf_status mf_binary(mf_op op, const mf_tensor *a, const mf_tensor *b, mf_tensor 
   if (op < MF_OP_ADD || op > MF_OP_LOGICAL_OR)
     return mf_fail(MF_ERR_ARG, "binary: %s is not a binary elementwise op", mf_op_name(op));
   mf_dtype dt = result_type(a, b), odt = dt;
+  if (op == MF_OP_RELU_BACKWARD && !mf_dtype_is_float(dt))
+    return mf_fail(MF_ERR_DTYPE, "relu_backward: needs float tensors, got %s", mf_dtype_name(dt));
   if (is_logical(op))
     dt = odt = MF_BOOL;
   else if (is_compare(op))

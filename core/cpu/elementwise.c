@@ -146,6 +146,8 @@ SINT_HELPERS(int64_t, uint64_t)
 #define E_FLOOR_DIVIDE_FLT(T, U, x, y) fdiv_##T(x, y)
 #define E_FLOOR_DIVIDE_SINT(T, U, x, y) ifdiv_##T(x, y)
 #define E_FLOOR_DIVIDE_UINT(T, U, x, y) (T)((y) == 0 ? 0 : (x) / (y))
+/* ReLU's gradient: g where the output y > 0 (NaN y: 0, as torch's threshold_backward) */
+#define E_RELU_BACKWARD_FLT(T, U, x, y) ((y) > 0 ? (x) : (T)0)
 /* bool (values 0/1) */
 #define E_ADD_BOOL(T, U, x, y) (T)((x) | (y))
 #define E_MUL_BOOL(T, U, x, y) (T)((x) & (y))
@@ -332,7 +334,7 @@ typedef uint8_t mf_bool_t;
   M(MAXIMUM, SAME, __VA_ARGS__) M(MINIMUM, SAME, __VA_ARGS__)                                      \
   M(REMAINDER, SAME, __VA_ARGS__) M(FLOOR_DIVIDE, SAME, __VA_ARGS__)                               \
   CMP_OPS(M, __VA_ARGS__)
-#define BINOPS_FLT NUM_BINOPS
+#define BINOPS_FLT(M, ...) NUM_BINOPS(M, __VA_ARGS__) M(RELU_BACKWARD, SAME, __VA_ARGS__)
 #define BINOPS_SINT NUM_BINOPS
 #define BINOPS_UINT NUM_BINOPS
 #define BINOPS_BOOL(M, ...)                                                                        \

@@ -51,6 +51,7 @@ template <class C> __device__ __forceinline__ C flt_binary(int op, C x, C y) {
   case MF_OP_MINIMUM: return (x < y || x != x) ? x : y;
   case MF_OP_REMAINDER: return flt_remainder(x, y);
   case MF_OP_FLOOR_DIVIDE: return flt_floor_divide(x, y);
+  case MF_OP_RELU_BACKWARD: return y > (C)0 ? x : (C)0;
   default: return x;
   }
 }
@@ -122,11 +123,16 @@ __device__ __forceinline__ uint8_t bool_binary(int op, uint8_t x, uint8_t y) {
 }
 
 template <class T, int K> __device__ __forceinline__ T any_binary(int op, T x, T y) {
-  if constexpr (K == MF_K_FLT) return flt_binary<T>(op, x, y);
-  else if constexpr (K == MF_K_HALF) return T(flt_binary<float>(op, (float)x, (float)y));
-  else if constexpr (K == MF_K_SINT) return sint_binary<T>(op, x, y);
-  else if constexpr (K == MF_K_UINT) return u8_binary(op, x, y);
-  else return bool_binary(op, x, y);
+  if constexpr (K == MF_K_FLT)
+    return flt_binary<T>(op, x, y);
+  else if constexpr (K == MF_K_HALF)
+    return T(flt_binary<float>(op, (float)x, (float)y));
+  else if constexpr (K == MF_K_SINT)
+    return sint_binary<T>(op, x, y);
+  else if constexpr (K == MF_K_UINT)
+    return u8_binary(op, x, y);
+  else
+    return bool_binary(op, x, y);
 }
 
 /* comparisons and logic, in the compute type (bools as truth values) */
@@ -175,14 +181,20 @@ template <class T> __device__ __forceinline__ T int_unary(int op, T x, T lo, T h
   switch (op) {
   case MF_OP_NEG: return (T)(0 - (U)x);
   case MF_OP_ABS:
-    if constexpr (std::is_signed<T>::value) return (T)(x < 0 ? (U)(0 - (U)x) : (U)x);
-    else return x;
+    if constexpr (std::is_signed<T>::value)
+      return (T)(x < 0 ? (U)(0 - (U)x) : (U)x);
+    else
+      return x;
   case MF_OP_RELU:
-    if constexpr (std::is_signed<T>::value) return x < 0 ? (T)0 : x;
-    else return x;
+    if constexpr (std::is_signed<T>::value)
+      return x < 0 ? (T)0 : x;
+    else
+      return x;
   case MF_OP_SIGN:
-    if constexpr (std::is_signed<T>::value) return (T)((x > 0) - (x < 0));
-    else return (T)(x != 0);
+    if constexpr (std::is_signed<T>::value)
+      return (T)((x > 0) - (x < 0));
+    else
+      return (T)(x != 0);
   case MF_OP_CLAMP: return x < lo ? lo : x > hi ? hi : x;
   default: return x;
   }
@@ -191,7 +203,8 @@ template <class T> __device__ __forceinline__ T int_unary(int op, T x, T lo, T h
 template <class T, int K>
 __device__ __forceinline__ T any_unary(int op, T x, double flo, double fhi, int64_t ilo,
                                        int64_t ihi) {
-  if constexpr (K == MF_K_FLT) return flt_unary<T>(op, x, (T)flo, (T)fhi);
+  if constexpr (K == MF_K_FLT)
+    return flt_unary<T>(op, x, (T)flo, (T)fhi);
   else if constexpr (K == MF_K_HALF)
     return T(flt_unary<float>(op, (float)x, (float)flo, (float)fhi));
   else if constexpr (K == MF_K_BOOL) {
@@ -202,7 +215,8 @@ __device__ __forceinline__ T any_unary(int op, T x, double flo, double fhi, int6
     return int_unary<T>(op, x, (T)ilo, (T)ihi);
 }
 
-/* ---- kernels ---------------------------------------------------------------------------------- */
+/* ---- kernels ----------------------------------------------------------------------------------
+ */
 
 template <class T, int K, bool CMP>
 __global__ void binary_kernel(int op, void *out, const T *a, const T *b, mf_offsets<3> oc,
@@ -211,14 +225,16 @@ __global__ void binary_kernel(int op, void *out, const T *a, const T *b, mf_offs
     int64_t off[3];
     oc.get(i, off);
     T x = a[off[1]], y = b[off[2]];
-    if constexpr (CMP) ((uint8_t *)out)[off[0]] = any_compare<T, K>(op, x, y);
-    else ((T *)out)[off[0]] = any_binary<T, K>(op, x, y);
+    if constexpr (CMP)
+      ((uint8_t *)out)[off[0]] = any_compare<T, K>(op, x, y);
+    else
+      ((T *)out)[off[0]] = any_binary<T, K>(op, x, y);
   }
 }
 
 template <class T, int K, bool NOT>
-__global__ void unary_kernel(int op, void *out, const T *a, mf_offsets<2> oc, int64_t n,
-                             double flo, double fhi, int64_t ilo, int64_t ihi) {
+__global__ void unary_kernel(int op, void *out, const T *a, mf_offsets<2> oc, int64_t n, double flo,
+                             double fhi, int64_t ilo, int64_t ihi) {
   MF_GRID_LOOP(i, n) {
     int64_t off[2];
     oc.get(i, off);
@@ -232,7 +248,8 @@ __global__ void unary_kernel(int op, void *out, const T *a, mf_offsets<2> oc, in
   }
 }
 
-/* ---- entry points ----------------------------------------------------------------------------- */
+/* ---- entry points -----------------------------------------------------------------------------
+ */
 
 static bool is_bool_result(mf_op op) {
   return (op >= MF_OP_EQ && op <= MF_OP_LOGICAL_OR) || op == MF_OP_LOGICAL_NOT;
@@ -272,9 +289,11 @@ mf_status mf_cuda_binary(mf_device *dev, const mf_call *c) {
     constexpr int K = decltype(tag)::kind;
     const T *a = mf_cuda_ptr<T>(c->in[0]), *b = mf_cuda_ptr<T>(c->in[1]);
     if (cmp)
-      binary_kernel<T, K, true><<<mf_cuda_blocks(n), MF_CUDA_THREADS, 0, s>>>(c->op, o, a, b, oc, n);
+      binary_kernel<T, K, true>
+          <<<mf_cuda_blocks(n), MF_CUDA_THREADS, 0, s>>>(c->op, o, a, b, oc, n);
     else
-      binary_kernel<T, K, false><<<mf_cuda_blocks(n), MF_CUDA_THREADS, 0, s>>>(c->op, o, a, b, oc, n);
+      binary_kernel<T, K, false>
+          <<<mf_cuda_blocks(n), MF_CUDA_THREADS, 0, s>>>(c->op, o, a, b, oc, n);
   });
   if (!ok) return mf_fail(MF_ERR_DTYPE, "%s: bad dtype %d", name, (int)dt);
   return mf_cuda_launched(dev, name);
@@ -344,11 +363,11 @@ mf_status mf_cuda_unary(mf_device *dev, const mf_call *c) {
     constexpr int K = decltype(tag)::kind;
     const T *a = mf_cuda_ptr<T>(c->in[0]);
     if (isnot)
-      unary_kernel<T, K, true><<<mf_cuda_blocks(n), MF_CUDA_THREADS, 0, s>>>(c->op, o, a, oc, n,
-                                                                             flo, fhi, ilo, ihi);
+      unary_kernel<T, K, true>
+          <<<mf_cuda_blocks(n), MF_CUDA_THREADS, 0, s>>>(c->op, o, a, oc, n, flo, fhi, ilo, ihi);
     else
-      unary_kernel<T, K, false><<<mf_cuda_blocks(n), MF_CUDA_THREADS, 0, s>>>(c->op, o, a, oc, n,
-                                                                              flo, fhi, ilo, ihi);
+      unary_kernel<T, K, false>
+          <<<mf_cuda_blocks(n), MF_CUDA_THREADS, 0, s>>>(c->op, o, a, oc, n, flo, fhi, ilo, ihi);
   });
   if (!ok) return mf_fail(MF_ERR_DTYPE, "%s: bad dtype %d", name, (int)dt);
   return mf_cuda_launched(dev, name);

@@ -257,6 +257,7 @@ mf_status mf_broadcast_shape(const char *op, int na, const int64_t *a, int nb, c
   X(ADD, "add") X(SUB, "sub") X(MUL, "mul") X(DIV, "div") X(POW, "pow")                          \
   X(MAXIMUM, "maximum") X(MINIMUM, "minimum") X(REMAINDER, "remainder")                           \
   X(FLOOR_DIVIDE, "floor_divide")                                                               \
+  X(RELU_BACKWARD, "relu_backward") /* (g, y): g where y > 0, else 0; float dtypes */           \
   X(EQ, "eq") X(NE, "ne") X(GT, "gt") X(GE, "ge") X(LT, "lt") X(LE, "le")                      \
   X(LOGICAL_AND, "logical_and") X(LOGICAL_OR, "logical_or")                                    \
   /* unary elementwise */                                                                      \

@@ -410,6 +410,14 @@ static void test_binary_specials(void) {
       {MF_OP_POW, 3, 2, 9},
       {MF_OP_POW, 16, 0.5, 4},
       {MF_OP_POW, -3, 2, 9},
+      /* ReLU's gradient g where y > 0: 0 elsewhere, even for an infinite g or a NaN y */
+      {MF_OP_RELU_BACKWARD, 3, 2, 3},
+      {MF_OP_RELU_BACKWARD, -2, 1e-30, -2},
+      {MF_OP_RELU_BACKWARD, 3, 0, 0},
+      {MF_OP_RELU_BACKWARD, 3, -1, 0},
+      {MF_OP_RELU_BACKWARD, INFINITY, 0, 0},
+      {MF_OP_RELU_BACKWARD, 3, NAN, 0},
+      {MF_OP_RELU_BACKWARD, NAN, 1, NAN},
   };
   for (size_t k = 0; k < sizeof f / sizeof *f; k++) {
     for (int f64 = 0; f64 < 2; f64++) {
@@ -602,7 +610,7 @@ static void test_unary(void) {
 /* the kernel refuses what the front end never hands it */
 static void test_kernel_errors(void) {
   int64_t shape[1] = {4};
-  mf_tensor *a, *b, *o;
+  mf_tensor *a, *b, *o, *o2 = NULL;
   CHECK_OK(mf_zeros(1, shape, MF_I32, NULL, &a));
   CHECK_OK(mf_zeros(1, shape, MF_F32, NULL, &b));
   CHECK_OK(mf_zeros(1, shape, MF_I32, NULL, &o));
@@ -612,6 +620,11 @@ static void test_kernel_errors(void) {
   CHECK_FAILS(mf_cpu_unary(mf_cpu(), &c), MF_ERR_DTYPE, "float");
   c = (mf_call){.op = MF_OP_EQ, .out = o, .in = {a, a}, .nin = 2};
   CHECK_FAILS(mf_cpu_binary(mf_cpu(), &c), MF_ERR_DTYPE, "bool");
+  /* relu_backward is for float tensors: the front end says so, the kernel has no integer rows */
+  CHECK_FAILS(mf_binary(MF_OP_RELU_BACKWARD, a, a, &o2), MF_ERR_DTYPE,
+              "relu_backward: needs float tensors, got int32");
+  c = (mf_call){.op = MF_OP_RELU_BACKWARD, .out = o, .in = {a, a}, .nin = 2};
+  CHECK_FAILS(mf_cpu_binary(mf_cpu(), &c), MF_ERR_DTYPE, "not supported for int32");
   /* float16 exists only on GPUs: a header over CPU memory must be refused, not misread */
   mf_tensor h = *b;
   h.dtype = MF_F16;
