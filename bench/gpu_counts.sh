@@ -58,9 +58,10 @@ echo "full ones, and before cuDNN calls stopped formatting their error descripti
 echo
 echo "The launches: 8 fused Adam updates (one per parameter tensor), 8 binary ops (2 bias adds,"
 echo "dropout's two multiplies, 3 ReLU backwards, the mean's backward), 7 sums (bias gradients, the"
-echo "mean), 4 unary ops (3 ReLUs, the loss's negation), 4 for max pooling, 2 for log-softmax, 2 scalar"
-echo "fills (the backward's seed, the mean's 1/n), 2 shifting the 1-based labels to 0-based, dropout's"
-echo "mask, gather, scatter_add and a cast. (ReLU's backward took 4 launches before it had its own op.)"
+echo "mean), 5 unary ops (3 ReLUs, the loss's negation and its backward), 4 for max pooling, 2 for"
+echo "log-softmax, 2 scalar fills (the backward's seed, the mean's 1/n), 2 shifting the 1-based labels"
+echo "to 0-based, dropout's mask, gather and scatter_add. (ReLU's backward took 4 launches before it"
+echo "had its own op.)"
 echo
 echo "The two synchronisations are the index checks of gather (the loss picking each row's class)"
 echo "and scatter_add (its backward): each reads back a flag, so the CPU waits for the queue to"
