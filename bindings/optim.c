@@ -3,6 +3,8 @@
  *
  *   _optim.sgd_step(param, grad, momentum_buffer | nil, h)
  *   _optim.adam_step(param, grad, exp_avg, exp_avg_sq, h)        -- AdamW: h.decoupled_weight_decay
+ *   _optim.adam_steps(params, grads, exp_avgs, exp_avg_sqs, h)   -- lists of equal length: one
+ *                                                                   launch per 16 on a GPU
  *   _optim.rmsprop_step(param, grad, square_avg, momentum_buffer | nil, grad_avg | nil, h)
  *   _optim.adadelta_step(param, grad, square_avg, acc_delta, h)  -- rho: h.rho (or h.alpha)
  *   _optim.adagrad_step(param, grad, sum, h)
@@ -92,6 +94,33 @@ static int o_adam_step(lua_State *L) {
   return s == MF_OK ? 0 : lmf_error(L, s);
 }
 
+/* The n tensors of the list (a table) at idx into out[0..n-1]. */
+static void tensor_list(lua_State *L, int idx, int n, mf_tensor **out, const char *what) {
+  luaL_checktype(L, idx, LUA_TTABLE);
+  if ((int)luaL_len(L, idx) != n)
+    luaL_error(L, "adam_steps: %s has %d entries, the parameters %d", what, (int)luaL_len(L, idx),
+               n);
+  for (int i = 0; i < n; i++) {
+    lua_geti(L, idx, i + 1);
+    mf_tensor *t = lmf_test(L, -1);
+    if (!t) luaL_error(L, "adam_steps: %s[%d] is not a tensor", what, i + 1);
+    out[i] = t; /* the list table keeps it alive */
+    lua_pop(L, 1);
+  }
+}
+
+static int o_adam_steps(lua_State *L) {
+  mf_optim_hparams h;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  int n = (int)luaL_len(L, 1);
+  check_hparams(L, 5, &h, "adam_steps");
+  mf_tensor **t = lua_newuserdatauv(L, 4 * (size_t)(n ? n : 1) * sizeof *t, 0);
+  static const char *const what[4] = {"params", "grads", "exp_avgs", "exp_avg_sqs"};
+  for (int k = 0; k < 4; k++) tensor_list(L, 1 + k, n, t + (size_t)k * n, what[k]);
+  mf_status s = mf_adam_steps(n, t, (const mf_tensor *const *)(t + n), t + 2 * n, t + 3 * n, &h);
+  return s == MF_OK ? 0 : lmf_error(L, s);
+}
+
 static int o_rmsprop_step(lua_State *L) {
   mf_optim_hparams h;
   mf_tensor *p = lmf_check(L, 1), *g = lmf_check(L, 2), *sq = lmf_check(L, 3);
@@ -122,9 +151,13 @@ static int o_adagrad_step(lua_State *L) {
  */
 
 static const luaL_Reg funcs[] = {
-    {"sgd_step", o_sgd_step},         {"adam_step", o_adam_step},
-    {"rmsprop_step", o_rmsprop_step}, {"adadelta_step", o_adadelta_step},
-    {"adagrad_step", o_adagrad_step}, {NULL, NULL},
+    {"sgd_step", o_sgd_step},
+    {"adam_step", o_adam_step},
+    {"adam_steps", o_adam_steps},
+    {"rmsprop_step", o_rmsprop_step},
+    {"adadelta_step", o_adadelta_step},
+    {"adagrad_step", o_adagrad_step},
+    {NULL, NULL},
 };
 
 void lmf_open_optim(lua_State *L, int mod, int meth) {

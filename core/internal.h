@@ -28,6 +28,10 @@ typedef struct mf_call {
   const void *params;  /* an op's parameter struct (mf_pool2d_params, mf_optim_hparams), or NULL */
   uint64_t seed;       /* random ops: Philox key */
   uint64_t offset;     /* random ops: first Philox block */
+  const struct mf_call *list; /* optimizer steps: nlist calls of this op and params, run together
+                               * (one launch where the backend can); this call's own operands are
+                               * the first's */
+  int nlist;
 } mf_call;
 
 typedef mf_status (*mf_kernel)(mf_device *dev, const mf_call *c);

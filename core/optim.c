@@ -5,7 +5,10 @@
  * the state in the parameter's dtype as PyTorch does; contiguous: it is updated in place), the
  * gradient and the state tensors (the parameter's shape, dtype and device; state tensors
  * contiguous, present where the options need them), make the gradient contiguous when it is a view,
- * and dispatch one kernel per parameter.
+ * and dispatch one kernel per parameter. mf_adam_steps does the same for a list of parameters
+ * with one set of hyper-parameters: each is checked as mf_adam_step checks it, then the calls of
+ * a device go to its kernel together (the call's list), which the CUDA backend runs in one launch
+ * for up to 16 parameters.
  *
  * The kernel call (see internal.h): out = param, in[0] = grad, state[] = the state tensors in
  * argument order (NULL where unused), params = the mf_optim_hparams.
@@ -17,6 +20,7 @@
  * momentum buffer later (momentum turned on mid-run) passes step 1 for that update.
  */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
@@ -87,7 +91,15 @@ static mf_status check_range(const char *op, const char *name, double v, double 
 /* ---- dispatch ---------------------------------------------------------------------------------
  */
 
-/* Checks the state tensors that are not NULL, then runs the op's kernel on a contiguous grad. */
+/* A list of checked calls waiting to run together (mf_adam_steps); NULL: run each at once. */
+typedef struct batch {
+  mf_call *calls; /* each holds a reference to its contiguous grad (in[0]) */
+  int n;
+} batch;
+static _Thread_local batch *collecting;
+
+/* Checks the state tensors that are not NULL, then runs the op's kernel on a contiguous grad (or
+ * adds the call to the batch being collected). */
 static mf_status run(mf_op op, mf_tensor *param, const mf_tensor *grad, mf_tensor *const *state,
                      const char *const *names, int nstate, const mf_optim_hparams *h) {
   const char *name = mf_op_name(op);
@@ -98,8 +110,31 @@ static mf_status run(mf_op op, mf_tensor *param, const mf_tensor *grad, mf_tenso
   MF_TRY(mf_contiguous(grad, &gc));
   mf_call c = {.op = op, .out = param, .in = {gc}, .nin = 1, .params = h};
   for (int k = 0; k < nstate; k++) c.state[k] = state[k];
+  if (collecting) {
+    collecting->calls[collecting->n++] = c;
+    return MF_OK;
+  }
   mf_status s = mf_dispatch(mf_tensor_device(param), &c);
   mf_release(gc);
+  return s;
+}
+
+/* Runs the collected calls: each run of calls on one device and dtype as one list call. */
+static mf_status run_batch(batch *b) {
+  mf_status s = MF_OK;
+  for (int i = 0; i < b->n && !s;) {
+    int j = i + 1;
+    mf_device *dev = mf_tensor_device(b->calls[i].out);
+    while (j < b->n && mf_tensor_device(b->calls[j].out) == dev &&
+           b->calls[j].out->dtype == b->calls[i].out->dtype)
+      j++;
+    mf_call c = b->calls[i];
+    c.list = &b->calls[i];
+    c.nlist = j - i;
+    s = mf_dispatch(dev, &c);
+    i = j;
+  }
+  for (int i = 0; i < b->n; i++) mf_release((mf_tensor *)b->calls[i].in[0]);
   return s;
 }
 
@@ -135,6 +170,27 @@ mf_status mf_adam_step(mf_tensor *param, const mf_tensor *grad, mf_tensor *exp_a
   for (int k = 0; k < 2; k++)
     if (!state[k]) return mf_fail(MF_ERR_ARG, "%s: %s is missing", op, names[k]);
   return run(MF_OP_ADAM_STEP, param, grad, state, names, 2, h);
+}
+
+mf_status mf_adam_steps(int n, mf_tensor *const *params, const mf_tensor *const *grads,
+                        mf_tensor *const *exp_avgs, mf_tensor *const *exp_avg_sqs,
+                        const mf_optim_hparams *h) {
+  if (n < 0 || (n > 0 && (!params || !grads || !exp_avgs || !exp_avg_sqs)))
+    return mf_fail(MF_ERR_ARG, "adam_steps: %d parameters without their lists", n);
+  batch b = {.calls = calloc((size_t)(n ? n : 1), sizeof(mf_call)), .n = 0};
+  if (!b.calls) return mf_fail(MF_ERR_MEMORY, "adam_steps: out of memory");
+  collecting = &b;
+  mf_status s = MF_OK;
+  for (int i = 0; i < n && !s; i++) /* all checked before any is updated */
+    s = mf_adam_step(params[i], grads[i], exp_avgs[i], exp_avg_sqs[i], h);
+  collecting = NULL;
+  if (s) {
+    for (int i = 0; i < b.n; i++) mf_release((mf_tensor *)b.calls[i].in[0]);
+  } else {
+    s = run_batch(&b);
+  }
+  free(b.calls);
+  return s;
 }
 
 mf_status mf_rmsprop_step(mf_tensor *param, const mf_tensor *grad, mf_tensor *square_avg,

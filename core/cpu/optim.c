@@ -239,6 +239,15 @@ OPTIM_KERNELS(double, f64)
  */
 
 mf_status mf_cpu_optim(mf_device *dev, const mf_call *c) {
+  if (c->nlist > 0) { /* a list of calls (mf_adam_steps): one after another */
+    for (int i = 0; i < c->nlist; i++) {
+      mf_call one = c->list[i];
+      one.list = NULL;
+      one.nlist = 0;
+      MF_TRY(mf_cpu_optim(dev, &one));
+    }
+    return MF_OK;
+  }
   (void)dev;
   const char *name = mf_op_name(c->op);
   const mf_optim_hparams *h = c->params;

@@ -1,11 +1,11 @@
 /* optim.cu — the CUDA kernels of the fused optimizer steps (float32, float64; float16 and
  * bfloat16 parameters, gradients and state computed in float, stored rounded): SGD (momentum,
  * dampening, Nesterov), Adam/AdamW, RMSProp (momentum, centered), Adadelta, Adagrad. One thread
- * per element, one kernel per parameter, with cpu/optim.c's formulas (PyTorch 1.13's single-tensor
- * updates) operation by operation, in the parameter's dtype (float for the halves); the scalars
- * (bias corrections, step sizes) are computed in double on the host. At step 1 the state tensors'
- * contents are ignored (PyTorch's initial state), so they may come from mf_empty. Call layout: see
- * cpu/kernels.h.
+ * per element, one launch per parameter, or per 16 parameters of a list call (mf_adam_steps), with
+ * cpu/optim.c's formulas (PyTorch 1.13's single-tensor updates) operation by operation, in the
+ * parameter's dtype (float for the halves); the scalars (bias corrections, step sizes) are computed
+ * in double on the host. At step 1 the state tensors' contents are ignored (PyTorch's initial
+ * state), so they may come from mf_empty. Call layout: see cpu/kernels.h.
  */
 #include <math.h>
 
@@ -24,11 +24,31 @@ template <class A> __device__ __forceinline__ A grad_in(const hp &h, A g, A p, b
   return wd_on ? d + (A)h.weight_decay * p : d;
 }
 
+/* Up to MAX_LIST parameters' operands, one per blockIdx.y: a call's list (mf_adam_steps) runs in
+ * one launch of grid (blocks, count). s[k] = the k-th state tensor (NULL where unused). */
+#define MAX_LIST 16
+template <class T> struct tlist {
+  T *p[MAX_LIST];
+  const T *g[MAX_LIST];
+  T *s[3][MAX_LIST];
+  int64_t n[MAX_LIST];
+};
+/* this block's parameter p, gradient g, element count n and state tensors s0..s2 */
+#define ENTRY(L)                                                                                   \
+  const int t_ = blockIdx.y;                                                                       \
+  T *p = (L).p[t_];                                                                                \
+  const T *g = (L).g[t_];                                                                          \
+  const int64_t n = (L).n[t_];                                                                     \
+  T *s0 = (L).s[0][t_], *s1 = (L).s[1][t_], *s2 = (L).s[2][t_];                                    \
+  (void)s0, (void)s1, (void)s2
+
 /* In each kernel T is the storage type of the parameter, its gradient and its state, A (mf_acc)
  * the type the update is computed in: T itself for float32 and float64, float for float16 and
  * bfloat16 (each value read once into A, written back rounded once). */
 
-template <class T> __global__ void sgd_kernel(T *p, const T *g, T *buf, int64_t n, hp h) {
+template <class T> __global__ void sgd_kernel(tlist<T> L, hp h) {
+  ENTRY(L);
+  T *buf = s0;
   using A = typename mf_acc<T>::type;
   const A lr = (A)h.lr, mom = (A)h.momentum, damp1 = (A)(1 - h.dampening);
   const bool wd_on = h.weight_decay != 0;
@@ -44,7 +64,9 @@ template <class T> __global__ void sgd_kernel(T *p, const T *g, T *buf, int64_t 
 }
 
 /* k0 = step_size, k1 = sqrt(bias_correction2), k2 = 1 - lr * weight_decay */
-template <class T> __global__ void adam_kernel(T *p, const T *g, T *m, T *v, int64_t n, hp h) {
+template <class T> __global__ void adam_kernel(tlist<T> L, hp h) {
+  ENTRY(L);
+  T *m = s0, *v = s1;
   using A = typename mf_acc<T>::type;
   const A b1 = (A)h.beta1, b2 = (A)h.beta2, c1 = (A)(1 - h.beta1), c2 = (A)(1 - h.beta2);
   const A eps = (A)h.eps, step_size = (A)h.k0, bc2_sqrt = (A)h.k1, decay = (A)h.k2;
@@ -60,8 +82,9 @@ template <class T> __global__ void adam_kernel(T *p, const T *g, T *m, T *v, int
   }
 }
 
-template <class T>
-__global__ void rmsprop_kernel(T *p, const T *g, T *sq, T *buf, T *ga, int64_t n, hp h) {
+template <class T> __global__ void rmsprop_kernel(tlist<T> L, hp h) {
+  ENTRY(L);
+  T *sq = s0, *buf = s1, *ga = s2;
   using A = typename mf_acc<T>::type;
   const A a = (A)h.alpha, c = (A)(1 - h.alpha), eps = (A)h.eps, lr = (A)h.lr, mom = (A)h.momentum;
   const bool wd_on = h.weight_decay != 0;
@@ -89,8 +112,9 @@ __global__ void rmsprop_kernel(T *p, const T *g, T *sq, T *buf, T *ga, int64_t n
   }
 }
 
-template <class T>
-__global__ void adadelta_kernel(T *p, const T *g, T *sq, T *acc, int64_t n, hp h) {
+template <class T> __global__ void adadelta_kernel(tlist<T> L, hp h) {
+  ENTRY(L);
+  T *sq = s0, *acc = s1;
   using A = typename mf_acc<T>::type;
   const A rho = (A)h.alpha, c = (A)(1 - h.alpha), eps = (A)h.eps, lr = (A)h.lr;
   const bool wd_on = h.weight_decay != 0;
@@ -106,7 +130,9 @@ __global__ void adadelta_kernel(T *p, const T *g, T *sq, T *acc, int64_t n, hp h
 }
 
 /* k0 = lr / (1 + (step - 1) * lr_decay) */
-template <class T> __global__ void adagrad_kernel(T *p, const T *g, T *sum, int64_t n, hp h) {
+template <class T> __global__ void adagrad_kernel(tlist<T> L, hp h) {
+  ENTRY(L);
+  T *sum = s0;
   using A = typename mf_acc<T>::type;
   const A clr = (A)h.k0, eps = (A)h.eps, init = (A)h.init;
   const bool wd_on = h.weight_decay != 0;
@@ -162,27 +188,37 @@ mf_status mf_cuda_optim(mf_device *dev, const mf_call *c) {
   }
   MF_TRY(mf_cuda_enter(dev));
   cudaStream_t s = mf_cuda_stream(dev);
-  unsigned blocks = mf_cuda_blocks(n);
-  mf_cuda_visit_float<true>(dt, [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    T *p = mf_cuda_ptr<T>(c->out);
-    const T *g = mf_cuda_ptr<T>(c->in[0]);
-    T *s0 = mf_cuda_ptr<T>(c->state[0]), *s1 = mf_cuda_ptr<T>(c->state[1]),
-      *s2 = mf_cuda_ptr<T>(c->state[2]);
-    switch (c->op) {
-    case MF_OP_SGD_STEP: sgd_kernel<T><<<blocks, MF_CUDA_THREADS, 0, s>>>(p, g, s0, n, k); break;
-    case MF_OP_ADAM_STEP:
-      adam_kernel<T><<<blocks, MF_CUDA_THREADS, 0, s>>>(p, g, s0, s1, n, k);
-      break;
-    case MF_OP_RMSPROP_STEP:
-      rmsprop_kernel<T><<<blocks, MF_CUDA_THREADS, 0, s>>>(p, g, s0, h->momentum > 0 ? s1 : nullptr,
-                                                           h->centered ? s2 : nullptr, n, k);
-      break;
-    case MF_OP_ADADELTA_STEP:
-      adadelta_kernel<T><<<blocks, MF_CUDA_THREADS, 0, s>>>(p, g, s0, s1, n, k);
-      break;
-    default: adagrad_kernel<T><<<blocks, MF_CUDA_THREADS, 0, s>>>(p, g, s0, n, k); break;
-    }
-  });
-  return mf_cuda_launched(dev, name);
+  const mf_call *calls = c->nlist > 0 ? c->list : c;
+  int ncalls = c->nlist > 0 ? c->nlist : 1;
+  mf_status st = MF_OK;
+  for (int first = 0; first < ncalls && !st; first += MAX_LIST) {
+    int cnt = ncalls - first < MAX_LIST ? ncalls - first : MAX_LIST;
+    mf_cuda_visit_float<true>(dt, [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      tlist<T> L = {};
+      int64_t most = 0;
+      for (int t = 0; t < cnt; t++) {
+        const mf_call *e = &calls[first + t];
+        L.p[t] = mf_cuda_ptr<T>(e->out);
+        L.g[t] = mf_cuda_ptr<T>(e->in[0]);
+        for (int k = 0; k < 3; k++) L.s[k][t] = mf_cuda_ptr<T>(e->state[k]);
+        if (c->op == MF_OP_RMSPROP_STEP) { /* the optional buffers, as the options say */
+          if (!(h->momentum > 0)) L.s[1][t] = nullptr;
+          if (!h->centered) L.s[2][t] = nullptr;
+        }
+        L.n[t] = mf_numel(e->out);
+        if (L.n[t] > most) most = L.n[t];
+      }
+      dim3 grid(mf_cuda_blocks(most), (unsigned)cnt);
+      switch (c->op) {
+      case MF_OP_SGD_STEP: sgd_kernel<T><<<grid, MF_CUDA_THREADS, 0, s>>>(L, k); break;
+      case MF_OP_ADAM_STEP: adam_kernel<T><<<grid, MF_CUDA_THREADS, 0, s>>>(L, k); break;
+      case MF_OP_RMSPROP_STEP: rmsprop_kernel<T><<<grid, MF_CUDA_THREADS, 0, s>>>(L, k); break;
+      case MF_OP_ADADELTA_STEP: adadelta_kernel<T><<<grid, MF_CUDA_THREADS, 0, s>>>(L, k); break;
+      default: adagrad_kernel<T><<<grid, MF_CUDA_THREADS, 0, s>>>(L, k); break;
+      }
+    });
+    st = mf_cuda_launched(dev, name);
+  }
+  return st;
 }

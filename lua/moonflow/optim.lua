@@ -123,6 +123,19 @@ local function adam_spec(weight_decay, decoupled)
       C.adam_step(p, grad, st.exp_avg, st.exp_avg_sq, h)
       st.step = h.step
     end,
+    -- the group's parameters at one step count together: one kernel launch per 16 on a GPU
+    update_many = function(ps, grads, sts, h)
+      local m, v = {}, {}
+      for i, p in ipairs(ps) do
+        local st = sts[i]
+        if st.exp_avg == nil then st.exp_avg = zeros_like(p) end
+        if st.exp_avg_sq == nil then st.exp_avg_sq = zeros_like(p) end
+        m[i], v[i] = st.exp_avg, st.exp_avg_sq
+      end
+      h.step = (sts[1].step or 0) + 1
+      C.adam_steps(ps, grads, m, v, h)
+      for _, st in ipairs(sts) do st.step = h.step end
+    end,
   }
 end
 
@@ -331,6 +344,7 @@ function Optimizer:step(closure)
   local spec = SPECS[self.spec]
   for _, group in ipairs(self.param_groups) do
     local h = spec.hparams(group)
+    local by_step, steps = {}, {} -- update_many: the parameters with a gradient, by step count
     for _, p in ipairs(group.params) do
       local grad = p.grad
       if grad ~= nil then
@@ -339,8 +353,24 @@ function Optimizer:step(closure)
           st = {}
           self.state[p] = st
         end
-        spec.update(p, grad, st, h)
+        if spec.update_many then
+          local k = st.step or 0
+          local b = by_step[k]
+          if b == nil then
+            b = { ps = {}, grads = {}, sts = {} }
+            by_step[k] = b
+            steps[#steps + 1] = k
+          end
+          local n = #b.ps + 1
+          b.ps[n], b.grads[n], b.sts[n] = p, grad, st
+        else
+          spec.update(p, grad, st, h)
+        end
       end
+    end
+    for _, k in ipairs(steps) do
+      local b = by_step[k]
+      spec.update_many(b.ps, b.grads, b.sts, h)
     end
   end
   return loss

@@ -67,7 +67,8 @@ static int hidden_child(const char *v) {
   CHECK_OK(mf_cuda_reserve_memory(-1, &bytes));
   CHECK(bytes == 0 && mf_cuda_memory_reserved(0) == 0);
   CHECK(!mapped("libmoonflow_cuda") && !mapped("libcudart") && !mapped("libcublas"));
-  if (t_failed > before) fprintf(stderr, "CUDA_VISIBLE_DEVICES='%s': %s | %s\n", v, why, mf_error());
+  if (t_failed > before)
+    fprintf(stderr, "CUDA_VISIBLE_DEVICES='%s': %s | %s\n", v, why, mf_error());
   return t_failed - before;
 }
 
@@ -676,6 +677,64 @@ static void test_optim(void) {
   }
 }
 
+/* mf_adam_steps over 19 parameters (float32 ones, then float64 ones: three list calls on the GPU,
+ * the first of 16) gives what mf_adam_step gives for each on the CPU; one wrong parameter fails
+ * the call and updates none. */
+static void test_optim_list(void) {
+  enum { N = 19 };
+  mf_optim_hparams h = {
+      .lr = 0.01, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = 0.01};
+  mf_tensor *p[2][N], *g[2][N], *m[2][N], *v[2][N];
+  for (int i = 0; i < N; i++) {
+    int64_t s[1] = {1 + 97 * i}; /* sizes differ: blocks past a small tensor's end do nothing */
+    mf_dtype dt = i < 13 ? MF_F32 : MF_F64;
+    p[0][i] = make(1, s, dt, V_REAL);
+    p[1][i] = on_gpu(p[0][i]);
+    for (int d = 0; d < 2; d++) {
+      CHECK_OK(mf_zeros(1, s, dt, d ? gpu : NULL, &m[d][i]));
+      CHECK_OK(mf_zeros(1, s, dt, d ? gpu : NULL, &v[d][i]));
+    }
+  }
+  for (int step = 1; step <= 3; step++) {
+    h.step = step;
+    for (int i = 0; i < N; i++) {
+      int64_t s[1] = {1 + 97 * i};
+      g[0][i] = make(1, s, p[0][i]->dtype, V_REAL);
+      g[1][i] = on_gpu(g[0][i]);
+      CHECK_OK(mf_adam_step(p[0][i], g[0][i], m[0][i], v[0][i], &h));
+    }
+    CHECK_OK(mf_adam_steps(N, p[1], (const mf_tensor *const *)g[1], m[1], v[1], &h));
+    for (int i = 0; i < N; i++) {
+      mf_release(g[0][i]);
+      mf_release(g[1][i]);
+    }
+  }
+  bool ok = true;
+  for (int i = 0; i < N; i++) ok = same("adam_steps", p[0][i], p[1][i], 1e-5, 1e-5) && ok;
+  CHECK(ok);
+  /* a gradient of the wrong shape in the middle: an error naming it, nothing updated */
+  mf_tensor *before = NULL, *bad = NULL;
+  int64_t s3[1] = {3};
+  CHECK_OK(mf_to_device(p[1][0], mf_cpu(), &before));
+  CHECK_OK(mf_zeros(1, s3, MF_F32, gpu, &bad));
+  const mf_tensor *gg[3] = {p[1][0], bad, p[1][2]};
+  mf_tensor *ps[3] = {p[1][0], p[1][1], p[1][2]}, *ms[3] = {m[1][0], m[1][1], m[1][2]},
+            *vs[3] = {v[1][0], v[1][1], v[1][2]};
+  h.step = 4;
+  CHECK(mf_adam_steps(3, ps, gg, ms, vs, &h) != MF_OK);
+  CHECK(strstr(mf_error(), "adam_step") != NULL);
+  CHECK(same("adam_steps: nothing updated after an error", before, p[1][0], 0, 0));
+  CHECK_OK(mf_adam_steps(0, NULL, NULL, NULL, NULL, &h));
+  mf_release(before);
+  mf_release(bad);
+  for (int d = 0; d < 2; d++)
+    for (int i = 0; i < N; i++) {
+      mf_release(p[d][i]);
+      mf_release(m[d][i]);
+      mf_release(v[d][i]);
+    }
+}
+
 /* loss = mean(log_softmax(tanh(x @ w) * 2 + b)) on both devices; the gradients of x, w, b */
 static void test_autograd(void) {
   int64_t sx[2] = {6, 5}, sw[2] = {5, 4}, sb[1] = {4};
@@ -799,7 +858,8 @@ static void test_reserve(void) {
   CHECK(m >= 1 && (size_t)m * ((size_t)64 << 20) <= bytes);
   CHECK(mf_cuda_memory_reserved(0) == held); /* all carved from the arena */
   for (int i = 0; i < m; i++) mf_release(blocks[i]);
-  /* one block of 3/4 of what they took: only the freed blocks merged back give a piece that large */
+  /* one block of 3/4 of what they took: only the freed blocks merged back give a piece that large
+   */
   mf_tensor *one = NULL;
   int64_t s3[1] = {(int64_t)m * 3 * ((int64_t)1 << 22)};
   CHECK_OK(mf_empty(1, s3, MF_F32, gpu, &one));
@@ -839,6 +899,7 @@ int main(void) {
   test_matmul();
   test_softmax();
   test_optim();
+  test_optim_list();
   test_autograd();
   test_reserve();
   return test_summary();
