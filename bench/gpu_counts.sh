@@ -29,8 +29,8 @@ read -r -a cb <<<"$(counts $b)"
 names=("kernel launches (our kernels)" "cuBLAS / cuDNN calls" "host synchronisations"
   "copies host to device" "copies device to host" "copies device to device" "memsets"
   "cudaMalloc" "cudaFree")
-# moonflow's own host time per step: the emulator running no device work (NOEXEC), best of 3
-host_ms=$(for _ in 1 2 3; do
+# moonflow's own host time per step: the emulator running no device work (NOEXEC), best of 5
+host_ms=$(for _ in 1 2 3 4 5; do
   MOONFLOW_CUDA_EMU_NOEXEC=1 "$dir/moonflow" tests/gpu/bench.lua --size 64 --reps 1 --warmup 20 \
     --steps 300 2>/dev/null | sed -n 's/.*"cnn_train_b50_step_ms", "value": \([0-9.e+-]*\).*/\1/p'
 done | sort -g | head -n 1 | xargs printf '%.2f')
@@ -49,19 +49,19 @@ for i in "${!names[@]}"; do
 done
 echo
 echo "moonflow's own time on the host per step, the emulator doing no device work"
-echo "(MOONFLOW_CUDA_EMU_NOEXEC=1; Lua, autograd, the allocator, the calls' checks; best of 3 runs"
+echo "(MOONFLOW_CUDA_EMU_NOEXEC=1; Lua, autograd, the allocator, the calls' checks; best of 5 runs"
 echo "of 300 steps, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores): **${host_ms} ms**."
 echo "On a GPU the driver's launch cost adds to it (a few microseconds per call): the host side"
 echo "bounds the step from below at roughly that, whatever the GPU's speed. (It was 0.25 ms before"
 echo "the Lua bindings collected dead tensors with young collections in generational mode instead of"
 echo "full ones, and before cuDNN calls stopped formatting their error descriptions up front.)"
 echo
-echo "The launches: 8 fused Adam updates (one per parameter tensor), 8 binary ops (2 bias adds,"
+echo "The launches: 1 fused Adam update (all 8 parameter tensors), 8 binary ops (2 bias adds,"
 echo "dropout's two multiplies, 3 ReLU backwards, the mean's backward), 7 sums (bias gradients, the"
 echo "mean), 5 unary ops (3 ReLUs, the loss's negation and its backward), 4 for max pooling, 2 for"
 echo "log-softmax, 2 scalar fills (the backward's seed, the mean's 1/n), 2 shifting the 1-based labels"
 echo "to 0-based, dropout's mask, gather and scatter_add. (ReLU's backward took 4 launches before it"
-echo "had its own op.)"
+echo "had its own op, and Adam one launch per parameter before it updated a group in one call.)"
 echo
 echo "The two synchronisations are the index checks of gather (the loss picking each row's class)"
 echo "and scatter_add (its backward): each reads back a flag, so the CPU waits for the queue to"
