@@ -3,8 +3,9 @@
  *
  *   _optim.sgd_step(param, grad, momentum_buffer | nil, h)
  *   _optim.adam_step(param, grad, exp_avg, exp_avg_sq, h)        -- AdamW: h.decoupled_weight_decay
- *   _optim.adam_steps(params, grads, exp_avgs, exp_avg_sqs, h)   -- lists of equal length: one
- *                                                                   launch per 16 on a GPU
+ *   _optim.steps(kind, params, grads, state1, state2, state3, h) -- lists of equal length (a
+ *     state list nil, or false entries, where unused); kind "sgd", "adam", ...: one launch per 16
+ *     parameters on a GPU
  *   _optim.rmsprop_step(param, grad, square_avg, momentum_buffer | nil, grad_avg | nil, h)
  *   _optim.adadelta_step(param, grad, square_avg, acc_delta, h)  -- rho: h.rho (or h.alpha)
  *   _optim.adagrad_step(param, grad, sum, h)
@@ -94,30 +95,43 @@ static int o_adam_step(lua_State *L) {
   return s == MF_OK ? 0 : lmf_error(L, s);
 }
 
-/* The n tensors of the list (a table) at idx into out[0..n-1]. */
-static void tensor_list(lua_State *L, int idx, int n, mf_tensor **out, const char *what) {
+/* The n tensors of the list (a table) at idx into out[0..n-1]; nil (the whole list, when
+ * optional) or false entries give NULLs. */
+static void tensor_list(lua_State *L, int idx, int n, mf_tensor **out, const char *what,
+                        bool optional) {
+  if (optional && lua_isnoneornil(L, idx)) {
+    for (int i = 0; i < n; i++) out[i] = NULL;
+    return;
+  }
   luaL_checktype(L, idx, LUA_TTABLE);
   if ((int)luaL_len(L, idx) != n)
-    luaL_error(L, "adam_steps: %s has %d entries, the parameters %d", what, (int)luaL_len(L, idx),
-               n);
+    luaL_error(L, "steps: %s has %d entries, the parameters %d", what, (int)luaL_len(L, idx), n);
   for (int i = 0; i < n; i++) {
     lua_geti(L, idx, i + 1);
-    mf_tensor *t = lmf_test(L, -1);
-    if (!t) luaL_error(L, "adam_steps: %s[%d] is not a tensor", what, i + 1);
+    mf_tensor *t = optional && lua_toboolean(L, -1) == 0 ? NULL : lmf_test(L, -1);
+    if (!t && !(optional && lua_toboolean(L, -1) == 0))
+      luaL_error(L, "steps: %s[%d] is not a tensor", what, i + 1);
     out[i] = t; /* the list table keeps it alive */
     lua_pop(L, 1);
   }
 }
 
-static int o_adam_steps(lua_State *L) {
+/* steps(kind, params, grads, state1 | nil, state2 | nil, state3 | nil, h): kind "sgd", "adam",
+ * "rmsprop", "adadelta" or "adagrad"; state k as the single step's k-th state argument. */
+static int o_steps(lua_State *L) {
+  static const char *const kinds[] = {"sgd", "adam", "rmsprop", "adadelta", "adagrad", NULL};
+  static const mf_op ops[] = {MF_OP_SGD_STEP, MF_OP_ADAM_STEP, MF_OP_RMSPROP_STEP,
+                              MF_OP_ADADELTA_STEP, MF_OP_ADAGRAD_STEP};
+  mf_op op = ops[luaL_checkoption(L, 1, NULL, kinds)];
   mf_optim_hparams h;
-  luaL_checktype(L, 1, LUA_TTABLE);
-  int n = (int)luaL_len(L, 1);
-  check_hparams(L, 5, &h, "adam_steps");
-  mf_tensor **t = lua_newuserdatauv(L, 4 * (size_t)(n ? n : 1) * sizeof *t, 0);
-  static const char *const what[4] = {"params", "grads", "exp_avgs", "exp_avg_sqs"};
-  for (int k = 0; k < 4; k++) tensor_list(L, 1 + k, n, t + (size_t)k * n, what[k]);
-  mf_status s = mf_adam_steps(n, t, (const mf_tensor *const *)(t + n), t + 2 * n, t + 3 * n, &h);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  int n = (int)luaL_len(L, 2);
+  check_hparams(L, 7, &h, mf_op_name(op));
+  mf_tensor **t = lua_newuserdatauv(L, 5 * (size_t)(n ? n : 1) * sizeof *t, 0);
+  static const char *const what[5] = {"params", "grads", "state 1", "state 2", "state 3"};
+  for (int k = 0; k < 5; k++) tensor_list(L, 2 + k, n, t + (size_t)k * n, what[k], k >= 2);
+  mf_tensor *const *state[3] = {t + 2 * n, t + 3 * n, t + 4 * n};
+  mf_status s = mf_optim_steps(op, n, t, (const mf_tensor *const *)(t + n), state, &h);
   return s == MF_OK ? 0 : lmf_error(L, s);
 }
 
@@ -153,7 +167,7 @@ static int o_adagrad_step(lua_State *L) {
 static const luaL_Reg funcs[] = {
     {"sgd_step", o_sgd_step},
     {"adam_step", o_adam_step},
-    {"adam_steps", o_adam_steps},
+    {"steps", o_steps},
     {"rmsprop_step", o_rmsprop_step},
     {"adadelta_step", o_adadelta_step},
     {"adagrad_step", o_adagrad_step},

@@ -5,10 +5,10 @@
  * the state in the parameter's dtype as PyTorch does; contiguous: it is updated in place), the
  * gradient and the state tensors (the parameter's shape, dtype and device; state tensors
  * contiguous, present where the options need them), make the gradient contiguous when it is a view,
- * and dispatch one kernel per parameter. mf_adam_steps does the same for a list of parameters
- * with one set of hyper-parameters: each is checked as mf_adam_step checks it, then the calls of
- * a device go to its kernel together (the call's list), which the CUDA backend runs in one launch
- * for up to 16 parameters.
+ * and dispatch one kernel per parameter. mf_optim_steps does the same for a list of parameters
+ * with one set of hyper-parameters: each is checked as its single step checks it, then the calls
+ * of a device go to its kernel together (the call's list), which the CUDA backend runs in one
+ * launch for up to 16 parameters.
  *
  * The kernel call (see internal.h): out = param, in[0] = grad, state[] = the state tensors in
  * argument order (NULL where unused), params = the mf_optim_hparams.
@@ -91,7 +91,7 @@ static mf_status check_range(const char *op, const char *name, double v, double 
 /* ---- dispatch ---------------------------------------------------------------------------------
  */
 
-/* A list of checked calls waiting to run together (mf_adam_steps); NULL: run each at once. */
+/* A list of checked calls waiting to run together (mf_optim_steps); NULL: run each at once. */
 typedef struct batch {
   mf_call *calls; /* each holds a reference to its contiguous grad (in[0]) */
   int n;
@@ -172,17 +172,32 @@ mf_status mf_adam_step(mf_tensor *param, const mf_tensor *grad, mf_tensor *exp_a
   return run(MF_OP_ADAM_STEP, param, grad, state, names, 2, h);
 }
 
-mf_status mf_adam_steps(int n, mf_tensor *const *params, const mf_tensor *const *grads,
-                        mf_tensor *const *exp_avgs, mf_tensor *const *exp_avg_sqs,
-                        const mf_optim_hparams *h) {
-  if (n < 0 || (n > 0 && (!params || !grads || !exp_avgs || !exp_avg_sqs)))
-    return mf_fail(MF_ERR_ARG, "adam_steps: %d parameters without their lists", n);
+/* parameter i's single step of op, its state tensors from state[k][i] */
+static mf_status one_step(mf_op op, int i, mf_tensor *const *params, const mf_tensor *const *grads,
+                          mf_tensor *const *const *state, const mf_optim_hparams *h) {
+  mf_tensor *st[3];
+  for (int k = 0; k < 3; k++) st[k] = state && state[k] ? state[k][i] : NULL;
+  switch (op) {
+  case MF_OP_SGD_STEP: return mf_sgd_step(params[i], grads[i], st[0], h);
+  case MF_OP_ADAM_STEP: return mf_adam_step(params[i], grads[i], st[0], st[1], h);
+  case MF_OP_RMSPROP_STEP: return mf_rmsprop_step(params[i], grads[i], st[0], st[1], st[2], h);
+  case MF_OP_ADADELTA_STEP: return mf_adadelta_step(params[i], grads[i], st[0], st[1], h);
+  case MF_OP_ADAGRAD_STEP: return mf_adagrad_step(params[i], grads[i], st[0], h);
+  default: return mf_fail(MF_ERR_ARG, "optim_steps: %s is not an optimizer step", mf_op_name(op));
+  }
+}
+
+mf_status mf_optim_steps(mf_op op, int n, mf_tensor *const *params, const mf_tensor *const *grads,
+                         mf_tensor *const *const *state, const mf_optim_hparams *h) {
+  const char *name = mf_op_name(op);
+  if (n < 0 || (n > 0 && (!params || !grads)))
+    return mf_fail(MF_ERR_ARG, "%s: %d parameters without their lists", name, n);
   batch b = {.calls = calloc((size_t)(n ? n : 1), sizeof(mf_call)), .n = 0};
-  if (!b.calls) return mf_fail(MF_ERR_MEMORY, "adam_steps: out of memory");
+  if (!b.calls) return mf_fail(MF_ERR_MEMORY, "%s: out of memory", name);
   collecting = &b;
   mf_status s = MF_OK;
   for (int i = 0; i < n && !s; i++) /* all checked before any is updated */
-    s = mf_adam_step(params[i], grads[i], exp_avgs[i], exp_avg_sqs[i], h);
+    s = one_step(op, i, params, grads, state, h);
   collecting = NULL;
   if (s) {
     for (int i = 0; i < b.n; i++) mf_release((mf_tensor *)b.calls[i].in[0]);

@@ -239,7 +239,7 @@ OPTIM_KERNELS(double, f64)
  */
 
 mf_status mf_cpu_optim(mf_device *dev, const mf_call *c) {
-  if (c->nlist > 0) { /* a list of calls (mf_adam_steps): one after another */
+  if (c->nlist > 0) { /* a list of calls (mf_optim_steps): one after another */
     for (int i = 0; i < c->nlist; i++) {
       mf_call one = c->list[i];
       one.list = NULL;

@@ -1,7 +1,7 @@
 /* optim.cu — the CUDA kernels of the fused optimizer steps (float32, float64; float16 and
  * bfloat16 parameters, gradients and state computed in float, stored rounded): SGD (momentum,
  * dampening, Nesterov), Adam/AdamW, RMSProp (momentum, centered), Adadelta, Adagrad. One thread
- * per element, one launch per parameter, or per 16 parameters of a list call (mf_adam_steps), with
+ * per element, one launch per parameter, or per 16 parameters of a list call (mf_optim_steps), with
  * cpu/optim.c's formulas (PyTorch 1.13's single-tensor updates) operation by operation, in the
  * parameter's dtype (float for the halves); the scalars (bias corrections, step sizes) are computed
  * in double on the host. At step 1 the state tensors' contents are ignored (PyTorch's initial
@@ -24,7 +24,7 @@ template <class A> __device__ __forceinline__ A grad_in(const hp &h, A g, A p, b
   return wd_on ? d + (A)h.weight_decay * p : d;
 }
 
-/* Up to MAX_LIST parameters' operands, one per blockIdx.y: a call's list (mf_adam_steps) runs in
+/* Up to MAX_LIST parameters' operands, one per blockIdx.y: a call's list (mf_optim_steps) runs in
  * one launch of grid (blocks, count). s[k] = the k-th state tensor (NULL where unused). */
 #define MAX_LIST 16
 template <class T> struct tlist {

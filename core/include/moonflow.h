@@ -415,11 +415,12 @@ mf_status mf_sgd_step(mf_tensor *param, const mf_tensor *grad, mf_tensor *moment
                       const mf_optim_hparams *h);
 mf_status mf_adam_step(mf_tensor *param, const mf_tensor *grad, mf_tensor *exp_avg,
                        mf_tensor *exp_avg_sq, const mf_optim_hparams *h);
-/* mf_adam_step for n parameters sharing h (one group at one step count): each checked as
- * mf_adam_step checks it, none updated when one is wrong; on a GPU one kernel launch per 16. */
-mf_status mf_adam_steps(int n, mf_tensor *const *params, const mf_tensor *const *grads,
-                        mf_tensor *const *exp_avgs, mf_tensor *const *exp_avg_sqs,
-                        const mf_optim_hparams *h);
+/* The step op (MF_OP_SGD_STEP .. MF_OP_ADAGRAD_STEP) for n parameters sharing h (one group at one
+ * step count): state[k][i] is parameter i's k-th state tensor in the single step's argument
+ * order (state, state[k] or an entry may be NULL where unused). Each is checked as its single
+ * step checks it, none updated when one is wrong; on a GPU one kernel launch per 16 parameters. */
+mf_status mf_optim_steps(mf_op op, int n, mf_tensor *const *params, const mf_tensor *const *grads,
+                         mf_tensor *const *const *state, const mf_optim_hparams *h);
 mf_status mf_rmsprop_step(mf_tensor *param, const mf_tensor *grad, mf_tensor *square_avg,
                           mf_tensor *momentum_buf, mf_tensor *grad_avg, const mf_optim_hparams *h);
 mf_status mf_adadelta_step(mf_tensor *param, const mf_tensor *grad, mf_tensor *square_avg,

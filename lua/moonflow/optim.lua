@@ -79,6 +79,28 @@ SPECS.SGD = {
   end,
   -- state: momentum_buffer (with momentum). The kernel starts a new buffer (step 1) from the first
   -- update direction, as torch clones it.
+  -- a group's parameters together (one kernel launch per 16 on a GPU): those starting their
+  -- buffer (step 1) in one call, those with one (step 2) in another
+  update_many = function(ps, grads, sts, h)
+    if h.momentum == 0 then
+      h.step = 1
+      return C.steps("sgd", ps, grads, nil, nil, nil, h)
+    end
+    local fresh = {} -- whether each starts its buffer now (classified before any is made)
+    for i, st in ipairs(sts) do fresh[i] = st.momentum_buffer == nil end
+    for _, starting in ipairs { true, false } do
+      local p1, g1, b1 = {}, {}, {}
+      for i, p in ipairs(ps) do
+        if fresh[i] == starting then
+          if starting then sts[i].momentum_buffer = zeros_like(p) end
+          local n = #p1 + 1
+          p1[n], g1[n], b1[n] = p, grads[i], sts[i].momentum_buffer
+        end
+      end
+      h.step = starting and 1 or 2
+      if #p1 > 0 then C.steps("sgd", p1, g1, b1, nil, nil, h) end
+    end
+  end,
   update = function(p, grad, st, h)
     local buf
     h.step = 1
@@ -133,7 +155,7 @@ local function adam_spec(weight_decay, decoupled)
         m[i], v[i] = st.exp_avg, st.exp_avg_sq
       end
       h.step = (sts[1].step or 0) + 1
-      C.adam_steps(ps, grads, m, v, h)
+      C.steps("adam", ps, grads, m, v, nil, h)
       for _, st in ipairs(sts) do st.step = h.step end
     end,
   }

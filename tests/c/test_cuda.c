@@ -677,9 +677,9 @@ static void test_optim(void) {
   }
 }
 
-/* mf_adam_steps over 19 parameters (float32 ones, then float64 ones: three list calls on the GPU,
- * the first of 16) gives what mf_adam_step gives for each on the CPU; one wrong parameter fails
- * the call and updates none. */
+/* mf_optim_steps over 19 parameters (float32 ones, then float64 ones: three list calls on the GPU,
+ * the first of 16) gives what the single steps give for each on the CPU, for Adam and for SGD
+ * with momentum buffers; one wrong parameter fails the call and updates none. */
 static void test_optim_list(void) {
   enum { N = 19 };
   mf_optim_hparams h = {
@@ -703,7 +703,8 @@ static void test_optim_list(void) {
       g[1][i] = on_gpu(g[0][i]);
       CHECK_OK(mf_adam_step(p[0][i], g[0][i], m[0][i], v[0][i], &h));
     }
-    CHECK_OK(mf_adam_steps(N, p[1], (const mf_tensor *const *)g[1], m[1], v[1], &h));
+    mf_tensor *const *st[3] = {m[1], v[1], NULL};
+    CHECK_OK(mf_optim_steps(MF_OP_ADAM_STEP, N, p[1], (const mf_tensor *const *)g[1], st, &h));
     for (int i = 0; i < N; i++) {
       mf_release(g[0][i]);
       mf_release(g[1][i]);
@@ -721,10 +722,33 @@ static void test_optim_list(void) {
   mf_tensor *ps[3] = {p[1][0], p[1][1], p[1][2]}, *ms[3] = {m[1][0], m[1][1], m[1][2]},
             *vs[3] = {v[1][0], v[1][1], v[1][2]};
   h.step = 4;
-  CHECK(mf_adam_steps(3, ps, gg, ms, vs, &h) != MF_OK);
+  mf_tensor *const *sts[3] = {ms, vs, NULL};
+  CHECK(mf_optim_steps(MF_OP_ADAM_STEP, 3, ps, gg, sts, &h) != MF_OK);
   CHECK(strstr(mf_error(), "adam_step") != NULL);
   CHECK(same("adam_steps: nothing updated after an error", before, p[1][0], 0, 0));
-  CHECK_OK(mf_adam_steps(0, NULL, NULL, NULL, NULL, &h));
+  CHECK_OK(mf_optim_steps(MF_OP_ADAM_STEP, 0, NULL, NULL, NULL, &h));
+  /* SGD with momentum: the buffers as the state list (v reused as them), two steps */
+  mf_optim_hparams hs = {.lr = 0.05, .momentum = 0.9, .weight_decay = 0.001};
+  for (int step = 1; step <= 2; step++) {
+    hs.step = step;
+    for (int i = 0; i < N; i++) {
+      int64_t s[1] = {1 + 97 * i};
+      g[0][i] = make(1, s, p[0][i]->dtype, V_REAL);
+      g[1][i] = on_gpu(g[0][i]);
+      CHECK_OK(mf_sgd_step(p[0][i], g[0][i], v[0][i], &hs));
+    }
+    mf_tensor *const *sst[3] = {v[1], NULL, NULL};
+    CHECK_OK(mf_optim_steps(MF_OP_SGD_STEP, N, p[1], (const mf_tensor *const *)g[1], sst, &hs));
+    for (int i = 0; i < N; i++) {
+      mf_release(g[0][i]);
+      mf_release(g[1][i]);
+    }
+  }
+  ok = true;
+  for (int i = 0; i < N; i++) ok = same("sgd steps", p[0][i], p[1][i], 1e-5, 1e-5) && ok;
+  CHECK(ok);
+  CHECK_FAILS(mf_optim_steps(MF_OP_ADD, 1, p[1], (const mf_tensor *const *)p[1], NULL, &hs),
+              MF_ERR_ARG, "add is not an optimizer step");
   mf_release(before);
   mf_release(bad);
   for (int d = 0; d < 2; d++)
