@@ -2,7 +2,8 @@
 -- Adadelta and Adagrad, with PyTorch's defaults, update rules and interface: param groups,
 -- opt:step([closure]), opt:zero_grad([set_to_none]), opt:state_dict(), opt:load_state_dict(sd),
 -- opt:add_param_group(group), opt.param_groups, opt.state. Each update of a parameter is one fused
--- kernel (mf._optim.*_step, bindings/optim.c), not a chain of small ops.
+-- kernel (mf._optim.*_step, bindings/optim.c), not a chain of small ops; SGD and Adam/AdamW update
+-- a group's parameters in one call (mf._optim.steps), which a GPU runs in one launch per 16.
 --
 --   local opt = mf.optim.Adam(model:parameters(), { lr = 1e-3 })
 --   local opt = mf.optim.SGD({ { params = body }, { params = head, lr = 0.1 } }, { lr = 0.01 })
