@@ -134,6 +134,22 @@ static inline bool is_cl(const mf_tensor *t) {
   }
   return true;
 }
+
+/* Backward of sum(out * r) on each side: the CPU's oc with rc, the GPU's og with rg (the parity
+ * tests' way to reach every input's gradient with one weighted loss). */
+static inline void backward_weighted(mf_tensor *oc, const mf_tensor *rc, mf_tensor *og,
+                                     const mf_tensor *rg) {
+  mf_tensor *out[2] = {oc, og};
+  const mf_tensor *r[2] = {rc, rg};
+  for (int d = 0; d < 2; d++) {
+    mf_tensor *p = NULL, *sum = NULL;
+    CHECK_OK(mf_mul(out[d], r[d], &p));
+    CHECK_OK(mf_reduce(MF_OP_SUM, p, MF_ALL_DIMS, false, &sum));
+    CHECK_OK(mf_backward(sum, NULL, false));
+    mf_release(p);
+    mf_release(sum);
+  }
+}
 /* ---- the cross-entropy loss as nn/loss.lua builds it: -mean(gather(log_softmax(z), labels)) -- */
 
 typedef struct xent_arg {

@@ -85,13 +85,7 @@ static void parity(const char *what, op_fn f, const void *arg, int nin, mf_tenso
     }
     if (any) {
       mf_tensor *r = make(oc->ndim, oc->shape, oc->dtype, V_REAL), *gr = on_gpu(r);
-      mf_tensor *pc = NULL, *pg = NULL, *lc = NULL, *lg = NULL;
-      CHECK_OK(mf_mul(oc, r, &pc));
-      CHECK_OK(mf_mul(og, gr, &pg));
-      CHECK_OK(mf_reduce(MF_OP_SUM, pc, MF_ALL_DIMS, false, &lc));
-      CHECK_OK(mf_reduce(MF_OP_SUM, pg, MF_ALL_DIMS, false, &lg));
-      CHECK_OK(mf_backward(lc, NULL, false));
-      CHECK_OK(mf_backward(lg, NULL, false));
+      backward_weighted(oc, r, og, gr);
       for (int i = 0; i < nin; i++) {
         if (!diff[i] || !cin[i]) continue;
         char gw[256];
@@ -102,10 +96,6 @@ static void parity(const char *what, op_fn f, const void *arg, int nin, mf_tenso
       }
       mf_release(r);
       mf_release(gr);
-      mf_release(pc);
-      mf_release(pg);
-      mf_release(lc);
-      mf_release(lg);
     }
     printf("  %-72s %s\n", what, ok ? "ok" : "FAILED");
   }
