@@ -2,8 +2,8 @@
 -- Adadelta and Adagrad, with PyTorch's defaults, update rules and interface: param groups,
 -- opt:step([closure]), opt:zero_grad([set_to_none]), opt:state_dict(), opt:load_state_dict(sd),
 -- opt:add_param_group(group), opt.param_groups, opt.state. Each update of a parameter is one fused
--- kernel (mf._optim.*_step, bindings/optim.c), not a chain of small ops; SGD and Adam/AdamW update
--- a group's parameters in one call (mf._optim.steps), which a GPU runs in one launch per 16.
+-- kernel (mf._optim.steps, bindings/optim.c), not a chain of small ops; a group's parameters are
+-- updated in one call, which a GPU runs in one launch per 16 parameters.
 --
 --   local opt = mf.optim.Adam(model:parameters(), { lr = 1e-3 })
 --   local opt = mf.optim.SGD({ { params = body }, { params = head, lr = 0.1 } }, { lr = 0.01 })
@@ -54,11 +54,25 @@ local function check_bool(cls, key, v)
   if type(v) ~= "boolean" then fail("%s: %s must be a boolean, got %s", cls, key, type(v)) end
 end
 
--- ---- the optimizers: defaults, checks, the kernel arguments, the update of one parameter -------
+-- ---- the optimizers: defaults, checks, the kernel arguments, the update of a group --------------
 
 local function zeros_like(p) return core.zeros(p:shape(), { dtype = p:dtype(), device = p:device() }) end
 
 local SPECS = {}
+
+-- The optimizers whose state counts steps give `kind` (the kernel) and prepare(p, st, h), which
+-- makes a parameter's state tensors and returns them in the kernel's argument order; a group's
+-- parameters at one step count are updated in one call (one kernel launch per 16 on a GPU).
+local function stepped_many(ps, grads, sts, h, spec)
+  local lists = { {}, {}, {} }
+  for i, p in ipairs(ps) do
+    local s1, s2, s3 = spec.prepare(p, sts[i], h)
+    lists[1][i], lists[2][i], lists[3][i] = s1 or false, s2 or false, s3 or false
+  end
+  h.step = (sts[1].step or 0) + 1
+  C.steps(spec.kind, ps, grads, lists[1], lists[2], lists[3], h)
+  for _, st in ipairs(sts) do st.step = h.step end
+end
 
 SPECS.SGD = {
   defaults = { lr = REQUIRED, momentum = 0, dampening = 0, weight_decay = 0, nesterov = false,
@@ -79,9 +93,8 @@ SPECS.SGD = {
       weight_decay = g.weight_decay, nesterov = g.nesterov, maximize = g.maximize }
   end,
   -- state: momentum_buffer (with momentum). The kernel starts a new buffer (step 1) from the first
-  -- update direction, as torch clones it.
-  -- a group's parameters together (one kernel launch per 16 on a GPU): those starting their
-  -- buffer (step 1) in one call, those with one (step 2) in another
+  -- update direction, as torch clones it: the parameters starting theirs go in one call, those
+  -- with one (step 2) in another.
   update_many = function(ps, grads, sts, h)
     if h.momentum == 0 then
       h.step = 1
@@ -101,21 +114,6 @@ SPECS.SGD = {
       h.step = starting and 1 or 2
       if #p1 > 0 then C.steps("sgd", p1, g1, b1, nil, nil, h) end
     end
-  end,
-  update = function(p, grad, st, h)
-    local buf
-    h.step = 1
-    if h.momentum ~= 0 then
-      buf = st.momentum_buffer
-      if buf == nil then
-        buf = zeros_like(p)
-        C.sgd_step(p, grad, buf, h)
-        st.momentum_buffer = buf
-        return
-      end
-      h.step = 2
-    end
-    C.sgd_step(p, grad, buf, h)
   end,
 }
 
@@ -139,25 +137,11 @@ local function adam_spec(weight_decay, decoupled)
       return { lr = g.lr, beta1 = g.betas[1], beta2 = g.betas[2], eps = g.eps,
         weight_decay = g.weight_decay, maximize = g.maximize, decoupled_weight_decay = decoupled }
     end,
-    update = function(p, grad, st, h)
+    kind = "adam",
+    prepare = function(p, st)
       if st.exp_avg == nil then st.exp_avg = zeros_like(p) end
       if st.exp_avg_sq == nil then st.exp_avg_sq = zeros_like(p) end
-      h.step = (st.step or 0) + 1
-      C.adam_step(p, grad, st.exp_avg, st.exp_avg_sq, h)
-      st.step = h.step
-    end,
-    -- the group's parameters at one step count together: one kernel launch per 16 on a GPU
-    update_many = function(ps, grads, sts, h)
-      local m, v = {}, {}
-      for i, p in ipairs(ps) do
-        local st = sts[i]
-        if st.exp_avg == nil then st.exp_avg = zeros_like(p) end
-        if st.exp_avg_sq == nil then st.exp_avg_sq = zeros_like(p) end
-        m[i], v[i] = st.exp_avg, st.exp_avg_sq
-      end
-      h.step = (sts[1].step or 0) + 1
-      C.steps("adam", ps, grads, m, v, nil, h)
-      for _, st in ipairs(sts) do st.step = h.step end
+      return st.exp_avg, st.exp_avg_sq
     end,
   }
 end
@@ -181,7 +165,8 @@ SPECS.RMSProp = {
     return { lr = g.lr, alpha = g.alpha, eps = g.eps, weight_decay = g.weight_decay,
       momentum = g.momentum, centered = g.centered, maximize = g.maximize }
   end,
-  update = function(p, grad, st, h)
+  kind = "rmsprop",
+  prepare = function(p, st, h)
     if st.square_avg == nil then st.square_avg = zeros_like(p) end
     local buf, gavg
     if h.momentum > 0 then
@@ -192,9 +177,7 @@ SPECS.RMSProp = {
       if st.grad_avg == nil then st.grad_avg = zeros_like(p) end
       gavg = st.grad_avg
     end
-    h.step = (st.step or 0) + 1
-    C.rmsprop_step(p, grad, st.square_avg, buf, gavg, h)
-    st.step = h.step
+    return st.square_avg, buf, gavg
   end,
 }
 
@@ -211,12 +194,11 @@ SPECS.Adadelta = {
     return { lr = g.lr, rho = g.rho, eps = g.eps, weight_decay = g.weight_decay,
       maximize = g.maximize }
   end,
-  update = function(p, grad, st, h)
+  kind = "adadelta",
+  prepare = function(p, st)
     if st.square_avg == nil then st.square_avg = zeros_like(p) end
     if st.acc_delta == nil then st.acc_delta = zeros_like(p) end
-    h.step = (st.step or 0) + 1
-    C.adadelta_step(p, grad, st.square_avg, st.acc_delta, h)
-    st.step = h.step
+    return st.square_avg, st.acc_delta
   end,
 }
 
@@ -235,14 +217,13 @@ SPECS.Adagrad = {
     return { lr = g.lr, lr_decay = g.lr_decay, weight_decay = g.weight_decay,
       initial_accumulator_value = g.initial_accumulator_value, eps = g.eps, maximize = g.maximize }
   end,
-  update = function(p, grad, st, h)
+  kind = "adagrad",
+  prepare = function(p, st, h)
     if st.sum == nil then
       st.sum = core.full(p:shape(), h.initial_accumulator_value,
         { dtype = p:dtype(), device = p:device() })
     end
-    h.step = (st.step or 0) + 1
-    C.adagrad_step(p, grad, st.sum, h)
-    st.step = h.step
+    return st.sum
   end,
 }
 
@@ -367,7 +348,7 @@ function Optimizer:step(closure)
   local spec = SPECS[self.spec]
   for _, group in ipairs(self.param_groups) do
     local h = spec.hparams(group)
-    local by_step, steps = {}, {} -- update_many: the parameters with a gradient, by step count
+    local by_step, steps = {}, {} -- the parameters with a gradient, by step count
     for _, p in ipairs(group.params) do
       local grad = p.grad
       if grad ~= nil then
@@ -376,24 +357,21 @@ function Optimizer:step(closure)
           st = {}
           self.state[p] = st
         end
-        if spec.update_many then
-          local k = st.step or 0
-          local b = by_step[k]
-          if b == nil then
-            b = { ps = {}, grads = {}, sts = {} }
-            by_step[k] = b
-            steps[#steps + 1] = k
-          end
-          local n = #b.ps + 1
-          b.ps[n], b.grads[n], b.sts[n] = p, grad, st
-        else
-          spec.update(p, grad, st, h)
+        local k = st.step or 0
+        local b = by_step[k]
+        if b == nil then
+          b = { ps = {}, grads = {}, sts = {} }
+          by_step[k] = b
+          steps[#steps + 1] = k
         end
+        local n = #b.ps + 1
+        b.ps[n], b.grads[n], b.sts[n] = p, grad, st
       end
     end
     for _, k in ipairs(steps) do
       local b = by_step[k]
-      spec.update_many(b.ps, b.grads, b.sts, h)
+      local many = spec.update_many or stepped_many
+      many(b.ps, b.grads, b.sts, h, spec)
     end
   end
   return loss
