@@ -108,9 +108,9 @@ static void tensor_list(lua_State *L, int idx, int n, mf_tensor **out, const cha
     luaL_error(L, "steps: %s has %d entries, the parameters %d", what, (int)luaL_len(L, idx), n);
   for (int i = 0; i < n; i++) {
     lua_geti(L, idx, i + 1);
-    mf_tensor *t = optional && lua_toboolean(L, -1) == 0 ? NULL : lmf_test(L, -1);
-    if (!t && !(optional && lua_toboolean(L, -1) == 0))
-      luaL_error(L, "steps: %s[%d] is not a tensor", what, i + 1);
+    bool absent = optional && !lua_toboolean(L, -1);
+    mf_tensor *t = absent ? NULL : lmf_test(L, -1);
+    if (!t && !absent) luaL_error(L, "steps: %s[%d] is not a tensor", what, i + 1);
     out[i] = t; /* the list table keeps it alive */
     lua_pop(L, 1);
   }

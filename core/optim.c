@@ -119,7 +119,8 @@ static mf_status run(mf_op op, mf_tensor *param, const mf_tensor *grad, mf_tenso
   return s;
 }
 
-/* Runs the collected calls: each run of calls on one device and dtype as one list call. */
+/* Runs the collected calls: each run of calls on one device and dtype as one list call. The
+ * caller releases their grads. */
 static mf_status run_batch(batch *b) {
   mf_status s = MF_OK;
   for (int i = 0; i < b->n && !s;) {
@@ -134,7 +135,6 @@ static mf_status run_batch(batch *b) {
     s = mf_dispatch(dev, &c);
     i = j;
   }
-  for (int i = 0; i < b->n; i++) mf_release((mf_tensor *)b->calls[i].in[0]);
   return s;
 }
 
@@ -199,11 +199,8 @@ mf_status mf_optim_steps(mf_op op, int n, mf_tensor *const *params, const mf_ten
   for (int i = 0; i < n && !s; i++) /* all checked before any is updated */
     s = one_step(op, i, params, grads, state, h);
   collecting = NULL;
-  if (s) {
-    for (int i = 0; i < b.n; i++) mf_release((mf_tensor *)b.calls[i].in[0]);
-  } else {
-    s = run_batch(&b);
-  }
+  if (!s) s = run_batch(&b); /* only when every parameter passed its checks */
+  for (int i = 0; i < b.n; i++) mf_release((mf_tensor *)b.calls[i].in[0]);
   free(b.calls);
   return s;
 }
