@@ -6,6 +6,9 @@ the same way. Prints one JSON line with the measurements.
   /usr/bin/python3 bench/torch_mnist.py softmax --threads 2 [--steps 1000]
   /usr/bin/python3 bench/torch_mnist.py cnn --threads 1 --steps 200 [--batch 50]
   /usr/bin/python3 bench/torch_mnist.py infer --threads 2 [--batch 1000]
+  python3 bench/torch_mnist.py cnn --device cuda --steps 20000 --warmup 0 --accuracy
+      (the tutorial's full run on a GPU: tests/gpu/run.sh's peer of examples/mnist_cnn.lua
+      --device cuda; the data stays on the CPU and each batch is copied over, as moonflow's does)
 
 Data: the MNIST .gz IDX files in $MOONFLOW_DATA (or ../shared/data/mnist).
 """
@@ -84,64 +87,79 @@ class CNN(nn.Module):
         return self.fc2(x)
 
 
-def accuracy(model, x, y, batch=1000):
+def sync(dev):
+    if dev != "cpu":
+        torch.cuda.synchronize()
+
+
+def accuracy(model, x, y, dev, batch=1000):
     model.eval()
     with torch.no_grad():
-        hits = sum((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum().item()
+        hits = sum((model(x[i:i + batch].to(dev)).argmax(1) == y[i:i + batch].to(dev)).sum().item()
                    for i in range(0, len(x), batch))
     model.train()
     return hits / len(x)
 
 
 def run_softmax(a, xtr, ytr, xte, yte):
-    W = torch.zeros(784, 10, requires_grad=True)
-    b = torch.zeros(10, requires_grad=True)
+    dev = a.device
+    W = torch.zeros(784, 10, device=dev, requires_grad=True)
+    b = torch.zeros(10, device=dev, requires_grad=True)
     opt = torch.optim.SGD([W, b], lr=0.5)
     t0 = time.perf_counter()
     for idx in batches(len(xtr), 100, a.steps, 1):
-        loss = F.cross_entropy(xtr[idx] @ W + b, ytr[idx])
+        loss = F.cross_entropy(xtr[idx].to(dev) @ W + b, ytr[idx].to(dev))
         opt.zero_grad()
         loss.backward()
         opt.step()
+    sync(dev)
     train_s = time.perf_counter() - t0
     with torch.no_grad():
-        acc = ((xte @ W + b).argmax(1) == yte).float().mean().item()
+        acc = ((xte.to(dev) @ W + b).argmax(1) == yte.to(dev)).float().mean().item()
     return {"train_s": train_s, "accuracy": acc}
 
 
 def run_cnn(a, xtr, ytr, xte, yte):
     torch.manual_seed(1)
-    model = CNN()
+    dev = a.device
+    model = CNN().to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=a.lr)
     it = batches(len(xtr), a.batch, a.steps + a.warmup, 1)
-    for _, idx in zip(range(a.warmup), it):
-        loss = F.cross_entropy(model(xtr[idx]), ytr[idx])
+
+    def step(idx):
+        loss = F.cross_entropy(model(xtr[idx].to(dev)), ytr[idx].to(dev))
         opt.zero_grad()
         loss.backward()
         opt.step()
+        return loss
+
+    for _, idx in zip(range(a.warmup), it):
+        loss = step(idx)
+    sync(dev)
     t0 = time.perf_counter()
     for idx in it:
-        loss = F.cross_entropy(model(xtr[idx]), ytr[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        loss = step(idx)
+    sync(dev)
     dt = time.perf_counter() - t0
     out = {"train_images_per_s": a.steps * a.batch / dt, "train_s": dt, "loss": loss.item()}
     if a.accuracy:
-        out["accuracy"] = accuracy(model, xte, yte)
+        out["accuracy"] = accuracy(model, xte, yte, dev)
     return out
 
 
 def run_infer(a, xtr, ytr, xte, yte):
     torch.manual_seed(1)
-    model = CNN().eval()
+    dev = a.device
+    model = CNN().to(dev).eval()
     with torch.no_grad():
-        model(xte[:a.batch])  # warm-up
+        model(xte[:a.batch].to(dev))  # warm-up
+        sync(dev)
         t0 = time.perf_counter()
         n = 0
         for i in range(0, len(xte) - a.batch + 1, a.batch):
-            model(xte[i:i + a.batch])
+            model(xte[i:i + a.batch].to(dev))
             n += a.batch
+        sync(dev)
         dt = time.perf_counter() - t0
     return {"infer_images_per_s": n / dt}
 
@@ -155,6 +173,7 @@ def main():
     p.add_argument("--batch", type=int, default=None)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--accuracy", action="store_true")
+    p.add_argument("--device", default="cpu")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     a.steps = a.steps or {"softmax": 1000, "cnn": 200, "infer": 0}[a.what]
@@ -162,7 +181,7 @@ def main():
     data = load()
     res = {"softmax": run_softmax, "cnn": run_cnn, "infer": run_infer}[a.what](a, *data)
     res.update(peer="pytorch " + torch.__version__, what=a.what, threads=a.threads,
-               steps=a.steps, batch=a.batch,
+               steps=a.steps, batch=a.batch, device=a.device,
                peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     print(json.dumps(res))
     sys.stdout.flush()

@@ -15,6 +15,8 @@
 #   3. the MNIST examples with --device cuda, checked against the CPU's accuracy
 #   4. the GPU benchmarks (tests/gpu/bench.lua) against PyTorch on the same GPU
 #      (tests/gpu/bench_torch.py): matmul 4096 and the tutorial CNN's training throughput
+#   4b. the tutorial's full run (examples/mnist_cnn.lua --device cuda, 20,000 steps) against
+#      bench/torch_mnist.py cnn --device cuda: training times and test accuracies
 #   5. the Lua specs that touch CUDA (those mentioning cuda/gpu; device_spec.lua runs the four
 #      MNIST examples on the GPU too), while the time budget lasts
 # A part that fails or times out is recorded and the next one runs; the summary is printed
@@ -23,7 +25,8 @@
 # Environment: MOONFLOW_GPU_JOBS (16), MOONFLOW_GPU_BUILD (build-gpu), MOONFLOW_GPU_ALL=1 (also
 # every other C test and Lua spec: several more minutes), MOONFLOW_GPU_BENCH_STEPS (200),
 # MOONFLOW_GPU_BUDGET (480: seconds after which the remaining Lua specs are skipped, said so),
-# MOONFLOW_GPU_SKIP_BUILD=1 (use $dir as it is: a rerun on a warm machine, or a check here).
+# MOONFLOW_GPU_SKIP_BUILD=1 (use $dir as it is: a rerun on a warm machine, or a check here),
+# MOONFLOW_GPU_FULL_STEPS (20000: the full run's steps).
 # Without a GPU it still builds and runs; the GPU tests then report their skips.
 # MOONFLOW_GPU_EMU=1: a rehearsal on a machine without a GPU: the same parts with the CUDA backend
 # emulated on the CPU (-DMOONFLOW_CUDA=EMU, tests/cuda_emu), the CNN example left out (hours
@@ -267,6 +270,58 @@ if [[ -n $ratios ]]; then
 else
   record "bench: no ratios (see $dir/bench-*.err)"
 fi
+fi
+
+# ---- 4b. the tutorial's full run ------------------------------------------------------------------
+# examples/mnist_cnn.lua --device cuda (20,000 steps of 50, Adam 1e-4, then the test accuracy)
+# against bench/torch_mnist.py cnn --device cuda with the same steps: both copy each batch of the
+# training set from the CPU to the GPU, as the tutorial feeds its placeholders. Their training
+# times are compared (without start-up, data loading and the final evaluation).
+full_steps=${MOONFLOW_GPU_FULL_STEPS:-20000}
+torch_dev=cuda
+[[ $emu == 1 ]] && full_steps=20 torch_dev=cpu
+if [[ ${ngpu:-0} =~ ^[1-9] && -d $data ]]; then
+  section "the tutorial's full run: $full_steps steps, moonflow vs PyTorch"
+  log="$dir/full-moonflow.log"
+  timeout $((240 * slow)) "$dir/moonflow" examples/mnist_cnn.lua --device cuda --data "$data" \
+    --steps "$full_steps" --every 1000 >"$log" 2>&1
+  rc_m=$?
+  tail -n 3 "$log" | sed 's/^/  /'
+  m_s=$(grep -E -o 'trained [0-9]+ steps in [0-9.]+ s' "$log" | tail -n 1 | awk '{print $5}')
+  m_acc=$(grep -E -o 'test accuracy: [0-9.]+' "$log" | tail -n 1 | awk '{print $3}')
+  timeout $((240 * slow)) "${PYTHON:-python3}" bench/torch_mnist.py cnn --device "$torch_dev" \
+    --steps "$full_steps" --warmup 0 --accuracy >"$dir/full-torch.jsonl" 2>"$dir/full-torch.err"
+  rc_t=$?
+  cat "$dir/full-torch.jsonl" | sed 's/^/  /'
+  read -r t_s t_acc < <("${PYTHON:-python3}" -c 'import json, sys
+r = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+print(r["train_s"], r["accuracy"])' "$dir/full-torch.jsonl" 2>/dev/null)
+  if ((rc_m != 0)) || [[ -z $m_s || -z $m_acc ]]; then
+    fail "full run (moonflow): exit $rc_m, no time or accuracy (log: $log)"
+  elif ((rc_t != 0)) || [[ -z ${t_s:-} ]]; then
+    fail "full run (PyTorch): exit $rc_t (log: $dir/full-torch.err)"
+  else
+    ratio=$(awk -v m="$m_s" -v t="$t_s" 'BEGIN { printf "%.2f", t / m }')
+    line="full run, $full_steps steps: moonflow $m_s s (test accuracy $m_acc), PyTorch $(printf '%.1f' "$t_s") s (test accuracy $t_acc): ${ratio}x torch"
+    if [[ $emu == 1 ]] || awk -v a="$m_acc" 'BEGIN { exit !(a >= 0.99) }'; then
+      record "$line"
+    else
+      fail "$line; moonflow's accuracy is below 0.99"
+    fi
+    {
+      echo
+      echo "### The tutorial's full run on the GPU"
+      echo
+      echo "\`moonflow examples/mnist_cnn.lua --device cuda --steps $full_steps\` against" \
+        "\`bench/torch_mnist.py cnn --device cuda --steps $full_steps --warmup 0 --accuracy\`" \
+        "(each copies its batches from the CPU every step; training time only)."
+      echo
+      echo "| | moonflow | PyTorch | PyTorch / moonflow |"
+      echo "|---|---|---|---|"
+      echo "| training time, $full_steps steps of 50 | $m_s s | $(printf '%.1f' "$t_s") s | $ratio |"
+      echo "| test accuracy | $m_acc | $t_acc | |"
+    } >>"$dir/results-gpu.md"
+  fi
 fi
 # ---- 5. Lua specs ---------------------------------------------------------------------------------
 section "Lua specs"
