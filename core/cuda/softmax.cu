@@ -6,8 +6,10 @@
  *   softmax backward       dx = y * (dy - sum(dy * y))
  *   log_softmax backward   dx = dy - exp(y) * sum(dy)
  * NaN anywhere in a slice gives NaN for the slice (the max propagates it), as on the CPU.
- * inner == 1: one thread block per row, the max and sums merged in shared memory; inner > 1: one
- * thread per (outer, inner) column, the loads of a warp coalesced along inner.
+ * inner == 1: blocks of (tx, ry) threads, ry rows per block and tx = 32 .. 256 threads (about
+ * n / 2) along each row, the max and sums merged in shared memory per row (a classifier's (50, 10)
+ * logits: 7 blocks of 8 rows, not 50 blocks of 256 threads with 246 idle); inner > 1: one thread
+ * per (outer, inner) column, the loads of a warp coalesced along inner.
  */
 #include <math.h>
 
@@ -19,16 +21,17 @@ template <class A> __device__ __forceinline__ A nanmax(A a, A b) {
   return (b > a || b != b) ? b : a;
 }
 
-/* reduce v over the block: max (is_max) or sum */
-template <class A> __device__ A block_all(A v, bool is_max, A *sh) {
-  int t = threadIdx.x;
-  sh[t] = v;
+/* reduce v over each row's blockDim.x threads (a power of two): max (is_max) or sum; every
+ * thread of the block calls it */
+template <class A> __device__ A row_all(A v, bool is_max, A *sh) {
+  int t = threadIdx.x, b = threadIdx.y * blockDim.x;
+  sh[b + t] = v;
   __syncthreads();
   for (int h = blockDim.x / 2; h > 0; h /= 2) {
-    if (t < h) sh[t] = is_max ? nanmax(sh[t], sh[t + h]) : sh[t] + sh[t + h];
+    if (t < h) sh[b + t] = is_max ? nanmax(sh[b + t], sh[b + t + h]) : sh[b + t] + sh[b + t + h];
     __syncthreads();
   }
-  A r = sh[0];
+  A r = sh[b];
   __syncthreads();
   return r;
 }
@@ -39,36 +42,41 @@ __global__ void softmax_rows_kernel(int op, T *out, const T *a, const T *b, int6
                                     int64_t n) {
   using A = typename mf_acc<T>::type;
   __shared__ A sh[STHREADS];
-  for (int64_t r = blockIdx.x; r < outer; r += gridDim.x) {
+  for (int64_t r0 = (int64_t)blockIdx.x * blockDim.y; r0 < outer;
+       r0 += (int64_t)gridDim.x * blockDim.y) {
+    /* a row past the end (the last block's) runs with n = 0: no loads, but its threads still
+     * take part in row_all's barriers */
+    int64_t r = r0 + threadIdx.y, len = r < outer ? n : 0;
+    if (r >= outer) r = r0;
     const T *x = a + r * n, *dy = b ? b + r * n : nullptr;
     T *o = out + r * n;
     if (op == MF_OP_SOFTMAX || op == MF_OP_LOG_SOFTMAX) {
       A m = -INFINITY;
-      for (int64_t k = threadIdx.x; k < n; k += blockDim.x) m = nanmax(m, (A)x[k]);
-      m = block_all(m, true, sh);
+      for (int64_t k = threadIdx.x; k < len; k += blockDim.x) m = nanmax(m, (A)x[k]);
+      m = row_all(m, true, sh);
       A sum = 0;
-      for (int64_t k = threadIdx.x; k < n; k += blockDim.x) sum += exp((A)x[k] - m);
-      sum = block_all(sum, false, sh);
+      for (int64_t k = threadIdx.x; k < len; k += blockDim.x) sum += exp((A)x[k] - m);
+      sum = row_all(sum, false, sh);
       if (op == MF_OP_SOFTMAX) {
         A inv = (A)1 / sum;
-        for (int64_t k = threadIdx.x; k < n; k += blockDim.x) o[k] = (T)(exp((A)x[k] - m) * inv);
+        for (int64_t k = threadIdx.x; k < len; k += blockDim.x) o[k] = (T)(exp((A)x[k] - m) * inv);
       } else {
         A lse = m + log(sum);
-        for (int64_t k = threadIdx.x; k < n; k += blockDim.x) o[k] = (T)((A)x[k] - lse);
+        for (int64_t k = threadIdx.x; k < len; k += blockDim.x) o[k] = (T)((A)x[k] - lse);
       }
     } else {
       const T *y = x;
       A sum = 0;
       if (op == MF_OP_SOFTMAX_BACKWARD)
-        for (int64_t k = threadIdx.x; k < n; k += blockDim.x) sum += (A)dy[k] * (A)y[k];
+        for (int64_t k = threadIdx.x; k < len; k += blockDim.x) sum += (A)dy[k] * (A)y[k];
       else
-        for (int64_t k = threadIdx.x; k < n; k += blockDim.x) sum += (A)dy[k];
-      sum = block_all(sum, false, sh);
+        for (int64_t k = threadIdx.x; k < len; k += blockDim.x) sum += (A)dy[k];
+      sum = row_all(sum, false, sh);
       if (op == MF_OP_SOFTMAX_BACKWARD)
-        for (int64_t k = threadIdx.x; k < n; k += blockDim.x)
+        for (int64_t k = threadIdx.x; k < len; k += blockDim.x)
           o[k] = (T)((A)y[k] * ((A)dy[k] - sum));
       else
-        for (int64_t k = threadIdx.x; k < n; k += blockDim.x)
+        for (int64_t k = threadIdx.x; k < len; k += blockDim.x)
           o[k] = (T)((A)dy[k] - exp((A)y[k]) * sum);
     }
   }
@@ -129,8 +137,12 @@ mf_status mf_cuda_softmax(mf_device *dev, const mf_call *c) {
     const T *a = mf_cuda_ptr<T>(c->in[0]), *b = backward ? mf_cuda_ptr<T>(c->in[1]) : nullptr;
     T *o = mf_cuda_ptr<T>(c->out);
     if (inner == 1) {
-      unsigned blocks = (unsigned)(outer < 65535 ? outer : 65535);
-      softmax_rows_kernel<T><<<blocks, STHREADS, 0, s>>>((int)op, o, a, b, outer, n);
+      int tx = 32;
+      while (tx < STHREADS && tx < (n + 1) / 2) tx *= 2;
+      int ry = STHREADS / tx;
+      int64_t rb = (outer + ry - 1) / ry;
+      unsigned blocks = (unsigned)(rb < 65535 ? rb : 65535);
+      softmax_rows_kernel<T><<<blocks, dim3(tx, ry), 0, s>>>((int)op, o, a, b, outer, n);
     } else {
       softmax_cols_kernel<T><<<mf_cuda_blocks(outer * inner), MF_CUDA_THREADS, 0, s>>>(
           (int)op, o, a, b, outer, n, inner);

@@ -11,7 +11,8 @@
 #      matmul, softmax, optimizers, autograd, devices and memory) and test_cuda_parity (conv2d
 #      NCHW/NHWC/TF32, pooling, gather/scatter_add, index_select, cross-entropy, GPU
 #      finite-difference gradient checks): CPU vs GPU; test_cuda_half (float16/bfloat16 conv2d,
-#      pooling, softmax, batch norm, cross-entropy, optimizer steps, dropout against float32)
+#      pooling, softmax, batch norm, cross-entropy, optimizer steps, dropout against float32);
+#      test_cuda_reduce (reductions and softmax on shapes that reach each launch layout)
 #   3. the MNIST examples with --device cuda, checked against the CPU's accuracy
 #   4. the GPU benchmarks (tests/gpu/bench.lua) against PyTorch on the same GPU
 #      (tests/gpu/bench_torch.py): matmul 4096 and the tutorial CNN's training throughput
@@ -146,7 +147,7 @@ if ! [[ ${ngpu:-0} =~ ^[1-9] ]]; then
 fi
 
 # ---- 2. C parity tests --------------------------------------------------------------------------
-for t in test_cuda test_cuda_parity test_cuda_half; do
+for t in test_cuda test_cuda_parity test_cuda_half test_cuda_reduce; do
   section "$t (CPU vs GPU)"
   if [[ ! -x $dir/$t ]]; then
     fail "$t: not built"
