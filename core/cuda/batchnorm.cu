@@ -19,11 +19,21 @@
  * and y (or dx) is rounded back. cuDNN's documentation lists half data with float parameters for
  * its legacy batch norm, but PyTorch never hands it bfloat16 (its native kernel takes those), so
  * nothing shows that cuDNN 9 accepts it; the widening costs two passes over x, not a failed call.
+ *
+ * Batch limits: cuDNN's batch norm kernels cap N (PyTorch hands cuDNN at most 65535 in inference
+ * and 880801 in training, and fewer than 2^31 elements: aten/src/ATen/native/Normalization.cpp).
+ * Inference, elementwise once the statistics are known, runs in chunks of N within the caps.
+ * Training on more is refused as not supported, which sends F.batch_norm to its composed form
+ * (nn/functional.lua); a channels-last input is (N*H*W, C, 1) here, so such batches are real.
  */
 #ifdef MF_HAVE_CUDNN
 
 #include "cuda/dnn.cuh"
 #include "cuda/kernels.h"
+
+#define BN_INFER_MAX_N 65535
+#define BN_TRAIN_MAX_N 880801
+#define BN_MAX_ELEMS ((int64_t)INT32_MAX)
 
 template <class TO, class TI> __global__ void convert_kernel(TO *out, const TI *in, int64_t n) {
   MF_GRID_LOOP(i, n) out[i] = (TO)(float)in[i];
@@ -106,9 +116,18 @@ static mf_status cudnn_batch_norm(mf_device *dev, const mf_call *c, mf_dtype dt,
   what.na = "input";
   what.a = backward ? c->in[1] : c->in[0];
 
+  /* the most images one cuDNN call takes (see the top) */
+  int64_t most = (training ? BN_TRAIN_MAX_N : BN_INFER_MAX_N), per = C * S;
+  if (per > 0 && BN_MAX_ELEMS / per < most) most = BN_MAX_ELEMS / per;
+  if (most < 1 || (training && N > most))
+    return mf_fail(MF_ERR_UNSUPPORTED,
+                   "%s: not supported on %s for a batch of %lld x %lld x %lld in training (cuDNN's "
+                   "batch norm takes at most %lld there; F.batch_norm then uses its composed form)",
+                   op, dev->name, (long long)N, (long long)C, (long long)S, (long long)most);
+  int64_t nb = N < most ? N : most; /* the batch of one call (inference: chunks of it) */
   cudnnHandle_t h;
   MF_TRY(mf_dnn_handle(dev, op, &h));
-  int64_t shape[4] = {N, C, S, 1}, stride[4] = {C * S, S, 1, 1};
+  int64_t shape[4] = {nb, C, S, 1}, stride[4] = {C * S, S, 1, 1};
   mf_dnn_tensor_desc xd, bnd;
   MF_TRY(mf_dnn_tensor4d(dev, op, dt, shape, stride, &xd));
   MF_TRY(mf_dnn_check(dev, cudnnCreateTensorDescriptor(&bnd.d), op, "cudnnCreateTensorDescriptor",
@@ -138,12 +157,23 @@ static mf_status cudnn_batch_norm(mf_device *dev, const mf_call *c, mf_dtype dt,
             c->state[1] ? mf_cuda_ptr(c->state[1]) : nullptr, c->p[1], sp, sp + (size_t)C * es),
         op, "cudnnBatchNormalizationForwardTraining", &what));
   } else {
-    MF_TRY(mf_dnn_check(dev,
-                        cudnnBatchNormalizationForwardInference(
-                            h, mode, k.one(), k.zero(), xd.d, x, xd.d, out, bnd.d,
-                            mf_cuda_ptr(c->in[1]), mf_cuda_ptr(c->in[2]), mf_cuda_ptr(c->state[0]),
-                            mf_cuda_ptr(c->state[1]), c->p[1]),
-                        op, "cudnnBatchNormalizationForwardInference", &what));
+    size_t xs = mf_dtype_size(dt);
+    mf_dnn_tensor_desc last; /* a shorter last chunk's */
+    for (int64_t n0 = 0; n0 < N; n0 += nb) {
+      cudnnTensorDescriptor_t d = xd.d;
+      if (N - n0 < nb) {
+        shape[0] = N - n0;
+        MF_TRY(mf_dnn_tensor4d(dev, op, dt, shape, stride, &last));
+        d = last.d;
+      }
+      size_t at = (size_t)(n0 * C * S) * xs;
+      MF_TRY(mf_dnn_check(dev,
+                          cudnnBatchNormalizationForwardInference(
+                              h, mode, k.one(), k.zero(), d, (const char *)x + at, d,
+                              (char *)out + at, bnd.d, mf_cuda_ptr(c->in[1]), mf_cuda_ptr(c->in[2]),
+                              mf_cuda_ptr(c->state[0]), mf_cuda_ptr(c->state[1]), c->p[1]),
+                          op, "cudnnBatchNormalizationForwardInference", &what));
+    }
   }
   return mf_cuda_launched(dev, op);
 }

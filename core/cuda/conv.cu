@@ -6,11 +6,16 @@
  * in[0] = dy, in[1] = x, out = dw; params = mf_pool2d_params (stride, pad {top, left, bottom,
  * right}); groups = 1, dilation 1. The front end hands over contiguous NCHW tensors, or, for a
  * channels-last input (ip[0] = 1, ops_nn.c), x, y/dy and dx dense channels-last with w and dw
- * contiguous (O, C, KH, KW); the kernel describes each tensor by its own strides, so either works
- * without a copy. The weight is described NCHW (KCRS), which cuDNN takes with NHWC activations in
- * every data type; a weight packed both ways (C = 1, or 1x1) is described in the activations'
- * layout for the float types (cuDNN's NHWC filter kernels), NCHW for float64 (cuDNN has no NHWC
- * filter support for doubles).
+ * contiguous (O, C, KH, KW).
+ *
+ * Layouts: cuDNN gets x, w and y in one layout, as PyTorch gives them (its Conv_v7.cpp describes
+ * input, weight and output in one memory format; cuDNN's support tables, as far as we know them,
+ * list no backward algorithm for an NHWC dy with a KCRS filter): the activations' layout, except NCHW for float64 (PyTorch
+ * never hands cuDNN a float64 NHWC convolution either). An operand packed otherwise goes through
+ * a scratch copy in that layout (copy_in / copy_out): for a channels-last float call that is the
+ * weight (KCRS to KRSC, and dw back), a small tensor; for a channels-last float64 call, the
+ * activations. Operands already packed in the layout (C = 1 or 1x1 weights count as both) are
+ * used in place.
  *
  * Padding: cuDNN pads symmetrically. When the padding is asymmetric (TensorFlow's "same" with an
  * odd total) but cuDNN's output size with the top/left padding on both sides is the wanted one,
@@ -30,8 +35,9 @@
  * DOUBLE_CONFIG, float32 as FLOAT_CONFIG, float16 as PSEUDO_HALF_CONFIG (HALF x, w, y; FLOAT
  * compute type) and bfloat16 as PSEUDO_BFLOAT16_CONFIG (BFLOAT16 x, w, y; FLOAT compute), both
  * with CUDNN_TENSOR_OP_MATH: half storage, float32 accumulation, as PyTorch's cuDNN convolutions.
- * The bias is added by cudnnAddTensor in the data type (alpha and beta float for all but
- * float64). tests/cuda_emu/cudnn.cc refuses the combinations cuDNN does not list.
+ * The bias is added by a kernel of ours (bias_kernel: cudnnAddTensor is deprecated in cuDNN 9,
+ * slow on NHWC, and documents no bfloat16). tests/cuda_emu/cudnn.cc refuses the combinations
+ * cuDNN does not list, and the layout mixes moonflow must not depend on.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -109,24 +115,18 @@ typedef struct conv_setup {
   bool tf32;
 } conv_setup;
 
-static mf_status make_filter(conv_setup *cs, const mf_tensor *w, cudnnTensorFormat_t prefer) {
+/* The filter descriptor of w's shape, packed in layout fmt (the weight is staged in it). */
+static mf_status make_filter(conv_setup *cs, const mf_tensor *w, cudnnTensorFormat_t fmt) {
   cudnnDataType_t ct;
   if (!mf_dnn_dtype(w->dtype, &ct))
     return mf_fail(MF_ERR_DTYPE, "%s: cuDNN does not take %s tensors", cs->op,
                    mf_dtype_name(w->dtype));
-  cudnnTensorFormat_t fmt;
-  if (!mf_dnn_layout(w, &fmt, prefer)) {
-    char a[96];
-    return mf_fail(MF_ERR_ARG, "%s: the weight %s must be packed NCHW or NHWC on the GPU", cs->op,
-                   mf_cuda_shape(w, a, sizeof a));
-  }
   for (int d = 0; d < 4; d++)
     if (w->shape[d] > INT32_MAX) {
       char what[320];
       return mf_fail(MF_ERR_SHAPE, "%s: weight too large for cuDNN (%s)", cs->op,
                      mf_dnn_what_str(&cs->what, what, sizeof what));
     }
-  cs->key.fw = (int)fmt;
   MF_TRY(mf_dnn_check(cs->dev, cudnnCreateFilterDescriptor(&cs->w.d), cs->op,
                       "cudnnCreateFilterDescriptor", &cs->what));
   return mf_dnn_check(cs->dev,
@@ -336,8 +336,7 @@ static mf_status launch_pad(mf_device *dev, const char *op, mf_dtype dt, void *d
   return mf_cuda_launched(dev, op);
 }
 
-/* ---- the kernel
- * ---------------------------------------------------------------------------------- */
+/* ---- operands in the layout cuDNN computes in ------------------------------------------------- */
 
 /* frees a scratch buffer on every return */
 struct scratch_buf {
@@ -348,6 +347,67 @@ struct scratch_buf {
     if (p) mf_cuda_scratch_free(dev, p, n);
   }
 };
+
+/* Packed (N, C, H, W) strides of layout nhwc (NHWC) or NCHW. */
+static void packed_strides(const int64_t *s, bool nhwc, int64_t *st) {
+  if (nhwc) st[1] = 1, st[3] = s[1], st[2] = s[3] * s[1], st[0] = s[2] * s[3] * s[1];
+  else st[3] = 1, st[2] = s[3], st[1] = s[2] * s[3], st[0] = s[1] * s[2] * s[3];
+}
+
+/* An operand as cuDNN sees it: packed in the computing layout. The tensor itself when it is laid
+ * out so; else a scratch copy, made before the call for an input (copy_in) and copied back into
+ * the tensor after it for an output (copy_out). */
+struct staged {
+  const mf_tensor *t = nullptr;
+  void *ptr = nullptr;
+  scratch_buf buf;
+};
+
+static mf_status copy_in(mf_device *dev, const char *op, const mf_tensor *t, bool nhwc, bool input,
+                         staged *s) {
+  s->t = t;
+  s->ptr = mf_cuda_ptr(t);
+  cudnnTensorFormat_t want = nhwc ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW, f;
+  if (mf_dnn_layout(t, &f, want) && f == want) return MF_OK;
+  s->buf.dev = dev;
+  s->buf.n = (size_t)mf_numel(t) * mf_dtype_size(t->dtype);
+  s->buf.p = s->ptr = mf_cuda_scratch(dev, s->buf.n);
+  if (!s->ptr) return MF_ERR_MEMORY; /* the allocator's message says how much */
+  if (!input) return MF_OK;
+  return launch_pad(dev, op, t->dtype, s->ptr, mf_cuda_ptr(t), t->shape, t->stride, t->shape[2],
+                    t->shape[3], 0, 0, false, nhwc);
+}
+
+static mf_status copy_out(mf_device *dev, const char *op, const staged *s, bool nhwc) {
+  if (!s->buf.p) return MF_OK;
+  const mf_tensor *t = s->t;
+  return launch_pad(dev, op, t->dtype, mf_cuda_ptr(t), s->ptr, t->shape, t->stride, t->shape[2],
+                    t->shape[3], 0, 0, true, nhwc);
+}
+
+/* y (N, O, OH, OW), packed NCHW (inner = OH * OW) or NHWC (inner = 1), += bias[o] (stride bs),
+ * added in the accumulation type and rounded once */
+template <class T>
+__global__ void bias_kernel(T *y, const T *b, int64_t bs, int64_t total, int64_t O, int64_t inner) {
+  using A = typename mf_acc<T>::type;
+  MF_GRID_LOOP(i, total) y[i] = (T)((A)y[i] + (A)b[(i / inner) % O * bs]);
+}
+
+static mf_status add_bias(mf_device *dev, const char *op, void *y, const int64_t *shape, bool nhwc,
+                          const mf_tensor *bias) {
+  int64_t total = shape[0] * shape[1] * shape[2] * shape[3];
+  int64_t inner = nhwc ? 1 : shape[2] * shape[3];
+  cudaStream_t s = mf_cuda_stream(dev);
+  bool ok = mf_cuda_visit_float<true>(bias->dtype, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    bias_kernel<T><<<mf_cuda_blocks(total), MF_CUDA_THREADS, 0, s>>>(
+        (T *)y, mf_cuda_ptr<T>(bias), bias->stride[0], total, shape[1], inner);
+  });
+  if (!ok) return mf_fail(MF_ERR_DTYPE, "%s: bad dtype %s", op, mf_dtype_name(bias->dtype));
+  return mf_cuda_launched(dev, op);
+}
+
+/* ---- the kernel ------------------------------------------------------------------------------ */
 
 mf_status mf_cuda_conv2d(mf_device *dev, const mf_call *c) {
   const char *op = mf_op_name(c->op);
@@ -387,7 +447,7 @@ mf_status mf_cuda_conv2d(mf_device *dev, const mf_call *c) {
     cs.key.ws[d] = w->shape[d];
     cs.key.ys[d] = y->shape[d];
   }
-  /* y has the most channels (usually): its layout settles those of x and w where ambiguous */
+  /* y has the most channels (usually): its layout settles that of x where ambiguous */
   cudnnTensorFormat_t fx, fy;
   if (!mf_dnn_layout(y, &fy, mf_dnn_layout(x, &fx) ? fx : CUDNN_TENSOR_NCHW) ||
       !mf_dnn_layout(x, &fx, fy)) {
@@ -395,13 +455,16 @@ mf_status mf_cuda_conv2d(mf_device *dev, const mf_call *c) {
     return mf_fail(MF_ERR_ARG, "%s: operands must be packed NCHW or NHWC on the GPU (%s)", op,
                    mf_dnn_what_str(&cs.what, what, sizeof what));
   }
-  cs.key.fx = (int)fx;
-  cs.key.fy = (int)fy;
+  /* the layout cuDNN computes in (x, w and y alike, see the top) */
+  bool nhwc = fy == CUDNN_TENSOR_NHWC && dt != MF_F64;
+  cudnnTensorFormat_t L = nhwc ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW;
+  cs.key.fx = cs.key.fy = cs.key.fw = (int)L;
   MF_TRY(mf_cuda_enter(dev));
   MF_TRY(mf_dnn_handle(dev, op, &cs.h));
-  MF_TRY(mf_dnn_tensor(dev, op, y, &cs.y, fy));
-  /* a weight packed both ways: the activations' layout, but NCHW for float64 (see the top) */
-  MF_TRY(make_filter(&cs, w, dt == MF_F64 ? CUDNN_TENSOR_NCHW : fy));
+  int64_t st[4];
+  packed_strides(y->shape, nhwc, st);
+  MF_TRY(mf_dnn_tensor4d(dev, op, dt, y->shape, st, &cs.y));
+  MF_TRY(make_filter(&cs, w, L));
 
   /* direct when cuDNN's symmetric padding gives the wanted output size, else explicit padding */
   int64_t H = x->shape[2], W = x->shape[3], KH = w->shape[2], KW = w->shape[3];
@@ -409,75 +472,68 @@ mf_status mf_cuda_conv2d(mf_device *dev, const mf_call *c) {
   bool direct = (H + 2 * pt - KH) >= 0 && (W + 2 * pl - KW) >= 0 &&
                 (H + 2 * pt - KH) / p->stride[0] + 1 == y->shape[2] &&
                 (W + 2 * pl - KW) / p->stride[1] + 1 == y->shape[3];
-  scratch_buf xpad;
-  const void *xptr = mf_cuda_ptr(x);
+  staged xs, ys, ws_; /* x, y and w as cuDNN sees them */
+  MF_TRY(copy_in(dev, op, y, nhwc, kind != K_FWD, &ys));
+  MF_TRY(copy_in(dev, op, w, nhwc, kind != K_BWD_FILTER, &ws_));
   int64_t Hp = H + p->pad[0] + p->pad[2], Wp = W + p->pad[1] + p->pad[3];
-  bool nhwc = fy == CUDNN_TENSOR_NHWC;
   if (direct) {
-    MF_TRY(mf_dnn_tensor(dev, op, x, &cs.x, fy));
+    MF_TRY(copy_in(dev, op, x, nhwc, kind != K_BWD_DATA, &xs));
+    packed_strides(x->shape, nhwc, st);
+    MF_TRY(mf_dnn_tensor4d(dev, op, dt, x->shape, st, &cs.x));
     MF_TRY(make_conv(&cs, dt, pt, pl, p));
-  } else { /* the padded input, laid out as the output side */
-    int64_t C = x->shape[1];
-    int64_t ps[4] = {x->shape[0], C, Hp, Wp};
-    int64_t pst[4] = {C * Hp * Wp, Hp * Wp, Wp, 1};
-    if (nhwc) pst[1] = 1, pst[2] = Wp * C, pst[3] = C;
-    xpad.dev = dev;
-    xpad.n = (size_t)(ps[0] * ps[1] * Hp * Wp) * mf_dtype_size(dt);
-    xpad.p = mf_cuda_scratch(dev, xpad.n);
-    if (!xpad.p) return MF_ERR_MEMORY;
+  } else { /* the padded input in the computing layout (read from x's own strides) */
+    int64_t ps[4] = {x->shape[0], x->shape[1], Hp, Wp};
+    xs.t = x;
+    xs.buf.dev = dev;
+    xs.buf.n = (size_t)(ps[0] * ps[1] * Hp * Wp) * mf_dtype_size(dt);
+    xs.buf.p = xs.ptr = mf_cuda_scratch(dev, xs.buf.n);
+    if (!xs.ptr) return MF_ERR_MEMORY;
     if (kind != K_BWD_DATA) /* the input, padded; backward-input writes it instead */
-      MF_TRY(
-          launch_pad(dev, op, dt, xpad.p, xptr, x->shape, x->stride, Hp, Wp, pt, pl, false, nhwc));
-    xptr = xpad.p;
+      MF_TRY(launch_pad(dev, op, dt, xs.ptr, mf_cuda_ptr(x), x->shape, x->stride, Hp, Wp, pt, pl,
+                        false, nhwc));
     cs.key.xs[2] = Hp;
     cs.key.xs[3] = Wp;
-    cs.key.fx = (int)fy;
-    MF_TRY(mf_dnn_tensor4d(dev, op, dt, ps, pst, &cs.x));
+    packed_strides(ps, nhwc, st);
+    MF_TRY(mf_dnn_tensor4d(dev, op, dt, ps, st, &cs.x));
     mf_pool2d_params p0 = *p;
     MF_TRY(make_conv(&cs, dt, 0, 0, &p0));
   }
 
   conv_entry e;
-  void *xw = kind == K_BWD_DATA ? (direct ? mf_cuda_ptr(c->out) : xpad.p) : NULL;
-  MF_TRY(choose(&cs, kind, xptr, xw, mf_cuda_ptr(y), kind == K_FWD ? mf_cuda_ptr(c->out) : NULL,
-                mf_cuda_ptr(w), kind == K_BWD_FILTER ? mf_cuda_ptr(c->out) : NULL, &e));
+  MF_TRY(choose(&cs, kind, xs.ptr, kind == K_BWD_DATA ? xs.ptr : NULL, ys.ptr,
+                kind == K_FWD ? ys.ptr : NULL, ws_.ptr, kind == K_BWD_FILTER ? ws_.ptr : NULL, &e));
   MF_TRY(mf_dnn_check(dev, cudnnSetConvolutionMathType(cs.conv.d, e.math), op,
                       "cudnnSetConvolutionMathType", &cs.what));
-  void *ws = NULL;
-  MF_TRY(mf_dnn_workspace(dev, op, e.workspace, &ws));
+  void *wsp = NULL;
+  MF_TRY(mf_dnn_workspace(dev, op, e.workspace, &wsp));
   mf_dnn_scalars k(dt);
   if (kind == K_FWD) {
     MF_TRY(mf_dnn_check(dev,
-                        cudnnConvolutionForward(cs.h, k.one(), cs.x.d, xptr, cs.w.d, mf_cuda_ptr(w),
-                                                cs.conv.d, (cudnnConvolutionFwdAlgo_t)e.algo, ws,
-                                                e.workspace, k.zero(), cs.y.d, mf_cuda_ptr(c->out)),
+                        cudnnConvolutionForward(cs.h, k.one(), cs.x.d, xs.ptr, cs.w.d, ws_.ptr,
+                                                cs.conv.d, (cudnnConvolutionFwdAlgo_t)e.algo, wsp,
+                                                e.workspace, k.zero(), cs.y.d, ys.ptr),
                         op, "cudnnConvolutionForward", &cs.what));
-    if (bias) {
-      mf_dnn_tensor_desc bd;
-      MF_TRY(mf_dnn_tensor(dev, op, bias, &bd));
-      MF_TRY(mf_dnn_check(dev,
-                          cudnnAddTensor(cs.h, k.one(), bd.d, mf_cuda_ptr(bias), k.one(), cs.y.d,
-                                         mf_cuda_ptr(c->out)),
-                          op, "cudnnAddTensor (bias)", &cs.what));
-    }
+    if (bias) MF_TRY(add_bias(dev, op, ys.ptr, y->shape, nhwc, bias));
+    MF_TRY(copy_out(dev, op, &ys, nhwc));
   } else if (kind == K_BWD_DATA) {
-    void *dxp = direct ? mf_cuda_ptr(c->out) : xpad.p;
     MF_TRY(mf_dnn_check(dev,
-                        cudnnConvolutionBackwardData(cs.h, k.one(), cs.w.d, mf_cuda_ptr(w), cs.y.d,
-                                                     mf_cuda_ptr(y), cs.conv.d,
-                                                     (cudnnConvolutionBwdDataAlgo_t)e.algo, ws,
-                                                     e.workspace, k.zero(), cs.x.d, dxp),
+                        cudnnConvolutionBackwardData(cs.h, k.one(), cs.w.d, ws_.ptr, cs.y.d, ys.ptr,
+                                                     cs.conv.d,
+                                                     (cudnnConvolutionBwdDataAlgo_t)e.algo, wsp,
+                                                     e.workspace, k.zero(), cs.x.d, xs.ptr),
                         op, "cudnnConvolutionBackwardData", &cs.what));
-    if (!direct)
-      MF_TRY(launch_pad(dev, op, dt, mf_cuda_ptr(c->out), xpad.p, x->shape, x->stride, Hp, Wp, pt,
+    if (direct) MF_TRY(copy_out(dev, op, &xs, nhwc));
+    else /* the padded gradient cropped into dx */
+      MF_TRY(launch_pad(dev, op, dt, mf_cuda_ptr(c->out), xs.ptr, x->shape, x->stride, Hp, Wp, pt,
                         pl, true, nhwc));
   } else {
-    MF_TRY(mf_dnn_check(
-        dev,
-        cudnnConvolutionBackwardFilter(cs.h, k.one(), cs.x.d, xptr, cs.y.d, mf_cuda_ptr(y),
-                                       cs.conv.d, (cudnnConvolutionBwdFilterAlgo_t)e.algo, ws,
-                                       e.workspace, k.zero(), cs.w.d, mf_cuda_ptr(c->out)),
-        op, "cudnnConvolutionBackwardFilter", &cs.what));
+    MF_TRY(mf_dnn_check(dev,
+                        cudnnConvolutionBackwardFilter(cs.h, k.one(), cs.x.d, xs.ptr, cs.y.d, ys.ptr,
+                                                       cs.conv.d,
+                                                       (cudnnConvolutionBwdFilterAlgo_t)e.algo,
+                                                       wsp, e.workspace, k.zero(), cs.w.d, ws_.ptr),
+                        op, "cudnnConvolutionBackwardFilter", &cs.what));
+    MF_TRY(copy_out(dev, op, &ws_, nhwc));
   }
   return mf_cuda_launched(dev, op);
 }

@@ -13,10 +13,13 @@ static pthread_mutex_t dnn_lock = PTHREAD_MUTEX_INITIALIZER; /* handle creation 
 mf_status mf_dnn_check(mf_device *dev, cudnnStatus_t st, const char *op, const char *call,
                        const mf_dnn_what *w) {
   if (st == CUDNN_STATUS_SUCCESS) return MF_OK;
+  /* cuDNN 9's statuses come in categories (code / 1000 * 1000) with sub-codes, such as
+   * CUDNN_STATUS_NOT_SUPPORTED_LAYOUT (3004) in the NOT_SUPPORTED category (3000) */
   mf_status s = MF_ERR_DEVICE;
-  if (st == CUDNN_STATUS_ALLOC_FAILED)
+  if (st == CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED ||
+      st == CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED)
     s = MF_ERR_MEMORY;
-  else if (st == CUDNN_STATUS_NOT_SUPPORTED)
+  else if (CUDNN_STATUS_CATEGORY(st) == CUDNN_STATUS_NOT_SUPPORTED)
     s = MF_ERR_UNSUPPORTED;
   char detail[512];
   detail[0] = 0;

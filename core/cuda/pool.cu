@@ -283,7 +283,7 @@ mf_status mf_cuda_pool2d(mf_device *dev, const mf_call *c) {
       dt != MF_BF16) {
     bool done = false;
     mf_status ds = dnn_forward(dev, c, g, &done);
-    if (ds != MF_OK && ds != MF_ERR_UNSUPPORTED) return ds; /* not supported: our kernels */
+    if (ds == MF_ERR_MEMORY) return ds; /* any other refusal: our kernels, which are exact */
     if (ds == MF_OK && done) return mf_cuda_launched(dev, name);
   }
 #endif

@@ -24,6 +24,11 @@
  * shows that cuDNN takes it (PyTorch never gives it one), so moonflow must not depend on it; alpha
  * and beta are float for all but DOUBLE data.
  *
+ * Layouts: a convolution's x, w and y must share one (NCHW or NHWC; size-1 dims fit either), and
+ * double convolutions and pooling must be NCHW: the mixes PyTorch never hands cuDNN are refused
+ * with CUDNN_STATUS_NOT_SUPPORTED_LAYOUT, a cuDNN 9 sub-code of NOT_SUPPORTED, so that moonflow
+ * neither depends on them nor misses a sub-code.
+ *
  * Accumulation is in double; the results are rounded to the tensors' type once.
  */
 #include <cudnn.h>
@@ -147,6 +152,20 @@ bool on_device(const char *call, const char *which, const void *p, size_t n) {
   return false;
 }
 
+/* whether v is packed channels-last (nhwc) or NCHW; size-1 dims fit either */
+bool packed(const view &v, bool nhwc) {
+  const int64_t size[4] = {v.n, v.c, v.h, v.w}, stride[4] = {v.sn, v.sc, v.sh, v.sw};
+  static const int order[2][4] = {{3, 2, 1, 0}, {1, 3, 2, 0}}; /* innermost first */
+  int64_t expect = 1;
+  for (int k = 0; k < 4; k++) {
+    int d = order[nhwc][k];
+    if (size[d] == 1) continue;
+    if (stride[d] != expect) return false;
+    expect *= size[d];
+  }
+  return true;
+}
+
 /* a filter's view as (K, C, R, S) with its format's strides */
 view filter_view(const cudnnFilterStruct *f) {
   view v{f->dt, f->k, f->c, f->h, f->w, 0, 0, 0, 0};
@@ -202,6 +221,15 @@ cudnnStatus_t conv_check(const char *call, const cudnnTensorStruct *xd, const cu
                type_name(xd->dt), type_name(cd->compute));
   if (dbl && wd->fmt == CUDNN_TENSOR_NHWC)
     return bad(CUDNN_STATUS_NOT_SUPPORTED, "%s: NHWC filters are not supported for double", call);
+  /* Layout mixes: PyTorch gives cuDNN x, w and y in one layout, and never a double NHWC
+   * convolution, so nothing shows that cuDNN takes the others; refused (with a cuDNN 9 sub-code of
+   * NOT_SUPPORTED, as real cuDNN reports such refusals) so that moonflow cannot depend on them. */
+  bool nhwc_only = (packed(*x, true) && !packed(*x, false)) || (packed(*y, true) && !packed(*y, false));
+  if (wd->fmt == CUDNN_TENSOR_NHWC && !(packed(*x, true) && packed(*y, true)))
+    return bad(CUDNN_STATUS_NOT_SUPPORTED_LAYOUT, "%s: an NHWC filter with x or y not NHWC", call);
+  if (wd->fmt != CUDNN_TENSOR_NHWC && nhwc_only)
+    return bad(CUDNN_STATUS_NOT_SUPPORTED_LAYOUT, "%s: %s x or y with an NCHW filter", call,
+               dbl ? "double NHWC" : "NHWC");
   if (cd->mode != CUDNN_CROSS_CORRELATION)
     return bad(CUDNN_STATUS_NOT_SUPPORTED, "%s: only cross-correlation is emulated", call);
   if (x->c != w->c)
@@ -326,6 +354,8 @@ EXPORT const char *cudnnGetErrorString(cudnnStatus_t st) {
   case CUDNN_STATUS_NOT_INITIALIZED: return "CUDNN_STATUS_NOT_INITIALIZED";
   case CUDNN_STATUS_BAD_PARAM: return "CUDNN_STATUS_BAD_PARAM";
   case CUDNN_STATUS_NOT_SUPPORTED: return "CUDNN_STATUS_NOT_SUPPORTED";
+  case CUDNN_STATUS_NOT_SUPPORTED_LAYOUT: return "CUDNN_STATUS_NOT_SUPPORTED_LAYOUT";
+  case CUDNN_STATUS_NOT_SUPPORTED_SHAPE: return "CUDNN_STATUS_NOT_SUPPORTED_SHAPE";
   case CUDNN_STATUS_ALLOC_FAILED: return "CUDNN_STATUS_ALLOC_FAILED";
   default: return "CUDNN_STATUS_INTERNAL_ERROR";
   }
@@ -613,6 +643,10 @@ EXPORT cudnnStatus_t cudnnPoolingForward(cudnnHandle_t h, const cudnnPoolingDesc
   if (!h || !pd || !view4(xd, &x, fn, "x") || !view4(yd, &y, fn, "y"))
     return CUDNN_STATUS_BAD_PARAM;
   if (x.dt != y.dt) return bad(CUDNN_STATUS_BAD_PARAM, "%s: x and y have different types", fn);
+  /* nothing shows that cuDNN pools double NHWC tensors (PyTorch never asks it to pool at all):
+   * refused with a sub-code, so that pool.cu's fallback to its own kernels is what runs here */
+  if (x.dt == CUDNN_DATA_DOUBLE && packed(x, true) && !packed(x, false))
+    return bad(CUDNN_STATUS_NOT_SUPPORTED_LAYOUT, "%s: double NHWC pooling is not relied on", fn);
   int64_t oh = (x.h + 2 * pd->pad[0] - pd->window[0]) / pd->stride[0] + 1;
   int64_t ow = (x.w + 2 * pd->pad[1] - pd->window[1]) / pd->stride[1] + 1;
   if (y.n != x.n || y.c != x.c || y.h != oh || y.w != ow)
@@ -664,8 +698,14 @@ cudnnDataType_t bn_type(cudnnDataType_t t) {
   return t == CUDNN_DATA_DOUBLE ? CUDNN_DATA_DOUBLE : CUDNN_DATA_FLOAT;
 }
 
+/* The batch sizes cuDNN's batch norm kernels take (PyTorch hands cuDNN no more: 65535 in
+ * inference, 880801 in training; aten/src/ATen/native/Normalization.cpp), and fewer than 2^31
+ * elements; more is refused with a sub-code of NOT_SUPPORTED. */
+const int64_t BN_INFER_MAX_N = 65535, BN_TRAIN_MAX_N = 880801;
+
 cudnnStatus_t bn_check(const char *fn, cudnnBatchNormMode_t mode, const cudnnTensorStruct *xd,
-                       const cudnnTensorStruct *yd, const cudnnTensorStruct *pd, view *x, view *y) {
+                       const cudnnTensorStruct *yd, const cudnnTensorStruct *pd, view *x, view *y,
+                       int64_t max_n) {
   if (mode != CUDNN_BATCHNORM_SPATIAL)
     return bad(CUDNN_STATUS_NOT_SUPPORTED, "%s: only the spatial mode is emulated", fn);
   view p;
@@ -675,6 +715,9 @@ cudnnStatus_t bn_check(const char *fn, cudnnBatchNormMode_t mode, const cudnnTen
     return bad(CUDNN_STATUS_BAD_PARAM, "%s: x and y differ in shape or type", fn);
   if (x->dt == CUDNN_DATA_BFLOAT16)
     return bad(CUDNN_STATUS_NOT_SUPPORTED, "%s: BFLOAT16 data is not relied on (see the top)", fn);
+  if (x->n > max_n || x->n * x->c * x->h * x->w > INT32_MAX)
+    return bad(CUDNN_STATUS_NOT_SUPPORTED_SHAPE, "%s: a batch of %lld (at most %lld here)", fn,
+               (long long)x->n, (long long)max_n);
   if (p.n != 1 || p.c != x->c || p.h != 1 || p.w != 1 || p.dt != bn_type(x->dt))
     return bad(CUDNN_STATUS_BAD_PARAM,
                "%s: the parameter descriptor is %lldx%lldx%lldx%lld of type %d, not 1x%lldx1x1 "
@@ -730,7 +773,7 @@ EXPORT cudnnStatus_t cudnnBatchNormalizationForwardTraining(
   const char *fn = "cudnnBatchNormalizationForwardTraining";
   view x, y;
   if (!h) return CUDNN_STATUS_BAD_PARAM;
-  cudnnStatus_t st = bn_check(fn, mode, xd, yd, pd, &x, &y);
+  cudnnStatus_t st = bn_check(fn, mode, xd, yd, pd, &x, &y, BN_TRAIN_MAX_N);
   if (st) return st;
   if (eps < CUDNN_BN_MIN_EPSILON || (!running_mean) != (!running_var) || !scale || !bias ||
       (!save_mean) != (!save_invstd))
@@ -772,7 +815,7 @@ EXPORT cudnnStatus_t cudnnBatchNormalizationForwardInference(
   const char *fn = "cudnnBatchNormalizationForwardInference";
   view x, y;
   if (!h) return CUDNN_STATUS_BAD_PARAM;
-  cudnnStatus_t st = bn_check(fn, mode, xd, yd, pd, &x, &y);
+  cudnnStatus_t st = bn_check(fn, mode, xd, yd, pd, &x, &y, BN_INFER_MAX_N);
   if (st) return st;
   if (eps < CUDNN_BN_MIN_EPSILON || !scale || !bias || !mean || !var)
     return bad(CUDNN_STATUS_BAD_PARAM, "%s: epsilon %g, or a missing pointer", fn, eps);
@@ -804,8 +847,8 @@ EXPORT cudnnStatus_t cudnnBatchNormalizationBackward(
   const char *fn = "cudnnBatchNormalizationBackward";
   view x{}, dy{}, dx{};
   if (!h) return CUDNN_STATUS_BAD_PARAM;
-  cudnnStatus_t st = bn_check(fn, mode, xd, dyd, pd, &x, &dy);
-  if (!st) st = bn_check(fn, mode, xd, dxd, pd, &x, &dx);
+  cudnnStatus_t st = bn_check(fn, mode, xd, dyd, pd, &x, &dy, BN_TRAIN_MAX_N);
+  if (!st) st = bn_check(fn, mode, xd, dxd, pd, &x, &dx, BN_TRAIN_MAX_N);
   if (st) return st;
   if (eps < CUDNN_BN_MIN_EPSILON || !scale || !dscale || !dbias || (!saved_mean) != (!saved_invstd))
     return bad(CUDNN_STATUS_BAD_PARAM, "%s: epsilon %g, or a missing pointer", fn, eps);

@@ -99,6 +99,36 @@ describe("training on the GPU", function()
     assert.is_true(worst(bc.running_var, bg.running_var) <= 1e-5, "running_var")
   end)
 
+  it("batch norm beyond cuDNN's batch sizes: inference in chunks, training composed", function()
+    if not GPU then return pending("skipped: no GPU here (" .. tostring(mf.cuda.why_unavailable()) .. ")") end
+    -- an NHWC batch norm (channel dim 4) is (N*H*W, C, 1): 80 images of 32x32 are 81920 rows,
+    -- more than one cuDNN inference call takes (65535)
+    mf.manual_seed(5)
+    local x = mf.randn({ 80, 32, 32, 2 })
+    local rm, rv = mf.tensor({ 0.5, -1 }), mf.tensor({ 2, 0.25 })
+    local w, b = mf.tensor({ 1.5, 0.5 }), mf.tensor({ -1.5, 2.5 })
+    local yc = F.batch_norm(x, rm, rv, w, b, false, nil, nil, 4)
+    local yg = F.batch_norm(x:to("cuda"), rm:to("cuda"), rv:to("cuda"), w:to("cuda"), b:to("cuda"),
+      false, nil, nil, 4)
+    assert.is_true(worst(yc, yg:to("cpu")) <= 1e-6, "inference differs")
+    -- training on more rows than cuDNN's batch norm trains on (880801): the composed form, with
+    -- gradients and the running statistics as on the CPU
+    local n = 880802
+    local xs = mf.arange(0, n):float():reshape({ n, 1 }) / n
+    local function run(device)
+      local xd = xs:to(device):requires_grad()
+      local m, v = mf.zeros({ 1 }):to(device), mf.ones({ 1 }):to(device)
+      local y = F.batch_norm(xd, m, v, nil, nil, true)
+      local g = mf.grad((y * xd):sum(), { xd })[1]
+      return y:to("cpu"), g:to("cpu"), m:to("cpu"), v:to("cpu")
+    end
+    local c1, c2, c3, c4 = run("cpu")
+    local g1, g2, g3, g4 = run("cuda:0")
+    assert.is_true(worst(c1, g1) <= 1e-4, "y differs")
+    assert.is_true(worst(c2, g2) <= 1e-3, "gradient differs")
+    assert.is_true(worst(c3, g3) <= 1e-5 and worst(c4, g4) <= 1e-5, "running statistics differ")
+  end)
+
   it("the tutorial's layers in NHWC (channels-last convolutions, Adam) match the CPU", function()
     if not GPU then return pending("skipped: no GPU here (" .. tostring(mf.cuda.why_unavailable()) .. ")") end
     local function build()
