@@ -18,7 +18,7 @@
 
 #include "internal.h"
 
-#define MF_CUDA_ABI_VERSION 2
+#define MF_CUDA_ABI_VERSION 3
 #define MF_CUDA_LIBRARY "libmoonflow_cuda.so"
 #define MF_CUDA_ENTRY "mf_cuda_open"
 /* what both sides compare: the ABI version, then the sizes of the structs they share */
@@ -44,6 +44,7 @@ typedef struct mf_cuda_core {
   bool (*is_contiguous)(const mf_tensor *t);
   const char *(*op_name)(mf_op op);
   const char *(*shape_fmt)(int ndim, const int64_t *shape, char *buf, size_t n);
+  const char *(*error)(void); /* mf_error: the message of this thread's last failure */
 } mf_cuda_core;
 
 /* What the backend offers; the knobs are those of moonflow.h. */

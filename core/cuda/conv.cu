@@ -23,10 +23,12 @@
  * into a zero-padded buffer laid out as the output side is (NCHW or NHWC) and cuDNN runs with no
  * padding (the backward-input result is cropped back).
  *
- * Algorithms: per shape (device, op, dtype, layouts, sizes, geometry, math mode), the first chosen
- * is cached. By default cuDNN's heuristics (cudnnGet*Algorithm_v7) pick; with
- * MOONFLOW_CUDNN_BENCHMARK=1 each is timed once (cudnnFind*AlgorithmEx, like PyTorch's
- * cudnn.benchmark). Workspace comes from the device's cuDNN workspace (dnn.cuh), at most
+ * Algorithms: cuDNN's heuristics (cudnnGet*Algorithm_v7) rank them; with
+ * MOONFLOW_CUDNN_BENCHMARK=1 each is timed once instead (cudnnFind*AlgorithmEx, like PyTorch's
+ * cudnn.benchmark). They are tried in that order until one runs (a ranked algorithm may still
+ * refuse at the call, say a pointer off the 16-byte boundary its tensor cores want, or its
+ * workspace may not fit), as PyTorch does, and the one that ran is cached per shape (device, op,
+ * dtype, layout, sizes, geometry, math mode, and the operands' alignment). Workspace comes from the device's cuDNN workspace (dnn.cuh), at most
  * MAX_WORKSPACE per call. float32 uses TF32 tensor cores while mf_cuda_set_tf32 is on (default),
  * FMA only when off.
  *
@@ -61,6 +63,7 @@ typedef struct conv_key {
   int fx, fy, fw; /* layouts */
   int64_t xs[4], ws[4], ys[4];
   int pad[2], stride[2];
+  int align; /* the low 4 bits of the operands' addresses, or-ed (tensor-core kernels want 16) */
 } conv_key;
 
 typedef struct conv_entry {
@@ -164,41 +167,49 @@ static mf_status make_conv(conv_setup *cs, mf_dtype dt, int pad_h, int pad_w,
 /* ---- choosing an algorithm ----------------------------------------------------------------------
  */
 
-/* From a list of perf results (ranked by cuDNN): the first that ran, fits the workspace cap, and
- * (FMA mode) does not use tensor cores. */
-template <class P> static bool pick(const P *perf, int n, bool fma_only, conv_entry *e) {
+/* From a list of perf results (ranked by cuDNN), the candidates in order (at most MAX_ALGOS in
+ * out): those that ran, fit the workspace cap, and (FMA mode) do not use tensor cores. */
+template <class P>
+static int pick(const P *perf, int n, bool fma_only, const conv_key *key, conv_entry *out) {
+  int k = 0;
   for (int i = 0; i < n; i++) {
     if (perf[i].status != CUDNN_STATUS_SUCCESS) continue;
     if (perf[i].memory > MAX_WORKSPACE) continue;
     if (fma_only && (perf[i].mathType == CUDNN_TENSOR_OP_MATH ||
                      perf[i].mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION))
       continue;
+    conv_entry *e = &out[k++];
+    memset(e, 0, sizeof *e);
+    e->key = *key;
     e->algo = (int)perf[i].algo;
     /* FMA asked for: keep it (cuDNN's DEFAULT_MATH may use TF32 on sm_80+) */
     e->math = fma_only ? CUDNN_FMA_MATH : perf[i].mathType;
     e->workspace = perf[i].memory;
-    return true;
   }
-  return false;
+  return k;
 }
 
-/* The algorithm for cs (cached); xp, yp, wp: the buffers (benchmark mode runs on them, writing
- * the output side, which the real call then overwrites). */
-static mf_status choose(conv_setup *cs, int kind, const void *xp, void *xw, const void *yp,
-                        void *yw, const void *wp, void *ww, conv_entry *e) {
+/* The algorithms to try for cs, best first, into list (MAX_ALGOS): the cached one (*cached: it
+ * ran before, its workspace exact), else those cuDNN ranks (pick). xp, yp, wp: the buffers
+ * (benchmark mode runs on them, writing the output side, which the real call then overwrites). */
+static mf_status candidates(conv_setup *cs, int kind, const void *xp, void *xw, const void *yp,
+                            void *yw, const void *wp, void *ww, conv_entry *list, int *count,
+                            bool *cached) {
   cs->key.kind = kind;
-  if (cache_get(&cs->key, e)) return MF_OK;
-  memset(e, 0, sizeof *e);
-  e->key = cs->key;
+  *count = 0;
+  *cached = cache_get(&cs->key, &list[0]);
+  if (*cached) {
+    *count = 1;
+    return MF_OK;
+  }
   bool fma_only = cs->key.math == (int)CUDNN_FMA_MATH;
   int n = 0;
-  bool ok = false;
   mf_status s = MF_OK;
   if (benchmark_mode()) {
     void *ws = NULL;
     size_t wbytes = (size_t)256 << 20;
-    if (mf_dnn_workspace(cs->dev, cs->op, wbytes, &ws) != MF_OK) { /* too big: heuristics */
-      wbytes = 0;
+    if (mf_dnn_workspace(cs->dev, cs->op, wbytes, &ws) != MF_OK) { /* too big: time those that */
+      wbytes = 0;                                                 /* need no workspace */
       ws = NULL;
     }
     if (kind == K_FWD) {
@@ -208,7 +219,7 @@ static mf_status choose(conv_setup *cs, int kind, const void *xp, void *xw, cons
                                                               cs->conv.d, cs->y.d, yw, MAX_ALGOS,
                                                               &n, perf, ws, wbytes),
                        cs->op, "cudnnFindConvolutionForwardAlgorithmEx", &cs->what);
-      ok = !s && pick(perf, n, fma_only, e);
+      if (!s) *count = pick(perf, n, fma_only, &cs->key, list);
     } else if (kind == K_BWD_DATA) {
       cudnnConvolutionBwdDataAlgoPerf_t perf[MAX_ALGOS];
       s = mf_dnn_check(cs->dev,
@@ -216,7 +227,7 @@ static mf_status choose(conv_setup *cs, int kind, const void *xp, void *xw, cons
                                                                    cs->conv.d, cs->x.d, xw,
                                                                    MAX_ALGOS, &n, perf, ws, wbytes),
                        cs->op, "cudnnFindConvolutionBackwardDataAlgorithmEx", &cs->what);
-      ok = !s && pick(perf, n, fma_only, e);
+      if (!s) *count = pick(perf, n, fma_only, &cs->key, list);
     } else {
       cudnnConvolutionBwdFilterAlgoPerf_t perf[MAX_ALGOS];
       s = mf_dnn_check(cs->dev,
@@ -224,65 +235,89 @@ static mf_status choose(conv_setup *cs, int kind, const void *xp, void *xw, cons
                            cs->h, cs->x.d, xp, cs->y.d, yp, cs->conv.d, cs->w.d, ww, MAX_ALGOS, &n,
                            perf, ws, wbytes),
                        cs->op, "cudnnFindConvolutionBackwardFilterAlgorithmEx", &cs->what);
-      ok = !s && pick(perf, n, fma_only, e);
+      if (!s) *count = pick(perf, n, fma_only, &cs->key, list);
     }
   }
-  if (!ok) { /* heuristics */
+  if (*count == 0) { /* heuristics */
     if (kind == K_FWD) {
       cudnnConvolutionFwdAlgoPerf_t perf[MAX_ALGOS];
       s = mf_dnn_check(cs->dev,
                        cudnnGetConvolutionForwardAlgorithm_v7(cs->h, cs->x.d, cs->w.d, cs->conv.d,
                                                               cs->y.d, MAX_ALGOS, &n, perf),
                        cs->op, "cudnnGetConvolutionForwardAlgorithm_v7", &cs->what);
-      ok = !s && pick(perf, n, fma_only, e);
+      if (!s) *count = pick(perf, n, fma_only, &cs->key, list);
     } else if (kind == K_BWD_DATA) {
       cudnnConvolutionBwdDataAlgoPerf_t perf[MAX_ALGOS];
       s = mf_dnn_check(cs->dev,
                        cudnnGetConvolutionBackwardDataAlgorithm_v7(
                            cs->h, cs->w.d, cs->y.d, cs->conv.d, cs->x.d, MAX_ALGOS, &n, perf),
                        cs->op, "cudnnGetConvolutionBackwardDataAlgorithm_v7", &cs->what);
-      ok = !s && pick(perf, n, fma_only, e);
+      if (!s) *count = pick(perf, n, fma_only, &cs->key, list);
     } else {
       cudnnConvolutionBwdFilterAlgoPerf_t perf[MAX_ALGOS];
       s = mf_dnn_check(cs->dev,
                        cudnnGetConvolutionBackwardFilterAlgorithm_v7(
                            cs->h, cs->x.d, cs->y.d, cs->conv.d, cs->w.d, MAX_ALGOS, &n, perf),
                        cs->op, "cudnnGetConvolutionBackwardFilterAlgorithm_v7", &cs->what);
-      ok = !s && pick(perf, n, fma_only, e);
+      if (!s) *count = pick(perf, n, fma_only, &cs->key, list);
     }
     MF_TRY(s);
   }
   char what[320];
-  if (!ok)
+  if (*count == 0)
     return mf_fail(MF_ERR_UNSUPPORTED, "cuda:%d: %s: cuDNN offers no algorithm for %s",
                    cs->dev->index, cs->op, mf_dnn_what_str(&cs->what, what, sizeof what));
-  /* the heuristics' memory figure is an estimate: ask for the exact size, in the math mode the
-   * call will run in */
-  MF_TRY(mf_dnn_check(cs->dev, cudnnSetConvolutionMathType(cs->conv.d, e->math), cs->op,
-                      "cudnnSetConvolutionMathType", &cs->what));
-  size_t need = 0;
-  if (kind == K_FWD)
-    s = mf_dnn_check(
-        cs->dev,
-        cudnnGetConvolutionForwardWorkspaceSize(cs->h, cs->x.d, cs->w.d, cs->conv.d, cs->y.d,
-                                                (cudnnConvolutionFwdAlgo_t)e->algo, &need),
-        cs->op, "cudnnGetConvolutionForwardWorkspaceSize", &cs->what);
-  else if (kind == K_BWD_DATA)
-    s = mf_dnn_check(
-        cs->dev,
-        cudnnGetConvolutionBackwardDataWorkspaceSize(cs->h, cs->w.d, cs->y.d, cs->conv.d, cs->x.d,
-                                                     (cudnnConvolutionBwdDataAlgo_t)e->algo, &need),
-        cs->op, "cudnnGetConvolutionBackwardDataWorkspaceSize", &cs->what);
-  else
-    s = mf_dnn_check(cs->dev,
-                     cudnnGetConvolutionBackwardFilterWorkspaceSize(
-                         cs->h, cs->x.d, cs->y.d, cs->conv.d, cs->w.d,
-                         (cudnnConvolutionBwdFilterAlgo_t)e->algo, &need),
-                     cs->op, "cudnnGetConvolutionBackwardFilterWorkspaceSize", &cs->what);
-  MF_TRY(s);
-  if (need > e->workspace) e->workspace = need;
-  cache_put(e);
   return MF_OK;
+}
+
+/* One try of algorithm e on x, y and w as cuDNN sees them (kind's output side written): its math
+ * type, its exact workspace (the heuristics' figure is an estimate; a cached entry's is exact),
+ * the workspace, and the call. */
+static mf_status run_algo(conv_setup *cs, int kind, conv_entry *e, bool cached, void *x, void *y,
+                          void *w) {
+  mf_device *dev = cs->dev;
+  const char *op = cs->op;
+  MF_TRY(mf_dnn_check(dev, cudnnSetConvolutionMathType(cs->conv.d, e->math), op,
+                      "cudnnSetConvolutionMathType", &cs->what));
+  if (!cached) {
+    size_t need = 0;
+    cudnnStatus_t st =
+        kind == K_FWD
+            ? cudnnGetConvolutionForwardWorkspaceSize(cs->h, cs->x.d, cs->w.d, cs->conv.d, cs->y.d,
+                                                      (cudnnConvolutionFwdAlgo_t)e->algo, &need)
+        : kind == K_BWD_DATA
+            ? cudnnGetConvolutionBackwardDataWorkspaceSize(cs->h, cs->w.d, cs->y.d, cs->conv.d,
+                                                           cs->x.d,
+                                                           (cudnnConvolutionBwdDataAlgo_t)e->algo,
+                                                           &need)
+            : cudnnGetConvolutionBackwardFilterWorkspaceSize(
+                  cs->h, cs->x.d, cs->y.d, cs->conv.d, cs->w.d,
+                  (cudnnConvolutionBwdFilterAlgo_t)e->algo, &need);
+    MF_TRY(mf_dnn_check(dev, st, op, "cudnnGetConvolution*WorkspaceSize", &cs->what));
+    if (need > e->workspace) e->workspace = need;
+  }
+  void *ws = NULL;
+  MF_TRY(mf_dnn_workspace(dev, op, e->workspace, &ws));
+  mf_dnn_scalars k(cs->key.dtype == MF_F64 ? MF_F64 : MF_F32);
+  if (kind == K_FWD)
+    return mf_dnn_check(dev,
+                        cudnnConvolutionForward(cs->h, k.one(), cs->x.d, x, cs->w.d, w, cs->conv.d,
+                                                (cudnnConvolutionFwdAlgo_t)e->algo, ws,
+                                                e->workspace, k.zero(), cs->y.d, y),
+                        op, "cudnnConvolutionForward", &cs->what);
+  if (kind == K_BWD_DATA)
+    return mf_dnn_check(dev,
+                        cudnnConvolutionBackwardData(cs->h, k.one(), cs->w.d, w, cs->y.d, y,
+                                                     cs->conv.d,
+                                                     (cudnnConvolutionBwdDataAlgo_t)e->algo, ws,
+                                                     e->workspace, k.zero(), cs->x.d, x),
+                        op, "cudnnConvolutionBackwardData", &cs->what);
+  return mf_dnn_check(dev,
+                      cudnnConvolutionBackwardFilter(cs->h, k.one(), cs->x.d, x, cs->y.d, y,
+                                                     cs->conv.d,
+                                                     (cudnnConvolutionBwdFilterAlgo_t)e->algo, ws,
+                                                     e->workspace, k.zero(), cs->w.d, w),
+                      op, "cudnnConvolutionBackwardFilter", &cs->what);
 }
 
 /* ---- explicit padding
@@ -499,40 +534,39 @@ mf_status mf_cuda_conv2d(mf_device *dev, const mf_call *c) {
     MF_TRY(make_conv(&cs, dt, 0, 0, &p0));
   }
 
-  conv_entry e;
-  MF_TRY(choose(&cs, kind, xs.ptr, kind == K_BWD_DATA ? xs.ptr : NULL, ys.ptr,
-                kind == K_FWD ? ys.ptr : NULL, ws_.ptr, kind == K_BWD_FILTER ? ws_.ptr : NULL, &e));
-  MF_TRY(mf_dnn_check(dev, cudnnSetConvolutionMathType(cs.conv.d, e.math), op,
-                      "cudnnSetConvolutionMathType", &cs.what));
-  void *wsp = NULL;
-  MF_TRY(mf_dnn_workspace(dev, op, e.workspace, &wsp));
-  mf_dnn_scalars k(dt);
+  /* the algorithms in turn until one runs (as PyTorch's cuDNN convolutions do: cuDNN's ranking
+   * can offer one that then refuses, or whose workspace does not fit); the first failure is the
+   * one reported when none runs */
+  cs.key.align = (int)(((uintptr_t)xs.ptr | (uintptr_t)ys.ptr | (uintptr_t)ws_.ptr) & 15);
+  conv_entry cand[MAX_ALGOS];
+  int ncand = 0;
+  bool cached = false;
+  MF_TRY(candidates(&cs, kind, xs.ptr, kind == K_BWD_DATA ? xs.ptr : NULL, ys.ptr,
+                    kind == K_FWD ? ys.ptr : NULL, ws_.ptr, kind == K_BWD_FILTER ? ws_.ptr : NULL,
+                    cand, &ncand, &cached));
+  mf_status s = MF_OK, first = MF_OK;
+  char why[512] = "";
+  for (int i = 0; i < ncand; i++) {
+    s = run_algo(&cs, kind, &cand[i], cached, xs.ptr, ys.ptr, ws_.ptr);
+    if (!s) {
+      if (!cached) cache_put(&cand[i]);
+      break;
+    }
+    if (!first) {
+      first = s;
+      snprintf(why, sizeof why, "%s", mf_error());
+    }
+  }
+  if (s) return mf_fail(first, "%s", why);
   if (kind == K_FWD) {
-    MF_TRY(mf_dnn_check(dev,
-                        cudnnConvolutionForward(cs.h, k.one(), cs.x.d, xs.ptr, cs.w.d, ws_.ptr,
-                                                cs.conv.d, (cudnnConvolutionFwdAlgo_t)e.algo, wsp,
-                                                e.workspace, k.zero(), cs.y.d, ys.ptr),
-                        op, "cudnnConvolutionForward", &cs.what));
     if (bias) MF_TRY(add_bias(dev, op, ys.ptr, y->shape, nhwc, bias));
     MF_TRY(copy_out(dev, op, &ys, nhwc));
   } else if (kind == K_BWD_DATA) {
-    MF_TRY(mf_dnn_check(dev,
-                        cudnnConvolutionBackwardData(cs.h, k.one(), cs.w.d, ws_.ptr, cs.y.d, ys.ptr,
-                                                     cs.conv.d,
-                                                     (cudnnConvolutionBwdDataAlgo_t)e.algo, wsp,
-                                                     e.workspace, k.zero(), cs.x.d, xs.ptr),
-                        op, "cudnnConvolutionBackwardData", &cs.what));
     if (direct) MF_TRY(copy_out(dev, op, &xs, nhwc));
     else /* the padded gradient cropped into dx */
       MF_TRY(launch_pad(dev, op, dt, mf_cuda_ptr(c->out), xs.ptr, x->shape, x->stride, Hp, Wp, pt,
                         pl, true, nhwc));
   } else {
-    MF_TRY(mf_dnn_check(dev,
-                        cudnnConvolutionBackwardFilter(cs.h, k.one(), cs.x.d, xs.ptr, cs.y.d, ys.ptr,
-                                                       cs.conv.d,
-                                                       (cudnnConvolutionBwdFilterAlgo_t)e.algo,
-                                                       wsp, e.workspace, k.zero(), cs.w.d, ws_.ptr),
-                        op, "cudnnConvolutionBackwardFilter", &cs.what));
     MF_TRY(copy_out(dev, op, &ws_, nhwc));
   }
   return mf_cuda_launched(dev, op);

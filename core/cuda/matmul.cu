@@ -7,13 +7,17 @@
  * dimension and a column-major one (a transposed view) as transposed, without copies. The batch
  * dims are coalesced where A's and B's strides allow; the innermost run is one strided-batched call
  * and any outer batch dims loop on the host. float32 runs on tensor cores in TF32 unless
- * mf_cuda_set_tf32(false) (then in full float32); float16/bfloat16 accumulate in float32;
- * float64 in float64. int32/int64/uint8: a plain kernel, one thread per output, in unsigned
+ * mf_cuda_set_tf32(false) (then in full float32); float16/bfloat16 accumulate in float32, with
+ * cuBLAS's reduced-precision split-K reductions turned off (the handle's math mode, as PyTorch does
+ * by default for float16), so their sums are float32's rounded once; float64 in float64. int32/int64/uint8: a plain kernel, one thread per output, in unsigned
  * arithmetic (wrapping like the CPU's).
  */
 #include <cublas_v2.h>
+#include <pthread.h>
 
 #include "cuda/kernels.h"
+
+static pthread_mutex_t handle_lock = PTHREAD_MUTEX_INITIALIZER; /* handle creation */
 
 static bool allow_tf32 = true;
 
@@ -37,11 +41,22 @@ static mf_status cublas_check(mf_device *dev, cublasStatus_t st, const char *wha
 
 static mf_status handle(mf_device *dev, cublasHandle_t *out) {
   mf_cuda_ctx *ctx = mf_cuda_ctx_of(dev);
+  mf_status s = MF_OK;
+  pthread_mutex_lock(&handle_lock);
   if (!ctx->cublas) {
     cublasHandle_t h;
-    MF_TRY(cublas_check(dev, cublasCreate(&h), "cublasCreate"));
-    ctx->cublas = h;
+    s = cublas_check(dev, cublasCreate(&h), "cublasCreate");
+    if (!s) {
+      s = cublas_check(dev,
+                       cublasSetMathMode(h, (cublasMath_t)(CUBLAS_DEFAULT_MATH |
+                                                           CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION)),
+                       "cublasSetMathMode");
+      if (s) cublasDestroy(h);
+      else ctx->cublas = h;
+    }
   }
+  pthread_mutex_unlock(&handle_lock);
+  MF_TRY(s);
   cublasHandle_t h = (cublasHandle_t)ctx->cublas;
   MF_TRY(cublas_check(dev, cublasSetStream(h, ctx->stream), "cublasSetStream"));
   *out = h;

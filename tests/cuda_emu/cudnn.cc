@@ -12,7 +12,9 @@
  * are not the ones the convolution or pooling gives, channels that do not match the filter, a
  * workspace smaller than the algorithm asked for, and every data pointer lying in a live device
  * allocation for the whole span its descriptor covers. Algorithms: two per direction, the first
- * asking for a workspace (which is then scribbled on), ranked first.
+ * asking for a workspace (which is then scribbled on), ranked first, and refusing at the call
+ * pointers off a 16-byte boundary (CUDNN_STATUS_BAD_PARAM_MISALIGNED_POINTER, as tensor-core
+ * kernels do), which the ranking cannot see: the caller then has to try the next.
  *
  * Data types: DOUBLE, FLOAT, HALF and BFLOAT16 tensors (halves read and written as such, computed
  * in double), with cuDNN's rules on their combinations: a convolution's x, w and y share one type
@@ -356,6 +358,7 @@ EXPORT const char *cudnnGetErrorString(cudnnStatus_t st) {
   case CUDNN_STATUS_NOT_SUPPORTED: return "CUDNN_STATUS_NOT_SUPPORTED";
   case CUDNN_STATUS_NOT_SUPPORTED_LAYOUT: return "CUDNN_STATUS_NOT_SUPPORTED_LAYOUT";
   case CUDNN_STATUS_NOT_SUPPORTED_SHAPE: return "CUDNN_STATUS_NOT_SUPPORTED_SHAPE";
+  case CUDNN_STATUS_BAD_PARAM_MISALIGNED_POINTER: return "CUDNN_STATUS_BAD_PARAM_MISALIGNED_POINTER";
   case CUDNN_STATUS_ALLOC_FAILED: return "CUDNN_STATUS_ALLOC_FAILED";
   default: return "CUDNN_STATUS_INTERNAL_ERROR";
   }
@@ -552,6 +555,9 @@ EXPORT cudnnStatus_t cudnnGetConvolutionForwardWorkspaceSize(
   if (st) return st;                                                                               \
   st = check_workspace(fn, (int)algo, x, ws, ws_bytes);                                            \
   if (st) return st;                                                                               \
+  if (algo == 0 && (((uintptr_t)xp | (uintptr_t)wp | (uintptr_t)yp) & 15))                         \
+    return bad(CUDNN_STATUS_BAD_PARAM_MISALIGNED_POINTER,                                          \
+               "%s: algorithm 0 wants 16-byte aligned x, w and y", fn);                            \
   if (!on_device(fn, "x", xp, x.span()) || !on_device(fn, "w", wp, w.span()) ||                    \
       !on_device(fn, "y", yp, y.span()))                                                           \
     return CUDNN_STATUS_BAD_PARAM;                                                                 \

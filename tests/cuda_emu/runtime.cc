@@ -616,6 +616,15 @@ EXPORT cublasStatus_t cublasSetStream_v2(cublasHandle_t h, cudaStream_t s) {
   h->stream = s;
   return CUBLAS_STATUS_SUCCESS;
 }
+/* the math mode is a hint for the real library's kernel choice: checked, then nothing to do (the
+ * GEMM below accumulates in double and rounds once, never with reduced-precision reductions) */
+EXPORT cublasStatus_t cublasSetMathMode(cublasHandle_t h, cublasMath_t mode) {
+  if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
+  unsigned base = (unsigned)mode & 0xf, flags = (unsigned)mode & ~0xfu;
+  if (base > CUBLAS_TF32_TENSOR_OP_MATH || (flags & ~(unsigned)CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION))
+    return CUBLAS_STATUS_INVALID_VALUE;
+  return CUBLAS_STATUS_SUCCESS;
+}
 EXPORT const char *cublasGetStatusString(cublasStatus_t st) {
   switch (st) {
   case CUBLAS_STATUS_SUCCESS: return "the operation completed successfully";
