@@ -7,6 +7,7 @@
 # Parts, each with its own time limit, in this order (the whole aims at < 8 minutes on a 16-core
 # H100; what each op runs on is listed in core/cuda/README):
 #   1. configure + build a CUDA build in build-gpu/ (sm_90 + PTX, -j16)
+#   1b. tests/gpu/cudnn_probe: which layouts, batch sizes and calls the real cuDNN takes
 #   2. test_cuda (elementwise, copies/casts incl. float16/bfloat16, random/dropout, reductions,
 #      matmul, softmax, optimizers, autograd, devices and memory) and test_cuda_parity (conv2d
 #      NCHW/NHWC/TF32, pooling, gather/scatter_add, index_select, cross-entropy, GPU
@@ -144,6 +145,15 @@ if ! [[ ${ngpu:-0} =~ ^[1-9] ]]; then
   else
     record "NO GPU: the GPU tests skip; examples and benchmarks not run"
   fi
+fi
+
+# ---- 1b. what the real cuDNN takes (tests/gpu/cudnn_probe.cu; informational) ------------------
+if [[ ${ngpu:-0} =~ ^[1-9] && -x $dir/cudnn_probe ]]; then
+  section "cuDNN probe"
+  timeout 90 "$dir/cudnn_probe" >"$dir/cudnn-probe.log" 2>&1
+  head -n 1 "$dir/cudnn-probe.log" | sed 's/^/  /'
+  grep '^FAIL' "$dir/cudnn-probe.log" | sed 's/^/  /'
+  record "cudnn probe: $(grep -c '^PASS' "$dir/cudnn-probe.log") PASS, $(grep -c '^FAIL' "$dir/cudnn-probe.log") FAIL (what each means: tests/gpu/cudnn_probe.cu; log: $dir/cudnn-probe.log)"
 fi
 
 # ---- 2. C parity tests --------------------------------------------------------------------------
