@@ -289,9 +289,9 @@ fi
 # training set from the CPU to the GPU, as the tutorial feeds its placeholders. Their training
 # times are compared (without start-up, data loading and the final evaluation).
 full_steps=${MOONFLOW_GPU_FULL_STEPS:-20000}
-torch_dev=cuda
-[[ $emu == 1 ]] && full_steps=20 torch_dev=cpu
-if [[ ${ngpu:-0} =~ ^[1-9] && -d $data ]]; then
+if [[ $emu == 1 ]]; then
+  record "full run: not run (hours on the emulator)"
+elif [[ ${ngpu:-0} =~ ^[1-9] && -d $data ]]; then
   section "the tutorial's full run: $full_steps steps, moonflow vs PyTorch"
   log="$dir/full-moonflow.log"
   timeout $((240 * slow)) "$dir/moonflow" examples/mnist_cnn.lua --device cuda --data "$data" \
@@ -300,7 +300,7 @@ if [[ ${ngpu:-0} =~ ^[1-9] && -d $data ]]; then
   tail -n 3 "$log" | sed 's/^/  /'
   m_s=$(grep -E -o 'trained [0-9]+ steps in [0-9.]+ s' "$log" | tail -n 1 | awk '{print $5}')
   m_acc=$(grep -E -o 'test accuracy: [0-9.]+' "$log" | tail -n 1 | awk '{print $3}')
-  timeout $((240 * slow)) "${PYTHON:-python3}" bench/torch_mnist.py cnn --device "$torch_dev" \
+  timeout $((240 * slow)) "${PYTHON:-python3}" bench/torch_mnist.py cnn --device cuda \
     --steps "$full_steps" --warmup 0 --accuracy >"$dir/full-torch.jsonl" 2>"$dir/full-torch.err"
   rc_t=$?
   cat "$dir/full-torch.jsonl" | sed 's/^/  /'
@@ -314,7 +314,7 @@ print(r["train_s"], r["accuracy"])' "$dir/full-torch.jsonl" 2>/dev/null)
   else
     ratio=$(awk -v m="$m_s" -v t="$t_s" 'BEGIN { printf "%.2f", t / m }')
     line="full run, $full_steps steps: moonflow $m_s s (test accuracy $m_acc), PyTorch $(printf '%.1f' "$t_s") s (test accuracy $t_acc): ${ratio}x torch"
-    if [[ $emu == 1 ]] || awk -v a="$m_acc" 'BEGIN { exit !(a >= 0.99) }'; then
+    if awk -v a="$m_acc" 'BEGIN { exit !(a >= 0.99) }'; then
       record "$line"
     else
       fail "$line; moonflow's accuracy is below 0.99"
