@@ -85,14 +85,19 @@ mf_status mf_dnn_tensor4d(mf_device *dev, const char *op, mf_dtype dt, const int
   if (!mf_dnn_dtype(dt, &ct))
     return mf_fail(MF_ERR_DTYPE, "%s: cuDNN does not take %s tensors", op, mf_dtype_name(dt));
   int dims[4], strides[4];
+  int64_t span = 1; /* the elements from the first to the last: cuDNN indexes them in 32 bits */
   for (int d = 0; d < 4; d++) {
-    if (shape[d] > INT32_MAX || stride[d] > INT32_MAX || stride[d] < 0) {
-      char a[96];
-      return mf_fail(MF_ERR_SHAPE, "%s: shape %s is too large for cuDNN (sizes and strides < 2^31)",
-                     op, mf_shape_fmt(4, shape, a, sizeof a));
-    }
+    if (shape[d] > INT32_MAX || stride[d] > INT32_MAX || stride[d] < 0) span = INT64_MAX;
+    else if (shape[d] > 0 && span <= INT32_MAX) span += (shape[d] - 1) * stride[d]; /* < 2^62 */
     dims[d] = (int)shape[d];
     strides[d] = (int)stride[d];
+  }
+  if (span > INT32_MAX) {
+    char a[96];
+    return mf_fail(MF_ERR_UNSUPPORTED,
+                   "%s: a tensor of shape %s spans 2^31 elements or more, beyond cuDNN's 32-bit "
+                   "indexing (split the batch)",
+                   op, mf_shape_fmt(4, shape, a, sizeof a));
   }
   MF_TRY(mf_dnn_check(dev, cudnnCreateTensorDescriptor(&out->d), op, "cudnnCreateTensorDescriptor",
                       NULL));
