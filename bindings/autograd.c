@@ -64,10 +64,13 @@ static int g_is_leaf(lua_State *L) {
   return 1;
 }
 
-/* t.grad = g | nil */
+/* t.grad = g | nil. Called by __newindex through lua_call, so Lua cannot name it in an argument
+ * error: the messages name the field themselves. */
 static int s_grad(lua_State *L) {
   mf_tensor *t = lmf_check(L, 1);
-  mf_tensor *g = lua_isnil(L, 2) ? NULL : lmf_check(L, 2);
+  mf_tensor *g = NULL;
+  if (!lua_isnil(L, 2) && (g = lmf_test(L, 2)) == NULL)
+    return luaL_error(L, "grad: t.grad must be a tensor or nil, got %s", luaL_typename(L, 2));
   mf_status s = mf_set_grad(t, g);
   return s ? lmf_error(L, s) : 0;
 }

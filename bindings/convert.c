@@ -63,8 +63,11 @@ static int t_to(lua_State *L) {
 
 static int t_cuda(lua_State *L) {
   mf_tensor *t = lmf_check(L, 1);
+  lua_Integer i = luaL_optinteger(L, 2, 0);
+  if (i < 0 || i > 1024) /* not cast to int unchecked: 2^32 would have been cuda:0 */
+    return luaL_error(L, "cuda: bad GPU index %I (expected 0, 1, ...)", (LUAI_UACINT)i);
   char spec[32];
-  snprintf(spec, sizeof spec, "cuda:%d", (int)luaL_optinteger(L, 2, 0));
+  snprintf(spec, sizeof spec, "cuda:%d", (int)i);
   mf_device *dev;
   if (mf_device_get(spec, &dev) != MF_OK) return luaL_error(L, "cuda: %s", mf_error());
   return convert(L, t, t->dtype, dev);

@@ -215,7 +215,14 @@ static int make(lua_State *L, shape_fn fn, const char *fname) {
 
 static int m_zeros(lua_State *L) { return make(L, mf_zeros, "zeros"); }
 static int m_ones(lua_State *L) { return make(L, mf_ones, "ones"); }
-static int m_empty(lua_State *L) { return make(L, mf_empty, "empty"); }
+/* A bool tensor's elements must be 0 or 1 (other bytes are not C bools): mf.empty of bools is
+ * made false rather than left with whatever the allocator returned. */
+static mf_status empty_or_false(int ndim, const int64_t *shape, mf_dtype dt, mf_device *dev,
+                                mf_tensor **out) {
+  return dt == MF_BOOL ? mf_zeros(ndim, shape, dt, dev, out) : mf_empty(ndim, shape, dt, dev, out);
+}
+
+static int m_empty(lua_State *L) { return make(L, empty_or_false, "empty"); }
 static int m_rand(lua_State *L) { return make(L, mf_rand, "rand"); }
 static int m_randn(lua_State *L) { return make(L, mf_randn, "randn"); }
 

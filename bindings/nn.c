@@ -156,15 +156,27 @@ static int n_same_padding(lua_State *L) {
 /* batch_norm(x, running_mean | nil, running_var | nil, weight | nil, bias | nil, training,
  * momentum, eps) -> y: the fused op over x (N, C, ...) with channels in dim 2 (Lua's numbering);
  * the running stats are updated in place when training. Recorded by autograd. */
-static mf_tensor *opt_tensor(lua_State *L, int arg) {
-  return lua_isnoneornil(L, arg) ? NULL : lmf_check(L, arg);
+/* The optional tensor `what` at arg. The message names batch_norm and the argument itself: the
+ * Lua side calls this through pcall, where Lua's own argument errors would name '?'. */
+static mf_tensor *opt_tensor(lua_State *L, int arg, const char *what) {
+  if (lua_isnoneornil(L, arg)) return NULL;
+  mf_tensor *t = lmf_test(L, arg);
+  if (!t)
+    luaL_error(L, "batch_norm: %s (argument #%d) must be a tensor or nil, got %s", what, arg,
+               luaL_typename(L, arg));
+  return t;
 }
 
 static int n_batch_norm(lua_State *L) {
-  mf_tensor *x = lmf_check(L, 1), *rm = opt_tensor(L, 2), *rv = opt_tensor(L, 3);
-  mf_tensor *w = opt_tensor(L, 4), *b = opt_tensor(L, 5);
+  mf_tensor *x = opt_tensor(L, 1, "the input");
+  if (!x) return luaL_error(L, "batch_norm: the input (argument #1) must be a tensor, got nil");
+  mf_tensor *rm = opt_tensor(L, 2, "running_mean"), *rv = opt_tensor(L, 3, "running_var");
+  mf_tensor *w = opt_tensor(L, 4, "weight"), *b = opt_tensor(L, 5, "bias");
   bool training = lua_toboolean(L, 6);
-  double momentum = luaL_checknumber(L, 7), eps = luaL_checknumber(L, 8);
+  if (lua_type(L, 7) != LUA_TNUMBER || lua_type(L, 8) != LUA_TNUMBER)
+    return luaL_error(L, "batch_norm: momentum and eps must be numbers, got %s and %s",
+                      luaL_typename(L, 7), luaL_typename(L, 8));
+  double momentum = lua_tonumber(L, 7), eps = lua_tonumber(L, 8);
   mf_tensor **slot = lmf_newslot(L);
   mf_status s = mf_batch_norm(x, w, b, rm, rv, training, momentum, eps, slot, NULL);
   return s ? lmf_error(L, s) : 1;

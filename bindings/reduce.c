@@ -78,7 +78,8 @@ static void var_opt(lua_State *L, int i, int *correction) {
     if (lua_getfield(L, i, "correction") != LUA_TNIL) {
       int isint;
       lua_Integer c = lua_tointegerx(L, -1, &isint);
-      if (!isint || c < 0) luaL_argerror(L, i, "correction must be an integer >= 0");
+      if (!isint || c < 0 || c > (1 << 30)) /* (int)c must not wrap: 2^32 would have been 0 */
+        luaL_argerror(L, i, "correction must be an integer in 0..2^30");
       *correction = (int)c;
     }
     lua_pop(L, 2);

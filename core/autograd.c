@@ -58,9 +58,17 @@ mf_status mf_set_grad(mf_tensor *t, mf_tensor *grad) {
       return mf_fail(MF_ERR_DTYPE, "grad: a %s gradient for a %s tensor",
                      mf_dtype_name(grad->dtype), mf_dtype_name(t->dtype));
   }
-  mf_retain(grad);
+  /* Headers are refcounted, so t->grad must not lead back to t: t itself (x.grad = x), a tensor
+   * whose own .grad is t (y.grad = x after x.grad = y) or a result whose graph saved t
+   * (x.grad = x * 2) would make a cycle that is never freed. Such a gradient is stored as a
+   * plain header over the same storage (its values, without its grad and graph). */
+  mf_tensor *g = grad;
+  if (grad && (grad == t || grad->grad || grad->grad_fn))
+    MF_TRY(mf_detach(grad, &g));
+  else
+    mf_retain(g);
   mf_release(t->grad);
-  t->grad = grad;
+  t->grad = g;
   return MF_OK;
 }
 
@@ -365,8 +373,19 @@ static mf_status run_backward(engine *e, int nroots, mf_node *const *roots,
 }
 
 /* The gradient that starts a pass: given, or ones for a one-element root. */
-static mf_status seed_grad(const char *op, mf_tensor *root, const mf_tensor *grad,
+/* The gradient that starts a pass from root: grad (checked, brought to root's dtype) or ones for a
+ * one-element root. Unless the pass creates a graph, a seed that requires grad is detached: it
+ * flows unchanged into leaves' .grad (add's rule passes it on), and a seed whose graph saved the
+ * leaf (x:backward(x * 2)) would make a reference cycle x -> grad -> node -> x, never freed. */
+static mf_status seed_grad(const char *op, mf_tensor *root, const mf_tensor *grad, bool create,
                            mf_tensor **out) {
+  if (grad && !create && mf_requires_grad(grad)) {
+    mf_tensor *d;
+    MF_TRY(mf_detach(grad, &d));
+    mf_status s = seed_grad(op, root, d, create, out);
+    mf_release(d);
+    return s;
+  }
   char a[96], b[96];
   if (grad) {
     bool same = grad->ndim == root->ndim;
@@ -374,6 +393,12 @@ static mf_status seed_grad(const char *op, mf_tensor *root, const mf_tensor *gra
     if (!same)
       return mf_fail(MF_ERR_SHAPE, "%s: the gradient has shape %s but the tensor %s", op,
                      mf_shape_str(grad, a, sizeof a), mf_shape_str(root, b, sizeof b));
+    /* the seed flows into the rules and, for a leaf root, becomes its .grad: it must be on the
+     * tensor's device and is brought to its dtype (as the rules' results are by conform) */
+    if (grad->storage->device != root->storage->device)
+      return mf_fail(MF_ERR_DEVICE, "%s: the gradient is on %s but the tensor on %s", op,
+                     grad->storage->device->name, root->storage->device->name);
+    if (grad->dtype != root->dtype) return mf_cast(grad, root->dtype, out);
     *out = mf_retain((mf_tensor *)grad);
     return MF_OK;
   }
@@ -390,7 +415,7 @@ mf_status mf_backward(mf_tensor *root, const mf_tensor *grad, bool retain_graph)
   if (!mf_requires_grad(root))
     return mf_fail(MF_ERR_ARG, "backward: the tensor does not require grad and has no grad_fn");
   mf_tensor *g;
-  MF_TRY(seed_grad("backward", root, grad, &g));
+  MF_TRY(seed_grad("backward", root, grad, false, &g));
   engine e = {.retain = retain_graph};
   mf_status s;
   if (!root->grad_fn)
@@ -422,7 +447,8 @@ mf_status mf_grad(int nout, mf_tensor *const *outputs, mf_tensor *const *grad_ou
       s = mf_fail(MF_ERR_ARG, "grad: output %d does not require grad", r + 1);
       break;
     }
-    s = seed_grad("grad", outputs[r], grad_outputs ? grad_outputs[r] : NULL, &seeds[r]);
+    s = seed_grad("grad", outputs[r], grad_outputs ? grad_outputs[r] : NULL, create_graph,
+                  &seeds[r]);
     roots[r] = outputs[r]->grad_fn;
     if (!s && !roots[r]) { /* an output that is itself a leaf input */
       capture *c = find_capture(&e, outputs[r]);

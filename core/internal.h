@@ -75,6 +75,10 @@ mf_status mf_make_view(const mf_tensor *t, int ndim, const int64_t *shape, const
                        int64_t offset, mf_tensor **out);
 void mf_contiguous_strides(int ndim, const int64_t *shape, int64_t *stride);
 int64_t mf_shape_numel(int ndim, const int64_t *shape);
+/* Checks a new shape (sizes >= 0, at most MF_MAX_DIMS, at most 9e15 elements and nonzero sizes
+ * multiplying to at most 9e15, so that numels and strides cannot overflow int64); the message
+ * starts with op. Every way to make a tensor of a new shape (allocation, reshape, expand) checks. */
+mf_status mf_check_shape(const char *op, int ndim, const int64_t *shape);
 const char *mf_shape_fmt(int ndim, const int64_t *shape, char *buf, size_t n);
 /* Fails with MF_ERR_DEVICE unless both tensors live on the same device. */
 mf_status mf_same_device(const char *op, const mf_tensor *a, const mf_tensor *b);

@@ -143,7 +143,7 @@ mf_status mf_same_device(const char *op, const mf_tensor *a, const mf_tensor *b)
 
 /* ---- creation ------------------------------------------------------------------------------ */
 
-static mf_status check_shape(const char *op, int ndim, const int64_t *shape) {
+mf_status mf_check_shape(const char *op, int ndim, const int64_t *shape) {
   if (ndim < 0 || ndim > MF_MAX_DIMS)
     return mf_fail(MF_ERR_SHAPE, "%s: %d dimensions (at most %d)", op, ndim, MF_MAX_DIMS);
   double n = 1, nonzero = 1; /* nonzero: the product strides and partial numels reach */
@@ -164,7 +164,7 @@ static mf_status check_shape(const char *op, int ndim, const int64_t *shape) {
 mf_status mf_empty(int ndim, const int64_t *shape, mf_dtype dt, mf_device *dev, mf_tensor **out) {
   *out = NULL;
   if (!dev) dev = mf_cpu();
-  MF_TRY(check_shape("empty", ndim, shape));
+  MF_TRY(mf_check_shape("empty", ndim, shape));
   if ((unsigned)dt >= MF_DTYPE_COUNT) return mf_fail(MF_ERR_DTYPE, "empty: bad dtype %d", (int)dt);
   if (dev->type == MF_DEV_CPU && (dt == MF_F16 || dt == MF_BF16))
     return mf_fail(MF_ERR_DTYPE, "%s tensors live only on GPUs", mf_dtype_name(dt));
@@ -197,11 +197,33 @@ mf_status mf_ones(int ndim, const int64_t *shape, mf_dtype dt, mf_device *dev, m
   return mf_full(ndim, shape, 1, dt, dev, out);
 }
 
+/* A copy of n bool bytes with every nonzero byte made 1, or NULL when they are all 0 or 1 already
+ * (*failed: out of memory). A bool element must hold 0 or 1: any other byte read as a C bool is
+ * undefined behaviour, and the bytes handed to mf_from_host may be anything (mf.frombytes). */
+static unsigned char *normalized_bools(const void *src, size_t n, bool *failed) {
+  const unsigned char *b = src;
+  size_t i = 0;
+  *failed = false;
+  while (i < n && b[i] <= 1) i++;
+  if (i == n) return NULL;
+  unsigned char *c = malloc(n);
+  if (!c) {
+    *failed = true;
+    return NULL;
+  }
+  for (size_t k = 0; k < n; k++) c[k] = b[k] != 0;
+  return c;
+}
+
 mf_status mf_from_host(int ndim, const int64_t *shape, mf_dtype dt, const void *src, mf_device *dev,
                        mf_tensor **out) {
   MF_TRY(mf_empty(ndim, shape, dt, dev, out));
   mf_storage *s = (*out)->storage;
-  mf_status st = s->device->i.upload(s->device, s->data, src, s->nbytes);
+  bool failed = false;
+  unsigned char *bools = dt == MF_BOOL ? normalized_bools(src, s->nbytes, &failed) : NULL;
+  mf_status st = failed ? mf_fail(MF_ERR_MEMORY, "out of memory normalizing %zu bools", s->nbytes)
+                        : s->device->i.upload(s->device, s->data, bools ? bools : src, s->nbytes);
+  free(bools);
   if (st) MF_DROP(*out);
   return st;
 }
@@ -219,6 +241,9 @@ mf_status mf_arange(double start, double end, double step, mf_dtype dt, mf_devic
     return mf_fail(MF_ERR_ARG, "arange: start, end and step must be finite and step nonzero");
   double n = ceil((end - start) / step);
   if (n < 0) n = 0;
+  if (!(n <= 9e15)) /* also (end - start) overflowing to inf; beyond int64 the cast is UB */
+    return mf_fail(MF_ERR_SHAPE, "arange: [%g, %g) in steps of %g is %.3g elements, too many",
+                   start, end, step, n);
   int64_t len = (int64_t)n;
   MF_TRY(mf_empty(1, &len, dt, dev, out));
   mf_call c = {.op = MF_OP_ARANGE, .out = *out, .p = {start, step}};

@@ -18,19 +18,16 @@ static mf_status infer_shape(const char *op, const mf_tensor *t, int ndim, const
   if (ndim < 0 || ndim > MF_MAX_DIMS)
     return mf_fail(MF_ERR_SHAPE, "%s: %d dimensions (at most %d)", op, ndim, MF_MAX_DIMS);
   int infer = -1;
-  int64_t known = 1;
   for (int d = 0; d < ndim; d++) {
     res[d] = shape[d];
     if (shape[d] == -1) {
       if (infer >= 0) return mf_fail(MF_ERR_SHAPE, "%s: only one dimension can be -1", op);
       infer = d;
-    } else if (shape[d] < 0) {
-      return mf_fail(MF_ERR_SHAPE, "%s: size %lld of dimension %d is negative", op,
-                     (long long)shape[d], d + 1);
-    } else {
-      known *= shape[d];
+      res[d] = 1; /* for the check below; resolved at the end */
     }
   }
+  MF_TRY(mf_check_shape(op, ndim, res)); /* negative sizes; products that overflow int64 */
+  int64_t known = mf_shape_numel(ndim, res);
   int64_t n = mf_numel(t);
   char a[96], b[96];
   if (infer >= 0) {
@@ -215,6 +212,7 @@ mf_status mf_expand(const mf_tensor *t, int ndim, const int64_t *shape, mf_tenso
                      (long long)have, d - lead + 1);
     }
   }
+  MF_TRY(mf_check_shape("expand", ndim, rshape)); /* 1 x 1 expanded to 2^62 x 2^62 */
   MF_TRY(mf_make_view(t, ndim, rshape, stride, t->offset, out));
   return mf_ag_keep(mf_ag_expand(t, *out), out);
 }

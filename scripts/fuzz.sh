@@ -6,9 +6,10 @@
 #
 # Usage: scripts/fuzz.sh [seconds-per-target] [reader ...]
 #   seconds  default 20; 0 runs each target once over its seed corpus only (a quick regression check)
-#   reader   safetensors npy npz idx events image graphdef (default: every tests/fuzz/fuzz_*.c and
-#            fuzz_*.lua; the Lua ones run on the moonflow host, MOONFLOW_FUZZ_LUA_HOST or the
-#            sanitized build-asan/moonflow, else build/moonflow)
+#   reader   safetensors npy npz idx events image graphdef api (default: every tests/fuzz/fuzz_*.c
+#            and fuzz_*.lua; the Lua ones run on the moonflow host, MOONFLOW_FUZZ_LUA_HOST or the
+#            sanitized build-asan/moonflow, else build/moonflow; `api` is the random caller of the
+#            Lua API, tests/fuzz/fuzz_api.lua, run with leak detection on)
 #
 # Prints one line per target, `ok: fuzz_<reader> (R runs in S s, C corpus inputs)` or
 # `FAILED: fuzz_<reader> (crash|leak|timeout|out of memory|...; input: build-fuzz/crashes/...)`,
@@ -63,7 +64,10 @@ if ((${#lua_readers[@]} > 0)); then
       continue
     fi
     log=$dir/logs/$r.log
-    ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0} "$host" tests/fuzz/fuzz_"$r".lua \
+    # the API fuzzer ends by closing its Lua state: whatever is still allocated then was leaked
+    leaks=0
+    [[ $r == api ]] && leaks=1
+    ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=$leaks} "$host" tests/fuzz/fuzz_"$r".lua \
       "$((secs > 0 ? secs : 1))" tests/fuzz/corpus/"$r" "$dir/crashes" >"$log" 2>&1
     rc=$?
     if ((rc == 0)) && grep -q '^ok: ' "$log"; then

@@ -62,6 +62,7 @@ function mf.constant(v, opts)
     return v
   end
   if core.is_tensor(v) then
+    if v:is_closed() then error("constant: tensor is closed", 2) end
     return dtype and v:to(dtype) or v
   end
   return core.tensor(v, { dtype = dtype })

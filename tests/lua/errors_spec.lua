@@ -131,6 +131,93 @@ describe("argument errors", function()
     H.err(function() return mf.constant("s", {dtype = "float32"}) end, "constant: a string value")
   end)
 
+  -- found by tests/fuzz/fuzz_api.lua
+  it("what the API fuzzer found", function()
+    -- t.grad = <not a tensor>: the setter runs through __newindex, where Lua names no function
+    H.err(function() local t = mf.ones{2}; t.grad = {1, 2} end,
+      "grad: t.grad must be a tensor or nil, got table")
+    -- sizes whose product overflows int64 (UB before) in reshape/view and expand
+    H.err(function() return mf.ones{7}:reshape{7, -1, math.maxinteger} end,
+      "elements is too many")
+    H.err(function() return mf.ones{7}:reshape{7, -1, math.maxinteger} end, "reshape: ")
+    H.err(function() return mf.zeros{0}:view{1 << 62, 1 << 62, 0} end,
+      "view: the nonzero sizes multiply to")
+    H.err(function() return mf.ones{1, 1}:expand{1 << 62, 1 << 62} end, "expand: ")
+    -- arange over more elements than int64 holds (the count was cast to int64, UB)
+    H.err(function() return mf.arange(0, 1e300) end, "arange: [0, 1e+300) in steps of 1")
+    H.err(function() return mf.arange(-1e300, 1e300, 1e-300) end, "too many")
+    -- a GPU index that does not fit an int was truncated: t:cuda(2^32) went to cuda:0
+    H.err(function() return mf.ones{2}:cuda(1 << 32) end, "cuda: bad GPU index 4294967296")
+    H.err(function() return mf.ones{3}:var{correction = 1 << 32} end,
+      "correction must be an integer in 0..2^30")
+    -- batch_norm's optional tensors and numbers: F.batch_norm calls it through pcall, where Lua's
+    -- own argument errors named '?'
+    H.err(function()
+      return mf.nn.functional.batch_norm(mf.ones{2, 3}, mf.zeros{3}, mf.ones{3}, {1, 2})
+    end, "batch_norm: weight (argument #4) must be a tensor or nil, got table")
+    H.err(function()
+      return mf.nn.functional.batch_norm(mf.ones{2, 3}, mf.zeros{3}, mf.ones{3}, nil, nil, true, {})
+    end, "batch_norm: momentum and eps must be numbers, got table and number")
+    -- a closed tensor is not a constant
+    local c = mf.ones{2}
+    c:close()
+    H.err(function() return mf.constant(c) end, "constant: tensor is closed")
+    -- backward's gradient on another device was accepted (and became a leaf's .grad as it was)
+    if mf.cuda.is_available() then
+      local x = mf.ones({2}, {device = "cuda:0"}):requires_grad()
+      H.err(function() x:backward(mf.ones{2}) end,
+        "backward: the gradient is on cpu but the tensor on cuda:0")
+    end
+  end)
+
+  it("t.grad never leads back to t (refcount cycles leaked)", function()
+    -- x.grad = x, y.grad = x after x.grad = y, and z.grad = z * 2 (whose graph saved z) made
+    -- cycles of references that were never freed (LeakSanitizer at exit, which this spec runs with)
+    local x = mf.ones{2}:requires_grad()
+    x.grad = x
+    H.equal(x.grad, {1, 1})
+    local y = mf.full({2}, 3.0):requires_grad()
+    x.grad = y
+    y.grad = x
+    H.equal(y.grad, {1, 1})
+    local z = mf.ones{2}:requires_grad()
+    z.grad = z * 2
+    H.equal(z.grad, {2, 2})
+    assert.is_false(z.grad:needs_grad())
+    -- a seed whose graph saved the leaf, passed on unchanged to its .grad
+    local w = mf.ones{2}:requires_grad()
+    ;(w + 1):backward(w * 2)
+    H.equal(w.grad, {2, 2})
+    assert.is_false(w.grad:needs_grad())
+    w:backward(w * 3)
+    H.equal(w.grad, {5, 5})
+  end)
+
+  it("backward brings its gradient to the tensor's dtype", function()
+    local x = mf.ones({3}, {dtype = "float64"}):requires_grad()
+    x:backward(mf.tensor{1, 2, 3}) -- int64
+    assert.are.equal("float64", x.grad:dtype())
+    H.equal(x.grad, {1, 2, 3})
+    local y = mf.ones({3}):requires_grad()
+    ;(y * 2):backward(mf.tensor({1, 1, 1}, {dtype = "int32"}))
+    assert.are.equal("float32", y.grad:dtype())
+    H.equal(y.grad, {2, 2, 2})
+  end)
+
+  it("bool tensors hold only true and false", function()
+    -- mf.empty of bools was left with the allocator's bytes, and mf.frombytes took any byte: read
+    -- back as C bools they were undefined behaviour (UBSan: "not a valid value for type '_Bool'")
+    H.equal(mf.empty({2, 3}, {dtype = "bool"}):long(), {{0, 0, 0}, {0, 0, 0}})
+    local b = mf.frombytes("\0\1\190\255", "bool", {4})
+    assert.are.same({false, true, true, true}, b:totable())
+    assert.are.equal("\0\1\1\1", b:tobytes())
+    if mf.cuda.is_available() then
+      local g = mf.frombytes("\0\7", "bool", {2}, {device = "cuda:0"})
+      assert.are.same({false, true}, g:totable())
+      assert.are.same({false, false}, mf.empty({2}, {dtype = "bool", device = "cuda:0"}):totable())
+    end
+  end)
+
   it("an error leaves everything usable (no leaks, no crash)", function()
     for _ = 1, 200 do
       pcall(function() return mf.ones{2, 3}:matmul(mf.ones{2, 3}) end)
