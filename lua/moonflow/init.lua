@@ -54,6 +54,9 @@ local function first_leaf(v)
 end
 
 function mf.constant(v, opts)
+  if opts ~= nil and type(opts) ~= "table" then
+    error("constant: options must be a table, got " .. type(opts), 2)
+  end
   local dtype = opts and opts.dtype
   if type(v) == "string" or (type(v) == "table" and type(first_leaf(v)) == "string") then
     if dtype ~= nil and dtype ~= "string" then
@@ -74,21 +77,38 @@ function mf.shape(t)
   return core.tensor(t:shape(), { dtype = "int64" })
 end
 
-function mf.numel(t) return t:numel() end
-
--- ---- *_like factories -------------------------------------------------------------------------
-local function like_opts(t, opts)
-  local o = { dtype = t:dtype(), device = t:device() }
-  if opts then for k, v in pairs(opts) do o[k] = v end end
-  return o
+-- t, when it is a tensor; else an error naming fname (mf.is_tensor: symbolic ones count too) at
+-- the given level (default 3: the caller of the function that checks)
+local function need_tensor(t, fname, level)
+  if not mf.is_tensor(t) then
+    error(("%s: expected a tensor, got %s"):format(fname, type(t)), level or 3)
+  end
+  return t
 end
 
-function mf.zeros_like(t, opts) return core.zeros(t:shape(), like_opts(t, opts)) end
-function mf.ones_like(t, opts) return core.ones(t:shape(), like_opts(t, opts)) end
-function mf.empty_like(t, opts) return core.empty(t:shape(), like_opts(t, opts)) end
-function mf.full_like(t, v, opts) return core.full(t:shape(), v, like_opts(t, opts)) end
-function mf.rand_like(t, opts) return core.rand(t:shape(), like_opts(t, opts)) end
-function mf.randn_like(t, opts) return core.randn(t:shape(), like_opts(t, opts)) end
+function mf.numel(t) return need_tensor(t, "numel"):numel() end
+
+-- ---- *_like factories -------------------------------------------------------------------------
+-- t's shape and the options of a tensor like t (its dtype and device, unless opts say otherwise)
+local function like(t, opts, fname)
+  need_tensor(t, fname, 4)
+  if opts ~= nil and type(opts) ~= "table" then
+    error(("%s: options must be a table, got %s"):format(fname, type(opts)), 3)
+  end
+  local o = { dtype = t:dtype(), device = t:device() }
+  if opts then for k, v in pairs(opts) do o[k] = v end end
+  return t:shape(), o
+end
+
+function mf.zeros_like(t, opts) return core.zeros(like(t, opts, "zeros_like")) end
+function mf.ones_like(t, opts) return core.ones(like(t, opts, "ones_like")) end
+function mf.empty_like(t, opts) return core.empty(like(t, opts, "empty_like")) end
+function mf.rand_like(t, opts) return core.rand(like(t, opts, "rand_like")) end
+function mf.randn_like(t, opts) return core.randn(like(t, opts, "randn_like")) end
+function mf.full_like(t, v, opts)
+  local shape, o = like(t, opts, "full_like")
+  return core.full(shape, v, o)
+end
 
 -- mf.allclose(a, b [, rtol [, atol]]): |a - b| <= atol + rtol * |b| everywhere (numpy's rule).
 function mf.allclose(a, b, rtol, atol)

@@ -154,7 +154,7 @@ describe("argument errors", function()
     -- own argument errors named '?'
     H.err(function()
       return mf.nn.functional.batch_norm(mf.ones{2, 3}, mf.zeros{3}, mf.ones{3}, {1, 2})
-    end, "batch_norm: weight (argument #4) must be a tensor or nil, got table")
+    end, "batch_norm: the weight must be a tensor, got table")
     H.err(function()
       return mf.nn.functional.batch_norm(mf.ones{2, 3}, mf.zeros{3}, mf.ones{3}, nil, nil, true, {})
     end, "batch_norm: momentum and eps must be numbers, got table and number")
@@ -168,6 +168,31 @@ describe("argument errors", function()
       H.err(function() x:backward(mf.ones{2}) end,
         "backward: the gradient is on cpu but the tensor on cuda:0")
     end
+  end)
+
+  it("Lua-level functions name a non-tensor argument", function()
+    local F = mf.nn.functional
+    H.err(function() return mf.zeros_like(nil) end, "zeros_like: expected a tensor, got nil")
+    H.err(function() return mf.full_like({}, 1) end, "full_like: expected a tensor, got table")
+    H.err(function() return mf.ones_like(mf.ones{2}, 3) end, "ones_like: options must be a table, got number")
+    H.err(function() return mf.numel("x") end, "numel: expected a tensor, got string")
+    H.err(function() return F.conv2d(nil, mf.ones{1, 1, 3, 3}) end, "conv2d: the input must be a tensor, got nil")
+    H.err(function() return F.linear(mf.ones{2, 2}, "w") end, "linear: the weight must be a tensor, got string")
+    H.err(function() return F.max_pool2d(5, 2) end, "max_pool2d: the input must be a tensor, got number")
+    H.err(function() return F.avg_pool2d(nil, 2) end, "avg_pool2d: the input must be a tensor, got nil")
+    H.err(function() return F.flatten(nil) end, "flatten: the input must be a tensor, got nil")
+    H.err(function() return F.batch_norm(true) end, "batch_norm: the input must be a tensor, got boolean")
+    H.err(function() return F.batch_norm_composed(1) end, "batch_norm_composed: the input must be a tensor, got number")
+    H.err(function() return mf.nn.BatchNorm1d(3, 5) end, "BatchNorm1d: options must be a table, got number")
+    H.err(function() return mf.nn.BatchNorm2d(3)(nil) end, "expected a tensor input, got nil")
+    H.err(function() return F.batch_norm(mf.ones{2, 3}, mf.zeros{3}, true) end,
+      "batch_norm: running_var must be a tensor, got boolean")
+    H.err(function() return F.batch_norm_composed(mf.ones{2, 3}, 1) end,
+      "batch_norm_composed: running_mean must be a tensor, got number")
+    H.err(function() return F.conv2d(mf.ones{1, 1, 3, 3}, mf.ones{1, 1, 3, 3}, nil, 2) end,
+      "conv2d: options must be a table, got number")
+    H.err(function() return mf.constant(1, 2) end, "constant: options must be a table, got number")
+    H.err(function() return mf.nn.Linear(2, 3, 4) end, "Linear: options must be a table, got number")
   end)
 
   it("t.grad never leads back to t (refcount cycles leaked)", function()

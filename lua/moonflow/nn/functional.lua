@@ -15,6 +15,21 @@ local F = {}
 
 local is_tensor = mf.is_tensor
 
+-- v, when it is a tensor (eager or symbolic); else an error naming fname and the argument
+local function need_tensor(v, fname, what)
+  if not mf.is_tensor(v) then
+    error(("%s: %s must be a tensor, got %s"):format(fname, what, type(v)), 3)
+  end
+  return v
+end
+F._need_tensor = need_tensor
+
+-- v, when it is nil or a tensor; else an error naming fname and the argument
+local function opt_tensor(v, fname, what)
+  if v ~= nil then need_tensor(v, fname, what) end
+  return v
+end
+
 local function shape_str(t)
   local s = t:shape()
   return #s == 0 and "scalar" or table.concat(s, "x")
@@ -71,6 +86,8 @@ end
 
 -- linear(x, w [, b]): x @ w^T + b with w (out, in) as in torch; x (..., in).
 function F.linear(x, w, b)
+  need_tensor(x, "linear", "the input")
+  need_tensor(w, "linear", "the weight")
   local y = mf.matmul(x, w:t())
   if b ~= nil then y = y + b end
   return y
@@ -78,6 +95,12 @@ end
 
 -- conv2d(x, w [, b [, {stride=, padding=, data_format=}]]): w (O, C, KH, KW) in either format.
 function F.conv2d(x, w, b, opts)
+  need_tensor(x, "conv2d", "the input")
+  need_tensor(w, "conv2d", "the weight")
+  opt_tensor(b, "conv2d", "the bias")
+  if opts ~= nil and type(opts) ~= "table" then
+    error("conv2d: options must be a table, got " .. type(opts), 2)
+  end
   opts = opts or {}
   local df = check_format(opts.data_format, "conv2d")
   local xn = to_nchw(x, df, "conv2d")
@@ -89,6 +112,9 @@ end
 -- opts: a table, or torch's positional stride (then padding).
 local function pool(kind, x, k, opts, padding)
   local fname = kind .. "_pool2d"
+  if not mf.is_tensor(x) then
+    error(("%s: the input must be a tensor, got %s"):format(fname, type(x)), 2)
+  end
   if type(opts) ~= "table" then opts = { stride = opts, padding = padding } end
   local df = check_format(opts.data_format, fname)
   local xn = to_nchw(x, df, fname)
@@ -134,7 +160,9 @@ function F.dropout(x, p, training)
 end
 
 -- flatten(x [, start = 1 [, end = -1]]): dims start..end merged (torch.flatten).
-function F.flatten(x, start, stop) return x:flatten(start or 1, stop or -1) end
+function F.flatten(x, start, stop)
+  return need_tensor(x, "flatten", "the input"):flatten(start or 1, stop or -1)
+end
 
 -- Whether a graph's shape inference is running an op on dummy values: its constants are the real
 -- tensors then (batch_norm leaves the running stats alone).
@@ -173,6 +201,11 @@ end
 -- create_graph fails, saying so. Running stats that need gradients (evaluation) make it call
 -- batch_norm_composed, the same function made of small ops.
 function F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps, cdim)
+  need_tensor(x, "batch_norm", "the input")
+  opt_tensor(running_mean, "batch_norm", "running_mean")
+  opt_tensor(running_var, "batch_norm", "running_var")
+  opt_tensor(weight, "batch_norm", "the weight")
+  opt_tensor(bias, "batch_norm", "the bias")
   eps = eps or 1e-5
   if momentum == nil then momentum = 0.1 end
   cdim = bn_channel_dim(x, cdim, "batch_norm")
@@ -212,6 +245,11 @@ end
 -- stats in evaluation mode, and differentiable again (create_graph) in training mode too.
 function F.batch_norm_composed(x, running_mean, running_var, weight, bias, training, momentum, eps,
                                cdim)
+  need_tensor(x, "batch_norm_composed", "the input")
+  opt_tensor(running_mean, "batch_norm_composed", "running_mean")
+  opt_tensor(running_var, "batch_norm_composed", "running_var")
+  opt_tensor(weight, "batch_norm_composed", "the weight")
+  opt_tensor(bias, "batch_norm_composed", "the bias")
   eps = eps or 1e-5
   if momentum == nil then momentum = 0.1 end
   local nd = x:dim()

@@ -40,6 +40,7 @@ function Linear:__init(n_in, n_out, opts)
   check_count(n_out, "the number of output features", "Linear")
   if type(opts) == "boolean" then opts = { bias = opts } end -- Torch7's Linear(in, out, bias)
   opts = opts or {}
+  if type(opts) ~= "table" then error("Linear: options must be a table, got " .. type(opts), 3) end
   self.in_features, self.out_features = n_in, n_out
   self:register_parameter("weight", mf.empty({ n_out, n_in }, tensor_opts(opts)))
   if opts.bias ~= false then
@@ -134,6 +135,7 @@ local function batchnorm_class(name, ndims)
   function cls:__init(n, opts)
     check_count(n, "the number of features", name)
     opts = opts or {}
+    if type(opts) ~= "table" then error(name .. ": options must be a table, got " .. type(opts), 3) end
     self.num_features = n
     self.eps = opts.eps or 1e-5
     if opts.momentum == nil then self.momentum = 0.1 else self.momentum = opts.momentum end
@@ -165,6 +167,7 @@ local function batchnorm_class(name, ndims)
   -- forward(x [, training]): training (a boolean) overrides the module's mode for this call; on a
   -- symbolic x it may also be a bool scalar placeholder (see nn/batchnorm_graph.lua).
   function cls:forward(x, training)
+    if not mf.is_tensor(x) then fail(self, "expected a tensor input, got %s", type(x)) end
     local nd = x:dim()
     if not ndims[nd] then
       fail(self, "expected a %s input, got shape %s", ndims.text, shape_str(x))
