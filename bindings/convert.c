@@ -1,7 +1,8 @@
 /* convert.c — conversions: t:to(dtype | device | tensor | {dtype=, device=}), t:cuda([i]),
  * t:cpu(), t:float() and the other dtype shorthands, t:type([dtype]), mf.cast(t, dtype), and
  * values back to Lua: t:item(), t:totable() and t:tobytes([dtype]) (the raw row-major host bytes,
- * as a Lua string), and mf.frombytes(bytes, dtype, shape), its inverse. A conversion that changes nothing returns t. */
+ * as a Lua string), and mf.frombytes(bytes, dtype, shape), its inverse. A conversion that changes
+ * nothing returns t. */
 #include <stdio.h>
 #include <string.h>
 
@@ -214,12 +215,10 @@ static int m_frombytes(lua_State *L) {
 }
 
 static const luaL_Reg methods[] = {
-    {"to", t_to},       {"cuda", t_cuda},         {"cpu", t_cpu},
-    {"float", t_float}, {"double", t_double},     {"int", t_int},
-    {"long", t_long},   {"byte", t_byte},         {"bool", t_bool},
-    {"half", t_half},   {"bfloat16", t_bfloat16}, {"type", t_type},
-    {"item", t_item},   {"totable", t_totable},   {"tobytes", t_tobytes},
-    {NULL, NULL},
+    {"to", t_to},         {"cuda", t_cuda},       {"cpu", t_cpu},           {"float", t_float},
+    {"double", t_double}, {"int", t_int},         {"long", t_long},         {"byte", t_byte},
+    {"bool", t_bool},     {"half", t_half},       {"bfloat16", t_bfloat16}, {"type", t_type},
+    {"item", t_item},     {"totable", t_totable}, {"tobytes", t_tobytes},   {NULL, NULL},
 };
 
 static const luaL_Reg funcs[] = {

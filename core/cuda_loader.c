@@ -191,8 +191,10 @@ mf_status mf_cuda_set_memory_fraction(int device, double fraction) {
 mf_status mf_cuda_reserve_memory(int device, size_t *bytes) {
   *bytes = 0;
   if (device < -1)
-    return mf_fail(MF_ERR_ARG, "cuda: reserve_memory: bad GPU index %d (expected 0, 1, ... or -1 "
-                   "for every GPU)", device);
+    return mf_fail(MF_ERR_ARG,
+                   "cuda: reserve_memory: bad GPU index %d (expected 0, 1, ... or -1 "
+                   "for every GPU)",
+                   device);
   const mf_cuda_api *c = cuda();
   if (c) return c->reserve_memory(device, bytes);
   if (device == -1) return MF_OK; /* no GPU: nothing to reserve */

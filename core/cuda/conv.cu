@@ -10,12 +10,12 @@
  *
  * Layouts: cuDNN gets x, w and y in one layout, as PyTorch gives them (its Conv_v7.cpp describes
  * input, weight and output in one memory format; cuDNN's support tables, as far as we know them,
- * list no backward algorithm for an NHWC dy with a KCRS filter): the activations' layout, except NCHW for float64 (PyTorch
- * never hands cuDNN a float64 NHWC convolution either). An operand packed otherwise goes through
- * a scratch copy in that layout (copy_in / copy_out): for a channels-last float call that is the
- * weight (KCRS to KRSC, and dw back), a small tensor; for a channels-last float64 call, the
- * activations. Operands already packed in the layout (C = 1 or 1x1 weights count as both) are
- * used in place.
+ * list no backward algorithm for an NHWC dy with a KCRS filter): the activations' layout, except
+ * NCHW for float64 (PyTorch never hands cuDNN a float64 NHWC convolution either). An operand packed
+ * otherwise goes through a scratch copy in that layout (copy_in / copy_out): for a channels-last
+ * float call that is the weight (KCRS to KRSC, and dw back), a small tensor; for a channels-last
+ * float64 call, the activations. Operands already packed in the layout (C = 1 or 1x1 weights count
+ * as both) are used in place.
  *
  * Padding: cuDNN pads symmetrically. When the padding is asymmetric (TensorFlow's "same" with an
  * odd total) but cuDNN's output size with the top/left padding on both sides is the wanted one,
@@ -28,9 +28,9 @@
  * cudnn.benchmark). They are tried in that order until one runs (a ranked algorithm may still
  * refuse at the call, say a pointer off the 16-byte boundary its tensor cores want, or its
  * workspace may not fit), as PyTorch does, and the one that ran is cached per shape (device, op,
- * dtype, layout, sizes, geometry, math mode, and the operands' alignment). Workspace comes from the device's cuDNN workspace (dnn.cuh), at most
- * MAX_WORKSPACE per call. float32 uses TF32 tensor cores while mf_cuda_set_tf32 is on (default),
- * FMA only when off.
+ * dtype, layout, sizes, geometry, math mode, and the operands' alignment). Workspace comes from the
+ * device's cuDNN workspace (dnn.cuh), at most MAX_WORKSPACE per call. float32 uses TF32 tensor
+ * cores while mf_cuda_set_tf32 is on (default), FMA only when off.
  *
  * Data and compute types (the "Supported configurations" of cudnnConvolutionForward,
  * BackwardData and BackwardFilter, cuDNN 9 API reference, cudnn_cnn library): float64 runs as
@@ -209,7 +209,7 @@ static mf_status candidates(conv_setup *cs, int kind, const void *xp, void *xw, 
     void *ws = NULL;
     size_t wbytes = (size_t)256 << 20;
     if (mf_dnn_workspace(cs->dev, cs->op, wbytes, &ws) != MF_OK) { /* too big: time those that */
-      wbytes = 0;                                                 /* need no workspace */
+      wbytes = 0;                                                  /* need no workspace */
       ws = NULL;
     }
     if (kind == K_FWD) {
@@ -285,14 +285,12 @@ static mf_status run_algo(conv_setup *cs, int kind, conv_entry *e, bool cached, 
         kind == K_FWD
             ? cudnnGetConvolutionForwardWorkspaceSize(cs->h, cs->x.d, cs->w.d, cs->conv.d, cs->y.d,
                                                       (cudnnConvolutionFwdAlgo_t)e->algo, &need)
-        : kind == K_BWD_DATA
-            ? cudnnGetConvolutionBackwardDataWorkspaceSize(cs->h, cs->w.d, cs->y.d, cs->conv.d,
-                                                           cs->x.d,
-                                                           (cudnnConvolutionBwdDataAlgo_t)e->algo,
-                                                           &need)
-            : cudnnGetConvolutionBackwardFilterWorkspaceSize(
-                  cs->h, cs->x.d, cs->y.d, cs->conv.d, cs->w.d,
-                  (cudnnConvolutionBwdFilterAlgo_t)e->algo, &need);
+        : kind == K_BWD_DATA ? cudnnGetConvolutionBackwardDataWorkspaceSize(
+                                   cs->h, cs->w.d, cs->y.d, cs->conv.d, cs->x.d,
+                                   (cudnnConvolutionBwdDataAlgo_t)e->algo, &need)
+                             : cudnnGetConvolutionBackwardFilterWorkspaceSize(
+                                   cs->h, cs->x.d, cs->y.d, cs->conv.d, cs->w.d,
+                                   (cudnnConvolutionBwdFilterAlgo_t)e->algo, &need);
     MF_TRY(mf_dnn_check(dev, st, op, "cudnnGetConvolution*WorkspaceSize", &cs->what));
     if (need > e->workspace) e->workspace = need;
   }
@@ -371,7 +369,8 @@ static mf_status launch_pad(mf_device *dev, const char *op, mf_dtype dt, void *d
   return mf_cuda_launched(dev, op);
 }
 
-/* ---- operands in the layout cuDNN computes in ------------------------------------------------- */
+/* ---- operands in the layout cuDNN computes in -------------------------------------------------
+ */
 
 /* frees a scratch buffer on every return */
 struct scratch_buf {
@@ -385,8 +384,10 @@ struct scratch_buf {
 
 /* Packed (N, C, H, W) strides of layout nhwc (NHWC) or NCHW. */
 static void packed_strides(const int64_t *s, bool nhwc, int64_t *st) {
-  if (nhwc) st[1] = 1, st[3] = s[1], st[2] = s[3] * s[1], st[0] = s[2] * s[3] * s[1];
-  else st[3] = 1, st[2] = s[3], st[1] = s[2] * s[3], st[0] = s[1] * s[2] * s[3];
+  if (nhwc)
+    st[1] = 1, st[3] = s[1], st[2] = s[3] * s[1], st[0] = s[2] * s[3] * s[1];
+  else
+    st[3] = 1, st[2] = s[3], st[1] = s[2] * s[3], st[0] = s[1] * s[2] * s[3];
 }
 
 /* An operand as cuDNN sees it: packed in the computing layout. The tensor itself when it is laid
@@ -562,7 +563,8 @@ mf_status mf_cuda_conv2d(mf_device *dev, const mf_call *c) {
     if (bias) MF_TRY(add_bias(dev, op, ys.ptr, y->shape, nhwc, bias));
     MF_TRY(copy_out(dev, op, &ys, nhwc));
   } else if (kind == K_BWD_DATA) {
-    if (direct) MF_TRY(copy_out(dev, op, &xs, nhwc));
+    if (direct)
+      MF_TRY(copy_out(dev, op, &xs, nhwc));
     else /* the padded gradient cropped into dx */
       MF_TRY(launch_pad(dev, op, dt, mf_cuda_ptr(c->out), xs.ptr, x->shape, x->stride, Hp, Wp, pt,
                         pl, true, nhwc));

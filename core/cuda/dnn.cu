@@ -87,8 +87,10 @@ mf_status mf_dnn_tensor4d(mf_device *dev, const char *op, mf_dtype dt, const int
   int dims[4], strides[4];
   int64_t span = 1; /* the elements from the first to the last: cuDNN indexes them in 32 bits */
   for (int d = 0; d < 4; d++) {
-    if (shape[d] > INT32_MAX || stride[d] > INT32_MAX || stride[d] < 0) span = INT64_MAX;
-    else if (shape[d] > 0 && span <= INT32_MAX) span += (shape[d] - 1) * stride[d]; /* < 2^62 */
+    if (shape[d] > INT32_MAX || stride[d] > INT32_MAX || stride[d] < 0)
+      span = INT64_MAX;
+    else if (shape[d] > 0 && span <= INT32_MAX)
+      span += (shape[d] - 1) * stride[d]; /* < 2^62 */
     dims[d] = (int)shape[d];
     strides[d] = (int)stride[d];
   }

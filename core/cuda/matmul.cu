@@ -9,8 +9,9 @@
  * and any outer batch dims loop on the host. float32 runs on tensor cores in TF32 unless
  * mf_cuda_set_tf32(false) (then in full float32); float16/bfloat16 accumulate in float32, with
  * cuBLAS's reduced-precision split-K reductions turned off (the handle's math mode, as PyTorch does
- * by default for float16), so their sums are float32's rounded once; float64 in float64. int32/int64/uint8: a plain kernel, one thread per output, in unsigned
- * arithmetic (wrapping like the CPU's).
+ * by default for float16), so their sums are float32's rounded once; float64 in float64.
+ * int32/int64/uint8: a plain kernel, one thread per output, in unsigned arithmetic (wrapping like
+ * the CPU's).
  */
 #include <cublas_v2.h>
 #include <pthread.h>
@@ -47,12 +48,15 @@ static mf_status handle(mf_device *dev, cublasHandle_t *out) {
     cublasHandle_t h;
     s = cublas_check(dev, cublasCreate(&h), "cublasCreate");
     if (!s) {
-      s = cublas_check(dev,
-                       cublasSetMathMode(h, (cublasMath_t)(CUBLAS_DEFAULT_MATH |
-                                                           CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION)),
-                       "cublasSetMathMode");
-      if (s) cublasDestroy(h);
-      else ctx->cublas = h;
+      s = cublas_check(
+          dev,
+          cublasSetMathMode(h, (cublasMath_t)(CUBLAS_DEFAULT_MATH |
+                                              CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION)),
+          "cublasSetMathMode");
+      if (s)
+        cublasDestroy(h);
+      else
+        ctx->cublas = h;
     }
   }
   pthread_mutex_unlock(&handle_lock);
@@ -87,7 +91,8 @@ static operand make_operand(const mf_tensor *t) {
   return o;
 }
 
-/* ---- integers ---------------------------------------------------------------------------------- */
+/* ---- integers ----------------------------------------------------------------------------------
+ */
 
 template <class T>
 __global__ void int_matmul_kernel(T *c, const T *a, const T *b, int64_t nbatch, int64_t M,
@@ -132,8 +137,8 @@ static mf_status int_matmul(mf_device *dev, const mf_call *c, int64_t M, int64_t
     return MF_ERR_MEMORY;
   }
   cudaStream_t s = mf_cuda_stream(dev);
-  mf_status st = mf_cuda_check(
-      dev, cudaMemcpyAsync(offs, host, bytes, cudaMemcpyHostToDevice, s), "matmul");
+  mf_status st =
+      mf_cuda_check(dev, cudaMemcpyAsync(offs, host, bytes, cudaMemcpyHostToDevice, s), "matmul");
   if (!st) st = mf_cuda_check(dev, cudaStreamSynchronize(s), "matmul"); /* host buffer reuse */
   free(host);
   int64_t ars = A->stride[nd - 2], acs = A->stride[nd - 1];
@@ -142,11 +147,11 @@ static mf_status int_matmul(mf_device *dev, const mf_call *c, int64_t M, int64_t
   if (!st) {
     bool ok = true;
     switch (c->out->dtype) {
-#define INT_CASE(DT, T)                                                                          \
-  case DT:                                                                                       \
-    int_matmul_kernel<T><<<mf_cuda_blocks(total), MF_CUDA_THREADS, 0, s>>>(                      \
+#define INT_CASE(DT, T)                                                                            \
+  case DT:                                                                                         \
+    int_matmul_kernel<T><<<mf_cuda_blocks(total), MF_CUDA_THREADS, 0, s>>>(                        \
         mf_cuda_ptr<T>(c->out), mf_cuda_ptr<T>(A), mf_cuda_ptr<T>(B), nbatch, M, N, K, ars, acs,   \
-        brs, bcs, offs, offs + nbatch);                                                          \
+        brs, bcs, offs, offs + nbatch);                                                            \
     break;
       INT_CASE(MF_I32, int32_t)
       INT_CASE(MF_I64, int64_t)
@@ -209,8 +214,7 @@ mf_status mf_cuda_matmul(mf_device *dev, const mf_call *c) {
     type = CUDA_R_16BF;
     compute = CUBLAS_COMPUTE_32F;
     break;
-  default:
-    return mf_fail(MF_ERR_DTYPE, "matmul: not supported for %s tensors", mf_dtype_name(dt));
+  default: return mf_fail(MF_ERR_DTYPE, "matmul: not supported for %s tensors", mf_dtype_name(dt));
   }
   if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX)
     return mf_fail(MF_ERR_SHAPE, "matmul: a dimension above 2^31 is not supported on CUDA");

@@ -54,8 +54,7 @@ template <class T> struct tlist {
   T *s0 = (L).s[0][t_], *s1 = (L).s[1][t_], *s2 = (L).s[2][t_];                                    \
   (void)s0, (void)s1, (void)s2
 /* the elements of this block's parameter it updates (a grid-stride loop over its nb_ blocks) */
-#define PARAM_LOOP(i)                                                                              \
-  for (int64_t i = b_ * blockDim.x + threadIdx.x; i < n; i += nb_ * blockDim.x)
+#define PARAM_LOOP(i) for (int64_t i = b_ * blockDim.x + threadIdx.x; i < n; i += nb_ * blockDim.x)
 
 /* In each kernel T is the storage type of the parameter, its gradient and its state, A (mf_acc)
  * the type the update is computed in: T itself for float32 and float64, float for float16 and

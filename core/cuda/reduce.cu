@@ -47,10 +47,14 @@ template <class T, int K> struct SumOp {
   int op;
   __device__ S init() const { return op == MF_OP_PROD ? (S)1 : (S)0; }
   __device__ S load(T x) const {
-    if constexpr (K == MF_K_HALF) return (double)(float)x;
-    else if constexpr (FLT) return (double)x;
-    else if constexpr (K == MF_K_SINT) return (uint64_t)(int64_t)x;
-    else return (uint64_t)x;
+    if constexpr (K == MF_K_HALF)
+      return (double)(float)x;
+    else if constexpr (FLT)
+      return (double)x;
+    else if constexpr (K == MF_K_SINT)
+      return (uint64_t)(int64_t)x;
+    else
+      return (uint64_t)x;
   }
   __device__ S merge(S a, S b) const { return op == MF_OP_PROD ? (S)(a * b) : (S)(a + b); }
   __device__ S step(S s, T x, int64_t) const { return merge(s, load(x)); }
@@ -89,8 +93,10 @@ template <class T, int K> struct ExtOp {
   }
   __device__ S step(S s, T x, int64_t k) const { return merge(s, S{(V)x, k}); }
   __device__ void store(void *out, int64_t j, S s, int64_t, int64_t) const {
-    if (is_arg) ((int64_t *)out)[j] = s.idx;
-    else ((T *)out)[j] = (T)s.v;
+    if (is_arg)
+      ((int64_t *)out)[j] = s.idx;
+    else
+      ((T *)out)[j] = (T)s.v;
   }
 };
 
@@ -113,7 +119,8 @@ __device__ S group_merge(const Op &op, S v, S *sh, int q, int len, int base, int
 /* inner == 1: block (tx, ry) = ry rows of tx threads; grid (row blocks, parts). With part, the
  * state of row r's part blockIdx.y goes to part[r * parts + blockIdx.y], else the result to out. */
 template <class T, class Op, class S>
-__global__ void reduce_rows_kernel(Op op, const T *x, void *out, S *part, int64_t outer, int64_t n) {
+__global__ void reduce_rows_kernel(Op op, const T *x, void *out, S *part, int64_t outer,
+                                   int64_t n) {
   __shared__ S sh[RTHREADS];
   const int tx = threadIdx.x, ty = threadIdx.y, parts = gridDim.y;
   const int64_t stride = (int64_t)parts * blockDim.x;
@@ -128,8 +135,10 @@ __global__ void reduce_rows_kernel(Op op, const T *x, void *out, S *part, int64_
     }
     s = group_merge(op, s, sh, tx, blockDim.x, ty * blockDim.x, 1);
     if (tx == 0 && r < outer) {
-      if (part) part[r * parts + blockIdx.y] = s;
-      else op.store(out, r, s, n, 0);
+      if (part)
+        part[r * parts + blockIdx.y] = s;
+      else
+        op.store(out, r, s, n, 0);
     }
   }
 }
@@ -142,7 +151,8 @@ __global__ void reduce_cols_kernel(Op op, const T *x, void *out, S *part, int64_
   __shared__ S sh[RTHREADS];
   const int tx = threadIdx.x, ty = threadIdx.y, parts = gridDim.y;
   const int64_t m = outer * inner, stride = (int64_t)parts * blockDim.y;
-  for (int64_t j0 = (int64_t)blockIdx.x * blockDim.x; j0 < m; j0 += (int64_t)gridDim.x * blockDim.x) {
+  for (int64_t j0 = (int64_t)blockIdx.x * blockDim.x; j0 < m;
+       j0 += (int64_t)gridDim.x * blockDim.x) {
     int64_t j = j0 + tx;
     S s = op.init();
     if (j < m) {
@@ -153,8 +163,10 @@ __global__ void reduce_cols_kernel(Op op, const T *x, void *out, S *part, int64_
     }
     s = group_merge(op, s, sh, ty, blockDim.y, tx, blockDim.x);
     if (ty == 0 && j < m) {
-      if (part) part[j * parts + blockIdx.y] = s;
-      else op.store(out, j, s, n, 0);
+      if (part)
+        part[j * parts + blockIdx.y] = s;
+      else
+        op.store(out, j, s, n, 0);
     }
   }
 }
@@ -268,7 +280,7 @@ static mf_status launch(mf_device *dev, cudaStream_t s, const char *name, const 
   if (part) {
     reduce_parts_kernel<Op, S>
         <<<(unsigned)(m < 65535 ? m : 65535), pow2_in(parts, 32, RTHREADS), 0, s>>>(op, part, out,
-                                                                                   m, parts, n);
+                                                                                    m, parts, n);
     mf_cuda_scratch_free(dev, part, part_bytes); /* the stream orders its reuse after these */
   }
   return mf_cuda_launched(dev, name);
@@ -309,7 +321,8 @@ mf_status mf_cuda_reduce(mf_device *dev, const mf_call *c) {
       }
       st = mf_cuda_launched(dev, name);
     } else if (extreme) {
-      ExtOp<T, K> e{op == MF_OP_MAX || op == MF_OP_ARGMAX, op == MF_OP_ARGMAX || op == MF_OP_ARGMIN};
+      ExtOp<T, K> e{op == MF_OP_MAX || op == MF_OP_ARGMAX,
+                    op == MF_OP_ARGMAX || op == MF_OP_ARGMIN};
       st = launch<T>(dev, s, name, e, xp, out, outer, n, inner);
     } else {
       SumOp<T, K> e{(int)op};

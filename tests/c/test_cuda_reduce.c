@@ -21,7 +21,8 @@ static void reduce_case(int nd, const int64_t *shape, int dim, bool with_prod) {
       char what[160];
       snprintf(what, sizeof what, "%s %s dim %d shape %lldx%lld..", mf_op_name((mf_op)op),
                mf_dtype_name(dt), dim, (long long)shape[0], (long long)(nd > 1 ? shape[1] : 0));
-      if (sc != MF_OK) CHECK(sg == sc);
+      if (sc != MF_OK)
+        CHECK(sg == sc);
       else {
         double tol = rc->dtype == MF_F32 ? 1e-6 : rc->dtype == MF_F64 ? 1e-9 : 0;
         SAME(what, rc, rg, tol, tol);
@@ -88,8 +89,8 @@ static void softmax_case(int64_t outer, int64_t n, int ndt) {
       CHECK_OK((lg ? mf_log_softmax : mf_softmax)(a, 1, &rc));
       CHECK_OK((lg ? mf_log_softmax : mf_softmax)(ga, 1, &rg));
       char what[96];
-      snprintf(what, sizeof what, "%ssoftmax %s %lldx%lld", lg ? "log_" : "",
-               mf_dtype_name(fdt[k]), (long long)outer, (long long)n);
+      snprintf(what, sizeof what, "%ssoftmax %s %lldx%lld", lg ? "log_" : "", mf_dtype_name(fdt[k]),
+               (long long)outer, (long long)n);
       double tol = fdt[k] == MF_F32 ? 1e-5 : 1e-12;
       SAME(what, rc, rg, tol, tol);
       CHECK_OK((lg ? mf_log_softmax_backward : mf_softmax_backward)(rc, dy, 1, &bc));
@@ -115,22 +116,69 @@ int main(void) {
     return r;
   }
   /* the training step's shapes */
-  { int64_t s[3] = {50, 32, 784}; reduce_case(3, s, 2, false); }
-  { int64_t s[2] = {50, 32}; reduce_case(2, s, 0, true); }
-  { int64_t s[3] = {50, 64, 196}; reduce_case(3, s, 2, false); }
-  { int64_t s[2] = {50, 1024}; reduce_case(2, s, 0, true); }
-  { int64_t s[2] = {50, 10}; reduce_case(2, s, 0, true); reduce_case(2, s, 1, true); }
-  { int64_t s[1] = {50}; reduce_case(1, s, MF_ALL_DIMS, true); }
+  {
+    int64_t s[3] = {50, 32, 784};
+    reduce_case(3, s, 2, false);
+  }
+  {
+    int64_t s[2] = {50, 32};
+    reduce_case(2, s, 0, true);
+  }
+  {
+    int64_t s[3] = {50, 64, 196};
+    reduce_case(3, s, 2, false);
+  }
+  {
+    int64_t s[2] = {50, 1024};
+    reduce_case(2, s, 0, true);
+  }
+  {
+    int64_t s[2] = {50, 10};
+    reduce_case(2, s, 0, true);
+    reduce_case(2, s, 1, true);
+  }
+  {
+    int64_t s[1] = {50};
+    reduce_case(1, s, MF_ALL_DIMS, true);
+  }
   /* split n: rows and cols */
-  { int64_t s[1] = {20000}; reduce_case(1, s, MF_ALL_DIMS, false); }
-  { int64_t s[2] = {3, 20001}; reduce_case(2, s, 1, false); reduce_case(2, s, 0, true); }
-  { int64_t s[2] = {20003, 3}; reduce_case(2, s, 0, false); reduce_case(2, s, 1, false); }
-  { int64_t s[3] = {5, 3001, 40}; reduce_case(3, s, 1, false); }
-  { int64_t s[3] = {2, 3000, 33}; reduce_case(3, s, 1, false); }
+  {
+    int64_t s[1] = {20000};
+    reduce_case(1, s, MF_ALL_DIMS, false);
+  }
+  {
+    int64_t s[2] = {3, 20001};
+    reduce_case(2, s, 1, false);
+    reduce_case(2, s, 0, true);
+  }
+  {
+    int64_t s[2] = {20003, 3};
+    reduce_case(2, s, 0, false);
+    reduce_case(2, s, 1, false);
+  }
+  {
+    int64_t s[3] = {5, 3001, 40};
+    reduce_case(3, s, 1, false);
+  }
+  {
+    int64_t s[3] = {2, 3000, 33};
+    reduce_case(3, s, 1, false);
+  }
   /* many short rows: several rows per block, more row blocks than 65535 */
-  { int64_t s[2] = {65535 * 8 + 9, 2}; reduce_one(MF_OP_SUM, 2, s, 1); }
-  { int64_t s[2] = {1001, 17}; reduce_case(2, s, 1, true); reduce_case(2, s, 0, true); }
-  { int64_t s[3] = {7, 3, 5}; reduce_case(3, s, 1, true); reduce_case(3, s, 0, true); }
+  {
+    int64_t s[2] = {65535 * 8 + 9, 2};
+    reduce_one(MF_OP_SUM, 2, s, 1);
+  }
+  {
+    int64_t s[2] = {1001, 17};
+    reduce_case(2, s, 1, true);
+    reduce_case(2, s, 0, true);
+  }
+  {
+    int64_t s[3] = {7, 3, 5};
+    reduce_case(3, s, 1, true);
+    reduce_case(3, s, 0, true);
+  }
   /* NaN and ties through a split */
   nan_case(1, 20000, 7777, 19999);
   nan_case(1, 20000, 5, 4);

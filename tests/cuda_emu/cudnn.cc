@@ -226,7 +226,8 @@ cudnnStatus_t conv_check(const char *call, const cudnnTensorStruct *xd, const cu
   /* Layout mixes: PyTorch gives cuDNN x, w and y in one layout, and never a double NHWC
    * convolution, so nothing shows that cuDNN takes the others; refused (with a cuDNN 9 sub-code of
    * NOT_SUPPORTED, as real cuDNN reports such refusals) so that moonflow cannot depend on them. */
-  bool nhwc_only = (packed(*x, true) && !packed(*x, false)) || (packed(*y, true) && !packed(*y, false));
+  bool nhwc_only =
+      (packed(*x, true) && !packed(*x, false)) || (packed(*y, true) && !packed(*y, false));
   if (wd->fmt == CUDNN_TENSOR_NHWC && !(packed(*x, true) && packed(*y, true)))
     return bad(CUDNN_STATUS_NOT_SUPPORTED_LAYOUT, "%s: an NHWC filter with x or y not NHWC", call);
   if (wd->fmt != CUDNN_TENSOR_NHWC && nhwc_only)
@@ -358,7 +359,8 @@ EXPORT const char *cudnnGetErrorString(cudnnStatus_t st) {
   case CUDNN_STATUS_NOT_SUPPORTED: return "CUDNN_STATUS_NOT_SUPPORTED";
   case CUDNN_STATUS_NOT_SUPPORTED_LAYOUT: return "CUDNN_STATUS_NOT_SUPPORTED_LAYOUT";
   case CUDNN_STATUS_NOT_SUPPORTED_SHAPE: return "CUDNN_STATUS_NOT_SUPPORTED_SHAPE";
-  case CUDNN_STATUS_BAD_PARAM_MISALIGNED_POINTER: return "CUDNN_STATUS_BAD_PARAM_MISALIGNED_POINTER";
+  case CUDNN_STATUS_BAD_PARAM_MISALIGNED_POINTER:
+    return "CUDNN_STATUS_BAD_PARAM_MISALIGNED_POINTER";
   case CUDNN_STATUS_ALLOC_FAILED: return "CUDNN_STATUS_ALLOC_FAILED";
   default: return "CUDNN_STATUS_INTERNAL_ERROR";
   }

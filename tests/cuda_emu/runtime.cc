@@ -621,7 +621,8 @@ EXPORT cublasStatus_t cublasSetStream_v2(cublasHandle_t h, cudaStream_t s) {
 EXPORT cublasStatus_t cublasSetMathMode(cublasHandle_t h, cublasMath_t mode) {
   if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
   unsigned base = (unsigned)mode & 0xf, flags = (unsigned)mode & ~0xfu;
-  if (base > CUBLAS_TF32_TENSOR_OP_MATH || (flags & ~(unsigned)CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION))
+  if (base > CUBLAS_TF32_TENSOR_OP_MATH ||
+      (flags & ~(unsigned)CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION))
     return CUBLAS_STATUS_INVALID_VALUE;
   return CUBLAS_STATUS_SUCCESS;
 }

@@ -27,15 +27,20 @@ static void report(const char *what, cudnnStatus_t st) {
 enum Dt { F32, F16, BF16, F64 };
 static const char *dname[] = {"float32", "float16", "bfloat16", "float64"};
 static cudnnDataType_t ctype(Dt d) {
-  return d == F32 ? CUDNN_DATA_FLOAT : d == F16 ? CUDNN_DATA_HALF : d == BF16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_DOUBLE;
+  return d == F32    ? CUDNN_DATA_FLOAT
+         : d == F16  ? CUDNN_DATA_HALF
+         : d == BF16 ? CUDNN_DATA_BFLOAT16
+                     : CUDNN_DATA_DOUBLE;
 }
 static size_t esize(Dt d) { return d == F64 ? 8 : d == F32 ? 4 : 2; }
 
 static void set4(cudnnTensorDescriptor_t t, Dt d, int n, int c, int h, int w, bool nhwc) {
   int dims[4] = {n, c, h, w};
   int st[4];
-  if (nhwc) st[0] = h * w * c, st[1] = 1, st[2] = w * c, st[3] = c;
-  else st[0] = c * h * w, st[1] = h * w, st[2] = w, st[3] = 1;
+  if (nhwc)
+    st[0] = h * w * c, st[1] = 1, st[2] = w * c, st[3] = c;
+  else
+    st[0] = c * h * w, st[1] = h * w, st[2] = w, st[3] = 1;
   cudnnSetTensorNdDescriptor(t, ctype(d), 4, dims, st);
 }
 
@@ -49,7 +54,8 @@ static void conv_case(cudnnHandle_t h, Dt d, bool act_nhwc, bool filt_nhwc, int 
   cudnnCreateFilterDescriptor(&w), cudnnCreateConvolutionDescriptor(&cd);
   set4(x, d, N, C, H, W, act_nhwc);
   set4(y, d, N, K, H, W, act_nhwc);
-  cudnnSetFilter4dDescriptor(w, ctype(d), filt_nhwc ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW, K, C, R, R);
+  cudnnSetFilter4dDescriptor(w, ctype(d), filt_nhwc ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW, K, C,
+                             R, R);
   cudnnSetConvolution2dDescriptor(cd, 1, 1, 1, 1, 1, 1, CUDNN_CROSS_CORRELATION,
                                   d == F64 ? CUDNN_DATA_DOUBLE : CUDNN_DATA_FLOAT);
   cudnnSetConvolutionMathType(cd, d == F64 ? CUDNN_DEFAULT_MATH : CUDNN_TENSOR_OP_MATH);
@@ -72,7 +78,11 @@ static void conv_case(cudnnHandle_t h, Dt d, bool act_nhwc, bool filt_nhwc, int 
   if (dir == 0) {
     cudnnConvolutionFwdAlgoPerf_t p[16];
     st = cudnnGetConvolutionForwardAlgorithm_v7(h, x, w, cd, y, 16, &n, p);
-    for (int i = 0; i < n; i++) if (p[i].status == 0) { ok++; if (first < 0) first = i; }
+    for (int i = 0; i < n; i++)
+      if (p[i].status == 0) {
+        ok++;
+        if (first < 0) first = i;
+      }
     if (!st && first >= 0) {
       cudnnSetConvolutionMathType(cd, p[first].mathType);
       st = cudnnConvolutionForward(h, one, x, xp, w, wp, cd, p[first].algo, ws, wsz, zero, y, yp);
@@ -80,24 +90,34 @@ static void conv_case(cudnnHandle_t h, Dt d, bool act_nhwc, bool filt_nhwc, int 
   } else if (dir == 1) {
     cudnnConvolutionBwdDataAlgoPerf_t p[16];
     st = cudnnGetConvolutionBackwardDataAlgorithm_v7(h, w, y, cd, x, 16, &n, p);
-    for (int i = 0; i < n; i++) if (p[i].status == 0) { ok++; if (first < 0) first = i; }
+    for (int i = 0; i < n; i++)
+      if (p[i].status == 0) {
+        ok++;
+        if (first < 0) first = i;
+      }
     if (!st && first >= 0) {
       cudnnSetConvolutionMathType(cd, p[first].mathType);
-      st = cudnnConvolutionBackwardData(h, one, w, wp, y, yp, cd, p[first].algo, ws, wsz, zero, x, xp);
+      st = cudnnConvolutionBackwardData(h, one, w, wp, y, yp, cd, p[first].algo, ws, wsz, zero, x,
+                                        xp);
     }
   } else {
     cudnnConvolutionBwdFilterAlgoPerf_t p[16];
     st = cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, x, y, cd, w, 16, &n, p);
-    for (int i = 0; i < n; i++) if (p[i].status == 0) { ok++; if (first < 0) first = i; }
+    for (int i = 0; i < n; i++)
+      if (p[i].status == 0) {
+        ok++;
+        if (first < 0) first = i;
+      }
     if (!st && first >= 0) {
       cudnnSetConvolutionMathType(cd, p[first].mathType);
-      st = cudnnConvolutionBackwardFilter(h, one, x, xp, y, yp, cd, p[first].algo, ws, wsz, zero, w, wp);
+      st = cudnnConvolutionBackwardFilter(h, one, x, xp, y, yp, cd, p[first].algo, ws, wsz, zero, w,
+                                          wp);
     }
   }
-  if (!st && first < 0) st = CUDNN_STATUS_NOT_SUPPORTED;  // no algorithm offered
+  if (!st && first < 0) st = CUDNN_STATUS_NOT_SUPPORTED; // no algorithm offered
   if (!st) st = cudaDeviceSynchronize() ? CUDNN_STATUS_EXECUTION_FAILED : CUDNN_STATUS_SUCCESS;
-  snprintf(what, sizeof what, "conv %-10s %-8s act %s filter %s (%d of %d algos ok)", dirs[dir], dname[d],
-           act_nhwc ? "NHWC" : "NCHW", filt_nhwc ? "KRSC" : "KCRS", ok, n);
+  snprintf(what, sizeof what, "conv %-10s %-8s act %s filter %s (%d of %d algos ok)", dirs[dir],
+           dname[d], act_nhwc ? "NHWC" : "NCHW", filt_nhwc ? "KRSC" : "KCRS", ok, n);
   report(what, st);
   cudaFree(xp), cudaFree(yp), cudaFree(wp), cudaFree(ws);
   cudnnDestroyTensorDescriptor(x), cudnnDestroyTensorDescriptor(y);
@@ -118,26 +138,28 @@ static void bn_case(cudnnHandle_t h, int N, bool training) {
   cudaMalloc(&xp, hx.size() * 4), cudaMalloc(&yp, hx.size() * 4), cudaMalloc(&par, 6 * C * 4);
   cudaMemcpy(xp, hx.data(), hx.size() * 4, cudaMemcpyHostToDevice);
   std::vector<float> hp(6 * C, 0.0f);
-  for (int c = 0; c < C; c++) hp[c] = 1.0f, hp[3 * C + c] = 1.0f;  // scale 1, bias 0, mean 0, var 1
+  for (int c = 0; c < C; c++) hp[c] = 1.0f, hp[3 * C + c] = 1.0f; // scale 1, bias 0, mean 0, var 1
   cudaMemcpy(par, hp.data(), hp.size() * 4, cudaMemcpyHostToDevice);
   float one = 1, zero = 0;
   cudnnStatus_t s;
   if (training)
-    s = cudnnBatchNormalizationForwardTraining(h, CUDNN_BATCHNORM_SPATIAL, &one, &zero, x, xp, x, yp, p, par,
-                                               par + C, 0.1, par + 2 * C, par + 3 * C, 1e-5, par + 4 * C,
-                                               par + 5 * C);
+    s = cudnnBatchNormalizationForwardTraining(h, CUDNN_BATCHNORM_SPATIAL, &one, &zero, x, xp, x,
+                                               yp, p, par, par + C, 0.1, par + 2 * C, par + 3 * C,
+                                               1e-5, par + 4 * C, par + 5 * C);
   else
-    s = cudnnBatchNormalizationForwardInference(h, CUDNN_BATCHNORM_SPATIAL, &one, &zero, x, xp, x, yp, p, par,
-                                                par + C, par + 2 * C, par + 3 * C, 1e-5);
+    s = cudnnBatchNormalizationForwardInference(h, CUDNN_BATCHNORM_SPATIAL, &one, &zero, x, xp, x,
+                                                yp, p, par, par + C, par + 2 * C, par + 3 * C,
+                                                1e-5);
   if (!s && cudaDeviceSynchronize()) s = CUDNN_STATUS_EXECUTION_FAILED;
-  if (!s && !training) {  // y = x / sqrt(1 + eps): spot-check the last row
+  if (!s && !training) { // y = x / sqrt(1 + eps): spot-check the last row
     std::vector<float> hy(hx.size());
     cudaMemcpy(hy.data(), yp, hy.size() * 4, cudaMemcpyDeviceToHost);
     for (size_t i = hy.size() - C; i < hy.size(); i++)
       if (fabsf(hy[i] - hx[i] / sqrtf(1 + 1e-5f)) > 1e-3f) s = CUDNN_STATUS_EXECUTION_FAILED;
   }
   char what[128];
-  snprintf(what, sizeof what, "batch norm %s spatial N=%d C=%d S=1", training ? "training " : "inference", N, C);
+  snprintf(what, sizeof what, "batch norm %s spatial N=%d C=%d S=1",
+           training ? "training " : "inference", N, C);
   report(what, s);
   cudaFree(xp), cudaFree(yp), cudaFree(par);
   cudnnDestroyTensorDescriptor(x), cudnnDestroyTensorDescriptor(p);
@@ -154,7 +176,8 @@ static void add_case(cudnnHandle_t h, Dt d) {
   cudaMemset(bp, 0, 8 * esize(d)), cudaMemset(yp, 0, 400 * esize(d));
   float f1 = 1;
   double d1 = 1;
-  cudnnStatus_t s = cudnnAddTensor(h, d == F64 ? (void *)&d1 : &f1, b, bp, d == F64 ? (void *)&d1 : &f1, y, yp);
+  cudnnStatus_t s =
+      cudnnAddTensor(h, d == F64 ? (void *)&d1 : &f1, b, bp, d == F64 ? (void *)&d1 : &f1, y, yp);
   if (!s && cudaDeviceSynchronize()) s = CUDNN_STATUS_EXECUTION_FAILED;
   char what[96];
   snprintf(what, sizeof what, "cudnnAddTensor bias (1,C,1,1) onto NHWC y, %s", dname[d]);
@@ -167,9 +190,10 @@ static void add_case(cudnnHandle_t h, Dt d) {
 static void pool_case(cudnnHandle_t h, Dt d) {
   cudnnPoolingDescriptor_t pd;
   cudnnTensorDescriptor_t x, y;
-  cudnnCreatePoolingDescriptor(&pd), cudnnCreateTensorDescriptor(&x), cudnnCreateTensorDescriptor(&y);
-  cudnnSetPooling2dDescriptor(pd, CUDNN_POOLING_AVERAGE_COUNT_EXCLUDE_PADDING, CUDNN_PROPAGATE_NAN, 3, 3, 1, 1,
-                              2, 2);
+  cudnnCreatePoolingDescriptor(&pd), cudnnCreateTensorDescriptor(&x),
+      cudnnCreateTensorDescriptor(&y);
+  cudnnSetPooling2dDescriptor(pd, CUDNN_POOLING_AVERAGE_COUNT_EXCLUDE_PADDING, CUDNN_PROPAGATE_NAN,
+                              3, 3, 1, 1, 2, 2);
   set4(x, d, 2, 5, 9, 9, true);
   set4(y, d, 2, 5, 5, 5, true);
   void *xp, *yp;
@@ -184,23 +208,28 @@ static void pool_case(cudnnHandle_t h, Dt d) {
   snprintf(what, sizeof what, "cudnnPoolingForward avg-exclude NHWC %s", dname[d]);
   report(what, s);
   cudaFree(xp), cudaFree(yp);
-  cudnnDestroyPoolingDescriptor(pd), cudnnDestroyTensorDescriptor(x), cudnnDestroyTensorDescriptor(y);
+  cudnnDestroyPoolingDescriptor(pd), cudnnDestroyTensorDescriptor(x),
+      cudnnDestroyTensorDescriptor(y);
 }
 
 int main() {
   setvbuf(stdout, nullptr, _IONBF, 0);
   int ndev = 0;
-  if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) { printf("no GPU\n"); return 2; }
-  printf("cuDNN %zu (cudart %zu), built against %d\n", cudnnGetVersion(), cudnnGetCudartVersion(), CUDNN_VERSION);
+  if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) {
+    printf("no GPU\n");
+    return 2;
+  }
+  printf("cuDNN %zu (cudart %zu), built against %d\n", cudnnGetVersion(), cudnnGetCudartVersion(),
+         CUDNN_VERSION);
   cudnnHandle_t h;
   cudnnStatus_t cs = cudnnCreate(&h);
   report("cudnnCreate", cs);
   if (cs) return 1;
   for (int d = 0; d < 4; d++)
     for (int dir = 0; dir < 3; dir++) {
-      conv_case(h, (Dt)d, false, false, dir);  // NCHW / KCRS: the reference configuration
-      conv_case(h, (Dt)d, true, false, dir);   // what conv.cu does for channels-last
-      if (d != F64) conv_case(h, (Dt)d, true, true, dir);  // what PyTorch does for channels-last
+      conv_case(h, (Dt)d, false, false, dir); // NCHW / KCRS: the reference configuration
+      conv_case(h, (Dt)d, true, false, dir);  // what conv.cu does for channels-last
+      if (d != F64) conv_case(h, (Dt)d, true, true, dir); // what PyTorch does for channels-last
     }
   bn_case(h, 65535, false);
   bn_case(h, 65536, false);
