@@ -405,6 +405,7 @@ static mf_status copy_in(mf_device *dev, const char *op, const mf_tensor *t, boo
   s->ptr = mf_cuda_ptr(t);
   cudnnTensorFormat_t want = nhwc ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW, f;
   if (mf_dnn_layout(t, &f, want) && f == want) return MF_OK;
+  if (mf_numel(t) == 0) return MF_OK; /* nothing to stage */
   s->buf.dev = dev;
   s->buf.n = (size_t)mf_numel(t) * mf_dtype_size(t->dtype);
   s->buf.p = s->ptr = mf_cuda_scratch(dev, s->buf.n);
