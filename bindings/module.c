@@ -157,6 +157,44 @@ static int c_reserve_memory(lua_State *L) {
   return 1;
 }
 
+/* mf.cuda.profile([on = true]): starts (a fresh) or stops the per-op GPU time profile. */
+static int c_profile(lua_State *L) {
+  bool on = lua_isnoneornil(L, 1) ? true : lua_toboolean(L, 1);
+  mf_status s = mf_cuda_profile(on);
+  return s == MF_OK ? 0 : lmf_error(L, s);
+}
+
+/* mf.cuda.profile_report() -> {{op =, calls =, ms =}, ...}: the ops the profile saw, the most GPU
+ * time first (waits for the GPU work it timed). */
+static int c_profile_report(lua_State *L) {
+  int64_t calls[MF_OP_COUNT];
+  double ms[MF_OP_COUNT];
+  int order[MF_OP_COUNT], n = 0;
+  for (int op = 0; op < MF_OP_COUNT; op++) {
+    mf_status s = mf_cuda_profile_read((mf_op)op, &calls[op], &ms[op]);
+    if (s != MF_OK) return lmf_error(L, s);
+    if (calls[op] == 0) continue;
+    int k = n++; /* insertion by ms, descending */
+    while (k > 0 && ms[order[k - 1]] < ms[op]) {
+      order[k] = order[k - 1];
+      k--;
+    }
+    order[k] = op;
+  }
+  lua_createtable(L, n, 0);
+  for (int k = 0; k < n; k++) {
+    lua_createtable(L, 0, 3);
+    lua_pushstring(L, mf_op_name((mf_op)order[k]));
+    lua_setfield(L, -2, "op");
+    lua_pushinteger(L, (lua_Integer)calls[order[k]]);
+    lua_setfield(L, -2, "calls");
+    lua_pushnumber(L, ms[order[k]]);
+    lua_setfield(L, -2, "ms");
+    lua_rawseti(L, -2, k + 1);
+  }
+  return 1;
+}
+
 /* mf.cuda.set_tf32(on) -> the previous setting. */
 static int c_set_tf32(lua_State *L) {
   luaL_checktype(L, 1, LUA_TBOOLEAN);
@@ -255,6 +293,8 @@ static const luaL_Reg cuda[] = {
     {"empty_cache", c_empty_cache},
     {"set_memory_fraction", c_set_memory_fraction},
     {"reserve_memory", c_reserve_memory},
+    {"profile", c_profile},
+    {"profile_report", c_profile_report},
     {"set_tf32", c_set_tf32},
     {"why_unavailable", c_why_unavailable},
     {"versions", c_versions},

@@ -228,6 +228,19 @@ bool mf_cuda_set_tf32(bool on) {
   return c ? c->set_tf32(on) : true;
 }
 
+mf_status mf_cuda_profile(bool on) {
+  const mf_cuda_api *c = cuda();
+  if (!c) return on ? unavailable("cuda: profile") : MF_OK;
+  return c->profile(on);
+}
+
+mf_status mf_cuda_profile_read(mf_op op, int64_t *calls, double *ms) {
+  *calls = 0;
+  *ms = 0;
+  const mf_cuda_api *c = cuda();
+  return c ? c->profile_read((int)op, calls, ms) : MF_OK;
+}
+
 mf_status mf_cuda_versions(int *runtime, int *driver, int *cudnn) {
   *runtime = *driver = *cudnn = 0;
   const mf_cuda_api *c = cuda();

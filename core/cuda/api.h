@@ -18,7 +18,7 @@
 
 #include "internal.h"
 
-#define MF_CUDA_ABI_VERSION 3
+#define MF_CUDA_ABI_VERSION 4
 #define MF_CUDA_LIBRARY "libmoonflow_cuda.so"
 #define MF_CUDA_ENTRY "mf_cuda_open"
 /* what both sides compare: the ABI version, then the sizes of the structs they share */
@@ -64,6 +64,8 @@ typedef struct mf_cuda_api {
   void (*versions)(int *runtime, int *driver, int *cudnn);
   mf_status (*device_info)(int device, char *name, size_t name_len, size_t *total_bytes, int *major,
                            int *minor);
+  mf_status (*profile)(bool on);                                    /* mf_cuda_profile */
+  mf_status (*profile_read)(int op, int64_t *calls, double *ms);    /* mf_cuda_profile_read */
 } mf_cuda_api;
 
 /* The library's entry point: the backend's table, or NULL with the message set (a core of another

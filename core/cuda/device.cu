@@ -406,6 +406,7 @@ static mf_status make_device(int index, cuda_dev **out) {
   g->total = tot;
   g->fraction = default_fraction;
   g->limit = (size_t)(default_fraction * (double)tot);
+  mf_cuda_prof_device(&g->dev); /* profiled from the start when a profile is on */
   *out = g;
   return MF_OK;
 }
@@ -607,13 +608,25 @@ static mf_status device_info(int device, char *name, size_t name_len, size_t *to
   return MF_OK;
 }
 
+/* mf.cuda.profile on the devices made so far (and, profile.cu, those made later) */
+static mf_status profile(bool on) {
+  mf_device *made[MAX_GPUS];
+  int n = 0;
+  pthread_mutex_lock(&devices_lock);
+  for (int i = 0; i < MAX_GPUS; i++)
+    if (devices[i]) made[n++] = &devices[i]->dev;
+  pthread_mutex_unlock(&devices_lock);
+  return mf_cuda_prof_set(on, made, n);
+}
+
 /* ---- the library's entry point (api.h) ------------------------------------------------------  */
 
 static const mf_cuda_api api = {
     device_count,     get_device,           set_memory_fraction,
     reserve_memory,   memory_allocated,     max_memory_allocated,
     memory_reserved,  empty_cache,          mf_cuda_matmul_set_tf32,
-    versions,         device_info,
+    versions,         device_info,          profile,
+    mf_cuda_prof_read,
 };
 
 extern "C" __attribute__((visibility("default"))) const mf_cuda_api *

@@ -47,4 +47,10 @@ mf_status mf_cuda_softmax(mf_device *dev, const mf_call *c);
 /* optim.cu: SGD_STEP .. ADAGRAD_STEP, the formulas of cpu/optim.c */
 mf_status mf_cuda_optim(mf_device *dev, const mf_call *c);
 
+/* profile.cu (mf.cuda.profile): on or off for the devices made so far (devs) and any made later
+ * (make_device calls mf_cuda_prof_device); an op's calls and GPU milliseconds since it went on */
+mf_status mf_cuda_prof_set(bool on, mf_device *const *devs, int ndevs);
+void mf_cuda_prof_device(mf_device *dev);
+mf_status mf_cuda_prof_read(int op, int64_t *calls, double *ms);
+
 #endif

@@ -118,6 +118,10 @@ void mf_cuda_empty_cache(void);                  /* gives cached, unused blocks 
 /* float32 matmul on tensor cores in TF32 (on by default, as in TensorFlow); returns the previous
  * setting. */
 bool mf_cuda_set_tf32(bool on);
+/* A profile of the GPU time each op takes (mf.cuda.profile): on starts a fresh one (each op's
+ * call on a GPU is bracketed by two events on its stream; nothing is synchronised), off stops it.
+ * mf_cuda_profile_read (after mf_op below) reads it. Off costs the ops nothing. */
+mf_status mf_cuda_profile(bool on);
 /* For `moonflow -v`: the CUDA runtime's and driver's versions (1000 major + 10 minor; driver 0:
  * none installed) and cuDNN's (cudnnGetVersion(); 0: built without it). MF_ERR_DEVICE when the
  * backend is not there (built without it, or its library could not be loaded: mf_error() says). */
@@ -295,6 +299,9 @@ typedef enum mf_op {
 } mf_op;
 
 const char *mf_op_name(mf_op op);
+/* op's calls and GPU milliseconds in the CUDA profile (mf_cuda_profile; waits for the pending
+ * events); 0 when none. */
+mf_status mf_cuda_profile_read(mf_op op, int64_t *calls, double *ms);
 
 /* Elementwise, with numpy broadcasting and dtype promotion. Comparisons give bool; logical ops
  * take any dtype (nonzero = true) and give bool; div of integers gives float32. */

@@ -33,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 
 #include <atomic>
 #include <map>
@@ -373,6 +374,55 @@ EXPORT cudaError_t cudaStreamSynchronize(cudaStream_t s) {
 }
 EXPORT cudaError_t cudaDeviceSynchronize(void) {
   mf_emu::count(mf_emu::C_SYNC);
+  return cudaSuccess;
+}
+
+/* ---- events: work runs when it is issued, so an event records the host's clock ------------- */
+
+struct CUevent_st {
+  double ms; /* when it was recorded; < 0 before */
+};
+
+namespace {
+std::mutex event_lock;
+std::unordered_set<cudaEvent_t> events;
+bool known_event(cudaEvent_t e) {
+  std::lock_guard<std::mutex> g(event_lock);
+  return e && events.count(e);
+}
+double now_ms() {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec * 1e3 + (double)t.tv_nsec * 1e-6;
+}
+} // namespace
+
+EXPORT cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned int flags) {
+  (void)flags;
+  *e = new CUevent_st{-1};
+  std::lock_guard<std::mutex> g(event_lock);
+  events.insert(*e);
+  return cudaSuccess;
+}
+EXPORT cudaError_t cudaEventCreate(cudaEvent_t *e) { return cudaEventCreateWithFlags(e, 0); }
+EXPORT cudaError_t cudaEventDestroy(cudaEvent_t e) {
+  std::lock_guard<std::mutex> g(event_lock);
+  if (!events.erase(e)) return fail(cudaErrorInvalidResourceHandle);
+  delete e;
+  return cudaSuccess;
+}
+EXPORT cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
+  if (!known_event(e) || !known_stream(s)) return fail(cudaErrorInvalidResourceHandle);
+  e->ms = now_ms();
+  return cudaSuccess;
+}
+EXPORT cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+  return known_event(e) ? cudaSuccess : fail(cudaErrorInvalidResourceHandle);
+}
+EXPORT cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) {
+  if (!known_event(a) || !known_event(b)) return fail(cudaErrorInvalidResourceHandle);
+  if (a->ms < 0 || b->ms < 0) return fail(cudaErrorInvalidResourceHandle); /* never recorded */
+  *ms = (float)(b->ms - a->ms);
   return cudaSuccess;
 }
 

@@ -7,11 +7,15 @@
 -- One JSON line per measurement on stdout: {"bench": "...", "value": ..., "unit": "..."}.
 --
 --   moonflow tests/gpu/bench.lua [--device cuda] [--steps 200] [--warmup 20] [--size 4096]
+--                                [--profile N]
+-- --profile N: then N more steps under mf.cuda.profile, and the GPU time per step of each op to
+-- stderr (tests/gpu/bench_torch.py --profile N prints PyTorch's, from torch.profiler)
 -- --device cpu runs the same code on the CPU (a quick check that the script works).
 local mf = require "moonflow"
 local nn, F = mf.nn, mf.nn.functional
 
-local opt = mf.flags { device = "cuda", steps = 200, warmup = 20, size = 4096, reps = 20 }
+local opt = mf.flags { device = "cuda", steps = 200, warmup = 20, size = 4096, reps = 20,
+  profile = 0 }
 local dev = opt.device
 local gpu = dev ~= "cpu"
 local function sync() if gpu then mf.cuda.synchronize() end end
@@ -75,3 +79,24 @@ local s = mf.clock() - t0
 emit("cnn_train_b50", opt.steps * batch / s, "images/s")
 emit("cnn_train_b50_step_ms", 1000 * s / opt.steps, "ms")
 io.stderr:write(("bench.lua: last loss %.4f on %s\n"):format(loss:item(), dev))
+
+-- ---- where the GPU time of a step goes (--profile N) -------------------------------------------
+if gpu and opt.profile > 0 then
+  mf.cuda.profile(true)
+  local t1 = mf.clock()
+  for _ = 1, opt.profile do step() end
+  sync()
+  local wall = (mf.clock() - t1) / opt.profile * 1e6
+  local report, total, launches = mf.cuda.profile_report(), 0, 0
+  mf.cuda.profile(false)
+  local out = { ("bench.lua: GPU time per step of each op, over %d steps (mf.cuda.profile)"):format(opt.profile),
+    ("  %-28s %8s %10s"):format("op", "calls", "us/step") }
+  for _, e in ipairs(report) do
+    local us = e.ms * 1e3 / opt.profile
+    total, launches = total + us, launches + e.calls / opt.profile
+    out[#out + 1] = ("  %-28s %8.1f %10.1f"):format(e.op, e.calls / opt.profile, us)
+  end
+  out[#out + 1] = ("  %-28s %8.1f %10.1f   (the step's wall time, profiled: %.1f us)"):format(
+    "total", launches, total, wall)
+  io.stderr:write(table.concat(out, "\n"), "\n")
+end

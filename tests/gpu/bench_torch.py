@@ -26,6 +26,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--size", type=int, default=4096)
     ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--profile", type=int, default=0)
     o = ap.parse_args()
     dev = torch.device(o.device)
     gpu = dev.type == "cuda"
@@ -86,6 +87,31 @@ def main():
     emit("cnn_train_b50_step_ms", 1000 * s / o.steps, "ms")
     print("bench_torch.py: last loss %.4f on %s (torch %s)" % (loss.item(), dev, torch.__version__),
           file=__import__("sys").stderr)
+    if gpu and o.profile > 0:
+        profile(step, o.profile)
+
+
+def profile(step, n):
+    """--profile N: N more steps under torch.profiler, the CUDA time per step of each op to
+    stderr (the peer of bench.lua --profile)."""
+    import sys
+    from torch.profiler import ProfilerActivity, profile as tprofile
+    try:
+        with tprofile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for _ in range(n):
+                step()
+            torch.cuda.synchronize()
+        table = None
+        for key in ("device_time_total", "cuda_time_total"):  # the name in torch 2.x, and before
+            try:
+                table = prof.key_averages().table(sort_by=key, row_limit=30)
+                break
+            except Exception:
+                pass
+        print("bench_torch.py: GPU time of %d steps (torch.profiler)" % n, file=sys.stderr)
+        print(table, file=sys.stderr)
+    except Exception as e:  # the profiler is a diagnosis, not the benchmark
+        print("bench_torch.py: torch.profiler failed: %s" % e, file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@
 #      test_cuda_reduce (reductions and softmax on shapes that reach each launch layout)
 #   3. the MNIST examples with --device cuda, checked against the CPU's accuracy
 #   4. the GPU benchmarks (tests/gpu/bench.lua) against PyTorch on the same GPU
-#      (tests/gpu/bench_torch.py): matmul 4096 and the tutorial CNN's training throughput
+#      (tests/gpu/bench_torch.py): matmul 4096 and the tutorial CNN's training throughput, then
+#      each side's GPU time per op of a step (mf.cuda.profile, torch.profiler; in bench-*.err)
 #   4b. the tutorial's full run (examples/mnist_cnn.lua --device cuda, 20,000 steps) against
 #      bench/torch_mnist.py cnn --device cuda: training times and test accuracies
 #   5. the Lua specs that touch CUDA (those mentioning cuda/gpu; device_spec.lua runs the four
@@ -44,11 +45,12 @@ budget=${MOONFLOW_GPU_BUDGET:-480}
 data=${MOONFLOW_DATA:-$root/../shared/data/mnist}
 emu=${MOONFLOW_GPU_EMU:-0}
 slow=1 # time limits are multiplied by it
-bench_args=(--steps "$steps")
-torch_args=(--steps "$steps")
+# --profile: the GPU time per step of each op after the timed steps (to bench-*.err)
+bench_args=(--steps "$steps" --profile 50)
+torch_args=(--steps "$steps" --profile 50)
 if [[ $emu == 1 ]]; then
   slow=4
-  bench_args=(--steps 2 --warmup 1 --size 256 --reps 2)
+  bench_args=(--steps 2 --warmup 1 --size 256 --reps 2 --profile 1)
   torch_args=(--steps 2 --warmup 1 --size 256 --reps 2 --device cpu)
 fi
 failed=0
@@ -233,7 +235,9 @@ rc_m=$?
 timeout 150 "${PYTHON:-python3}" tests/gpu/bench_torch.py "${torch_args[@]}" >"$dir/bench-torch.jsonl" \
   2>"$dir/bench-torch.err"
 rc_t=$?
-tail -n 3 "$dir/bench-moonflow.err" "$dir/bench-torch.err" 2>/dev/null | sed 's/^/  /'
+# the errors and the profiles' totals here; the per-op tables stay in the files
+grep -h -E 'last loss|^  total|CUDA time total|rror|failed|not run' "$dir/bench-moonflow.err" \
+  "$dir/bench-torch.err" 2>/dev/null | sed 's/^/  /'
 cat "$dir/bench-moonflow.jsonl" "$dir/bench-torch.jsonl" | sed 's/^/  /'
 ((rc_m != 0)) && fail "bench.lua: exit $rc_m (log: $dir/bench-moonflow.err)"
 ((rc_t != 0)) && fail "bench_torch.py: exit $rc_t (log: $dir/bench-torch.err)"

@@ -481,6 +481,37 @@ describe("mf.cuda and mf.list_devices", function()
     assert.equal("string", type(why))
     assert.truthy(why:find("no CUDA device is available", 1, true), why)
     assert.equal("cpu", mf.get_default_device())
+    H.err(function() mf.cuda.profile(true) end, "cuda: profile")
+    mf.cuda.profile(false)
+    assert.same({}, mf.cuda.profile_report())
+  end)
+
+  it("profile: each op's calls and GPU time while on, none after off", function()
+    if not GPU then return pending("skipped: no GPU here (" .. tostring(mf.cuda.why_unavailable()) .. ")") end
+    local a = mf.randn({ 64, 64 }):cuda()
+    mf.cuda.profile(true)
+    for _ = 1, 3 do local _ = a:matmul(a):relu() end
+    local _ = a:sum()
+    local r = mf.cuda.profile_report()
+    local by = {}
+    for i, e in ipairs(r) do
+      by[e.op] = e
+      assert.is_true(e.ms >= 0 and e.calls >= 1, e.op)
+      if i > 1 then assert.is_true(r[i - 1].ms >= e.ms, "sorted by GPU time") end
+    end
+    assert.equal(3, by.matmul.calls)
+    assert.equal(3, by.relu.calls)
+    assert.equal(1, by.sum.calls)
+    mf.cuda.profile(false)
+    local _ = a:matmul(a) -- not profiled: the report is still the stopped profile's
+    assert.equal(3, (function()
+      for _, e in ipairs(mf.cuda.profile_report()) do if e.op == "matmul" then return e.calls end end
+    end)())
+    mf.cuda.profile(true) -- a fresh one
+    assert.same({}, mf.cuda.profile_report())
+    local _ = a:cuda(1 < mf.cuda.device_count() and 1 or 0):exp() -- a device made on the way counts
+    assert.equal("exp", mf.cuda.profile_report()[1].op)
+    mf.cuda.profile(false)
   end)
 end)
 
