@@ -44,6 +44,17 @@ static void set4(cudnnTensorDescriptor_t t, Dt d, int n, int c, int h, int w, bo
   cudnnSetTensorNdDescriptor(t, ctype(d), 4, dims, st);
 }
 
+// The first of cuDNN's n ranked algorithms that it offers as runnable (-1: none); *ok: how many.
+template <class P> static int first_ok(const P *p, int n, int *ok) {
+  int first = -1;
+  for (int i = 0; i < n; i++)
+    if (p[i].status == 0) {
+      ++*ok;
+      if (first < 0) first = i;
+    }
+  return first;
+}
+
 // One convolution direction with x/y in one layout and the filter in another.
 static void conv_case(cudnnHandle_t h, Dt d, bool act_nhwc, bool filt_nhwc, int dir) {
   const int N = 4, C = 16, H = 12, W = 12, K = 32, R = 3;
@@ -78,11 +89,7 @@ static void conv_case(cudnnHandle_t h, Dt d, bool act_nhwc, bool filt_nhwc, int 
   if (dir == 0) {
     cudnnConvolutionFwdAlgoPerf_t p[16];
     st = cudnnGetConvolutionForwardAlgorithm_v7(h, x, w, cd, y, 16, &n, p);
-    for (int i = 0; i < n; i++)
-      if (p[i].status == 0) {
-        ok++;
-        if (first < 0) first = i;
-      }
+    first = first_ok(p, n, &ok);
     if (!st && first >= 0) {
       cudnnSetConvolutionMathType(cd, p[first].mathType);
       st = cudnnConvolutionForward(h, one, x, xp, w, wp, cd, p[first].algo, ws, wsz, zero, y, yp);
@@ -90,11 +97,7 @@ static void conv_case(cudnnHandle_t h, Dt d, bool act_nhwc, bool filt_nhwc, int 
   } else if (dir == 1) {
     cudnnConvolutionBwdDataAlgoPerf_t p[16];
     st = cudnnGetConvolutionBackwardDataAlgorithm_v7(h, w, y, cd, x, 16, &n, p);
-    for (int i = 0; i < n; i++)
-      if (p[i].status == 0) {
-        ok++;
-        if (first < 0) first = i;
-      }
+    first = first_ok(p, n, &ok);
     if (!st && first >= 0) {
       cudnnSetConvolutionMathType(cd, p[first].mathType);
       st = cudnnConvolutionBackwardData(h, one, w, wp, y, yp, cd, p[first].algo, ws, wsz, zero, x,
@@ -103,11 +106,7 @@ static void conv_case(cudnnHandle_t h, Dt d, bool act_nhwc, bool filt_nhwc, int 
   } else {
     cudnnConvolutionBwdFilterAlgoPerf_t p[16];
     st = cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, x, y, cd, w, 16, &n, p);
-    for (int i = 0; i < n; i++)
-      if (p[i].status == 0) {
-        ok++;
-        if (first < 0) first = i;
-      }
+    first = first_ok(p, n, &ok);
     if (!st && first >= 0) {
       cudnnSetConvolutionMathType(cd, p[first].mathType);
       st = cudnnConvolutionBackwardFilter(h, one, x, xp, y, yp, cd, p[first].algo, ws, wsz, zero, w,
