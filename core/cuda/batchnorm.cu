@@ -120,11 +120,12 @@ static mf_status cudnn_batch_norm(mf_device *dev, const mf_call *c, mf_dtype dt,
   int64_t most = (training ? BN_TRAIN_MAX_N : BN_INFER_MAX_N), per = C * S;
   if (per > 0 && BN_MAX_ELEMS / per < most) most = BN_MAX_ELEMS / per;
   if (most < 1 || (training && N > most))
-    return mf_fail(MF_ERR_UNSUPPORTED,
-                   "%s: not supported on %s for a batch of %lld x %lld x %lld%s (cuDNN's batch norm "
-                   "takes at most %lld rows of it; F.batch_norm then uses its composed form)",
-                   op, dev->name, (long long)N, (long long)C, (long long)S,
-                   training ? " in training" : "", (long long)most);
+    return mf_fail(
+        MF_ERR_UNSUPPORTED,
+        "%s: not supported on %s for a batch of %lld x %lld x %lld%s (cuDNN's batch norm "
+        "takes at most %lld rows of it; F.batch_norm then uses its composed form)",
+        op, dev->name, (long long)N, (long long)C, (long long)S, training ? " in training" : "",
+        (long long)most);
   int64_t nb = N < most ? N : most; /* the batch of one call (inference: chunks of it) */
   cudnnHandle_t h;
   MF_TRY(mf_dnn_handle(dev, op, &h));
