@@ -73,11 +73,41 @@ mf_tensor *lmf_test(lua_State *L, int idx) {
   return *p;
 }
 
-/* The current function's name for messages ("add", "mul", "?"). */
+/* The current function's name for messages ("add", "mul"). A function called from C (pcall(fn),
+ * mf.no_grad(fn)) has no name from its call: it is looked up, as lauxlib's argument errors do, in
+ * the moonflow tables of package.loaded ("moonflow.Tensor.add"); the name is anchored in the
+ * registry until the next such lookup. */
 static const char *fname_of(lua_State *L) {
   lua_Debug ar;
-  if (lua_getstack(L, 0, &ar) && lua_getinfo(L, "n", &ar) && ar.name) return ar.name;
-  return "?";
+  if (!lua_getstack(L, 0, &ar)) return "a moonflow function";
+  if (lua_getinfo(L, "n", &ar) && ar.name) return ar.name;
+  int top = lua_gettop(L);
+  const char *found = NULL;
+  lua_getinfo(L, "f", &ar); /* the function */
+  int fn = lua_gettop(L);
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_pushnil(L);
+  while (!found && lua_next(L, -2)) { /* module name, module */
+    if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TTABLE &&
+        strncmp(lua_tostring(L, -2), "moonflow", 8) == 0) {
+      lua_pushnil(L);
+      while (lua_next(L, -2)) { /* field name, value */
+        if (lua_type(L, -2) == LUA_TSTRING && lua_rawequal(L, -1, fn)) {
+          lua_pushfstring(L, "%s.%s", lua_tostring(L, -4), lua_tostring(L, -2));
+          lua_pushvalue(L, -1);
+          lua_setfield(L, LUA_REGISTRYINDEX, "moonflow.fname_of");
+          found = lua_tostring(L, -1); /* anchored in the registry */
+          lua_pop(L, 3);
+          break;
+        }
+        lua_pop(L, 1);
+      }
+    }
+    lua_pop(L, 1);
+  }
+  if (found) lua_pop(L, 1); /* the key lua_next left */
+  lua_settop(L, top);
+  return found ? found : "a moonflow function";
 }
 
 mf_tensor *lmf_totensor(lua_State *L, int idx, const mf_tensor *like) {

@@ -327,5 +327,22 @@ LUAMOD_API int luaopen_moonflow_core(lua_State *L) {
   lua_setfield(L, mod, "cuda");
   lua_pushliteral(L, MF_VERSION);
   lua_setfield(L, mod, "version");
+  /* The tables of C functions one level down (mf.Tensor.shape, mf._nn.conv2d, ...) are entered
+   * in package.loaded as "moonflow.Tensor", ...: a C function called from C (mf.no_grad(fn),
+   * pcall(fn), a comparator) has no name of its own, and lauxlib's argument errors then search
+   * package.loaded for one instead of naming '?'. */
+  static const char *const subtables[] = {"Tensor", "_nn",      "_optim", "io",
+                                          "_image", "_summary", "cuda",   NULL};
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  for (const char *const *name = subtables; *name; name++) {
+    if (lua_getfield(L, mod, *name) == LUA_TTABLE) {
+      lua_pushfstring(L, "moonflow.%s", *name);
+      lua_insert(L, -2);
+      lua_rawset(L, -3);
+    } else {
+      lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 1);
   return 1;
 }

@@ -195,6 +195,20 @@ describe("argument errors", function()
     H.err(function() return mf.nn.Linear(2, 3, 4) end, "Linear: options must be a table, got number")
   end)
 
+  it("a C function called from C names itself, not '?'", function()
+    -- mf.no_grad(fn, ...) and pcall(fn, ...) call fn from C, where Lua has no name for it: the
+    -- methods' argument errors said "bad argument #1 to '?'" and a ragged table "?: ragged ..."
+    local msg = H.err(function() return mf.no_grad(mf.Tensor.shape, "float64") end,
+      "bad argument #1 to 'moonflow.")
+    assert.is_nil(msg:find("'?'", 1, true))
+    H.err(function() return mf.no_grad(mf._nn.conv2d, "x") end, "bad argument #1 to 'moonflow.")
+    local ok, m = pcall(mf.Tensor.add, mf.ones{2}, {1, {2}})
+    assert.is_false(ok)
+    assert.truthy(m:match("^moonflow[%w_.]*%.add: ragged nested table"), m)
+    ok, m = pcall(mf.no_grad, mf.Tensor.add, mf.ones{2}, {1, {2}})
+    assert.truthy(m:match("^moonflow[%w_.]*%.add: ragged nested table"), m)
+  end)
+
   it("t.grad never leads back to t (refcount cycles leaked)", function()
     -- x.grad = x, y.grad = x after x.grad = y, and z.grad = z * 2 (whose graph saved z) made
     -- cycles of references that were never freed (LeakSanitizer at exit, which this spec runs with)
