@@ -73,6 +73,9 @@ end
 -- the loss does not depend on var).
 function Optimizer:compute_gradients(loss, var_list)
   if not is_sym(loss) then error("compute_gradients: loss must be a symbolic tensor", 2) end
+  if var_list ~= nil and type(var_list) ~= "table" then
+    error("compute_gradients: var_list must be a table of variables, got " .. type(var_list), 2)
+  end
   var_list = var_list or default_var_list(loss)
   if #var_list == 0 then error("compute_gradients: no variables to optimize", 2) end
   local g = loss.graph
@@ -95,6 +98,13 @@ end
 
 -- apply_gradients(pairs [, {global_step=, name=}]) -> the op that applies them.
 function Optimizer:apply_gradients(grads_and_vars, opts)
+  if type(grads_and_vars) ~= "table" then
+    error("apply_gradients: expected a table of {gradient, variable} pairs, got " ..
+      type(grads_and_vars), 2)
+  end
+  if opts ~= nil and type(opts) ~= "table" then
+    error("apply_gradients: options must be a table, got " .. type(opts), 2)
+  end
   opts = opts or {}
   local inputs, vars = {}, {}
   for i, gv in ipairs(grads_and_vars) do inputs[i], vars[i] = gv[1], gv[2] end
@@ -155,6 +165,9 @@ end
 
 -- minimize(loss [, {var_list=, global_step=, name=}]) -> the training op.
 function Optimizer:minimize(loss, opts)
+  if opts ~= nil and type(opts) ~= "table" then
+    error("minimize: options must be a table, got " .. type(opts), 2)
+  end
   opts = opts or {}
   local gv = self:compute_gradients(loss, opts.var_list)
   return self:apply_gradients(gv, { global_step = opts.global_step, name = opts.name })

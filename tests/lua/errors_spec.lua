@@ -209,6 +209,73 @@ describe("argument errors", function()
     assert.truthy(m:match("^moonflow[%w_.]*%.add: ragged nested table"), m)
   end)
 
+  it("module methods name a bad argument (fuzz_api's object calls)", function()
+    local nn = mf.nn
+    -- forward on a non-tensor: "attempt to call a nil value (method 'dim')" and the like
+    H.err(function() return nn.Linear(3, 2)(nil) end, "expected a tensor input, got nil")
+    H.err(function() return nn.Linear(3, 2):forward({1, {2}}) end, "expected a tensor input, got table")
+    H.err(function() return nn.Conv2d(1, 2, 3)("x") end, "expected a tensor input, got string")
+    H.err(function() return nn.MaxPool2d(2)() end, "expected a tensor input, got nil")
+    H.err(function() return nn.Reshape(-1):forward() end, "expected a tensor input, got nil")
+    H.err(function() return nn.Flatten()(3) end, "expected a tensor input, got number")
+    H.err(function() return nn.ReLU()(true) end, "expected a tensor input, got boolean")
+    H.err(function() return nn.Softmax()({}) end, "expected a tensor input, got table")
+    H.err(function() return nn.Dropout(0.5)(nil) end, "expected a tensor input, got nil")
+    -- names and values of parameters and buffers: a nil or NaN name ("table index is nil"), a
+    -- non-string one (concatenated into the message), a buffer that is not a tensor (which to()
+    -- and float() then indexed)
+    local m = nn.ReLU()
+    H.err(function() m:register_parameter() end,
+      "register_parameter: the name must be a non-empty string, got nil")
+    H.err(function() m:register_parameter(false, true) end,
+      "register_parameter: the name must be a non-empty string, got boolean")
+    H.err(function() m:register_buffer(0 / 0, mf.ones{2}) end,
+      "register_buffer: the name must be a non-empty string, got number")
+    H.err(function() m:register_buffer("b", 5) end, "register_buffer: 'b' is not a tensor (got number)")
+    H.err(function() m:register_parameter("w", print) end,
+      "register_parameter: 'w' is not a tensor (got function)")
+    H.err(function() m:add_module("", nn.ReLU()) end,
+      "add_module: the name must be a non-empty string, got an empty string")
+    H.equal(m:buffers(), {})
+    assert.are.equal(m, m:double())
+    -- named_modules' prefix; its recursion's own arguments are no longer public
+    H.err(function() return m:named_modules(mf.ones{2}) end,
+      "named_modules: the prefix must be a string, got userdata")
+    assert.are.equal(1, #m:named_modules(nil, true))
+    H.err(function() return m:shape_chain({2, 3}, 4) end, "shape_chain: options must be a table, got number")
+    H.err(function() return m:shape_chain(3) end, "shape_chain: the input shape must be a table")
+    H.err(function() return m:summary(mf.ones{2}) end, "summary: the input shape must be a table of sizes such as {1, 784}, got a tensor")
+  end)
+
+  it("graph-mode calls name a bad argument", function()
+    local g = mf.Graph()
+    g:as_default(function()
+      -- a raw C function run by shape inference or a session (from C) named '?'
+      local x = mf.placeholder("float32", {2}, "x")
+      local msg = H.err(function() return mf.narrow(x, mf.constant{1}) end,
+        "Narrow: cannot build this op from inputs of shapes (2,) and (1,): bad argument #2 to 'moonflow.")
+      assert.is_nil(msg:find("'?'", 1, true))
+      local u = mf.placeholder("float32", nil, "u") -- shape unknown: the op fails when it runs
+      local y = mf.narrow(u, mf.constant{1})
+      local sess = mf.Session()
+      msg = H.err(function() return sess:run(y, {[u] = mf.ones{2}}) end, "bad argument #2 to 'moonflow.")
+      assert.is_nil(msg:find("'?'", 1, true))
+      local op = mf.global_variables_initializer()
+      H.err(function() op:run(nil, 3) end, "run: the session must be a Session, got number")
+      H.err(function() x:eval({}, "s") end, "eval: the session must be a Session, got string")
+      H.err(function() return mf.constant(print, print) end, "constant: options must be a table, got function")
+      local T = mf.train
+      local loss = mf.reduce_sum(mf.Variable(mf.ones{2}) * x)
+      H.err(function() T.GradientDescentOptimizer(0.1):minimize(loss, 0) end,
+        "minimize: options must be a table, got number")
+      H.err(function() T.GradientDescentOptimizer(0.1):minimize(loss, {var_list = 1}) end,
+        "compute_gradients: var_list must be a table of variables, got number")
+      H.err(function() T.GradientDescentOptimizer(0.1):apply_gradients(true) end,
+        "apply_gradients: expected a table of {gradient, variable} pairs, got boolean")
+      sess:close()
+    end)
+  end)
+
   it("t.grad never leads back to t (refcount cycles leaked)", function()
     -- x.grad = x, y.grad = x after x.grad = y, and z.grad = z * 2 (whose graph saved z) made
     -- cycles of references that were never freed (LeakSanitizer at exit, which this spec runs with)

@@ -192,9 +192,17 @@ end
 function Op.__tostring(self)
   return ("Operation(\"%s\", type=%s)"):format(self._node.name, self._node.type)
 end
+-- a Session argument (op:run(feed, sess), t:eval(feed, sess)): anything else is named
+local function check_session(fname, sess)
+  if type(sess) ~= "table" or type(sess.run) ~= "function" then
+    error(("%s: the session must be a Session, got %s"):format(fname, type(sess)), 3)
+  end
+end
+
 function Op:run(feed, sess)
   sess = sess or G.get_default_session()
   if sess == nil then error("run: no default session; use sess:run(op) or mf.InteractiveSession()", 2) end
+  check_session("run", sess)
   return sess:run(self, feed)
 end
 
@@ -776,6 +784,7 @@ function methods.eval(t, feed, sess)
   if sess == nil then
     error("eval: no default session; use sess:run(t), sess:as_default() or mf.InteractiveSession()", 2)
   end
+  check_session("eval", sess)
   return sess:run(t, feed)
 end
 function methods.item(t)
@@ -915,6 +924,10 @@ function G.install(mf)
   if installed then return end
   installed = true
   for k, v in pairs(mf) do raw[k] = v end
+  -- the original functions, called from C (pcall in shape inference and sessions), have no name
+  -- of their own there: lauxlib's argument errors find them here ('moonflow.eager.narrow')
+  -- instead of naming '?'
+  package.loaded["moonflow.eager"] = raw
   wrap_table(mf, SKIP)
 
   -- an eager tensor meets a symbolic one in an operator: the symbolic metamethod handles it
@@ -975,6 +988,9 @@ end]]):format(name), mm, { [name] = f }, Sym, symf)
   -- mf.constant: in graph mode a Const node (strings included), else eager as before
   local constant = raw.constant
   mf.constant = function(v, opts)
+    if opts ~= nil and type(opts) ~= "table" then
+      error("constant: options must be a table, got " .. type(opts), 2)
+    end
     if G.graph_mode() or is_sym(v) then
       if is_sym(v) then return v end
       local dtype = opts and opts.dtype

@@ -11,6 +11,7 @@ local layers = require "moonflow.nn.layers"
 
 local class, Module = module.class, module.Module
 local fail, check_count, tensor_opts = layers._fail, layers._check_count, layers._tensor_opts
+local check_input = layers._check_input
 local shape_str = F._shape_str
 local C = {}
 
@@ -102,6 +103,7 @@ function Conv2d:reset_parameters()
 end
 
 function Conv2d:forward(x)
+  check_input(self, x)
   local nhwc = self.data_format == "NHWC"
   if x:dim() ~= 4 then
     fail(self, "expected a 4-D input (%s), got shape %s", nhwc and "N, H, W, C" or "N, C, H, W",
@@ -142,6 +144,7 @@ local function pool_class(name, fname)
   end
 
   function cls:forward(x)
+    check_input(self, x)
     if x:dim() ~= 4 then
       fail(self, "expected a 4-D input (%s), got shape %s",
         self.data_format == "NHWC" and "N, H, W, C" or "N, C, H, W", shape_str(x))

@@ -17,6 +17,13 @@ local function fail(self, fmt, ...)
 end
 L._fail = fail
 
+-- A layer's input must be a tensor (eager or symbolic): "nn.Linear(3 -> 2): expected a tensor
+-- input, got nil" rather than Lua's "attempt to index a nil value" inside forward.
+local function check_input(self, x)
+  if not mf.is_tensor(x) then fail(self, "expected a tensor input, got %s", type(x)) end
+end
+L._check_input = check_input
+
 local function check_count(v, what, fname)
   if math.type(v) ~= "integer" or v < 1 then
     error(("%s: %s must be a positive integer, got %s"):format(fname, what, tostring(v)), 4)
@@ -58,6 +65,7 @@ function Linear:reset_parameters()
 end
 
 function Linear:forward(x)
+  check_input(self, x)
   if x:dim() == 0 or x:size(-1) ~= self.in_features then
     fail(self, "expected an input with %d features in its last dimension, got shape %s",
       self.in_features, shape_str(x))
@@ -74,7 +82,10 @@ end
 
 local function activation(name, fn)
   local cls = class("nn." .. name, Module)
-  function cls:forward(x) return fn(x) end
+  function cls:forward(x)
+    check_input(self, x)
+    return fn(x)
+  end
   L[name] = cls
 end
 
@@ -96,7 +107,10 @@ local function softmax_class(name, fname)
     end
     self.dim = dim or -1
   end
-  function cls:forward(x) return F[fname](x, self.dim) end -- at call time: the graph API wraps F
+  function cls:forward(x) -- F looked up at call time: the graph API wraps F
+    check_input(self, x)
+    return F[fname](x, self.dim)
+  end
   function cls:__repr() return ("nn.%s(dim=%d)"):format(name, self.dim) end
   L[name] = cls
 end
@@ -119,7 +133,10 @@ function Dropout:__init(p)
   self.p = p
 end
 
-function Dropout:forward(x) return F.dropout(x, self.p, self.training) end
+function Dropout:forward(x)
+  check_input(self, x)
+  return F.dropout(x, self.p, self.training)
+end
 function Dropout:__repr() return ("nn.Dropout(p=%g)"):format(self.p) end
 
 -- ---- BatchNorm ----------------------------------------------------------------------------------
@@ -216,7 +233,10 @@ function Flatten:__init(start, stop)
   self.start_dim, self.end_dim = start or 2, stop or -1
 end
 
-function Flatten:forward(x) return x:flatten(self.start_dim, self.end_dim) end
+function Flatten:forward(x)
+  check_input(self, x)
+  return x:flatten(self.start_dim, self.end_dim)
+end
 
 function Flatten:__repr()
   if self.start_dim == 2 and self.end_dim == -1 then return "nn.Flatten" end
@@ -243,6 +263,7 @@ function Reshape:__init(...)
 end
 
 function Reshape:forward(x)
+  check_input(self, x)
   local s = self.shape
   if s[1] ~= -1 then
     if x:dim() == 0 then fail(self, "expected a batch of inputs, got a scalar") end

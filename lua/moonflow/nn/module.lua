@@ -126,10 +126,25 @@ function Module:extend(name) return M.class(name, self) end
 
 -- ---- registration -------------------------------------------------------------------------------
 
+-- A parameter's, buffer's or child's name: a non-empty string (it becomes a field and a key of
+-- state_dict; a number, NaN or nil made a field the traversals could not use).
+local function check_name(fname, name)
+  if type(name) ~= "string" or name == "" then
+    error(("%s: the name must be a non-empty string, got %s"):format(fname,
+      type(name) == "string" and "an empty string" or type(name)), 3)
+  end
+end
+
+-- an eager tensor (symbolic tensors are tables; modules hold eager ones)
+local function is_eager(v) return type(v) == "userdata" and is_tensor(v) end
+
 -- register_parameter(name, t | nil): t (float) becomes a leaf that requires grad.
 function Module:register_parameter(name, t)
+  check_name("register_parameter", name)
   if t ~= nil then
-    if not is_tensor(t) then error("register_parameter: '" .. name .. "' is not a tensor", 2) end
+    if not is_eager(t) then
+      error("register_parameter: '" .. name .. "' is not a tensor (got " .. type(t) .. ")", 2)
+    end
     if not t:needs_grad() then t:requires_grad() end
     add_name(self._params, name)
   end
@@ -139,12 +154,19 @@ end
 
 -- register_buffer(name, t): state that is saved but not trained (BatchNorm's running stats).
 function Module:register_buffer(name, t)
-  if t ~= nil then add_name(self._buffers, name) end
+  check_name("register_buffer", name)
+  if t ~= nil then
+    if not is_eager(t) then
+      error("register_buffer: '" .. name .. "' is not a tensor (got " .. type(t) .. ")", 2)
+    end
+    add_name(self._buffers, name)
+  end
   rawset(self, name, t)
   return t
 end
 
 function Module:add_module(name, m)
+  check_name("add_module", name)
   if not is_module(m) then error("add_module: '" .. tostring(name) .. "' is not a module", 2) end
   add_name(self._children, name)
   rawset(self, name, m)
@@ -169,15 +191,22 @@ function Module:children()
   return out
 end
 
--- {{name, module}, ...}: self (name "") and every descendant, depth first.
-function Module:named_modules(prefix, out, seen)
-  out, seen, prefix = out or {}, seen or {}, prefix or ""
-  if seen[self] then return out end
-  seen[self] = true
-  out[#out + 1] = { prefix, self }
-  for _, nm in ipairs(self:named_children()) do
-    nm[2]:named_modules(prefix == "" and nm[1] or prefix .. "." .. nm[1], out, seen)
+-- {{name, module}, ...}: self (name prefix, default "") and every descendant, depth first.
+local function walk_modules(m, prefix, out, seen)
+  if seen[m] then return end
+  seen[m] = true
+  out[#out + 1] = { prefix, m }
+  for _, nm in ipairs(m:named_children()) do
+    walk_modules(nm[2], prefix == "" and nm[1] or prefix .. "." .. nm[1], out, seen)
   end
+end
+
+function Module:named_modules(prefix)
+  if prefix ~= nil and type(prefix) ~= "string" then
+    error("named_modules: the prefix must be a string, got " .. type(prefix), 2)
+  end
+  local out = {}
+  walk_modules(self, prefix or "", out, {})
   return out
 end
 
@@ -400,7 +429,14 @@ end
 -- Runs m on zeros of `shape` (a table with the batch dimension, e.g. {1, 784}) without gradients
 -- and in evaluation mode (the modes are restored after), recording every layer's output shape.
 -- Returns the input shape and a list of {module, output shape} in call order (leaves only).
-local function trace(self, shape, opts)
+local function trace(self, shape, opts, fname)
+  if opts ~= nil and type(opts) ~= "table" then
+    error(("%s: options must be a table, got %s"):format(fname, type(opts)), 3)
+  end
+  if type(shape) ~= "table" or getmetatable(shape) ~= nil then -- (a symbolic tensor is a table)
+    error(("%s: the input shape must be a table of sizes such as {1, 784}, got %s"):format(fname,
+      mf.is_tensor(shape) and "a tensor" or type(shape)), 3)
+  end
   local p = self:parameters()[1]
   local dtype = opts and opts.dtype or (p and p:dtype()) or "float32"
   local device = opts and opts.device or (p and p:device()) or nil
@@ -425,7 +461,7 @@ end
 -- each layer that changes it. A Flatten or Reshape right before a Linear is folded into the
 -- Linear (as in TensorFlow's tutorials, where the reshape is part of the fully connected layer).
 function Module:shape_chain(shape, opts)
-  local in_shape, leaves = trace(self, shape, opts)
+  local in_shape, leaves = trace(self, shape, opts, "shape_chain")
   local chain = { shape_str(in_shape) }
   for i, r in ipairs(leaves) do
     local nxt = leaves[i + 1]
@@ -440,7 +476,7 @@ end
 -- (batch dimension included) with each one's output shape and parameter count, the total, and the
 -- shape chain. print(m:summary{1, 784}).
 function Module:summary(shape, opts)
-  local in_shape, leaves = trace(self, shape, opts)
+  local in_shape, leaves = trace(self, shape, opts, "summary")
   local names = {}
   for _, nm in ipairs(self:named_modules()) do names[nm[2]] = nm[1] end
   local rows, w1, w2 = {}, 5, 12
