@@ -67,10 +67,12 @@ static mf_status select_by_gather(const mf_tensor *x, int dim, const mf_tensor *
     s = mf_gather(x, dim, e, out);
     mf_set_grad_enabled(was);
     long long bad;
+    /* 1-based in the message, the addition wrapping as the caller's shift of a 1-based index
+     * did (math.mininteger - 1 is INT64_MAX here: bad + 1 overflowed, UB) */
     if (s == MF_ERR_INDEX && sscanf(mf_error(), "gather: index %lld", &bad) == 1)
       s = mf_fail(MF_ERR_INDEX,
-                  "index_select: index %lld is out of range for dimension %d of size %lld", bad + 1,
-                  dim + 1, (long long)x->shape[dim]);
+                  "index_select: index %lld is out of range for dimension %d of size %lld",
+                  (long long)((unsigned long long)bad + 1), dim + 1, (long long)x->shape[dim]);
   }
   mf_release(i64);
   mf_release(v);
@@ -104,7 +106,7 @@ mf_status mf_index_select(const mf_tensor *x, int dim, const mf_tensor *index, m
       s = mf_fail(MF_ERR_INDEX,
                   "index_select: index %lld (entry %lld of the index) is out of "
                   "range for dimension %d of size %lld",
-                  (long long)idx[j] + 1, (long long)j + 1, dim + 1, (long long)n);
+                  (long long)((uint64_t)idx[j] + 1), (long long)j + 1, dim + 1, (long long)n);
       mf_release(ic);
       return s;
     }

@@ -318,7 +318,7 @@ mf_status mf_get(const mf_tensor *t, const int64_t *index, double *out) {
   for (int d = 0; d < t->ndim; d++) {
     if (index[d] < 0 || index[d] >= t->shape[d])
       return mf_fail(MF_ERR_INDEX, "index %lld is out of range for dimension %d of size %lld",
-                     (long long)index[d] + 1, d + 1, (long long)t->shape[d]);
+                     (long long)((uint64_t)index[d] + 1), d + 1, (long long)t->shape[d]);
     off += index[d] * t->stride[d];
   }
   size_t es = mf_dtype_size(t->dtype);

@@ -175,7 +175,7 @@ mf_status mf_select(const mf_tensor *t, int dim, int64_t index, mf_tensor **out)
   MF_TRY(mf_norm_dim("select", dim, t->ndim, &dim));
   if (index < 0 || index >= t->shape[dim])
     return mf_fail(MF_ERR_INDEX, "index %lld is out of range for dimension %d of size %lld",
-                   (long long)index + 1, dim + 1, (long long)t->shape[dim]);
+                   (long long)((uint64_t)index + 1), dim + 1, (long long)t->shape[dim]);
   int64_t shape[MF_MAX_DIMS], stride[MF_MAX_DIMS];
   int n = 0;
   for (int d = 0; d < t->ndim; d++)

@@ -146,6 +146,14 @@ describe("argument errors", function()
     -- arange over more elements than int64 holds (the count was cast to int64, UB)
     H.err(function() return mf.arange(0, 1e300) end, "arange: [0, 1e+300) in steps of 1")
     H.err(function() return mf.arange(-1e300, 1e300, 1e-300) end, "too many")
+    -- index_select of math.mininteger: shifted to 0-based it wrapped to INT64_MAX, and the message
+    -- added 1 back (signed overflow, UBSan); it names the index as given
+    H.err(function() return mf.ones{3}:index_select(1, {math.mininteger}) end,
+      "index_select: index -9223372036854775808 (entry 1 of the index) is out of range")
+    if mf.cuda.is_available() then
+      H.err(function() return mf.ones({3}, {device = "cuda:0"}):index_select(1, {2, math.mininteger}) end,
+        "index_select: index -9223372036854775808 is out of range for dimension 1 of size 3")
+    end
     -- a GPU index that does not fit an int was truncated: t:cuda(2^32) went to cuda:0
     H.err(function() return mf.ones{2}:cuda(1 << 32) end, "cuda: bad GPU index 4294967296")
     H.err(function() return mf.ones{3}:var{correction = 1 << 32} end,
