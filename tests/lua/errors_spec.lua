@@ -272,6 +272,16 @@ describe("argument errors", function()
       H.err(function() op:run(nil, 3) end, "run: the session must be a Session, got number")
       H.err(function() x:eval({}, "s") end, "eval: the session must be a Session, got string")
       H.err(function() return mf.constant(print, print) end, "constant: options must be a table, got function")
+      -- a Const of nil made a node that sessions failed to plan ("table index is nil")
+      H.err(function() return mf.constant(nil) end,
+        "constant: expected a number, boolean, string, table or tensor, got nil")
+      H.err(function() return mf.constant(print) end, "got function")
+      H.err(function() return mf.Variable(1):assign(nil) end, "assign: a value is needed")
+      -- the operators' raw functions were called as raw[key], which Lua names '?'
+      msg = H.err(function() return x + nil end, "bad argument #2 to 'add' (")
+      H.err(function() return x % print end, "bad argument #2 to 'remainder' (")
+      msg = H.err(function() return sess:run(u * mf.constant("abc"), {[u] = mf.ones{2}}) end,
+        "bad argument #2 to 'mul' (")
       local T = mf.train
       local loss = mf.reduce_sum(mf.Variable(mf.ones{2}) * x)
       H.err(function() T.GradientDescentOptimizer(0.1):minimize(loss, 0) end,

@@ -312,6 +312,12 @@ local const_nodes = setmetatable({}, { __mode = "k" }) -- eager tensor -> Const 
 -- g:constant(v [, name]) -> the Const tensor holding v (an eager tensor is held by reference, so a
 -- leaf that requires grad, an nn parameter, stays trainable by mf.train optimizers).
 function Graph:constant(v, name, dtype)
+  local tv = type(v)
+  if not (is_eager(v) or tv == "number" or tv == "boolean" or tv == "string"
+      or (tv == "table" and not is_sym(v))) then
+    -- a nil value made a Const node that sessions could not plan ("table index is nil")
+    error("constant: expected a number, boolean, string, table or tensor, got " .. tv, 3)
+  end
   if is_eager(v) then
     local per = const_nodes[v]
     if per and per[self] and name == nil then return per[self] end
@@ -801,6 +807,7 @@ local function assign_op(kind)
   return function(v, value)
     if v._node.kind ~= "Variable" then error(kind .. ": not a Variable: " .. v.name, 2) end
     local g = v.graph
+    if value == nil then error(kind .. ": a value is needed", 2) end
     if not is_sym(value) then value = g:constant(value) end
     return G.stateful(g, kind == "assign" and "Assign" or (kind == "assign_add" and "AssignAdd" or
       "AssignSub"), v._node.name .. "/" .. (kind == "assign" and "Assign" or camel(kind)), { value },
@@ -837,7 +844,10 @@ function Sym.__tostring(t)
 end
 
 local function binary(key, opname)
-  local lifted = G.lift(opname, function(a, b) return raw[key](a, b) end,
+  -- raw.<key> spelled out: called as raw[key], Lua named the C function '?' in its argument errors
+  local call = load(("local raw = ... return function(a, b) return raw.%s(a, b) end"):format(key),
+    "=op." .. key, "t")(raw)
+  local lifted = G.lift(opname, call,
     { numbers = true, id = "op." .. key })
   G.builders["op." .. key] = function(a, b) return lifted(a, b) end
   return G.builders["op." .. key]
