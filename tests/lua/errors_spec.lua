@@ -252,6 +252,13 @@ describe("argument errors", function()
     assert.are.equal(1, #m:named_modules(nil, true))
     H.err(function() return m:shape_chain({2, 3}, 4) end, "shape_chain: options must be a table, got number")
     H.err(function() return m:shape_chain(3) end, "shape_chain: the input shape must be a table")
+    -- a class with a non-module parent made instances without __init
+    H.err(function() return nn.class({}, mf.ones{2}) end, "nn.class: the class name must be a string, got table")
+    H.err(function() return nn.class("X", mf.ones{2}) end,
+      "nn.class: the parent must be a module class such as nn.Module, got a tensor")
+    H.err(function() return m:extend(m) end, "nn.class: the class name must be a string, got table")
+    local X = nn.Linear:extend("X")
+    assert.are.equal(2, X(3, 2).out_features)
     H.err(function() return m:summary(mf.ones{2}) end, "summary: the input shape must be a table of sizes such as {1, 784}, got a tensor")
   end)
 
