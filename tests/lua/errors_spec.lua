@@ -257,6 +257,8 @@ describe("argument errors", function()
     H.err(function() return nn.class("X", mf.ones{2}) end,
       "nn.class: the parent must be a module class such as nn.Module, got a tensor")
     H.err(function() return m:extend(m) end, "nn.class: the class name must be a string, got table")
+    H.err(function() return nn.Flatten():extend("Y") end,
+      "nn.class: the parent must be a module class such as nn.Module, got an instance of nn.Flatten")
     local X = nn.Linear:extend("X")
     assert.are.equal(2, X(3, 2).out_features)
     H.err(function() return m:summary(mf.ones{2}) end, "summary: the input shape must be a table of sizes such as {1, 784}, got a tensor")

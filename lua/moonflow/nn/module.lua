@@ -49,11 +49,12 @@ function M.class(name, parent)
   if type(name) ~= "string" then
     error("nn.class: the class name must be a string, got " .. type(name), 2)
   end
-  if parent ~= nil and not ((type(parent) == "table" and rawget(parent, "__is_module") == true)
-      or is_module(parent)) then
-    -- any other parent made a class whose instances had no __init ("attempt to call a nil value")
+  if parent ~= nil and not (type(parent) == "table" and rawget(parent, "__is_module") == true) then
+    -- any other parent (an instance too: m:extend(name)) made a class whose instances had no
+    -- __init ("attempt to call a nil value")
     error("nn.class: the parent must be a module class such as nn.Module, got " ..
-      (mf.is_tensor(parent) and "a tensor" or type(parent)), 2)
+      (is_module(parent) and "an instance of " .. tostring(getmetatable(parent).__typename) or
+        mf.is_tensor(parent) and "a tensor" or type(parent)), 2)
   end
   parent = parent or M.Module
   local cls = { __typename = name, __is_module = true }
