@@ -291,6 +291,13 @@ describe("argument errors", function()
       H.err(function() return x % print end, "bad argument #2 to 'remainder' (")
       msg = H.err(function() return sess:run(u * mf.constant("abc"), {[u] = mf.ones{2}}) end,
         "bad argument #2 to 'mul' (")
+      -- a Const of NaN: the session's set of constant values took NaN as a key
+      local nan = sess:run(mf.constant(0 / 0))
+      if mf.is_tensor(nan) then nan = nan:item() end
+      assert.is_true(nan ~= nan)
+      -- a loss module on a tensor of unknown shape: shape_str indexed the missing shape
+      H.err(function() return mf.nn.MSELoss()(u, mf.ones{2}) end,
+        "mse_loss: input has shape unknown but target 2")
       local T = mf.train
       local loss = mf.reduce_sum(mf.Variable(mf.ones{2}) * x)
       H.err(function() T.GradientDescentOptimizer(0.1):minimize(loss, 0) end,

@@ -496,7 +496,11 @@ function Session:_new_plan(leaves, feed)
   local clear = {}
   for s = 1, nslot do if not released[s] and not is_const[s] then clear[#clear + 1] = s end end
   local const_set = {}
-  for _, c in ipairs(consts) do const_set[c[2]] = true end
+  -- the tensors and tables the run must copy, not hand out (a NaN number as a key failed:
+  -- "table index is NaN" for mf.constant(0/0))
+  for _, c in ipairs(consts) do
+    if type(c[2]) == "userdata" or type(c[2]) == "table" then const_set[c[2]] = true end
+  end
   local plan = { steps = steps, consts = consts, const_set = const_set, is_const = is_const, feeds = feeds, nfeed = nfeed,
     nleaves = #leaves, leaf_slot = leaf_slot, leaf_copy = leaf_copy, clear = clear,
     needs_grad = needs_grad }

@@ -32,6 +32,7 @@ end
 
 local function shape_str(t)
   local s = t:shape()
+  if s == nil then return "unknown" end -- a symbolic tensor whose shape is not known yet
   return #s == 0 and "scalar" or table.concat(s, "x")
 end
 F._shape_str = shape_str

@@ -17,6 +17,7 @@ local M = {}
 local is_tensor = mf.is_tensor
 
 local function shape_str(shape)
+  if shape == nil then return "unknown" end -- a symbolic tensor's shape not known yet
   if #shape == 0 then return "scalar" end
   return table.concat(shape, "x")
 end
