@@ -192,10 +192,13 @@ end
 function Op.__tostring(self)
   return ("Operation(\"%s\", type=%s)"):format(self._node.name, self._node.type)
 end
--- a Session argument (op:run(feed, sess), t:eval(feed, sess)): anything else is named
+-- a Session argument (op:run(feed, sess), t:eval(feed, sess)): anything else is named (an
+-- Operation there, op:run(op2, op3), called op3:run(op, op2) and so on without end: tail calls)
 local function check_session(fname, sess)
-  if type(sess) ~= "table" or type(sess.run) ~= "function" then
-    error(("%s: the session must be a Session, got %s"):format(fname, type(sess)), 3)
+  local mt = getmetatable(sess)
+  if type(sess) ~= "table" or type(mt) ~= "table" or rawget(mt, "__name") ~= "moonflow.Session" then
+    error(("%s: the session must be a Session, got %s"):format(fname,
+      getmetatable(sess) == Op and "an Operation" or is_sym(sess) and "a tensor" or type(sess)), 3)
   end
 end
 
