@@ -143,6 +143,12 @@ G.install(mf)
 local parse_device, set_default_device = core._parse_device, core._set_default_device
 
 function mf.device(spec, fn)
+  if type(spec) ~= "string" then
+    -- (core._parse_device is wrapped for graph mode: given a symbolic tensor it built a node, and
+    -- the tensor became the placement of the nodes after it, which sessions could not read)
+    error(("device: a device spec (a string such as \"cpu\", \"cuda:0\" or \"/gpu:0\") is needed, got %s")
+      :format(mf.is_tensor(spec) and "a tensor" or type(spec)), 2)
+  end
   local ok, err = pcall(parse_device, spec)
   if not ok then error(err, 2) end
   if fn ~= nil and type(fn) ~= "function" then

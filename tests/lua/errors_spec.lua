@@ -295,6 +295,10 @@ describe("argument errors", function()
       H.err(function() return x % print end, "bad argument #2 to 'remainder' (")
       msg = H.err(function() return sess:run(u * mf.constant("abc"), {[u] = mf.ones{2}}) end,
         "bad argument #2 to 'mul' (")
+      -- mf.device of a symbolic tensor placed the nodes after it on that tensor (the session then
+      -- failed in placement.lua: "attempt to call a nil value (method 'lower')")
+      H.err(function() return mf.device(u) end,
+        "device: a device spec (a string such as \"cpu\", \"cuda:0\" or \"/gpu:0\") is needed, got a tensor")
       -- a Const of NaN: the session's set of constant values took NaN as a key
       local nan = sess:run(mf.constant(0 / 0))
       if mf.is_tensor(nan) then nan = nan:item() end
