@@ -4,15 +4,22 @@
 -- kind: 0-d, empty, 1-D, 4-D, transposed, narrowed, expanded, strided, channels-last views, on the
 -- CPU and on each GPU; closed tensors; tensors requiring grad; numbers such as NaN, 1e300, huge
 -- integers and math.mininteger; strings; shape, option and ragged tables; nil, booleans,
--- functions), then makes random calls through pcall, feeding results back into the pool and
--- calling backward on results that need gradients.
+-- functions; well-formed modules and optimizers, some of whose parameters get odd gradients), then
+-- makes random calls through pcall, feeding results back into the pool, calling backward on
+-- results that need gradients, and calling methods of the pool's objects (modules' forward, step,
+-- state_dict, load_state_dict, to, register_*, ...). One episode in five first builds a graph in
+-- a fresh mf.Graph (placeholders of random dtypes and shapes, constants, variables, random calls
+-- on its symbolic tensors, sometimes a mf.train optimizer's minimize) and runs it in a Session
+-- with random fetches and feeds (fitting tensors, tensors of other shapes, dtypes and devices,
+-- strings, numbers, unknown keys).
 --
 -- Every outcome must be a result or a clear error. A failure is: the process dying (a crash or a
 -- sanitizer report: run it on the sanitized host, build-asan/moonflow), an error message that is
 -- not a string, empty, "?"-named or a bare status name ("shape error"), an error from Lua itself
 -- inside moonflow's Lua code ("attempt to index a nil value") instead of one naming what is
 -- wrong, or a result that breaks a cheap invariant (a tensor whose numel is not the product of
--- its shape, a closed result, nested tables that do not match the shape).
+-- its shape, a closed result, nested tables that do not match the shape), or a call still running
+-- after 10 s (a debug hook stops it: a loop of tail calls never returns to be timed).
 --
 --   moonflow tests/fuzz/fuzz_api.lua SECONDS CORPUS_DIR CRASH_DIR
 -- CORPUS_DIR holds seed files (each a decimal seed): their episodes run first, then episodes of
@@ -45,6 +52,9 @@ os.remove(tmpdir)
 assert(os.execute("mkdir -p " .. tmpdir))
 
 local rand = math.random
+-- an eager tensor (mf.is_tensor also takes graph-mode symbolic tensors, which are tables)
+local function is_eager(v) return type(v) == "userdata" and mf.is_tensor(v) end
+local is_sym = mf.is_symbolic
 local function pick(t) return t[rand(1, #t)] end
 local gpus = mf.cuda.is_available() and mf.cuda.device_count() or 0
 local devices = { "cpu" }
@@ -294,7 +304,8 @@ end
 local LIMIT = 1 << 23
 local function weight(v, count_numbers, seen)
   local tv = type(v)
-  if mf.is_tensor(v) then
+  if is_sym(v) then return 1 end
+  if is_eager(v) then
     if v:is_closed() then return 1 end
     local w = math.max(v:numel(), 1) + 0.0
     if count_numbers and v:dim() <= 1 and v:numel() <= 8 and not v:is_floating_point() then
@@ -343,7 +354,9 @@ local function unclear(msg)
   if body:match("^%?") or body:find("'?'", 1, true) then return "a message naming '?'" end
   if body:find("(null)", 1, true) then return "a message with (null)" end
   -- lauxlib's argument errors name the function and the argument: clear
-  if body:match("^bad argument #%d+ to '[^?']+' %(") then return false end
+  -- (also quoted inside another message: "Max: cannot build this op ...: bad argument #2 to 'max' (")
+  if body:match("^bad argument #%d+ to '[^?']+' %(") or body:match(": bad argument #%d+ to '[^?']+' %(")
+  then return false end
   for _, p in ipairs(LUA_ERRORS) do
     if body:find(p) then return "an error from Lua itself", true end
   end
@@ -388,7 +401,10 @@ end
 -- ---- describing values (the trace) ------------------------------------------------------------
 local function describe(v, depth)
   depth = depth or 0
-  if mf.is_tensor(v) then
+  if is_sym(v) then
+    local ok, s = pcall(tostring, v)
+    return ok and s or "<symbolic tensor ?>"
+  elseif is_eager(v) then
     if v:is_closed() then return "<closed tensor>" end
     local ok, s = pcall(function()
       return ("<%s %s {%s} stride {%s}%s>"):format(v:device(), v:dtype(),
@@ -399,7 +415,11 @@ local function describe(v, depth)
   elseif type(v) == "string" then
     return ("%q"):format(#v > 40 and v:sub(1, 40) .. "..." or v)
   elseif type(v) == "table" then
-    if getmetatable(v) then return "<table with a metatable>" end
+    local mt = getmetatable(v)
+    if mt then
+      local name = type(mt) == "table" and rawget(mt, "__typename")
+      return "<" .. (type(name) == "string" and name or "table with a metatable") .. ">"
+    end
     if depth > 3 then return "{...}" end -- results may hold cycles
     local parts = {}
     for k, x in pairs(v) do
@@ -439,13 +459,17 @@ local function judge_results(desc, f, res, args, n)
     local v = res[i]
     if mf.is_tensor(v) and given[v] then
       push(v)
-    elseif mf.is_tensor(v) then
+    elseif is_sym(v) then
+      push(v)
+    elseif is_eager(v) and f.name:match("^op%.") and not is_eager(args[1]) then
+      push(v) -- a field of a module or other table (op.index, op.grad), as it is
+    elseif is_eager(v) then
       local bad = check_tensor(v, f.name)
       if bad then failure = "bad result " .. i - 1 .. " of " .. desc .. ": " .. bad return end
       push(v)
     elseif type(v) == "table" and not getmetatable(v) then
       for _, x in pairs(v) do
-        if mf.is_tensor(x) and not x:is_closed() then push(x) break end
+        if is_eager(x) and not x:is_closed() then push(x) break end
       end
       push(v)
     elseif v ~= nil and rand(3) == 1 then
@@ -464,10 +488,20 @@ local function call(f, args, n)
   if trace then io.stderr:write(("[%d] %s\n"):format(calls + 1, desc)) end
   calls = calls + 1
   local fn = f.call
-  if f.method and not mf.is_tensor(args[1]) then fn = f.direct end -- x:name() needs a tensor x
+  if f.method and not is_eager(args[1]) then fn = f.direct end -- x:name() needs a tensor x
   local t0 = mf.clock()
+  -- a call still running Lua code after 10 s is stopped by a hook (a loop of tail calls never
+  -- returns to be timed) and reported as a hang
+  debug.sethook(function()
+    if mf.clock() - t0 > 10 then error("fuzz: a hang (still running after 10 s)", 0) end
+  end, "", 1000000)
   local res = table.pack(pcall(fn, table.unpack(args, 1, n)))
+  debug.sethook()
   reset_state()
+  if not res[1] and tostring(res[2]):find("fuzz: a hang", 1, true) then
+    failure = ("a hang (over 10 s): %s"):format(desc)
+    return
+  end
   if mf.clock() - t0 > 10 then
     failure = ("a slow call (%.1f s): %s"):format(mf.clock() - t0, desc)
     return
@@ -521,7 +555,7 @@ end
 local function try_backward()
   local cands = {}
   for _, v in ipairs(pool) do
-    if mf.is_tensor(v) and not v:is_closed() and v:needs_grad() then cands[#cands + 1] = v end
+    if is_eager(v) and not v:is_closed() and v:needs_grad() then cands[#cands + 1] = v end
   end
   if #cands == 0 then return end
   local r = pick(cands)
@@ -550,8 +584,290 @@ local function try_backward()
   end
 end
 
+
+-- ---- objects: modules, optimizers, sessions -----------------------------------------------------
+-- A method of an object in the pool (a module, an optimizer, ...), its calls judged as the
+-- functions' are: obj:name(random args), or obj(random args) for a callable one (a module's
+-- forward). Methods that print, draw or write files are not called.
+local OBJ_SKIP = { summary = true, render = true, print = true, save = true, export = true,
+  __init = true, __gc = true, __close = true, __index = true, __newindex = true }
+local method_cache = setmetatable({}, { __mode = "k" })
+local function methods_of(obj)
+  local mt = getmetatable(obj)
+  if type(mt) ~= "table" then return {} end
+  if method_cache[mt] then return method_cache[mt] end
+  local names, seen, idx, depth = {}, {}, mt, 0
+  while type(idx) == "table" and depth < 8 do
+    for k, v in pairs(idx) do
+      if type(k) == "string" and type(v) == "function" and not seen[k] and not OBJ_SKIP[k]
+          and not k:match("^__") then
+        seen[k] = v
+        names[#names + 1] = k
+      end
+    end
+    local m2 = getmetatable(idx)
+    idx, depth = m2 and rawget(m2, "__index"), depth + 1
+  end
+  table.sort(names)
+  if rawget(mt, "__call") then names[#names + 1] = "__call" end
+  names.fn = seen -- the methods themselves (an instance's field may shadow a method's name)
+  method_cache[mt] = names
+  return names
+end
+
+local function object_step()
+  local objs = {}
+  for _, v in ipairs(pool) do
+    if type(v) == "table" and not is_sym(v) and getmetatable(v) then objs[#objs + 1] = v end
+  end
+  if #objs == 0 then return end
+  local obj = pick(objs)
+  local names = methods_of(obj)
+  if #names == 0 then return end
+  local name = pick(names)
+  local mt = getmetatable(obj)
+  local cls = type(mt) == "table" and (rawget(mt, "__typename") or rawget(mt, "name")) or "object"
+  local f = { name = ("obj.%s:%s"):format(tostring(cls), name), short = name }
+  if name == "__call" then
+    f.call = function(o, ...) return o(...) end
+  else
+    local m = names.fn[name]
+    f.call = function(o, ...) return m(o, ...) end
+  end
+  local n = rand(0, 3)
+  local args = { obj }
+  for i = 2, n + 1 do args[i] = random_arg() end
+  call(f, args, n + 1)
+end
+
+-- Well-formed modules and optimizers for the pool, on a random device, so that their methods
+-- (forward, step, state_dict, load_state_dict, to, ...) get random arguments.
+local function add_objects()
+  local nn, optim = mf.nn, mf.optim
+  local makers = {
+    function() return nn.Linear(3, 2) end,
+    function() return nn.Linear(5, 4, { bias = false }) end,
+    function() return nn.Conv2d(1, 2, 3) end,
+    function() return nn.Conv2d(2, 2, 1) end,
+    function() return nn.BatchNorm1d(3) end,
+    function() return nn.BatchNorm2d(2) end,
+    function() return nn.Sequential { nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 2) } end,
+    function() return nn.Sequential { nn.Conv2d(2, 2, 3), nn.MaxPool2d(2), nn.Flatten() } end,
+    function() return nn.Dropout(0.5) end,
+    function() return nn.MaxPool2d(2) end,
+    function() return nn.AvgPool2d(2) end,
+    function() return nn.Flatten() end,
+    function() return nn.Softmax() end,
+    function() return nn.LogSoftmax() end,
+    function() return nn.Reshape(-1) end,
+    function() return nn.CrossEntropyLoss() end,
+    function() return nn.MSELoss() end,
+    function() return nn.BCEWithLogitsLoss() end,
+    function() return nn.NLLLoss() end,
+  }
+  local opts = {
+    function(ps) return optim.SGD(ps, { lr = 0.1, momentum = pick { 0, 0.9 } }) end,
+    function(ps) return optim.Adam(ps, { lr = 1e-3 }) end,
+    function(ps) return optim.AdamW(ps, { lr = 1e-3, weight_decay = 0.1 }) end,
+    function(ps) return optim.RMSProp(ps, { lr = 1e-2 }) end,
+    function(ps) return optim.Adadelta(ps) end,
+    function(ps) return optim.Adagrad(ps, { lr = 0.1 }) end,
+  }
+  for _ = 1, rand(1, 2) do
+    local ok, m = pcall(pick(makers))
+    if ok and m then
+      if rand(3) == 1 then
+        local dev = pick(devices)
+        local ok2, m2 = pcall(m.to, m, dev)
+        if ok2 and m2 then m = m2 end
+      end
+      push(m)
+      if rand(2) == 1 then
+        local ok3, ps = pcall(m.parameters, m)
+        if ok3 and type(ps) == "table" and #ps > 0 then
+          -- parameters with odd gradients: another shape, dtype or device, or a pool tensor
+          for _, p in ipairs(ps) do
+            if rand(4) == 1 then pcall(function() p.grad = pool[rand(1, #pool)] end) end
+            if rand(4) == 1 then pcall(function() p.grad = p:detach():mul(0.5) end) end
+          end
+          local ok4, o = pcall(pick(opts), ps)
+          if ok4 and o then push(o) end
+        end
+      end
+    end
+  end
+  if #leaves > 0 and rand(2) == 1 then -- an optimizer over the pool's leaves (mixed devices)
+    local ps = {}
+    for i = 1, rand(1, math.min(3, #leaves)) do ps[i] = leaves[rand(1, #leaves)] end
+    local ok, o = pcall(pick(opts), ps)
+    if ok and o then push(o) end
+  end
+end
+
+-- ---- graph mode ---------------------------------------------------------------------------------
+-- A graph episode builds a small graph in a fresh mf.Graph (its own default graph for the
+-- while): placeholders of random dtypes and shapes, constants and variables from the pool, then
+-- random calls whose arguments are mostly its symbolic tensors; then runs it in a Session with
+-- random fetches and feeds (right-shaped tensors, tensors of another shape or dtype, numbers,
+-- strings, tables, closed tensors, unknown keys).
+local graph_funcs = {}
+for _, f in ipairs(funcs) do
+  if not f.writer and (f.name:match("^mf%.") or f.name:match("^Tensor%.") or f.name:match("^F%.")
+      or f.name:match("^nn%.%l")) then
+    graph_funcs[#graph_funcs + 1] = f
+  end
+end
+
+local function judge_error(desc, f, err)
+  local why, soft = unclear(err)
+  if soft and not strict then
+    if not soft_seen[f.name] then
+      soft_seen[f.name] = tostring(err):sub(1, 200)
+      soft_names[#soft_names + 1] = f.name
+    end
+  elseif why then
+    failure = ("%s: %s -> %s"):format(why, desc, tostring(err):sub(1, 300))
+  end
+end
+
+local PH_DTYPES = { "float32", "float64", "int32", "int64", "bool", "uint8", "float16", "string" }
+local PH_SHAPES = { false, {}, { 3 }, { -1 }, { 2, 3 }, { -1, 3 }, { 2, 0 }, { 1, 1, 1, 1 },
+  { -1, -1 }, { 2, 1, 4, 4 }, { -2 }, { 1.5 }, { "a" } }
+
+-- a value to feed a placeholder of dtype dt and shape sh: mostly one that fits
+local function feed_value(dt, sh)
+  local k = rand(1, 10)
+  if k <= 5 and dt ~= "string" then
+    local shape = {}
+    for i, d in ipairs(type(sh) == "table" and sh or { rand(0, 3) }) do
+      shape[i] = (math.type(d) == "integer" and d >= 0) and d or rand(1, 3)
+    end
+    local ok, t = pcall(make_tensor, dt, shape, pick(devices))
+    if ok then return t end
+  elseif k == 6 then
+    return pick { "hello", "", ("b"):rep(100) }
+  end
+  return random_arg()
+end
+
+local function graph_episode()
+  local g = mf.Graph()
+  local phs, syms = {}, {}
+  local PH = { name = "mf.placeholder", short = "placeholder", fn = mf.placeholder }
+  local VAR = { name = "mf.Variable", short = "Variable", fn = mf.Variable }
+  local CONST = { name = "mf.constant", short = "constant", fn = mf.constant }
+  local function gcall(f, args, n)
+    local before = #pool
+    f.call = f.call or f.fn
+    call(f, args, n)
+    for i = before + 1, #pool do
+      if is_sym(pool[i]) then syms[#syms + 1] = pool[i] end
+    end
+  end
+  local function sym_arg()
+    if #syms > 0 and rand(3) > 1 then return pick(syms) end
+    return random_arg()
+  end
+  local ok, err = pcall(g.as_default, g, function()
+    for i = 1, rand(1, 3) do
+      local dt, sh = pick(PH_DTYPES), pick(PH_SHAPES)
+      local okp, ph = pcall(mf.placeholder, dt, sh or nil, rand(2) == 1 and ("p" .. i) or nil)
+      if okp then
+        phs[#phs + 1] = { ph = ph, dt = dt, sh = sh }
+        syms[#syms + 1] = ph
+        push(ph)
+      else
+        judge_error(describe_call(PH, { dt, sh or nil }, 2), PH, ph)
+        if failure then return end
+      end
+    end
+    for _ = 1, rand(0, 2) do
+      gcall(CONST, { random_arg(), rand(3) == 1 and option_table() or nil }, 2)
+      if failure then return end
+    end
+    for _ = 1, rand(0, 2) do
+      gcall(VAR, { rand(3) > 1 and pool[rand(1, #pool)] or random_arg(),
+        rand(3) == 1 and option_table() or nil }, 2)
+      if failure then return end
+    end
+    for _ = 1, rand(5, 25) do
+      if rand(5) == 1 then
+        local o = pick(OPS)
+        gcall({ name = o.name, short = o.short, fn = o.fn }, { sym_arg(), sym_arg(), sym_arg() }, 3)
+      else
+        local f = pick(graph_funcs)
+        local n = rand(1, 4)
+        local args = {}
+        for i = 1, n do args[i] = sym_arg() end
+        gcall(f, args, n)
+      end
+      if failure then return end
+    end
+    if rand(2) == 1 then -- a training op on some scalar
+      local loss = pick(syms)
+      local T = mf.train
+      local mk = pick { function() return T.GradientDescentOptimizer(0.1) end,
+        function() return T.AdamOptimizer(1e-3) end,
+        function() return T.MomentumOptimizer(0.1, 0.9) end }
+      local MIN = { name = "train.Optimizer:minimize", short = "minimize" }
+      MIN.call = function(l, ...) return mk():minimize(l, ...) end
+      gcall(MIN, { loss, rand(3) == 1 and random_arg() or nil }, 2)
+      if failure then return end
+    end
+    local INIT = { name = "mf.global_variables_initializer", short = "global_variables_initializer",
+      fn = mf.global_variables_initializer }
+    gcall(INIT, {}, 0)
+  end)
+  if failure then return end
+  if not ok then
+    judge_error("building a graph", { name = "graph" }, err)
+    if failure then return end
+  end
+  local okS, sess = pcall(mf.Session, { graph = g })
+  if not okS then
+    failure = "mf.Session{graph = g} failed: " .. tostring(sess)
+    return
+  end
+  local RUN = { name = "Session:run", short = "run" }
+  RUN.call = function(...) return sess:run(...) end
+  for _ = 1, rand(1, 6) do
+    local fetch
+    local r = rand(1, 8)
+    if #syms == 0 or r == 1 then
+      fetch = random_arg()
+    elseif r <= 5 then
+      fetch = pick(syms)
+    elseif r == 6 then
+      fetch = { pick(syms), pick(syms) }
+    elseif r == 7 then
+      fetch = { a = pick(syms), b = { pick(syms) } }
+    else
+      local okn, nm = pcall(function() return pick(syms).name end)
+      fetch = okn and nm or "nosuchnode:0"
+    end
+    local feed
+    if rand(6) > 1 then
+      feed = {}
+      for _, p in ipairs(phs) do
+        if rand(5) > 1 then
+          local key = p.ph
+          if rand(6) == 1 then key = pick(syms) end
+          if rand(8) == 1 then key = pick { "nosuch", 1, true } end
+          feed[key] = feed_value(p.dt, p.sh)
+        end
+      end
+    else
+      feed = random_arg()
+    end
+    call(RUN, { fetch, feed }, 2)
+    if failure then break end
+  end
+  local okc, errc = pcall(sess.close, sess)
+  if not okc and not failure then failure = "Session:close failed: " .. tostring(errc) end
+end
+
 local function step()
-  local k = rand(1, 20)
+  local k = rand(1, 22)
   if k <= 15 then
     local f = pick(funcs)
     local n = rand(0, 5)
@@ -571,9 +887,11 @@ local function step()
     call(o, args, 3)
   elseif k == 19 then
     try_backward()
+  elseif k >= 21 then
+    object_step()
   else -- close a pool tensor (it stays in the pool, closed)
     local v = pool[rand(1, #pool)]
-    if mf.is_tensor(v) and not v:is_closed() and rand(4) == 1 then v:close() end
+    if is_eager(v) and not v:is_closed() and rand(4) == 1 then v:close() end
   end
 end
 
@@ -586,6 +904,11 @@ local function episode(seed, k)
   math.randomseed(seed, k)
   mf.manual_seed(k)
   new_pool()
+  add_objects()
+  if rand(5) == 1 then
+    graph_episode()
+    if failure then return end
+  end
   for _ = 1, 60 do
     step()
     if failure then return end
