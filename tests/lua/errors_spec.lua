@@ -299,6 +299,11 @@ describe("argument errors", function()
       -- failed in placement.lua: "attempt to call a nil value (method 'lower')")
       H.err(function() return mf.device(u) end,
         "device: a device spec (a string such as \"cpu\", \"cuda:0\" or \"/gpu:0\") is needed, got a tensor")
+      -- the negation of a string tensor ran Lua's own arithmetic on its table of strings
+      local sp = mf.placeholder("string", nil, "sp")
+      local ns = -sp
+      H.err(function() return sess:run(ns, {[sp] = {"a", "b"}}) end, "Neg: expected a numeric tensor, got a string tensor")
+      H.err(function() return sess:run(ns, {[sp] = "a"}) end, "Neg: expected a numeric tensor, got a string tensor")
       -- a Const of NaN: the session's set of constant values took NaN as a key
       local nan = sess:run(mf.constant(0 / 0))
       if mf.is_tensor(nan) then nan = nan:item() end

@@ -869,7 +869,14 @@ Sym.__div = binary("div", "truediv")
 Sym.__pow = binary("pow", "pow")
 Sym.__mod = binary("remainder", "mod")
 Sym.__idiv = binary("floor_divide", "floordiv")
-local neg = G.lift("Neg", function(a) return -a end, { id = "op.neg" })
+local neg = G.lift("Neg", function(a)
+  -- (a string tensor's value is a string or a table of them: Lua's own arithmetic error before)
+  if not (is_eager(a) or type(a) == "number") then
+    error("Neg: expected a numeric tensor, got " ..
+      ((type(a) == "string" or type(a) == "table") and "a string tensor" or type(a)), 2)
+  end
+  return -a
+end, { id = "op.neg" })
 G.builders["op.neg"] = neg
 Sym.__unm = function(a) return neg(a) end
 
