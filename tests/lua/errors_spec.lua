@@ -264,6 +264,31 @@ describe("argument errors", function()
     H.err(function() return m:summary(mf.ones{2}) end, "summary: the input shape must be a table of sizes such as {1, 784}, got a tensor")
   end)
 
+  it("mf.nn.init names a bad argument", function()
+    -- its numbers, nonlinearity names and tensors were used unchecked ("attempt to perform
+    -- arithmetic on a table value", "attempt to call a nil value (method 'match')")
+    local I, w = mf.nn.init, mf.ones{4, 4}
+    H.err(function() return I.calculate_fans(3) end, "calculate_fans: expected a tensor, got number")
+    H.err(function() return I.calculate_gain(w) end,
+      "calculate_gain: the nonlinearity must be a string such as \"relu\", got userdata")
+    H.err(function() return I.calculate_gain("leaky_relu", "x") end,
+      "calculate_gain: the negative slope must be a number, got string")
+    H.err(function() return I.trunc_normal_(w, {0}) end, "trunc_normal_: mean must be a number, got table")
+    H.err(function() return I.xavier_normal_(w, {}) end, "xavier_normal_: gain must be a number, got table")
+    H.err(function() return I.xavier_uniform_(w, true) end, "xavier_uniform_: gain must be a number, got boolean")
+    H.err(function() return I.kaiming_uniform_(w, nil, nil, {}) end,
+      "kaiming_uniform_: the nonlinearity must be a string")
+    H.err(function() return I.kaiming_normal_(w, true) end,
+      "kaiming_normal_: a (the negative slope) must be a number, got boolean")
+    H.err(function() return I.uniform_(w, {}) end, "uniform_: a must be a number, got table")
+    H.err(function() return I.normal_(w, 0, "1") end, "normal_: std must be a number, got string")
+    mf.Graph():as_default(function()
+      H.err(function() return I.ones_(mf.placeholder("float32")) end,
+        "ones_: expected a tensor, got a symbolic tensor")
+    end)
+    assert.are.equal(w, I.kaiming_uniform_(w, math.sqrt(5)))
+  end)
+
   it("graph-mode calls name a bad argument", function()
     local g = mf.Graph()
     g:as_default(function()

@@ -7,10 +7,21 @@ local mf = require "moonflow"
 local I = {}
 
 local function check(t, fname)
-  if not mf.is_tensor(t) then error(fname .. ": expected a tensor, got " .. type(t), 3) end
+  if type(t) ~= "userdata" or not mf.is_tensor(t) then -- (in place: a symbolic tensor will not do)
+    error(fname .. ": expected a tensor, got " .. (mf.is_tensor(t) and "a symbolic tensor" or type(t)), 3)
+  end
   if not t:is_floating_point() then
     error(fname .. ": expected a float tensor, got " .. t:dtype(), 3)
   end
+end
+
+-- v, or def when v is nil; anything but a number is an error naming fname and what v is
+local function num(v, def, fname, what)
+  if v == nil then return def end
+  if type(v) ~= "number" then
+    error(("%s: %s must be a number, got %s"):format(fname, what, type(v)), 3)
+  end
+  return v
 end
 
 local function like(t) return { dtype = t:dtype(), device = t:device() } end
@@ -26,20 +37,26 @@ function I.constant_(t, v)
   return t
 end
 
-function I.zeros_(t) return I.constant_(t, 0) end
-function I.ones_(t) return I.constant_(t, 1) end
+function I.zeros_(t)
+  check(t, "zeros_")
+  return I.constant_(t, 0)
+end
+function I.ones_(t)
+  check(t, "ones_")
+  return I.constant_(t, 1)
+end
 
 -- uniform_(t [, a = 0 [, b = 1]]): values from U(a, b).
 function I.uniform_(t, a, b)
   check(t, "uniform_")
-  a, b = a or 0, b or 1
+  a, b = num(a, 0, "uniform_", "a"), num(b, 1, "uniform_", "b")
   return fill_from(t, mf.rand(t:shape(), like(t)) * (b - a) + a)
 end
 
 -- normal_(t [, mean = 0 [, std = 1]])
 function I.normal_(t, mean, std)
   check(t, "normal_")
-  mean, std = mean or 0, std or 1
+  mean, std = num(mean, 0, "normal_", "mean"), num(std, 1, "normal_", "std")
   return fill_from(t, mf.randn(t:shape(), like(t)) * std + mean)
 end
 
@@ -47,8 +64,9 @@ end
 -- values, those outside [a, b] drawn again (TensorFlow's truncated_normal with the defaults).
 function I.trunc_normal_(t, mean, std, a, b)
   check(t, "trunc_normal_")
-  mean, std = mean or 0, std or 1
-  a, b = a or mean - 2 * std, b or mean + 2 * std
+  mean, std = num(mean, 0, "trunc_normal_", "mean"), num(std, 1, "trunc_normal_", "std")
+  a = num(a, mean - 2 * std, "trunc_normal_", "a")
+  b = num(b, mean + 2 * std, "trunc_normal_", "b")
   if not (a < b) then error("trunc_normal_: the interval [a, b] is empty", 2) end
   local lo, hi = (a - mean) / std, (b - mean) / std
   mf.no_grad(function()
@@ -66,6 +84,7 @@ end
 
 -- fan_in, fan_out of a weight (out, in, k...) as torch computes them.
 function I.calculate_fans(t)
+  check(t, "calculate_fans")
   local nd = t:dim()
   if nd < 2 then
     error("fan in and fan out need a tensor with at least 2 dimensions, got shape " ..
@@ -78,12 +97,15 @@ end
 
 -- calculate_gain(nonlinearity [, param]): torch's recommended gains.
 function I.calculate_gain(nl, param)
+  if type(nl) ~= "string" then
+    error("calculate_gain: the nonlinearity must be a string such as \"relu\", got " .. type(nl), 2)
+  end
   if nl == "linear" or nl == "sigmoid" or nl == "identity" or nl:match("^conv") then return 1 end
   if nl == "tanh" then return 5 / 3 end
   if nl == "relu" then return math.sqrt(2) end
   if nl == "selu" then return 3 / 4 end
   if nl == "leaky_relu" then
-    local slope = param or 0.01
+    local slope = num(param, 0.01, "calculate_gain", "the negative slope")
     return math.sqrt(2 / (1 + slope * slope))
   end
   error("calculate_gain: unknown nonlinearity '" .. tostring(nl) .. "'", 2)
@@ -93,7 +115,7 @@ end
 function I.xavier_uniform_(t, gain)
   check(t, "xavier_uniform_")
   local fi, fo = I.calculate_fans(t)
-  local bound = (gain or 1) * math.sqrt(6 / (fi + fo))
+  local bound = num(gain, 1, "xavier_uniform_", "gain") * math.sqrt(6 / (fi + fo))
   return I.uniform_(t, -bound, bound)
 end
 
@@ -101,14 +123,17 @@ end
 function I.xavier_normal_(t, gain)
   check(t, "xavier_normal_")
   local fi, fo = I.calculate_fans(t)
-  return I.normal_(t, 0, (gain or 1) * math.sqrt(2 / (fi + fo)))
+  return I.normal_(t, 0, num(gain, 1, "xavier_normal_", "gain") * math.sqrt(2 / (fi + fo)))
 end
 
 -- Kaiming options: kaiming_*(t [, a = 0 [, mode = "fan_in" [, nonlinearity = "leaky_relu"]]]) or
 -- kaiming_*(t, {a =, mode =, nonlinearity =}).
 local function kaiming_std(t, a, mode, nl, fname)
   if type(a) == "table" then a, mode, nl = a.a, a.mode, a.nonlinearity end
-  a, mode, nl = a or 0, mode or "fan_in", nl or "leaky_relu"
+  a, mode, nl = num(a, 0, fname, "a (the negative slope)"), mode or "fan_in", nl or "leaky_relu"
+  if type(nl) ~= "string" then
+    error(fname .. ": the nonlinearity must be a string such as \"relu\", got " .. type(nl), 3)
+  end
   if mode ~= "fan_in" and mode ~= "fan_out" then
     error(fname .. ": mode must be \"fan_in\" or \"fan_out\", got " .. tostring(mode), 3)
   end
