@@ -246,6 +246,16 @@ describe("argument errors", function()
       "add_module: the name must be a non-empty string, got an empty string")
     H.equal(m:buffers(), {})
     assert.are.equal(m, m:double())
+    -- a module inside itself: printing it (tostring in an error message) recursed for seconds and
+    -- gigabytes, forward without end (a hang found by fuzz_api seed 45)
+    local seq = nn.Sequential{nn.Linear(3, 3)}
+    H.err(function() seq:add(seq) end, "Sequential:add: a module cannot be its own child or descendant (a cycle)")
+    local outer = nn.Sequential{seq}
+    H.err(function() seq:add(outer) end, "a cycle")
+    H.err(function() seq:add_module("me", seq) end, "add_module: a module cannot be its own child")
+    H.err(function() seq.inner = outer end, "nn: a module cannot be its own child or descendant")
+    assert.are.equal(1, #seq)
+    assert.is_string(tostring(outer))
     -- named_modules' prefix; its recursion's own arguments are no longer public
     H.err(function() return m:named_modules(mf.ones{2}) end,
       "named_modules: the prefix must be a string, got userdata")

@@ -105,9 +105,29 @@ local function add_name(list, name)
   list[#list + 1] = name
 end
 
+-- A module made a child of itself or of one of its descendants is a cycle: printing, forward and
+-- the traversals that follow children recursed without end (a Sequential added to itself took
+-- seconds and gigabytes to print). Refused where a child is added.
+local function contains(m, target, seen)
+  if m == target then return true end
+  if seen[m] then return false end
+  seen[m] = true
+  for _, nm in ipairs(m:named_children()) do
+    if contains(nm[2], target, seen) then return true end
+  end
+  return false
+end
+local function check_acyclic(fname, self, child)
+  if contains(child, self, {}) then
+    error(fname .. ": a module cannot be its own child or descendant (a cycle)", 3)
+  end
+end
+
 function Module.__newindex(self, k, v)
   if type(k) == "string" then
-    if is_module(v) then add_name(rawget(self, "_children"), k)
+    if is_module(v) then
+      check_acyclic("nn", self, v)
+      add_name(rawget(self, "_children"), k)
     elseif is_tensor(v) and marked[v] then add_name(rawget(self, "_params"), k) end
   end
   rawset(self, k, v)
@@ -179,6 +199,7 @@ end
 function Module:add_module(name, m)
   check_name("add_module", name)
   if not is_module(m) then error("add_module: '" .. tostring(name) .. "' is not a module", 2) end
+  check_acyclic("add_module", self, m)
   add_name(self._children, name)
   rawset(self, name, m)
   return self
@@ -540,6 +561,7 @@ end
 
 function Sequential:add(m)
   if not is_module(m) then error("Sequential:add: expected a module, got " .. type(m), 2) end
+  check_acyclic("Sequential:add", self, m)
   local mods = rawget(self, "_list")
   mods[#mods + 1] = m
   return self
