@@ -118,6 +118,7 @@ add_funcs("mf", mf, false)
 add_funcs("Tensor", mf.Tensor, true)
 add_funcs("F", mf.nn.functional, false)
 add_funcs("nn", mf.nn, false)
+add_funcs("init", mf.nn.init, false) -- the in-place initialisers (uniform_, kaiming_normal_, ...)
 add_funcs("_nn", mf._nn, false)
 add_funcs("_optim", mf._optim, false)
 add_funcs("optim", mf.optim, false)
@@ -625,6 +626,13 @@ local function object_step()
   local names = methods_of(obj)
   if #names == 0 then return end
   local name = pick(names)
+  if rand(2) == 1 then -- mostly what training calls: forward (__call) and step
+    local main = {}
+    for _, k in ipairs(names) do
+      if k == "__call" or k == "step" then main[#main + 1] = k end
+    end
+    if #main > 0 then name = pick(main) end
+  end
   local mt = getmetatable(obj)
   local cls = type(mt) == "table" and (rawget(mt, "__typename") or rawget(mt, "name")) or "object"
   local f = { name = ("obj.%s:%s"):format(tostring(cls), name), short = name }
@@ -791,7 +799,9 @@ local function graph_episode()
       if failure then return end
     end
     for _ = 1, rand(5, 25) do
-      if rand(5) == 1 then
+      if rand(6) == 1 then -- a module or optimizer method on the graph's tensors
+        object_step()
+      elseif rand(5) == 1 then
         local o = pick(OPS)
         gcall({ name = o.name, short = o.short, fn = o.fn }, { sym_arg(), sym_arg(), sym_arg() }, 3)
       else
