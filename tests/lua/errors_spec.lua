@@ -339,6 +339,15 @@ describe("argument errors", function()
       local ns = -sp
       H.err(function() return sess:run(ns, {[sp] = {"a", "b"}}) end, "Neg: expected a numeric tensor, got a string tensor")
       H.err(function() return sess:run(ns, {[sp] = "a"}) end, "Neg: expected a numeric tensor, got a string tensor")
+      -- string concatenation took a missing or false element as the whole table again and
+      -- recursed until the stack overflowed; a table holding itself did the same
+      local cat = sp + "x"
+      H.err(function() return sess:run(cat, {[sp] = {"a", false}}) end, "add: string tensors hold strings, got boolean")
+      local selfref = {"a"}
+      selfref[2] = selfref
+      H.err(function() return sess:run(cat, {[sp] = selfref}) end, "add: string tensors nested more than 32 levels deep")
+      H.err(function() return sess:run(sp + print, {[sp] = "a"}) end, "add: string tensors hold strings, got function")
+      assert.are.same({"ax", "bx"}, sess:run(cat, {[sp] = {"a", "b"}}))
       -- a Const of NaN: the session's set of constant values took NaN as a key
       local nan = sess:run(mf.constant(0 / 0))
       if mf.is_tensor(nan) then nan = nan:item() end

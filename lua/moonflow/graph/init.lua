@@ -641,15 +641,31 @@ end
 
 -- ---- string tensors -----------------------------------------------------------------------------
 
-local function concat_strings(a, b)
+-- (an element that is nil or false was taken as "the whole table again", `ta and a[i] or a`:
+-- {1, nil, 3} or a table holding itself recursed until the stack overflowed; other values were
+-- concatenated through tostring)
+local function concat_strings(a, b, depth)
+  if math.type(depth) ~= "integer" then depth = 0 end
+  if depth > 32 then error("add: string tensors nested more than 32 levels deep", 0) end
   local ta, tb = type(a) == "table", type(b) == "table"
+  for _, v in ipairs { a, b } do
+    local tv = type(v)
+    if tv ~= "table" and tv ~= "string" and tv ~= "number" then
+      error("add: string tensors hold strings, got " .. tv, 0)
+    end
+  end
   if not ta and not tb then return tostring(a) .. tostring(b) end
   local n = ta and #a or #b
   if ta and tb and #a ~= #b then
     error(("add: string tensors of %d and %d elements cannot be concatenated"):format(#a, #b), 0)
   end
   local r = {}
-  for i = 1, n do r[i] = concat_strings(ta and a[i] or a, tb and b[i] or b) end
+  for i = 1, n do
+    local x, y = a, b
+    if ta then x = a[i] end
+    if tb then y = b[i] end
+    r[i] = concat_strings(x, y, depth + 1)
+  end
   return r
 end
 G.concat_strings = concat_strings
