@@ -7,11 +7,14 @@
 -- functions; well-formed modules and optimizers, some of whose parameters get odd gradients), then
 -- makes random calls through pcall, feeding results back into the pool, calling backward on
 -- results that need gradients, and calling methods of the pool's objects (modules' forward, step,
--- state_dict, load_state_dict, to, register_*, ...). One episode in five first builds a graph in
--- a fresh mf.Graph (placeholders of random dtypes and shapes, constants, variables, random calls
--- on its symbolic tensors, sometimes a mf.train optimizer's minimize) and runs it in a Session
--- with random fetches and feeds (fitting tensors, tensors of other shapes, dtypes and devices,
--- strings, numbers, unknown keys).
+-- state_dict, load_state_dict, to, register_*, ...) and training steps on its modules (forward on
+-- an input of the shape the module takes, in a random float dtype and mostly on its device,
+-- backward, the optimizer's step and zero_grad; sometimes after the module was moved or converted
+-- under its optimizer, a gradient replaced or a parameter closed). One episode in five first
+-- builds a graph in a fresh mf.Graph (placeholders of random dtypes and shapes, constants,
+-- variables, random calls on its symbolic tensors, sometimes a mf.train optimizer's minimize) and
+-- runs it in a Session with random fetches and feeds (fitting tensors, tensors of other shapes,
+-- dtypes and devices, strings, numbers, unknown keys).
 --
 -- Every outcome must be a result or a clear error. A failure is: the process dying (a crash or a
 -- sanitizer report: run it on the sanitized host, build-asan/moonflow), an error message that is
@@ -522,6 +525,7 @@ local function call(f, args, n)
     return
   end
   judge_results(desc, f, res, args, n)
+  if not failure then return res end
 end
 
 -- Operators, indexing and fields: not functions of a table, so called here.
@@ -650,28 +654,32 @@ end
 
 -- Well-formed modules and optimizers for the pool, on a random device, so that their methods
 -- (forward, step, state_dict, load_state_dict, to, ...) get random arguments.
+local trainers -- {m =, shape =, dev =, opt =} for train_step
 local function add_objects()
+  trainers = {}
   local nn, optim = mf.nn, mf.optim
+  -- each with an input shape its forward takes
   local makers = {
-    function() return nn.Linear(3, 2) end,
-    function() return nn.Linear(5, 4, { bias = false }) end,
-    function() return nn.Conv2d(1, 2, 3) end,
-    function() return nn.Conv2d(2, 2, 1) end,
-    function() return nn.BatchNorm1d(3) end,
-    function() return nn.BatchNorm2d(2) end,
-    function() return nn.Sequential { nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 2) } end,
-    function() return nn.Sequential { nn.Conv2d(2, 2, 3), nn.MaxPool2d(2), nn.Flatten() } end,
-    function() return nn.Dropout(0.5) end,
-    function() return nn.MaxPool2d(2) end,
-    function() return nn.AvgPool2d(2) end,
-    function() return nn.Flatten() end,
-    function() return nn.Softmax() end,
-    function() return nn.LogSoftmax() end,
-    function() return nn.Reshape(-1) end,
-    function() return nn.CrossEntropyLoss() end,
-    function() return nn.MSELoss() end,
-    function() return nn.BCEWithLogitsLoss() end,
-    function() return nn.NLLLoss() end,
+    { function() return nn.Linear(3, 2) end, { 4, 3 } },
+    { function() return nn.Linear(5, 4, { bias = false }) end, { 2, 5 } },
+    { function() return nn.Conv2d(1, 2, 3) end, { 2, 1, 5, 5 } },
+    { function() return nn.Conv2d(2, 2, 1) end, { 1, 2, 3, 3 } },
+    { function() return nn.BatchNorm1d(3) end, { 4, 3 } },
+    { function() return nn.BatchNorm2d(2) end, { 2, 2, 3, 3 } },
+    { function() return nn.Sequential { nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 2) } end, { 2, 3 } },
+    { function() return nn.Sequential { nn.Conv2d(2, 2, 3), nn.MaxPool2d(2), nn.Flatten() } end,
+      { 2, 2, 6, 6 } },
+    { function() return nn.Dropout(0.5) end, { 3, 4 } },
+    { function() return nn.MaxPool2d(2) end, { 1, 2, 4, 4 } },
+    { function() return nn.AvgPool2d(2) end, { 1, 2, 4, 4 } },
+    { function() return nn.Flatten() end, { 2, 3, 4 } },
+    { function() return nn.Softmax() end, { 2, 5 } },
+    { function() return nn.LogSoftmax() end, { 2, 5 } },
+    { function() return nn.Reshape(-1) end, { 2, 3 } },
+    { function() return nn.CrossEntropyLoss() end },
+    { function() return nn.MSELoss() end },
+    { function() return nn.BCEWithLogitsLoss() end },
+    { function() return nn.NLLLoss() end },
   }
   local opts = {
     function(ps) return optim.SGD(ps, { lr = 0.1, momentum = pick { 0, 0.9 } }) end,
@@ -682,15 +690,19 @@ local function add_objects()
     function(ps) return optim.Adagrad(ps, { lr = 0.1 }) end,
   }
   for _ = 1, rand(1, 2) do
-    local ok, m = pcall(pick(makers))
+    local mk = pick(makers)
+    local ok, m = pcall(mk[1])
     if ok and m then
+      local dev = "cpu"
       if rand(3) == 1 then
-        local dev = pick(devices)
+        dev = pick(devices)
         local ok2, m2 = pcall(m.to, m, dev)
         if ok2 and m2 then m = m2 end
       end
       push(m)
-      if rand(2) == 1 then
+      local tr = mk[2] and { m = m, shape = mk[2], dev = dev }
+      if tr then trainers[#trainers + 1] = tr end
+      if rand(4) > 1 then
         local ok3, ps = pcall(m.parameters, m)
         if ok3 and type(ps) == "table" and #ps > 0 then
           -- parameters with odd gradients: another shape, dtype or device, or a pool tensor
@@ -699,7 +711,10 @@ local function add_objects()
             if rand(4) == 1 then pcall(function() p.grad = p:detach():mul(0.5) end) end
           end
           local ok4, o = pcall(pick(opts), ps)
-          if ok4 and o then push(o) end
+          if ok4 and o then
+            push(o)
+            if tr then tr.opt = o end
+          end
         end
       end
     end
@@ -710,6 +725,65 @@ local function add_objects()
     local ok, o = pcall(pick(opts), ps)
     if ok and o then push(o) end
   end
+end
+
+-- A training step on a module of the pool: forward on an input of the shape it takes (of a
+-- random float dtype, mostly on the module's device), the sum's backward, the optimizer's step;
+-- sometimes after changing the state under the optimizer (the module moved or converted, a
+-- gradient replaced by a pool value, a parameter closed).
+local FWD = { name = "train:forward", short = "forward", call = function(m, x) return m(x) end }
+local SUM = { name = "train:sum", short = "sum", call = function(y) return y:sum() end }
+local BWD = { name = "train:backward", short = "backward", call = function(l) return l:backward() end }
+local STEP = { name = "train:step", short = "step", call = function(o) return o:step() end }
+local ZERO = { name = "train:zero_grad", short = "zero_grad",
+  call = function(o, none) return o:zero_grad(none) end }
+local LOAD_OPT = { name = "train:optimizer:load_state_dict", short = "load_state_dict",
+  call = function(o, sd) return o:load_state_dict(sd) end }
+local LOAD_MOD = { name = "train:module:load_state_dict", short = "load_state_dict",
+  call = function(m, sd, strict) return m:load_state_dict(sd, strict) end }
+local function train_step()
+  if #trainers == 0 then return end
+  local tr = pick(trainers)
+  local m, o = tr.m, tr.opt
+  local r = rand(1, 10)
+  if r == 1 then
+    pcall(m.to, m, pick { pick(devices), "float64", "float32", "float16" })
+  elseif r == 2 and o then
+    local ok, ps = pcall(m.parameters, m)
+    if ok and type(ps) == "table" and #ps > 0 then
+      local p = pick(ps)
+      pcall(function() p.grad = pool[rand(1, #pool)] end)
+    end
+  elseif r == 3 then
+    local ok, ps = pcall(m.parameters, m)
+    if ok and type(ps) == "table" and #ps > 0 and rand(4) == 1 then pcall(pick(ps).close, pick(ps)) end
+  elseif r == 4 and o then -- another optimizer's state (another kind, other parameters), or its own
+    local other = pick(trainers).opt or o
+    local ok, sd = pcall(other.state_dict, other)
+    if ok then
+      call(LOAD_OPT, { o, sd }, 2)
+      if failure then return end
+    end
+  elseif r == 5 then -- another module's state_dict, or its own
+    local other = pick(trainers).m
+    local ok, sd = pcall(other.state_dict, other)
+    if ok then
+      call(LOAD_MOD, { m, sd, pick { true, false, nil } }, 3)
+      if failure then return end
+    end
+  end
+  local ok, x = pcall(make_tensor, pick { "float32", "float32", "float64", "float16", "bfloat16" },
+    tr.shape, rand(4) > 1 and tr.dev or pick(devices))
+  if not ok then return end
+  local res = call(FWD, { m, x }, 2)
+  if failure or not res or not is_eager(res[2]) then return end
+  res = call(SUM, { res[2] }, 1)
+  if failure or not res or not is_eager(res[2]) then return end
+  call(BWD, { res[2] }, 1)
+  if failure or not o then return end
+  call(STEP, { o }, 1)
+  if failure then return end
+  if rand(2) == 1 then call(ZERO, { o, pick { true, false, nil } }, 2) end
 end
 
 -- ---- graph mode ---------------------------------------------------------------------------------
@@ -877,7 +951,7 @@ local function graph_episode()
 end
 
 local function step()
-  local k = rand(1, 22)
+  local k = rand(1, 25)
   if k <= 15 then
     local f = pick(funcs)
     local n = rand(0, 5)
@@ -897,6 +971,8 @@ local function step()
     call(o, args, 3)
   elseif k == 19 then
     try_backward()
+  elseif k >= 23 then
+    train_step()
   elseif k >= 21 then
     object_step()
   else -- close a pool tensor (it stays in the pool, closed)
