@@ -230,8 +230,12 @@ bool mf_cuda_set_tf32(bool on) {
 
 mf_status mf_cuda_profile(bool on) {
   const mf_cuda_api *c = cuda();
-  if (!c) return on ? unavailable("cuda: profile") : MF_OK;
-  return c->profile(on);
+  if (on && mf_cuda_device_count() == 0) { /* nothing to profile: say why there is no GPU */
+    char why[1024];
+    mf_cuda_unavailable(0, why, sizeof why);
+    return mf_fail(MF_ERR_DEVICE, "cuda: profile: %s", why);
+  }
+  return c ? c->profile(on) : MF_OK;
 }
 
 mf_status mf_cuda_profile_read(mf_op op, int64_t *calls, double *ms) {
