@@ -98,10 +98,11 @@ static mf_status profiled(mf_device *dev, const mf_call *c) {
 void mf_cuda_prof_device(mf_device *dev) {
   pthread_mutex_lock(&lock);
   if (on && dev->index < MAX_DEVICES && !wrapped[dev->index]) {
-    for (int op = 0; op < MF_OP_COUNT; op++) {
-      if (dev->kernels[op]) real[op] = dev->kernels[op];
-      if (dev->kernels[op]) dev->kernels[op] = profiled;
-    }
+    for (int op = 0; op < MF_OP_COUNT; op++)
+      if (dev->kernels[op]) {
+        real[op] = dev->kernels[op];
+        dev->kernels[op] = profiled;
+      }
     wrapped[dev->index] = dev;
   }
   pthread_mutex_unlock(&lock);

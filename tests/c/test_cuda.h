@@ -105,6 +105,21 @@ static bool same(const char *what, const mf_tensor *c, const mf_tensor *g, doubl
 
 #define SAME(what, c, g, atol, rtol) CHECK(same(what, c, g, atol, rtol))
 
+/* The outcomes of one call on the CPU (status sc, result rc) and on the GPU (sg, rg): the same
+ * failure, or the same values within 1e-6 for float32, tol64 for float64 and exactly otherwise.
+ * Both results are released. */
+static inline void same_outcome(const char *what, mf_status sc, mf_tensor *rc, mf_status sg,
+                                mf_tensor *rg, double tol64) {
+  if (sc != MF_OK) {
+    CHECK(sg == sc);
+  } else {
+    double tol = rc->dtype == MF_F32 ? 1e-6 : rc->dtype == MF_F64 ? tol64 : 0;
+    SAME(what, rc, rg, tol, tol);
+  }
+  mf_release(rc);
+  mf_release(rg);
+}
+
 /* ---- channels-last ----------------------------------------------------------------------------
  */
 
