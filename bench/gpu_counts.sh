@@ -19,13 +19,15 @@ if [[ ! -x $dir/moonflow || ! -f $dir/libmoonflow_cuda.so ]]; then
   ninja -C "$dir" moonflow moonflow_cuda >/dev/null
 fi
 a=10 b=40 warm=30
-counts() { # steps -> the emulator's totals line, as numbers
+counts() { # steps, upload -> the emulator's totals line, as numbers
   MOONFLOW_CUDA_EMU_NOEXEC=1 MOONFLOW_CUDA_EMU_STATS=1 "$dir/moonflow" tests/gpu/bench.lua \
-    --size 64 --reps 1 --warmup $warm \
+    --size 64 --reps 1 --warmup $warm --upload "$2" \
     --steps "$1" 2>&1 >/dev/null | grep '^cuda emulator:' | tr -c '0-9\n' ' '
 }
-read -r -a ca <<<"$(counts $a)"
-read -r -a cb <<<"$(counts $b)"
+read -r -a ca <<<"$(counts $a 0)"
+read -r -a cb <<<"$(counts $b 0)"
+read -r -a ua <<<"$(counts $a 1)"
+read -r -a ub <<<"$(counts $b 1)"
 names=("kernel launches (our kernels)" "cuBLAS / cuDNN calls" "host synchronisations"
   "copies host to device" "copies device to host" "copies device to device" "memsets"
   "cudaMalloc" "cudaFree")
@@ -41,11 +43,11 @@ echo "step (batch 50, Adam, cross-entropy, inputs on the device), the difference
 echo "timed steps after $warm warm-up steps, per step. A GPU run issues the same (cuBLAS and cuDNN"
 echo "launch more kernels inside their calls)."
 echo
-echo "| per training step | count |"
-echo "|---|---|"
+echo "| per training step | inputs on the device | the batch uploaded each step (\`--upload 1\`) |"
+echo "|---|---:|---:|"
 for i in "${!names[@]}"; do
-  awk -v n="${names[$i]}" -v x="${ca[$i]}" -v y="${cb[$i]}" -v d=$((b - a)) \
-    'BEGIN { printf "| %s | %g |\n", n, (y - x) / d }'
+  awk -v n="${names[$i]}" -v x="${ca[$i]}" -v y="${cb[$i]}" -v u="${ua[$i]}" -v w="${ub[$i]}" \
+    -v d=$((b - a)) 'BEGIN { printf "| %s | %g | %g |\n", n, (y - x) / d, (w - u) / d }'
 done
 echo
 echo "moonflow's own time on the host per step, the emulator doing no device work"
@@ -68,11 +70,16 @@ echo "cuDNN calls: 5 convolutions (forward, backward data and backward filter of
 echo "first layer's backward data, which nothing needs) and 6 matmuls (3 per linear layer: forward"
 echo "and the two gradients)."
 echo
-echo "The two synchronisations are the index checks of gather (the loss picking each row's class)"
-echo "and scatter_add (its backward): each reads back a flag, so the CPU waits for the queue to"
-echo "drain instead of running ahead (PyTorch reports such errors later, as device-side asserts)."
-echo "The memsets: those two flags, scatter_add's zeroed output and max pooling's two zeroed input"
-echo "gradients. The caching allocator reuses every block once the shapes repeat, but for one"
-echo "512-byte block every other step: the loss the benchmark keeps from one step to the next can"
-echo "outlive two young collections, grow old, and then wait for a full collection (which comes"
-echo "when such old garbage passes 16 MiB), so its block is not back in the cache meanwhile."
+echo "No synchronisation: the host queues a whole step and runs on to the next while the GPU"
+echo "works. The index checks of gather (the loss picking each row's class) and scatter_add (its"
+echo "backward) are recorded on the device and read at the next synchronisation the program makes"
+echo "anyway (a loss:item(), a download), and an upload returns once its bytes are in a pinned"
+echo "staging buffer (core/cuda/transfer.cu). Before, the two index checks each read back a flag"
+echo "(2 synchronisations per step) and each upload waited for the queue to drain (2 more per step"
+echo "in examples/mnist_cnn.lua, whose batches come from the CPU). PyTorch's .to(\"cuda\") of a"
+echo "pageable CPU tensor also waits (non_blocking=False)."
+echo "The memsets: scatter_add's zeroed output and max pooling's two zeroed input gradients. The"
+echo "caching allocator reuses every block once the shapes repeat, but for one 512-byte block every"
+echo "other step: the loss the benchmark keeps from one step to the next can outlive two young"
+echo "collections, grow old, and then wait for a full collection (which comes when such old garbage"
+echo "passes 16 MiB), so its block is not back in the cache meanwhile."

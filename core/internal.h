@@ -36,6 +36,13 @@ typedef struct mf_call {
 
 typedef mf_status (*mf_kernel)(mf_device *dev, const mf_call *c);
 
+/* GATHER's ip[1]: who asked, for a message a backend words after the call returned (a GPU finds
+ * a bad index as it runs: cuda/transfer.cu). SCATTER_ADD is its own op. */
+enum { MF_GATHER_BY_GATHER = 0, MF_GATHER_BY_INDEX_SELECT = 1, MF_GATHER_BY_SCATTER_ADD = 2 };
+/* ops_nn.c: mf_gather on behalf of `who` (MF_GATHER_BY_*) */
+mf_status mf_gather_as(int who, const mf_tensor *x, int dim, const mf_tensor *index,
+                       mf_tensor **out);
+
 /* The backend interface. */
 typedef struct mf_device_i {
   /* Returns NULL (with the message set) on failure. nbytes may be 0. */
@@ -77,7 +84,8 @@ void mf_contiguous_strides(int ndim, const int64_t *shape, int64_t *stride);
 int64_t mf_shape_numel(int ndim, const int64_t *shape);
 /* Checks a new shape (sizes >= 0, at most MF_MAX_DIMS, at most 9e15 elements and nonzero sizes
  * multiplying to at most 9e15, so that numels and strides cannot overflow int64); the message
- * starts with op. Every way to make a tensor of a new shape (allocation, reshape, expand) checks. */
+ * starts with op. Every way to make a tensor of a new shape (allocation, reshape, expand) checks.
+ */
 mf_status mf_check_shape(const char *op, int ndim, const int64_t *shape);
 const char *mf_shape_fmt(int ndim, const int64_t *shape, char *buf, size_t n);
 /* Fails with MF_ERR_DEVICE unless both tensors live on the same device. */

@@ -39,7 +39,8 @@ static void sel_rows(void *vctx, int64_t begin, int64_t end) {
   const sel_ctx *c = vctx;
   int64_t ahead = c->inner_bytes < SEL_PREFETCH_BYTES ? c->inner_bytes : SEL_PREFETCH_BYTES;
   for (int64_t j = begin; j < end && j < begin + SEL_AHEAD; j++)
-    for (int64_t b = 0; b < ahead; b += 64) __builtin_prefetch(c->src + c->idx[j] * c->inner_bytes + b);
+    for (int64_t b = 0; b < ahead; b += 64)
+      __builtin_prefetch(c->src + c->idx[j] * c->inner_bytes + b);
   for (int64_t j = begin; j < end; j++) {
     if (j + SEL_AHEAD < end)
       for (int64_t b = 0; b < ahead; b += 64)
@@ -64,7 +65,7 @@ static mf_status select_by_gather(const mf_tensor *x, int dim, const mf_tensor *
   if (!s) s = mf_expand(v, x->ndim, oshape, &e);
   if (!s) {
     bool was = mf_set_grad_enabled(false);
-    s = mf_gather(x, dim, e, out);
+    s = mf_gather_as(MF_GATHER_BY_INDEX_SELECT, x, dim, e, out);
     mf_set_grad_enabled(was);
     long long bad;
     /* 1-based in the message, the addition wrapping as the caller's shift of a 1-based index

@@ -553,6 +553,11 @@ static mf_status check_index(const char *op, int ndim, const int64_t *xs, const 
 }
 
 mf_status mf_gather(const mf_tensor *x, int dim, const mf_tensor *index, mf_tensor **out) {
+  return mf_gather_as(MF_GATHER_BY_GATHER, x, dim, index, out);
+}
+
+mf_status mf_gather_as(int who, const mf_tensor *x, int dim, const mf_tensor *index,
+                       mf_tensor **out) {
   const char *op = "gather";
   *out = NULL;
   MF_TRY(mf_same_device(op, x, index));
@@ -562,7 +567,7 @@ mf_status mf_gather(const mf_tensor *x, int dim, const mf_tensor *index, mf_tens
   MF_TRY(check_index(op, x->ndim, x->shape, "input", index, d));
   if (mf_numel(index) > 0 && x->shape[d] == 0)
     return mf_fail(MF_ERR_INDEX, "%s: cannot index the empty dimension %d", op, d + 1);
-  mf_call c = {.op = MF_OP_GATHER, .ip = {d}};
+  mf_call c = {.op = MF_OP_GATHER, .ip = {d, who}};
   const mf_tensor *in[2] = {x, index};
   MF_TRY(run(&c, 2, in, index->ndim, index->shape, x->dtype, mf_tensor_device(x), out));
   return mf_ag_keep(mf_ag_gather(x, d, index, *out), out);

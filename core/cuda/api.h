@@ -18,7 +18,7 @@
 
 #include "internal.h"
 
-#define MF_CUDA_ABI_VERSION 4
+#define MF_CUDA_ABI_VERSION 5
 #define MF_CUDA_LIBRARY "libmoonflow_cuda.so"
 #define MF_CUDA_ENTRY "mf_cuda_open"
 /* what both sides compare: the ABI version, then the sizes of the structs they share */

@@ -24,15 +24,17 @@ extern "C" {
 
 /* ---- the device context ------------------------------------------------------------------- */
 
-struct mf_cuda_block; /* a cached allocation (device.cu) */
+struct mf_cuda_block;                     /* a cached allocation (device.cu) */
+typedef struct mf_cuda_xfer mf_cuda_xfer; /* staging buffers and the index record (transfer.cu) */
 
 typedef struct mf_cuda_ctx {
   int ordinal; /* the runtime's device number (after CUDA_VISIBLE_DEVICES) */
   cudaStream_t stream;
-  void *cublas; /* cublasHandle_t, made on first use (matmul.cu) */
-  void *cudnn;  /* cudnnHandle_t, made on first use (conv.cu) */
+  void *cublas;    /* cublasHandle_t, made on first use (matmul.cu) */
+  void *cudnn;     /* cudnnHandle_t, made on first use (conv.cu) */
   void *workspace; /* scratch for cuDNN, grown on demand */
   size_t workspace_bytes;
+  mf_cuda_xfer *xfer; /* made with the device (mf_cuda_xfer_make) */
 } mf_cuda_ctx;
 
 static inline mf_cuda_ctx *mf_cuda_ctx_of(mf_device *dev) { return (mf_cuda_ctx *)dev->context; }
@@ -50,6 +52,19 @@ static inline mf_status mf_cuda_launched(mf_device *dev, const char *what) {
 /* Scratch memory on dev from the caching allocator (device.cu); free with mf_cuda_scratch_free. */
 void *mf_cuda_scratch(mf_device *dev, size_t nbytes);
 void mf_cuda_scratch_free(mf_device *dev, void *p, size_t nbytes);
+
+/* transfer.cu (see its top): ctx->xfer for a new device; an upload that returns before the GPU
+ * has the bytes (the host buffer may change at once); a download and a synchronisation, which
+ * also report an index error a GATHER/SCATTER_ADD recorded since the last one. */
+mf_status mf_cuda_xfer_make(mf_cuda_ctx *ctx);
+mf_status mf_cuda_upload(mf_device *dev, void *dst, const void *src, size_t n);
+mf_status mf_cuda_download(mf_device *dev, void *dst, const void *src, size_t n);
+mf_status mf_cuda_sync(mf_device *dev);
+/* transfer.cu: the device's index record for a kernel about to be launched (4 words: set, 0-based
+ * index, size, dim | caller << 8), or NULL with the message set; after the launch,
+ * mf_cuda_index_launched reports a bad index at once under CUDA_LAUNCH_BLOCKING=1 (else MF_OK). */
+unsigned long long *mf_cuda_index_record(mf_device *dev);
+mf_status mf_cuda_index_launched(mf_device *dev);
 
 /* A tensor's shape as text ("2x3"); mf_shape_str is not among the core functions the backend
  * imports (api.h), mf_shape_fmt is. */
@@ -72,8 +87,8 @@ static inline unsigned mf_cuda_blocks(int64_t n, int threads = MF_CUDA_THREADS) 
   if (b > (1 << 20)) b = 1 << 20; /* kernels loop with a grid stride */
   return (unsigned)b;
 }
-#define MF_GRID_LOOP(i, n)                                                                     \
-  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n);                    \
+#define MF_GRID_LOOP(i, n)                                                                         \
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n);                        \
        i += (int64_t)blockDim.x * gridDim.x)
 
 /* ---- dtypes --------------------------------------------------------------------------------- */
@@ -136,8 +151,10 @@ template <class TO, int KO, class TI, int KI> __device__ __forceinline__ TO mf_c
     return (TO)(x != 0);
   } else if constexpr (KO == MF_K_HALF) {
     if constexpr (std::is_same<TI, double>::value) {
-      if constexpr (std::is_same<TO, __half>::value) return __double2half(x);
-      else return __double2bfloat16(x);
+      if constexpr (std::is_same<TO, __half>::value)
+        return __double2half(x);
+      else
+        return __double2bfloat16(x);
     } else {
       return TO((float)x);
     }
@@ -186,10 +203,14 @@ static inline mf_status mf_cuda_offsets(const char *op, const mf_tensor *const *
     bool ok = t->ndim <= nd;
     for (int d = 0; ok && d < nd; d++) {
       int td = d - (nd - t->ndim);
-      if (td < 0 || o->shape[d] == 1) st[k][d] = 0;
-      else if (t->shape[td] == o->shape[d]) st[k][d] = t->stride[td];
-      else if (t->shape[td] == 1) st[k][d] = 0;
-      else ok = false;
+      if (td < 0 || o->shape[d] == 1)
+        st[k][d] = 0;
+      else if (t->shape[td] == o->shape[d])
+        st[k][d] = t->stride[td];
+      else if (t->shape[td] == 1)
+        st[k][d] = 0;
+      else
+        ok = false;
     }
     if (!ok) {
       char a[96], b[96];

@@ -1,6 +1,6 @@
 /* device.cu — the CUDA devices: one mf_device per visible GPU (the runtime honours
  * CUDA_VISIBLE_DEVICES), made on first use with one non-blocking stream that every kernel, copy
- * and library call of that device runs on; transfers to and from the host; the caching allocator;
+ * and library call of that device runs on; the caching allocator;
  * the kernel table; and the public knobs (memory fraction, memory statistics, TF32).
  *
  * Caching allocator. Requests are rounded up to a bucket size: 512 bytes, or one of the four sizes
@@ -64,7 +64,7 @@ typedef struct cuda_dev {
   mf_cuda_block *cache[NBUCKETS];
   size_t allocated, max_allocated, reserved, total, limit;
   double fraction;
-  char *arena;          /* the reservation (allow_growth = false), or NULL */
+  char *arena; /* the reservation (allow_growth = false), or NULL */
   size_t arena_size;
   mf_cuda_piece *free_pieces; /* the arena's free pieces, by address, never adjacent */
 } cuda_dev;
@@ -124,7 +124,8 @@ static int bucket_of(size_t n, size_t *rounded) {
   return 1 + (k - 9) * 4 + (int)(q - 5);
 }
 
-/* ---- the arena (the reservation) --------------------------------------------------------------- */
+/* ---- the arena (the reservation) ---------------------------------------------------------------
+ */
 
 /* The bytes a block of `rounded` bytes takes in the arena: 256-byte aligned, as from cudaMalloc. */
 static size_t arena_bytes(size_t rounded) { return (rounded + 255) & ~(size_t)255; }
@@ -196,7 +197,8 @@ static void arena_free_bytes(const cuda_dev *g, size_t *total, size_t *largest) 
 static void release_cache(cuda_dev *g) {
   for (int b = 0; b < NBUCKETS; b++) {
     size_t sz = 0;
-    if (b == 0) sz = 512;
+    if (b == 0)
+      sz = 512;
     else {
       int k = 9 + (b - 1) / 4;
       sz = (size_t)(5 + (b - 1) % 4) << (k - 2);
@@ -217,9 +219,12 @@ static void release_cache(cuda_dev *g) {
 }
 
 static void fmt_bytes(size_t n, char *buf, size_t len) {
-  if (n >= ((size_t)1 << 30)) snprintf(buf, len, "%.2f GiB", (double)n / (double)(1u << 30));
-  else if (n >= ((size_t)1 << 20)) snprintf(buf, len, "%.2f MiB", (double)n / (double)(1u << 20));
-  else snprintf(buf, len, "%zu bytes", n);
+  if (n >= ((size_t)1 << 30))
+    snprintf(buf, len, "%.2f GiB", (double)n / (double)(1u << 30));
+  else if (n >= ((size_t)1 << 20))
+    snprintf(buf, len, "%.2f MiB", (double)n / (double)(1u << 20));
+  else
+    snprintf(buf, len, "%zu bytes", n);
 }
 
 static void *cuda_alloc(mf_device *dev, size_t nbytes) {
@@ -271,7 +276,8 @@ static void *cuda_alloc(mf_device *dev, size_t nbytes) {
         p = NULL;
       }
     }
-    if (p) g->reserved += rounded;
+    if (p)
+      g->reserved += rounded;
     else {
       size_t fr = 0, tot = 0;
       cudaMemGetInfo(&fr, &tot);
@@ -324,30 +330,6 @@ static void cuda_free(mf_device *dev, void *ptr, size_t nbytes) {
 void *mf_cuda_scratch(mf_device *dev, size_t nbytes) { return cuda_alloc(dev, nbytes); }
 void mf_cuda_scratch_free(mf_device *dev, void *p, size_t nbytes) { cuda_free(dev, p, nbytes); }
 
-/* ---- transfers and synchronisation --------------------------------------------------------- */
-
-static mf_status cuda_copy(mf_device *dev, void *dst, const void *src, size_t n,
-                           cudaMemcpyKind kind, const char *what) {
-  if (n == 0) return MF_OK;
-  MF_TRY(mf_cuda_enter(dev));
-  cudaStream_t s = mf_cuda_stream(dev);
-  MF_TRY(mf_cuda_check(dev, cudaMemcpyAsync(dst, src, n, kind, s), what));
-  return mf_cuda_check(dev, cudaStreamSynchronize(s), what);
-}
-
-static mf_status cuda_upload(mf_device *dev, void *dst, const void *src, size_t n) {
-  return cuda_copy(dev, dst, src, n, cudaMemcpyHostToDevice, "upload");
-}
-
-static mf_status cuda_download(mf_device *dev, void *dst, const void *src, size_t n) {
-  return cuda_copy(dev, dst, src, n, cudaMemcpyDeviceToHost, "download");
-}
-
-static mf_status cuda_sync(mf_device *dev) {
-  MF_TRY(mf_cuda_enter(dev));
-  return mf_cuda_check(dev, cudaStreamSynchronize(mf_cuda_stream(dev)), "synchronize");
-}
-
 /* ---- the kernel table ------------------------------------------------------------------------ */
 
 static void register_kernels(mf_kernel *k) {
@@ -368,7 +350,7 @@ static void register_kernels(mf_kernel *k) {
   for (int op = MF_OP_CONV2D; op <= MF_OP_CONV2D_BACKWARD_WEIGHT; op++) k[op] = mf_cuda_conv2d;
   k[MF_OP_BATCH_NORM] = mf_cuda_batch_norm;
   k[MF_OP_BATCH_NORM_BACKWARD] = mf_cuda_batch_norm;
-#endif /* without cuDNN, conv2d and batch_norm have no GPU kernel (NULL: soft placement falls
+#endif /* without cuDNN, conv2d and batch_norm have no GPU kernel (NULL: soft placement falls      \
         * back) */
   for (int op = MF_OP_MAX_POOL2D; op <= MF_OP_AVG_POOL2D_BACKWARD; op++) k[op] = mf_cuda_pool2d;
   k[MF_OP_GATHER] = mf_cuda_gather;
@@ -385,9 +367,9 @@ static mf_status make_device(int index, cuda_dev **out) {
   snprintf(g->dev.name, sizeof g->dev.name, "cuda:%d", index);
   g->dev.i.alloc = cuda_alloc;
   g->dev.i.free = cuda_free;
-  g->dev.i.upload = cuda_upload;
-  g->dev.i.download = cuda_download;
-  g->dev.i.synchronize = cuda_sync;
+  g->dev.i.upload = mf_cuda_upload; /* transfer.cu */
+  g->dev.i.download = mf_cuda_download;
+  g->dev.i.synchronize = mf_cuda_sync;
   register_kernels(g->dev.kernels);
   g->dev.context = &g->ctx;
   g->ctx.ordinal = index;
@@ -398,6 +380,8 @@ static mf_status make_device(int index, cuda_dev **out) {
                       "cudaStreamCreate");
   size_t fr = 0, tot = 0;
   if (!s) s = mf_cuda_check(&g->dev, cudaMemGetInfo(&fr, &tot), "cudaMemGetInfo");
+  if (!s && mf_cuda_xfer_make(&g->ctx))
+    s = mf_fail(MF_ERR_MEMORY, "cuda:%d: out of memory making the device", index);
   if (s) {
     pthread_mutex_destroy(&g->lock);
     free(g);
@@ -622,10 +606,10 @@ static mf_status profile(bool on) {
 /* ---- the library's entry point (api.h) ------------------------------------------------------  */
 
 static const mf_cuda_api api = {
-    device_count,     get_device,           set_memory_fraction,
-    reserve_memory,   memory_allocated,     max_memory_allocated,
-    memory_reserved,  empty_cache,          mf_cuda_matmul_set_tf32,
-    versions,         device_info,          profile,
+    device_count,      get_device,       set_memory_fraction,
+    reserve_memory,    memory_allocated, max_memory_allocated,
+    memory_reserved,   empty_cache,      mf_cuda_matmul_set_tf32,
+    versions,          device_info,      profile,
     mf_cuda_prof_read,
 };
 

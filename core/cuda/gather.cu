@@ -1,16 +1,17 @@
 /* gather.cu — GATHER and SCATTER_ADD on the GPU, with cpu/gather.c's meaning:
  *   gather       out[i..] = x[i.. with i_dim replaced by index[i..]]   (any dtype: moved as bytes)
  *   scatter_add  out = 0; out[i.. with i_dim replaced by index[i..]] += src[i..]   (not bool)
- * Calls (ops_nn.c): GATHER in[0] = x, in[1] = index (int64, x's ndim), out has index's shape;
+ * Calls (ops_nn.c): GATHER in[0] = x, in[1] = index (int64, x's ndim), out has index's shape,
+ * ip[1] = who asked (MF_GATHER_BY_*: the name a late error gives);
  * SCATTER_ADD in[0] = index, in[1] = src (index's shape), out zeroed here; ip[0] = dim. All
  * contiguous. index_select on the GPU is a gather (ops_index.c).
  *
  * One thread per index element. scatter_add adds with atomics (float16/bfloat16/float/double/
  * int32 natively, int64 as unsigned 64-bit two's complement, uint8 by compare-and-swap on its
  * 32-bit word), so float sums may be ordered differently from the CPU's. An index outside
- * [0, size of dim) is never followed: the kernel records the first one in a small device buffer
- * and the call reads it back (one host synchronisation) to fail with the CPU's MF_ERR_INDEX
- * message.
+ * [0, size of dim) is never followed (gather writes 0 there): the kernel records the first one in
+ * the device's index record and the call returns without waiting; the next synchronisation
+ * reports it (transfer.cu), or the call itself under CUDA_LAUNCH_BLOCKING=1.
  */
 #include "cuda/kernels.h"
 
@@ -19,6 +20,7 @@ typedef struct index_geom {
   int64_t ishape[MF_MAX_DIMS];  /* index (and src, out of gather) shape */
   int64_t dstride[MF_MAX_DIMS]; /* element strides of the indexed tensor (x, or scatter's out) */
   int64_t dsize;                /* its size along dim */
+  int64_t who;                  /* the caller the index record names: MF_GATHER_BY_* */
 } index_geom;
 
 /* the indexed tensor's element offset for index element i holding value v */
@@ -32,9 +34,13 @@ __device__ __forceinline__ int64_t target(const index_geom &g, int64_t i, int64_
   return off;
 }
 
-/* bad[0] = 1 and bad[1] = v for the first bad index seen */
-__device__ __forceinline__ void report(unsigned long long *bad, int64_t v) {
-  if (atomicCAS(bad, 0ull, 1ull) == 0ull) bad[1] = (unsigned long long)v;
+/* the first bad index seen into the record (transfer.cu: set, index, size, dim | caller << 8) */
+__device__ __forceinline__ void report(unsigned long long *rec, const index_geom &g, int64_t v) {
+  if (atomicCAS(rec, 0ull, 1ull) == 0ull) {
+    rec[1] = (unsigned long long)v;
+    rec[2] = (unsigned long long)g.dsize;
+    rec[3] = (unsigned long long)(g.dim | g.who << 8);
+  }
 }
 
 template <class W>
@@ -43,7 +49,8 @@ __global__ void gather_kernel(W *out, const W *x, const int64_t *index, index_ge
   MF_GRID_LOOP(i, n) {
     int64_t v = index[i];
     if (v < 0 || v >= g.dsize) {
-      report(bad, v);
+      report(bad, g, v);
+      out[i] = W(0);
       continue;
     }
     out[i] = x[target(g, i, v)];
@@ -72,7 +79,7 @@ __global__ void scatter_add_kernel(T *out, const T *src, const int64_t *index, i
   MF_GRID_LOOP(i, n) {
     int64_t v = index[i];
     if (v < 0 || v >= g.dsize) {
-      report(bad, v);
+      report(bad, g, v);
       continue;
     }
     atomic_add(out + target(g, i, v), src[i]);
@@ -126,6 +133,7 @@ mf_status mf_cuda_gather(mf_device *dev, const mf_call *c) {
     st *= data->shape[d];
   }
   g.dsize = data->shape[g.dim];
+  g.who = scatter ? (int64_t)MF_GATHER_BY_SCATTER_ADD : c->ip[1];
   int64_t n = mf_numel(index);
 
   MF_TRY(mf_cuda_enter(dev));
@@ -136,34 +144,24 @@ mf_status mf_cuda_gather(mf_device *dev, const mf_call *c) {
         cudaMemsetAsync(mf_cuda_ptr(c->out), 0, (size_t)mf_numel(c->out) * mf_dtype_size(dt), s),
         name));
   if (n == 0) return MF_OK;
-  const size_t bad_bytes = 2 * sizeof(unsigned long long);
-  unsigned long long *bad = (unsigned long long *)mf_cuda_scratch(dev, bad_bytes);
+  unsigned long long *bad = mf_cuda_index_record(dev);
   if (!bad) return MF_ERR_MEMORY;
-  mf_status r = mf_cuda_check(dev, cudaMemsetAsync(bad, 0, bad_bytes, s), name);
-  if (!r && !scatter) {
+  if (!scatter) {
     switch (mf_dtype_size(dt)) {
     case 1: launch_gather<uint8_t>(s, c, g, n, bad); break;
     case 2: launch_gather<uint16_t>(s, c, g, n, bad); break;
     case 4: launch_gather<uint32_t>(s, c, g, n, bad); break;
     default: launch_gather<uint64_t>(s, c, g, n, bad); break;
     }
-  } else if (!r) {
+  } else {
     bool ok = visit_addable(dt, [&](auto *tp) {
       using T = typename std::remove_pointer<decltype(tp)>::type;
       scatter_add_kernel<T><<<mf_cuda_blocks(n), MF_CUDA_THREADS, 0, s>>>(
           mf_cuda_ptr<T>(c->out), mf_cuda_ptr<T>(c->in[1]), mf_cuda_ptr<int64_t>(c->in[0]), g, n,
           bad);
     });
-    if (!ok) r = mf_fail(MF_ERR_DTYPE, "%s: cannot add %s values", name, mf_dtype_name(dt));
+    if (!ok) return mf_fail(MF_ERR_DTYPE, "%s: cannot add %s values", name, mf_dtype_name(dt));
   }
-  if (!r) r = mf_cuda_launched(dev, name);
-  unsigned long long host[2] = {0, 0};
-  if (!r)
-    r = mf_cuda_check(dev, cudaMemcpyAsync(host, bad, bad_bytes, cudaMemcpyDeviceToHost, s), name);
-  if (!r) r = mf_cuda_check(dev, cudaStreamSynchronize(s), name);
-  mf_cuda_scratch_free(dev, bad, bad_bytes);
-  if (!r && host[0])
-    r = mf_fail(MF_ERR_INDEX, "%s: index %lld is out of range for dimension %d of size %lld", name,
-                (long long)host[1], g.dim + 1, (long long)g.dsize);
-  return r;
+  MF_TRY(mf_cuda_launched(dev, name));
+  return mf_cuda_index_launched(dev);
 }

@@ -137,9 +137,7 @@ static mf_status int_matmul(mf_device *dev, const mf_call *c, int64_t M, int64_t
     return MF_ERR_MEMORY;
   }
   cudaStream_t s = mf_cuda_stream(dev);
-  mf_status st =
-      mf_cuda_check(dev, cudaMemcpyAsync(offs, host, bytes, cudaMemcpyHostToDevice, s), "matmul");
-  if (!st) st = mf_cuda_check(dev, cudaStreamSynchronize(s), "matmul"); /* host buffer reuse */
+  mf_status st = mf_cuda_upload(dev, offs, host, bytes); /* host may go at once */
   free(host);
   int64_t ars = A->stride[nd - 2], acs = A->stride[nd - 1];
   int64_t brs = B->stride[nd - 2], bcs = B->stride[nd - 1];

@@ -368,6 +368,37 @@ static void test_copy(void) {
   }
 }
 
+/* Uploads return before the GPU has the bytes (transfer.cu: pinned staging buffers, each reused
+ * once the copy out of it has passed). Many in a row, of growing sizes, each arrive whole: on the
+ * emulator such a copy runs only at the next call (tests/cuda_emu/runtime.cc), so a staging buffer
+ * written again too early would show here. Then the paths without staging: no pinned memory to be
+ * had (the emulator's MOONFLOW_CUDA_EMU_NO_PINNED), and an upload larger than the staging limit. */
+static void test_uploads(void) {
+  enum { N = 11 };
+  mf_tensor *c[N], *g[N];
+  for (int k = 0; k < N; k++) {
+    int64_t n[1] = {1000 + 9000 * (int64_t)k}; /* 4 KB .. 364 KB: buffers grow on the way */
+    CHECK_OK(mf_arange(k, k + (double)n[0] * 0.5, 0.5, MF_F32, NULL, &c[k]));
+    g[k] = on_gpu(c[k]);
+  }
+  for (int k = 0; k < N; k++) {
+    SAME("upload in a row", c[k], g[k], 0, 0);
+    mf_release(c[k]);
+    mf_release(g[k]);
+  }
+  const int64_t sizes[2] = {(int64_t)1 << 19, (int64_t)3 << 20}; /* 2 MiB, 12 MiB of float32 */
+  for (int k = 0; k < 2; k++) {
+    if (k == 0) setenv("MOONFLOW_CUDA_EMU_NO_PINNED", "1", 1);
+    mf_tensor *a = NULL, *ga;
+    CHECK_OK(mf_arange(-7, -7 + (double)sizes[k], 1, MF_F32, NULL, &a));
+    ga = on_gpu(a);
+    unsetenv("MOONFLOW_CUDA_EMU_NO_PINNED");
+    SAME(k == 0 ? "upload without pinned memory" : "upload past the staging limit", a, ga, 0, 0);
+    mf_release(a);
+    mf_release(ga);
+  }
+}
+
 static void test_random(void) {
   int64_t sizes[3] = {1, 7, 100003};
   for (int k = 0; k < 3; k++) {
@@ -896,7 +927,7 @@ int main(void) {
     test_no_device();
     printf("# skipped: no CUDA device\n");
     int r = test_summary();
-    printf("# skipped %d\n", 13);
+    printf("# skipped %d\n", 14);
     return r;
   }
   if (mf_device_get("cuda:0", &gpu) != MF_OK) {
@@ -910,6 +941,7 @@ int main(void) {
   test_unary();
   test_halves();
   test_copy();
+  test_uploads();
   test_random();
   test_where();
   test_reduce();

@@ -62,6 +62,8 @@ void count(counter c);
  * asks for no work, as run_grid then runs no kernel: results are garbage, and what time is left
  * is moonflow's own per-op cost on the host (bench/gpu_counts.sh). */
 bool library_work();
+/* runtime.cc: runs the copies from pinned memory still queued (see runtime.cc's top) */
+void flush_deferred();
 /* MOONFLOW_CUDA_EMU_NOEXEC=1: no kernel, device-to-device copy or memset over 4 KiB runs */
 bool no_work();
 

@@ -15,6 +15,14 @@
  * host memory as the call says, and cudaFree that it was allocated. A failed check prints why to
  * stderr and returns the error the runtime would.
  *
+ * Pinned host memory (cudaHostAlloc, cudaMallocHost) is host memory the emulator knows. A copy
+ * to the device from it queued on a stream (cudaMemcpyAsync) is deferred, as a DMA is: such
+ * copies queue up in order and run when another call that touches a stream or memory comes (any
+ * other copy, memset, launch, library call, synchronisation, cudaFree), so a host that writes the
+ * buffer again before an event
+ * recorded after the copy has passed (cudaEventQuery, cudaEventSynchronize) sends the new bytes
+ * and a test sees it. An event has passed once the copies queued before it have run.
+ *
  * Launches: the blocks of a grid run one after another on the calling thread, the threads of a
  * block as fibers (x86-64: a small assembly switch) that switch at __syncthreads, in rounds: each
  * live thread runs to its next barrier, in index order. A kernel whose first 8 launches never
@@ -169,6 +177,7 @@ bool no_work() {
 }
 bool library_work() {
   count(C_LIBRARY);
+  flush_deferred();
   return !no_work();
 }
 } // namespace mf_emu
@@ -277,6 +286,7 @@ EXPORT cudaError_t cudaMalloc(void **p, size_t bytes) {
 
 EXPORT cudaError_t cudaFree(void *p) {
   if (!p) return cudaSuccess;
+  mf_emu::flush_deferred(); /* the runtime waits for work on it */
   {
     std::lock_guard<std::mutex> g(mem_lock);
     auto it = allocations.find((uintptr_t)p);
@@ -299,11 +309,67 @@ EXPORT cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total) {
   return cudaSuccess;
 }
 
+/* ---- pinned host memory and the copies from it that wait for the next call ----------------- */
+
+namespace {
+std::mutex pinned_lock; /* the pinned blocks and the deferred copies */
+std::map<uintptr_t, size_t> pinned;
+struct deferred_copy {
+  void *dst;
+  const void *src;
+  size_t n;
+};
+std::vector<deferred_copy> deferred;
+long deferred_issued, deferred_done; /* copies queued so far, and run so far */
+
+bool is_pinned(const void *p, size_t n) {
+  uintptr_t a = (uintptr_t)p;
+  auto it = pinned.upper_bound(a);
+  if (it == pinned.begin()) return false;
+  --it;
+  return a + n <= it->first + it->second;
+}
+} // namespace
+
+namespace mf_emu {
+/* Runs the deferred copies (each call that touches a stream or memory comes here first). */
+void flush_deferred() {
+  std::lock_guard<std::mutex> g(pinned_lock);
+  for (const deferred_copy &c : deferred) memmove(c.dst, c.src, c.n);
+  deferred.clear();
+  deferred_done = deferred_issued;
+}
+} // namespace mf_emu
+
+EXPORT cudaError_t cudaHostAlloc(void **p, size_t bytes, unsigned int flags) {
+  (void)flags;
+  *p = nullptr;
+  if (mf_emu::env_on("MOONFLOW_CUDA_EMU_NO_PINNED")) return fail(cudaErrorMemoryAllocation);
+  void *q = malloc(bytes ? bytes : 1);
+  if (!q) return fail(cudaErrorMemoryAllocation);
+  std::lock_guard<std::mutex> g(pinned_lock);
+  pinned[(uintptr_t)q] = bytes;
+  *p = q;
+  return cudaSuccess;
+}
+EXPORT cudaError_t cudaMallocHost(void **p, size_t bytes) { return cudaHostAlloc(p, bytes, 0); }
+EXPORT cudaError_t cudaFreeHost(void *p) {
+  if (!p) return cudaSuccess;
+  mf_emu::flush_deferred(); /* the runtime waits for copies from it */
+  std::lock_guard<std::mutex> g(pinned_lock);
+  if (!pinned.erase((uintptr_t)p)) {
+    fprintf(stderr, "cuda emulator: cudaFreeHost(%p): not pinned memory\n", p);
+    return fail(cudaErrorInvalidValue);
+  }
+  free(p);
+  return cudaSuccess;
+}
+
 namespace {
 bool known_stream(cudaStream_t s);
 
 cudaError_t copy(const char *call, void *dst, const void *src, size_t n, cudaMemcpyKind kind,
-                 cudaStream_t s) {
+                 cudaStream_t s, bool async) {
   if (!known_stream(s)) return fail(cudaErrorInvalidResourceHandle);
   bool dd, sd; /* whether dst / src must be device memory */
   switch (kind) {
@@ -318,6 +384,15 @@ cudaError_t copy(const char *call, void *dst, const void *src, size_t n, cudaMem
     return cudaErrorInvalidValue;
   mf_emu::counter what = dd && sd ? mf_emu::C_D2D : dd ? mf_emu::C_H2D : mf_emu::C_D2H;
   mf_emu::count(what);
+  if (async && what == mf_emu::C_H2D && n) {
+    std::lock_guard<std::mutex> g(pinned_lock);
+    if (is_pinned(src, n)) { /* a DMA: queued behind the others, run when its result is needed */
+      deferred.push_back(deferred_copy{dst, src, n});
+      deferred_issued++;
+      return cudaSuccess;
+    }
+  }
+  mf_emu::flush_deferred();
   if (n && !(what == mf_emu::C_D2D && mf_emu::no_work())) memmove(dst, src, n);
   return cudaSuccess;
 }
@@ -325,16 +400,17 @@ cudaError_t copy(const char *call, void *dst, const void *src, size_t n, cudaMem
 
 EXPORT cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind kind,
                                    cudaStream_t s) {
-  return copy("cudaMemcpyAsync", dst, src, n, kind, s);
+  return copy("cudaMemcpyAsync", dst, src, n, kind, s, true);
 }
 EXPORT cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, cudaMemcpyKind kind) {
-  return copy("cudaMemcpy", dst, src, n, kind, nullptr);
+  return copy("cudaMemcpy", dst, src, n, kind, nullptr, false);
 }
 
 EXPORT cudaError_t cudaMemsetAsync(void *p, int value, size_t n, cudaStream_t s) {
   if (!known_stream(s)) return fail(cudaErrorInvalidResourceHandle);
   if (!check_ptr("cudaMemsetAsync", "pointer", p, n, true)) return cudaErrorInvalidValue;
   mf_emu::count(mf_emu::C_MEMSET);
+  mf_emu::flush_deferred();
   /* without work, small memsets still run: they clear flags the host reads (bad indices) */
   if (n && (n <= 4096 || !mf_emu::no_work())) memset(p, value, n);
   return cudaSuccess;
@@ -370,17 +446,20 @@ EXPORT cudaError_t cudaStreamDestroy(cudaStream_t s) {
 }
 EXPORT cudaError_t cudaStreamSynchronize(cudaStream_t s) {
   mf_emu::count(mf_emu::C_SYNC);
+  mf_emu::flush_deferred();
   return known_stream(s) ? cudaSuccess : fail(cudaErrorInvalidResourceHandle);
 }
 EXPORT cudaError_t cudaDeviceSynchronize(void) {
   mf_emu::count(mf_emu::C_SYNC);
+  mf_emu::flush_deferred();
   return cudaSuccess;
 }
 
 /* ---- events: work runs when it is issued, so an event records the host's clock ------------- */
 
 struct CUevent_st {
-  double ms; /* when it was recorded; < 0 before */
+  double ms;   /* when it was recorded; < 0 before */
+  long copies; /* the deferred copies queued before it: it has passed once they ran */
 };
 
 namespace {
@@ -399,7 +478,7 @@ double now_ms() {
 
 EXPORT cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned int flags) {
   (void)flags;
-  *e = new CUevent_st{-1};
+  *e = new CUevent_st{-1, 0};
   std::lock_guard<std::mutex> g(event_lock);
   events.insert(*e);
   return cudaSuccess;
@@ -414,10 +493,26 @@ EXPORT cudaError_t cudaEventDestroy(cudaEvent_t e) {
 EXPORT cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
   if (!known_event(e) || !known_stream(s)) return fail(cudaErrorInvalidResourceHandle);
   e->ms = now_ms();
+  std::lock_guard<std::mutex> g(pinned_lock);
+  e->copies = deferred_issued;
   return cudaSuccess;
 }
+/* whether the copies queued before e have run */
+static bool passed(cudaEvent_t e) {
+  std::lock_guard<std::mutex> g(pinned_lock);
+  return deferred_done >= e->copies;
+}
+EXPORT cudaError_t cudaEventQuery(cudaEvent_t e) {
+  if (!known_event(e)) return fail(cudaErrorInvalidResourceHandle);
+  return passed(e) ? cudaSuccess : cudaErrorNotReady; /* not an error: not sticky */
+}
 EXPORT cudaError_t cudaEventSynchronize(cudaEvent_t e) {
-  return known_event(e) ? cudaSuccess : fail(cudaErrorInvalidResourceHandle);
+  if (!known_event(e)) return fail(cudaErrorInvalidResourceHandle);
+  if (!passed(e)) { /* the host waits */
+    mf_emu::count(mf_emu::C_SYNC);
+    mf_emu::flush_deferred();
+  }
+  return cudaSuccess;
 }
 EXPORT cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) {
   if (!known_event(a) || !known_event(b)) return fail(cudaErrorInvalidResourceHandle);
@@ -604,6 +699,7 @@ void run_grid(const void *key, dim3 grid, dim3 block, size_t smem, cudaStream_t 
     return;
   }
   count(C_LAUNCH);
+  flush_deferred();
   if (no_work()) return;
   std::lock_guard<std::mutex> g(launch_lock);
   thread_state saved = cur;

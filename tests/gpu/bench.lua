@@ -4,10 +4,11 @@
 --   cnn      the tutorial CNN (conv 5x5x32 same + ReLU + pool, conv 5x5x64 + ReLU + pool,
 --            fc 3136->1024 + ReLU + dropout, fc 1024->10), NCHW, batch 50, Adam, cross-entropy:
 --            training images/s over --steps steps after --warmup, inputs already on the device
+--            (--upload 1: the batch copied from the CPU each step, as examples/mnist_cnn.lua does)
 -- One JSON line per measurement on stdout: {"bench": "...", "value": ..., "unit": "..."}.
 --
 --   moonflow tests/gpu/bench.lua [--device cuda] [--steps 200] [--warmup 20] [--size 4096]
---                                [--profile N]
+--                                [--profile N] [--upload 1]
 -- --profile N: then N more steps under mf.cuda.profile, and the GPU time per step of each op to
 -- stderr (tests/gpu/bench_torch.py --profile N prints PyTorch's, from torch.profiler)
 -- --device cpu runs the same code on the CPU (a quick check that the script works).
@@ -15,7 +16,7 @@ local mf = require "moonflow"
 local nn, F = mf.nn, mf.nn.functional
 
 local opt = mf.flags { device = "cuda", steps = 200, warmup = 20, size = 4096, reps = 20,
-  profile = 0 }
+  profile = 0, upload = 0 }
 local dev = opt.device
 local gpu = dev ~= "cpu"
 local function sync() if gpu then mf.cuda.synchronize() end end
@@ -58,11 +59,13 @@ model:to(dev)
 model:train()
 local adam = mf.optim.Adam(model:parameters(), { lr = 1e-4 })
 local batch = 50
-local xs = mf.rand({ batch, 1, 28, 28 }):to(dev)
+local xcpu = mf.rand({ batch, 1, 28, 28 })
 local labels = {}
 for i = 1, batch do labels[i] = (i * 7) % 10 + 1 end -- class indices are 1-based
-local ys = mf.tensor(labels):long():to(dev)
+local ycpu = mf.tensor(labels):long()
+local xs, ys = xcpu:to(dev), ycpu:to(dev)
 local function step()
+  if opt.upload > 0 then xs, ys = xcpu:to(dev), ycpu:to(dev) end
   local loss = F.cross_entropy(model(xs), ys)
   adam:zero_grad()
   loss:backward()

@@ -68,8 +68,36 @@ describe("training on the GPU", function()
     H.equal(g:index_select(2, { 3, 1 }):cpu(), { { -1, 0.5 }, { 1, 2 } })
     H.equal(g:index_select(2, mf.tensor { 2 }:cuda()):cpu(), { { 1.5 }, { 0 } })
     H.err(function() return F.cross_entropy(g, labels) end, "different devices (cuda:0 and cpu)")
-    H.err(function() return F.cross_entropy(g, mf.tensor { 2, 4 }:long():cuda()) end,
-      "class index 4 is out of range 1..3")
+    -- a bad class index: the GPU finds it as it runs and the call returns at once (no waiting
+    -- for the GPU in a training step); the next synchronisation reports it, once
+    local loss = F.cross_entropy(g, mf.tensor { 2, 4 }:long():cuda())
+    H.err(function() return loss:item() end,
+      "gather: index 4 is out of range 1..3 for dimension 2 (found by cuda:0 running an earlier call")
+    assert.near(want, F.cross_entropy(g, labels:cuda()):item(), 1e-6) -- the GPU goes on
+    H.err(function()
+      g:index_select(1, mf.tensor { 1, 3 }:cuda())
+      mf.cuda.synchronize()
+    end, "index_select: index 3 is out of range 1..2 for dimension 1")
+    mf.cuda.synchronize()
+    -- its backward (scatter_add) finds the same index: the first one found is the one reported
+    local w = g:clone():requires_grad()
+    F.cross_entropy(w, mf.tensor { 0, 1 }:long():cuda()):backward()
+    H.err(function() return w.grad:cpu() end, "gather: index 0 is out of range 1..3")
+    mf.cuda.synchronize()
+  end)
+
+  it("reports a bad GPU index at the call under CUDA_LAUNCH_BLOCKING=1", function()
+    if not GPU then return pending("skipped: no GPU here (" .. tostring(mf.cuda.why_unavailable()) .. ")") end
+    local lua = "local F = mf.nn.functional; local g = mf.tensor{{0.5, 1.5, -1}, {2, 0, 1}}:cuda(); " ..
+      "local ok, e = pcall(F.cross_entropy, g, mf.tensor{2, 4}:long():cuda()); print(ok, e); " ..
+      "ok, e = pcall(function() return g:index_select(1, {1, 3}) end); print(ok, e); " ..
+      "print(F.cross_entropy(g, mf.tensor{2, 1}:long():cuda()):item())"
+    local out, ok = H.sh("CUDA_LAUNCH_BLOCKING=1 " .. H.q(H.BIN) .. " -e " .. H.q(lua))
+    assert.is_true(ok, out)
+    assert.truthy(out:find("false\t[^\n]*cross_entropy: class index 4 is out of range 1..3"), out)
+    assert.truthy(out:find("false\t[^\n]*index_select: index 3 is out of range for dimension 1 of size 2"), out)
+    local want = F.cross_entropy(mf.tensor { { 0.5, 1.5, -1 }, { 2, 0, 1 } }, mf.tensor { 2, 1 }:long()):item()
+    assert.near(want, tonumber(out:match("\n([%d.e+-]+)\n?$")), 1e-6)
   end)
 
   it("a CNN with batch norm and dropout (NCHW, SGD with momentum) matches the CPU", function()

@@ -419,7 +419,9 @@ local function param_text(m)
   local parts, n = {}, 0
   for _, name in ipairs(m._params) do
     local p = rawget(m, name)
-    if p ~= nil then
+    if p ~= nil and p:is_closed() then -- printing never fails: a closed tensor says so
+      parts[#parts + 1] = name .. " (closed)"
+    elseif p ~= nil then
       parts[#parts + 1] = name .. " " .. shape_str(p:shape())
       n = n + p:numel()
     end
@@ -451,7 +453,9 @@ end
 function Module:__tostring()
   local text = describe(self, "")
   if #self:named_children() > 0 then
-    text = text .. "\nTotal parameters: " .. commas(self:num_parameters())
+    local n = 0
+    for _, p in ipairs(self:parameters()) do n = n + (p:is_closed() and 0 or p:numel()) end
+    text = text .. "\nTotal parameters: " .. commas(n)
   end
   return text
 end
