@@ -77,7 +77,10 @@ static stage *free_stage(mf_device *dev, mf_cuda_xfer *x, size_t n, mf_status *s
   x->next = (x->next + 1) % STAGES;
   if (g->done) {
     cudaError_t e = cudaEventQuery(g->done);
-    if (e == cudaErrorNotReady) e = cudaEventSynchronize(g->done);
+    if (e == cudaErrorNotReady) { /* not an error, but left as the last one: cleared (as torch) */
+      (void)cudaGetLastError();
+      e = cudaEventSynchronize(g->done);
+    }
     if ((*st = mf_cuda_check(dev, e, "upload"))) return NULL;
   } else if (cudaEventCreateWithFlags(&g->done, cudaEventDisableTiming) != cudaSuccess) {
     (void)cudaGetLastError();

@@ -504,7 +504,8 @@ static bool passed(cudaEvent_t e) {
 }
 EXPORT cudaError_t cudaEventQuery(cudaEvent_t e) {
   if (!known_event(e)) return fail(cudaErrorInvalidResourceHandle);
-  return passed(e) ? cudaSuccess : cudaErrorNotReady; /* not an error: not sticky */
+  /* not ready is left as the last error too (the runtime's way; PyTorch clears it after) */
+  return passed(e) ? cudaSuccess : fail(cudaErrorNotReady);
 }
 EXPORT cudaError_t cudaEventSynchronize(cudaEvent_t e) {
   if (!known_event(e)) return fail(cudaErrorInvalidResourceHandle);
