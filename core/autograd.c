@@ -326,6 +326,9 @@ static mf_status run_node(engine *en, mf_node *n, mf_node **ready, int *nready) 
   mf_tensor *one[4] = {NULL}, **gin = n->nin <= 4 ? one : calloc((size_t)n->nin, sizeof *gin);
   if (!gin) return mf_fail(MF_ERR_MEMORY, "backward: out of memory");
   mf_status s = n->grad ? n->backward(n, n->grad, gin) : MF_OK; /* no gradient arrived */
+  /* done with: a view rule's result (transpose, reshape) then holds its storage alone, so a leaf
+   * takes it without a copy (a Linear layer's weight gradient) */
+  MF_DROP(n->grad);
   for (int i = 0; i < n->nin && !s; i++) {
     mf_edge *e = &n->in[i];
     if (!gin[i] || !e->needs) continue;
@@ -339,7 +342,6 @@ static mf_status run_node(engine *en, mf_node *n, mf_node **ready, int *nready) 
   for (int i = 0; i < n->nin; i++) mf_release(gin[i]);
   if (gin != one) free(gin);
   if (s) return s;
-  MF_DROP(n->grad);
   if (!en->retain) free_saved(n);
   for (int i = 0; i < n->nin; i++) {
     mf_node *m = n->in[i].next;
