@@ -37,6 +37,9 @@
  * DOUBLE_CONFIG, float32 as FLOAT_CONFIG, float16 as PSEUDO_HALF_CONFIG (HALF x, w, y; FLOAT
  * compute type) and bfloat16 as PSEUDO_BFLOAT16_CONFIG (BFLOAT16 x, w, y; FLOAT compute), both
  * with CUDNN_TENSOR_OP_MATH: half storage, float32 accumulation, as PyTorch's cuDNN convolutions.
+ * Batches: cuDNN indexes a tensor in 32 bits, so a batch whose (padded) input or output has 2^31
+ * elements or more runs in pieces of whole images (mf_cuda_conv2d, at the end).
+ *
  * The bias is added by a kernel of ours (bias_kernel: cudnnAddTensor is deprecated in cuDNN 9,
  * slow on NHWC, and documents no bfloat16). tests/cuda_emu/cudnn.cc refuses the combinations
  * cuDNN does not list, and the layout mixes moonflow must not depend on.
@@ -446,7 +449,8 @@ static mf_status add_bias(mf_device *dev, const char *op, void *y, const int64_t
 
 /* ---- the kernel ------------------------------------------------------------------------------ */
 
-mf_status mf_cuda_conv2d(mf_device *dev, const mf_call *c) {
+/* One cuDNN convolution (see the top); mf_cuda_conv2d below splits a batch too large for it. */
+static mf_status conv_once(mf_device *dev, const mf_call *c) {
   const char *op = mf_op_name(c->op);
   if (!c->out || c->nin < 2 || !c->in[0] || !c->in[1] || !c->params)
     return mf_fail(MF_ERR_ARG, "%s: malformed kernel call", op);
@@ -573,4 +577,95 @@ mf_status mf_cuda_conv2d(mf_device *dev, const mf_call *c) {
     MF_TRY(copy_out(dev, op, &ws_, nhwc));
   }
   return mf_cuda_launched(dev, op);
+}
+
+/* ---- batches beyond cuDNN's 32-bit indexing ------------------------------------------------- */
+
+/* dst[i] += src[i], in the accumulation type */
+template <class T> __global__ void add_into_kernel(T *dst, const T *src, int64_t n) {
+  using A = typename mf_acc<T>::type;
+  MF_GRID_LOOP(i, n) dst[i] = (T)((A)dst[i] + (A)src[i]);
+}
+
+/* The most elements a piece may have: 2^31 - 1, or MOONFLOW_CUDNN_SPLIT_ELEMS (for tests). */
+static int64_t piece_limit(void) {
+  static int64_t lim = [] {
+    const char *v = getenv("MOONFLOW_CUDNN_SPLIT_ELEMS");
+    long long n = v ? atoll(v) : 0;
+    return n > 0 && n < INT32_MAX ? (int64_t)n : (int64_t)INT32_MAX;
+  }();
+  return lim;
+}
+
+/* cuDNN indexes each tensor in 32 bits. A batch whose input (padded) or output has more elements
+ * than that runs in pieces of whole images, each within the limit, as PyTorch does
+ * (split_batch_dim_to_32bit_out): a piece is a view of the batch (NCHW and dense NHWC alike keep
+ * the images apart), and the weight gradient is the sum of the pieces' (the first written in
+ * place, each later one into scratch and added). A single image over the limit is left to
+ * conv_once, which says so. */
+mf_status mf_cuda_conv2d(mf_device *dev, const mf_call *c) {
+  if (!c->out || c->nin < 2 || !c->in[0] || !c->in[1] || !c->params) return conv_once(dev, c);
+  int kind = c->op == MF_OP_CONV2D                   ? K_FWD
+             : c->op == MF_OP_CONV2D_BACKWARD_INPUT  ? K_BWD_DATA
+             : c->op == MF_OP_CONV2D_BACKWARD_WEIGHT ? K_BWD_FILTER
+                                                     : -1;
+  if (kind < 0) return conv_once(dev, c);
+  const mf_tensor *x = kind == K_FWD ? c->in[0] : kind == K_BWD_FILTER ? c->in[1] : c->out;
+  const mf_tensor *y = kind == K_FWD ? c->out : c->in[0];
+  if (x->ndim != 4 || y->ndim != 4 || x->shape[0] != y->shape[0]) return conv_once(dev, c);
+  const mf_pool2d_params *p = (const mf_pool2d_params *)c->params;
+  int64_t px =
+      x->shape[1] * (x->shape[2] + p->pad[0] + p->pad[2]) * (x->shape[3] + p->pad[1] + p->pad[3]);
+  int64_t per = y->shape[1] * y->shape[2] * y->shape[3], lim = piece_limit(), N = x->shape[0];
+  if (px > per) per = px;
+  if (per <= 0 || per > lim || N <= lim / per) return conv_once(dev, c);
+  int64_t chunk = lim / per;
+  const mf_tensor *w = c->out; /* the weight gradient (K_BWD_FILTER) */
+  mf_storage tmp_storage = {};
+  mf_tensor tmp = {};
+  size_t wbytes = 0;
+  if (kind == K_BWD_FILTER) { /* scratch for the later pieces' weight gradients */
+    wbytes = (size_t)mf_numel(w) * mf_dtype_size(w->dtype);
+    tmp_storage = *w->storage;
+    tmp_storage.data = mf_cuda_scratch(dev, wbytes);
+    if (!tmp_storage.data) return MF_ERR_MEMORY;
+    tmp_storage.nbytes = wbytes;
+    tmp = *w;
+    tmp.offset = 0;
+    tmp.storage = &tmp_storage;
+  }
+  mf_status st = MF_OK;
+  for (int64_t n0 = 0; n0 < N && !st; n0 += chunk) {
+    mf_tensor xv = *x, yv = *y;
+    xv.shape[0] = yv.shape[0] = n0 + chunk < N ? chunk : N - n0;
+    xv.offset += n0 * x->stride[0];
+    yv.offset += n0 * y->stride[0];
+    mf_call pc = *c;
+    if (kind == K_FWD) {
+      pc.in[0] = &xv;
+      pc.out = &yv;
+    } else if (kind == K_BWD_DATA) {
+      pc.in[0] = &yv;
+      pc.out = &xv;
+    } else {
+      pc.in[0] = &yv;
+      pc.in[1] = &xv;
+      pc.out = n0 == 0 ? c->out : &tmp;
+    }
+    st = conv_once(dev, &pc);
+    if (!st && kind == K_BWD_FILTER && n0 > 0) {
+      int64_t n = mf_numel(w);
+      cudaStream_t s = mf_cuda_stream(dev);
+      bool ok = mf_cuda_visit_float<true>(w->dtype, [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        add_into_kernel<T><<<mf_cuda_blocks(n), MF_CUDA_THREADS, 0, s>>>(mf_cuda_ptr<T>(w),
+                                                                         mf_cuda_ptr<T>(&tmp), n);
+      });
+      const char *op = mf_op_name(c->op);
+      st = ok ? mf_cuda_launched(dev, op)
+              : mf_fail(MF_ERR_DTYPE, "%s: bad dtype %s", op, mf_dtype_name(w->dtype));
+    }
+  }
+  if (wbytes) mf_cuda_scratch_free(dev, tmp_storage.data, wbytes);
+  return st;
 }

@@ -59,15 +59,13 @@ mf_status mf_cuda_xfer_make(mf_cuda_ctx *ctx) {
   return MF_OK;
 }
 
-/* ---- uploads ----------------------------------------------------------------------------------
- */
+/* ---- uploads ------------------------------------------------------------------------------ */
 
 /* The direct copy: queued, then waited for (the caller's buffer may change once we return). */
-static mf_status copy_and_wait(mf_device *dev, void *dst, const void *src, size_t n,
-                               cudaMemcpyKind kind, const char *what) {
+static mf_status upload_and_wait(mf_device *dev, void *dst, const void *src, size_t n) {
   cudaStream_t s = mf_cuda_stream(dev);
-  MF_TRY(mf_cuda_check(dev, cudaMemcpyAsync(dst, src, n, kind, s), what));
-  return mf_cuda_check(dev, cudaStreamSynchronize(s), what);
+  MF_TRY(mf_cuda_check(dev, cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, s), "upload"));
+  return mf_cuda_check(dev, cudaStreamSynchronize(s), "upload");
 }
 
 /* A stage that holds n bytes and whose last copy has passed (x locked); NULL when pinned memory
@@ -107,7 +105,7 @@ mf_status mf_cuda_upload(mf_device *dev, void *dst, const void *src, size_t n) {
   if (n == 0) return MF_OK;
   MF_TRY(mf_cuda_enter(dev));
   mf_cuda_xfer *x = mf_cuda_ctx_of(dev)->xfer;
-  if (n > STAGE_MAX) return copy_and_wait(dev, dst, src, n, cudaMemcpyHostToDevice, "upload");
+  if (n > STAGE_MAX) return upload_and_wait(dev, dst, src, n);
   pthread_mutex_lock(&x->lock);
   mf_status st = MF_OK;
   stage *g = free_stage(dev, x, n, &st);
@@ -118,11 +116,11 @@ mf_status mf_cuda_upload(mf_device *dev, void *dst, const void *src, size_t n) {
     if (!st) st = mf_cuda_check(dev, cudaEventRecord(g->done, s), "upload");
   }
   pthread_mutex_unlock(&x->lock);
-  if (!g && !st) st = copy_and_wait(dev, dst, src, n, cudaMemcpyHostToDevice, "upload");
+  if (!g && !st) st = upload_and_wait(dev, dst, src, n);
   return st;
 }
 
-/* ---- synchronisation and the index record ---------------------------------------------------- */
+/* ---- synchronisation and the index record ------------------------------------------------ */
 
 static const char *const callers[] = {"gather", "index_select", "scatter_add"};
 

@@ -176,6 +176,40 @@ describe("training on the GPU", function()
     close(lc, lg, 1e-4, "loss at step")
   end)
 
+  it("convolves a batch too large for cuDNN's 32-bit indexing in pieces, as on the CPU", function()
+    if not GPU then return pending("skipped: no GPU here (" .. tostring(mf.cuda.why_unavailable()) .. ")") end
+    -- MOONFLOW_CUDNN_SPLIT_ELEMS lowers the 2^31 elements a piece may have: 7 images of 3x10x10
+    -- (12x12 padded) and 4x10x10 run in pieces of 2 (NCHW and NHWC; each gradient summed over
+    -- the pieces) and must give what the CPU gives
+    local lua = [[
+      local F = mf.nn.functional
+      mf.cuda.set_tf32(false)
+      local worst = 0
+      for _, fmt in ipairs { "NCHW", "NHWC" } do
+        mf.manual_seed(3)
+        local shape = fmt == "NCHW" and { 7, 3, 10, 10 } or { 7, 10, 10, 3 }
+        local x, w, b, g = mf.randn(shape), mf.randn { 4, 3, 3, 3 }, mf.randn { 4 }, nil
+        local function run(dev)
+          local xs, ws, bs = x:detach():to(dev):requires_grad(), w:detach():to(dev):requires_grad(), b:detach():to(dev):requires_grad()
+          local y = F.conv2d(xs, ws, bs, { padding = 1, data_format = fmt })
+          g = g or mf.randn(y:shape())
+          y:backward(g:to(dev))
+          return { y:cpu(), xs.grad:cpu(), ws.grad:cpu(), bs.grad:cpu() }
+        end
+        local c, d = run("cpu"), run("cuda:0")
+        for i = 1, 4 do
+          local e = ((c[i] - d[i]):abs() / (c[i]:abs() + 1)):max():item()
+          worst = math.max(worst, e ~= e and math.huge or e) -- NaN: as bad as it gets
+        end
+      end
+      print(("worst %.3g"):format(worst))
+    ]]
+    local out, ok = H.sh("MOONFLOW_CUDNN_SPLIT_ELEMS=900 " .. H.q(H.BIN) .. " -e " .. H.q(lua))
+    assert.is_true(ok, out)
+    local worst = tonumber(out:match("worst (%S+)"))
+    assert.is_true(worst ~= nil and worst <= 1e-5, out)
+  end)
+
   it("a Session runs the tutorial's graph (narrower) on the GPU as on the CPU", function()
     if not GPU then return pending("skipped: no GPU here (" .. tostring(mf.cuda.why_unavailable()) .. ")") end
     local CNN = dofile(H.root .. "/examples/mnist_model.lua")
