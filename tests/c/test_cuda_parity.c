@@ -721,20 +721,27 @@ static void test_gather(void) {
     mf_release(gidx);
   }
   /* out-of-range indices: the GPU finds them as it runs, the next synchronisation reports the
-   * first (1-based, as Lua sees it) and clears it, and the GPU still works afterwards */
+   * first (1-based, as Lua sees it) and clears it, and the GPU still works afterwards (the CPU
+   * against itself: the calls fail at once) */
   int64_t is[2] = {3, 4}, xs2[2] = {3, 5};
   mf_tensor *bad = make_index(2, is, 5, true), *gbad = on_gpu(bad);
   mf_tensor *x = make(2, xs2, MF_F32, V_REAL), *gx = on_gpu(x), *o = NULL, *o2 = NULL;
+  mf_tensor *sum = NULL, *ok = NULL;
   mf_device *gpu = mf_tensor_device(gx);
-  CHECK_OK(mf_gather(gx, 1, gbad, &o));
-  CHECK_FAILS(mf_device_synchronize(gpu), MF_ERR_INDEX,
-              "gather: index 9 is out of range 1..5 for dimension 2 (found by cuda:0");
-  CHECK_OK(mf_device_synchronize(gpu));
-  CHECK_OK(mf_scatter_add(2, xs2, 1, gbad, gx, &o2));
-  mf_tensor *sum = NULL, *ok = NULL; /* a download reports it too */
-  double v = 0;
-  CHECK_OK(mf_reduce(MF_OP_SUM, o2, MF_ALL_DIMS, false, &sum));
-  CHECK_FAILS(mf_item(sum, &v), MF_ERR_INDEX, "scatter_add: index 9 is out of range 1..5");
+  if (test_kind == MF_DEV_CPU) {
+    CHECK_FAILS(mf_gather(gx, 1, gbad, &o), MF_ERR_INDEX, "gather: index 8 is out of range");
+    CHECK_FAILS(mf_scatter_add(2, xs2, 1, gbad, gx, &o2), MF_ERR_INDEX,
+                "scatter_add: index 8 is out of range");
+  } else {
+    CHECK_OK(mf_gather(gx, 1, gbad, &o));
+    CHECK_FAILS(mf_device_synchronize(gpu), MF_ERR_INDEX,
+                "gather: index 9 is out of range 1..5 for dimension 2 (found by cuda:0");
+    CHECK_OK(mf_device_synchronize(gpu));
+    CHECK_OK(mf_scatter_add(2, xs2, 1, gbad, gx, &o2));
+    double v = 0; /* a download reports it too */
+    CHECK_OK(mf_reduce(MF_OP_SUM, o2, MF_ALL_DIMS, false, &sum));
+    CHECK_FAILS(mf_item(sum, &v), MF_ERR_INDEX, "scatter_add: index 9 is out of range 1..5");
+  }
   CHECK_OK(mf_unary(MF_OP_NEG, gx, &ok));
   CHECK_OK(mf_device_synchronize(gpu));
   mf_tensor *all[4] = {o, o2, sum, ok};
@@ -772,9 +779,13 @@ static void test_index_select(void) {
   }
   mf_tensor *bad = make_index(1, n, 6, true), *gbad = on_gpu(bad);
   mf_tensor *x = make(3, xs, MF_F32, V_REAL), *gx = on_gpu(x), *o = NULL;
-  CHECK_OK(mf_index_select(gx, 0, gbad, &o));
-  CHECK_FAILS(mf_device_synchronize(mf_tensor_device(gx)), MF_ERR_INDEX,
-              "index_select: index 10 is out of range 1..6 for dimension 1");
+  if (test_kind == MF_DEV_CPU) {
+    CHECK_FAILS(mf_index_select(gx, 0, gbad, &o), MF_ERR_INDEX, "index_select: index 10 ");
+  } else {
+    CHECK_OK(mf_index_select(gx, 0, gbad, &o));
+    CHECK_FAILS(mf_device_synchronize(mf_tensor_device(gx)), MF_ERR_INDEX,
+                "index_select: index 10 is out of range 1..6 for dimension 1");
+  }
   mf_release(o);
   mf_release(bad);
   mf_release(gbad);

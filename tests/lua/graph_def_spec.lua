@@ -349,6 +349,10 @@ describe("TensorFlow's own graphs", function()
     gd.node[3] = { name = "q", op = "QuantizeV2", input = { "x" }, device = "", attr = {} }
     H.err(function() mf.Graph():as_default(function() mf.import_graph_def(gd) end) end,
       "node 'q' has op 'QuantizeV2', which moonflow cannot import")
+    -- a node with fewer inputs than its op takes (fuzz_graphdef: Sub ran as `a - nil`)
+    gd.node[3] = { name = "d", op = "Sub", input = { "x" }, device = "", attr = {} }
+    H.err(function() mf.Graph():as_default(function() mf.import_graph_def(gd) end) end,
+      "not a valid GraphDef: node 'd' (Sub) has 1 input; Sub takes 2")
   end)
 end)
 

@@ -422,6 +422,11 @@ local function build(g, nd, name, inputs)
       local fn = require("moonflow.graph.tf_ops")(nd)
       if fn == nil then cannot(nd) end
       if #inputs == 0 then cannot(nd, "it has no inputs") end
+      local takes = debug.getinfo(fn, "u") -- each op's function names the inputs it needs
+      if not takes.isvararg and #inputs < takes.nparams then
+        bad(("node '%s' (%s) has %d input%s; %s takes %d"):format(nd.name, op, #inputs,
+          #inputs == 1 and "" or "s", op, takes.nparams))
+      end
       G.apply(op, fn, { type = op }, table.unpack(inputs))
       tf = true
     else
