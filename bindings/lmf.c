@@ -19,13 +19,23 @@
  * made since the last one, and a step's dead tensors are young. A full collection follows when
  * live storage is still more than a quarter above what the last full one left: in generational
  * mode dead tensors that had grown old, in incremental mode (an embedder's choice, where one step
- * frees little) nearly always. */
+ * frees little) nearly always.
+ *
+ * A device whose memory runs tight (an allocation failed, or a GPU nearly full: see
+ * mf_memory_pressure_take) asks for a full collection at once, whatever the growth: near the limit
+ * even a small share of dead tensors can make an op fail. */
 #define MIB16 ((size_t)16 << 20)
 
 static size_t grown(size_t base) { return base + (base / 4 > MIB16 ? base / 4 : MIB16); }
 
 static void collect_if_needed(lua_State *L) {
   static size_t threshold = MIB16, after_full = 0;
+  if (mf_memory_pressure_take()) {
+    lua_gc(L, LUA_GCCOLLECT);
+    after_full = mf_storage_bytes();
+    threshold = grown(after_full);
+    return;
+  }
   if (mf_storage_bytes() < threshold) return;
   lua_gc(L, LUA_GCSTEP, 0);
   size_t live = mf_storage_bytes();

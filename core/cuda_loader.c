@@ -118,8 +118,8 @@ static void *open_library(void) {
 
 static void load(void) {
   static const mf_cuda_core core = {
-      MF_CUDA_LAYOUT, core_failv,       mf_dtype_size, mf_dtype_name, mf_dtype_is_float,
-      mf_numel,       mf_is_contiguous, mf_op_name,    mf_shape_fmt,  mf_error,
+      MF_CUDA_LAYOUT,   core_failv, mf_dtype_size, mf_dtype_name, mf_dtype_is_float,  mf_numel,
+      mf_is_contiguous, mf_op_name, mf_shape_fmt,  mf_error,      mf_memory_pressure,
   };
   if (mf_cuda_env_hides_all()) {
     snprintf(why, sizeof why,

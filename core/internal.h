@@ -71,6 +71,10 @@ void *mf_host_alloc(size_t nbytes);
 void mf_host_free(void *ptr, size_t nbytes);
 void mf_host_alloc_trim(void); /* returns cached blocks to the system */
 
+/* tensor.c: raises the flag mf_memory_pressure_take reads (a backend whose memory runs tight;
+ * a failed allocation raises it too) */
+void mf_memory_pressure(void);
+
 /* Runs the op's kernel on dev, or fails with MF_ERR_UNSUPPORTED naming op and device. */
 mf_status mf_dispatch(mf_device *dev, const mf_call *c);
 

@@ -14,12 +14,20 @@ static size_t live_bytes;
 
 size_t mf_storage_bytes(void) { return __atomic_load_n(&live_bytes, __ATOMIC_RELAXED); }
 
+static int pressure;
+void mf_memory_pressure(void) { __atomic_store_n(&pressure, 1, __ATOMIC_RELAXED); }
+bool mf_memory_pressure_take(void) {
+  return __atomic_load_n(&pressure, __ATOMIC_RELAXED) &&
+         __atomic_exchange_n(&pressure, 0, __ATOMIC_RELAXED);
+}
+
 static mf_status storage_new(mf_device *dev, size_t nbytes, mf_storage **out) {
   mf_storage *s = malloc(sizeof *s);
   if (!s) return mf_fail(MF_ERR_MEMORY, "out of memory allocating a storage header");
   s->data = dev->i.alloc(dev, nbytes);
   if (!s->data) {
     free(s);
+    mf_memory_pressure(); /* dead tensors may be holding what was wanted */
     return MF_ERR_MEMORY; /* the allocator set the message */
   }
   s->refcount = 1;

@@ -16,9 +16,15 @@
 
 #include <stdarg.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
 #include "internal.h"
+#ifdef __cplusplus
+}
+#endif
 
-#define MF_CUDA_ABI_VERSION 5
+#define MF_CUDA_ABI_VERSION 6
 #define MF_CUDA_LIBRARY "libmoonflow_cuda.so"
 #define MF_CUDA_ENTRY "mf_cuda_open"
 /* what both sides compare: the ABI version, then the sizes of the structs they share */
@@ -44,7 +50,8 @@ typedef struct mf_cuda_core {
   bool (*is_contiguous)(const mf_tensor *t);
   const char *(*op_name)(mf_op op);
   const char *(*shape_fmt)(int ndim, const int64_t *shape, char *buf, size_t n);
-  const char *(*error)(void); /* mf_error: the message of this thread's last failure */
+  const char *(*error)(void);    /* mf_error: the message of this thread's last failure */
+  void (*memory_pressure)(void); /* mf_memory_pressure */
 } mf_cuda_core;
 
 /* What the backend offers; the knobs are those of moonflow.h. */
@@ -64,8 +71,8 @@ typedef struct mf_cuda_api {
   void (*versions)(int *runtime, int *driver, int *cudnn);
   mf_status (*device_info)(int device, char *name, size_t name_len, size_t *total_bytes, int *major,
                            int *minor);
-  mf_status (*profile)(bool on);                                    /* mf_cuda_profile */
-  mf_status (*profile_read)(int op, int64_t *calls, double *ms);    /* mf_cuda_profile_read */
+  mf_status (*profile)(bool on);                                 /* mf_cuda_profile */
+  mf_status (*profile_read)(int op, int64_t *calls, double *ms); /* mf_cuda_profile_read */
 } mf_cuda_api;
 
 /* The library's entry point: the backend's table, or NULL with the message set (a core of another

@@ -67,6 +67,7 @@ typedef struct cuda_dev {
   char *arena; /* the reservation (allow_growth = false), or NULL */
   size_t arena_size;
   mf_cuda_piece *free_pieces; /* the arena's free pieces, by address, never adjacent */
+  size_t pressure_mark;       /* allocated bytes at which to report memory pressure next */
 } cuda_dev;
 
 static pthread_mutex_t devices_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -227,6 +228,23 @@ static void fmt_bytes(size_t n, char *buf, size_t len) {
     snprintf(buf, len, "%zu bytes", n);
 }
 
+/* Memory pressure. Tensors Lua has not collected yet still hold their blocks, and the bindings'
+ * collection policy lets such garbage reach a quarter of what is live: near the limit, an op can
+ * fail for want of memory that only dead tensors hold. So once moonflow's blocks pass 7/8 of what
+ * the device may hold (the limit, or the reservation), and again after each further 1/16 of it,
+ * and whenever an allocation fails, the device reports pressure (mf_memory_pressure) and the
+ * bindings run a full collection at their next call. A free lowers the mark again: at most one
+ * collection per 1/16 of the memory allocated. (g locked) */
+static size_t pressure_step(const cuda_dev *g) {
+  return (g->arena ? g->arena_size : g->limit) / 16;
+}
+static bool pressed(cuda_dev *g) {
+  size_t cap = g->arena ? g->arena_size : g->limit, step = cap / 16;
+  if (g->allocated < cap - 2 * step || g->allocated < g->pressure_mark) return false;
+  g->pressure_mark = g->allocated + step;
+  return true;
+}
+
 static void *cuda_alloc(mf_device *dev, size_t nbytes) {
   cuda_dev *g = (cuda_dev *)dev;
   size_t rounded;
@@ -300,7 +318,9 @@ static void *cuda_alloc(mf_device *dev, size_t nbytes) {
     g->allocated += rounded;
     if (g->allocated > g->max_allocated) g->max_allocated = g->allocated;
   }
+  bool tight = !p || pressed(g);
   pthread_mutex_unlock(&g->lock);
+  if (tight) mf_memory_pressure(); /* the Lua bindings collect dead tensors at their next call */
   return p;
 }
 
@@ -312,6 +332,8 @@ static void cuda_free(mf_device *dev, void *ptr, size_t nbytes) {
   mf_cuda_block *blk = (mf_cuda_block *)malloc(sizeof *blk);
   pthread_mutex_lock(&g->lock);
   g->allocated -= rounded;
+  size_t step = pressure_step(g);
+  if (g->pressure_mark > g->allocated + step) g->pressure_mark = g->allocated + step;
   if (blk) {
     blk->ptr = ptr;
     blk->next = g->cache[b];

@@ -26,3 +26,4 @@ const char *mf_shape_fmt(int ndim, const int64_t *shape, char *buf, size_t n) {
   return mf_cuda_imports->shape_fmt(ndim, shape, buf, n);
 }
 const char *mf_error(void) { return mf_cuda_imports->error(); }
+void mf_memory_pressure(void) { mf_cuda_imports->memory_pressure(); }

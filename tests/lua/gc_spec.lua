@@ -53,4 +53,25 @@ describe("tensors dropped by a loop", function()
     collectgarbage()
     assert.equal(base, mf.storage_bytes())
   end)
+
+  it("are collected when a GPU's memory runs tight, so that an op near the limit still fits", function()
+    if not mf.cuda.is_available() then
+      return pending("skipped: no GPU here (" .. tostring(mf.cuda.why_unavailable()) .. ")")
+    end
+    -- a GPU limited to 256 MiB holding 192 MiB: 16 MiB temporaries in a loop, two alive at a
+    -- time (224 MiB). The growth policy alone lets dead ones pile up to a quarter of what is live,
+    -- past the limit; the device's pressure (blocks past 7/8 of the limit) makes the next call
+    -- collect them all. In a child, so that the limit and the 192 MiB leave this process alone.
+    local lua = [[
+      local total = mf.cuda.get_device_properties(0).total_memory
+      mf.cuda.set_memory_fraction(256 * 2^20 / total, 0)
+      local keep = mf.zeros({ 48 * 2^20 }, { device = "cuda:0" })
+      local last
+      for i = 1, 12 do last = mf.full({ 4 * 2^20 }, i, { device = "cuda:0", dtype = "float32" }) end
+      print("ok", last:max():item(), mf.cuda.memory_allocated(0) <= 256 * 2^20)
+    ]]
+    local out, ok = H.sh(H.q(H.BIN) .. " -e " .. H.q(lua))
+    assert.is_true(ok, out)
+    assert.truthy(out:find("ok\t12.0\ttrue", 1, true), out)
+  end)
 end)
