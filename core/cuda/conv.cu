@@ -37,12 +37,12 @@
  * DOUBLE_CONFIG, float32 as FLOAT_CONFIG, float16 as PSEUDO_HALF_CONFIG (HALF x, w, y; FLOAT
  * compute type) and bfloat16 as PSEUDO_BFLOAT16_CONFIG (BFLOAT16 x, w, y; FLOAT compute), both
  * with CUDNN_TENSOR_OP_MATH: half storage, float32 accumulation, as PyTorch's cuDNN convolutions.
- * Batches: cuDNN indexes a tensor in 32 bits, so a batch whose (padded) input or output has 2^31
- * elements or more runs in pieces of whole images (mf_cuda_conv2d, at the end).
- *
  * The bias is added by a kernel of ours (bias_kernel: cudnnAddTensor is deprecated in cuDNN 9,
  * slow on NHWC, and documents no bfloat16). tests/cuda_emu/cudnn.cc refuses the combinations
  * cuDNN does not list, and the layout mixes moonflow must not depend on.
+ *
+ * Batches: cuDNN indexes a tensor in 32 bits, so a batch whose (padded) input or output has 2^31
+ * elements or more runs in pieces of whole images (mf_cuda_conv2d, at the end).
  */
 #include <pthread.h>
 #include <stdio.h>

@@ -125,8 +125,7 @@ static int bucket_of(size_t n, size_t *rounded) {
   return 1 + (k - 9) * 4 + (int)(q - 5);
 }
 
-/* ---- the arena (the reservation) ---------------------------------------------------------------
- */
+/* ---- the arena (the reservation) ------------------------------------------------------------ */
 
 /* The bytes a block of `rounded` bytes takes in the arena: 256-byte aligned, as from cudaMalloc. */
 static size_t arena_bytes(size_t rounded) { return (rounded + 255) & ~(size_t)255; }
@@ -372,8 +371,8 @@ static void register_kernels(mf_kernel *k) {
   for (int op = MF_OP_CONV2D; op <= MF_OP_CONV2D_BACKWARD_WEIGHT; op++) k[op] = mf_cuda_conv2d;
   k[MF_OP_BATCH_NORM] = mf_cuda_batch_norm;
   k[MF_OP_BATCH_NORM_BACKWARD] = mf_cuda_batch_norm;
-#endif /* without cuDNN, conv2d and batch_norm have no GPU kernel (NULL: soft placement falls      \
-        * back) */
+#endif
+  /* (without cuDNN conv2d and batch_norm have no GPU kernel: soft placement falls back) */
   for (int op = MF_OP_MAX_POOL2D; op <= MF_OP_AVG_POOL2D_BACKWARD; op++) k[op] = mf_cuda_pool2d;
   k[MF_OP_GATHER] = mf_cuda_gather;
   k[MF_OP_SCATTER_ADD] = mf_cuda_gather;

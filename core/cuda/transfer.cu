@@ -149,11 +149,12 @@ static mf_status read_record(mf_device *dev, mf_cuda_xfer *x, bool at_call) {
                  name, (long long)((unsigned long long)v + 1), size, dim, dev->name);
 }
 
-static mf_status wait_and_check(mf_device *dev) {
+/* Waits for the device's queue, then reads the index record (at_call: as read_record says). */
+static mf_status drain(mf_device *dev, bool at_call) {
   MF_TRY(mf_cuda_check(dev, cudaStreamSynchronize(mf_cuda_stream(dev)), "synchronize"));
   mf_cuda_xfer *x = mf_cuda_ctx_of(dev)->xfer;
   pthread_mutex_lock(&x->lock);
-  mf_status st = read_record(dev, x, false);
+  mf_status st = read_record(dev, x, at_call);
   pthread_mutex_unlock(&x->lock);
   return st;
 }
@@ -164,12 +165,12 @@ mf_status mf_cuda_download(mf_device *dev, void *dst, const void *src, size_t n)
     MF_TRY(mf_cuda_check(dev,
                          cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, mf_cuda_stream(dev)),
                          "download"));
-  return wait_and_check(dev);
+  return drain(dev, false);
 }
 
 mf_status mf_cuda_sync(mf_device *dev) {
   MF_TRY(mf_cuda_enter(dev));
-  return wait_and_check(dev);
+  return drain(dev, false);
 }
 
 unsigned long long *mf_cuda_index_record(mf_device *dev) {
@@ -192,11 +193,5 @@ unsigned long long *mf_cuda_index_record(mf_device *dev) {
 }
 
 mf_status mf_cuda_index_launched(mf_device *dev) {
-  mf_cuda_xfer *x = mf_cuda_ctx_of(dev)->xfer;
-  if (!x->blocking) return MF_OK;
-  MF_TRY(mf_cuda_check(dev, cudaStreamSynchronize(mf_cuda_stream(dev)), "synchronize"));
-  pthread_mutex_lock(&x->lock);
-  mf_status st = read_record(dev, x, true);
-  pthread_mutex_unlock(&x->lock);
-  return st;
+  return mf_cuda_ctx_of(dev)->xfer->blocking ? drain(dev, true) : MF_OK;
 }
