@@ -388,6 +388,8 @@ local function check_tensor(t, fname)
   if not okdt then return "an unknown dtype " .. tostring(dt) end
   if n <= 64 and nonzero <= 4096 then -- an empty {255, 255, 255, 255, 0} is 4e9 empty tables
     local ok, tab = pcall(t.totable, t)
+    -- a GPU reports a bad index at the next synchronisation, here the download: a clear error
+    if not ok and tostring(tab):find("%(found by cuda:%d+ running an earlier call") then return false end
     if not ok then return "totable failed: " .. tostring(tab) end
     local function walk(v, d)
       if d > #shape then return type(v) == "number" or type(v) == "boolean" end
@@ -528,6 +530,15 @@ local function call(f, args, n)
   if not failure then return res end
 end
 
+-- A Lua object's own fields other than tensors (a module's sizes, a method) are not overwritten:
+-- that is the caller breaking the object (`m.shape = true`), which Python's objects do not guard
+-- against either. New fields and tensors (parameters, buffers) are.
+local function keep_fields(a, k)
+  if type(a) ~= "table" or type(k) ~= "string" then return end
+  local ok, cur = pcall(function() return a[k] end)
+  if ok and cur ~= nil and not mf.is_tensor(cur) then error("fuzz: deliberate error (field kept)") end
+end
+
 -- Operators, indexing and fields: not functions of a table, so called here.
 local OPS = {
   { name = "op.+", fn = function(a, b) return a + b end },
@@ -541,11 +552,11 @@ local OPS = {
   { name = "op.#", fn = function(a) return #a end },
   { name = "op.tostring", fn = function(a) return tostring(a) end },
   { name = "op.index", fn = function(a, k) return a[k] end },
-  { name = "op.newindex", fn = function(a, k, v) a[k] = v end },
+  { name = "op.newindex", fn = function(a, k, v) keep_fields(a, k) a[k] = v end },
   { name = "op.grad", fn = function(a) return a.grad end },
   { name = "op.set_grad", fn = function(a, g) a.grad = g end },
   { name = "op.grad_fn", fn = function(a) return a.grad_fn, a.is_leaf end },
-  { name = "op.field", fn = function(a, k) a[k] = 1 end },
+  { name = "op.field", fn = function(a, k) keep_fields(a, k) a[k] = 1 end },
 }
 for _, o in ipairs(OPS) do o.short = o.name end
 NOALLOC["op.index"], NOALLOC["op.newindex"], NOALLOC["op.#"] = true, true, true
