@@ -41,7 +41,7 @@
  * slow on NHWC, and documents no bfloat16). tests/cuda_emu/cudnn.cc refuses the combinations
  * cuDNN does not list, and the layout mixes moonflow must not depend on.
  *
- * Batches: cuDNN indexes a tensor in 32 bits, so a batch whose (padded) input or output has 2^31
+ * Batches: cuDNN indexes a tensor in 32 bits, so a batch whose input or output has 2^31
  * elements or more runs in pieces of whole images (mf_cuda_conv2d, at the end).
  */
 #include <pthread.h>
@@ -449,6 +449,16 @@ static mf_status add_bias(mf_device *dev, const char *op, void *y, const int64_t
 
 /* ---- the kernel ------------------------------------------------------------------------------ */
 
+/* Whether cuDNN's symmetric padding (top and left on both sides) gives y's size, so that cuDNN
+ * takes x as it is; else x goes through an explicitly padded copy. */
+static bool pads_direct(const mf_tensor *x, const mf_tensor *w, const mf_tensor *y,
+                        const mf_pool2d_params *p) {
+  int64_t dh = x->shape[2] + 2 * p->pad[0] - w->shape[2];
+  int64_t dw = x->shape[3] + 2 * p->pad[1] - w->shape[3];
+  return dh >= 0 && dw >= 0 && dh / p->stride[0] + 1 == y->shape[2] &&
+         dw / p->stride[1] + 1 == y->shape[3];
+}
+
 /* One cuDNN convolution (see the top); mf_cuda_conv2d below splits a batch too large for it. */
 static mf_status conv_once(mf_device *dev, const mf_call *c) {
   const char *op = mf_op_name(c->op);
@@ -507,12 +517,9 @@ static mf_status conv_once(mf_device *dev, const mf_call *c) {
   MF_TRY(mf_dnn_tensor4d(dev, op, dt, y->shape, st, &cs.y));
   MF_TRY(make_filter(&cs, w, L));
 
-  /* direct when cuDNN's symmetric padding gives the wanted output size, else explicit padding */
-  int64_t H = x->shape[2], W = x->shape[3], KH = w->shape[2], KW = w->shape[3];
+  int64_t H = x->shape[2], W = x->shape[3];
   int pt = p->pad[0], pl = p->pad[1];
-  bool direct = (H + 2 * pt - KH) >= 0 && (W + 2 * pl - KW) >= 0 &&
-                (H + 2 * pt - KH) / p->stride[0] + 1 == y->shape[2] &&
-                (W + 2 * pl - KW) / p->stride[1] + 1 == y->shape[3];
+  bool direct = pads_direct(x, w, y, p);
   staged xs, ys, ws_; /* x, y and w as cuDNN sees them */
   MF_TRY(copy_in(dev, op, y, nhwc, kind != K_FWD, &ys));
   MF_TRY(copy_in(dev, op, w, nhwc, kind != K_BWD_FILTER, &ws_));
@@ -597,12 +604,12 @@ static int64_t piece_limit(void) {
   return lim;
 }
 
-/* cuDNN indexes each tensor in 32 bits. A batch whose input (padded) or output has more elements
- * than that runs in pieces of whole images, each within the limit, as PyTorch does
- * (split_batch_dim_to_32bit_out): a piece is a view of the batch (NCHW and dense NHWC alike keep
- * the images apart), and the weight gradient is the sum of the pieces' (the first written in
- * place, each later one into scratch and added). A single image over the limit is left to
- * conv_once, which says so. */
+/* cuDNN indexes each tensor in 32 bits. A batch whose input (as cuDNN sees it: padded when the
+ * padding is explicit) or output has more elements than that runs in pieces of whole images, each
+ * within the limit, as PyTorch does (split_batch_dim_to_32bit_out): a piece is a view of the batch
+ * (NCHW and dense NHWC alike keep the images apart), and the weight gradient is the sum of the
+ * pieces' (the first written in place, each later one into scratch and added). A single image over
+ * the limit is left to conv_once, which says so. */
 mf_status mf_cuda_conv2d(mf_device *dev, const mf_call *c) {
   if (!c->out || c->nin < 2 || !c->in[0] || !c->in[1] || !c->params) return conv_once(dev, c);
   int kind = c->op == MF_OP_CONV2D                   ? K_FWD
@@ -612,15 +619,18 @@ mf_status mf_cuda_conv2d(mf_device *dev, const mf_call *c) {
   if (kind < 0) return conv_once(dev, c);
   const mf_tensor *x = kind == K_FWD ? c->in[0] : kind == K_BWD_FILTER ? c->in[1] : c->out;
   const mf_tensor *y = kind == K_FWD ? c->out : c->in[0];
-  if (x->ndim != 4 || y->ndim != 4 || x->shape[0] != y->shape[0]) return conv_once(dev, c);
+  const mf_tensor *w = kind == K_BWD_FILTER ? c->out : c->in[1];
+  if (x->ndim != 4 || y->ndim != 4 || w->ndim != 4 || x->shape[0] != y->shape[0])
+    return conv_once(dev, c);
   const mf_pool2d_params *p = (const mf_pool2d_params *)c->params;
-  int64_t px =
-      x->shape[1] * (x->shape[2] + p->pad[0] + p->pad[2]) * (x->shape[3] + p->pad[1] + p->pad[3]);
+  /* an image as cuDNN will see it: x itself, or its explicitly padded copy */
+  bool direct = pads_direct(x, w, y, p);
+  int64_t px = x->shape[1] * (x->shape[2] + (direct ? 0 : p->pad[0] + p->pad[2])) *
+               (x->shape[3] + (direct ? 0 : p->pad[1] + p->pad[3]));
   int64_t per = y->shape[1] * y->shape[2] * y->shape[3], lim = piece_limit(), N = x->shape[0];
   if (px > per) per = px;
   if (per <= 0 || per > lim || N <= lim / per) return conv_once(dev, c);
   int64_t chunk = lim / per;
-  const mf_tensor *w = c->out; /* the weight gradient (K_BWD_FILTER) */
   mf_storage tmp_storage = {};
   mf_tensor tmp = {};
   size_t wbytes = 0;

@@ -68,6 +68,8 @@ typedef struct cuda_dev {
   size_t arena_size;
   mf_cuda_piece *free_pieces; /* the arena's free pieces, by address, never adjacent */
   size_t pressure_mark;       /* allocated bytes at which to report memory pressure next */
+  size_t ceiling; /* reserved bytes when cudaMalloc last failed under the limit (the GPU's other
+                   * users hold the rest), or 0 */
 } cuda_dev;
 
 static pthread_mutex_t devices_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -233,12 +235,15 @@ static void fmt_bytes(size_t n, char *buf, size_t len) {
  * the device may hold (the limit, or the reservation), and again after each further 1/16 of it,
  * and whenever an allocation fails, the device reports pressure (mf_memory_pressure) and the
  * bindings run a full collection at their next call. A free lowers the mark again: at most one
- * collection per 1/16 of the memory allocated. (g locked) */
-static size_t pressure_step(const cuda_dev *g) {
-  return (g->arena ? g->arena_size : g->limit) / 16;
+ * collection per 1/16 of the memory allocated. What the device may hold: with a reservation, all
+ * it holds; else the limit, or less where cudaMalloc failed below it. (g locked) */
+static size_t pressure_cap(const cuda_dev *g) {
+  if (g->arena) return g->reserved;
+  return g->ceiling && g->ceiling < g->limit ? g->ceiling : g->limit;
 }
+static size_t pressure_step(const cuda_dev *g) { return pressure_cap(g) / 16; }
 static bool pressed(cuda_dev *g) {
-  size_t cap = g->arena ? g->arena_size : g->limit, step = cap / 16;
+  size_t cap = pressure_cap(g), step = cap / 16;
   if (g->allocated < cap - 2 * step || g->allocated < g->pressure_mark) return false;
   g->pressure_mark = g->allocated + step;
   return true;
@@ -291,11 +296,13 @@ static void *cuda_alloc(mf_device *dev, size_t nbytes) {
       if (e != cudaSuccess) {
         (void)cudaGetLastError();
         p = NULL;
+        g->ceiling = g->reserved;
       }
     }
-    if (p)
+    if (p) {
       g->reserved += rounded;
-    else {
+      if (g->reserved > g->ceiling) g->ceiling = 0; /* the GPU gives more again */
+    } else {
       size_t fr = 0, tot = 0;
       cudaMemGetInfo(&fr, &tot);
       (void)cudaGetLastError();

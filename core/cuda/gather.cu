@@ -145,7 +145,6 @@ mf_status mf_cuda_gather(mf_device *dev, const mf_call *c) {
         name));
   if (n == 0) return MF_OK;
   unsigned long long *bad = mf_cuda_index_record(dev);
-  if (!bad) return MF_ERR_MEMORY;
   if (!scatter) {
     switch (mf_dtype_size(dt)) {
     case 1: launch_gather<uint8_t>(s, c, g, n, bad); break;

@@ -15,13 +15,13 @@
  * out-of-range index is never followed; the first one is recorded in the device's index record
  * (4 words of device memory: [0] set, [1] the 0-based index, [2] the size of the indexed
  * dimension, [3] the dimension | the caller << 8, the caller being who asked: MF_GATHER_BY_*),
- * and the call returns without waiting. The next synchronisation of the device (a download,
- * mf.cuda.synchronize) reads the record when such a call ran since the last one and fails with
- * MF_ERR_INDEX naming the call, the 1-based index and the range, then clears it: the device stays
- * usable (PyTorch's device-side assert leaves the context unusable). The results of the failed
- * call are undefined (gather writes 0 where the index was bad). With CUDA_LAUNCH_BLOCKING=1 in
- * the environment (the CUDA runtime then runs every launch synchronously too) the call itself
- * waits and fails, with the message the CPU gives.
+ * and the call returns without waiting (mf_cuda_index_launched notes that it ran). The next
+ * synchronisation of the device (a download, mf.cuda.synchronize) reads the record when such a call
+ * ran since the last one and fails with MF_ERR_INDEX naming the call, the 1-based index and the
+ * range, then clears it: the device stays usable (PyTorch's device-side assert leaves the context
+ * unusable). The results of the failed call are undefined (gather writes 0 where the index was
+ * bad). With CUDA_LAUNCH_BLOCKING=1 in the environment (the CUDA runtime then runs every launch
+ * synchronously too) the call itself waits and fails, with the message the CPU gives.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -44,7 +44,7 @@ struct mf_cuda_xfer {
   pthread_mutex_t lock; /* the stages and the index record */
   stage stages[STAGES];
   unsigned next;
-  unsigned long long *record; /* device memory, 4 words; made on first use */
+  unsigned long long *record; /* device memory, 4 words */
   bool pending;               /* a call that may set the record ran since it was last read */
   bool blocking;              /* CUDA_LAUNCH_BLOCKING=1 */
 };
@@ -54,7 +54,20 @@ mf_status mf_cuda_xfer_make(mf_cuda_ctx *ctx) {
   if (!x) return MF_ERR_MEMORY;
   pthread_mutex_init(&x->lock, NULL);
   const char *v = getenv("CUDA_LAUNCH_BLOCKING");
-  x->blocking = v && *v && strcmp(v, "0") != 0;
+  x->blocking = v && strcmp(v, "1") == 0; /* as the runtime reads it */
+  /* the index record, zeroed (made now, not on the first gather: the caching allocator may hold
+   * all the memory by then) */
+  void *p = NULL;
+  const size_t bytes = 4 * sizeof(unsigned long long);
+  if (cudaMalloc(&p, bytes) != cudaSuccess ||
+      cudaMemsetAsync(p, 0, bytes, ctx->stream) != cudaSuccess) {
+    (void)cudaGetLastError();
+    if (p) cudaFree(p);
+    pthread_mutex_destroy(&x->lock);
+    free(x);
+    return MF_ERR_MEMORY;
+  }
+  x->record = (unsigned long long *)p;
   ctx->xfer = x;
   return MF_OK;
 }
@@ -88,7 +101,7 @@ static stage *free_stage(mf_device *dev, mf_cuda_xfer *x, size_t n, mf_status *s
   if (g->cap < n) {
     size_t cap = STAGE_MIN;
     while (cap < n) cap *= 2;
-    if (g->host) cudaFreeHost(g->host);
+    if (g->host && cudaFreeHost(g->host) != cudaSuccess) (void)cudaGetLastError();
     g->host = NULL;
     g->cap = 0;
     if (cudaHostAlloc(&g->host, cap, cudaHostAllocDefault) != cudaSuccess) {
@@ -113,7 +126,8 @@ mf_status mf_cuda_upload(mf_device *dev, void *dst, const void *src, size_t n) {
     cudaStream_t s = mf_cuda_stream(dev);
     memcpy(g->host, src, n);
     st = mf_cuda_check(dev, cudaMemcpyAsync(dst, g->host, n, cudaMemcpyHostToDevice, s), "upload");
-    if (!st) st = mf_cuda_check(dev, cudaEventRecord(g->done, s), "upload");
+    if (!st && (st = mf_cuda_check(dev, cudaEventRecord(g->done, s), "upload")))
+      (void)cudaStreamSynchronize(s); /* untracked: the buffer is free only once the copy is done */
   }
   pthread_mutex_unlock(&x->lock);
   if (!g && !st) st = upload_and_wait(dev, dst, src, n);
@@ -174,24 +188,13 @@ mf_status mf_cuda_sync(mf_device *dev) {
 }
 
 unsigned long long *mf_cuda_index_record(mf_device *dev) {
-  mf_cuda_xfer *x = mf_cuda_ctx_of(dev)->xfer;
-  pthread_mutex_lock(&x->lock);
-  if (!x->record) {
-    void *p = NULL;
-    const size_t bytes = 4 * sizeof(unsigned long long);
-    mf_status st = mf_cuda_check(dev, cudaMalloc(&p, bytes), "index record");
-    if (!st)
-      st = mf_cuda_check(dev, cudaMemsetAsync(p, 0, bytes, mf_cuda_stream(dev)), "index record");
-    if (!st)
-      x->record = (unsigned long long *)p;
-    else if (p)
-      cudaFree(p);
-  }
-  if (x->record) x->pending = true;
-  pthread_mutex_unlock(&x->lock);
-  return x->record;
+  return mf_cuda_ctx_of(dev)->xfer->record;
 }
 
 mf_status mf_cuda_index_launched(mf_device *dev) {
-  return mf_cuda_ctx_of(dev)->xfer->blocking ? drain(dev, true) : MF_OK;
+  mf_cuda_xfer *x = mf_cuda_ctx_of(dev)->xfer;
+  pthread_mutex_lock(&x->lock); /* after the launch: a drain now reads the record after it */
+  x->pending = true;
+  pthread_mutex_unlock(&x->lock);
+  return x->blocking ? drain(dev, true) : MF_OK;
 }

@@ -355,7 +355,19 @@ EXPORT cudaError_t cudaHostAlloc(void **p, size_t bytes, unsigned int flags) {
 EXPORT cudaError_t cudaMallocHost(void **p, size_t bytes) { return cudaHostAlloc(p, bytes, 0); }
 EXPORT cudaError_t cudaFreeHost(void *p) {
   if (!p) return cudaSuccess;
-  mf_emu::flush_deferred(); /* the runtime waits for copies from it */
+  bool queued = false; /* a copy from it not yet run: freeing it then is a bug of the caller's */
+  {
+    std::lock_guard<std::mutex> g(pinned_lock);
+    auto it = pinned.find((uintptr_t)p);
+    for (const deferred_copy &c : deferred)
+      queued |= it != pinned.end() && (uintptr_t)c.src >= it->first &&
+                (uintptr_t)c.src < it->first + it->second;
+  }
+  mf_emu::flush_deferred();
+  if (queued) {
+    fprintf(stderr, "cuda emulator: cudaFreeHost(%p): a copy from it is still queued\n", p);
+    return fail(cudaErrorInvalidValue);
+  }
   std::lock_guard<std::mutex> g(pinned_lock);
   if (!pinned.erase((uintptr_t)p)) {
     fprintf(stderr, "cuda emulator: cudaFreeHost(%p): not pinned memory\n", p);

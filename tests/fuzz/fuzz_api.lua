@@ -313,7 +313,9 @@ local function weight(v, count_numbers, seen)
     if v:is_closed() then return 1 end
     local w = math.max(v:numel(), 1) + 0.0
     if count_numbers and v:dim() <= 1 and v:numel() <= 8 and not v:is_floating_point() then
-      for _, x in ipairs(v:dim() == 1 and v:totable() or {}) do -- a shape tensor's sizes
+      -- a shape tensor's sizes (the download may report a GPU's index error found earlier)
+      local ok, vals = pcall(v.totable, v)
+      for _, x in ipairs(ok and v:dim() == 1 and vals or {}) do
         if math.type(x) == "integer" and math.abs(x) >= 2 then w = w * math.abs(x) end
       end
     end
