@@ -499,19 +499,30 @@ local function scan(v, depth, found)
   return found
 end
 
+-- Every mf.* call in eager mode asks this first (wrap below), so it is kept cheap: only tables
+-- can be symbolic tensors or hold them, and an eager tensor (userdata) or a number is passed over
+-- with one type() call.
 local function has_sym(...)
   for i = 1, select("#", ...) do
     local v = select(i, ...)
-    if is_sym(v) then return true end
-    if type(v) == "table" and getmetatable(v) == nil then
-      local n = 0
-      for _, x in pairs(v) do
-        if is_sym(x) then return true end
-        if type(x) == "table" and getmetatable(x) == nil then
-          for _, y in pairs(x) do if is_sym(y) then return true end end
+    if type(v) == "table" then
+      local mt = getmetatable(v)
+      if mt == Sym then return true end
+      if mt == nil then
+        local n = 0
+        for _, x in pairs(v) do
+          if type(x) == "table" then
+            local xm = getmetatable(x)
+            if xm == Sym then return true end
+            if xm == nil then
+              for _, y in pairs(x) do
+                if type(y) == "table" and getmetatable(y) == Sym then return true end
+              end
+            end
+          end
+          n = n + 1
+          if n > 16 then break end
         end
-        n = n + 1
-        if n > 16 then break end
       end
     end
   end
@@ -1019,7 +1030,7 @@ end]]):format(name), mm, { [name] = f }, Sym, symf)
   end })
 
   -- mf.is_tensor: symbolic tensors are tensors too (so nn code accepts them)
-  mf.is_tensor = function(v) return getmetatable(v) == Sym or raw.is_tensor(v) end
+  mf.is_tensor = function(v) return raw.is_tensor(v) or getmetatable(v) == Sym end
 
   -- mf.constant: in graph mode a Const node (strings included), else eager as before
   local constant = raw.constant
