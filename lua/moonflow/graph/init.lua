@@ -26,6 +26,9 @@ G.Sym = Sym
 local function is_sym(v) return getmetatable(v) == Sym end
 G.is_sym = is_sym
 
+-- whether any symbolic tensor was ever made (sym_of): until then no call can have one
+local syms_made = false
+
 local function is_eager(v) return raw.is_tensor(v) end
 
 -- ---- shapes as TensorFlow prints them ---------------------------------------------------------
@@ -210,6 +213,7 @@ function Op:run(feed, sess)
 end
 
 local function sym_of(node, i, shape, dtype)
+  syms_made = true
   return setmetatable({ op = node.op, graph = node.graph, name = node.name .. ":" .. (i - 1),
     _node = node, _index = i, _shape = shape, _dtype = dtype }, Sym)
 end
@@ -499,10 +503,11 @@ local function scan(v, depth, found)
   return found
 end
 
--- Every mf.* call in eager mode asks this first (wrap below), so it is kept cheap: only tables
--- can be symbolic tensors or hold them, and an eager tensor (userdata) or a number is passed over
--- with one type() call.
+-- Every mf.* call in eager mode asks this first (wrap below), so it is kept cheap: nothing to look
+-- at before the first symbolic tensor was made; then only tables can be symbolic tensors or hold
+-- them, and an eager tensor (userdata) or a number is passed over with one type() call.
 local function has_sym(...)
+  if not syms_made then return false end -- a program that never built a graph
   for i = 1, select("#", ...) do
     local v = select(i, ...)
     if type(v) == "table" then
