@@ -49,6 +49,7 @@
 
 struct cudnnContext {
   cudaStream_t stream;
+  int device; /* current when it was made: its calls need it current */
 };
 struct cudnnTensorStruct {
   cudnnDataType_t dt;
@@ -337,7 +338,9 @@ void fill_perf(const cudnnConvolutionStruct *cd, const view &x, int requested, i
 EXPORT cudnnStatus_t cudnnCreate(cudnnHandle_t *h) {
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) return CUDNN_STATUS_NOT_INITIALIZED;
-  *h = new cudnnContext{nullptr};
+  int device = 0;
+  cudaGetDevice(&device);
+  *h = new cudnnContext{nullptr, device};
   return CUDNN_STATUS_SUCCESS;
 }
 EXPORT cudnnStatus_t cudnnDestroy(cudnnHandle_t h) {
@@ -565,6 +568,7 @@ EXPORT cudnnStatus_t cudnnGetConvolutionForwardWorkspaceSize(
     return CUDNN_STATUS_BAD_PARAM;                                                                 \
   double a = scalar(alpha, x.dt), b = scalar(beta, x.dt);                                          \
   bool tf = rounds_tf32(CD, x.dt);                                                                 \
+  if (!mf_emu::handle_usable(h->device, h->stream, fn)) return CUDNN_STATUS_EXECUTION_FAILED;      \
   if (!mf_emu::library_work()) return CUDNN_STATUS_SUCCESS;
 
 EXPORT cudnnStatus_t
@@ -627,6 +631,7 @@ EXPORT cudnnStatus_t cudnnAddTensor(cudnnHandle_t h, const void *alpha,
                  (long long)ad4[d], (long long)cd4[d]);
   if (!on_device(fn, "A", ap, A.span()) || !on_device(fn, "C", cp, C.span()))
     return CUDNN_STATUS_BAD_PARAM;
+  if (!mf_emu::handle_usable(h->device, h->stream, __func__)) return CUDNN_STATUS_EXECUTION_FAILED;
   if (!mf_emu::library_work()) return CUDNN_STATUS_SUCCESS;
   double a = scalar(alpha, A.dt), b = scalar(beta, A.dt);
   for (int64_t n = 0; n < C.n; n++)
@@ -664,6 +669,7 @@ EXPORT cudnnStatus_t cudnnPoolingForward(cudnnHandle_t h, const cudnnPoolingDesc
                (long long)x.c, (long long)oh, (long long)ow);
   if (!on_device(fn, "x", xp, x.span()) || !on_device(fn, "y", yp, y.span()))
     return CUDNN_STATUS_BAD_PARAM;
+  if (!mf_emu::handle_usable(h->device, h->stream, __func__)) return CUDNN_STATUS_EXECUTION_FAILED;
   if (!mf_emu::library_work()) return CUDNN_STATUS_SUCCESS;
   double a = scalar(alpha, x.dt), b = scalar(beta, x.dt);
   bool is_max = pd->mode == CUDNN_POOLING_MAX || pd->mode == CUDNN_POOLING_MAX_DETERMINISTIC;
@@ -789,6 +795,7 @@ EXPORT cudnnStatus_t cudnnBatchNormalizationForwardTraining(
   if (!on_device(fn, "x", xp, x.span()) || !on_device(fn, "y", yp, y.span()) ||
       !bn_params(fn, x, {scale, bias, running_mean, running_var, save_mean, save_invstd}))
     return CUDNN_STATUS_BAD_PARAM;
+  if (!mf_emu::handle_usable(h->device, h->stream, __func__)) return CUDNN_STATUS_EXECUTION_FAILED;
   if (!mf_emu::library_work()) return CUDNN_STATUS_SUCCESS;
   cudnnDataType_t pt = bn_type(x.dt);
   double a = scalar(alpha, x.dt), b = scalar(beta, x.dt);
@@ -830,6 +837,7 @@ EXPORT cudnnStatus_t cudnnBatchNormalizationForwardInference(
   if (!on_device(fn, "x", xp, x.span()) || !on_device(fn, "y", yp, y.span()) ||
       !bn_params(fn, x, {scale, bias, mean, var}))
     return CUDNN_STATUS_BAD_PARAM;
+  if (!mf_emu::handle_usable(h->device, h->stream, __func__)) return CUDNN_STATUS_EXECUTION_FAILED;
   if (!mf_emu::library_work()) return CUDNN_STATUS_SUCCESS;
   cudnnDataType_t pt = bn_type(x.dt);
   double a = scalar(alpha, x.dt), b = scalar(beta, x.dt);
@@ -864,6 +872,7 @@ EXPORT cudnnStatus_t cudnnBatchNormalizationBackward(
       !on_device(fn, "dx", dxp, dx.span()) ||
       !bn_params(fn, x, {scale, dscale, dbias, saved_mean, saved_invstd}))
     return CUDNN_STATUS_BAD_PARAM;
+  if (!mf_emu::handle_usable(h->device, h->stream, __func__)) return CUDNN_STATUS_EXECUTION_FAILED;
   if (!mf_emu::library_work()) return CUDNN_STATUS_SUCCESS;
   cudnnDataType_t pt = bn_type(x.dt);
   double ad = scalar(alpha_data, x.dt), bd = scalar(beta_data, x.dt);

@@ -52,6 +52,9 @@ void syncthreads();
 bool check_device(const char *call, const char *which, const void *p, size_t n);
 /* Whether s is 0 or a stream cudaStreamCreate made. */
 bool check_stream(cudaStream_t s);
+/* Whether a cuBLAS/cuDNN handle made on `device` may run now: that device current and s one of its
+ * streams (the libraries' rule); if not, says so on stderr (call). */
+bool handle_usable(int device, cudaStream_t s, const char *call);
 
 /* What a program asked of the "GPU", counted; MOONFLOW_CUDA_EMU_STATS=1 prints the totals to
  * stderr at exit (kernel launches and host synchronisations per training step are the same as

@@ -430,9 +430,12 @@ EXPORT cudaError_t cudaMemsetAsync(void *p, int value, size_t n, cudaStream_t s)
 
 /* ---- streams: work runs when it is issued, so a stream is only a handle -------------------- */
 
+/* A stream belongs to the device current when it was made. As on a GPU, a kernel launched into a
+ * stream of another device than the current one fails, and so does recording an event of one
+ * device on a stream of another. */
 namespace {
 std::mutex stream_lock;
-std::unordered_set<cudaStream_t> streams;
+std::unordered_map<cudaStream_t, int> streams; /* -> its device */
 bool known_stream(cudaStream_t s) {
   if (!s) return true;
   std::lock_guard<std::mutex> g(stream_lock);
@@ -440,13 +443,20 @@ bool known_stream(cudaStream_t s) {
   fprintf(stderr, "cuda emulator: stream %p was not made by cudaStreamCreate\n", (void *)s);
   return false;
 }
+/* the stream's device (the current one for the null stream), or -1 for an unknown stream */
+int stream_device(cudaStream_t s) {
+  if (!s) return current_device;
+  std::lock_guard<std::mutex> g(stream_lock);
+  auto it = streams.find(s);
+  return it == streams.end() ? -1 : it->second;
+}
 } // namespace
 
 EXPORT cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned int flags) {
   (void)flags;
   *s = (cudaStream_t)malloc(1);
   std::lock_guard<std::mutex> g(stream_lock);
-  streams.insert(*s);
+  streams[*s] = current_device;
   return cudaSuccess;
 }
 EXPORT cudaError_t cudaStreamCreate(cudaStream_t *s) { return cudaStreamCreateWithFlags(s, 0); }
@@ -472,6 +482,7 @@ EXPORT cudaError_t cudaDeviceSynchronize(void) {
 struct CUevent_st {
   double ms;   /* when it was recorded; < 0 before */
   long copies; /* the deferred copies queued before it: it has passed once they ran */
+  int device;  /* current when it was made */
 };
 
 namespace {
@@ -490,7 +501,7 @@ double now_ms() {
 
 EXPORT cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned int flags) {
   (void)flags;
-  *e = new CUevent_st{-1, 0};
+  *e = new CUevent_st{-1, 0, current_device};
   std::lock_guard<std::mutex> g(event_lock);
   events.insert(*e);
   return cudaSuccess;
@@ -504,6 +515,12 @@ EXPORT cudaError_t cudaEventDestroy(cudaEvent_t e) {
 }
 EXPORT cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
   if (!known_event(e) || !known_stream(s)) return fail(cudaErrorInvalidResourceHandle);
+  if (stream_device(s) != e->device) {
+    fprintf(stderr,
+            "cuda emulator: cudaEventRecord: an event of device %d on a stream of device %d\n",
+            e->device, stream_device(s));
+    return fail(cudaErrorInvalidResourceHandle);
+  }
   e->ms = now_ms();
   std::lock_guard<std::mutex> g(pinned_lock);
   e->copies = deferred_issued;
@@ -684,6 +701,16 @@ void run_block_fibers(int nthreads) {
 
 } // namespace
 
+bool handle_usable(int device, cudaStream_t s, const char *call) {
+  int sd = stream_device(s);
+  if (device == current_device && sd == device) return true;
+  fprintf(stderr,
+          "cuda emulator: %s: a handle of device %d called while device %d is current, on a "
+          "stream of device %d\n",
+          call, device, current_device, sd);
+  return false;
+}
+
 void syncthreads() {
   if (running < 0)
     fatal("__syncthreads in a kernel whose first launch never reached one (the emulator ran it "
@@ -708,6 +735,13 @@ void run_grid(const void *key, dim3 grid, dim3 block, size_t smem, cudaStream_t 
     return;
   }
   if (!known_stream(s)) {
+    fail(cudaErrorInvalidResourceHandle);
+    return;
+  }
+  if (stream_device(s) != current_device) {
+    fprintf(stderr,
+            "cuda emulator: a launch into a stream of device %d while device %d is current\n",
+            stream_device(s), current_device);
     fail(cudaErrorInvalidResourceHandle);
     return;
   }
@@ -757,12 +791,13 @@ bool check_stream(cudaStream_t s) { return known_stream(s); }
 
 struct cublasContext {
   cudaStream_t stream;
+  int device; /* current when it was made: its calls need it current */
 };
 
 EXPORT cublasStatus_t cublasCreate_v2(cublasHandle_t *h) {
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) return CUBLAS_STATUS_NOT_INITIALIZED;
-  *h = new cublasContext{nullptr};
+  *h = new cublasContext{nullptr, current_device};
   return CUBLAS_STATUS_SUCCESS;
 }
 EXPORT cublasStatus_t cublasDestroy_v2(cublasHandle_t h) {
@@ -854,6 +889,8 @@ EXPORT cublasStatus_t cublasGemmStridedBatchedEx(
                  span(nb ? k : n, nb ? n : k, ldb, sb, batches, es), true) ||
       !check_ptr("cublasGemmStridedBatchedEx", "C", C, span(m, n, ldc, sc, batches, es), true))
     return CUBLAS_STATUS_INVALID_VALUE;
+  if (!mf_emu::handle_usable(h->device, h->stream, "cublasGemmStridedBatchedEx"))
+    return CUBLAS_STATUS_EXECUTION_FAILED;
   if (!mf_emu::library_work()) return CUBLAS_STATUS_SUCCESS;
   double al = f64 ? *(const double *)alpha : *(const float *)alpha;
   double be = f64 ? *(const double *)beta : *(const float *)beta;
