@@ -459,21 +459,35 @@ static bool pads_direct(const mf_tensor *x, const mf_tensor *w, const mf_tensor 
          dw / p->stride[1] + 1 == y->shape[3];
 }
 
+/* A convolution call's kind (K_*, or -1 for another op) and its three tensors by role: x side
+ * (N, C, H, W), y side (N, O, OH, OW), weight. c->out, in[0] and in[1] are set. */
+typedef struct conv_roles {
+  int kind;
+  const mf_tensor *x, *y, *w;
+} conv_roles;
+
+static conv_roles roles_of(const mf_call *c) {
+  conv_roles r;
+  r.kind = c->op == MF_OP_CONV2D                   ? K_FWD
+           : c->op == MF_OP_CONV2D_BACKWARD_INPUT  ? K_BWD_DATA
+           : c->op == MF_OP_CONV2D_BACKWARD_WEIGHT ? K_BWD_FILTER
+                                                   : -1;
+  r.x = r.kind == K_FWD ? c->in[0] : r.kind == K_BWD_FILTER ? c->in[1] : c->out;
+  r.y = r.kind == K_FWD ? c->out : c->in[0];
+  r.w = r.kind == K_BWD_FILTER ? c->out : c->in[1];
+  return r;
+}
+
 /* One cuDNN convolution (see the top); mf_cuda_conv2d below splits a batch too large for it. */
 static mf_status conv_once(mf_device *dev, const mf_call *c) {
   const char *op = mf_op_name(c->op);
   if (!c->out || c->nin < 2 || !c->in[0] || !c->in[1] || !c->params)
     return mf_fail(MF_ERR_ARG, "%s: malformed kernel call", op);
   const mf_pool2d_params *p = (const mf_pool2d_params *)c->params;
-  int kind = c->op == MF_OP_CONV2D                   ? K_FWD
-             : c->op == MF_OP_CONV2D_BACKWARD_INPUT  ? K_BWD_DATA
-             : c->op == MF_OP_CONV2D_BACKWARD_WEIGHT ? K_BWD_FILTER
-                                                     : -1;
+  conv_roles r = roles_of(c);
+  int kind = r.kind;
   if (kind < 0) return mf_fail(MF_ERR_ARG, "%s: not a convolution op", op);
-  /* the three tensors by role: x side (N, C, H, W), y side (N, O, OH, OW), weight */
-  const mf_tensor *x = kind == K_FWD ? c->in[0] : kind == K_BWD_FILTER ? c->in[1] : c->out;
-  const mf_tensor *y = kind == K_FWD ? c->out : c->in[0];
-  const mf_tensor *w = kind == K_BWD_FILTER ? c->out : c->in[1];
+  const mf_tensor *x = r.x, *y = r.y, *w = r.w;
   const mf_tensor *bias = kind == K_FWD && c->nin > 2 ? c->in[2] : NULL;
   mf_dtype dt = c->out->dtype;
   if (x->dtype != dt || y->dtype != dt || w->dtype != dt || (bias && bias->dtype != dt))
@@ -612,14 +626,10 @@ static int64_t piece_limit(void) {
  * the limit is left to conv_once, which says so. */
 mf_status mf_cuda_conv2d(mf_device *dev, const mf_call *c) {
   if (!c->out || c->nin < 2 || !c->in[0] || !c->in[1] || !c->params) return conv_once(dev, c);
-  int kind = c->op == MF_OP_CONV2D                   ? K_FWD
-             : c->op == MF_OP_CONV2D_BACKWARD_INPUT  ? K_BWD_DATA
-             : c->op == MF_OP_CONV2D_BACKWARD_WEIGHT ? K_BWD_FILTER
-                                                     : -1;
+  conv_roles r = roles_of(c);
+  int kind = r.kind;
   if (kind < 0) return conv_once(dev, c);
-  const mf_tensor *x = kind == K_FWD ? c->in[0] : kind == K_BWD_FILTER ? c->in[1] : c->out;
-  const mf_tensor *y = kind == K_FWD ? c->out : c->in[0];
-  const mf_tensor *w = kind == K_BWD_FILTER ? c->out : c->in[1];
+  const mf_tensor *x = r.x, *y = r.y, *w = r.w;
   if (x->ndim != 4 || y->ndim != 4 || w->ndim != 4 || x->shape[0] != y->shape[0])
     return conv_once(dev, c);
   const mf_pool2d_params *p = (const mf_pool2d_params *)c->params;

@@ -19,9 +19,9 @@
  * to the device from it queued on a stream (cudaMemcpyAsync) is deferred, as a DMA is: such
  * copies queue up in order and run when another call that touches a stream or memory comes (any
  * other copy, memset, launch, library call, synchronisation, cudaFree), so a host that writes the
- * buffer again before an event
- * recorded after the copy has passed (cudaEventQuery, cudaEventSynchronize) sends the new bytes
- * and a test sees it. An event has passed once the copies queued before it have run.
+ * buffer again before an event recorded after the copy has passed (cudaEventQuery,
+ * cudaEventSynchronize) sends the new bytes and a test sees it. An event has passed once the copies
+ * queued before it have run.
  *
  * Launches: the blocks of a grid run one after another on the calling thread, the threads of a
  * block as fibers (x86-64: a small assembly switch) that switch at __syncthreads, in rounds: each
@@ -124,13 +124,20 @@ std::map<uintptr_t, allocation> allocations;
 size_t used[16];
 
 /* Whether [p, p + n) lies inside one live allocation; n = 0 asks about p alone. */
+/* Whether [p, p + n) (n = 0: p alone) lies inside one block of `blocks` (start -> its entry, whose
+ * size bytes(entry) gives). */
+template <class Map, class Bytes>
+bool inside(const Map &blocks, const void *p, size_t n, Bytes bytes) {
+  uintptr_t a = (uintptr_t)p;
+  auto it = blocks.upper_bound(a);
+  if (it == blocks.begin()) return false;
+  --it;
+  return a + (n ? n : 1) <= it->first + bytes(it->second);
+}
+
 bool is_device(const void *p, size_t n) {
   std::lock_guard<std::mutex> g(mem_lock);
-  uintptr_t a = (uintptr_t)p;
-  auto it = allocations.upper_bound(a);
-  if (it == allocations.begin()) return false;
-  --it;
-  return a >= it->first && a + (n ? n : 1) <= it->first + it->second.bytes;
+  return inside(allocations, p, n, [](const allocation &b) { return b.bytes; });
 }
 
 /* Whether [p, p + n) is (want_device) or is not device memory; if not, says so on stderr and
@@ -322,12 +329,8 @@ struct deferred_copy {
 std::vector<deferred_copy> deferred;
 long deferred_issued, deferred_done; /* copies queued so far, and run so far */
 
-bool is_pinned(const void *p, size_t n) {
-  uintptr_t a = (uintptr_t)p;
-  auto it = pinned.upper_bound(a);
-  if (it == pinned.begin()) return false;
-  --it;
-  return a + n <= it->first + it->second;
+bool is_pinned(const void *p, size_t n) { /* pinned_lock held */
+  return inside(pinned, p, n, [](size_t bytes) { return bytes; });
 }
 } // namespace
 
@@ -436,19 +439,17 @@ EXPORT cudaError_t cudaMemsetAsync(void *p, int value, size_t n, cudaStream_t s)
 namespace {
 std::mutex stream_lock;
 std::unordered_map<cudaStream_t, int> streams; /* -> its device */
-bool known_stream(cudaStream_t s) {
-  if (!s) return true;
-  std::lock_guard<std::mutex> g(stream_lock);
-  if (streams.count(s)) return true;
-  fprintf(stderr, "cuda emulator: stream %p was not made by cudaStreamCreate\n", (void *)s);
-  return false;
-}
 /* the stream's device (the current one for the null stream), or -1 for an unknown stream */
 int stream_device(cudaStream_t s) {
   if (!s) return current_device;
   std::lock_guard<std::mutex> g(stream_lock);
   auto it = streams.find(s);
   return it == streams.end() ? -1 : it->second;
+}
+bool known_stream(cudaStream_t s) {
+  if (stream_device(s) >= 0) return true;
+  fprintf(stderr, "cuda emulator: stream %p was not made by cudaStreamCreate\n", (void *)s);
+  return false;
 }
 } // namespace
 
