@@ -569,7 +569,7 @@ EXPORT cudnnStatus_t cudnnGetConvolutionForwardWorkspaceSize(
   double a = scalar(alpha, x.dt), b = scalar(beta, x.dt);                                          \
   bool tf = rounds_tf32(CD, x.dt);                                                                 \
   if (!mf_emu::handle_usable(h->device, h->stream, fn)) return CUDNN_STATUS_EXECUTION_FAILED;      \
-  if (!mf_emu::library_work()) return CUDNN_STATUS_SUCCESS;
+  if (!mf_emu::library_work(__func__)) return CUDNN_STATUS_SUCCESS;
 
 EXPORT cudnnStatus_t
     cudnnConvolutionForward(cudnnHandle_t h, const void *alpha, const cudnnTensorDescriptor_t xd,
@@ -632,7 +632,7 @@ EXPORT cudnnStatus_t cudnnAddTensor(cudnnHandle_t h, const void *alpha,
   if (!on_device(fn, "A", ap, A.span()) || !on_device(fn, "C", cp, C.span()))
     return CUDNN_STATUS_BAD_PARAM;
   if (!mf_emu::handle_usable(h->device, h->stream, __func__)) return CUDNN_STATUS_EXECUTION_FAILED;
-  if (!mf_emu::library_work()) return CUDNN_STATUS_SUCCESS;
+  if (!mf_emu::library_work(__func__)) return CUDNN_STATUS_SUCCESS;
   double a = scalar(alpha, A.dt), b = scalar(beta, A.dt);
   for (int64_t n = 0; n < C.n; n++)
     for (int64_t c = 0; c < C.c; c++)
@@ -670,7 +670,7 @@ EXPORT cudnnStatus_t cudnnPoolingForward(cudnnHandle_t h, const cudnnPoolingDesc
   if (!on_device(fn, "x", xp, x.span()) || !on_device(fn, "y", yp, y.span()))
     return CUDNN_STATUS_BAD_PARAM;
   if (!mf_emu::handle_usable(h->device, h->stream, __func__)) return CUDNN_STATUS_EXECUTION_FAILED;
-  if (!mf_emu::library_work()) return CUDNN_STATUS_SUCCESS;
+  if (!mf_emu::library_work(__func__)) return CUDNN_STATUS_SUCCESS;
   double a = scalar(alpha, x.dt), b = scalar(beta, x.dt);
   bool is_max = pd->mode == CUDNN_POOLING_MAX || pd->mode == CUDNN_POOLING_MAX_DETERMINISTIC;
   for (int64_t n = 0; n < y.n; n++)
@@ -796,7 +796,7 @@ EXPORT cudnnStatus_t cudnnBatchNormalizationForwardTraining(
       !bn_params(fn, x, {scale, bias, running_mean, running_var, save_mean, save_invstd}))
     return CUDNN_STATUS_BAD_PARAM;
   if (!mf_emu::handle_usable(h->device, h->stream, __func__)) return CUDNN_STATUS_EXECUTION_FAILED;
-  if (!mf_emu::library_work()) return CUDNN_STATUS_SUCCESS;
+  if (!mf_emu::library_work(__func__)) return CUDNN_STATUS_SUCCESS;
   cudnnDataType_t pt = bn_type(x.dt);
   double a = scalar(alpha, x.dt), b = scalar(beta, x.dt);
   int64_t m = x.n * x.h * x.w;
@@ -838,7 +838,7 @@ EXPORT cudnnStatus_t cudnnBatchNormalizationForwardInference(
       !bn_params(fn, x, {scale, bias, mean, var}))
     return CUDNN_STATUS_BAD_PARAM;
   if (!mf_emu::handle_usable(h->device, h->stream, __func__)) return CUDNN_STATUS_EXECUTION_FAILED;
-  if (!mf_emu::library_work()) return CUDNN_STATUS_SUCCESS;
+  if (!mf_emu::library_work(__func__)) return CUDNN_STATUS_SUCCESS;
   cudnnDataType_t pt = bn_type(x.dt);
   double a = scalar(alpha, x.dt), b = scalar(beta, x.dt);
   for (int64_t c = 0; c < x.c; c++) {
@@ -873,7 +873,7 @@ EXPORT cudnnStatus_t cudnnBatchNormalizationBackward(
       !bn_params(fn, x, {scale, dscale, dbias, saved_mean, saved_invstd}))
     return CUDNN_STATUS_BAD_PARAM;
   if (!mf_emu::handle_usable(h->device, h->stream, __func__)) return CUDNN_STATUS_EXECUTION_FAILED;
-  if (!mf_emu::library_work()) return CUDNN_STATUS_SUCCESS;
+  if (!mf_emu::library_work(__func__)) return CUDNN_STATUS_SUCCESS;
   cudnnDataType_t pt = bn_type(x.dt);
   double ad = scalar(alpha_data, x.dt), bd = scalar(beta_data, x.dt);
   double ap = scalar(alpha_param, x.dt), bp = scalar(beta_param, x.dt);

@@ -40,12 +40,14 @@ struct thread_state {
 };
 extern thread_state cur; /* the emulated thread now running (one launch at a time) */
 
-/* runtime.cc: runs body once per thread of the launch; key names the kernel (its address). */
+/* runtime.cc: runs body once per thread of the launch; key names the kernel (its address), name
+ * is its source text (MOONFLOW_CUDA_EMU_TRACE=1 prints each launch's). */
 struct body {
   void (*run)(void *);
   void *arg;
 };
-void run_grid(const void *key, dim3 grid, dim3 block, size_t smem, cudaStream_t s, body b);
+void run_grid(const void *key, const char *name, dim3 grid, dim3 block, size_t smem, cudaStream_t s,
+              body b);
 void syncthreads();
 /* Whether [p, p + n) lies in one live device allocation; if not, says so on stderr (call, which).
  * For the emulated libraries (cudnn.cc). */
@@ -57,14 +59,15 @@ bool check_stream(cudaStream_t s);
 bool handle_usable(int device, cudaStream_t s, const char *call);
 
 /* What a program asked of the "GPU", counted; MOONFLOW_CUDA_EMU_STATS=1 prints the totals to
- * stderr at exit (kernel launches and host synchronisations per training step are the same as
- * on a GPU, less what cuBLAS and cuDNN launch inside their calls). */
+ * stderr at exit, MOONFLOW_CUDA_EMU_TRACE=1 each as it comes (with the kernel's or call's name)
+ * (kernel launches and host synchronisations per training step are the same as on a GPU, less what
+ * cuBLAS and cuDNN launch inside their calls). */
 enum counter { C_LAUNCH, C_LIBRARY, C_SYNC, C_H2D, C_D2H, C_D2D, C_MEMSET, C_MALLOC, C_FREE, C_N };
-void count(counter c);
+void count(counter c, const char *name = nullptr);
 /* A cuBLAS/cuDNN call that passed its checks: counts it; false when MOONFLOW_CUDA_EMU_NOEXEC=1
  * asks for no work, as run_grid then runs no kernel: results are garbage, and what time is left
  * is moonflow's own per-op cost on the host (bench/gpu_counts.sh). */
-bool library_work();
+bool library_work(const char *call);
 /* runtime.cc: runs the copies from pinned memory still queued (see runtime.cc's top) */
 void flush_deferred();
 /* MOONFLOW_CUDA_EMU_NOEXEC=1: no kernel, device-to-device copy or memset over 4 KiB runs */
@@ -80,6 +83,7 @@ inline float tf32(float x) {
 }
 
 template <class... P> struct launcher {
+  const char *name;
   void (*kernel)(P...);
   dim3 grid, block;
   size_t smem;
@@ -95,14 +99,14 @@ template <class... P> struct launcher {
         std::apply(c->kernel, c->args); /* by value: copies */
       }
     } c{kernel, std::tuple<P...>(args...)};
-    run_grid((const void *)kernel, grid, block, smem, stream, body{&call::go, &c});
+    run_grid((const void *)kernel, name, grid, block, smem, stream, body{&call::go, &c});
   }
 };
 
 template <class... P>
-launcher<P...> launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem = 0,
-                      cudaStream_t stream = 0) {
-  return launcher<P...>{kernel, grid, block, smem, stream};
+launcher<P...> launch(const char *name, void (*kernel)(P...), dim3 grid, dim3 block,
+                      size_t smem = 0, cudaStream_t stream = 0) {
+  return launcher<P...>{name, kernel, grid, block, smem, stream};
 }
 
 } /* namespace mf_emu */

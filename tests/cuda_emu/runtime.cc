@@ -170,20 +170,24 @@ bool env_on(const char *name) {
 }
 } // namespace
 
-void count(counter c) {
+void count(counter c, const char *name) {
   static bool on = [] {
     bool yes = env_on("MOONFLOW_CUDA_EMU_STATS");
     if (yes) atexit(print_counts);
     return yes;
   }();
+  static bool trace = env_on("MOONFLOW_CUDA_EMU_TRACE");
+  static const char *what[C_N] = {"launch",   "library", "synchronise", "copy H2D", "copy D2H",
+                                  "copy D2D", "memset",  "cudaMalloc",  "cudaFree"};
   if (on) counters[c]++;
+  if (trace) fprintf(stderr, "cuda emulator: %s%s%s\n", what[c], name ? " " : "", name ? name : "");
 }
 bool no_work() {
   static bool on = env_on("MOONFLOW_CUDA_EMU_NOEXEC");
   return on;
 }
-bool library_work() {
-  count(C_LIBRARY);
+bool library_work(const char *call) {
+  count(C_LIBRARY, call);
   flush_deferred();
   return !no_work();
 }
@@ -398,7 +402,7 @@ cudaError_t copy(const char *call, void *dst, const void *src, size_t n, cudaMem
   if (!check_ptr(call, "destination", dst, n, dd) || !check_ptr(call, "source", src, n, sd))
     return cudaErrorInvalidValue;
   mf_emu::counter what = dd && sd ? mf_emu::C_D2D : dd ? mf_emu::C_H2D : mf_emu::C_D2H;
-  mf_emu::count(what);
+  mf_emu::count(what, call);
   if (async && what == mf_emu::C_H2D && n) {
     std::lock_guard<std::mutex> g(pinned_lock);
     if (is_pinned(src, n)) { /* a DMA: queued behind the others, run when its result is needed */
@@ -424,7 +428,7 @@ EXPORT cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, cudaMemcpyKi
 EXPORT cudaError_t cudaMemsetAsync(void *p, int value, size_t n, cudaStream_t s) {
   if (!known_stream(s)) return fail(cudaErrorInvalidResourceHandle);
   if (!check_ptr("cudaMemsetAsync", "pointer", p, n, true)) return cudaErrorInvalidValue;
-  mf_emu::count(mf_emu::C_MEMSET);
+  mf_emu::count(mf_emu::C_MEMSET, __func__);
   mf_emu::flush_deferred();
   /* without work, small memsets still run: they clear flags the host reads (bad indices) */
   if (n && (n <= 4096 || !mf_emu::no_work())) memset(p, value, n);
@@ -468,12 +472,12 @@ EXPORT cudaError_t cudaStreamDestroy(cudaStream_t s) {
   return cudaSuccess;
 }
 EXPORT cudaError_t cudaStreamSynchronize(cudaStream_t s) {
-  mf_emu::count(mf_emu::C_SYNC);
+  mf_emu::count(mf_emu::C_SYNC, __func__);
   mf_emu::flush_deferred();
   return known_stream(s) ? cudaSuccess : fail(cudaErrorInvalidResourceHandle);
 }
 EXPORT cudaError_t cudaDeviceSynchronize(void) {
-  mf_emu::count(mf_emu::C_SYNC);
+  mf_emu::count(mf_emu::C_SYNC, __func__);
   mf_emu::flush_deferred();
   return cudaSuccess;
 }
@@ -540,7 +544,7 @@ EXPORT cudaError_t cudaEventQuery(cudaEvent_t e) {
 EXPORT cudaError_t cudaEventSynchronize(cudaEvent_t e) {
   if (!known_event(e)) return fail(cudaErrorInvalidResourceHandle);
   if (!passed(e)) { /* the host waits */
-    mf_emu::count(mf_emu::C_SYNC);
+    mf_emu::count(mf_emu::C_SYNC, __func__);
     mf_emu::flush_deferred();
   }
   return cudaSuccess;
@@ -721,7 +725,8 @@ void syncthreads() {
   if (to != i) transfer(i, to, false); /* alone: the barrier is passed */
 }
 
-void run_grid(const void *key, dim3 grid, dim3 block, size_t smem, cudaStream_t s, body b) {
+void run_grid(const void *key, const char *name, dim3 grid, dim3 block, size_t smem, cudaStream_t s,
+              body b) {
   uint64_t nthreads = (uint64_t)block.x * block.y * block.z;
   if (nthreads == 0 || nthreads > 1024 || block.x > 1024 || block.y > 1024 || block.z > 64 ||
       grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.x > 0x7fffffffu || grid.y > 65535 ||
@@ -746,7 +751,7 @@ void run_grid(const void *key, dim3 grid, dim3 block, size_t smem, cudaStream_t 
     fail(cudaErrorInvalidResourceHandle);
     return;
   }
-  count(C_LAUNCH);
+  count(C_LAUNCH, name);
   flush_deferred();
   if (no_work()) return;
   std::lock_guard<std::mutex> g(launch_lock);
@@ -892,7 +897,7 @@ EXPORT cublasStatus_t cublasGemmStridedBatchedEx(
     return CUBLAS_STATUS_INVALID_VALUE;
   if (!mf_emu::handle_usable(h->device, h->stream, "cublasGemmStridedBatchedEx"))
     return CUBLAS_STATUS_EXECUTION_FAILED;
-  if (!mf_emu::library_work()) return CUBLAS_STATUS_SUCCESS;
+  if (!mf_emu::library_work(__func__)) return CUBLAS_STATUS_SUCCESS;
   double al = f64 ? *(const double *)alpha : *(const float *)alpha;
   double be = f64 ? *(const double *)beta : *(const float *)beta;
   for (int b = 0; b < batches; b++) {

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """unchevron.py IN OUT — rewrites a .cu file's kernel launches for the CUDA emulator (emu.h):
 `kernel<T, K><<<grid, block, smem, stream>>>(args)` becomes
-`mf_emu::launch(kernel<T, K>, grid, block, smem, stream)(args)`; nothing else changes, and a
+`mf_emu::launch("kernel<T, K>", kernel<T, K>, grid, block, smem, stream)(args)`; nothing else changes, and a
 #line directive keeps compiler messages pointing at the original file and lines."""
 import re
 import sys
@@ -21,7 +21,8 @@ def main():
         nl = "\\\n" if "\\\n" in m.group(0) else "\n"
         gap = nl * m.group(0).count("\n")
         cfg = " ".join(m.group(2).split())
-        return "mf_emu::launch(%s, %s)%s" % (m.group(1).strip(), cfg, gap)
+        name = m.group(1).strip()
+        return 'mf_emu::launch("%s", %s, %s)%s' % (" ".join(name.split()), name, cfg, gap)
 
     out = LAUNCH.sub(sub, text)
     if "<<<" in out or ">>>" in out:
