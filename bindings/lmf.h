@@ -127,6 +127,7 @@ LMF_API void lmf_open_convert(lua_State *L, int mod, int meth);
 LMF_API void lmf_open_autograd(lua_State *L, int mod, int meth);
 LMF_API void lmf_open_io(lua_State *L, int mod, int meth);    /* io.c: mf.io.*, index_select */
 LMF_API void lmf_open_optim(lua_State *L, int mod, int meth); /* optim.c: mf._optim */
+LMF_API void lmf_open_cuda(lua_State *L, int mod);            /* cuda.c: mf.cuda */
 LMF_API void lmf_open_nn(lua_State *L, int mod, int meth);    /* nn.c: mf._nn, mf.same_padding */
 LMF_API void lmf_open_summary(lua_State *L, int mod,
                               int meth); /* summary.c: mf._summary, mf._image */

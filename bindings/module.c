@@ -93,183 +93,6 @@ static int m_parse_device(lua_State *L) {
   return 3;
 }
 
-/* The GPU index argument of the mf.cuda.* functions: a device spec ("cuda:1") or a number
- * (default 0). */
-static int gpu_arg(lua_State *L, int arg, const char *fname) {
-  if (lua_isnoneornil(L, arg)) return 0;
-  if (lua_type(L, arg) == LUA_TSTRING) {
-    mf_device_type kind;
-    int index;
-    if (mf_device_parse(lua_tostring(L, arg), &kind, &index) != MF_OK)
-      return luaL_error(L, "cuda.%s: %s", fname, mf_error());
-    if (kind != MF_DEV_CUDA)
-      return luaL_error(L, "cuda.%s: '%s' is not a CUDA device", fname, lua_tostring(L, arg));
-    return index;
-  }
-  lua_Integer i = luaL_checkinteger(L, arg);
-  if (i < 0 || i > 1024)
-    return luaL_error(L, "cuda.%s: bad GPU index %I (expected 0, 1, ...)", fname, (LUAI_UACINT)i);
-  return (int)i;
-}
-
-/* mf.cuda.memory_allocated([i]), max_memory_allocated([i]), memory_reserved([i]): bytes; 0
- * without a GPU. */
-static int c_memory_allocated(lua_State *L) {
-  lua_pushinteger(L, (lua_Integer)mf_cuda_memory_allocated(gpu_arg(L, 1, "memory_allocated")));
-  return 1;
-}
-
-static int c_max_memory_allocated(lua_State *L) {
-  int i = gpu_arg(L, 1, "max_memory_allocated");
-  lua_pushinteger(L, (lua_Integer)mf_cuda_max_memory_allocated(i));
-  return 1;
-}
-
-static int c_memory_reserved(lua_State *L) {
-  lua_pushinteger(L, (lua_Integer)mf_cuda_memory_reserved(gpu_arg(L, 1, "memory_reserved")));
-  return 1;
-}
-
-static int c_empty_cache(lua_State *L) {
-  (void)L;
-  mf_cuda_empty_cache();
-  return 0;
-}
-
-/* mf.cuda.set_memory_fraction(f [, i]): caps what moonflow holds on GPU i (every GPU when i is
- * omitted) at f of its memory (TensorFlow's per_process_gpu_memory_fraction). */
-static int c_set_memory_fraction(lua_State *L) {
-  lua_Number f = luaL_checknumber(L, 1);
-  int i = lua_isnoneornil(L, 2) ? -1 : gpu_arg(L, 2, "set_memory_fraction");
-  mf_status s = mf_cuda_set_memory_fraction(i, (double)f);
-  return s == MF_OK ? 0 : lmf_error(L, s);
-}
-
-/* mf.cuda.reserve_memory([i]) -> bytes: takes GPU i's memory fraction up front (every GPU when i
- * is omitted; TensorFlow's allow_growth = false, which a Session config asks for); 0 without a
- * GPU. */
-static int c_reserve_memory(lua_State *L) {
-  int i = lua_isnoneornil(L, 1) ? -1 : gpu_arg(L, 1, "reserve_memory");
-  size_t bytes = 0;
-  mf_status s = mf_cuda_reserve_memory(i, &bytes);
-  if (s != MF_OK) return lmf_error(L, s);
-  lua_pushinteger(L, (lua_Integer)bytes);
-  return 1;
-}
-
-/* mf.cuda.profile([on = true]): starts (a fresh) or stops the per-op GPU time profile. */
-static int c_profile(lua_State *L) {
-  bool on = lua_isnoneornil(L, 1) ? true : lua_toboolean(L, 1);
-  mf_status s = mf_cuda_profile(on);
-  return s == MF_OK ? 0 : lmf_error(L, s);
-}
-
-/* mf.cuda.profile_report() -> {{op =, calls =, ms =}, ...}: the ops the profile saw, the most GPU
- * time first (waits for the GPU work it timed). */
-static int c_profile_report(lua_State *L) {
-  int64_t calls[MF_OP_COUNT];
-  double ms[MF_OP_COUNT];
-  int order[MF_OP_COUNT], n = 0;
-  for (int op = 0; op < MF_OP_COUNT; op++) {
-    mf_status s = mf_cuda_profile_read((mf_op)op, &calls[op], &ms[op]);
-    if (s != MF_OK) return lmf_error(L, s);
-    if (calls[op] == 0) continue;
-    int k = n++; /* insertion by ms, descending */
-    while (k > 0 && ms[order[k - 1]] < ms[op]) {
-      order[k] = order[k - 1];
-      k--;
-    }
-    order[k] = op;
-  }
-  lua_createtable(L, n, 0);
-  for (int k = 0; k < n; k++) {
-    lua_createtable(L, 0, 3);
-    lua_pushstring(L, mf_op_name((mf_op)order[k]));
-    lua_setfield(L, -2, "op");
-    lua_pushinteger(L, (lua_Integer)calls[order[k]]);
-    lua_setfield(L, -2, "calls");
-    lua_pushnumber(L, ms[order[k]]);
-    lua_setfield(L, -2, "ms");
-    lua_rawseti(L, -2, k + 1);
-  }
-  return 1;
-}
-
-/* mf.cuda.set_tf32(on) -> the previous setting. */
-static int c_set_tf32(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TBOOLEAN);
-  lua_pushboolean(L, mf_cuda_set_tf32(lua_toboolean(L, 1)));
-  return 1;
-}
-
-/* mf.cuda.why_unavailable([i]) -> nil when "cuda:i" can be used, else why not (no driver, no GPU,
- * CUDA_VISIBLE_DEVICES, the backend library missing, no such index). */
-static int c_why_unavailable(lua_State *L) {
-  char why[1024];
-  if (!mf_cuda_unavailable(gpu_arg(L, 1, "why_unavailable"), why, sizeof why)) return 0;
-  lua_pushstring(L, why);
-  return 1;
-}
-
-/* mf.cuda.versions() -> {runtime =, driver =, cudnn =} (1000 major + 10 minor; driver 0: none;
- * cudnn as cudnnGetVersion(), 0: built without cuDNN), or nil and why without the backend. */
-static int c_versions(lua_State *L) {
-  int rt = 0, drv = 0, dnn = 0;
-  if (mf_cuda_versions(&rt, &drv, &dnn) != MF_OK) {
-    lua_pushnil(L);
-    lua_pushstring(L, mf_error());
-    return 2;
-  }
-  lua_createtable(L, 0, 3);
-  lua_pushinteger(L, rt);
-  lua_setfield(L, -2, "runtime");
-  lua_pushinteger(L, drv);
-  lua_setfield(L, -2, "driver");
-  lua_pushinteger(L, dnn);
-  lua_setfield(L, -2, "cudnn");
-  return 1;
-}
-
-/* mf.cuda.get_device_properties([i]) -> {name =, total_memory =, major =, minor =}, as PyTorch's */
-static int c_get_device_properties(lua_State *L) {
-  int i = gpu_arg(L, 1, "get_device_properties");
-  char name[256];
-  size_t bytes = 0;
-  int major = 0, minor = 0;
-  mf_status s = mf_cuda_device_info(i, name, sizeof name, &bytes, &major, &minor);
-  if (s != MF_OK) return lmf_error(L, s);
-  lua_createtable(L, 0, 4);
-  lua_pushstring(L, name);
-  lua_setfield(L, -2, "name");
-  lua_pushinteger(L, (lua_Integer)bytes);
-  lua_setfield(L, -2, "total_memory");
-  lua_pushinteger(L, major);
-  lua_setfield(L, -2, "major");
-  lua_pushinteger(L, minor);
-  lua_setfield(L, -2, "minor");
-  return 1;
-}
-
-static int c_is_available(lua_State *L) {
-  lua_pushboolean(L, mf_cuda_device_count() > 0);
-  return 1;
-}
-
-static int c_device_count(lua_State *L) {
-  lua_pushinteger(L, mf_cuda_device_count());
-  return 1;
-}
-
-/* mf.cuda.synchronize([i]): waits for GPU i's queued work; nothing to wait for without a GPU. */
-static int c_synchronize(lua_State *L) {
-  int i = gpu_arg(L, 1, "synchronize");
-  if (mf_cuda_device_count() == 0) return 0;
-  lua_pushfstring(L, "cuda:%d", i);
-  mf_device *d = lmf_checkdevice(L, lua_gettop(L), "synchronize");
-  mf_status s = mf_device_synchronize(d);
-  return s == MF_OK ? 0 : lmf_error(L, s);
-}
-
 static const luaL_Reg funcs[] = {
     {"set_num_threads", m_set_num_threads},
     {"get_num_threads", m_get_num_threads},
@@ -280,25 +103,6 @@ static const luaL_Reg funcs[] = {
     {"_set_default_device", m_set_default_device},
     {"get_default_device", m_get_default_device},
     {"_parse_device", m_parse_device},
-    {NULL, NULL},
-};
-
-static const luaL_Reg cuda[] = {
-    {"is_available", c_is_available},
-    {"device_count", c_device_count},
-    {"synchronize", c_synchronize},
-    {"memory_allocated", c_memory_allocated},
-    {"max_memory_allocated", c_max_memory_allocated},
-    {"memory_reserved", c_memory_reserved},
-    {"empty_cache", c_empty_cache},
-    {"set_memory_fraction", c_set_memory_fraction},
-    {"reserve_memory", c_reserve_memory},
-    {"profile", c_profile},
-    {"profile_report", c_profile_report},
-    {"set_tf32", c_set_tf32},
-    {"why_unavailable", c_why_unavailable},
-    {"versions", c_versions},
-    {"get_device_properties", c_get_device_properties},
     {NULL, NULL},
 };
 
@@ -323,8 +127,7 @@ LUAMOD_API int luaopen_moonflow_core(lua_State *L) {
   lmf_open_serialize(L, mod, meth);
   lua_pop(L, 1);
   lmf_setfuncs(L, mod, funcs);
-  luaL_newlib(L, cuda);
-  lua_setfield(L, mod, "cuda");
+  lmf_open_cuda(L, mod);
   lua_pushliteral(L, MF_VERSION);
   lua_setfield(L, mod, "version");
   /* The tables of C functions one level down (mf.Tensor.shape, mf._nn.conv2d, ...) are entered

@@ -164,16 +164,20 @@ static mf_status unavailable(const char *what) {
   return mf_fail(MF_ERR_DEVICE, "%s: the CUDA backend library could not be loaded: %s", what, why);
 }
 
+/* "cuda:device" unavailable: the backend is not there */
+static mf_status no_gpu(int device) {
+  char what[32];
+  snprintf(what, sizeof what, "cuda:%d", device);
+  return unavailable(what);
+}
+
 /* ---- what the core and moonflow.h offer ---------------------------------------------------------
  */
 
 mf_status mf_cuda_device(int index, mf_device **out) {
   *out = NULL;
   const mf_cuda_api *c = cuda();
-  if (c) return c->device(index, out);
-  char what[32];
-  snprintf(what, sizeof what, "cuda:%d", index);
-  return unavailable(what);
+  return c ? c->device(index, out) : no_gpu(index);
 }
 
 int mf_cuda_device_count(void) {
@@ -198,9 +202,7 @@ mf_status mf_cuda_reserve_memory(int device, size_t *bytes) {
   const mf_cuda_api *c = cuda();
   if (c) return c->reserve_memory(device, bytes);
   if (device == -1) return MF_OK; /* no GPU: nothing to reserve */
-  char what[32];
-  snprintf(what, sizeof what, "cuda:%d", device);
-  return unavailable(what);
+  return no_gpu(device);
 }
 
 size_t mf_cuda_memory_allocated(int device) {
@@ -221,6 +223,40 @@ size_t mf_cuda_memory_reserved(int device) {
 void mf_cuda_empty_cache(void) {
   const mf_cuda_api *c = cuda();
   if (c) c->empty_cache();
+}
+
+void mf_cuda_reset_peak_memory_stats(int device) {
+  const mf_cuda_api *c = cuda();
+  if (c) c->reset_peak(device);
+}
+
+mf_status mf_cuda_mem_get_info(int device, size_t *free_bytes, size_t *total_bytes) {
+  *free_bytes = *total_bytes = 0;
+  const mf_cuda_api *c = cuda();
+  return c ? c->mem_get_info(device, free_bytes, total_bytes) : no_gpu(device);
+}
+
+/* Events: only the backend makes them, so the others find it loaded. */
+mf_status mf_cuda_event_new(int device, bool timing, mf_cuda_event **out) {
+  *out = NULL;
+  const mf_cuda_api *c = cuda();
+  return c ? c->event_new(device, timing, out) : no_gpu(device);
+}
+
+void mf_cuda_event_free(mf_cuda_event *ev) {
+  if (ev) cuda()->event_free(ev);
+}
+
+mf_status mf_cuda_event_record(mf_cuda_event *ev) { return cuda()->event_record(ev); }
+
+mf_status mf_cuda_event_query(mf_cuda_event *ev, bool *done) {
+  return cuda()->event_query(ev, done);
+}
+
+mf_status mf_cuda_event_synchronize(mf_cuda_event *ev) { return cuda()->event_synchronize(ev); }
+
+mf_status mf_cuda_event_elapsed_time(mf_cuda_event *start, mf_cuda_event *end, double *ms) {
+  return cuda()->event_elapsed(start, end, ms);
 }
 
 bool mf_cuda_set_tf32(bool on) {
@@ -259,10 +295,6 @@ mf_status mf_cuda_device_info(int device, char *name, size_t name_len, size_t *t
   *total_bytes = 0;
   *major = *minor = 0;
   const mf_cuda_api *c = cuda();
-  if (!c) {
-    char what[32];
-    snprintf(what, sizeof what, "cuda:%d", device);
-    return unavailable(what);
-  }
+  if (!c) return no_gpu(device);
   return c->device_info(device, name, name_len, total_bytes, major, minor);
 }

@@ -24,7 +24,7 @@ extern "C" {
 }
 #endif
 
-#define MF_CUDA_ABI_VERSION 6
+#define MF_CUDA_ABI_VERSION 7
 #define MF_CUDA_LIBRARY "libmoonflow_cuda.so"
 #define MF_CUDA_ENTRY "mf_cuda_open"
 /* what both sides compare: the ABI version, then the sizes of the structs they share */
@@ -73,6 +73,15 @@ typedef struct mf_cuda_api {
                            int *minor);
   mf_status (*profile)(bool on);                                 /* mf_cuda_profile */
   mf_status (*profile_read)(int op, int64_t *calls, double *ms); /* mf_cuda_profile_read */
+  void (*reset_peak)(int device);
+  mf_status (*mem_get_info)(int device, size_t *free_bytes, size_t *total_bytes);
+  /* mf_cuda_event_* (event.cu) */
+  mf_status (*event_new)(int device, bool timing, mf_cuda_event **out);
+  void (*event_free)(mf_cuda_event *ev);
+  mf_status (*event_record)(mf_cuda_event *ev);
+  mf_status (*event_query)(mf_cuda_event *ev, bool *done);
+  mf_status (*event_synchronize)(mf_cuda_event *ev);
+  mf_status (*event_elapsed)(mf_cuda_event *start, mf_cuda_event *end, double *ms);
 } mf_cuda_api;
 
 /* The library's entry point: the backend's table, or NULL with the message set (a core of another

@@ -584,6 +584,22 @@ static size_t memory_reserved(int device) {
   return n;
 }
 
+static void reset_peak(int device) {
+  cuda_dev *g = existing(device);
+  if (!g) return;
+  pthread_mutex_lock(&g->lock);
+  g->max_allocated = g->allocated;
+  pthread_mutex_unlock(&g->lock);
+}
+
+static mf_status mem_get_info(int device, size_t *free_bytes, size_t *total_bytes) {
+  *free_bytes = *total_bytes = 0;
+  mf_device *d;
+  MF_TRY(get_device(device, &d));
+  MF_TRY(mf_cuda_enter(d));
+  return mf_cuda_check(d, cudaMemGetInfo(free_bytes, total_bytes), "cudaMemGetInfo");
+}
+
 static void empty_cache(void) {
   for (int i = 0; i < MAX_GPUS; i++) {
     cuda_dev *g = existing(i);
@@ -634,12 +650,30 @@ static mf_status profile(bool on) {
 /* ---- the library's entry point (api.h) ------------------------------------------------------  */
 
 static const mf_cuda_api api = {
-    device_count,      get_device,       set_memory_fraction,
-    reserve_memory,    memory_allocated, max_memory_allocated,
-    memory_reserved,   empty_cache,      mf_cuda_matmul_set_tf32,
-    versions,          device_info,      profile,
+    device_count,
+    get_device,
+    set_memory_fraction,
+    reserve_memory,
+    memory_allocated,
+    max_memory_allocated,
+    memory_reserved,
+    empty_cache,
+    mf_cuda_matmul_set_tf32,
+    versions,
+    device_info,
+    profile,
     mf_cuda_prof_read,
+    reset_peak,
+    mem_get_info,
+    mf_cuda_event_make,
+    mf_cuda_event_free,
+    mf_cuda_event_record,
+    mf_cuda_event_query,
+    mf_cuda_event_synchronize,
+    mf_cuda_event_elapsed,
 };
+
+mf_status mf_cuda_device_get(int index, mf_device **out) { return get_device(index, out); }
 
 extern "C" __attribute__((visibility("default"))) const mf_cuda_api *
 mf_cuda_open(const mf_cuda_core *core) {

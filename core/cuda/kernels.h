@@ -47,6 +47,17 @@ mf_status mf_cuda_softmax(mf_device *dev, const mf_call *c);
 /* optim.cu: SGD_STEP .. ADAGRAD_STEP, the formulas of cpu/optim.c */
 mf_status mf_cuda_optim(mf_device *dev, const mf_call *c);
 
+/* device.cu: the device "cuda:index", made on first use */
+mf_status mf_cuda_device_get(int index, mf_device **out);
+
+/* event.cu: mf_cuda_event_* of moonflow.h (mf_cuda_event_make is mf_cuda_event_new) */
+mf_status mf_cuda_event_make(int index, bool timing, mf_cuda_event **out);
+void mf_cuda_event_free(mf_cuda_event *ev);
+mf_status mf_cuda_event_record(mf_cuda_event *ev);
+mf_status mf_cuda_event_query(mf_cuda_event *ev, bool *done);
+mf_status mf_cuda_event_synchronize(mf_cuda_event *ev);
+mf_status mf_cuda_event_elapsed(mf_cuda_event *start, mf_cuda_event *end, double *ms);
+
 /* profile.cu (mf.cuda.profile): on or off for the devices made so far (devs) and any made later
  * (make_device calls mf_cuda_prof_device); an op's calls and GPU milliseconds since it went on */
 mf_status mf_cuda_prof_set(bool on, mf_device *const *devs, int ndevs);

@@ -111,10 +111,13 @@ mf_status mf_cuda_set_memory_fraction(int device, double fraction);
  * says so). Held until the process ends; a second call keeps the first reservation. *bytes: the
  * bytes reserved (summed over the GPUs). Without a GPU, device -1 reserves nothing (MF_OK, 0). */
 mf_status mf_cuda_reserve_memory(int device, size_t *bytes);
-size_t mf_cuda_memory_allocated(int device);     /* bytes of live tensors (bucket-rounded) */
-size_t mf_cuda_max_memory_allocated(int device); /* the peak of mf_cuda_memory_allocated */
-size_t mf_cuda_memory_reserved(int device);      /* bytes held from cudaMalloc, cache included */
-void mf_cuda_empty_cache(void);                  /* gives cached, unused blocks back */
+size_t mf_cuda_memory_allocated(int device);      /* bytes of live tensors (bucket-rounded) */
+size_t mf_cuda_max_memory_allocated(int device);  /* the peak of mf_cuda_memory_allocated */
+size_t mf_cuda_memory_reserved(int device);       /* bytes held from cudaMalloc, cache included */
+void mf_cuda_empty_cache(void);                   /* gives cached, unused blocks back */
+void mf_cuda_reset_peak_memory_stats(int device); /* max_memory_allocated := memory_allocated */
+/* The GPU's free and total memory as the driver sees it (cudaMemGetInfo: every process's use). */
+mf_status mf_cuda_mem_get_info(int device, size_t *free_bytes, size_t *total_bytes);
 /* float32 matmul on tensor cores in TF32 (on by default, as in TensorFlow); returns the previous
  * setting. */
 bool mf_cuda_set_tf32(bool on);
@@ -129,6 +132,17 @@ mf_status mf_cuda_versions(int *runtime, int *driver, int *cudnn);
 /* GPU `device`'s name, memory in bytes and compute capability (major.minor). */
 mf_status mf_cuda_device_info(int device, char *name, size_t name_len, size_t *total_bytes,
                               int *major, int *minor);
+/* CUDA events (PyTorch's torch.cuda.Event), recorded on a GPU's stream, where all of its work
+ * runs: query/synchronize tell/wait until the work queued before the record has run, and
+ * elapsed_time gives the GPU milliseconds between two records of timing events (it waits for
+ * them). An event never recorded counts as done. */
+typedef struct mf_cuda_event mf_cuda_event;
+mf_status mf_cuda_event_new(int device, bool timing, mf_cuda_event **out);
+void mf_cuda_event_free(mf_cuda_event *ev); /* NULL is fine */
+mf_status mf_cuda_event_record(mf_cuda_event *ev);
+mf_status mf_cuda_event_query(mf_cuda_event *ev, bool *done);
+mf_status mf_cuda_event_synchronize(mf_cuda_event *ev);
+mf_status mf_cuda_event_elapsed_time(mf_cuda_event *start, mf_cuda_event *end, double *ms);
 
 /* ---- storage and tensors ------------------------------------------------------------------ */
 

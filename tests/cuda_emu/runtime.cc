@@ -488,6 +488,7 @@ struct CUevent_st {
   double ms;   /* when it was recorded; < 0 before */
   long copies; /* the deferred copies queued before it: it has passed once they ran */
   int device;  /* current when it was made */
+  bool timing; /* made without cudaEventDisableTiming */
 };
 
 namespace {
@@ -505,8 +506,7 @@ double now_ms() {
 } // namespace
 
 EXPORT cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned int flags) {
-  (void)flags;
-  *e = new CUevent_st{-1, 0, current_device};
+  *e = new CUevent_st{-1, 0, current_device, !(flags & cudaEventDisableTiming)};
   std::lock_guard<std::mutex> g(event_lock);
   events.insert(*e);
   return cudaSuccess;
@@ -551,7 +551,9 @@ EXPORT cudaError_t cudaEventSynchronize(cudaEvent_t e) {
 }
 EXPORT cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) {
   if (!known_event(a) || !known_event(b)) return fail(cudaErrorInvalidResourceHandle);
-  if (a->ms < 0 || b->ms < 0) return fail(cudaErrorInvalidResourceHandle); /* never recorded */
+  /* never recorded, or made without timing */
+  if (a->ms < 0 || b->ms < 0 || !a->timing || !b->timing)
+    return fail(cudaErrorInvalidResourceHandle);
   *ms = (float)(b->ms - a->ms);
   return cudaSuccess;
 }

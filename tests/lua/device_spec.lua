@@ -461,6 +461,13 @@ describe("mf.cuda and mf.list_devices", function()
     end
     H.err(function() mf.cuda.get_device_properties(n) end, "cuda:" .. n)
     H.err(function() mf.cuda.get_device_properties("cpu") end, "'cpu' is not a CUDA device")
+    for i = 0, n - 1 do -- PyTorch's shorthands for two of the properties
+      local p = mf.cuda.get_device_properties(i)
+      assert.equal(p.name, mf.cuda.get_device_name(i))
+      assert.same({ p.major, p.minor }, { mf.cuda.get_device_capability("cuda:" .. i) })
+    end
+    H.err(function() mf.cuda.get_device_name(n) end, "cuda:" .. n)
+    H.err(function() mf.cuda.get_device_capability(-1) end, "bad GPU index -1")
   end)
 
   it("without a GPU: zeros, nothing to wait for, and why there is none", function()
@@ -484,6 +491,80 @@ describe("mf.cuda and mf.list_devices", function()
     H.err(function() mf.cuda.profile(true) end, "cuda: profile")
     mf.cuda.profile(false)
     assert.same({}, mf.cuda.profile_report())
+    mf.cuda.reset_peak_memory_stats() -- nothing to reset
+    H.err(function() mf.cuda.mem_get_info() end, "cuda:0")
+    H.err(function() mf.cuda.Event() end, "cuda:0")
+    H.err(function() mf.cuda.Event { enable_timing = true, device = 1 } end, "cuda:1")
+  end)
+
+  it("cuda.Event times GPU work, as torch.cuda.Event", function()
+    if not GPU then return pending("skipped: no GPU here (" .. tostring(mf.cuda.why_unavailable()) .. ")") end
+    local start, stop = mf.cuda.Event { enable_timing = true }, mf.cuda.Event { enable_timing = true }
+    assert.equal("cuda.Event(cuda:0, timing)", tostring(start))
+    assert.is_true(start:query()) -- never recorded: done
+    start:synchronize()
+    assert.equal(start, start:record())
+    local a = mf.randn({ 256, 256 }, { device = "cuda:0" })
+    for _ = 1, 4 do a = a:matmul(a):tanh() end
+    stop:record()
+    local ms = start:elapsed_time(stop) -- waits for stop
+    assert.is_true(ms >= 0, ms)
+    assert.is_true(stop:query())
+    assert.equal(ms, start:elapsed_time(stop))
+    stop:synchronize()
+    -- the current GPU: mf.device's when it is one
+    mf.device("cuda:" .. (mf.cuda.device_count() - 1), function()
+      assert.equal("cuda.Event(cuda:" .. (mf.cuda.device_count() - 1) .. ")", tostring(mf.cuda.Event()))
+    end)
+    assert.equal("cuda.Event(cuda:0)", tostring(mf.cuda.Event { device = "/gpu:0" }))
+    -- misuse is an error saying what is wrong
+    local plain = mf.cuda.Event():record()
+    H.err(function() start:elapsed_time(plain) end, "both events must be made with enable_timing = true")
+    H.err(function() start:elapsed_time(mf.cuda.Event { enable_timing = true }) end,
+      "both events must be recorded first (the end event is not)")
+    H.err(function() mf.cuda.Event { enable_timing = true }:elapsed_time(stop) end, "the start event is not")
+    if mf.cuda.device_count() > 1 then
+      local other = mf.cuda.Event { enable_timing = true, device = 1 }:record()
+      H.err(function() start:elapsed_time(other) end, "the events are of different GPUs (cuda:0 and cuda:1)")
+    end
+    H.err(function() start:elapsed_time(a) end, "cuda.Event expected")
+    H.err(function() mf.cuda.Event(true) end, "table expected")
+    H.err(function() mf.cuda.Event { device = "cpu" } end, "'cpu' is not a CUDA device")
+    H.err(function() mf.cuda.Event { device = mf.cuda.device_count() } end, "no such device")
+    do
+      local e <close> = mf.cuda.Event()
+      e:record()
+    end
+    local e = mf.cuda.Event()
+    e:close()
+    assert.equal("cuda.Event(cuda:0, closed)", tostring(e))
+    H.err(function() e:record() end, "the event is closed")
+    e:close() -- again: nothing
+  end)
+
+  it("memory: the driver's view and a peak that can start again", function()
+    if not GPU then return pending("skipped: no GPU here (" .. tostring(mf.cuda.why_unavailable()) .. ")") end
+    local free, total = mf.cuda.mem_get_info()
+    assert.equal(mf.cuda.get_device_properties(0).total_memory, total)
+    assert.is_true(free > 0 and free <= total, free)
+    assert.same({ mf.cuda.mem_get_info(0) }, { mf.cuda.mem_get_info("cuda:0") })
+    collectgarbage()
+    collectgarbage()
+    local base = mf.cuda.memory_allocated()
+    do
+      local _ = mf.empty({ 4, 1024, 1024 }, { device = "cuda:0" }) -- 16 MiB
+    end
+    collectgarbage()
+    collectgarbage()
+    assert.equal(base, mf.cuda.memory_allocated())
+    assert.is_true(mf.cuda.max_memory_allocated() >= base + 16 * 2 ^ 20)
+    mf.cuda.reset_peak_memory_stats()
+    assert.equal(base, mf.cuda.max_memory_allocated())
+    local keep = mf.empty({ 1024, 1024 }, { device = "cuda:0" })
+    assert.equal(mf.cuda.memory_allocated(), mf.cuda.max_memory_allocated())
+    assert.is_true(mf.cuda.memory_allocated() >= base + 4 * 2 ^ 20)
+    keep = nil -- luacheck: ignore
+    H.err(function() mf.cuda.mem_get_info("cuda:" .. mf.cuda.device_count()) end, "no such device")
   end)
 
   it("profile: each op's calls and GPU time while on, none after off", function()
