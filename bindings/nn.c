@@ -197,39 +197,35 @@ static int n_log_softmax(lua_State *L) { return softmax(L, true, "log_softmax");
 
 /* ---- gather, scatter_add, dropout ------------------------------------------------------------ */
 
-/* The 1-based integer index at arg as a 0-based int64 tensor, pushed on the stack. */
-static mf_tensor *zero_based(lua_State *L, int arg, const mf_tensor *like, const char *fname) {
+/* The 1-based integer index at arg as an int64 tensor (the core reads its values from 1: no
+ * shifted copy), pushed on the stack. */
+static mf_tensor *index_arg(lua_State *L, int arg, const mf_tensor *like, const char *fname) {
   mf_tensor *idx = lmf_test(L, arg);
   if (!idx) idx = lmf_totensor(L, arg, like); /* a nested table of integers, on like's device */
   if (idx->dtype != MF_I64 && idx->dtype != MF_I32 && idx->dtype != MF_U8)
     luaL_error(L, "%s: index must be an integer tensor (int64), got %s", fname,
                mf_dtype_name(idx->dtype));
-  mf_tensor *z = lmf_shift(L, idx, -1); /* on idx's device; keeps its dtype */
-  if (z->dtype != MF_I64) {
-    mf_tensor **c = lmf_newslot(L);
-    mf_status s = mf_cast(z, MF_I64, c);
-    if (s) lmf_error(L, s);
-    lua_remove(L, -2);
-    z = *c;
-  }
-  return z;
+  mf_tensor **c = lmf_newslot(L);
+  mf_status s = idx->dtype == MF_I64 ? (*c = mf_retain(idx), MF_OK) : mf_cast(idx, MF_I64, c);
+  if (s) lmf_error(L, s);
+  return *c;
 }
 
 /* After a failed gather/scatter_add: the first 1-based index outside 1..n, for the message. */
-static int index_error(lua_State *L, mf_status s, const mf_tensor *idx0, int dim, int64_t n,
+static int index_error(lua_State *L, mf_status s, const mf_tensor *idx, int dim, int64_t n,
                        const char *fname) {
-  if (s == MF_ERR_INDEX && idx0->dtype == MF_I64 && mf_numel(idx0) > 0) {
+  if (s == MF_ERR_INDEX && idx->dtype == MF_I64 && mf_numel(idx) > 0) {
     double lo = 0, hi = 0;
     mf_tensor *r = NULL;
-    if (mf_reduce(MF_OP_MIN, idx0, MF_ALL_DIMS, false, &r) == MF_OK) mf_item(r, &lo);
+    if (mf_reduce(MF_OP_MIN, idx, MF_ALL_DIMS, false, &r) == MF_OK) mf_item(r, &lo);
     mf_release(r);
     r = NULL;
-    if (mf_reduce(MF_OP_MAX, idx0, MF_ALL_DIMS, false, &r) == MF_OK) mf_item(r, &hi);
+    if (mf_reduce(MF_OP_MAX, idx, MF_ALL_DIMS, false, &r) == MF_OK) mf_item(r, &hi);
     mf_release(r);
-    double bad = lo < 0 ? lo : hi;
-    if (lo < 0 || hi >= (double)n)
+    double bad = lo < 1 ? lo : hi;
+    if (lo < 1 || hi > (double)n)
       return luaL_error(L, "%s: index %I is out of range 1..%I for dimension %d", fname,
-                        (LUAI_UACINT)(bad + 1), (LUAI_UACINT)n, dim + 1);
+                        (LUAI_UACINT)bad, (LUAI_UACINT)n, dim + 1);
   }
   return lmf_error(L, s);
 }
@@ -240,10 +236,10 @@ static int n_gather(lua_State *L) {
   int dim = lmf_checkdim(L, 2, x->ndim, "gather");
   luaL_checkany(L, 3);
   lua_settop(L, 3);
-  mf_tensor *idx0 = zero_based(L, 3, x, "gather");
+  mf_tensor *idx = index_arg(L, 3, x, "gather");
   mf_tensor **slot = lmf_newslot(L);
-  mf_status s = mf_gather(x, dim, idx0, slot);
-  return s ? index_error(L, s, idx0, dim, x->shape[dim], "gather") : 1;
+  mf_status s = mf_gather_from(x, dim, idx, 1, slot);
+  return s ? index_error(L, s, idx, dim, x->shape[dim], "gather") : 1;
 }
 
 /* scatter_add(shape, dim, index, src): zeros of shape with src added at index along dim. */
@@ -254,10 +250,10 @@ static int n_scatter_add(lua_State *L) {
   luaL_checkany(L, 3);
   mf_tensor *src = lmf_check(L, 4);
   lua_settop(L, 4);
-  mf_tensor *idx0 = zero_based(L, 3, src, "scatter_add");
+  mf_tensor *idx = index_arg(L, 3, src, "scatter_add");
   mf_tensor **slot = lmf_newslot(L);
-  mf_status s = mf_scatter_add(nd, shape, dim, idx0, src, slot);
-  return s ? index_error(L, s, idx0, dim, shape[dim], "scatter_add") : 1;
+  mf_status s = mf_scatter_add_from(nd, shape, dim, idx, 1, src, slot);
+  return s ? index_error(L, s, idx, dim, shape[dim], "scatter_add") : 1;
 }
 
 static int n_dropout_mask(lua_State *L) {

@@ -814,24 +814,26 @@ mf_status mf_ag_softmax(bool log, const mf_tensor *x, int dim, mf_tensor *out) {
   return MF_OK;
 }
 
-/* gx = scatter_add(g) into x's shape, recorded: input g; saved 0 = index; ip: dim. Its adjoint
- * gathers gx at the same index. */
+/* gx = scatter_add(g) into x's shape, recorded: input g; saved 0 = index; ip: dim, the index's
+ * base. Its adjoint gathers gx at the same index. */
 static mf_status bw_scatter_add(mf_node *n, const mf_tensor *gx, mf_tensor **gin) {
-  return mf_gather(gx, (int)n->ip[0], SAVED(0), &gin[0]);
+  return mf_gather_from(gx, (int)n->ip[0], SAVED(0), n->ip[1], &gin[0]);
 }
 
-/* saved 0 = index; ip: dim */
+/* saved 0 = index; ip: dim, the index's base */
 static mf_status bw_gather(mf_node *n, const mf_tensor *g, mf_tensor **gin) {
-  MF_TRY(mf_scatter_add(n->in[0].ndim, n->in[0].shape, (int)n->ip[0], SAVED(0), g, &gin[0]));
+  MF_TRY(mf_scatter_add_from(n->in[0].ndim, n->in[0].shape, (int)n->ip[0], SAVED(0), n->ip[1], g,
+                             &gin[0]));
   mf_node *r;
   MF_TRY(record_as("scatter_add", bw_scatter_add, 1, &g, n, &gin[0], &r));
   if (r) mf_ag_save(r, 0, SAVED(0));
   return MF_OK;
 }
 
-mf_status mf_ag_gather(const mf_tensor *x, int dim, const mf_tensor *index, mf_tensor *out) {
+mf_status mf_ag_gather(const mf_tensor *x, int dim, const mf_tensor *index, int64_t base,
+                       mf_tensor *out) {
   BEGIN("gather", bw_gather, 1, x);
-  n->ip[0] = dim;
+  n->ip[0] = dim, n->ip[1] = base;
   mf_ag_save(n, 0, index);
   mf_ag_attach(n, out);
   return MF_OK;

@@ -65,7 +65,7 @@ static mf_status select_by_gather(const mf_tensor *x, int dim, const mf_tensor *
   if (!s) s = mf_expand(v, x->ndim, oshape, &e);
   if (!s) {
     bool was = mf_set_grad_enabled(false);
-    s = mf_gather_as(MF_GATHER_BY_INDEX_SELECT, x, dim, e, out);
+    s = mf_gather_as(MF_GATHER_BY_INDEX_SELECT, x, dim, e, 0, out);
     mf_set_grad_enabled(was);
     long long bad;
     /* 1-based in the message, the addition wrapping as the caller's shift of a 1-based index

@@ -15,9 +15,10 @@
  * - AVG_POOL2D / AVG_POOL2D_BACKWARD: in[0] = x / dout; out; params.
  * - SOFTMAX, LOG_SOFTMAX: in[0] = x viewed (outer, n, inner) = ip[0..2]; out likewise.
  *   SOFTMAX_BACKWARD, LOG_SOFTMAX_BACKWARD: in[0] = y, in[1] = dy; out = dx.
- * - GATHER: in[0] = x, in[1] = index (int64, x's ndim); out has index's shape; ip[0] = dim.
+ * - GATHER: in[0] = x, in[1] = index (int64, x's ndim); out has index's shape; ip[0] = dim,
+ *   ip[1] = who asked (MF_GATHER_BY_*), ip[2] = base: the index's values count from it (0 or 1).
  * - SCATTER_ADD: in[0] = index, in[1] = src (index's shape); out (zeroed by the kernel);
- *   ip[0] = dim.
+ *   ip[0] = dim, ip[2] = base.
  * - DROPOUT_MASK: out (x's shape and dtype); p[0] = drop probability; seed, offset (Philox).
  * Every tensor a kernel sees is contiguous and of one float dtype (float32 or float64; on a CUDA
  * device also float16 or bfloat16, which the GPU kernels read and write as such and compute in
@@ -553,13 +554,25 @@ static mf_status check_index(const char *op, int ndim, const int64_t *xs, const 
 }
 
 mf_status mf_gather(const mf_tensor *x, int dim, const mf_tensor *index, mf_tensor **out) {
-  return mf_gather_as(MF_GATHER_BY_GATHER, x, dim, index, out);
+  return mf_gather_as(MF_GATHER_BY_GATHER, x, dim, index, 0, out);
 }
 
-mf_status mf_gather_as(int who, const mf_tensor *x, int dim, const mf_tensor *index,
+mf_status mf_gather_from(const mf_tensor *x, int dim, const mf_tensor *index, int64_t base,
+                         mf_tensor **out) {
+  return mf_gather_as(MF_GATHER_BY_GATHER, x, dim, index, base, out);
+}
+
+static mf_status check_base(const char *op, int64_t base) {
+  if (base != 0 && base != 1)
+    return mf_fail(MF_ERR_ARG, "%s: indices count from 0 or 1, not %lld", op, (long long)base);
+  return MF_OK;
+}
+
+mf_status mf_gather_as(int who, const mf_tensor *x, int dim, const mf_tensor *index, int64_t base,
                        mf_tensor **out) {
   const char *op = "gather";
   *out = NULL;
+  MF_TRY(check_base(op, base));
   MF_TRY(mf_same_device(op, x, index));
   if (x->ndim == 0) return mf_fail(MF_ERR_SHAPE, "%s: the input needs at least one dimension", op);
   int d;
@@ -567,16 +580,22 @@ mf_status mf_gather_as(int who, const mf_tensor *x, int dim, const mf_tensor *in
   MF_TRY(check_index(op, x->ndim, x->shape, "input", index, d));
   if (mf_numel(index) > 0 && x->shape[d] == 0)
     return mf_fail(MF_ERR_INDEX, "%s: cannot index the empty dimension %d", op, d + 1);
-  mf_call c = {.op = MF_OP_GATHER, .ip = {d, who}};
+  mf_call c = {.op = MF_OP_GATHER, .ip = {d, who, base}};
   const mf_tensor *in[2] = {x, index};
   MF_TRY(run(&c, 2, in, index->ndim, index->shape, x->dtype, mf_tensor_device(x), out));
-  return mf_ag_keep(mf_ag_gather(x, d, index, *out), out);
+  return mf_ag_keep(mf_ag_gather(x, d, index, base, *out), out);
 }
 
 mf_status mf_scatter_add(int ndim, const int64_t *shape, int dim, const mf_tensor *index,
                          const mf_tensor *src, mf_tensor **out) {
+  return mf_scatter_add_from(ndim, shape, dim, index, 0, src, out);
+}
+
+mf_status mf_scatter_add_from(int ndim, const int64_t *shape, int dim, const mf_tensor *index,
+                              int64_t base, const mf_tensor *src, mf_tensor **out) {
   const char *op = "scatter_add";
   *out = NULL;
+  MF_TRY(check_base(op, base));
   MF_TRY(mf_same_device(op, index, src));
   if (src->dtype == MF_BOOL) return mf_fail(MF_ERR_DTYPE, "%s: cannot add bool values", op);
   if (ndim < 1 || ndim > MF_MAX_DIMS || !shape)
@@ -611,7 +630,7 @@ mf_status mf_scatter_add(int ndim, const int64_t *shape, int dim, const mf_tenso
   if (!s && mf_numel(index) == 0) {
     s = mf_zeros(ndim, shape, src->dtype, dev, out);
   } else if (!s) {
-    mf_call c = {.op = MF_OP_SCATTER_ADD, .ip = {d}};
+    mf_call c = {.op = MF_OP_SCATTER_ADD, .ip = {d, 0, base}};
     const mf_tensor *in[2] = {index, sv};
     s = run(&c, 2, in, ndim, shape, src->dtype, dev, out);
   }

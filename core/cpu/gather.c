@@ -3,8 +3,9 @@
  *   scatter_add  out = 0; out[i.. with i_dim replaced by index[i..]] += src[i..]
  *   dropout_mask mask[i] = 0 when u_i < p, else 1 / (1 - p)
  * Tensors are contiguous (ops_nn.c); index has the ndim of x (gather) or out (scatter_add) and
- * is at most as large in every other dim; src has index's shape. An index outside [0, size of
- * dim) fails with MF_ERR_INDEX (gather leaves the output unspecified then).
+ * is at most as large in every other dim; src has index's shape. Its values count from ip[2] (0,
+ * or 1 for Lua's positions). An index outside [base, base + size of dim) fails with MF_ERR_INDEX
+ * naming it as given (gather leaves the output unspecified then).
  *
  * Work is split by the "rows" of index in front of dim (outer): scatter_add's rows write disjoint
  * parts of out, so the sums do not depend on the thread count.
@@ -27,6 +28,7 @@ typedef struct index_job {
   int64_t ishape[MF_MAX_DIMS];  /* index (and src) shape */
   int64_t dstride[MF_MAX_DIMS]; /* strides (elements) of the indexed tensor: x, or out */
   int64_t dsize;                /* size of the indexed tensor along dim */
+  int64_t base;                 /* the index's values count from it (0 or 1) */
   int64_t rows, n, inner;       /* index as (rows, n, inner): rows = prod of dims < dim */
   const int64_t *index;
   const char *src; /* gather: x; scatter_add: src */
@@ -89,11 +91,12 @@ static void index_run(void *ctx, int64_t b, int64_t e, bool scatter) {
       const int64_t *ix = j->index + q0;
       for (int64_t i = 0; i < j->inner; i++) {
         int64_t v = ix[i];
-        if (v < 0 || v >= j->dsize) {
+        if (v < j->base || v - j->base >= j->dsize) { /* v - base: no overflow once v >= base */
           atomic_store_explicit(&j->bad_value, (long long)v, memory_order_relaxed);
           atomic_store_explicit(&j->bad, 1, memory_order_relaxed);
           continue;
         }
+        v -= j->base;
         int64_t at = rbase + offs[i] + v * ds;
         if (scatter)
           add_at(j->dt, j->out, at, j->src, q0 + i);
@@ -122,7 +125,7 @@ mf_status mf_cpu_gather(mf_device *dev, const mf_call *c) {
   atomic_init(&j->bad, 0);
   atomic_init(&j->failed, 0);
   atomic_init(&j->bad_value, 0);
-  j->nd = index->ndim, j->dim = (int)c->ip[0];
+  j->nd = index->ndim, j->dim = (int)c->ip[0], j->base = c->ip[2];
   j->index = mf_cpu_ptr(index), j->src = mf_cpu_ptr(src), j->out = mf_cpu_ptr(c->out);
   j->dt = c->out->dtype, j->es = mf_dtype_size(c->out->dtype);
   j->rows = 1, j->inner = 1, j->n = index->shape[j->dim];

@@ -60,10 +60,10 @@ mf_status mf_cuda_xfer_make(mf_cuda_ctx *ctx);
 mf_status mf_cuda_upload(mf_device *dev, void *dst, const void *src, size_t n);
 mf_status mf_cuda_download(mf_device *dev, void *dst, const void *src, size_t n);
 mf_status mf_cuda_sync(mf_device *dev);
-/* transfer.cu: the device's index record for a kernel to write (4 words: set, 0-based index, size,
- * dim | caller << 8); after the launch, mf_cuda_index_launched notes that such a kernel ran (the
- * next synchronisation reads the record), and under CUDA_LAUNCH_BLOCKING=1 waits and reports a
- * bad index at once (else MF_OK). */
+/* transfer.cu: the device's index record for a kernel to write (4 words: set, index as given,
+ * size, dim | caller << 8 | base << 16); after the launch, mf_cuda_index_launched notes that such
+ * a kernel ran (the next synchronisation reads the record), and under CUDA_LAUNCH_BLOCKING=1
+ * waits and reports a bad index at once (else MF_OK). */
 unsigned long long *mf_cuda_index_record(mf_device *dev);
 mf_status mf_cuda_index_launched(mf_device *dev);
 

@@ -3,8 +3,9 @@
  *   scatter_add  out = 0; out[i.. with i_dim replaced by index[i..]] += src[i..]   (not bool)
  * Calls (ops_nn.c): GATHER in[0] = x, in[1] = index (int64, x's ndim), out has index's shape,
  * ip[1] = who asked (MF_GATHER_BY_*: the name a late error gives);
- * SCATTER_ADD in[0] = index, in[1] = src (index's shape), out zeroed here; ip[0] = dim. All
- * contiguous. index_select on the GPU is a gather (ops_index.c).
+ * SCATTER_ADD in[0] = index, in[1] = src (index's shape), out zeroed here; ip[0] = dim, ip[2] =
+ * base: the index's values count from it (0, or 1 for Lua's positions). All contiguous.
+ * index_select on the GPU is a gather (ops_index.c).
  *
  * One thread per index element. scatter_add adds with atomics (float16/bfloat16/float/double/
  * int32 natively, int64 as unsigned 64-bit two's complement, uint8 by compare-and-swap on its
@@ -20,6 +21,7 @@ typedef struct index_geom {
   int64_t ishape[MF_MAX_DIMS];  /* index (and src, out of gather) shape */
   int64_t dstride[MF_MAX_DIMS]; /* element strides of the indexed tensor (x, or scatter's out) */
   int64_t dsize;                /* its size along dim */
+  int64_t base;                 /* the index's values count from it (0 or 1) */
   int64_t who;                  /* the caller the index record names: MF_GATHER_BY_* */
 } index_geom;
 
@@ -34,12 +36,13 @@ __device__ __forceinline__ int64_t target(const index_geom &g, int64_t i, int64_
   return off;
 }
 
-/* the first bad index seen into the record (transfer.cu: set, index, size, dim | caller << 8) */
+/* the first bad index seen into the record (transfer.cu: set, index as given, size,
+ * dim | caller << 8 | base << 16) */
 __device__ __forceinline__ void report(unsigned long long *rec, const index_geom &g, int64_t v) {
   if (atomicCAS(rec, 0ull, 1ull) == 0ull) {
     rec[1] = (unsigned long long)v;
     rec[2] = (unsigned long long)g.dsize;
-    rec[3] = (unsigned long long)(g.dim | g.who << 8);
+    rec[3] = (unsigned long long)(g.dim | g.who << 8 | g.base << 16);
   }
 }
 
@@ -48,12 +51,12 @@ __global__ void gather_kernel(W *out, const W *x, const int64_t *index, index_ge
                               unsigned long long *bad) {
   MF_GRID_LOOP(i, n) {
     int64_t v = index[i];
-    if (v < 0 || v >= g.dsize) {
+    if (v < g.base || v - g.base >= g.dsize) { /* v - base: no overflow once v >= base */
       report(bad, g, v);
       out[i] = W(0);
       continue;
     }
-    out[i] = x[target(g, i, v)];
+    out[i] = x[target(g, i, v - g.base)];
   }
 }
 
@@ -78,11 +81,11 @@ __global__ void scatter_add_kernel(T *out, const T *src, const int64_t *index, i
                                    int64_t n, unsigned long long *bad) {
   MF_GRID_LOOP(i, n) {
     int64_t v = index[i];
-    if (v < 0 || v >= g.dsize) {
+    if (v < g.base || v - g.base >= g.dsize) {
       report(bad, g, v);
       continue;
     }
-    atomic_add(out + target(g, i, v), src[i]);
+    atomic_add(out + target(g, i, v - g.base), src[i]);
   }
 }
 
@@ -133,6 +136,7 @@ mf_status mf_cuda_gather(mf_device *dev, const mf_call *c) {
     st *= data->shape[d];
   }
   g.dsize = data->shape[g.dim];
+  g.base = c->ip[2];
   g.who = scatter ? (int64_t)MF_GATHER_BY_SCATTER_ADD : c->ip[1];
   int64_t n = mf_numel(index);
 

@@ -13,8 +13,9 @@
  *
  * Index errors. GATHER and SCATTER_ADD check each index on the GPU as they run (gather.cu). An
  * out-of-range index is never followed; the first one is recorded in the device's index record
- * (4 words of device memory: [0] set, [1] the 0-based index, [2] the size of the indexed
- * dimension, [3] the dimension | the caller << 8, the caller being who asked: MF_GATHER_BY_*),
+ * (4 words of device memory: [0] set, [1] the index as given, [2] the size of the indexed
+ * dimension, [3] the dimension | the caller << 8 | the index's base << 16, the caller being who
+ * asked: MF_GATHER_BY_*, the base what the index's values count from: 0, or 1 for Lua's),
  * and the call returns without waiting (mf_cuda_index_launched notes that it ran). The next
  * synchronisation of the device (a download, mf.cuda.synchronize) reads the record when such a call
  * ran since the last one and fails with MF_ERR_INDEX naming the call, the 1-based index and the
@@ -151,16 +152,16 @@ static mf_status read_record(mf_device *dev, mf_cuda_xfer *x, bool at_call) {
   MF_TRY(mf_cuda_check(dev, cudaMemsetAsync(x->record, 0, sizeof r, s), "synchronize"));
   long long v = (long long)r[1], size = (long long)r[2];
   int dim = (int)(r[3] & 0xff) + 1;
-  unsigned who = (unsigned)(r[3] >> 8);
+  unsigned who = (unsigned)(r[3] >> 8 & 0xff), base = (unsigned)(r[3] >> 16 & 0xff);
   const char *name = who < sizeof callers / sizeof *callers ? callers[who] : "gather";
-  if (at_call) /* the op's own message, as the CPU's: 0-based (its callers word it for Lua) */
+  if (at_call) /* the op's own message, as the CPU's: as given (its callers word it for Lua) */
     return mf_fail(MF_ERR_INDEX, "%s: index %lld is out of range for dimension %d of size %lld",
                    who == MF_GATHER_BY_SCATTER_ADD ? "scatter_add" : "gather", v, dim, size);
   return mf_fail(MF_ERR_INDEX,
                  "%s: index %lld is out of range 1..%lld for dimension %d (found by %s running an "
                  "earlier call: the GPU checks indices as it runs and reports a bad one at the "
                  "next synchronisation; CUDA_LAUNCH_BLOCKING=1 reports it at the call)",
-                 name, (long long)((unsigned long long)v + 1), size, dim, dev->name);
+                 name, (long long)((unsigned long long)v - base + 1), size, dim, dev->name);
 }
 
 /* Waits for the device's queue, then reads the index record (at_call: as read_record says). */

@@ -398,6 +398,12 @@ mf_status mf_gather(const mf_tensor *x, int dim, const mf_tensor *index, mf_tens
 /* A zero tensor of `shape` with src added at index along dim (the backward of gather). */
 mf_status mf_scatter_add(int ndim, const int64_t *shape, int dim, const mf_tensor *index,
                          const mf_tensor *src, mf_tensor **out);
+/* The same with the index's values counted from base (0 or 1: Lua's 1-based positions, read as
+ * they are rather than through a shifted copy); an error names a bad index as given. */
+mf_status mf_gather_from(const mf_tensor *x, int dim, const mf_tensor *index, int64_t base,
+                         mf_tensor **out);
+mf_status mf_scatter_add_from(int ndim, const int64_t *shape, int dim, const mf_tensor *index,
+                              int64_t base, const mf_tensor *src, mf_tensor **out);
 /* A mask of x's shape and dtype: 0 with probability p, else 1/(1-p) (Philox, like mf_rand). */
 mf_status mf_dropout_mask(const mf_tensor *x, double p, mf_tensor **mask);
 

@@ -676,12 +676,21 @@ typedef struct gather_arg {
   int dim;
   const mf_tensor *index; /* on the device of the data: set per side by gather_fn */
   const mf_tensor *gindex;
+  int64_t base; /* what the index's values count from */
 } gather_arg;
 
 static mf_status gather_fn(mf_tensor *const *in, const void *arg, mf_tensor **out) {
   const gather_arg *a = arg;
   bool on_gpu_side = mf_device_kind(mf_tensor_device(in[0])) == MF_DEV_CUDA;
-  return mf_gather(in[0], a->dim, on_gpu_side ? a->gindex : a->index, out);
+  return mf_gather_from(in[0], a->dim, on_gpu_side ? a->gindex : a->index, a->base, out);
+}
+
+/* t + 1 (int64): an index counted from 1 */
+static mf_tensor *plus_one(const mf_tensor *t) {
+  mf_tensor *one = NULL, *r = NULL;
+  if (mf_scalar(1, MF_I64, true, mf_tensor_device(t), &one) || mf_add(t, one, &r)) r = NULL;
+  mf_release(one);
+  return r;
 }
 
 static void test_gather(void) {
@@ -694,12 +703,30 @@ static void test_gather(void) {
     for (int k = 0; k < 6; k++) {
       mf_dtype dt = dts[k];
       mf_tensor *x = make(3, xs, dt, V_REAL);
-      gather_arg a = {dim, idx, gidx};
+      gather_arg a = {dim, idx, gidx, 0};
       bool diff[1] = {mf_dtype_is_float(dt)};
       char what[120];
       snprintf(what, sizeof what, "gather %s dim %d (backward: scatter_add)", mf_dtype_name(dt),
                dim + 1);
       parity(what, gather_fn, &a, 1, &x, diff, (tol){0, 0, 1e-5, 1e-6});
+      if (k == 0) { /* the same positions counted from 1, as Lua's */
+        mf_tensor *idx1 = plus_one(idx), *gidx1 = plus_one(gidx);
+        gather_arg a1 = {dim, idx1, gidx1, 1};
+        snprintf(what, sizeof what, "gather %s dim %d, index from 1 (backward: scatter_add)",
+                 mf_dtype_name(dt), dim + 1);
+        parity(what, gather_fn, &a1, 1, &x, diff, (tol){0, 0, 1e-5, 1e-6});
+        mf_tensor *src = make(3, is, dt, V_REAL), *gsrc = on_gpu(src), *og = NULL, *og1 = NULL;
+        CHECK_OK(mf_scatter_add(3, xs, dim, gidx, gsrc, &og));
+        CHECK_OK(mf_scatter_add_from(3, xs, dim, gidx1, 1, gsrc, &og1));
+        snprintf(what, sizeof what, "scatter_add %s dim %d, index from 1 = from 0",
+                 mf_dtype_name(dt), dim + 1);
+        bool ok = same(what, og, og1, 1e-6, 1e-6); /* atomics: any order */
+        CHECK(ok);
+        printf("  %-72s %s\n", what, ok ? "ok" : "FAILED");
+        cases_run++;
+        mf_tensor *all[6] = {idx1, gidx1, src, gsrc, og, og1};
+        for (int j = 0; j < 6; j++) mf_release(all[j]);
+      }
       mf_release(x);
       /* scatter_add directly, integer dtypes included */
       if (dt != MF_BOOL) {
@@ -742,6 +769,21 @@ static void test_gather(void) {
     CHECK_OK(mf_reduce(MF_OP_SUM, o2, MF_ALL_DIMS, false, &sum));
     CHECK_FAILS(mf_item(sum, &v), MF_ERR_INDEX, "scatter_add: index 9 is out of range 1..5");
   }
+  /* counted from 1, a 0 is out of range and named as given */
+  mf_tensor *zero = NULL, *gz = NULL, *o3 = NULL;
+  int64_t zs[2] = {3, 1};
+  CHECK_OK(mf_zeros(2, zs, MF_I64, NULL, &zero));
+  gz = on_gpu(zero);
+  if (test_kind == MF_DEV_CPU) {
+    CHECK_FAILS(mf_gather_from(gx, 1, gz, 1, &o3), MF_ERR_INDEX, "gather: index 0 is out of range");
+  } else {
+    CHECK_OK(mf_gather_from(gx, 1, gz, 1, &o3));
+    CHECK_FAILS(mf_device_synchronize(gpu), MF_ERR_INDEX,
+                "gather: index 0 is out of range 1..5 for dimension 2 (found by cuda:0");
+  }
+  mf_release(zero);
+  mf_release(gz);
+  mf_release(o3);
   CHECK_OK(mf_unary(MF_OP_NEG, gx, &ok));
   CHECK_OK(mf_device_synchronize(gpu));
   mf_tensor *all[4] = {o, o2, sum, ok};

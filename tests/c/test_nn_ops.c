@@ -1104,6 +1104,27 @@ static void test_gather_scatter(void) {
               "gather: index 5x1 is larger than input 4x5 in dimension 1");
   CHECK_FAILS(mf_scatter_add(2, xs, 1, ibig, src, &r), MF_ERR_SHAPE,
               "scatter_add: index 5x1 is larger");
+  /* indices counted from 1 (Lua's): the same results, errors naming the index as given */
+  double iv1[4] = {5, 1, 3, 3}, bad1[4] = {1, 0, 1, 1};
+  mf_tensor *ix1 = make(2, is, MF_I64, iv1), *ib1 = make(2, is, MF_I64, bad1), *il1 = NULL;
+  int64_t lowv[4] = {1, INT64_MIN, 1, 1}; /* its distance from the base overflows int64 */
+  CHECK_OK(mf_from_host(2, is, MF_I64, lowv, NULL, &il1));
+  CHECK_OK(mf_gather_from(x, 1, ix1, 1, &r));
+  check_tensor("gather, index from 1", r, 2, is, want, 0, 0);
+  DROP(r);
+  CHECK_OK(mf_scatter_add_from(2, xs, 1, ix1, 1, src, &r));
+  check_tensor("scatter_add, index from 1", r, 2, xs, want_s, 0, 0);
+  DROP(r);
+  CHECK_FAILS(mf_gather_from(x, 1, ib1, 1, &r), MF_ERR_INDEX,
+              "gather: index 0 is out of range for dimension 2 of size 5");
+  CHECK_FAILS(mf_scatter_add_from(2, xs, 1, il1, 1, src, &r), MF_ERR_INDEX,
+              "scatter_add: index -9223372036854775808 is out of range");
+  CHECK_FAILS(mf_gather_from(x, 1, ix1, 2, &r), MF_ERR_ARG,
+              "gather: indices count from 0 or 1, not 2");
+  CHECK_FAILS(mf_scatter_add_from(2, xs, 1, ix1, -1, src, &r), MF_ERR_ARG,
+              "scatter_add: indices count from 0 or 1, not -1");
+  CHECK(r == NULL);
+  mf_release(ix1), mf_release(ib1), mf_release(il1);
   mf_release(x), mf_release(ix), mf_release(src), mf_release(srcb), mf_release(ib);
   mf_release(ineg), mf_release(i32), mf_release(i1), mf_release(ibig);
 }

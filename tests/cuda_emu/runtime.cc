@@ -291,7 +291,9 @@ EXPORT cudaError_t cudaMalloc(void **p, size_t bytes) {
   allocations[(uintptr_t)q] = allocation{bytes, d};
   used[d] += bytes;
   *p = q;
-  mf_emu::count(mf_emu::C_MALLOC);
+  char what[32];
+  snprintf(what, sizeof what, "%zu bytes", bytes);
+  mf_emu::count(mf_emu::C_MALLOC, what);
   return cudaSuccess;
 }
 
