@@ -5,7 +5,9 @@
 # (tests/cuda_emu, MOONFLOW_CUDA_EMU_STATS=1) as the difference between runs of A and B steps
 # after the same warm-up, divided by B - A. The emulator does no device work while counting
 # (MOONFLOW_CUDA_EMU_NOEXEC=1: the calls, checks and counts are the same, and the flags the host
-# reads are still cleared), so the warm-up can be long enough for the caching allocator to settle.
+# reads are still cleared), so the warm-up can be long enough for the caching allocator to settle
+# (3000 steps: the first full collection that the count of dead small tensors brings comes after
+# about 2000, bindings/lmf.c; until then a step makes a new 512-byte block every other step).
 # The counts are what a GPU run issues (cuBLAS and cuDNN launch more inside their calls). Also moonflow's own host time per step, with the emulator doing
 # no device work (MOONFLOW_CUDA_EMU_NOEXEC=1). Prints the bench/RESULTS.md section "gpu-counts":
 #   bench/gpu_counts.sh [EMU_BUILD_DIR] | python3 bench/section.py bench/RESULTS.md gpu-counts
@@ -18,7 +20,7 @@ if [[ ! -x $dir/moonflow || ! -f $dir/libmoonflow_cuda.so ]]; then
   cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMOONFLOW_CUDA=EMU >/dev/null
   ninja -C "$dir" moonflow moonflow_cuda >/dev/null
 fi
-a=10 b=40 warm=30
+a=10 b=40 warm=3000
 counts() { # steps, upload -> the emulator's totals line, as numbers
   MOONFLOW_CUDA_EMU_NOEXEC=1 MOONFLOW_CUDA_EMU_STATS=1 "$dir/moonflow" tests/gpu/bench.lua \
     --size 64 --reps 1 --warmup $warm --upload "$2" \
@@ -84,7 +86,9 @@ echo "were copied once more each step (2 copies, 12.9 MB) because the transpose 
 echo "them still held their storage when the weights took them; autograd now lets go of a node's"
 echo "incoming gradient as soon as its rule has run."
 echo "The memsets: scatter_add's zeroed output and max pooling's two zeroed input gradients. The"
-echo "caching allocator reuses every block once the shapes repeat, but for one 512-byte block every"
-echo "other step: the loss the benchmark keeps from one step to the next can outlive two young"
-echo "collections, grow old, and then wait for a full collection (which comes when such old garbage"
-echo "passes 16 MiB), so its block is not back in the cache meanwhile."
+echo "caching allocator reuses every block once the shapes repeat. (Until the Lua bindings also"
+echo "counted live storages, a 512-byte block was new every other step: the loss a loop keeps from"
+echo "one step to the next outlives two young collections, grows old, and then waits for a full"
+echo "collection, which the bytes alone brought only once such garbage passed 16 MiB, 32768"
+echo "cudaMalloc calls later. Now 1024 more live storages than the last full collection left bring"
+echo "one: about 2000 steps, after which the blocks it freed serve the later losses.)"

@@ -21,29 +21,37 @@
  * mode dead tensors that had grown old, in incremental mode (an embedder's choice, where one step
  * frees little) nearly always.
  *
+ * The number of live storages counts the same way (by a quarter, and at least 1024): small
+ * tensors barely move the bytes, yet each holds a block (512 bytes at least on a GPU). A loop's
+ * `loss`, kept from one step to the next, outlives two young collections, grows old and then
+ * waits for a full one; without the count, a new block a step or two until 16 MiB of them had
+ * piled up, each a cudaMalloc on a GPU.
+ *
  * A device whose memory runs tight (an allocation failed, or a GPU nearly full: see
  * mf_memory_pressure_take) asks for a full collection at once, whatever the growth: near the limit
  * even a small share of dead tensors can make an op fail. */
 #define MIB16 ((size_t)16 << 20)
 
 static size_t grown(size_t base) { return base + (base / 4 > MIB16 ? base / 4 : MIB16); }
+static size_t grown_count(size_t n) { return n + (n / 4 > 1024 ? n / 4 : 1024); }
 
 static void collect_if_needed(lua_State *L) {
-  static size_t threshold = MIB16, after_full = 0;
+  static size_t threshold = MIB16, after_full = 0, count_threshold = 1024, count_after_full = 0;
   if (mf_memory_pressure_take()) {
     lua_gc(L, LUA_GCCOLLECT);
-    after_full = mf_storage_bytes();
-    threshold = grown(after_full);
+    after_full = mf_storage_bytes(), count_after_full = mf_storage_count();
+    threshold = grown(after_full), count_threshold = grown_count(count_after_full);
     return;
   }
-  if (mf_storage_bytes() < threshold) return;
+  if (mf_storage_bytes() < threshold && mf_storage_count() < count_threshold) return;
   lua_gc(L, LUA_GCSTEP, 0);
-  size_t live = mf_storage_bytes();
-  if (live > grown(after_full)) {
+  size_t live = mf_storage_bytes(), n = mf_storage_count();
+  if (live > grown(after_full) || n > grown_count(count_after_full)) {
     lua_gc(L, LUA_GCCOLLECT);
     live = after_full = mf_storage_bytes();
+    n = count_after_full = mf_storage_count();
   }
-  threshold = grown(live);
+  threshold = grown(live), count_threshold = grown_count(n);
 }
 
 mf_tensor **lmf_newslot(lua_State *L) {

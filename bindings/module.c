@@ -27,6 +27,13 @@ static int m_storage_bytes(lua_State *L) {
   return 1;
 }
 
+/* mf.storage_count(): how many tensor storages are live (tensors Lua has not collected yet
+ * included; views share one). */
+static int m_storage_count(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)mf_storage_count());
+  return 1;
+}
+
 /* mf.clock(): monotonic wall time in seconds (for timing, not dates). */
 static int m_clock(lua_State *L) {
   struct timespec ts;
@@ -98,6 +105,7 @@ static const luaL_Reg funcs[] = {
     {"get_num_threads", m_get_num_threads},
     {"clock", m_clock},
     {"storage_bytes", m_storage_bytes},
+    {"storage_count", m_storage_count},
     {"blas_info", m_blas_info},
     {"list_devices", m_list_devices},
     {"_set_default_device", m_set_default_device},

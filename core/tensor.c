@@ -10,9 +10,10 @@
 
 /* ---- storage ------------------------------------------------------------------------------ */
 
-static size_t live_bytes;
+static size_t live_bytes, live_count;
 
 size_t mf_storage_bytes(void) { return __atomic_load_n(&live_bytes, __ATOMIC_RELAXED); }
+size_t mf_storage_count(void) { return __atomic_load_n(&live_count, __ATOMIC_RELAXED); }
 
 static int pressure;
 void mf_memory_pressure(void) { __atomic_store_n(&pressure, 1, __ATOMIC_RELAXED); }
@@ -34,6 +35,7 @@ static mf_status storage_new(mf_device *dev, size_t nbytes, mf_storage **out) {
   s->device = dev;
   s->nbytes = nbytes;
   __atomic_add_fetch(&live_bytes, nbytes, __ATOMIC_RELAXED);
+  __atomic_add_fetch(&live_count, 1, __ATOMIC_RELAXED);
   *out = s;
   return MF_OK;
 }
@@ -42,6 +44,7 @@ static void storage_release(mf_storage *s) {
   if (s && __atomic_sub_fetch(&s->refcount, 1, __ATOMIC_ACQ_REL) == 0) {
     s->device->i.free(s->device, s->data, s->nbytes);
     __atomic_sub_fetch(&live_bytes, s->nbytes, __ATOMIC_RELAXED);
+    __atomic_sub_fetch(&live_count, 1, __ATOMIC_RELAXED);
     free(s);
   }
 }

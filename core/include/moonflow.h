@@ -176,6 +176,8 @@ typedef struct mf_tensor {
 
 /* Bytes held by live storages on every device (what a garbage collector should know about). */
 size_t mf_storage_bytes(void);
+/* How many live storages there are (each holds at least a small block of its device). */
+size_t mf_storage_count(void);
 /* Whether a device's memory has run tight since the last call (an allocation failed, or a GPU's
  * blocks passed 7/8 of its limit, or another 1/16 of it since): a garbage collector holding dead
  * tensors should collect them all now. Reading clears it. */

@@ -40,6 +40,28 @@ describe("tensors dropped by a loop", function()
     end)
   end
 
+  it("that are small and grew old (a loop's kept loss) are collected too: their count stays bounded", function()
+    -- each iteration makes three 16 MiB temporaries (a young collection each) and keeps a scalar
+    -- until the next one, so every scalar outlives two young collections and grows old: dead, it
+    -- waits for a full collection, which the bytes (8 each) would not bring for 2 million
+    -- iterations. The count of live storages brings one after about 1024.
+    local was = collectgarbage("generational")
+    collectgarbage()
+    collectgarbage()
+    local base, peak, keep = mf.storage_count(), 0, nil
+    local ok, err = pcall(function()
+      for i = 1, 4000 do
+        for _ = 1, 3 do local _ = mf.empty { 4, 2 ^ 20 } end
+        keep = mf.full({}, i)
+        peak = math.max(peak, mf.storage_count() - base)
+      end
+    end)
+    collectgarbage(was)
+    assert(ok, err)
+    assert.equal(4000, keep:item())
+    assert.is_true(peak >= 2 and peak < 1500, ("%d storages above the start"):format(peak))
+  end)
+
   it("are all freed by a full collection", function()
     collectgarbage()
     collectgarbage()
