@@ -154,26 +154,6 @@ static int c_versions(lua_State *L) {
   return 1;
 }
 
-/* mf.cuda.get_device_properties([i]) -> {name =, total_memory =, major =, minor =}, as PyTorch's */
-static int c_get_device_properties(lua_State *L) {
-  int i = gpu_arg(L, 1, "get_device_properties");
-  char name[256];
-  size_t bytes = 0;
-  int major = 0, minor = 0;
-  mf_status s = mf_cuda_device_info(i, name, sizeof name, &bytes, &major, &minor);
-  if (s != MF_OK) return lmf_error(L, s);
-  lua_createtable(L, 0, 4);
-  lua_pushstring(L, name);
-  lua_setfield(L, -2, "name");
-  lua_pushinteger(L, (lua_Integer)bytes);
-  lua_setfield(L, -2, "total_memory");
-  lua_pushinteger(L, major);
-  lua_setfield(L, -2, "major");
-  lua_pushinteger(L, minor);
-  lua_setfield(L, -2, "minor");
-  return 1;
-}
-
 static int c_is_available(lua_State *L) {
   lua_pushboolean(L, mf_cuda_device_count() > 0);
   return 1;
@@ -212,27 +192,47 @@ static int c_mem_get_info(lua_State *L) {
   return 2;
 }
 
-/* mf.cuda.get_device_name([i]) -> "NVIDIA H100 80GB HBM3"; get_device_capability([i]) -> major,
- * minor. */
-static int device_info(lua_State *L, const char *fname, char *name, size_t n, int *major,
-                       int *minor) {
-  size_t bytes = 0;
-  mf_status s = mf_cuda_device_info(gpu_arg(L, 1, fname), name, n, &bytes, major, minor);
-  return s == MF_OK ? 0 : lmf_error(L, s);
+/* GPU arg 1's properties (fname: for messages), or a Lua error */
+static void device_info(lua_State *L, const char *fname, char *name, size_t n, size_t *bytes,
+                        int *major, int *minor) {
+  mf_status s = mf_cuda_device_info(gpu_arg(L, 1, fname), name, n, bytes, major, minor);
+  if (s != MF_OK) lmf_error(L, s);
 }
 
+/* mf.cuda.get_device_properties([i]) -> {name =, total_memory =, major =, minor =}, as PyTorch's */
+static int c_get_device_properties(lua_State *L) {
+  char name[256];
+  size_t bytes;
+  int major, minor;
+  device_info(L, "get_device_properties", name, sizeof name, &bytes, &major, &minor);
+  lua_createtable(L, 0, 4);
+  lua_pushstring(L, name);
+  lua_setfield(L, -2, "name");
+  lua_pushinteger(L, (lua_Integer)bytes);
+  lua_setfield(L, -2, "total_memory");
+  lua_pushinteger(L, major);
+  lua_setfield(L, -2, "major");
+  lua_pushinteger(L, minor);
+  lua_setfield(L, -2, "minor");
+  return 1;
+}
+
+/* mf.cuda.get_device_name([i]) -> "NVIDIA H100 80GB HBM3"; get_device_capability([i]) -> major,
+ * minor. */
 static int c_get_device_name(lua_State *L) {
   char name[256];
+  size_t bytes;
   int major, minor;
-  device_info(L, "get_device_name", name, sizeof name, &major, &minor);
+  device_info(L, "get_device_name", name, sizeof name, &bytes, &major, &minor);
   lua_pushstring(L, name);
   return 1;
 }
 
 static int c_get_device_capability(lua_State *L) {
   char name[256];
+  size_t bytes;
   int major, minor;
-  device_info(L, "get_device_capability", name, sizeof name, &major, &minor);
+  device_info(L, "get_device_capability", name, sizeof name, &bytes, &major, &minor);
   lua_pushinteger(L, major);
   lua_pushinteger(L, minor);
   return 2;
