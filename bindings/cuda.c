@@ -238,6 +238,14 @@ static int c_get_device_capability(lua_State *L) {
   return 2;
 }
 
+/* mf.cuda.manual_seed(seed), manual_seed_all(seed): mf.manual_seed. One Philox generator serves
+ * every device (a seed gives the same random tensors and dropout masks on the CPU and each GPU),
+ * so seeding "the GPUs" seeds it. */
+static int c_manual_seed(lua_State *L) {
+  mf_manual_seed((uint64_t)luaL_checkinteger(L, 1));
+  return 0;
+}
+
 /* ---- mf.cuda.Event ------------------------------------------------------------------------ */
 
 #define EVENT "moonflow.cuda.Event"
@@ -354,6 +362,8 @@ static const luaL_Reg cuda[] = {
     {"reset_peak_memory_stats", c_reset_peak_memory_stats},
     {"mem_get_info", c_mem_get_info},
     {"Event", c_event},
+    {"manual_seed", c_manual_seed},
+    {"manual_seed_all", c_manual_seed},
     {NULL, NULL},
 };
 

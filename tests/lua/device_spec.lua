@@ -466,6 +466,14 @@ describe("mf.cuda and mf.list_devices", function()
       assert.equal(p.name, mf.cuda.get_device_name(i))
       assert.same({ p.major, p.minor }, { mf.cuda.get_device_capability("cuda:" .. i) })
     end
+    -- PyTorch's seeding names: the one generator of every device
+    mf.cuda.manual_seed(7)
+    local a = mf.rand { 5 }
+    mf.cuda.manual_seed_all(7)
+    assert.same(a:totable(), mf.rand({ 5 }):totable())
+    mf.manual_seed(7)
+    assert.same(a:totable(), mf.rand({ 5 }):totable())
+    H.err(function() mf.cuda.manual_seed("x") end, "number expected")
     H.err(function() mf.cuda.get_device_name(n) end, "cuda:" .. n)
     H.err(function() mf.cuda.get_device_capability(-1) end, "bad GPU index -1")
   end)
