@@ -54,11 +54,14 @@ static void collect_if_needed(lua_State *L) {
   threshold = grown(live), count_threshold = grown_count(n);
 }
 
+const char lmf_key_tensor[1], lmf_key_methods[1], lmf_key_getters[1];
+
 mf_tensor **lmf_newslot(lua_State *L) {
   collect_if_needed(L);
   mf_tensor **p = (mf_tensor **)lua_newuserdatauv(L, sizeof(mf_tensor *), 1);
   *p = NULL; /* closed: __gc is safe whatever happens next */
-  luaL_setmetatable(L, LMF_TENSOR);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, lmf_key_tensor);
+  lua_setmetatable(L, -2);
   return p;
 }
 
@@ -78,14 +81,30 @@ void lmf_push(lua_State *L, mf_tensor *t) {
   *p = t;
 }
 
+/* luaL_testudata, with the metatable read by address */
+mf_tensor **lmf_testslot(lua_State *L, int idx) {
+  void *p = lua_touserdata(L, idx);
+  if (!p || !lua_getmetatable(L, idx)) return NULL;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, lmf_key_tensor);
+  bool same = lua_rawequal(L, -1, -2);
+  lua_pop(L, 2);
+  return same ? (mf_tensor **)p : NULL;
+}
+
+mf_tensor **lmf_checkslot(lua_State *L, int idx) {
+  mf_tensor **p = lmf_testslot(L, idx);
+  if (!p) luaL_typeerror(L, idx, LMF_TENSOR); /* luaL_checkudata's message */
+  return p;
+}
+
 mf_tensor *lmf_check(lua_State *L, int idx) {
-  mf_tensor **p = (mf_tensor **)luaL_checkudata(L, idx, LMF_TENSOR);
+  mf_tensor **p = lmf_checkslot(L, idx);
   if (*p == NULL) luaL_error(L, "tensor is closed");
   return *p;
 }
 
 mf_tensor *lmf_test(lua_State *L, int idx) {
-  mf_tensor **p = (mf_tensor **)luaL_testudata(L, idx, LMF_TENSOR);
+  mf_tensor **p = lmf_testslot(L, idx);
   if (p == NULL) return NULL;
   if (*p == NULL) luaL_error(L, "tensor is closed");
   return *p;

@@ -30,6 +30,9 @@
 #define LMF_GETTERS "moonflow.getters" /* registry: field getters, name -> function(t) */
 #define LMF_SETTERS "moonflow.setters" /* registry: field setters, name -> function(t, v) */
 #define LMF_DEVICE "moonflow.device"   /* registry: default device spec of new tensors, or nil */
+/* The metatable and the methods and getters tables are also in the registry under these
+ * addresses (lua_rawgetp), which every call reads without hashing a name. */
+LMF_API extern const char lmf_key_tensor[1], lmf_key_methods[1], lmf_key_getters[1];
 
 /* ---- the userdata ----------------------------------------------------------------------- */
 
@@ -41,6 +44,10 @@ LMF_API void lmf_push(lua_State *L, mf_tensor *t);
 /* Pushes a zeroed userdata of `size` bytes with the metatable `mt` (made on first use with gc as
  * its __gc) and returns it: a C object that Lua frees, such as a buffer or a tensor list. */
 LMF_API void *lmf_newgcdata(lua_State *L, size_t size, const char *mt, lua_CFunction gc);
+/* The slot of the tensor userdata at idx (open or closed); raises a type error. */
+LMF_API mf_tensor **lmf_checkslot(lua_State *L, int idx);
+/* The slot of the tensor userdata at idx, or NULL when the value is none. */
+LMF_API mf_tensor **lmf_testslot(lua_State *L, int idx);
 /* The open tensor at idx; raises a type error, or "tensor is closed". */
 LMF_API mf_tensor *lmf_check(lua_State *L, int idx);
 /* The open tensor at idx, or NULL when the value is not a tensor userdata. */

@@ -11,14 +11,14 @@
 /* ---- life cycle -------------------------------------------------------------------------- */
 
 static int t_gc(lua_State *L) {
-  mf_tensor **p = (mf_tensor **)luaL_checkudata(L, 1, LMF_TENSOR);
+  mf_tensor **p = lmf_checkslot(L, 1);
   mf_release(*p);
   *p = NULL;
   return 0;
 }
 
 static int t_tostring(lua_State *L) {
-  mf_tensor **p = (mf_tensor **)luaL_checkudata(L, 1, LMF_TENSOR);
+  mf_tensor **p = lmf_checkslot(L, 1);
   if (*p == NULL) {
     lua_pushliteral(L, "moonflow.Tensor (closed)");
     return 1;
@@ -45,10 +45,10 @@ static int t_len(lua_State *L) {
 
 static int t_index(lua_State *L) {
   if (lua_type(L, 2) == LUA_TSTRING) {
-    lua_getfield(L, LUA_REGISTRYINDEX, LMF_METHODS);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, lmf_key_methods);
     lua_pushvalue(L, 2);
     if (lua_rawget(L, -2) != LUA_TNIL) return 1;
-    lua_getfield(L, LUA_REGISTRYINDEX, LMF_GETTERS);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, lmf_key_getters);
     lua_pushvalue(L, 2);
     if (lua_rawget(L, -2) != LUA_TNIL) {
       lua_pushvalue(L, 1);
@@ -154,14 +154,14 @@ static int t_close(lua_State *L) {
 }
 
 static int t_is_closed(lua_State *L) {
-  mf_tensor **p = (mf_tensor **)luaL_checkudata(L, 1, LMF_TENSOR);
+  mf_tensor **p = lmf_checkslot(L, 1);
   lua_pushboolean(L, *p == NULL);
   return 1;
 }
 
 /* mf.is_tensor(x) */
 static int m_is_tensor(lua_State *L) {
-  lua_pushboolean(L, luaL_testudata(L, 1, LMF_TENSOR) != NULL);
+  lua_pushboolean(L, lmf_testslot(L, 1) != NULL);
   return 1;
 }
 
@@ -196,11 +196,13 @@ static const luaL_Reg funcs[] = {
 void lmf_open_tensor(lua_State *L, int mod, int meth) {
   luaL_newmetatable(L, LMF_TENSOR);
   luaL_setfuncs(L, meta, 0);
-  lua_pop(L, 1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, lmf_key_tensor);
   lmf_setfuncs(L, meth, methods);
   lmf_setfuncs(L, mod, funcs);
   lua_pushvalue(L, meth);
   lua_setfield(L, LUA_REGISTRYINDEX, LMF_METHODS);
+  lua_pushvalue(L, meth);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, lmf_key_methods);
   lua_pushvalue(L, meth);
   lua_setfield(L, mod, "Tensor");
   lua_newtable(L);
@@ -208,6 +210,8 @@ void lmf_open_tensor(lua_State *L, int mod, int meth) {
   lua_setfield(L, -2, "grad");
   lua_pushvalue(L, -1);
   lua_setfield(L, LUA_REGISTRYINDEX, LMF_GETTERS);
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, lmf_key_getters);
   lua_setfield(L, mod, "_getters");
   lua_newtable(L);
   lua_pushvalue(L, -1);

@@ -18,13 +18,24 @@ static mf_dtype result_type(const mf_tensor *a, const mf_tensor *b) {
   return category(w->dtype) == 2 ? MF_F32 : MF_I64;
 }
 
-/* A view of x with dtype dt (a cast copy when needed) broadcast to shape. */
+/* x in dtype dt (a cast copy when needed) broadcast to shape: x itself when it already is, else
+ * a view. Not recorded: the op records itself with its own inputs. */
 static mf_status prepare(const mf_tensor *x, mf_dtype dt, int ndim, const int64_t *shape,
                          mf_tensor **out) {
+  if (x->dtype == dt && x->ndim == ndim) {
+    int d = 0;
+    while (d < ndim && x->shape[d] == shape[d]) d++;
+    if (d == ndim) {
+      *out = mf_retain((mf_tensor *)x);
+      return MF_OK;
+    }
+  }
+  bool was = mf_set_grad_enabled(false);
   mf_tensor *c = NULL;
-  if (x->dtype != dt) MF_TRY(mf_cast(x, dt, &c));
-  mf_status s = mf_expand(c ? c : x, ndim, shape, out);
+  mf_status s = x->dtype != dt ? mf_cast(x, dt, &c) : MF_OK;
+  if (!s) s = mf_expand(c ? c : x, ndim, shape, out);
   mf_release(c);
+  mf_set_grad_enabled(was);
   return s;
 }
 

@@ -192,7 +192,8 @@ mf_status mf_optim_steps(mf_op op, int n, mf_tensor *const *params, const mf_ten
   const char *name = mf_op_name(op);
   if (n < 0 || (n > 0 && (!params || !grads)))
     return mf_fail(MF_ERR_ARG, "%s: %d parameters without their lists", name, n);
-  batch b = {.calls = calloc((size_t)(n ? n : 1), sizeof(mf_call)), .n = 0};
+  mf_call few[16]; /* a model's usual parameter count: no allocation */
+  batch b = {.calls = n <= 16 ? few : malloc((size_t)n * sizeof(mf_call)), .n = 0};
   if (!b.calls) return mf_fail(MF_ERR_MEMORY, "%s: out of memory", name);
   collecting = &b;
   mf_status s = MF_OK;
@@ -201,7 +202,7 @@ mf_status mf_optim_steps(mf_op op, int n, mf_tensor *const *params, const mf_ten
   collecting = NULL;
   if (!s) s = run_batch(&b); /* only when every parameter passed its checks */
   for (int i = 0; i < b.n; i++) mf_release((mf_tensor *)b.calls[i].in[0]);
-  free(b.calls);
+  if (b.calls != few) free(b.calls);
   return s;
 }
 

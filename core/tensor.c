@@ -2,6 +2,7 @@
  * A tensor is a view (dtype, shape, strides in elements, offset) over a storage on one device;
  * views.c makes the zero-copy views. */
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,9 +52,64 @@ static void storage_release(mf_storage *s) {
 
 /* ---- tensor headers ----------------------------------------------------------------------- */
 
+/* Freed headers kept for reuse, per thread (at most HEADERS_KEPT, chained through their storage
+ * field): a training step makes and drops a hundred or more, more at a time than malloc's
+ * per-thread cache keeps of one size, and malloc's slower bins then cost more than the ops' own
+ * bookkeeping. Not under AddressSanitizer, which should see every use of a freed header. A thread
+ * that ends gives its kept headers back (a key destructor). */
+#if defined(__SANITIZE_ADDRESS__)
+#define HEADERS_KEPT 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define HEADERS_KEPT 0
+#endif
+#endif
+#ifndef HEADERS_KEPT
+#define HEADERS_KEPT 256
+#endif
+
+static _Thread_local mf_tensor *kept;
+static _Thread_local int nkept;
+static pthread_key_t kept_key;
+static pthread_once_t kept_once = PTHREAD_ONCE_INIT;
+
+static void free_kept(void *unused) {
+  (void)unused;
+  while (kept) {
+    mf_tensor *t = kept;
+    kept = (mf_tensor *)t->storage;
+    free(t);
+  }
+  nkept = 0;
+}
+static void make_kept_key(void) { pthread_key_create(&kept_key, free_kept); }
+
+static mf_tensor *header_new(void) {
+  mf_tensor *t = kept;
+  if (!t) return calloc(1, sizeof *t);
+  kept = (mf_tensor *)t->storage;
+  nkept--;
+  memset(t, 0, sizeof *t);
+  return t;
+}
+
+static void header_free(mf_tensor *t) {
+  if (nkept >= HEADERS_KEPT) {
+    free(t);
+    return;
+  }
+  if (nkept == 0 && !kept) { /* this thread's first: its destructor is to run at its end */
+    pthread_once(&kept_once, make_kept_key);
+    pthread_setspecific(kept_key, (void *)1);
+  }
+  t->storage = (mf_storage *)kept;
+  kept = t;
+  nkept++;
+}
+
 mf_tensor *mf_tensor_wrap(mf_storage *s, mf_dtype dt, int ndim, const int64_t *shape,
                           const int64_t *stride, int64_t offset) {
-  mf_tensor *t = calloc(1, sizeof *t);
+  mf_tensor *t = header_new();
   if (!t) {
     mf_fail(MF_ERR_MEMORY, "out of memory allocating a tensor header");
     return NULL;
@@ -83,7 +139,7 @@ void mf_release(mf_tensor *t) {
   mf_release(t->grad);
   if (t->grad_fn) mf_autograd_release_node(t->grad_fn);
   storage_release(t->storage);
-  free(t);
+  header_free(t);
 }
 
 /* ---- geometry ------------------------------------------------------------------------------ */
