@@ -38,6 +38,18 @@ host_ms=$(for _ in 1 2 3 4 5; do
   MOONFLOW_CUDA_EMU_NOEXEC=1 "$dir/moonflow" tests/gpu/bench.lua --size 64 --reps 1 --warmup 50 \
     --steps 2000 2>/dev/null | sed -n 's/.*"cnn_train_b50_step_ms", "value": \([0-9.e+-]*\).*/\1/p'
 done | sort -g | head -n 1 | xargs printf '%.2f')
+# the same host work as instructions per step (callgrind: the difference between 300 and 100
+# steps over 200; a count that does not swing with the machine's load), when valgrind is there
+host_ir=""
+if command -v valgrind >/dev/null; then
+  ir() {
+    MOONFLOW_CUDA_EMU_NOEXEC=1 valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+      "$dir/moonflow" tests/gpu/bench.lua --size 64 --reps 1 --warmup 20 --steps "$1" 2>&1 \
+      >/dev/null | sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
+  }
+  i1=$(ir 100) i3=$(ir 300)
+  [[ -n $i1 && -n $i3 ]] && host_ir=$(((i3 - i1) / 200))
+fi
 echo "## The tutorial CNN's training step on a GPU: what it issues (issue 6)"
 echo
 echo "Counted by the CUDA emulator (\`bench/gpu_counts.sh\`, $(date -u +%Y-%m-%d)): tests/gpu/bench.lua's"
@@ -55,6 +67,13 @@ echo
 echo "moonflow's own time on the host per step, the emulator doing no device work"
 echo "(MOONFLOW_CUDA_EMU_NOEXEC=1; Lua, autograd, the allocator, the calls' checks; best of 5 runs"
 echo "of 2000 steps, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores): **${host_ms} ms**."
+if [[ -n $host_ir ]]; then
+  echo "As instructions, which do not swing with the machine's load (callgrind, the difference"
+  echo "between 300 and 100 steps; the emulator's bookkeeping of each call included):"
+  echo "**$((host_ir / 1000))k instructions per step** (666k before the"
+  echo "elementwise ops stopped making views and autograd nodes they did not need, tensor headers"
+  echo "were kept for reuse and the bindings found the tensor metatable by address)."
+fi
 echo "On a GPU the driver's launch cost adds to it (a few microseconds per call): the host side"
 echo "bounds the step from below at roughly that, whatever the GPU's speed. (It was 0.25 ms before"
 echo "the Lua bindings collected dead tensors with young collections in generational mode instead of"
