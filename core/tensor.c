@@ -70,6 +70,7 @@ static void storage_release(mf_storage *s) {
 
 static _Thread_local mf_tensor *kept;
 static _Thread_local int nkept;
+static _Thread_local bool kept_key_set;
 static pthread_key_t kept_key;
 static pthread_once_t kept_once = PTHREAD_ONCE_INIT;
 
@@ -81,6 +82,7 @@ static void free_kept(void *unused) {
     free(t);
   }
   nkept = 0;
+  kept_key_set = false; /* a header freed by a later destructor registers again */
 }
 static void make_kept_key(void) { pthread_key_create(&kept_key, free_kept); }
 
@@ -98,9 +100,10 @@ static void header_free(mf_tensor *t) {
     free(t);
     return;
   }
-  if (nkept == 0 && !kept) { /* this thread's first: its destructor is to run at its end */
+  if (!kept_key_set) { /* this thread's first: the destructor is to run at its end */
     pthread_once(&kept_once, make_kept_key);
     pthread_setspecific(kept_key, (void *)1);
+    kept_key_set = true;
   }
   t->storage = (mf_storage *)kept;
   kept = t;
