@@ -18,6 +18,8 @@
  */
 #include "lmf.h"
 
+#include <stdio.h>
+
 /* ---- geometry options ------------------------------------------------------------------------ */
 
 /* A positive (or, with allow_zero, non-negative) integer. */
@@ -211,22 +213,13 @@ static mf_tensor *index_arg(lua_State *L, int arg, const mf_tensor *like, const 
   return *c;
 }
 
-/* After a failed gather/scatter_add: the first 1-based index outside 1..n, for the message. */
-static int index_error(lua_State *L, mf_status s, const mf_tensor *idx, int dim, int64_t n,
-                       const char *fname) {
-  if (s == MF_ERR_INDEX && idx->dtype == MF_I64 && mf_numel(idx) > 0) {
-    double lo = 0, hi = 0;
-    mf_tensor *r = NULL;
-    if (mf_reduce(MF_OP_MIN, idx, MF_ALL_DIMS, false, &r) == MF_OK) mf_item(r, &lo);
-    mf_release(r);
-    r = NULL;
-    if (mf_reduce(MF_OP_MAX, idx, MF_ALL_DIMS, false, &r) == MF_OK) mf_item(r, &hi);
-    mf_release(r);
-    double bad = lo < 1 ? lo : hi;
-    if (lo < 1 || hi > (double)n)
-      return luaL_error(L, "%s: index %I is out of range 1..%I for dimension %d", fname,
-                        (LUAI_UACINT)bad, (LUAI_UACINT)n, dim + 1);
-  }
+/* After a failed gather/scatter_add: the bad 1-based index (as the core's message gives it,
+ * exactly) against the range 1..n, for the message. */
+static int index_error(lua_State *L, mf_status s, int dim, int64_t n, const char *fname) {
+  long long bad;
+  if (s == MF_ERR_INDEX && sscanf(mf_error(), "%*s index %lld is out of range", &bad) == 1)
+    return luaL_error(L, "%s: index %I is out of range 1..%I for dimension %d", fname,
+                      (LUAI_UACINT)bad, (LUAI_UACINT)n, dim + 1);
   return lmf_error(L, s);
 }
 
@@ -239,7 +232,7 @@ static int n_gather(lua_State *L) {
   mf_tensor *idx = index_arg(L, 3, x, "gather");
   mf_tensor **slot = lmf_newslot(L);
   mf_status s = mf_gather_from(x, dim, idx, 1, slot);
-  return s ? index_error(L, s, idx, dim, x->shape[dim], "gather") : 1;
+  return s ? index_error(L, s, dim, x->shape[dim], "gather") : 1;
 }
 
 /* scatter_add(shape, dim, index, src): zeros of shape with src added at index along dim. */
@@ -253,7 +246,7 @@ static int n_scatter_add(lua_State *L) {
   mf_tensor *idx = index_arg(L, 3, src, "scatter_add");
   mf_tensor **slot = lmf_newslot(L);
   mf_status s = mf_scatter_add_from(nd, shape, dim, idx, 1, src, slot);
-  return s ? index_error(L, s, idx, dim, shape[dim], "scatter_add") : 1;
+  return s ? index_error(L, s, dim, shape[dim], "scatter_add") : 1;
 }
 
 static int n_dropout_mask(lua_State *L) {

@@ -121,11 +121,28 @@ mf_node *mf_ag_begin(const char *name, mf_backward_fn fn, int nin, const mf_tens
 
 mf_status mf_ag_save(mf_node *n, int i, const mf_tensor *t) {
   n->saved[i] = mf_retain((mf_tensor *)t);
+  if (t) n->saved_version[i] = t->storage->version;
   return MF_OK;
 }
 
 mf_status mf_ag_save_output(mf_node *n, int i, const mf_tensor *out) {
+  n->saved_version[i] = out->storage->version;
   return mf_detach(out, &n->saved[i]);
+}
+
+/* A rule computed from a saved tensor that was written in place since would give wrong
+ * gradients without a word (labels refilled, a weight stepped before the backward). */
+static mf_status check_saved(const mf_node *n) {
+  for (int i = 0; i < MF_AG_MAX_SAVED; i++) {
+    const mf_tensor *t = n->saved[i];
+    if (t && t->storage->version != n->saved_version[i])
+      return mf_fail(MF_ERR_ARG,
+                     "backward: a tensor that %s saved for its gradient was modified in place "
+                     "since (by copy_, fill_, zero_ or an optimizer step: version %u, now %u); "
+                     "modify a clone() instead, or run the backward first",
+                     n->name, n->saved_version[i], t->storage->version);
+  }
+  return MF_OK;
 }
 
 mf_status mf_ag_saved_output(mf_node *n, int i, mf_tensor **out) {
@@ -325,7 +342,8 @@ static mf_status run_node(engine *en, mf_node *n, mf_node **ready, int *nready) 
     if (en->caps[k].input->grad_fn == n) MF_TRY(accumulate(&en->caps[k].grad, n->grad));
   mf_tensor *one[4] = {NULL}, **gin = n->nin <= 4 ? one : calloc((size_t)n->nin, sizeof *gin);
   if (!gin) return mf_fail(MF_ERR_MEMORY, "backward: out of memory");
-  mf_status s = n->grad ? n->backward(n, n->grad, gin) : MF_OK; /* no gradient arrived */
+  mf_status s = n->grad ? check_saved(n) : MF_OK; /* else no gradient arrived */
+  if (!s && n->grad) s = n->backward(n, n->grad, gin);
   /* done with: a view rule's result (transpose, reshape) then holds its storage alone, so a leaf
    * takes it without a copy (a Linear layer's weight gradient) */
   MF_DROP(n->grad);

@@ -39,7 +39,8 @@ struct mf_node {
   const char *name;
   mf_backward_fn backward;
   mf_tensor *saved[MF_AG_MAX_SAVED]; /* retained; freed after a backward without retain_graph */
-  bool freed;                        /* saved tensors were freed */
+  unsigned saved_version[MF_AG_MAX_SAVED]; /* their storages' versions when saved */
+  bool freed;                              /* saved tensors were freed */
   int64_t ip[MF_MAX_DIMS];
   double p[4];
   mf_pool2d_params pool;

@@ -43,6 +43,11 @@ enum { MF_GATHER_BY_GATHER = 0, MF_GATHER_BY_INDEX_SELECT = 1, MF_GATHER_BY_SCAT
 mf_status mf_gather_as(int who, const mf_tensor *x, int dim, const mf_tensor *index, int64_t base,
                        mf_tensor **out);
 
+/* Marks t's storage as written in place (autograd's check of saved tensors: autograd.c). */
+static inline void mf_written(mf_tensor *t) {
+  if (t) t->storage->version++;
+}
+
 /* The backend interface. */
 typedef struct mf_device_i {
   /* Returns NULL (with the message set) on failure. nbytes may be 0. */

@@ -183,6 +183,7 @@ mf_status mf_to_device(const mf_tensor *x, mf_device *dev, mf_tensor **out) {
 
 mf_status mf_copy_(mf_tensor *dst, const mf_tensor *src) {
   MF_TRY(mf_ag_check_inplace("copy_", dst));
+  mf_written(dst);
   mf_tensor *moved = NULL, *expanded = NULL;
   mf_status s = MF_OK;
   if (src->storage->device != dst->storage->device) {
@@ -209,6 +210,7 @@ mf_status mf_copy_(mf_tensor *dst, const mf_tensor *src) {
 
 mf_status mf_fill_(mf_tensor *dst, double v) {
   MF_TRY(mf_ag_check_inplace("fill_", dst));
+  mf_written(dst);
   mf_call c = {.op = MF_OP_FILL, .out = dst, .p = {v}};
   return mf_dispatch(dst->storage->device, &c);
 }

@@ -129,6 +129,7 @@ mf_status mf_batch_norm(const mf_tensor *x, const mf_tensor *weight, const mf_te
     for (int k = 0; k < 2; k++) c.state[k] = run32[k] ? run32[k] : running[k];
     c.ip[0] = training;
     c.p[0] = momentum, c.p[1] = eps;
+    if (training) mf_written(running_mean), mf_written(running_var);
     s = mf_dispatch(dev, &c);
     for (int k = 0; k < 2 && !s; k++)
       if (run32[k] && training) s = mf_copy_(running[k], run32[k]);

@@ -106,6 +106,8 @@ static mf_status run(mf_op op, mf_tensor *param, const mf_tensor *grad, mf_tenso
   for (int k = 0; k < nstate; k++)
     if (state[k]) MF_TRY(check_like(name, names[k], state[k], param, true));
   if (mf_numel(param) == 0) return MF_OK;
+  mf_written(param);
+  for (int k = 0; k < nstate; k++) mf_written(state[k]);
   mf_tensor *gc = NULL;
   MF_TRY(mf_contiguous(grad, &gc));
   mf_call c = {.op = op, .out = param, .in = {gc}, .nin = 1, .params = h};

@@ -33,6 +33,7 @@ static mf_status storage_new(mf_device *dev, size_t nbytes, mf_storage **out) {
     return MF_ERR_MEMORY; /* the allocator set the message */
   }
   s->refcount = 1;
+  s->version = 0;
   s->device = dev;
   s->nbytes = nbytes;
   __atomic_add_fetch(&live_bytes, nbytes, __ATOMIC_RELAXED);
@@ -73,6 +74,8 @@ static _Thread_local int nkept;
 static _Thread_local bool kept_key_set;
 static pthread_key_t kept_key;
 static pthread_once_t kept_once = PTHREAD_ONCE_INIT;
+static bool
+    kept_key_ok; /* the key was made: without it headers are not kept (nothing frees them) */
 
 static void free_kept(void *unused) {
   (void)unused;
@@ -84,7 +87,7 @@ static void free_kept(void *unused) {
   nkept = 0;
   kept_key_set = false; /* a header freed by a later destructor registers again */
 }
-static void make_kept_key(void) { pthread_key_create(&kept_key, free_kept); }
+static void make_kept_key(void) { kept_key_ok = pthread_key_create(&kept_key, free_kept) == 0; }
 
 static mf_tensor *header_new(void) {
   mf_tensor *t = kept;
@@ -102,7 +105,10 @@ static void header_free(mf_tensor *t) {
   }
   if (!kept_key_set) { /* this thread's first: the destructor is to run at its end */
     pthread_once(&kept_once, make_kept_key);
-    pthread_setspecific(kept_key, (void *)1);
+    if (!kept_key_ok || pthread_setspecific(kept_key, (void *)1) != 0) {
+      free(t);
+      return;
+    }
     kept_key_set = true;
   }
   t->storage = (mf_storage *)kept;

@@ -24,7 +24,7 @@ extern "C" {
 }
 #endif
 
-#define MF_CUDA_ABI_VERSION 7
+#define MF_CUDA_ABI_VERSION 8
 #define MF_CUDA_LIBRARY "libmoonflow_cuda.so"
 #define MF_CUDA_ENTRY "mf_cuda_open"
 /* what both sides compare: the ABI version, then the sizes of the structs they share */

@@ -148,6 +148,8 @@ mf_status mf_cuda_event_elapsed_time(mf_cuda_event *start, mf_cuda_event *end, d
 
 typedef struct mf_storage {
   int refcount;
+  unsigned version; /* counts in-place writes (copy_, fill_, optimizer steps, running stats):
+                     * autograd refuses a backward whose saved tensors were written since */
   mf_device *device;
   void *data;
   size_t nbytes;

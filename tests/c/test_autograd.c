@@ -433,6 +433,19 @@ static void test_engine(void) {
   CHECK_OK(mf_select(x, 0, 1, &row));
   CHECK_FAILS(mf_fill_(row, 2), MF_ERR_ARG, "in place");
   mf_release(row);
+  /* a saved tensor written in place since (even with the values it had): the backward stops,
+   * naming the node */
+  mf_tensor *w, *prod, *sum;
+  CHECK_OK(mf_full(1, s2, 2, MF_F32, NULL, &w));
+  CHECK_OK(mf_mul(x, w, &prod));
+  CHECK_OK(mf_reduce(MF_OP_SUM, prod, MF_ALL_DIMS, false, &sum));
+  unsigned v0 = w->storage->version;
+  CHECK_OK(mf_fill_(w, 2)); /* the same values, but written */
+  CHECK(w->storage->version == v0 + 1);
+  CHECK_FAILS(mf_backward(sum, NULL, true), MF_ERR_ARG, "mul saved for its gradient");
+  mf_release(sum);
+  mf_release(prod);
+  mf_release(w);
   mf_tensor *iv;
   CHECK_OK(mf_ones(1, s2, MF_I64, NULL, &iv));
   CHECK_FAILS(mf_set_requires_grad(iv, true), MF_ERR_DTYPE, "floating");

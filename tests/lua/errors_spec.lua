@@ -397,6 +397,42 @@ describe("argument errors", function()
     H.equal(w.grad, {5, 5})
   end)
 
+  it("a tensor saved for the backward and then written in place stops the backward", function()
+    -- nll_loss's gather saves (a view of) the caller's labels themselves: labels refilled
+    -- before the backward gave the gradient at the new classes without a word
+    local F = mf.nn.functional
+    local x = mf.tensor({ {1, 2, 3}, {4, 5, 6} }, {dtype = "float32"}):requires_grad()
+    local labels = mf.tensor{3, 1}
+    local loss = F.nll_loss(x, labels)
+    assert.are.equal(-3.5, loss:item())
+    labels:copy_(mf.tensor{1, 2})
+    H.err(function() loss:backward() end,
+      "backward: a tensor that gather saved for its gradient was modified in place since")
+    assert.is_nil(x.grad)
+    -- unchanged (or changed only after the backward): the gradient at the saved classes
+    labels = mf.tensor{3, 1}
+    F.nll_loss(x, labels):backward()
+    labels:fill_(2)
+    H.equal(x.grad, { {0, 0, -0.5}, {-0.5, 0, 0} })
+    -- a weight stepped between a retained backward and a second one (PyTorch refuses this too)
+    local w = mf.tensor({ {1, 2}, {3, 4} }, {dtype = "float32"}):requires_grad()
+    local loss = (mf.ones{1, 2}:matmul(w)):matmul(w):sum()
+    loss:backward({retain_graph = true})
+    local opt = mf.optim.SGD({ w }, { lr = 0.1 })
+    opt:step()
+    local ok, msg = pcall(function() loss:backward() end)
+    assert.is_false(ok)
+    assert.truthy(tostring(msg):find("matmul saved for its gradient was modified in place", 1, true),
+      tostring(msg))
+    -- a tensor written in place that no node saved is fine
+    local a = mf.ones{2}:requires_grad()
+    local b = mf.ones{2}
+    local y = a + b
+    b:fill_(5)
+    y:sum():backward()
+    H.equal(a.grad, {1, 1})
+  end)
+
   it("backward brings its gradient to the tensor's dtype", function()
     local x = mf.ones({3}, {dtype = "float64"}):requires_grad()
     x:backward(mf.tensor{1, 2, 3}) -- int64

@@ -158,6 +158,15 @@ describe("loss errors", function()
     H.err(function() F.cross_entropy(x, mf.tensor { 0, 2, 1, 3 }) end,
       "class index 0 is out of range 1..10 (targets are 1-based class indices")
     H.err(function() F.nll_loss(x, mf.tensor { 1, 2, 3, 12 }) end, "nll_loss: class index 12")
+    -- the extremes exactly (they went through doubles: 2^63 - 1 read back as -2^63)
+    H.err(function() F.nll_loss(x, mf.tensor { 1, math.maxinteger, 3, 4 }) end,
+      "nll_loss: class index 9223372036854775807 is out of range 1..10")
+    H.err(function() F.nll_loss(x, mf.tensor { 1, math.mininteger, 3, 4 }) end,
+      "nll_loss: class index -9223372036854775808 is out of range 1..10")
+    H.err(function() mf._nn.gather(x, 2, mf.tensor { { 1 }, { 2 }, { 9007199254740993 }, { 3 } }) end,
+      "gather: index 9007199254740993 is out of range 1..10 for dimension 2")
+    H.err(function() mf._nn.scatter_add({ 4, 3 }, 2, mf.tensor { { 2 }, { 0 } }, mf.ones { 2, 1 }) end,
+      "scatter_add: index 0 is out of range 1..3 for dimension 2")
   end)
 
   it("wrong target shapes", function()

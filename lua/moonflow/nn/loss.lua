@@ -63,11 +63,10 @@ local function pick(logp, target, cdim, fname)
   end
   local ok, g = pcall(nnc.gather, logp, cdim, target:unsqueeze(cdim))
   if not ok then
-    local C = logp:size(cdim)
-    local lo, hi = target:min():item(), target:max():item()
-    if lo < 1 or hi > C then
-      error(("%s: class index %d is out of range 1..%d (targets are 1-based class indices: " ..
-        "MNIST digit d is class d+1)"):format(fname, lo < 1 and lo or hi, C), 3)
+    local bad = tostring(g):match("^gather: index (%-?%d+) is out of range")
+    if bad then
+      error(("%s: class index %s is out of range 1..%d (targets are 1-based class indices: " ..
+        "MNIST digit d is class d+1)"):format(fname, bad, logp:size(cdim)), 3)
     end
     error(g, 0)
   end
