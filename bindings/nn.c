@@ -9,6 +9,7 @@
  *   _nn.softmax(x, dim), _nn.log_softmax(x, dim)          -- dims 1-based, negative from the end
  *   _nn.gather(x, dim, index)                             -- index holds 1-based positions
  *   _nn.scatter_add(shape, dim, index, src)               -- likewise
+ *   _nn.cross_entropy(x, target [, eps])                  -- (N, C), 1-based (N) -> losses (N)
  *   _nn.dropout_mask(x, p)                                -- 0 with probability p, else 1/(1-p)
  *   mf.same_padding(in, k, stride) -> before, after       -- TensorFlow's "same" for one dim
  *
@@ -249,6 +250,19 @@ static int n_scatter_add(lua_State *L) {
   return s ? index_error(L, s, dim, shape[dim], "scatter_add") : 1;
 }
 
+/* cross_entropy(logits (N, C), target (N) [, label_smoothing]): the per-row losses (N), one kernel
+ * each way; a bad class index fails naming it ("class index 11 is out of range 1..10"). */
+static int n_cross_entropy(lua_State *L) {
+  mf_tensor *x = lmf_check(L, 1);
+  luaL_checkany(L, 2);
+  double eps = luaL_optnumber(L, 3, 0);
+  lua_settop(L, 3);
+  mf_tensor *t = index_arg(L, 2, x, "cross_entropy");
+  mf_tensor **slot = lmf_newslot(L);
+  mf_status s = mf_cross_entropy(x, t, 1, eps, slot);
+  return s ? lmf_error(L, s) : 1;
+}
+
 static int n_dropout_mask(lua_State *L) {
   mf_tensor *x = lmf_check(L, 1);
   double p = luaL_checknumber(L, 2);
@@ -266,6 +280,7 @@ static const luaL_Reg nn_funcs[] = {
     {"log_softmax", n_log_softmax},
     {"gather", n_gather},
     {"scatter_add", n_scatter_add},
+    {"cross_entropy", n_cross_entropy},
     {"dropout_mask", n_dropout_mask},
     {"same_padding", n_same_padding},
     {NULL, NULL},

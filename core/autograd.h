@@ -101,6 +101,8 @@ mf_status mf_ag_batch_norm(const mf_tensor *x, const mf_tensor *weight, const mf
                            double eps, mf_tensor *out);
 mf_status mf_ag_gather(const mf_tensor *x, int dim, const mf_tensor *index, int64_t base,
                        mf_tensor *out);
+mf_status mf_ag_cross_entropy(const mf_tensor *x, const mf_tensor *target, const mf_tensor *lse,
+                              int64_t base, double eps, mf_tensor *out);
 
 /* The sum of g over the dims that were broadcast to reach g's shape from (ndim, shape). */
 mf_status mf_sum_to_shape(const mf_tensor *g, int ndim, const int64_t *shape, mf_tensor **out);

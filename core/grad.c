@@ -839,6 +839,46 @@ mf_status mf_ag_gather(const mf_tensor *x, int dim, const mf_tensor *index, int6
   return MF_OK;
 }
 
+/* ---- cross-entropy ------------------------------------------------------------------------ */
+
+/* Under create_graph, dx = (softmax(x) - (1 - eps) onehot - eps / C) * g[:, None] with ops that
+ * record themselves (the one-hot a constant made by scatter_add). */
+static mf_status ce_composed(mf_node *n, const mf_tensor *g, mf_tensor **dx) {
+  const mf_tensor *x = SAVED(0), *t = SAVED(1);
+  int64_t N = n->in[0].shape[0], C = n->in[0].shape[1], col[2] = {N, 1};
+  double eps = n->p[0];
+  mf_tensor *tc = NULL, *ones = NULL, *hot = NULL, *want = NULL, *p = NULL, *d = NULL, *gc = NULL;
+  mf_status s = mf_reshape(t, 2, col, &tc);
+  if (!s) s = mf_full(2, col, 1 - eps, x->dtype, mf_tensor_device(x), &ones);
+  if (!s) s = mf_scatter_add_from(2, n->in[0].shape, 1, tc, n->ip[0], ones, &hot);
+  if (!s) s = binary_num(MF_OP_ADD, hot, eps / (double)C, &want);
+  if (!s) s = mf_softmax(x, 1, &p);
+  if (!s) s = mf_sub(p, want, &d);
+  if (!s) s = mf_reshape(g, 2, col, &gc);
+  if (!s) s = mf_mul(d, gc, dx);
+  mf_release(tc), mf_release(ones), mf_release(hot), mf_release(want);
+  mf_release(p), mf_release(d), mf_release(gc);
+  return s;
+}
+
+/* saved 0 = x, 1 = target, 2 = lse; ip[0] = base; p[0] = eps */
+static mf_status bw_cross_entropy(mf_node *n, const mf_tensor *g, mf_tensor **gin) {
+  if (mf_grad_enabled()) return ce_composed(n, g, &gin[0]);
+  return mf_cross_entropy_backward(SAVED(0), SAVED(1), SAVED(2), g, n->ip[0], n->p[0], &gin[0]);
+}
+
+mf_status mf_ag_cross_entropy(const mf_tensor *x, const mf_tensor *target, const mf_tensor *lse,
+                              int64_t base, double eps, mf_tensor *out) {
+  BEGIN("cross_entropy", bw_cross_entropy, 1, x);
+  n->ip[0] = base;
+  n->p[0] = eps;
+  mf_ag_save(n, 0, x);
+  mf_ag_save(n, 1, target);
+  mf_ag_save(n, 2, lse);
+  mf_ag_attach(n, out);
+  return MF_OK;
+}
+
 /* ---- batch normalisation ----------------------------------------------------------------- */
 
 /* Training: saved 0 = x (contiguous), 1 = weight (or NULL), 2 = save_stats (2, C); the gradients

@@ -38,7 +38,12 @@ typedef mf_status (*mf_kernel)(mf_device *dev, const mf_call *c);
 
 /* GATHER's ip[1]: who asked, for a message a backend words after the call returned (a GPU finds
  * a bad index as it runs: cuda/transfer.cu). SCATTER_ADD is its own op. */
-enum { MF_GATHER_BY_GATHER = 0, MF_GATHER_BY_INDEX_SELECT = 1, MF_GATHER_BY_SCATTER_ADD = 2 };
+enum {
+  MF_GATHER_BY_GATHER = 0,
+  MF_GATHER_BY_INDEX_SELECT = 1,
+  MF_GATHER_BY_SCATTER_ADD = 2,
+  MF_GATHER_BY_CROSS_ENTROPY = 3, /* its class indices (CROSS_ENTROPY) */
+};
 /* ops_nn.c: mf_gather_from on behalf of `who` (MF_GATHER_BY_*) */
 mf_status mf_gather_as(int who, const mf_tensor *x, int dim, const mf_tensor *index, int64_t base,
                        mf_tensor **out);

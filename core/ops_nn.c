@@ -1,6 +1,6 @@
 /* ops_nn.c — front ends of the neural-network ops: conv2d (forward, backward-input,
  * backward-weight), max/avg pooling and their backwards, softmax/log_softmax and their backwards,
- * gather, scatter_add and the dropout mask; also mf_same_padding.
+ * gather, scatter_add, the dropout mask and cross-entropy; also mf_same_padding.
  *
  * Each checks its arguments (dtypes, shapes, devices, geometry) with a message naming the op and
  * the shapes involved, makes the inputs contiguous, allocates the outputs on the input's device
@@ -20,6 +20,7 @@
  * - SCATTER_ADD: in[0] = index, in[1] = src (index's shape); out (zeroed by the kernel);
  *   ip[0] = dim, ip[2] = base.
  * - DROPOUT_MASK: out (x's shape and dtype); p[0] = drop probability; seed, offset (Philox).
+ * - CROSS_ENTROPY, CROSS_ENTROPY_BACKWARD: see mf_cross_entropy below.
  * Every tensor a kernel sees is contiguous and of one float dtype (float32 or float64; on a CUDA
  * device also float16 or bfloat16, which the GPU kernels read and write as such and compute in
  * float32, cuDNN's convolutions with a float32 compute type), except the int64 indices and
@@ -652,5 +653,99 @@ mf_status mf_dropout_mask(const mf_tensor *x, double p, mf_tensor **mask) {
   c.offset = mf_rng_draw(mf_rng_blocks(x->dtype, n), &c.seed);
   mf_status s = mf_dispatch(dev, &c);
   if (s) MF_DROP(*mask);
+  return s;
+}
+
+/* ---- cross-entropy ------------------------------------------------------------------------- */
+
+/* logits (N, C) float, target (N) int64 on one device, base 0 or 1, eps in [0, 1] */
+static mf_status ce_check(const char *op, const mf_tensor *x, const mf_tensor *target, int64_t base,
+                          double eps) {
+  char a[96], b[96];
+  MF_TRY(check_base(op, base));
+  MF_TRY(mf_same_device(op, x, target));
+  MF_TRY(need_float(op, "logits", x));
+  if (x->ndim != 2)
+    return mf_fail(MF_ERR_SHAPE, "%s: logits must be (N, C), got %s", op,
+                   mf_shape_str(x, a, sizeof a));
+  if (target->dtype != MF_I64)
+    return mf_fail(MF_ERR_DTYPE, "%s: target must be int64 class indices, got %s", op,
+                   mf_dtype_name(target->dtype));
+  if (target->ndim != 1 || target->shape[0] != x->shape[0])
+    return mf_fail(MF_ERR_SHAPE, "%s: target must have shape %lld for logits %s, got %s", op,
+                   (long long)x->shape[0], mf_shape_str(x, a, sizeof a),
+                   mf_shape_str(target, b, sizeof b));
+  if (x->shape[1] == 0 && x->shape[0] > 0)
+    return mf_fail(MF_ERR_INDEX, "%s: no classes to index (logits %s)", op,
+                   mf_shape_str(x, a, sizeof a));
+  if (!(eps >= 0 && eps <= 1))
+    return mf_fail(MF_ERR_ARG, "%s: label_smoothing must be in [0, 1], got %g", op, eps);
+  return MF_OK;
+}
+
+/* CROSS_ENTROPY: in[0] = x (N, C), in[1] = target (N); out = loss (N), out2 = lse (N);
+ * CROSS_ENTROPY_BACKWARD: in[2] = lse, in[3] = g (N, element stride ip[4]: 0 or 1); out = dx.
+ * Both: ip = {N, C, base, MF_GATHER_BY_CROSS_ENTROPY, g's stride}, p[0] = eps. */
+mf_status mf_cross_entropy(const mf_tensor *x, const mf_tensor *target, int64_t base, double eps,
+                           mf_tensor **loss) {
+  const char *op = "cross_entropy";
+  *loss = NULL;
+  MF_TRY(ce_check(op, x, target, base, eps));
+  mf_device *dev = mf_tensor_device(x);
+  int64_t N = x->shape[0];
+  mf_tensor *lse = NULL;
+  MF_TRY(mf_empty(1, &N, x->dtype, dev, &lse));
+  mf_call c = {.op = MF_OP_CROSS_ENTROPY,
+               .out2 = lse,
+               .ip = {N, x->shape[1], base, MF_GATHER_BY_CROSS_ENTROPY},
+               .p = {eps}};
+  const mf_tensor *in[2] = {x, target};
+  mf_status s = run(&c, 2, in, 1, &N, x->dtype, dev, loss);
+  if (!s) s = mf_ag_keep(mf_ag_cross_entropy(x, target, lse, base, eps, *loss), loss);
+  mf_release(lse);
+  return s;
+}
+
+mf_status mf_cross_entropy_backward(const mf_tensor *x, const mf_tensor *target,
+                                    const mf_tensor *lse, const mf_tensor *g, int64_t base,
+                                    double eps, mf_tensor **dx) {
+  const char *op = "cross_entropy_backward";
+  *dx = NULL;
+  MF_TRY(ce_check(op, x, target, base, eps));
+  const mf_tensor *v[2] = {lse, g};
+  const char *vname[2] = {"lse", "the gradient"};
+  for (int k = 0; k < 2; k++) {
+    MF_TRY(mf_same_device(op, x, v[k]));
+    MF_TRY(same_dtype(op, "logits", x, vname[k], v[k]));
+    if (v[k]->ndim != 1 || v[k]->shape[0] != x->shape[0]) {
+      char a[96];
+      return mf_fail(MF_ERR_SHAPE, "%s: %s must have shape %lld, got %s", op, vname[k],
+                     (long long)x->shape[0], mf_shape_str(v[k], a, sizeof a));
+    }
+  }
+  /* g as the mean's backward leaves it (one value broadcast) is read as it is, not copied */
+  mf_tensor *gv = NULL;
+  bool flat = g->stride[0] == 0 || g->stride[0] == 1;
+  MF_TRY(flat ? (gv = mf_retain((mf_tensor *)g), MF_OK) : mf_contiguous(g, &gv));
+  mf_call c = {.op = MF_OP_CROSS_ENTROPY_BACKWARD,
+               .ip = {x->shape[0], x->shape[1], base, MF_GATHER_BY_CROSS_ENTROPY, gv->stride[0]},
+               .p = {eps}};
+  mf_tensor *ci[3];
+  const mf_tensor *in3[3] = {x, target, lse};
+  mf_status s = contig(3, in3, ci);
+  if (s) {
+    mf_release(gv);
+    return s;
+  }
+  s = mf_empty(2, x->shape, x->dtype, mf_tensor_device(x), dx);
+  if (!s && mf_numel(*dx) > 0) {
+    c.out = *dx;
+    c.nin = 4;
+    c.in[0] = ci[0], c.in[1] = ci[1], c.in[2] = ci[2], c.in[3] = gv;
+    s = mf_dispatch(mf_tensor_device(x), &c);
+    if (s) MF_DROP(*dx);
+  }
+  release_all(3, ci);
+  mf_release(gv);
   return s;
 }

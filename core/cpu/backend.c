@@ -18,6 +18,8 @@ void mf_cpu_register_kernels(mf_kernel *k) {
   k[MF_OP_GATHER] = mf_cpu_gather;
   k[MF_OP_SCATTER_ADD] = mf_cpu_gather;
   k[MF_OP_DROPOUT_MASK] = mf_cpu_dropout_mask;
+  k[MF_OP_CROSS_ENTROPY] = mf_cpu_cross_entropy;
+  k[MF_OP_CROSS_ENTROPY_BACKWARD] = mf_cpu_cross_entropy;
   for (int op = MF_OP_SGD_STEP; op <= MF_OP_ADAGRAD_STEP; op++) k[op] = mf_cpu_optim;
   k[MF_OP_BATCH_NORM] = mf_cpu_batch_norm;
   k[MF_OP_BATCH_NORM_BACKWARD] = mf_cpu_batch_norm;

@@ -50,6 +50,8 @@ mf_status mf_cpu_softmax(mf_device *dev, const mf_call *c);
 /* gather.c: GATHER, SCATTER_ADD; DROPOUT_MASK */
 mf_status mf_cpu_gather(mf_device *dev, const mf_call *c);
 mf_status mf_cpu_dropout_mask(mf_device *dev, const mf_call *c);
+/* loss.c: CROSS_ENTROPY, CROSS_ENTROPY_BACKWARD */
+mf_status mf_cpu_cross_entropy(mf_device *dev, const mf_call *c);
 /* batchnorm.c: BATCH_NORM, BATCH_NORM_BACKWARD (layouts: ops_norm.c) */
 mf_status mf_cpu_batch_norm(mf_device *dev, const mf_call *c);
 

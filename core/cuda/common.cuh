@@ -67,6 +67,18 @@ mf_status mf_cuda_sync(mf_device *dev);
 unsigned long long *mf_cuda_index_record(mf_device *dev);
 mf_status mf_cuda_index_launched(mf_device *dev);
 
+/* A kernel's bad index v into the record, unless one is there already (size: the indexed dim's;
+ * dim 0-based; who: MF_GATHER_BY_*; base: what the indices count from). */
+__device__ __forceinline__ void mf_cuda_report_index(unsigned long long *rec, int64_t v,
+                                                     int64_t size, int64_t dim, int64_t who,
+                                                     int64_t base) {
+  if (atomicCAS(rec, 0ull, 1ull) == 0ull) {
+    rec[1] = (unsigned long long)v;
+    rec[2] = (unsigned long long)size;
+    rec[3] = (unsigned long long)(dim | who << 8 | base << 16);
+  }
+}
+
 /* A tensor's shape as text ("2x3"); mf_shape_str is not among the core functions the backend
  * imports (api.h), mf_shape_fmt is. */
 static inline const char *mf_cuda_shape(const mf_tensor *t, char *buf, size_t n) {

@@ -373,6 +373,7 @@ static void register_kernels(mf_kernel *k) {
   for (int op = MF_OP_SUM; op <= MF_OP_VAR; op++) k[op] = mf_cuda_reduce;
   k[MF_OP_MATMUL] = mf_cuda_matmul;
   for (int op = MF_OP_SOFTMAX; op <= MF_OP_LOG_SOFTMAX_BACKWARD; op++) k[op] = mf_cuda_softmax;
+  k[MF_OP_CROSS_ENTROPY] = k[MF_OP_CROSS_ENTROPY_BACKWARD] = mf_cuda_cross_entropy;
   for (int op = MF_OP_SGD_STEP; op <= MF_OP_ADAGRAD_STEP; op++) k[op] = mf_cuda_optim;
 #ifdef MF_HAVE_CUDNN
   for (int op = MF_OP_CONV2D; op <= MF_OP_CONV2D_BACKWARD_WEIGHT; op++) k[op] = mf_cuda_conv2d;

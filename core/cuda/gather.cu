@@ -36,14 +36,9 @@ __device__ __forceinline__ int64_t target(const index_geom &g, int64_t i, int64_
   return off;
 }
 
-/* the first bad index seen into the record (transfer.cu: set, index as given, size,
- * dim | caller << 8 | base << 16) */
+/* the first bad index seen into the record */
 __device__ __forceinline__ void report(unsigned long long *rec, const index_geom &g, int64_t v) {
-  if (atomicCAS(rec, 0ull, 1ull) == 0ull) {
-    rec[1] = (unsigned long long)v;
-    rec[2] = (unsigned long long)g.dsize;
-    rec[3] = (unsigned long long)(g.dim | g.who << 8 | g.base << 16);
-  }
+  mf_cuda_report_index(rec, v, g.dsize, g.dim, g.who, g.base);
 }
 
 template <class W>

@@ -41,6 +41,8 @@ mf_status mf_cuda_pool2d(mf_device *dev, const mf_call *c);
 /* gather.cu: GATHER, SCATTER_ADD */
 mf_status mf_cuda_gather(mf_device *dev, const mf_call *c);
 
+/* loss.cu: CROSS_ENTROPY, CROSS_ENTROPY_BACKWARD */
+mf_status mf_cuda_cross_entropy(mf_device *dev, const mf_call *c);
 /* softmax.cu: SOFTMAX, LOG_SOFTMAX and their backwards */
 mf_status mf_cuda_softmax(mf_device *dev, const mf_call *c);
 

@@ -6,42 +6,20 @@
  *   softmax backward       dx = y * (dy - sum(dy * y))
  *   log_softmax backward   dx = dy - exp(y) * sum(dy)
  * NaN anywhere in a slice gives NaN for the slice (the max propagates it), as on the CPU.
- * inner == 1: blocks of (tx, ry) threads, ry rows per block and tx = 32 .. 256 threads (about
- * n / 2) along each row, the max and sums merged in shared memory per row (a classifier's (50, 10)
- * logits: 7 blocks of 8 rows, not 50 blocks of 256 threads with 246 idle); inner > 1: one thread
- * per (outer, inner) column, the loads of a warp coalesced along inner.
+ * inner == 1: a group of threads per row, the max and sums merged in shared memory (rows.cuh);
+ * inner > 1: one thread per (outer, inner) column, the loads of a warp coalesced along inner.
  */
 #include <math.h>
 
 #include "cuda/kernels.h"
-
-#define STHREADS 256
-
-template <class A> __device__ __forceinline__ A nanmax(A a, A b) {
-  return (b > a || b != b) ? b : a;
-}
-
-/* reduce v over each row's blockDim.x threads (a power of two): max (is_max) or sum; every
- * thread of the block calls it */
-template <class A> __device__ A row_all(A v, bool is_max, A *sh) {
-  int t = threadIdx.x, b = threadIdx.y * blockDim.x;
-  sh[b + t] = v;
-  __syncthreads();
-  for (int h = blockDim.x / 2; h > 0; h /= 2) {
-    if (t < h) sh[b + t] = is_max ? nanmax(sh[b + t], sh[b + t + h]) : sh[b + t] + sh[b + t + h];
-    __syncthreads();
-  }
-  A r = sh[b];
-  __syncthreads();
-  return r;
-}
+#include "cuda/rows.cuh"
 
 /* T: the storage type; A (mf_acc): the type everything is computed in, float for the halves */
 template <class T>
 __global__ void softmax_rows_kernel(int op, T *out, const T *a, const T *b, int64_t outer,
                                     int64_t n) {
   using A = typename mf_acc<T>::type;
-  __shared__ A sh[STHREADS];
+  __shared__ A sh[ROW_THREADS];
   for (int64_t r0 = (int64_t)blockIdx.x * blockDim.y; r0 < outer;
        r0 += (int64_t)gridDim.x * blockDim.y) {
     /* a row past the end (the last block's) runs with n = 0: no loads, but its threads still
@@ -137,12 +115,10 @@ mf_status mf_cuda_softmax(mf_device *dev, const mf_call *c) {
     const T *a = mf_cuda_ptr<T>(c->in[0]), *b = backward ? mf_cuda_ptr<T>(c->in[1]) : nullptr;
     T *o = mf_cuda_ptr<T>(c->out);
     if (inner == 1) {
-      int tx = 32;
-      while (tx < STHREADS && tx < (n + 1) / 2) tx *= 2;
-      int ry = STHREADS / tx;
-      int64_t rb = (outer + ry - 1) / ry;
-      unsigned blocks = (unsigned)(rb < 65535 ? rb : 65535);
-      softmax_rows_kernel<T><<<blocks, dim3(tx, ry), 0, s>>>((int)op, o, a, b, outer, n);
+      dim3 threads;
+      unsigned blocks;
+      row_shape(outer, n, &threads, &blocks);
+      softmax_rows_kernel<T><<<blocks, threads, 0, s>>>((int)op, o, a, b, outer, n);
     } else {
       softmax_cols_kernel<T><<<mf_cuda_blocks(outer * inner), MF_CUDA_THREADS, 0, s>>>(
           (int)op, o, a, b, outer, n, inner);

@@ -137,7 +137,11 @@ mf_status mf_cuda_upload(mf_device *dev, void *dst, const void *src, size_t n) {
 
 /* ---- synchronisation and the index record ------------------------------------------------ */
 
-static const char *const callers[] = {"gather", "index_select", "scatter_add"};
+static const char *const callers[] = {"gather", "index_select", "scatter_add", "cross_entropy"};
+
+#define LATE                                                                                       \
+  " running an earlier call: the GPU checks indices as it runs and reports a bad one at the next " \
+  "synchronisation; CUDA_LAUNCH_BLOCKING=1 reports it at the call)"
 
 /* After the stream has drained (x locked): the index record's error, if a call set it; cleared. */
 static mf_status read_record(mf_device *dev, mf_cuda_xfer *x, bool at_call) {
@@ -154,14 +158,16 @@ static mf_status read_record(mf_device *dev, mf_cuda_xfer *x, bool at_call) {
   int dim = (int)(r[3] & 0xff) + 1;
   unsigned who = (unsigned)(r[3] >> 8 & 0xff), base = (unsigned)(r[3] >> 16 & 0xff);
   const char *name = who < sizeof callers / sizeof *callers ? callers[who] : "gather";
+  if (who == MF_GATHER_BY_CROSS_ENTROPY) /* as cpu/loss.c words it; later: which call found it */
+    return mf_fail(MF_ERR_INDEX, "cross_entropy: class index %lld is out of range %lld..%lld%s%s%s",
+                   v, (long long)base, (long long)base + size - 1, at_call ? "" : " (found by ",
+                   at_call ? "" : dev->name, at_call ? "" : LATE);
   if (at_call) /* the op's own message, as the CPU's: as given (its callers word it for Lua) */
     return mf_fail(MF_ERR_INDEX, "%s: index %lld is out of range for dimension %d of size %lld",
                    who == MF_GATHER_BY_SCATTER_ADD ? "scatter_add" : "gather", v, dim, size);
   return mf_fail(MF_ERR_INDEX,
-                 "%s: index %lld is out of range 1..%lld for dimension %d (found by %s running an "
-                 "earlier call: the GPU checks indices as it runs and reports a bad one at the "
-                 "next synchronisation; CUDA_LAUNCH_BLOCKING=1 reports it at the call)",
-                 name, (long long)((unsigned long long)v - base + 1), size, dim, dev->name);
+                 "%s: index %lld is out of range 1..%lld for dimension %d (found by %s" LATE, name,
+                 (long long)((unsigned long long)v - base + 1), size, dim, dev->name);
 }
 
 /* Waits for the device's queue, then reads the index record (at_call: as read_record says). */

@@ -306,6 +306,7 @@ mf_status mf_broadcast_shape(const char *op, int na, const int64_t *a, int nb, c
   X(SOFTMAX, "softmax") X(LOG_SOFTMAX, "log_softmax")                                          \
   X(SOFTMAX_BACKWARD, "softmax_backward") X(LOG_SOFTMAX_BACKWARD, "log_softmax_backward")       \
   X(GATHER, "gather") X(SCATTER_ADD, "scatter_add") X(DROPOUT_MASK, "dropout_mask")              \
+  X(CROSS_ENTROPY, "cross_entropy") X(CROSS_ENTROPY_BACKWARD, "cross_entropy_backward")         \
   /* fused optimizer steps (optim.c) */                                                        \
   X(SGD_STEP, "sgd_step") X(ADAM_STEP, "adam_step") X(RMSPROP_STEP, "rmsprop_step")             \
   X(ADADELTA_STEP, "adadelta_step") X(ADAGRAD_STEP, "adagrad_step")                          \
@@ -408,6 +409,19 @@ mf_status mf_gather_from(const mf_tensor *x, int dim, const mf_tensor *index, in
                          mf_tensor **out);
 mf_status mf_scatter_add_from(int ndim, const int64_t *shape, int dim, const mf_tensor *index,
                               int64_t base, const mf_tensor *src, mf_tensor **out);
+/* Cross-entropy of logits (N, C) against int64 class indices target (N) counted from base (0, or
+ * 1 for Lua's): loss (N), loss_i = lse_i - (1 - eps) x[i, t_i] - eps mean_j x[i, j] with
+ * lse_i = log sum_j exp x[i, j] and eps the label smoothing in [0, 1] (torch's cross_entropy with
+ * reduction "none"). One kernel forward and one backward (softmax minus the smoothed one-hot)
+ * where log_softmax, gather and their backwards take six. A class index outside base .. base +
+ * C - 1 fails naming it (a GPU finds it as it runs: reported at the next synchronisation). */
+mf_status mf_cross_entropy(const mf_tensor *logits, const mf_tensor *target, int64_t base,
+                           double label_smoothing, mf_tensor **loss);
+/* Its backward: dx (N, C) = g_i (exp(x[i, j] - lse_i) - (1 - eps) [j == t_i] - eps / C) for
+ * the lse (N) the forward computed and g (N) the gradient of loss. */
+mf_status mf_cross_entropy_backward(const mf_tensor *logits, const mf_tensor *target,
+                                    const mf_tensor *lse, const mf_tensor *g, int64_t base,
+                                    double label_smoothing, mf_tensor **dx);
 /* A mask of x's shape and dtype: 0 with probability p, else 1/(1-p) (Philox, like mf_rand). */
 mf_status mf_dropout_mask(const mf_tensor *x, double p, mf_tensor **mask);
 

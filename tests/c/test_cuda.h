@@ -169,17 +169,27 @@ static inline void backward_weighted(mf_tensor *oc, const mf_tensor *rc, mf_tens
 
 typedef struct xent_arg {
   const mf_tensor *labels, *glabels; /* (N, 1) int64 on the CPU and on the GPU */
+  bool fused;                        /* mf_cross_entropy, else log_softmax, gather, mean */
+  double eps;                        /* fused: the label smoothing */
 } xent_arg;
 
-/* an op_fn of the parity tests: the labels of in[0]'s side */
+/* an op_fn of the parity tests: the mean cross-entropy against the labels of in[0]'s side */
 static inline mf_status xent_fn(mf_tensor *const *in, const void *arg, mf_tensor **out) {
   const xent_arg *a = arg;
   bool g = mf_device_kind(mf_tensor_device(in[0])) == MF_DEV_CUDA;
+  const mf_tensor *lab = g ? a->glabels : a->labels;
   mf_tensor *ls = NULL, *picked = NULL, *m = NULL;
-  mf_status s = mf_log_softmax(in[0], 1, &ls);
-  if (!s) s = mf_gather(ls, 1, g ? a->glabels : a->labels, &picked);
-  if (!s) s = mf_reduce(MF_OP_MEAN, picked, MF_ALL_DIMS, false, &m);
-  if (!s) s = mf_unary(MF_OP_NEG, m, out);
+  mf_status s;
+  if (a->fused) {
+    s = mf_view(lab, 1, lab->shape, &ls); /* (N, 1) -> (N) */
+    if (!s) s = mf_cross_entropy(in[0], ls, 0, a->eps, &picked);
+    if (!s) s = mf_reduce(MF_OP_MEAN, picked, MF_ALL_DIMS, false, out);
+  } else {
+    s = mf_log_softmax(in[0], 1, &ls);
+    if (!s) s = mf_gather(ls, 1, lab, &picked);
+    if (!s) s = mf_reduce(MF_OP_MEAN, picked, MF_ALL_DIMS, false, &m);
+    if (!s) s = mf_unary(MF_OP_NEG, m, out);
+  }
   mf_release(ls);
   mf_release(picked);
   mf_release(m);

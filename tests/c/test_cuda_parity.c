@@ -839,20 +839,67 @@ static void test_index_select(void) {
  */
 
 static void test_losses(void) {
-  int64_t zs[2] = {50, 10}, ls[2] = {50, 1};
-  for (int dd = 0; dd < 2; dd++) {
-    mf_dtype dt = dd ? MF_F64 : MF_F32;
-    mf_tensor *z = make(2, zs, dt, V_REAL), *lab = make_index(2, ls, 10, false),
-              *glab = on_gpu(lab);
-    xent_arg a = {lab, glab};
-    bool diff[1] = {true};
-    char what[64];
-    snprintf(what, sizeof what, "cross-entropy %s (log_softmax, gather, mean)", mf_dtype_name(dt));
-    parity(what, xent_fn, &a, 1, &z, diff, ftols(dt, 10));
-    mf_release(z);
-    mf_release(lab);
-    mf_release(glab);
+  /* (50, 10): the tutorial's; (7, 300): rows of many threads; composed, fused, fused smoothed */
+  int64_t shapes[2][2] = {{50, 10}, {7, 300}};
+  for (int sh = 0; sh < 2; sh++)
+    for (int dd = 0; dd < 2; dd++)
+      for (int how = 0; how < 3; how++) {
+        mf_dtype dt = dd ? MF_F64 : MF_F32;
+        int64_t *zs = shapes[sh], ls[2] = {zs[0], 1};
+        mf_tensor *z = make(2, zs, dt, V_REAL), *lab = make_index(2, ls, zs[1], false),
+                  *glab = on_gpu(lab);
+        xent_arg a = {lab, glab, how > 0, how == 2 ? 0.1 : 0};
+        bool diff[1] = {true};
+        char what[96];
+        snprintf(what, sizeof what, "cross-entropy %s %lldx%lld (%s)", mf_dtype_name(dt),
+                 (long long)zs[0], (long long)zs[1],
+                 how == 0   ? "log_softmax, gather, mean"
+                 : how == 1 ? "fused"
+                            : "fused, label smoothing 0.1");
+        parity(what, xent_fn, &a, 1, &z, diff, ftols(dt, 10));
+        if (how == 1) { /* fused = composed, on the GPU */
+          mf_tensor *gz = on_gpu(z), *o1 = NULL, *o2 = NULL;
+          xent_arg c = {lab, glab, false, 0};
+          CHECK_OK(xent_fn(&gz, &a, &o1));
+          CHECK_OK(xent_fn(&gz, &c, &o2));
+          snprintf(what, sizeof what, "cross-entropy %s %lldx%lld fused = composed",
+                   mf_dtype_name(dt), (long long)zs[0], (long long)zs[1]);
+          bool ok = same(what, o1, o2, dd ? 1e-13 : 1e-6, dd ? 1e-13 : 1e-6);
+          CHECK(ok);
+          printf("  %-72s %s\n", what, ok ? "ok" : "FAILED");
+          cases_run++;
+          mf_release(gz);
+          mf_release(o1);
+          mf_release(o2);
+        }
+        mf_release(z);
+        mf_release(lab);
+        mf_release(glab);
+      }
+  /* a class index out of range: a NaN loss and, on a GPU, the next synchronisation's report */
+  int64_t zs[2] = {3, 4}, n[1] = {3};
+  int64_t bad[3] = {1, 4, 0};
+  mf_tensor *z = make(2, zs, MF_F32, V_REAL), *gz = on_gpu(z), *t = NULL, *gt = NULL, *o = NULL;
+  CHECK_OK(mf_from_host(1, n, MF_I64, bad, mf_cpu(), &t));
+  gt = on_gpu(t);
+  if (test_kind == MF_DEV_CPU) {
+    CHECK_FAILS(mf_cross_entropy(gz, gt, 0, 0, &o), MF_ERR_INDEX,
+                "cross_entropy: class index 4 is out of range 0..3");
+  } else {
+    CHECK_OK(mf_cross_entropy(gz, gt, 0, 0, &o));
+    CHECK_FAILS(mf_device_synchronize(mf_tensor_device(gz)), MF_ERR_INDEX,
+                "cross_entropy: class index 4 is out of range 0..3 (found by cuda:0");
+    double v[3];
+    CHECK_OK(mf_to_host(o, MF_F64, v));
+    CHECK(!isnan(v[0]) && isnan(v[1]) && !isnan(v[2]));
+    MF_DROP(o);
   }
+  CHECK_FAILS(mf_cross_entropy(gz, gt, 2, 0, &o), MF_ERR_ARG, "count from 0 or 1");
+  CHECK_FAILS(mf_cross_entropy(gz, gz, 0, 0, &o), MF_ERR_DTYPE, "int64 class indices");
+  CHECK_FAILS(mf_cross_entropy(gz, gt, 0, 1.5, &o), MF_ERR_ARG, "label_smoothing");
+  mf_tensor *all[4] = {z, gz, t, gt};
+  for (int j = 0; j < 4; j++) mf_release(all[j]);
+  cases_run++;
 }
 
 /* ---- batch normalisation (cuDNN) ------------------------------------------------------------ */

@@ -72,17 +72,26 @@ describe("training on the GPU", function()
     -- for the GPU in a training step); the next synchronisation reports it, once
     local loss = F.cross_entropy(g, mf.tensor { 2, 4 }:long():cuda())
     H.err(function() return loss:item() end,
-      "gather: index 4 is out of range 1..3 for dimension 2 (found by cuda:0 running an earlier call")
+      "cross_entropy: class index 4 is out of range 1..3 (found by cuda:0 running an earlier call")
     assert.near(want, F.cross_entropy(g, labels:cuda()):item(), 1e-6) -- the GPU goes on
+    -- the same from gather (nll_loss's), the dim named
+    local picked = F.nll_loss(g, mf.tensor { 2, 4 }:long():cuda())
+    H.err(function() return picked:item() end,
+      "gather: index 4 is out of range 1..3 for dimension 2 (found by cuda:0 running an earlier call")
     H.err(function()
       g:index_select(1, mf.tensor { 1, 3 }:cuda())
       mf.cuda.synchronize()
     end, "index_select: index 3 is out of range 1..2 for dimension 1")
     mf.cuda.synchronize()
-    -- its backward (scatter_add) finds the same index: the first one found is the one reported
+    -- gather's backward (scatter_add) finds the same index: the first one found is reported
     local w = g:clone():requires_grad()
-    F.cross_entropy(w, mf.tensor { 0, 1 }:long():cuda()):backward()
+    F.nll_loss(w, mf.tensor { 0, 1 }:long():cuda()):backward()
     H.err(function() return w.grad:cpu() end, "gather: index 0 is out of range 1..3")
+    mf.cuda.synchronize()
+    -- cross_entropy's backward only compares with the index: the forward's report, once
+    w.grad = nil
+    F.cross_entropy(w, mf.tensor { 0, 1 }:long():cuda()):backward()
+    H.err(function() return w.grad:cpu() end, "cross_entropy: class index 0 is out of range 1..3")
     mf.cuda.synchronize()
   end)
 

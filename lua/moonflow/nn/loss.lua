@@ -54,23 +54,46 @@ local function shape_without(x, d)
   return #s == 0 and "scalar" or table.concat(s, "x")
 end
 
--- -logp[target] along cdim, for integer 1-based class targets (shape: logp's without cdim).
-local function pick(logp, target, cdim, fname)
-  local want = shape_without(logp, cdim)
+-- Class indices must have x's shape without its class dim cdim.
+local function check_target(x, target, cdim, fname)
+  local want = shape_without(x, cdim)
   if shape_str(target) ~= want then
     error(("%s: class indices must have shape %s for input %s, got %s"):format(fname, want,
-      shape_str(logp), shape_str(target)), 3)
+      shape_str(x), shape_str(target)), 4)
   end
+end
+
+-- Reworded for Lua: a bad 1-based class index from a failed call (msg), or msg itself.
+local function class_error(msg, fname, C)
+  local bad = tostring(msg):match("^[%w_]+: class index (%-?%d+) is out of range")
+    or tostring(msg):match("^gather: index (%-?%d+) is out of range")
+  if bad then
+    error(("%s: class index %s is out of range 1..%d (targets are 1-based class indices: " ..
+      "MNIST digit d is class d+1)"):format(fname, bad, C), 4)
+  end
+  error(msg, 0)
+end
+
+-- -logp[target] along cdim, for integer 1-based class targets (shape: logp's without cdim).
+local function pick(logp, target, cdim, fname)
+  check_target(logp, target, cdim, fname)
   local ok, g = pcall(nnc.gather, logp, cdim, target:unsqueeze(cdim))
-  if not ok then
-    local bad = tostring(g):match("^gather: index (%-?%d+) is out of range")
-    if bad then
-      error(("%s: class index %s is out of range 1..%d (targets are 1-based class indices: " ..
-        "MNIST digit d is class d+1)"):format(fname, bad, logp:size(cdim)), 3)
-    end
-    error(g, 0)
-  end
+  if not ok then class_error(g, fname, logp:size(cdim)) end
   return -g:squeeze(cdim)
+end
+
+-- cross_entropy of logits (N, C) or (C) against class indices: one fused op (a kernel each way).
+local function fused(logits, target, eps, fname)
+  check_target(logits, target, logits:dim(), fname)
+  local one = logits:dim() == 1
+  local ok, loss
+  if one then
+    ok, loss = pcall(nnc.cross_entropy, logits:unsqueeze(1), target:reshape { 1 }, eps)
+  else
+    ok, loss = pcall(nnc.cross_entropy, logits, target, eps)
+  end
+  if not ok then class_error(loss, fname, logits:size(logits:dim())) end
+  return one and loss:reshape {} or loss
 end
 
 local function is_integer_dtype(t)
@@ -90,6 +113,9 @@ function F.cross_entropy(logits, target, opts)
   target = as_tensor(target, nil, fname, "target")
   local cdim = logits:dim() == 1 and 1 or 2
   local eps = type(opts) == "table" and opts.label_smoothing or 0
+  if is_integer_dtype(target) and logits:dim() <= 2 then
+    return reduce(fused(logits, target, eps, fname), r)
+  end
   local logp = nnc.log_softmax(logits, cdim)
   local loss
   if target:is_floating_point() then
