@@ -30,10 +30,13 @@ local function reduce(loss, r)
   return loss
 end
 
-local function as_tensor(v, like, fname, what)
+-- v as a tensor: a Lua table or number made on like's device, in like's dtype unless own_dtype
+-- (class indices keep theirs: integers)
+local function as_tensor(v, like, fname, what, own_dtype)
   if is_tensor(v) then return v end
   if type(v) == "table" or type(v) == "number" then
-    return like and mf.tensor(v, { dtype = like:dtype(), device = like:device() }) or mf.tensor(v)
+    if not like then return mf.tensor(v) end
+    return mf.tensor(v, { dtype = not own_dtype and like:dtype() or nil, device = like:device() })
   end
   error(("%s: %s must be a tensor, got %s"):format(fname, what, type(v)), 3)
 end
@@ -110,7 +113,7 @@ function F.cross_entropy(logits, target, opts)
   local r = reduction_of(opts, fname)
   check_input(logits, fname, "logits")
   if logits:dim() == 0 then error(fname .. ": logits must have a class dimension, got a scalar", 2) end
-  target = as_tensor(target, nil, fname, "target")
+  target = as_tensor(target, logits, fname, "target", true)
   local cdim = logits:dim() == 1 and 1 or 2
   local eps = type(opts) == "table" and opts.label_smoothing or 0
   if is_integer_dtype(target) and logits:dim() <= 2 then
@@ -143,7 +146,7 @@ function F.nll_loss(logp, target, opts)
   local r = reduction_of(opts, fname)
   check_input(logp, fname, "input")
   if logp:dim() == 0 then error(fname .. ": input must have a class dimension, got a scalar", 2) end
-  target = as_tensor(target, nil, fname, "target")
+  target = as_tensor(target, logp, fname, "target", true)
   if not is_integer_dtype(target) then
     error(("%s: target must be int64 class indices, got %s"):format(fname, target:dtype()), 2)
   end
