@@ -147,7 +147,7 @@ static const char *fname_of(lua_State *L) {
   return found ? found : "a moonflow function";
 }
 
-mf_tensor *lmf_totensor(lua_State *L, int idx, const mf_tensor *like) {
+static mf_tensor *to_tensor(lua_State *L, int idx, const mf_tensor *like, bool host_numbers) {
   idx = lua_absindex(L, idx);
   mf_tensor *t = lmf_test(L, idx);
   if (t) return t;
@@ -165,7 +165,7 @@ mf_tensor *lmf_totensor(lua_State *L, int idx, const mf_tensor *like) {
       dt = like ? MF_F64 : MF_F32; /* exact beside a tensor: only its category counts */
       v = lua_tonumber(L, idx);
     }
-    mf_device *dev = like ? mf_tensor_device(like) : NULL;
+    mf_device *dev = like && !host_numbers ? mf_tensor_device(like) : NULL;
     mf_tensor **slot = lmf_newslot(L);
     mf_status s = mf_scalar(v, dt, true, dev, slot);
     if (s != MF_OK) return lmf_error(L, s), NULL;
@@ -179,6 +179,14 @@ mf_tensor *lmf_totensor(lua_State *L, int idx, const mf_tensor *like) {
   }
   luaL_typeerror(L, idx, "tensor, number, boolean or table");
   return NULL;
+}
+
+mf_tensor *lmf_totensor(lua_State *L, int idx, const mf_tensor *like) {
+  return to_tensor(L, idx, like, false);
+}
+
+mf_tensor *lmf_tooperand(lua_State *L, int idx, const mf_tensor *like) {
+  return to_tensor(L, idx, like, true);
 }
 
 int lmf_error(lua_State *L, mf_status s) {
@@ -365,7 +373,7 @@ void lmf_applyopts(lua_State *L, mf_tensor *t, const lmf_opts *o, const char *fn
 
 mf_tensor *lmf_shift(lua_State *L, const mf_tensor *t, lua_Integer delta) {
   mf_tensor **k = lmf_newslot(L);
-  mf_status s = mf_scalar((double)delta, MF_I64, true, mf_tensor_device(t), k);
+  mf_status s = mf_scalar((double)delta, MF_I64, true, NULL, k); /* a host number */
   mf_tensor **slot = lmf_newslot(L);
   if (s == MF_OK) s = mf_add(t, *k, slot);
   if (s != MF_OK) lmf_error(L, s);

@@ -17,8 +17,8 @@ static int binary(lua_State *L, mf_op op) {
   luaL_checkany(L, 2);
   lua_settop(L, 2);
   mf_tensor *ta = lmf_test(L, 1), *tb = lmf_test(L, 2);
-  mf_tensor *a = lmf_totensor(L, 1, tb);
-  mf_tensor *b = lmf_totensor(L, 2, ta ? ta : a);
+  mf_tensor *a = lmf_tooperand(L, 1, tb);
+  mf_tensor *b = lmf_tooperand(L, 2, ta ? ta : a);
   mf_tensor **slot = lmf_newslot(L);
   mf_status s = mf_binary(op, a, b, slot);
   return s == MF_OK ? 1 : lmf_error(L, s);

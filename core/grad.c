@@ -22,10 +22,12 @@ static mf_status num(double v, const mf_tensor *t, mf_tensor **out) {
   return mf_scalar(v, t->dtype, true, t->storage->device, out);
 }
 
-/* out = op(a, <number v>) */
+/* out = op(a, <number v>); v stays on the host (a GPU kernel takes it by value: no launch to make
+ * it on the device) */
 static mf_status binary_num(mf_op op, const mf_tensor *a, double v, mf_tensor **out) {
   mf_tensor *s;
-  MF_TRY(num(v, a, &s));
+  bool half = a->dtype == MF_F16 || a->dtype == MF_BF16; /* not on a CPU: float64 is as wrapped */
+  MF_TRY(mf_scalar(v, half ? MF_F64 : a->dtype, true, NULL, &s));
   mf_status st = mf_binary(op, a, s, out);
   mf_release(s);
   return st;

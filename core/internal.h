@@ -48,6 +48,12 @@ enum {
 mf_status mf_gather_as(int who, const mf_tensor *x, int dim, const mf_tensor *index, int64_t base,
                        mf_tensor **out);
 
+/* A binary elementwise call on a non-CPU device with a host number operand (ops_elementwise.c):
+ * ip[MF_CALL_HOST_WHICH] = 1 + that operand's index (0: none; its in[] is then NULL), its value in
+ * ip[MF_CALL_HOST_VALUE]: a double's bytes when ip[MF_CALL_HOST_FLOAT], else an int64, which the
+ * kernel converts to the op's dtype as a cast would. */
+enum { MF_CALL_HOST_FLOAT = 5, MF_CALL_HOST_VALUE = 6, MF_CALL_HOST_WHICH = 7 };
+
 /* Marks t's storage as written in place (autograd's check of saved tensors: autograd.c). */
 static inline void mf_written(mf_tensor *t) {
   if (t) t->storage->version++;

@@ -3,6 +3,7 @@
  * copies built on the COPY kernel: cast, copy_, fill_, device transfers, cat and stack. */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "autograd.h"
 
@@ -41,30 +42,84 @@ static mf_status prepare(const mf_tensor *x, mf_dtype dt, int ndim, const int64_
 
 static bool is_compare(mf_op op) { return op >= MF_OP_EQ && op <= MF_OP_LE; }
 static bool is_logical(mf_op op) { return op == MF_OP_LOGICAL_AND || op == MF_OP_LOGICAL_OR; }
+static bool is_wrapped(const mf_tensor *t) { return t->flags & MF_TENSOR_WRAPPED_NUMBER; }
 
-/* Runs an elementwise kernel: inputs broadcast to a common shape in dtype `dt`, output `odt`. */
+/* A number beside a tensor on another device: a wrapped 0-d tensor on the CPU (as a number is
+ * kept: its value, with no device memory or kernel to make it there). */
+static bool host_number(const mf_tensor *t) {
+  return is_wrapped(t) && t->ndim == 0 && t->storage->device->type == MF_DEV_CPU;
+}
+
+/* A host number's value into c (MF_CALL_HOST_*), as a double or an int64 by its dtype's kind. */
+static void host_value(const mf_tensor *t, mf_call *c) {
+  const char *p = (const char *)t->storage->data + t->offset * (int64_t)mf_dtype_size(t->dtype);
+  double d = 0;
+  int64_t i = 0;
+  switch (t->dtype) {
+  case MF_F32: d = *(const float *)p; break;
+  case MF_F64: d = *(const double *)p; break;
+  case MF_I32: i = *(const int32_t *)p; break;
+  case MF_I64: i = *(const int64_t *)p; break;
+  default: i = *(const uint8_t *)p; break; /* uint8, bool (a CPU tensor is never a half) */
+  }
+  c->ip[MF_CALL_HOST_FLOAT] = mf_dtype_is_float(t->dtype);
+  if (c->ip[MF_CALL_HOST_FLOAT])
+    memcpy(&c->ip[MF_CALL_HOST_VALUE], &d, sizeof d);
+  else
+    c->ip[MF_CALL_HOST_VALUE] = i;
+}
+
+/* Runs an elementwise kernel: inputs broadcast to a common shape in dtype `dt`, output `odt`, on
+ * the inputs' device. A host number among inputs on another device is given to a binary kernel by
+ * value (MF_CALL_HOST_*: internal.h) and uploaded for the others. The result of numbers alone is
+ * a number too (wrapped), so that a gradient rule's arithmetic on one stays a number. */
 static mf_status run(mf_op op, int nin, const mf_tensor **in, const mf_dtype *dts, mf_dtype odt,
                      const double *p, mf_tensor **out) {
   *out = NULL;
   const char *name = mf_op_name(op);
+  const mf_tensor *ref = in[0]; /* whose device the op runs on: the first not a host number */
+  for (int i = 0; i < nin; i++)
+    if (!host_number(in[i])) {
+      ref = in[i];
+      break;
+    }
+  mf_device *dev = ref->storage->device;
   int ndim = in[0]->ndim;
   int64_t shape[MF_MAX_DIMS];
+  bool numbers = true;
   for (int d = 0; d < ndim; d++) shape[d] = in[0]->shape[d];
-  for (int i = 1; i < nin; i++) {
-    MF_TRY(mf_same_device(name, in[0], in[i]));
-    MF_TRY(mf_broadcast_shape(name, ndim, shape, in[i]->ndim, in[i]->shape, &ndim, shape));
+  for (int i = 0; i < nin; i++) {
+    numbers = numbers && is_wrapped(in[i]);
+    if (!(in[i]->storage->device != dev && host_number(in[i])))
+      MF_TRY(mf_same_device(name, ref, in[i]));
+    if (i > 0)
+      MF_TRY(mf_broadcast_shape(name, ndim, shape, in[i]->ndim, in[i]->shape, &ndim, shape));
   }
   mf_call c = {.op = op, .nin = nin};
   if (p)
     for (int k = 0; k < 4; k++) c.p[k] = p[k];
+  bool binary = op >= MF_OP_ADD && op <= MF_OP_LOGICAL_OR;
   mf_tensor *views[3] = {NULL, NULL, NULL};
   mf_status s = MF_OK;
-  for (int i = 0; i < nin && !s; i++) s = prepare(in[i], dts[i], ndim, shape, &views[i]);
-  if (!s) s = mf_empty(ndim, shape, odt, in[0]->storage->device, out);
+  for (int i = 0; i < nin && !s; i++) {
+    if (in[i]->storage->device == dev) {
+      s = prepare(in[i], dts[i], ndim, shape, &views[i]);
+    } else if (binary && !c.ip[MF_CALL_HOST_WHICH]) { /* by value */
+      host_value(in[i], &c);
+      c.ip[MF_CALL_HOST_WHICH] = i + 1;
+    } else { /* uploaded */
+      mf_tensor *moved = NULL;
+      s = mf_to_device(in[i], dev, &moved);
+      if (!s) s = prepare(moved, dts[i], ndim, shape, &views[i]);
+      mf_release(moved);
+    }
+  }
+  if (!s) s = mf_empty(ndim, shape, odt, dev, out);
+  if (!s && numbers && ndim == 0) (*out)->flags |= MF_TENSOR_WRAPPED_NUMBER;
   if (!s) {
     c.out = *out;
     for (int i = 0; i < nin; i++) c.in[i] = views[i];
-    s = mf_dispatch((*out)->storage->device, &c);
+    s = mf_dispatch(dev, &c);
   }
   for (int i = 0; i < nin; i++) mf_release(views[i]);
   if (s) MF_DROP(*out);
@@ -142,7 +197,7 @@ mf_status mf_cast_scaled(const mf_tensor *x, mf_dtype dt, double scale, mf_tenso
   if (dev->type != MF_DEV_CPU) { /* backends without the fused kernel: cast, then multiply */
     mf_tensor *c, *k;
     MF_TRY(mf_cast(x, dt, &c));
-    mf_status s = mf_scalar(scale, dt, true, dev, &k);
+    mf_status s = mf_scalar(scale, MF_F64, true, NULL, &k); /* a host number: no launch */
     if (!s) s = mf_mul(c, k, out);
     mf_release(k);
     mf_release(c);

@@ -12,6 +12,7 @@
  * not b; bool SUB/DIV/REMAINDER/FLOOR_DIVIDE/NEG are MF_ERR_DTYPE; transcendental ops need floats.
  */
 #include <math.h>
+#include <string.h>
 
 #include "cuda/kernels.h"
 
@@ -218,13 +219,15 @@ __device__ __forceinline__ T any_unary(int op, T x, double flo, double fhi, int6
 /* ---- kernels ----------------------------------------------------------------------------------
  */
 
+/* host: 1 or 2 when operand a or b is a host number (its pointer null), of value hd (hflt) or hi */
 template <class T, int K, bool CMP>
 __global__ void binary_kernel(int op, void *out, const T *a, const T *b, mf_offsets<3> oc,
-                              int64_t n) {
+                              int64_t n, int host, bool hflt, double hd, int64_t hi) {
+  T hv = hflt ? mf_cvt<T, K, double, MF_K_FLT>(hd) : mf_cvt<T, K, int64_t, MF_K_SINT>(hi);
   MF_GRID_LOOP(i, n) {
     int64_t off[3];
     oc.get(i, off);
-    T x = a[off[1]], y = b[off[2]];
+    T x = host == 1 ? hv : a[off[1]], y = host == 2 ? hv : b[off[2]];
     if constexpr (CMP)
       ((uint8_t *)out)[off[0]] = any_compare<T, K>(op, x, y);
     else
@@ -257,13 +260,16 @@ static bool is_bool_result(mf_op op) {
 
 mf_status mf_cuda_binary(mf_device *dev, const mf_call *c) {
   const char *name = mf_op_name(c->op);
-  if (c->op < MF_OP_ADD || c->op > MF_OP_LOGICAL_OR || c->nin < 2 || !c->out || !c->in[0] ||
-      !c->in[1])
+  /* a host number's place (MF_CALL_HOST_*) is taken by the other operand for dtype and offsets */
+  int host = (int)c->ip[MF_CALL_HOST_WHICH];
+  const mf_tensor *ta = host == 1 ? c->in[1] : c->in[0], *tb = host == 2 ? c->in[0] : c->in[1];
+  if (c->op < MF_OP_ADD || c->op > MF_OP_LOGICAL_OR || c->nin < 2 || !c->out || !ta || !tb ||
+      host < 0 || host > 2)
     return mf_fail(MF_ERR_ARG, "%s: not a binary elementwise call", name);
-  mf_dtype dt = c->in[0]->dtype;
-  if (c->in[1]->dtype != dt)
+  mf_dtype dt = ta->dtype;
+  if (tb->dtype != dt)
     return mf_fail(MF_ERR_DTYPE, "%s: operands must have the same dtype here, got %s and %s", name,
-                   mf_dtype_name(dt), mf_dtype_name(c->in[1]->dtype));
+                   mf_dtype_name(dt), mf_dtype_name(tb->dtype));
   bool cmp = is_bool_result(c->op);
   mf_dtype want = cmp ? MF_BOOL : dt;
   if (c->out->dtype != want)
@@ -278,22 +284,27 @@ mf_status mf_cuda_binary(mf_device *dev, const mf_call *c) {
   }
   int64_t n = mf_numel(c->out);
   if (n == 0) return MF_OK;
-  const mf_tensor *ops[3] = {c->out, c->in[0], c->in[1]};
+  const mf_tensor *ops[3] = {c->out, ta, tb};
   mf_offsets<3> oc;
   MF_TRY(mf_cuda_offsets<3>(name, ops, &oc));
   MF_TRY(mf_cuda_enter(dev));
   cudaStream_t s = mf_cuda_stream(dev);
   void *o = mf_cuda_ptr(c->out);
+  bool hflt = c->ip[MF_CALL_HOST_FLOAT];
+  double hd;
+  memcpy(&hd, &c->ip[MF_CALL_HOST_VALUE], sizeof hd);
   bool ok = mf_cuda_visit(dt, [&](auto tag) {
     using T = typename decltype(tag)::type;
     constexpr int K = decltype(tag)::kind;
-    const T *a = mf_cuda_ptr<T>(c->in[0]), *b = mf_cuda_ptr<T>(c->in[1]);
+    const T *a = host == 1 ? nullptr : mf_cuda_ptr<T>(c->in[0]),
+            *b = host == 2 ? nullptr : mf_cuda_ptr<T>(c->in[1]);
+    int64_t hi = c->ip[MF_CALL_HOST_VALUE];
     if (cmp)
       binary_kernel<T, K, true>
-          <<<mf_cuda_blocks(n), MF_CUDA_THREADS, 0, s>>>(c->op, o, a, b, oc, n);
+          <<<mf_cuda_blocks(n), MF_CUDA_THREADS, 0, s>>>(c->op, o, a, b, oc, n, host, hflt, hd, hi);
     else
       binary_kernel<T, K, false>
-          <<<mf_cuda_blocks(n), MF_CUDA_THREADS, 0, s>>>(c->op, o, a, b, oc, n);
+          <<<mf_cuda_blocks(n), MF_CUDA_THREADS, 0, s>>>(c->op, o, a, b, oc, n, host, hflt, hd, hi);
   });
   if (!ok) return mf_fail(MF_ERR_DTYPE, "%s: bad dtype %d", name, (int)dt);
   return mf_cuda_launched(dev, name);

@@ -23,11 +23,7 @@ __global__ void ce_fwd_kernel(T *loss, T *lse, const T *x, const int64_t *t, int
     int64_t r = r0 + threadIdx.y, len = r < N ? C : 0;
     if (r >= N) r = r0;
     const T *xr = x + r * C;
-    A m = -INFINITY, s = 0, sum = 0;
-    for (int64_t k = threadIdx.x; k < len; k += blockDim.x) m = nanmax(m, (A)xr[k]);
-    m = row_all(m, true, sh);
-    for (int64_t k = threadIdx.x; k < len; k += blockDim.x) s += exp((A)xr[k] - m);
-    s = row_all(s, false, sh);
+    A m, s = row_max_sumexp(xr, len, sh, &m), sum = 0;
     if (eps != 0) {
       for (int64_t k = threadIdx.x; k < len; k += blockDim.x) sum += (A)xr[k];
       sum = row_all(sum, false, sh);

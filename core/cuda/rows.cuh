@@ -32,6 +32,16 @@ template <class A> __device__ A row_all(A v, bool is_max, A *sh) {
   return r;
 }
 
+/* Over a row's len entries x: *m = their max (NaN propagating); returns sum exp(x - *m), in A. */
+template <class A, class T> __device__ A row_max_sumexp(const T *x, int64_t len, A *sh, A *m) {
+  A mx = -INFINITY, s = 0;
+  for (int64_t k = threadIdx.x; k < len; k += blockDim.x) mx = nanmax(mx, (A)x[k]);
+  mx = row_all(mx, true, sh);
+  for (int64_t k = threadIdx.x; k < len; k += blockDim.x) s += exp((A)x[k] - mx);
+  *m = mx;
+  return row_all(s, false, sh);
+}
+
 /* the launch shape for `rows` rows of n entries */
 static inline void row_shape(int64_t rows, int64_t n, dim3 *threads, unsigned *blocks) {
   int tx = 32;

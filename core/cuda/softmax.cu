@@ -29,12 +29,7 @@ __global__ void softmax_rows_kernel(int op, T *out, const T *a, const T *b, int6
     const T *x = a + r * n, *dy = b ? b + r * n : nullptr;
     T *o = out + r * n;
     if (op == MF_OP_SOFTMAX || op == MF_OP_LOG_SOFTMAX) {
-      A m = -INFINITY;
-      for (int64_t k = threadIdx.x; k < len; k += blockDim.x) m = nanmax(m, (A)x[k]);
-      m = row_all(m, true, sh);
-      A sum = 0;
-      for (int64_t k = threadIdx.x; k < len; k += blockDim.x) sum += exp((A)x[k] - m);
-      sum = row_all(sum, false, sh);
+      A m, sum = row_max_sumexp(x, len, sh, &m);
       if (op == MF_OP_SOFTMAX) {
         A inv = (A)1 / sum;
         for (int64_t k = threadIdx.x; k < len; k += blockDim.x) o[k] = (T)(exp((A)x[k] - m) * inv);

@@ -118,6 +118,22 @@ static tol ftols(mf_dtype dt, double scale) {
 static mf_status binary_fn(mf_tensor *const *in, const void *arg, mf_tensor **out) {
   return mf_binary(*(const mf_op *)arg, in[0], in[1], out);
 }
+/* x op number or number op x, the number a wrapped 0-d CPU tensor on either side (a host number:
+ * on a GPU the kernel takes its value) */
+typedef struct num_arg {
+  mf_op op;
+  double v;
+  mf_dtype ndt; /* int64 or float64, as a Lua integer or float beside a tensor */
+  bool left;
+} num_arg;
+static mf_status num_fn(mf_tensor *const *in, const void *arg, mf_tensor **out) {
+  const num_arg *a = arg;
+  mf_tensor *n = NULL;
+  mf_status s = mf_scalar(a->v, a->ndt, true, NULL, &n);
+  if (!s) s = a->left ? mf_binary(a->op, n, in[0], out) : mf_binary(a->op, in[0], n, out);
+  mf_release(n);
+  return s;
+}
 static mf_status unary_fn(mf_tensor *const *in, const void *arg, mf_tensor **out) {
   return mf_unary(*(const mf_op *)arg, in[0], out);
 }
@@ -693,6 +709,69 @@ static mf_tensor *plus_one(const mf_tensor *t) {
   return r;
 }
 
+/* Every binary op with a host number on either side, over the dtypes; gradients where they
+ * exist. Then: a host number only as a wrapped 0-d CPU tensor (any other CPU tensor beside a GPU
+ * one is still an error), and where() uploads one. */
+static void test_host_numbers(void) {
+  int64_t sa[2] = {5, 7};
+  static const mf_dtype dts[5] = {MF_F32, MF_F64, MF_I64, MF_I32, MF_U8};
+  static const mf_op ops[13] = {
+      MF_OP_ADD,          MF_OP_SUB,     MF_OP_MUL,        MF_OP_DIV, MF_OP_POW,
+      MF_OP_MAXIMUM,      MF_OP_MINIMUM, MF_OP_REMAINDER,  MF_OP_EQ,  MF_OP_GT,
+      MF_OP_FLOOR_DIVIDE, MF_OP_LE,      MF_OP_LOGICAL_AND};
+  for (int d = 0; d < 5; d++)
+    for (int k = 0; k < 13; k++)
+      for (int form = 0; form < 4; form++) { /* integer / float number, right / left */
+        mf_dtype dt = dts[d];
+        mf_op op = ops[k];
+        bool flt = mf_dtype_is_float(dt), left = form >= 2;
+        bool divides = op == MF_OP_DIV || op == MF_OP_REMAINDER || op == MF_OP_FLOOR_DIVIDE;
+        if (op == MF_OP_POW && !flt) continue;
+        if (left && divides && !flt) continue; /* integer division by the tensor's zeros */
+        num_arg a = {op, form % 2 ? 2.5 : 3, form % 2 ? MF_F64 : MF_I64, left};
+        mf_tensor *x = make(2, sa, dt, (left && divides) || op == MF_OP_POW ? V_POS : V_REAL);
+        bool diff[1] = {flt && op < MF_OP_REMAINDER};
+        char what[120];
+        snprintf(what, sizeof what, "%s %s %s %s (host number)",
+                 left ? "number" : mf_dtype_name(dt), mf_op_name(op),
+                 left ? mf_dtype_name(dt) : "number", form % 2 ? "2.5" : "3");
+        parity(what, num_fn, &a, 1, &x, diff, ftols(dt, 10));
+        mf_release(x);
+      }
+  /* float16 beside a float number: the value converted on the device */
+  mf_tensor *x = make(2, sa, MF_F32, V_EIGHTHS), *gx = on_gpu(x), *h = NULL, *n = NULL, *o = NULL;
+  if (test_kind == MF_DEV_CUDA) {
+    CHECK_OK(mf_cast(gx, MF_F16, &h));
+    CHECK_OK(mf_scalar(0.5, MF_F64, true, NULL, &n));
+    CHECK_OK(mf_mul(h, n, &o));
+    CHECK(o && o->dtype == MF_F16 && mf_device_kind(mf_tensor_device(o)) == MF_DEV_CUDA);
+    mf_tensor *want = NULL;
+    num_arg a = {MF_OP_MUL, 0.5, MF_F64, false};
+    CHECK_OK(num_fn(&x, &a, &want));
+    CHECK(same("float16 * host number", want, o, 0, 0)); /* k/16: exact */
+    mf_release(want);
+    MF_DROP(o);
+    MF_DROP(n);
+    MF_DROP(h);
+  }
+  /* not a wrapped number: still an error; where() uploads a host number */
+  CHECK_OK(mf_scalar(2, MF_F32, false, NULL, &n));
+  if (test_kind == MF_DEV_CUDA)
+    CHECK_FAILS(mf_mul(gx, n, &o), MF_ERR_DEVICE, "different devices (cuda:0 and cpu)");
+  MF_DROP(n);
+  mf_tensor *c = NULL, *w = NULL, *wg = NULL;
+  CHECK_OK(mf_scalar(-1, MF_F64, true, NULL, &n));
+  CHECK_OK(mf_binary(MF_OP_GT, gx, n, &c));
+  CHECK_OK(mf_where(c, gx, n, &wg));
+  mf_tensor *cc = NULL;
+  CHECK_OK(mf_binary(MF_OP_GT, x, n, &cc));
+  CHECK_OK(mf_where(cc, x, n, &w));
+  CHECK(same("where(x > number, x, number), the number uploaded", w, wg, 0, 0));
+  mf_tensor *all[7] = {x, gx, n, c, w, wg, cc};
+  for (int j = 0; j < 7; j++) mf_release(all[j]);
+  cases_run++;
+}
+
 static void test_gather(void) {
   int64_t xs[3] = {4, 7, 5};
   static const mf_dtype dts[8] = {MF_F32, MF_F64, MF_I32, MF_I64, MF_U8, MF_BOOL, MF_F32, MF_F64};
@@ -1094,6 +1173,7 @@ int main(void) {
   if (have_cudnn && test_kind == MF_DEV_CUDA) test_conv2d_nhwc(); /* CPU kernels: NCHW only */
   test_pool();
   test_channels_last(); /* without a GPU: the CPU's channels-last kernels against its NCHW ones */
+  test_host_numbers();
   test_gather();
   test_index_select();
   test_losses();
