@@ -238,7 +238,6 @@ mf_status mf_to_device(const mf_tensor *x, mf_device *dev, mf_tensor **out) {
 
 mf_status mf_copy_(mf_tensor *dst, const mf_tensor *src) {
   MF_TRY(mf_ag_check_inplace("copy_", dst));
-  mf_written(dst);
   mf_tensor *moved = NULL, *expanded = NULL;
   mf_status s = MF_OK;
   if (src->storage->device != dst->storage->device) {
@@ -252,6 +251,7 @@ mf_status mf_copy_(mf_tensor *dst, const mf_tensor *src) {
   if (!s) {
     mf_call c = {.op = MF_OP_COPY, .out = dst, .in = {expanded}, .nin = 1};
     s = mf_dispatch(dst->storage->device, &c);
+    if (!s) mf_written(dst);
   }
   if (s == MF_ERR_SHAPE) {
     char a[96], b[96];
@@ -265,9 +265,10 @@ mf_status mf_copy_(mf_tensor *dst, const mf_tensor *src) {
 
 mf_status mf_fill_(mf_tensor *dst, double v) {
   MF_TRY(mf_ag_check_inplace("fill_", dst));
-  mf_written(dst);
   mf_call c = {.op = MF_OP_FILL, .out = dst, .p = {v}};
-  return mf_dispatch(dst->storage->device, &c);
+  MF_TRY(mf_dispatch(dst->storage->device, &c));
+  mf_written(dst);
+  return MF_OK;
 }
 
 mf_status mf_cat(int n, mf_tensor *const *ts, int dim, mf_tensor **out) {
