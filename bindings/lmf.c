@@ -54,9 +54,40 @@ static void collect_if_needed(lua_State *L) {
   threshold = grown(live), count_threshold = grown_count(n);
 }
 
+/* A failed allocation's full collection (mf_set_reclaim), in the state of the op that asked: set
+ * for the calling OS thread when a slot is made from another Lua thread than last time, cleared
+ * when that state closes (lmf_reclaim_sentinel). */
+static _Thread_local lua_State *hooked_L, *hooked_main;
+
+static void reclaim(void *main) { lua_gc((lua_State *)main, LUA_GCCOLLECT); }
+
+static lua_State *main_of(lua_State *L) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+  lua_State *m = lua_tothread(L, -1);
+  lua_pop(L, 1);
+  return m;
+}
+
+static int unhook(lua_State *L) {
+  if (hooked_main == main_of(L)) {
+    mf_set_reclaim(NULL, NULL);
+    hooked_L = hooked_main = NULL;
+  }
+  return 0;
+}
+
+void lmf_reclaim_sentinel(lua_State *L) {
+  lmf_newgcdata(L, 1, "moonflow.reclaim", unhook);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, (void *)unhook);
+}
+
 const char lmf_key_tensor[1], lmf_key_methods[1], lmf_key_getters[1];
 
 mf_tensor **lmf_newslot(lua_State *L) {
+  if (L != hooked_L) {
+    hooked_L = L, hooked_main = main_of(L);
+    mf_set_reclaim(reclaim, hooked_main);
+  }
   collect_if_needed(L);
   mf_tensor **p = (mf_tensor **)lua_newuserdatauv(L, sizeof(mf_tensor *), 1);
   *p = NULL; /* closed: __gc is safe whatever happens next */

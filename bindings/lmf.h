@@ -59,6 +59,9 @@ LMF_API mf_tensor *lmf_test(lua_State *L, int idx);
  * stack slot idx with its userdata, so the result is owned by Lua. Other types raise an argument
  * error naming the function. */
 LMF_API mf_tensor *lmf_totensor(lua_State *L, int idx, const mf_tensor *like);
+/* Keeps in the registry a value whose finalizer, when the state closes, stops the core's failed-
+ * allocation collections (mf_set_reclaim) from reaching it; luaopen calls it. */
+void lmf_reclaim_sentinel(lua_State *L);
 /* The same for an elementwise operand, but a number or boolean stays on the host whatever like's
  * device (a wrapped number: a GPU kernel takes its value, with no device memory or launch). */
 LMF_API mf_tensor *lmf_tooperand(lua_State *L, int idx, const mf_tensor *like);

@@ -136,6 +136,7 @@ LUAMOD_API int luaopen_moonflow_core(lua_State *L) {
   lua_pop(L, 1);
   lmf_setfuncs(L, mod, funcs);
   lmf_open_cuda(L, mod);
+  lmf_reclaim_sentinel(L);
   lua_pushliteral(L, MF_VERSION);
   lua_setfield(L, mod, "version");
   /* The tables of C functions one level down (mf.Tensor.shape, mf._nn.conv2d, ...) are entered

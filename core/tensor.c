@@ -23,10 +23,22 @@ bool mf_memory_pressure_take(void) {
          __atomic_exchange_n(&pressure, 0, __ATOMIC_RELAXED);
 }
 
+static _Thread_local mf_reclaim_fn reclaim_fn;
+static _Thread_local void *reclaim_ctx;
+static _Thread_local bool reclaiming;
+
+void mf_set_reclaim(mf_reclaim_fn fn, void *ctx) { reclaim_fn = fn, reclaim_ctx = ctx; }
+
 static mf_status storage_new(mf_device *dev, size_t nbytes, mf_storage **out) {
   mf_storage *s = malloc(sizeof *s);
   if (!s) return mf_fail(MF_ERR_MEMORY, "out of memory allocating a storage header");
   s->data = dev->i.alloc(dev, nbytes);
+  if (!s->data && reclaim_fn && !reclaiming) { /* dead tensors may hold what was wanted */
+    reclaiming = true;
+    reclaim_fn(reclaim_ctx);
+    reclaiming = false;
+    s->data = dev->i.alloc(dev, nbytes);
+  }
   if (!s->data) {
     free(s);
     mf_memory_pressure(); /* dead tensors may be holding what was wanted */

@@ -184,6 +184,11 @@ size_t mf_storage_count(void);
  * blocks passed 7/8 of its limit, or another 1/16 of it since): a garbage collector holding dead
  * tensors should collect them all now. Reading clears it. */
 bool mf_memory_pressure_take(void);
+/* What the core calls when an allocation fails, before it tries once more: a garbage collector
+ * holding dead tensors frees them (the Lua bindings run a full collection). Per thread: set by
+ * the thread whose allocations it serves; NULL for none. Not called again from within itself. */
+typedef void (*mf_reclaim_fn)(void *ctx);
+void mf_set_reclaim(mf_reclaim_fn fn, void *ctx);
 
 mf_tensor *mf_retain(mf_tensor *t);
 void mf_release(mf_tensor *t); /* NULL is fine */

@@ -96,4 +96,25 @@ describe("tensors dropped by a loop", function()
     assert.is_true(ok, out)
     assert.truthy(out:find("ok\t12.0\ttrue", 1, true), out)
   end)
+
+  it("are collected when an allocation fails, and the op that asked tries once more", function()
+    if not mf.cuda.is_available() then
+      return pending("skipped: no GPU here (" .. tostring(mf.cuda.why_unavailable()) .. ")")
+    end
+    -- 256 MiB: 152 MiB live after a full collection, 32 MiB dead (below both the growth policy's
+    -- quarter and the pressure mark of 7/8), then 80 MiB at once: 264 MiB, past the limit, until
+    -- the failed allocation's collection frees the dead 32
+    local lua = [[
+      local total = mf.cuda.get_device_properties(0).total_memory
+      mf.cuda.set_memory_fraction(256 * 2^20 / total, 0)
+      local keep = mf.zeros({ 38 * 2^20 }, { device = "cuda:0" })
+      collectgarbage()
+      do local dead = mf.zeros({ 8 * 2^20 }, { device = "cuda:0" }) end
+      local big = mf.full({ 20 * 2^20 }, 2, { device = "cuda:0", dtype = "float32" })
+      print("ok", big:max():item(), mf.cuda.memory_allocated(0) <= 256 * 2^20)
+    ]]
+    local out, ok = H.sh(H.q(H.BIN) .. " -e " .. H.q(lua))
+    assert.is_true(ok, out)
+    assert.truthy(out:find("ok\t2.0\ttrue", 1, true), out)
+  end)
 end)
