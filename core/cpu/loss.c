@@ -26,10 +26,17 @@ typedef struct ce_job {
   atomic_llong bad_value;
 } ce_job;
 
-/* the class of row i, or -1 (noted in the job) when out of range */
-static inline int64_t ce_class(ce_job *j, int64_t i) {
+/* the class of row i counted from 0, or -1 when out of range (v - base: no overflow once v >= base)
+ */
+static inline int64_t ce_index(const ce_job *j, int64_t i) {
   int64_t v = j->t[i];
-  if (v >= j->base && v - j->base < j->C) return v - j->base;
+  return v >= j->base && v - j->base < j->C ? v - j->base : -1;
+}
+
+/* the same, an out-of-range one noted in the job (the forward's error) */
+static inline int64_t ce_class(ce_job *j, int64_t i) {
+  int64_t c = ce_index(j, i), v = j->t[i];
+  if (c >= 0) return c;
   if (!atomic_exchange_explicit(&j->bad, 1, memory_order_relaxed))
     atomic_store_explicit(&j->bad_value, (long long)v, memory_order_relaxed);
   return -1;
@@ -63,7 +70,7 @@ static inline int64_t ce_class(ce_job *j, int64_t i) {
       const T *x = (const T *)j->x + i * C;                                                        \
       T *dx = (T *)j->out + i * C;                                                                 \
       T lse = ((const T *)j->lse)[i], g = ((const T *)j->g)[i * j->gstride];                       \
-      int64_t v = j->t[i], c = v >= j->base && v - j->base < C ? v - j->base : -1;                 \
+      int64_t c = ce_index(j, i);                                                                  \
       for (int64_t k = 0; k < C; k++) dx[k] = g * (EXP(x[k] - lse) - off);                         \
       if (c >= 0) dx[c] -= g * on;                                                                 \
     }                                                                                              \

@@ -137,7 +137,7 @@ mf_status mf_cuda_upload(mf_device *dev, void *dst, const void *src, size_t n) {
 
 /* ---- synchronisation and the index record ------------------------------------------------ */
 
-static const char *const callers[] = {"gather", "index_select", "scatter_add", "cross_entropy"};
+static const char *const callers[] = {"gather", "index_select", "scatter_add"};
 
 #define LATE                                                                                       \
   " running an earlier call: the GPU checks indices as it runs and reports a bad one at the next " \
@@ -158,10 +158,15 @@ static mf_status read_record(mf_device *dev, mf_cuda_xfer *x, bool at_call) {
   int dim = (int)(r[3] & 0xff) + 1;
   unsigned who = (unsigned)(r[3] >> 8 & 0xff), base = (unsigned)(r[3] >> 16 & 0xff);
   const char *name = who < sizeof callers / sizeof *callers ? callers[who] : "gather";
-  if (who == MF_GATHER_BY_CROSS_ENTROPY) /* as cpu/loss.c words it; later: which call found it */
-    return mf_fail(MF_ERR_INDEX, "cross_entropy: class index %lld is out of range %lld..%lld%s%s%s",
-                   v, (long long)base, (long long)base + size - 1, at_call ? "" : " (found by ",
-                   at_call ? "" : dev->name, at_call ? "" : LATE);
+  if (who == MF_GATHER_BY_CROSS_ENTROPY) { /* as cpu/loss.c words it; later: which call found it */
+    long long lo = base, hi = (long long)base + size - 1;
+    if (at_call)
+      return mf_fail(MF_ERR_INDEX, "cross_entropy: class index %lld is out of range %lld..%lld", v,
+                     lo, hi);
+    return mf_fail(MF_ERR_INDEX,
+                   "cross_entropy: class index %lld is out of range %lld..%lld (found by %s" LATE,
+                   v, lo, hi, dev->name);
+  }
   if (at_call) /* the op's own message, as the CPU's: as given (its callers word it for Lua) */
     return mf_fail(MF_ERR_INDEX, "%s: index %lld is out of range for dimension %d of size %lld",
                    who == MF_GATHER_BY_SCATTER_ADD ? "scatter_add" : "gather", v, dim, size);

@@ -76,24 +76,30 @@ describe("tensors dropped by a loop", function()
     assert.equal(base, mf.storage_bytes())
   end)
 
+  -- Runs `body` in a child whose cuda:0 is limited to 256 MiB (so that the limit and what it
+  -- holds leave this process alone); it prints "ok", the value `last` names and whether the
+  -- memory stayed under the limit. Returns the child's output.
+  local function on_256_mib_gpu(body)
+    local lua = "local total = mf.cuda.get_device_properties(0).total_memory\n" ..
+      "mf.cuda.set_memory_fraction(256 * 2^20 / total, 0)\n" .. body ..
+      '\nprint("ok", last:max():item(), mf.cuda.memory_allocated(0) <= 256 * 2^20)'
+    local out, ok = H.sh(H.q(H.BIN) .. " -e " .. H.q(lua))
+    assert.is_true(ok, out)
+    return out
+  end
+
   it("are collected when a GPU's memory runs tight, so that an op near the limit still fits", function()
     if not mf.cuda.is_available() then
       return pending("skipped: no GPU here (" .. tostring(mf.cuda.why_unavailable()) .. ")")
     end
-    -- a GPU limited to 256 MiB holding 192 MiB: 16 MiB temporaries in a loop, two alive at a
-    -- time (224 MiB). The growth policy alone lets dead ones pile up to a quarter of what is live,
-    -- past the limit; the device's pressure (blocks past 7/8 of the limit) makes the next call
-    -- collect them all. In a child, so that the limit and the 192 MiB leave this process alone.
-    local lua = [[
-      local total = mf.cuda.get_device_properties(0).total_memory
-      mf.cuda.set_memory_fraction(256 * 2^20 / total, 0)
+    -- 192 MiB held, 16 MiB temporaries in a loop, two alive at a time (224 MiB). The growth
+    -- policy alone lets dead ones pile up to a quarter of what is live, past the limit; the
+    -- device's pressure (blocks past 7/8 of the limit) makes the next call collect them all.
+    local out = on_256_mib_gpu([[
       local keep = mf.zeros({ 48 * 2^20 }, { device = "cuda:0" })
       local last
       for i = 1, 12 do last = mf.full({ 4 * 2^20 }, i, { device = "cuda:0", dtype = "float32" }) end
-      print("ok", last:max():item(), mf.cuda.memory_allocated(0) <= 256 * 2^20)
-    ]]
-    local out, ok = H.sh(H.q(H.BIN) .. " -e " .. H.q(lua))
-    assert.is_true(ok, out)
+    ]])
     assert.truthy(out:find("ok\t12.0\ttrue", 1, true), out)
   end)
 
@@ -101,20 +107,15 @@ describe("tensors dropped by a loop", function()
     if not mf.cuda.is_available() then
       return pending("skipped: no GPU here (" .. tostring(mf.cuda.why_unavailable()) .. ")")
     end
-    -- 256 MiB: 152 MiB live after a full collection, 32 MiB dead (below both the growth policy's
-    -- quarter and the pressure mark of 7/8), then 80 MiB at once: 264 MiB, past the limit, until
-    -- the failed allocation's collection frees the dead 32
-    local lua = [[
-      local total = mf.cuda.get_device_properties(0).total_memory
-      mf.cuda.set_memory_fraction(256 * 2^20 / total, 0)
+    -- 152 MiB live after a full collection, 32 MiB dead (below both the growth policy's quarter
+    -- and the pressure mark of 7/8), then 80 MiB at once: 264 MiB, past the limit, until the
+    -- failed allocation's collection frees the dead 32
+    local out = on_256_mib_gpu([[
       local keep = mf.zeros({ 38 * 2^20 }, { device = "cuda:0" })
       collectgarbage()
       do local dead = mf.zeros({ 8 * 2^20 }, { device = "cuda:0" }) end
-      local big = mf.full({ 20 * 2^20 }, 2, { device = "cuda:0", dtype = "float32" })
-      print("ok", big:max():item(), mf.cuda.memory_allocated(0) <= 256 * 2^20)
-    ]]
-    local out, ok = H.sh(H.q(H.BIN) .. " -e " .. H.q(lua))
-    assert.is_true(ok, out)
+      local last = mf.full({ 20 * 2^20 }, 2, { device = "cuda:0", dtype = "float32" })
+    ]])
     assert.truthy(out:find("ok\t2.0\ttrue", 1, true), out)
   end)
 end)
